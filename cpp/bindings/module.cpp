@@ -1,0 +1,178 @@
+// pybind11 module adadecode._core: the engine, the vocabulary (vocab_bindings.cpp) and the error type.
+#include <pybind11/functional.h>
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "engine.h"
+#include "vocab.h"
+
+namespace py = pybind11;
+using namespace adadecode;
+
+void bind_vocab(py::module_ &m);
+
+namespace {
+
+py::dict stats_to_dict(const DecodeStats &s) {
+    py::dict d;
+    d["n_prompt"] = s.n_prompt;
+    d["n_generated"] = s.n_generated;
+    d["prefill_seconds"] = s.prefill_seconds;
+    d["decode_seconds"] = s.decode_seconds;
+    d["tokens_per_second"] = s.tokens_per_second();
+    d["n_passes"] = s.n_passes;
+    d["rows_per_pass"] = s.rows_per_pass;
+    d["exit_layers"] = s.exit_layers;
+    d["early_per_layer"] = s.early_per_layer;
+    d["accepted_per_layer"] = s.accepted_per_layer;
+    d["n_verified"] = s.n_verified;
+    d["n_accepted"] = s.n_accepted;
+    d["rollbacks"] = s.n_rollbacks;
+    d["accept_rate"] = s.accept_rate();
+    d["early_exit_fraction"] = s.early_exit_fraction();
+    return d;
+}
+
+std::vector<int32_t> to_ids(const std::vector<int64_t> &ids) {
+    std::vector<int32_t> out;
+    out.reserve(ids.size());
+    for (int64_t id : ids) {
+        if (id < INT32_MIN || id > INT32_MAX) throw Error("invalid token id " + std::to_string(id));
+        out.push_back(static_cast<int32_t>(id));
+    }
+    return out;
+}
+
+py::array_t<float> to_array(std::vector<float> &&data, std::vector<py::ssize_t> shape) {
+    auto *owner = new std::vector<float>(std::move(data));
+    py::capsule free_owner(owner, [](void *p) { delete static_cast<std::vector<float> *>(p); });
+    return py::array_t<float>(shape, owner->data(), free_owner);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "adadecode engine (C++ over ggml)";
+    static py::exception<Error> error(m, "Error", PyExc_RuntimeError);
+    py::register_exception_translator([](std::exception_ptr p) {
+        try {
+            if (p) std::rethrow_exception(p);
+        } catch (const Error &e) {
+            py::set_error(error, e.what());
+        }
+    });
+
+    bind_vocab(m);
+
+    py::class_<Engine>(m, "Engine")
+        .def(py::init([](const std::string &path, int n_ctx, int n_threads, const std::string &heads) {
+                 EngineOptions o;
+                 o.n_ctx = n_ctx;
+                 o.n_threads = n_threads;
+                 o.heads_path = heads;
+                 py::gil_scoped_release release;
+                 return std::make_unique<Engine>(path, o);
+             }),
+             py::arg("path"), py::arg("n_ctx") = 4096, py::arg("n_threads") = 0, py::arg("heads") = "")
+        .def_property_readonly("arch", [](const Engine &e) { return e.hparams().arch; })
+        .def_property_readonly("n_layer", [](const Engine &e) { return e.hparams().n_layer; })
+        .def_property_readonly("n_embd", [](const Engine &e) { return e.hparams().n_embd; })
+        .def_property_readonly("n_vocab", [](const Engine &e) { return e.hparams().n_vocab; })
+        .def_property_readonly("n_ctx_train", [](const Engine &e) { return e.hparams().n_ctx_train; })
+        .def_property_readonly("n_ctx", &Engine::n_ctx)
+        .def_property_readonly("n_threads", &Engine::n_threads)
+        .def_property_readonly("vocab", &Engine::vocab, py::return_value_policy::reference_internal)
+        .def_property_readonly("exit_layers",
+                               [](const Engine &e) { return e.heads() ? e.heads()->layers() : std::vector<int>{}; })
+        .def_property_readonly("heads_path",
+                               [](const Engine &e) { return e.heads() ? e.heads()->path() : std::string(); })
+        .def("load_heads", &Engine::load_heads, py::arg("path"), py::call_guard<py::gil_scoped_release>())
+        .def(
+            "generate",
+            [](Engine &e, const std::vector<int64_t> &prompt, int max_tokens, float temperature, int top_k,
+               float top_p, float min_p, uint64_t seed, bool layer_parallel, float gamma, int max_pending,
+               const std::vector<int> &active_exits, const std::function<bool(int, const std::string &)> &callback) {
+                DecodeOptions o;
+                o.max_tokens = max_tokens;
+                o.sampling.temperature = temperature;
+                o.sampling.top_k = top_k;
+                o.sampling.top_p = top_p;
+                o.sampling.min_p = min_p;
+                o.sampling.seed = seed;
+                o.layer_parallel = layer_parallel;
+                o.gamma = gamma;
+                o.max_pending = max_pending;
+                o.active_exits = active_exits;
+                const std::vector<int32_t> ids = to_ids(prompt);
+                StreamDecoder text(e.vocab(), false);
+                std::exception_ptr callback_error;
+                DecodeResult r;
+                {
+                    py::gil_scoped_release release;
+                    r = e.generate(ids, o, [&](int32_t token) {
+                        const std::string piece = text.push(token);
+                        py::gil_scoped_acquire acquire;
+                        try {
+                            // Ctrl-C arrives as a pending signal while the GIL was released.
+                            if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+                            return !callback || callback(token, piece);
+                        } catch (...) {
+                            callback_error = std::current_exception();
+                            return false;
+                        }
+                    });
+                }
+                if (callback_error) std::rethrow_exception(callback_error);
+                py::dict d;
+                d["tokens"] = r.tokens;
+                d["finish_reason"] = r.finish_reason;
+                d["tail"] = text.flush();
+                d["stats"] = stats_to_dict(r.stats);
+                return d;
+            },
+            py::arg("prompt"), py::arg("max_tokens") = 128, py::arg("temperature") = 0.0f, py::arg("top_k") = 40,
+            py::arg("top_p") = 0.95f, py::arg("min_p") = 0.05f, py::arg("seed") = 0, py::arg("layer_parallel") = false,
+            py::arg("gamma") = 0.75f, py::arg("max_pending") = 5, py::arg("active_exits") = std::vector<int>{},
+            py::arg("callback") = nullptr,
+            "Generate after the prompt ids; callback(token, text_piece) -> bool is called for each verified token.")
+        .def(
+            "hidden_states",
+            [](Engine &e, const std::vector<int64_t> &ids, const std::vector<int> &layers) {
+                const std::vector<int32_t> tokens = to_ids(ids);
+                std::vector<float> h;
+                {
+                    py::gil_scoped_release release;
+                    h = e.hidden_states(tokens, layers);
+                }
+                return to_array(std::move(h), {static_cast<py::ssize_t>(layers.size()),
+                                               static_cast<py::ssize_t>(tokens.size()), e.hparams().n_embd});
+            },
+            py::arg("ids"), py::arg("layers"))
+        .def(
+            "logits",
+            [](Engine &e, const std::vector<int64_t> &ids) {
+                const std::vector<int32_t> tokens = to_ids(ids);
+                std::vector<float> l;
+                {
+                    py::gil_scoped_release release;
+                    l = e.logits(tokens);
+                }
+                return to_array(std::move(l), {static_cast<py::ssize_t>(tokens.size()), e.hparams().n_vocab});
+            },
+            py::arg("ids"))
+        .def(
+            "tensor",
+            [](const Engine &e, const std::string &name) {
+                std::vector<int64_t> ne;
+                std::vector<float> data = e.model().dequantize(name, &ne);
+                std::vector<py::ssize_t> shape(ne.rbegin(), ne.rend());  // row-major: slowest dimension first
+                return to_array(std::move(data), shape);
+            },
+            py::arg("name"), "A weight tensor dequantized to float32, shaped like the PyTorch weight.")
+        .def("tensor_names", [](const Engine &e) {
+            std::vector<std::string> names;
+            for (const auto &t : e.model().file().tensors()) names.push_back(t.name);
+            return names;
+        });
+}

@@ -1,0 +1,216 @@
+// adadecode-cli: the standalone engine, no Python needed. llama.cpp-style flags.
+#include <sys/stat.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <string>
+
+#include "engine.h"
+#include "vocab.h"
+
+using namespace adadecode;
+
+namespace {
+
+const char *usage_text =
+    "usage: adadecode-cli -m MODEL (-p PROMPT | -f FILE) [options]\n"
+    "\n"
+    "  -m, --model PATH|NAME   GGUF model file, or a name fetched before with `adadecode fetch`\n"
+    "                          (looked up in $ADADECODE_CACHE/models, default ~/.cache/adadecode/models)\n"
+    "  -p, --prompt TEXT       prompt text\n"
+    "  -f, --file FILE         read the prompt from FILE\n"
+    "  -n, --n-predict N       tokens to generate (default 128)\n"
+    "  -t, --threads N         CPU threads (default: all cores)\n"
+    "  -c, --ctx-size N        context size in tokens (default 4096)\n"
+    "      --temp T            sampling temperature; 0 = greedy (default 0)\n"
+    "      --top-k N           top-k sampling, 0 = off (default 40)\n"
+    "      --top-p P           top-p sampling, 1 = off (default 0.95)\n"
+    "      --min-p P           min-p sampling, 0 = off (default 0.05)\n"
+    "  -s, --seed N            random seed (default 0)\n"
+    "      --heads PATH        exit-heads GGUF; enables layer-parallel decoding\n"
+    "      --mode M            standard | adadecode (default: adadecode when heads are given)\n"
+    "      --gamma G           exit-head confidence threshold in [0, 1] (default 0.75)\n"
+    "      --max-pending K     tokens whose upper layers may be deferred at once (default 5)\n"
+    "      --json              print one JSON object {tokens, text, stats} instead of streaming text\n"
+    "  -h, --help              show this help\n";
+
+[[noreturn]] void fail(const std::string &message) {
+    std::fprintf(stderr, "adadecode-cli: error: %s\n", message.c_str());
+    std::exit(1);
+}
+
+long parse_int(const std::string &flag, const std::string &v, long low, long high) {
+    char *end = nullptr;
+    errno = 0;
+    const long x = std::strtol(v.c_str(), &end, 10);
+    if (v.empty() || *end != '\0' || errno != 0 || x < low || x > high) {
+        fail(flag + " expects an integer in [" + std::to_string(low) + ", " + std::to_string(high) + "], got '" + v + "'");
+    }
+    return x;
+}
+
+double parse_float(const std::string &flag, const std::string &v, double low, double high) {
+    char *end = nullptr;
+    const double x = std::strtod(v.c_str(), &end);
+    if (v.empty() || *end != '\0' || !(x >= low && x <= high)) {
+        fail(flag + " expects a number in [" + std::to_string(low) + ", " + std::to_string(high) + "], got '" + v + "'");
+    }
+    return x;
+}
+
+bool is_file(const std::string &p) {
+    struct stat st {};
+    return stat(p.c_str(), &st) == 0;
+}
+
+std::string resolve_model(const std::string &name) {
+    if (is_file(name)) return name;
+    const char *cache = std::getenv("ADADECODE_CACHE");
+    const char *home = std::getenv("HOME");
+    const std::string dir = cache ? cache : std::string(home ? home : ".") + "/.cache/adadecode";
+    const std::string cached = dir + "/models/" + name + ".gguf";
+    if (is_file(cached)) return cached;
+    fail("model '" + name + "' is neither a file nor a fetched model (run `adadecode fetch " + name + "`)");
+}
+
+std::string json_escape(const std::string &s) {
+    std::string out;
+    for (unsigned char c : s) {
+        switch (c) {
+            case '"': out += "\\\""; break;
+            case '\\': out += "\\\\"; break;
+            case '\n': out += "\\n"; break;
+            case '\r': out += "\\r"; break;
+            case '\t': out += "\\t"; break;
+            default:
+                if (c < 0x20) {
+                    char buf[8];
+                    std::snprintf(buf, sizeof buf, "\\u%04x", c);
+                    out += buf;
+                } else {
+                    out += static_cast<char>(c);
+                }
+        }
+    }
+    return out;
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+    std::string model, prompt, prompt_file, heads, mode;
+    bool have_prompt = false, json = false;
+    EngineOptions eo;
+    DecodeOptions d;
+    for (int i = 1; i < argc; ++i) {
+        const std::string a = argv[i];
+        auto value = [&]() -> std::string {
+            if (i + 1 >= argc) fail(a + " needs a value");
+            return argv[++i];
+        };
+        if (a == "-h" || a == "--help") {
+            std::fputs(usage_text, stdout);
+            return 0;
+        } else if (a == "-m" || a == "--model") {
+            model = value();
+        } else if (a == "-p" || a == "--prompt") {
+            prompt = value();
+            have_prompt = true;
+        } else if (a == "-f" || a == "--file") {
+            prompt_file = value();
+        } else if (a == "-n" || a == "--n-predict") {
+            d.max_tokens = static_cast<int>(parse_int(a, value(), 0, 1 << 24));
+        } else if (a == "-t" || a == "--threads") {
+            eo.n_threads = static_cast<int>(parse_int(a, value(), 1, 512));
+        } else if (a == "-c" || a == "--ctx-size") {
+            eo.n_ctx = static_cast<int>(parse_int(a, value(), 1, 1 << 24));
+        } else if (a == "--temp") {
+            d.sampling.temperature = static_cast<float>(parse_float(a, value(), 0.0, 100.0));
+        } else if (a == "--top-k") {
+            d.sampling.top_k = static_cast<int>(parse_int(a, value(), 0, 1 << 24));
+        } else if (a == "--top-p") {
+            d.sampling.top_p = static_cast<float>(parse_float(a, value(), 0.0, 1.0));
+        } else if (a == "--min-p") {
+            d.sampling.min_p = static_cast<float>(parse_float(a, value(), 0.0, 1.0));
+        } else if (a == "-s" || a == "--seed") {
+            d.sampling.seed = static_cast<uint64_t>(parse_int(a, value(), 0, 0x7fffffffffffffffL));
+        } else if (a == "--heads") {
+            heads = value();
+        } else if (a == "--mode") {
+            mode = value();
+            if (mode != "standard" && mode != "adadecode") fail("--mode must be standard or adadecode");
+        } else if (a == "--gamma") {
+            d.gamma = static_cast<float>(parse_float(a, value(), 0.0, 1.0));
+        } else if (a == "--max-pending") {
+            d.max_pending = static_cast<int>(parse_int(a, value(), 1, 64));
+        } else if (a == "--json") {
+            json = true;
+        } else {
+            fail("unknown argument '" + a + "' (see --help)");
+        }
+    }
+    if (model.empty()) fail("no model given (-m)");
+    if (!prompt_file.empty()) {
+        std::ifstream in(prompt_file, std::ios::binary);
+        if (!in) fail("cannot read prompt file '" + prompt_file + "'");
+        std::stringstream ss;
+        ss << in.rdbuf();
+        prompt = ss.str();
+        have_prompt = true;
+    }
+    if (!have_prompt) fail("no prompt given (-p or -f)");
+    if (prompt.empty()) fail("the prompt is empty");
+    if (mode == "adadecode" && heads.empty()) fail("--mode adadecode needs --heads");
+    d.layer_parallel = !heads.empty() && mode != "standard";
+
+    try {
+        eo.heads_path = heads;
+        Engine engine(resolve_model(model), eo);
+        const Vocab &vocab = engine.vocab();
+        const std::vector<int32_t> ids = vocab.tokenize(prompt, true, true);
+        StreamDecoder stream(vocab, false);
+        std::string text;
+        DecodeResult r = engine.generate(ids, d, [&](int32_t token) {
+            const std::string piece = stream.push(token);
+            text += piece;
+            if (!json) {
+                std::fwrite(piece.data(), 1, piece.size(), stdout);
+                std::fflush(stdout);
+            }
+            return true;
+        });
+        const std::string tail = stream.flush();
+        text += tail;
+        const DecodeStats &s = r.stats;
+        if (json) {
+            std::printf("{\"tokens\": [");
+            for (size_t i = 0; i < r.tokens.size(); ++i) std::printf("%s%d", i ? ", " : "", r.tokens[i]);
+            std::printf("], \"text\": \"%s\", \"finish_reason\": \"%s\", \"stats\": {\"n_prompt\": %d, "
+                        "\"n_generated\": %d, \"prefill_seconds\": %.6f, \"decode_seconds\": %.6f, "
+                        "\"tokens_per_second\": %.3f, \"early_exit_fraction\": %.6f, \"accept_rate\": %.6f, "
+                        "\"rollbacks\": %d}}\n",
+                        json_escape(text).c_str(), r.finish_reason.c_str(), s.n_prompt, s.n_generated,
+                        s.prefill_seconds, s.decode_seconds, s.tokens_per_second(), s.early_exit_fraction(),
+                        s.accept_rate(), s.n_rollbacks);
+        } else {
+            std::fwrite(tail.data(), 1, tail.size(), stdout);
+            std::fprintf(stdout, "\n");
+            std::fprintf(stderr, "\n[%d prompt tokens in %.3f s; %d generated in %.3f s: %.2f tokens/s", s.n_prompt,
+                         s.prefill_seconds, s.n_generated, s.decode_seconds, s.tokens_per_second());
+            if (d.layer_parallel) {
+                std::fprintf(stderr, "; early %.1f%%, accept %.1f%%, %d rollbacks", 100 * s.early_exit_fraction(),
+                             100 * s.accept_rate(), s.n_rollbacks);
+            }
+            std::fprintf(stderr, "]\n");
+        }
+    } catch (const Error &e) {
+        fail(e.what());
+    } catch (const std::exception &e) {
+        fail(std::string("unexpected failure: ") + e.what());
+    }
+    return 0;
+}

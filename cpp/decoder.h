@@ -1,0 +1,73 @@
+// Decoding: prefill, then either standard decoding or layer-parallel decoding (AdaDecode). Both run through the
+// same scheduler; standard decoding is the case with no active exit layers.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "forward.h"
+#include "heads.h"
+#include "sampler.h"
+
+namespace adadecode {
+
+struct DecodeOptions {
+    int max_tokens = 128;
+    SamplingParams sampling;
+    bool layer_parallel = false;     // needs exit heads
+    float gamma = 0.75f;             // head confidence needed to emit a token early
+    int max_pending = 5;             // tokens whose upper layers may be deferred at once
+    std::vector<int> active_exits;   // subset of the heads' exit layers; empty = all
+    int n_batch = 512;               // prefill chunk
+};
+
+struct DecodeStats {
+    int n_prompt = 0;
+    int n_generated = 0;
+    double prefill_seconds = 0.0;
+    double decode_seconds = 0.0;
+    int n_passes = 0;                        // batched layer-range passes during decoding
+    std::vector<int> rows_per_pass;          // histogram: rows_per_pass[r] = passes over r rows
+    std::vector<int> exit_layers;            // active exit layers
+    std::vector<int> early_per_layer;        // tokens emitted early at each active exit layer
+    std::vector<int> accepted_per_layer;     // ... of which verification accepted
+    int n_verified = 0;                      // early tokens checked against the final layer
+    int n_accepted = 0;
+    int n_rollbacks = 0;
+
+    double tokens_per_second() const { return decode_seconds > 0 ? n_generated / decode_seconds : 0.0; }
+    double accept_rate() const { return n_verified ? static_cast<double>(n_accepted) / n_verified : 0.0; }
+    double early_exit_fraction() const { return n_generated ? static_cast<double>(n_accepted) / n_generated : 0.0; }
+};
+
+struct DecodeResult {
+    std::vector<int32_t> tokens;  // generated tokens, without the end-of-generation token
+    std::string finish_reason;    // "stop" (end of generation or the callback said stop) or "length"
+    DecodeStats stats;
+};
+
+// Receives each verified token in order; returns false to stop generating.
+using TokenCallback = std::function<bool(int32_t token)>;
+// Tells whether a token ends generation (end-of-sequence, end-of-turn ...).
+using EndOfGeneration = std::function<bool(int32_t token)>;
+
+class Decoder {
+public:
+    Decoder(const Model &model, KvCache &cache, Forward &forward, const ExitHeads *heads);
+
+    DecodeResult generate(const std::vector<int32_t> &prompt, const DecodeOptions &options,
+                          const EndOfGeneration &is_eog, const TokenCallback &on_token);
+
+    // Runs `tokens` through every layer into the KV cache from position `pos0`, `n_batch` rows per pass.
+    void prefill(const int32_t *tokens, int n, int pos0, int n_batch, PassRequest::Logits logits, PassResult *last);
+
+private:
+    const Model &model_;
+    KvCache &cache_;
+    Forward &forward_;
+    const ExitHeads *heads_;
+};
+
+}  // namespace adadecode

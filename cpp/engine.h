@@ -1,0 +1,57 @@
+// The public C++ API of adadecode: load a GGUF model (and optionally its exit heads), tokenize, generate with
+// standard or layer-parallel decoding, and read hidden states and weights for training exit heads.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "decoder.h"
+
+namespace adadecode {
+
+class Vocab;
+
+struct EngineOptions {
+    int n_ctx = 4096;          // positions in the KV cache (prompt + generated)
+    int n_threads = 0;         // 0 = number of online CPU cores
+    std::string heads_path;    // optional exit-heads sidecar GGUF
+};
+
+class Engine {
+public:
+    // Throws adadecode::Error naming the problem for a missing, corrupt or unsupported file.
+    Engine(const std::string &model_path, const EngineOptions &options);
+    ~Engine();
+
+    const HParams &hparams() const;
+    const Vocab &vocab() const { return *vocab_; }
+    const Model &model() const { return *model_; }
+    int n_ctx() const;
+    int n_threads() const;
+
+    void load_heads(const std::string &path);  // replaces the loaded heads
+    const ExitHeads *heads() const { return heads_.get(); }
+
+    // Generates after `prompt`; each verified token goes to `on_token` (return false to stop).
+    DecodeResult generate(const std::vector<int32_t> &prompt, const DecodeOptions &options,
+                          const TokenCallback &on_token);
+
+    // Residual-stream states after each of `layers` (1..n_layer) for teacher-forced `ids`:
+    // layers.size() x ids.size() x n_embd floats.
+    std::vector<float> hidden_states(const std::vector<int32_t> &ids, const std::vector<int> &layers);
+    // Final-layer logits of every position of teacher-forced `ids`: ids.size() x n_vocab floats.
+    std::vector<float> logits(const std::vector<int32_t> &ids);
+
+private:
+    void check_ids(const std::vector<int32_t> &ids) const;
+
+    std::unique_ptr<Model> model_;
+    std::unique_ptr<Vocab> vocab_;
+    std::unique_ptr<KvCache> cache_;
+    std::unique_ptr<Forward> forward_;
+    std::unique_ptr<ExitHeads> heads_;
+    std::unique_ptr<Decoder> decoder_;
+};
+
+}  // namespace adadecode

@@ -1,0 +1,70 @@
+// Forward passes over a range of layers for a contiguous run of positions, on one ggml backend. This is the one
+// building block of both decoders: standard decoding runs [0, L) on one row; the layer-parallel scheduler runs
+// the segments between exit layers on the deferred rows plus the current token in one batched pass.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "ggml-alloc.h"
+#include "ggml-backend.h"
+#include "ggml-cpu.h"
+#include "kv_cache.h"
+#include "model.h"
+
+namespace adadecode {
+
+// An exit head at one layer: logits = output_rows · norm(transform · h).
+struct HeadWeights {
+    ggml_tensor *transform = nullptr;    // [n_embd, n_embd]
+    ggml_tensor *output_rows = nullptr;  // [n_embd, n_head_vocab]: the model's output matrix or a subset of its rows
+};
+
+struct PassRequest {
+    int layer_begin = 0;
+    int layer_end = 0;
+    int pos0 = 0;   // position of the first row; rows are pos0, pos0 + 1, ...
+    int n_rows = 0;
+    const int32_t *tokens = nullptr;  // n_rows token ids, when layer_begin == 0
+    const float *hidden = nullptr;    // n_rows x n_embd residual-stream states after layer_begin, otherwise
+    bool want_hidden = false;         // return the states after layer_end
+    std::vector<int> capture_layers;  // also return the states after these layers (1..n_layer)
+    enum class Logits { none, last, all } logits = Logits::none;  // needs layer_end == n_layer
+    const HeadWeights *head = nullptr;                              // exit head on the last row after layer_end
+};
+
+struct PassResult {
+    std::vector<float> hidden;                 // n_rows x n_embd
+    std::vector<std::vector<float>> captured;  // per capture layer, n_rows x n_embd
+    std::vector<float> logits;                 // rows x n_vocab (1 row for Logits::last)
+    std::vector<float> head_logits;            // n_head_vocab
+};
+
+class Forward {
+public:
+    Forward(const Model &model, KvCache &cache, int n_threads);
+    ~Forward();
+    Forward(const Forward &) = delete;
+    Forward &operator=(const Forward &) = delete;
+
+    void run(const PassRequest &req, PassResult *out);
+    int n_threads() const { return n_threads_; }
+    ggml_backend_t backend() const { return backend_; }
+
+private:
+    ggml_tensor *build_layer(ggml_context *ctx, ggml_cgraph *gf, int il, ggml_tensor *x, ggml_tensor *positions,
+                             ggml_tensor *mask, int pos0, int n_rows, int n_kv);
+    ggml_tensor *build_norm_output(ggml_context *ctx, ggml_tensor *x, ggml_tensor *out_matrix);
+
+    const Model &model_;
+    KvCache &cache_;
+    int n_threads_;
+    ggml_backend_t backend_ = nullptr;
+    ggml_threadpool_t threadpool_ = nullptr;
+    ggml_gallocr_t allocator_ = nullptr;
+    std::vector<uint8_t> graph_memory_;
+    std::vector<float> mask_;
+    std::vector<int32_t> positions_;
+};
+
+}  // namespace adadecode

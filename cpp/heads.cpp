@@ -1,0 +1,114 @@
+#include "heads.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+
+namespace adadecode {
+
+namespace {
+
+void read_exact(const std::string &path, size_t offset, void *dst, size_t n) {
+    FILE *f = fopen(path.c_str(), "rb");
+    if (!f) throw Error("cannot open '" + path + "'");
+    const bool ok = fseek(f, static_cast<long>(offset), SEEK_SET) == 0 && fread(dst, 1, n, f) == n;
+    fclose(f);
+    if (!ok) throw Error("'" + path + "' is truncated");
+}
+
+}  // namespace
+
+ExitHeads::ExitHeads(const std::string &path, const Model &model) : path_(path) {
+    GgufFile file(path);
+    const HParams &hp = model.hparams();
+    const std::string what = "heads file '" + path + "'";
+    if (file.get_string("general.type", "") != "adapter" || file.get_string("adapter.type", "") != "exit_heads") {
+        throw Error(what + " is not an exit-heads adapter (general.type/adapter.type)");
+    }
+    const std::string arch = file.get_string("general.architecture", "");
+    const int64_t depth = file.get_int("exit_heads.block_count", -1);
+    const int64_t width = file.get_int("exit_heads.embedding_length", -1);
+    const int64_t vocab = file.get_int("exit_heads.vocab_size", hp.n_vocab);
+    if (arch != hp.arch || depth != hp.n_layer || width != hp.n_embd || vocab != hp.n_vocab) {
+        throw Error(what + " was made for another model (" + arch + ", " + std::to_string(depth) + " layers, width " +
+                    std::to_string(width) + ", vocabulary " + std::to_string(vocab) + "); this model is " + hp.arch +
+                    ", " + std::to_string(hp.n_layer) + " layers, width " + std::to_string(hp.n_embd) +
+                    ", vocabulary " + std::to_string(hp.n_vocab));
+    }
+    for (int64_t l : file.get_int_array("exit_heads.layers")) {
+        if (l < 1 || l >= hp.n_layer) {
+            throw Error(what + ": exit layer " + std::to_string(l) + " is outside 1.." + std::to_string(hp.n_layer - 1));
+        }
+        if (!layers_.empty() && l <= layers_.back()) {
+            throw Error(what + ": exit layers must be strictly increasing");
+        }
+        layers_.push_back(static_cast<int>(l));
+    }
+    if (layers_.empty()) throw Error(what + " lists no exit layers");
+
+    const GgufFile::TensorInfo *vocab_info = file.find_tensor("exit.vocab");
+    if (vocab_info) {
+        if (vocab_info->type != GGML_TYPE_I32 || vocab_info->ne[1] != 1 || vocab_info->ne[0] < 1 ||
+            vocab_info->ne[0] > hp.n_vocab) {
+            throw Error(what + ": tensor 'exit.vocab' must be a 1-D int32 list of at most n_vocab token ids");
+        }
+        vocab_.resize(vocab_info->ne[0]);
+        read_exact(path, vocab_info->offset, vocab_.data(), vocab_.size() * sizeof(int32_t));
+        for (int32_t id : vocab_) {
+            if (id < 0 || id >= hp.n_vocab) throw Error(what + ": exit.vocab holds invalid token id " + std::to_string(id));
+        }
+    }
+    head_vocab_ = vocab_.empty() ? hp.n_vocab : static_cast<int>(vocab_.size());
+
+    ggml_init_params params{};
+    params.mem_size = ggml_tensor_overhead() * (layers_.size() + 2);
+    params.no_alloc = true;
+    ctx_ = ggml_init(params);
+    std::vector<std::pair<ggml_tensor *, const GgufFile::TensorInfo *>> transforms;
+    for (int l : layers_) {
+        const std::string name = "exit." + std::to_string(l) + ".weight";
+        const GgufFile::TensorInfo *info = file.find_tensor(name);
+        if (!info) throw Error(what + ": tensor '" + name + "' is missing");
+        if (info->ne[0] != hp.n_embd || info->ne[1] != hp.n_embd || info->ne[2] != 1) {
+            throw Error(what + ": tensor '" + name + "' must be " + std::to_string(hp.n_embd) + " x " +
+                        std::to_string(hp.n_embd));
+        }
+        if (info->type != GGML_TYPE_F32 && info->type != GGML_TYPE_F16) {
+            throw Error(what + ": tensor '" + name + "' must be f32 or f16");
+        }
+        ggml_tensor *t = ggml_new_tensor_2d(ctx_, info->type, hp.n_embd, hp.n_embd);
+        transforms.emplace_back(t, info);
+    }
+    ggml_tensor *subset = nullptr;
+    if (!vocab_.empty()) {
+        subset = ggml_new_tensor_2d(ctx_, model.output->type, hp.n_embd, head_vocab_);
+    }
+    buffer_ = ggml_backend_alloc_ctx_tensors_from_buft(ctx_, model.buffer_type());
+    if (!buffer_) throw Error("cannot allocate memory for the exit heads");
+    std::vector<uint8_t> bytes;
+    for (auto &[t, info] : transforms) {
+        bytes.resize(info->nbytes);
+        read_exact(path, info->offset, bytes.data(), bytes.size());
+        ggml_backend_tensor_set(t, bytes.data(), 0, bytes.size());
+    }
+    if (subset) {
+        // Quantized rows are self-contained blocks, so a row subset of the output matrix is a byte copy.
+        const size_t row_bytes = model.output->nb[1];
+        bytes.resize(row_bytes * vocab_.size());
+        for (size_t i = 0; i < vocab_.size(); ++i) {
+            std::memcpy(bytes.data() + i * row_bytes, static_cast<const char *>(model.output->data) + vocab_[i] * row_bytes,
+                        row_bytes);
+        }
+        ggml_backend_tensor_set(subset, bytes.data(), 0, bytes.size());
+    }
+    for (auto &[t, info] : transforms) {
+        heads_.push_back(HeadWeights{t, subset ? subset : model.output});
+    }
+}
+
+ExitHeads::~ExitHeads() {
+    if (buffer_) ggml_backend_buffer_free(buffer_);
+    if (ctx_) ggml_free(ctx_);
+}
+
+}  // namespace adadecode

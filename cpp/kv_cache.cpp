@@ -1,0 +1,49 @@
+#include "kv_cache.h"
+
+#include <algorithm>
+
+#include "error.h"
+
+namespace adadecode {
+
+KvCache::KvCache(const HParams &hp, int n_ctx, ggml_backend_buffer_type_t buft) : n_ctx_(n_ctx) {
+    if (n_ctx <= 0) {
+        throw Error("context size must be positive, got " + std::to_string(n_ctx));
+    }
+    n_alloc_ = (n_ctx + kv_block - 1) / kv_block * kv_block;
+    ggml_init_params params{};
+    params.mem_size = ggml_tensor_overhead() * (2 * hp.n_layer + 1);
+    params.no_alloc = true;
+    ctx_ = ggml_init(params);
+    for (int il = 0; il < hp.n_layer; ++il) {
+        k_.push_back(ggml_new_tensor_2d(ctx_, GGML_TYPE_F16, hp.n_embd_kv(), n_alloc_));
+        v_.push_back(ggml_new_tensor_2d(ctx_, GGML_TYPE_F16, n_alloc_, hp.n_embd_kv()));
+    }
+    buffer_ = ggml_backend_alloc_ctx_tensors_from_buft(ctx_, buft);
+    if (!buffer_) {
+        ggml_free(ctx_);
+        throw Error("cannot allocate the KV cache for " + std::to_string(n_ctx) + " positions");
+    }
+    // Masked positions get weight exactly 0; zeroed memory keeps 0 * V free of NaN from uninitialised bytes.
+    ggml_backend_buffer_clear(buffer_, 0);
+    filled_.assign(hp.n_layer, 0);
+}
+
+KvCache::~KvCache() {
+    ggml_backend_buffer_free(buffer_);
+    ggml_free(ctx_);
+}
+
+void KvCache::mark_filled(int layer_begin, int layer_end, int pos_end) {
+    for (int il = layer_begin; il < layer_end; ++il) {
+        filled_[il] = std::max(filled_[il], pos_end);
+    }
+}
+
+void KvCache::truncate(int n_positions) {
+    for (int &f : filled_) {
+        f = std::min(f, n_positions);
+    }
+}
+
+}  // namespace adadecode

@@ -1,0 +1,44 @@
+// Per-layer KV cache. Every layer keeps its own fill level because the layer-parallel scheduler leaves the upper
+// layers of deferred rows unwritten for a while; rollback after a failed verification just lowers the levels.
+#pragma once
+
+#include <vector>
+
+#include "ggml-backend.h"
+#include "model.h"
+
+namespace adadecode {
+
+class KvCache {
+public:
+    // The allocated length is n_ctx rounded up to kv_block so that attention always runs over a multiple of
+    // kv_block positions: then a row's attention arithmetic does not depend on how many rows share its pass.
+    static constexpr int kv_block = 256;
+
+    KvCache(const HParams &hp, int n_ctx, ggml_backend_buffer_type_t buft);
+    ~KvCache();
+    KvCache(const KvCache &) = delete;
+    KvCache &operator=(const KvCache &) = delete;
+
+    int n_ctx() const { return n_ctx_; }
+    int n_alloc() const { return n_alloc_; }
+    // K: [n_embd_kv, n_alloc] f16, one row per position. V: [n_alloc, n_embd_kv] f16, transposed so that the
+    // attention-weighted sum is a plain matrix product.
+    ggml_tensor *k(int layer) const { return k_[layer]; }
+    ggml_tensor *v(int layer) const { return v_[layer]; }
+
+    int filled(int layer) const { return filled_[layer]; }
+    void mark_filled(int layer_begin, int layer_end, int pos_end);
+    void truncate(int n_positions);  // forget every position >= n_positions in every layer
+    void clear() { truncate(0); }
+
+private:
+    int n_ctx_;
+    int n_alloc_;
+    ggml_context *ctx_ = nullptr;
+    ggml_backend_buffer_t buffer_ = nullptr;
+    std::vector<ggml_tensor *> k_, v_;
+    std::vector<int> filled_;
+};
+
+}  // namespace adadecode

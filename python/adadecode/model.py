@@ -1,0 +1,277 @@
+"""The Python face of the engine: load a GGUF model, tokenize, generate (standard or layer-parallel)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import _core
+
+Error = _core.Error
+
+MODES = ("standard", "adadecode")
+
+
+@dataclass
+class Generation:
+    """The result of one generation: ids and text of the generated tokens, why it stopped, statistics."""
+
+    tokens: list[int]
+    text: str
+    finish_reason: str
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def _check_range(name: str, value: float, low: float, high: float) -> None:
+    if not (low <= value <= high):
+        raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
+
+
+class Model:
+    """A GGUF model on the adadecode engine.
+
+    >>> m = Model("smollm2-135m")          # a path or a fetch name
+    >>> m.generate("The capital of France is", max_tokens=8).text
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        heads: str | os.PathLike[str] | None = None,
+    ) -> None:
+        from .fetch import resolve_model
+
+        if n_threads is not None and n_threads <= 0:
+            raise ValueError(f"n_threads must be >= 1, got {n_threads}")
+        if n_ctx <= 0:
+            raise ValueError(f"n_ctx must be >= 1, got {n_ctx}")
+        self.path = str(resolve_model(str(path)))
+        heads_path = ""
+        if heads is not None:
+            from .heads import resolve_heads
+
+            heads_path = str(resolve_heads(str(heads), self.path))
+        self._engine = _core.Engine(self.path, n_ctx=n_ctx, n_threads=n_threads or 0, heads=heads_path)
+        self.vocab = self._engine.vocab
+        self.last_generation: Generation | None = None
+
+    # --- properties -------------------------------------------------------------------------------------------
+    @property
+    def n_layer(self) -> int:
+        return self._engine.n_layer
+
+    @property
+    def n_embd(self) -> int:
+        return self._engine.n_embd
+
+    @property
+    def n_vocab(self) -> int:
+        return self._engine.n_vocab
+
+    @property
+    def n_ctx(self) -> int:
+        return self._engine.n_ctx
+
+    @property
+    def arch(self) -> str:
+        return self._engine.arch
+
+    @property
+    def exit_layers(self) -> list[int]:
+        """Layers with a loaded exit head (empty without heads)."""
+        return list(self._engine.exit_layers)
+
+    def load_heads(self, heads: str | os.PathLike[str]) -> None:
+        from .heads import resolve_heads
+
+        self._engine.load_heads(str(resolve_heads(str(heads), self.path)))
+
+    # --- tokenizer --------------------------------------------------------------------------------------------
+    def tokenize(self, text: str | bytes, add_special: bool = True, parse_special: bool = True) -> list[int]:
+        return self.vocab.tokenize(text, add_special, parse_special)
+
+    def detokenize(self, ids: Sequence[int], special: bool = False) -> str:
+        return self.vocab.detokenize(list(ids), special)
+
+    def apply_chat_template(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        from .chat import render_chat_template
+
+        return render_chat_template(self, messages, add_generation_prompt=add_generation_prompt)
+
+    # --- generation -------------------------------------------------------------------------------------------
+    def _prompt_ids(self, prompt: str | Sequence[int]) -> list[int]:
+        if isinstance(prompt, str):
+            if prompt == "":
+                raise ValueError("the prompt is empty")
+            return self.tokenize(prompt)
+        ids = [int(t) for t in prompt]
+        if not ids:
+            raise ValueError("the prompt is empty")
+        return ids
+
+    def _resolve_mode(self, mode: str | None) -> bool:
+        if mode is None:
+            return bool(self.exit_layers)
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if mode == "adadecode" and not self.exit_layers:
+            raise ValueError("mode 'adadecode' needs exit heads: pass heads=... or load_heads(...)")
+        return mode == "adadecode"
+
+    def generate_stream(
+        self,
+        prompt: str | Sequence[int],
+        max_tokens: int = 128,
+        temperature: float = 0.0,
+        top_k: int = 40,
+        top_p: float = 0.95,
+        min_p: float = 0.05,
+        seed: int | None = None,
+        stop: Sequence[str] | str | None = None,
+        mode: str | None = None,
+        gamma: float | None = None,
+        max_pending: int | None = None,
+        exit_layers: Sequence[int] | None = None,
+    ) -> Iterator[str]:
+        """Yield the generated text piece by piece (only verified tokens); the full result is then in
+        `self.last_generation`."""
+        import queue
+        import threading
+
+        pieces: queue.Queue[tuple[str, Any]] = queue.Queue()
+        cancelled = threading.Event()
+
+        def work() -> None:
+            try:
+                gen = self.generate(
+                    prompt, max_tokens, temperature, top_k, top_p, min_p, seed, stop, mode, gamma, max_pending,
+                    exit_layers, _on_text=lambda piece: (pieces.put(("piece", piece)), not cancelled.is_set())[1],
+                )
+                pieces.put(("done", gen))
+            except BaseException as exc:  # handed to the consumer thread
+                pieces.put(("error", exc))
+
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        try:
+            while True:
+                kind, value = pieces.get()
+                if kind == "piece":
+                    if value:
+                        yield value
+                elif kind == "error":
+                    raise value
+                else:
+                    return
+        finally:
+            cancelled.set()
+            thread.join()
+
+    def generate(
+        self,
+        prompt: str | Sequence[int],
+        max_tokens: int = 128,
+        temperature: float = 0.0,
+        top_k: int = 40,
+        top_p: float = 0.95,
+        min_p: float = 0.05,
+        seed: int | None = None,
+        stop: Sequence[str] | str | None = None,
+        mode: str | None = None,
+        gamma: float | None = None,
+        max_pending: int | None = None,
+        exit_layers: Sequence[int] | None = None,
+        _on_text: Any = None,
+    ) -> Generation:
+        """Generate up to `max_tokens` tokens after `prompt` (text or token ids).
+
+        temperature 0 is greedy. `mode` is "standard" or "adadecode" (default: adadecode when heads are loaded);
+        the output is identical either way for greedy decoding, and equal in distribution when sampling.
+        `stop` strings end generation; the text is cut before the stop string.
+        """
+        ids = self._prompt_ids(prompt)
+        layer_parallel = self._resolve_mode(mode)
+        if max_tokens < 0:
+            raise ValueError(f"max_tokens must be >= 0, got {max_tokens}")
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        _check_range("top_p", top_p, 0.0, 1.0)
+        _check_range("min_p", min_p, 0.0, 1.0)
+        g = 0.75 if gamma is None else float(gamma)
+        _check_range("gamma", g, 0.0, 1.0)
+        k = 5 if max_pending is None else int(max_pending)
+        if k < 1:
+            raise ValueError(f"max_pending must be >= 1, got {k}")
+        stops = [stop] if isinstance(stop, str) else [s for s in (stop or []) if s]
+        if seed is None:
+            seed = int.from_bytes(os.urandom(8), "little") if temperature > 0 else 0
+        if seed < 0:
+            raise ValueError(f"seed must be >= 0, got {seed}")
+
+        text_parts: list[str] = []
+        emitted = 0  # characters already handed to _on_text
+        hold = max((len(s) for s in stops), default=1) - 1
+        stopped_at: int | None = None
+
+        def on_token(_token: int, piece: str) -> bool:
+            nonlocal emitted, stopped_at
+            text_parts.append(piece)
+            if not stops and _on_text is None:
+                return True
+            text = "".join(text_parts)
+            if stops:
+                # Search only the tail that can hold a new match, so long generations stay linear.
+                start = max(0, emitted - hold)
+                hits = [i for i in (text.find(s, start) for s in stops) if i >= 0]
+                if hits:
+                    stopped_at = min(hits)
+                    if _on_text is not None and stopped_at > emitted:
+                        _on_text(text[emitted:stopped_at])
+                    emitted = stopped_at
+                    return False
+            safe = len(text) - hold if stops else len(text)
+            if _on_text is not None and safe > emitted:
+                keep_going = _on_text(text[emitted:safe])
+                emitted = safe
+                return bool(keep_going)
+            return True
+
+        out = self._engine.generate(
+            ids, max_tokens, float(temperature), int(top_k), float(top_p), float(min_p), int(seed),
+            layer_parallel, g, k, list(exit_layers or []), on_token,
+        )
+        text = "".join(text_parts) + out["tail"]
+        finish = out["finish_reason"]
+        if stopped_at is not None:
+            text = text[:stopped_at]
+            finish = "stop"
+        elif _on_text is not None and len(text) > emitted:
+            _on_text(text[emitted:])
+        stats = dict(out["stats"])
+        stats["mode"] = "adadecode" if layer_parallel else "standard"
+        gen = Generation(tokens=list(out["tokens"]), text=text, finish_reason=finish, stats=stats)
+        self.last_generation = gen
+        return gen
+
+    # --- internals for training and tests ---------------------------------------------------------------------
+    def hidden_states(self, ids: Sequence[int], layers: Sequence[int]) -> np.ndarray:
+        """Residual-stream states after each of `layers` (0 = embeddings, n_layer = last layer, before the final
+        norm) for teacher-forced `ids`: array [len(layers), len(ids), n_embd]."""
+        return self._engine.hidden_states([int(t) for t in ids], [int(layer) for layer in layers])
+
+    def logits(self, ids: Sequence[int]) -> np.ndarray:
+        """Final-layer logits for every position of teacher-forced `ids`: array [len(ids), n_vocab]."""
+        return self._engine.logits([int(t) for t in ids])
+
+    def tensor(self, name: str) -> np.ndarray:
+        """A weight dequantized to float32, shaped like the PyTorch weight ([out, in] for matrices)."""
+        return self._engine.tensor(name)
+
+    def tensor_names(self) -> list[str]:
+        return list(self._engine.tensor_names())
