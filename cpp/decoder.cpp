@@ -117,8 +117,9 @@ DecodeResult Decoder::generate(const std::vector<int32_t> &prompt, const DecodeO
     bool done = opt.max_tokens == 0;
     result.finish_reason = "length";
 
-    // Appends one verified token; returns false when generation is over.
-    auto emit = [&](int32_t token) {
+    // Appends one verified token chosen from `logits`; returns false when generation is over.
+    auto emit = [&](int32_t token, const float *logits) {
+        if (opt.record_logits) opt.record_logits->insert(opt.record_logits->end(), logits, logits + n_vocab);
         if (is_eog(token)) {
             result.finish_reason = "stop";
             return false;
@@ -244,19 +245,21 @@ DecodeResult Decoder::generate(const std::vector<int32_t> &prompt, const DecodeO
         }
 
         bool keep_going = true;
-        for (size_t i = 0; i < n_kept && keep_going; ++i) keep_going = emit(pending[i].successor);
+        for (size_t i = 0; i < n_kept && keep_going; ++i) {
+            keep_going = emit(pending[i].successor, final_logits + i * static_cast<size_t>(n_vocab));
+        }
         if (keep_going && correction >= 0) {
             // Positions after the mismatch are void in every layer; decoding resumes right after it.
             ++st.n_rollbacks;
             const int resume_pos = pending[n_kept].pos + 1;
             cache_.truncate(resume_pos);
-            keep_going = emit(correction);
+            keep_going = emit(correction, final_logits + n_kept * static_cast<size_t>(n_vocab));
             x_token = correction;
             x_pos = resume_pos;
         } else if (keep_going) {
             const float *x_logits = final_logits + pending.size() * static_cast<size_t>(n_vocab);
             const int32_t next_token = sampler.sample(x_logits, n_vocab);
-            keep_going = emit(next_token);
+            keep_going = emit(next_token, x_logits);
             x_token = next_token;
             ++x_pos;
         }

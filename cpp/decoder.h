@@ -21,6 +21,9 @@ struct DecodeOptions {
     int max_pending = 5;             // tokens whose upper layers may be deferred at once
     std::vector<int> active_exits;   // subset of the heads' exit layers; empty = all
     int n_batch = 512;               // prefill chunk
+    // When set, receives for every generated token the final-layer logits it was chosen from (n_vocab floats
+    // each, in order): the parity tests compare these bitwise between decoding modes.
+    std::vector<float> *record_logits = nullptr;
 };
 
 struct DecodeStats {

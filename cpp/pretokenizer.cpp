@@ -168,9 +168,15 @@ void split(Kind kind, const uint32_t *cps, size_t n, std::vector<uint32_t> &ends
         while (i < end) {
             size_t j;
             switch (kind) {
-                case Kind::llama3: j = match_llama3(t, i, end, 3); break;
-                case Kind::qwen2: j = match_llama3(t, i, end, 1); break;
-                default: j = match_gpt2(t, i, end); break;
+                case Kind::llama3:
+                    j = match_llama3(t, i, end, 3);
+                    break;
+                case Kind::qwen2:
+                    j = match_llama3(t, i, end, 1);
+                    break;
+                default:
+                    j = match_gpt2(t, i, end);
+                    break;
             }
             ends.push_back(static_cast<uint32_t>(j));
             i = j;

@@ -65,8 +65,8 @@ uint32_t compose(uint32_t first, uint32_t second) {
     if (first >= k_l_base && first < k_l_base + k_l_count && second >= k_v_base && second < k_v_base + k_v_count) {
         return k_s_base + ((first - k_l_base) * k_v_count + (second - k_v_base)) * k_t_count;
     }
-    if (first >= k_s_base && first < k_s_base + k_s_count && (first - k_s_base) % k_t_count == 0 &&
-        second > k_t_base && second < k_t_base + k_t_count) {
+    if (first >= k_s_base && first < k_s_base + k_s_count && (first - k_s_base) % k_t_count == 0 && second > k_t_base &&
+        second < k_t_base + k_t_count) {
         return first + (second - k_t_base);
     }
     const CompEntry *it = std::lower_bound(k_comp, k_comp + k_comp_size, std::make_pair(first, second),
@@ -81,7 +81,9 @@ uint32_t compose(uint32_t first, uint32_t second) {
 
 }  // namespace
 
-const char *version() { return k_unicode_version; }
+const char *version() {
+    return k_unicode_version;
+}
 
 uint16_t flags(uint32_t cp) {
     if (cp < k_bmp) {
@@ -109,12 +111,16 @@ size_t utf8_sequence_length(const char *text, size_t size, size_t pos) {
         len = 2;
     } else if (c >= 0xE0 && c <= 0xEF) {
         len = 3;
-        if (c == 0xE0) lo = 0xA0;
-        if (c == 0xED) hi = 0x9F;
+        if (c == 0xE0)
+            lo = 0xA0;
+        if (c == 0xED)
+            hi = 0x9F;
     } else if (c >= 0xF0 && c <= 0xF4) {
         len = 4;
-        if (c == 0xF0) lo = 0x90;
-        if (c == 0xF4) hi = 0x8F;
+        if (c == 0xF0)
+            lo = 0x90;
+        if (c == 0xF4)
+            hi = 0x8F;
     } else {
         return 0;
     }
@@ -195,12 +201,16 @@ size_t maximal_subpart(const std::string &bytes, size_t pos) {
         len = 2;
     } else if (c >= 0xE0 && c <= 0xEF) {
         len = 3;
-        if (c == 0xE0) lo = 0xA0;
-        if (c == 0xED) hi = 0x9F;
+        if (c == 0xE0)
+            lo = 0xA0;
+        if (c == 0xED)
+            hi = 0x9F;
     } else if (c >= 0xF0 && c <= 0xF4) {
         len = 4;
-        if (c == 0xF0) lo = 0x90;
-        if (c == 0xF4) hi = 0x8F;
+        if (c == 0xF0)
+            lo = 0x90;
+        if (c == 0xF4)
+            hi = 0x8F;
     } else {
         return 1;
     }

@@ -24,7 +24,8 @@ struct CompEntry {
     uint32_t second;
     uint32_t composed;
 };
-extern const char *const k_unicode_version;
+extern const char *const k_unicode_version;      // categories and White_Space
+extern const char *const k_nfc_unicode_version;  // NFC data (Hugging Face's normalizer is older, see the generator)
 extern const FlagRun k_flag_runs[];
 extern const size_t k_flag_runs_size;
 extern const FlagRun k_ccc_runs[];
@@ -40,22 +41,28 @@ namespace unicode {
 
 // Flag bits; exactly one of the category-group bits is set for every code point (unassigned ones are "other").
 enum : uint16_t {
-    k_letter = 1,       // \p{L}
-    k_number = 2,       // \p{N}
-    k_mark = 4,         // \p{M}
-    k_punct = 8,        // \p{P}
-    k_symbol = 16,      // \p{S}
-    k_separator = 32,   // \p{Z}
-    k_other = 64,       // \p{C}
-    k_whitespace = 128, // White_Space, i.e. \s of Oniguruma and Rust regex
-    k_nfc_inert = 256,  // unchanged by NFC and never combines with a preceding code point
+    k_letter = 1,        // \p{L}
+    k_number = 2,        // \p{N}
+    k_mark = 4,          // \p{M}
+    k_punct = 8,         // \p{P}
+    k_symbol = 16,       // \p{S}
+    k_separator = 32,    // \p{Z}
+    k_other = 64,        // \p{C}
+    k_whitespace = 128,  // White_Space, i.e. \s of Oniguruma and Rust regex
+    k_nfc_inert = 256,   // unchanged by NFC and never combines with a preceding code point
 };
 
 const char *version();
 uint16_t flags(uint32_t cp);
-inline bool is_letter(uint32_t cp) { return flags(cp) & k_letter; }
-inline bool is_number(uint32_t cp) { return flags(cp) & k_number; }
-inline bool is_whitespace(uint32_t cp) { return flags(cp) & k_whitespace; }
+inline bool is_letter(uint32_t cp) {
+    return flags(cp) & k_letter;
+}
+inline bool is_number(uint32_t cp) {
+    return flags(cp) & k_number;
+}
+inline bool is_whitespace(uint32_t cp) {
+    return flags(cp) & k_whitespace;
+}
 uint8_t combining_class(uint32_t cp);
 
 // Decodes strict UTF-8 (no surrogates, no overlongs, <= U+10FFFF). Throws adadecode::Error naming the byte

@@ -144,15 +144,16 @@ std::unique_ptr<Vocab> Vocab::from_gguf(const GgufFile &file) {
 
     // End of generation: the GGUF's eos/eot/eom ids plus control tokens whose text marks the end of a turn.
     v->eog_.assign(n, 0);
-    for (const char *key : {"tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id",
-                            "tokenizer.ggml.eom_token_id"}) {
+    for (const char *key :
+         {"tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"}) {
         const int32_t id = token_key(key);
         if (id >= 0) {
             v->eog_[static_cast<size_t>(id)] = 1;
         }
     }
-    static const char *const eog_texts[] = {"<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>",
-                                            "<EOT>", "<|end_of_text|>", "<|eom_id|>", "<｜end▁of▁sentence｜>"};
+    static const char *const eog_texts[] = {"<|eot_id|>",      "<|im_end|>",    "<|end|>",
+                                            "<end_of_turn>",   "<|endoftext|>", "<EOT>",
+                                            "<|end_of_text|>", "<|eom_id|>",    "<｜end▁of▁sentence｜>"};
     for (const char *text : eog_texts) {
         const int32_t id = v->token_id(text);
         if (id >= 0 && (v->types_[static_cast<size_t>(id)] == type_control ||
@@ -348,7 +349,8 @@ std::vector<int32_t> Vocab::tokenize(const std::string &text, bool add_special, 
                 if (sp.control && !parse_special) {
                     continue;
                 }
-                if (text.size() - pos >= sp.text.size() && memcmp(text.data() + pos, sp.text.data(), sp.text.size()) == 0) {
+                if (text.size() - pos >= sp.text.size() &&
+                    memcmp(text.data() + pos, sp.text.data(), sp.text.size()) == 0) {
                     hit = &sp;
                     break;
                 }
@@ -549,8 +551,8 @@ void Vocab::spm_fragment(const std::string &text, std::vector<int32_t> &out) con
     for (size_t pos = 0; pos < escaped.size();) {
         const size_t len = unicode::utf8_sequence_length(escaped.data(), escaped.size(), pos);
         const size_t l = len ? len : 1;
-        syms.push_back({static_cast<uint32_t>(pos), static_cast<uint32_t>(l), static_cast<int32_t>(syms.size()) - 1,
-                        -1});
+        syms.push_back(
+            {static_cast<uint32_t>(pos), static_cast<uint32_t>(l), static_cast<int32_t>(syms.size()) - 1, -1});
         if (syms.size() > 1) {
             syms[syms.size() - 2].next = static_cast<int32_t>(syms.size() - 1);
         }

@@ -28,8 +28,13 @@ public:
     using PreTokenizer = pretok::Kind;
     // GGUF token types (tokenizer.ggml.token_type).
     enum TokenType : uint8_t {
-        type_undefined = 0, type_normal = 1, type_unknown = 2, type_control = 3, type_user_defined = 4,
-        type_unused = 5, type_byte = 6,
+        type_undefined = 0,
+        type_normal = 1,
+        type_unknown = 2,
+        type_control = 3,
+        type_user_defined = 4,
+        type_unused = 5,
+        type_byte = 6,
     };
 
     static std::unique_ptr<Vocab> from_gguf(const GgufFile &file);
@@ -86,8 +91,8 @@ private:
     int32_t bos_ = -1, eos_ = -1, unk_ = -1;
     std::string chat_template_;
 
-    std::vector<std::string> texts_;    // token text as stored in the GGUF
-    std::vector<std::string> pieces_;   // the bytes each token stands for when detokenized
+    std::vector<std::string> texts_;   // token text as stored in the GGUF
+    std::vector<std::string> pieces_;  // the bytes each token stands for when detokenized
     std::vector<uint8_t> types_;
     std::vector<float> scores_;
     std::vector<uint8_t> eog_;

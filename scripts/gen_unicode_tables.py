@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Generate cpp/unicode_tables.cpp from Python's own `unicodedata` (no tables copied from other projects).
+# ruff: noqa: UP031  (%-formatting keeps the C++ templates readable; the --dump-nfc part also runs on Python 3.6)
+r"""Generate cpp/unicode_tables.cpp from Python's own `unicodedata` (no tables copied from other projects).
 
 What is generated, and why:
   * a run-length table of per-code-point flags: the general-category group (L, N, M, P, S, Z, C), the
@@ -10,19 +11,30 @@ What is generated, and why:
   * canonical combining classes, full canonical decompositions and primary-composite pairs for NFC
     (Hangul syllables are handled algorithmically in C++ and are left out of the tables).
 
-Unicode version: Hugging Face tokenizers 0.23 (its Oniguruma) classifies code points by Unicode 16.0 (checked: U+1E5D0,
-new in 16.0, is \p{L} there; U+323B0, new in 17.0, is not). Python 3.11-3.13's own unicodedata is 14.0-15.1, so the
-script uses the `unicodedata2` package when it is installed (`pip install unicodedata2==16.0.0`, which is what the
-committed tables were made with) and falls back to the interpreter's unicodedata otherwise.
-Usage: python3 scripts/gen_unicode_tables.py > cpp/unicode_tables.cpp
+Unicode versions, chosen to match Hugging Face tokenizers 0.23 exactly (both checked code point by code point):
+  * categories and White_Space: Unicode 16.0, what its Oniguruma uses (U+1E5D0, new in 16.0, is \p{L} there;
+    U+323B0, new in 17.0, is not). Python 3.11-3.13's own unicodedata is 14.0-15.1, so the script uses the
+    `unicodedata2` package when it is installed (`pip install unicodedata2==16.0.0`) and falls back to the
+    interpreter's unicodedata otherwise;
+  * NFC data: Unicode 9.0, what its NFC normalizer (the unicode-normalization-alignments crate) uses: it knows the
+    combining classes of all 9.0 marks and of none added in 10.0 or later. Python 3.6's unicodedata is 9.0, so
+    `--nfc-python /path/to/python3.6` runs this script under that interpreter (`--dump-nfc`) for the NFC part.
+
+Usage (what made the committed file):
+  python3 scripts/gen_unicode_tables.py --nfc-python ~/.pyenv/versions/3.6.15/bin/python > cpp/unicode_tables.cpp
 """
 
+import json
+import subprocess
 import sys
 
-try:
-    import unicodedata2 as unicodedata
-except ImportError:  # pragma: no cover - the interpreter's tables are older
+if "--dump-nfc" in sys.argv:
     import unicodedata
+else:
+    try:
+        import unicodedata2 as unicodedata
+    except ImportError:  # pragma: no cover - the interpreter's tables are older
+        import unicodedata
 
 MAX_CP = 0x110000
 
@@ -59,21 +71,19 @@ def full_decomposition(cp):
     return out
 
 
-def main():
-    flags = []
-    ccc = []
+def nfc_data():
+    """Combining classes, full canonical decompositions, primary composites and the NFC-inert code points, from the
+    unicodedata imported above (the stdlib one under --dump-nfc)."""
+    ccc = [0] * MAX_CP
     decomp = {}
     comp_pairs = []
     second_of_pair = set()
     for cp in range(MAX_CP):
+        if 0xD800 <= cp <= 0xDFFF:
+            continue
         ch = chr(cp)
-        cat = unicodedata.category(ch)
-        f = GROUP[cat[0]]
-        if is_white_space(cp, cat):
-            f |= F_WHITESPACE
-        ccc.append(unicodedata.combining(ch))
-        if 0xD800 <= cp <= 0xDFFF or (S_BASE <= cp < S_BASE + S_COUNT):
-            flags.append(f)
+        ccc[cp] = unicodedata.combining(ch)
+        if S_BASE <= cp < S_BASE + S_COUNT:
             continue
         d = canonical_decomposition(cp)
         if d is not None:
@@ -82,29 +92,53 @@ def main():
             if len(d) == 2 and unicodedata.normalize("NFC", ch) == ch:
                 comp_pairs.append((d[0], d[1], cp))
                 second_of_pair.add(d[1])
-        flags.append(f)
     # Hangul vowels and trailing consonants combine with what precedes them.
-    for cp in range(V_BASE, V_BASE + V_COUNT):
-        second_of_pair.add(cp)
-    for cp in range(T_BASE + 1, T_BASE + T_COUNT):
-        second_of_pair.add(cp)
+    second_of_pair.update(range(V_BASE, V_BASE + V_COUNT))
+    second_of_pair.update(range(T_BASE + 1, T_BASE + T_COUNT))
+    inert = [cp for cp in range(MAX_CP)
+             if not 0xD800 <= cp <= 0xDFFF and ccc[cp] == 0 and cp not in second_of_pair
+             and unicodedata.normalize("NFC", chr(cp)) == chr(cp)]
+    return {"version": unicodedata.unidata_version, "python": sys.version.split()[0], "ccc": ccc, "decomp": decomp,
+            "comp": comp_pairs, "inert": inert}
+
+
+def main():
+    nfc_python = None
+    if "--nfc-python" in sys.argv:
+        nfc_python = sys.argv[sys.argv.index("--nfc-python") + 1]
+    if nfc_python:
+        raw = subprocess.check_output([nfc_python, __file__, "--dump-nfc"])
+        nfc = json.loads(raw.decode("utf-8"))
+        nfc["decomp"] = {int(k): v for k, v in nfc["decomp"].items()}
+    else:
+        nfc = nfc_data()
+        nfc["python"] = "%s %s" % (sys.version.split()[0], unicodedata.__name__)
+    ccc = nfc["ccc"]
+    decomp = nfc["decomp"]
+    comp_pairs = [tuple(x) for x in nfc["comp"]]
+    flags = []
     for cp in range(MAX_CP):
-        if 0xD800 <= cp <= 0xDFFF:
-            continue
         ch = chr(cp)
-        if ccc[cp] == 0 and cp not in second_of_pair and unicodedata.normalize("NFC", ch) == ch:
-            flags[cp] |= F_NFC_INERT
+        cat = unicodedata.category(ch)
+        f = GROUP[cat[0]]
+        if is_white_space(cp, cat):
+            f |= F_WHITESPACE
+        flags.append(f)
+    for cp in nfc["inert"]:
+        flags[cp] |= F_NFC_INERT
 
     out = []
     w = out.append
-    w("// Generated by scripts/gen_unicode_tables.py (Python %s, %s, Unicode %s). Do not edit."
+    w("// Generated by scripts/gen_unicode_tables.py (Python %s): categories from %s (Unicode %s),"
       % (sys.version.split()[0], unicodedata.__name__, unicodedata.unidata_version))
+    w("// NFC data from Python %s's unicodedata (Unicode %s). Do not edit." % (nfc["python"], nfc["version"]))
     w('#include "unicode.h"')
     w("")
     w("namespace adadecode {")
     w("namespace unicode_tables {")
     w("")
     w('const char *const k_unicode_version = "%s";' % unicodedata.unidata_version)
+    w('const char *const k_nfc_unicode_version = "%s";' % nfc["version"])
     w("")
     runs = []
     prev = None
@@ -162,4 +196,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    if "--dump-nfc" in sys.argv:
+        sys.stdout.write(json.dumps(nfc_data()))
+    else:
+        main()

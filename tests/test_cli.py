@@ -105,6 +105,7 @@ BAD_RUN_ARGS = [
     (["--max-pending", "0"], "--max-pending"),
     (["--mode", "standard", "--gamma", "0.8"], "--gamma"),
     (["--stop", ""], "--stop"),
+    (["--mode", "adadecode"], "--heads"),
 ]
 
 
@@ -265,7 +266,7 @@ def test_run_streams_text_and_forwards_options(
     heads = tmp_path / "heads.gguf"
     heads.write_bytes(b"GGUF")
     argv = ["run", "-m", str(model_file), "-p", "hi", "-n", "7", "-t", "2", "-c", "512", "--temp", "0.7",
-            "--top-k", "20", "--top-p", "0.9", "--min-p", "0.1", "--seed", "42", "--stop", "A", "B", "--stop", "C",
+            "--top-k", "20", "--top-p", "0.9", "--min-p", "0.1", "-s", "42", "--stop", "A", "B", "--stop", "C",
             "--heads", str(heads), "--mode", "adadecode", "--gamma", "0.6", "--max-pending", "3"]  # fmt: skip
     code, out, err = _run(capsys, *argv)
     assert code == 0

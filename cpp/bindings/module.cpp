@@ -92,7 +92,8 @@ PYBIND11_MODULE(_core, m) {
             "generate",
             [](Engine &e, const std::vector<int64_t> &prompt, int max_tokens, float temperature, int top_k,
                float top_p, float min_p, uint64_t seed, bool layer_parallel, float gamma, int max_pending,
-               const std::vector<int> &active_exits, const std::function<bool(int, const std::string &)> &callback) {
+               const std::vector<int> &active_exits, const std::function<bool(int, const std::string &)> &callback,
+               bool return_logits) {
                 DecodeOptions o;
                 o.max_tokens = max_tokens;
                 o.sampling.temperature = temperature;
@@ -104,6 +105,8 @@ PYBIND11_MODULE(_core, m) {
                 o.gamma = gamma;
                 o.max_pending = max_pending;
                 o.active_exits = active_exits;
+                std::vector<float> recorded;
+                if (return_logits) o.record_logits = &recorded;
                 const std::vector<int32_t> ids = to_ids(prompt);
                 StreamDecoder text(e.vocab(), false);
                 std::exception_ptr callback_error;
@@ -129,12 +132,16 @@ PYBIND11_MODULE(_core, m) {
                 d["finish_reason"] = r.finish_reason;
                 d["tail"] = text.flush();
                 d["stats"] = stats_to_dict(r.stats);
+                if (return_logits) {
+                    const py::ssize_t rows = static_cast<py::ssize_t>(recorded.size() / e.hparams().n_vocab);
+                    d["logits"] = to_array(std::move(recorded), {rows, e.hparams().n_vocab});
+                }
                 return d;
             },
             py::arg("prompt"), py::arg("max_tokens") = 128, py::arg("temperature") = 0.0f, py::arg("top_k") = 40,
             py::arg("top_p") = 0.95f, py::arg("min_p") = 0.05f, py::arg("seed") = 0, py::arg("layer_parallel") = false,
             py::arg("gamma") = 0.75f, py::arg("max_pending") = 5, py::arg("active_exits") = std::vector<int>{},
-            py::arg("callback") = nullptr,
+            py::arg("callback") = nullptr, py::arg("return_logits") = false,
             "Generate after the prompt ids; callback(token, text_piece) -> bool is called for each verified token.")
         .def(
             "hidden_states",

@@ -40,10 +40,14 @@ std::vector<int32_t> to_ids(const std::vector<int64_t> &ids) {
 
 const char *pre_kind_name(pretok::Kind k) {
     switch (k) {
-        case pretok::Kind::gpt2: return "gpt2";
-        case pretok::Kind::llama3: return "llama3";
-        case pretok::Kind::qwen2: return "qwen2";
-        case pretok::Kind::digits_gpt2: return "digits_gpt2";
+        case pretok::Kind::gpt2:
+            return "gpt2";
+        case pretok::Kind::llama3:
+            return "llama3";
+        case pretok::Kind::qwen2:
+            return "qwen2";
+        case pretok::Kind::digits_gpt2:
+            return "digits_gpt2";
     }
     return "?";
 }
@@ -90,8 +94,8 @@ void bind_vocab(py::module_ &m) {
             [](const Vocab &v, int32_t id, bool special) { return py::bytes(v.token_to_piece(id, special)); },
             py::arg("id"), py::arg("special") = false)
         .def("token_text", &Vocab::token_text, py::arg("id"), "The token's text as stored in the GGUF.")
-        .def("token_type", [](const Vocab &v, int32_t id) { return static_cast<int>(v.token_type(id)); },
-             py::arg("id"))
+        .def(
+            "token_type", [](const Vocab &v, int32_t id) { return static_cast<int>(v.token_type(id)); }, py::arg("id"))
         .def("token_id", &Vocab::token_id, py::arg("text"), "Id of the token with this exact text, -1 if none.")
         .def("is_eog", &Vocab::is_eog, py::arg("id"))
         .def("__len__", &Vocab::n_tokens)
@@ -138,8 +142,9 @@ void bind_vocab(py::module_ &m) {
             throw Error("unknown pre-tokenizer '" + kind + "'");
         },
         py::arg("kind"), py::arg("text"), "Testing aid: the pieces a pre-tokenizer splits UTF-8 text into.");
-    m.def("_nfc", [](const std::string &text) { return unicode::nfc(text); }, py::arg("text"),
-          "Testing aid: NFC of UTF-8 text.");
+    m.def(
+        "_nfc", [](const std::string &text) { return unicode::nfc(text); }, py::arg("text"),
+        "Testing aid: NFC of UTF-8 text.");
     m.def("_unicode_flags", [](uint32_t cp) { return unicode::flags(cp); }, py::arg("cp"));
     m.attr("UNICODE_VERSION") = unicode::version();
 }

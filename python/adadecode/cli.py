@@ -12,6 +12,7 @@ import json
 import math
 import os
 import sys
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
@@ -60,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="print tracebacks and extra diagnostics on errors")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="print diagnostics (model details, tracebacks of errors)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands", help="what to do")
 
     common = argparse.ArgumentParser(add_help=False)
@@ -69,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--verbose",
         action="store_true",
         default=argparse.SUPPRESS,
-        help="print tracebacks and extra diagnostics on errors",
+        help="print diagnostics (model details, tracebacks of errors)",
     )
 
     _add_fetch(sub, common)
@@ -121,9 +124,7 @@ def _add_run(sub: Any, common: argparse.ArgumentParser) -> None:
     src.add_argument("-p", "--prompt", metavar="PROMPT", help="prompt text")
     src.add_argument("-f", "--file", metavar="FILE", help="read the prompt from FILE ('-' for stdin)")
     p.add_argument("-n", "--n-predict", type=int, default=128, metavar="N", help="maximum number of tokens to generate")
-    p.add_argument(
-        "-t", "--threads", type=int, default=None, metavar="N", help="CPU threads (default: engine's choice)"
-    )
+    p.add_argument("-t", "--threads", type=int, default=None, metavar="N", help="CPU threads (default: all cores)")
     p.add_argument("-c", "--ctx-size", type=int, default=4096, metavar="N", help="context size in tokens")
     p.add_argument("--temp", type=float, default=0.0, metavar="T", help="sampling temperature (default: 0 = greedy)")
     p.add_argument("--top-k", type=int, default=40, metavar="K", help="sample from the K most likely tokens; 0 = off")
@@ -131,7 +132,9 @@ def _add_run(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--min-p", type=float, default=0.05, metavar="P", help="drop tokens below P times the top probability; 0 = off"
     )
-    p.add_argument("--seed", type=int, default=None, metavar="S", help="random seed for sampling (default: random)")
+    p.add_argument(
+        "-s", "--seed", type=int, default=None, metavar="S", help="random seed for sampling (default: random)"
+    )
     p.add_argument(
         "--stop",
         action="extend",
@@ -152,8 +155,8 @@ def _add_run(sub: Any, common: argparse.ArgumentParser) -> None:
         "--heads",
         metavar="H",
         default=None,
-        help="exit heads (a sidecar GGUF path or the name of shipped heads) that enable adaptive layer-parallel "
-        "decoding",
+        help="exit heads that enable adaptive layer-parallel decoding: a sidecar GGUF path, the name of shipped "
+        "heads, or 'auto' for the heads shipped for this model",
     )
     p.add_argument(
         "--mode",
@@ -231,6 +234,8 @@ def validate_run_args(args: argparse.Namespace) -> None:
         _check(0 <= args.gamma <= 1, f"--gamma must be in [0, 1], got {args.gamma}")
     if args.max_pending is not None:
         _check(args.max_pending >= 1, f"--max-pending must be at least 1, got {args.max_pending}")
+    if args.mode == "adadecode":
+        _check(args.heads is not None, "--mode adadecode needs --heads")
     if args.mode == "standard":
         _check(args.gamma is None, "--gamma applies only to --mode adadecode")
         _check(args.max_pending is None, "--max-pending applies only to --mode adadecode")
@@ -273,7 +278,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     stop = [_unescape(s) for s in args.stop] if args.escape and args.stop else args.stop
     path = resolve_model(args.model)
     model_cls, _ = _engine()
+    t0 = time.perf_counter()
     model = model_cls(str(path), n_ctx=args.ctx_size, n_threads=args.threads, heads=args.heads)
+    if getattr(args, "verbose", False):
+        _describe_model(model, path, time.perf_counter() - t0)
     gen_args: dict[str, Any] = {
         "max_tokens": args.n_predict,
         "temperature": args.temp,
@@ -304,6 +312,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     if gen is not None:
         print_stats(gen, sys.stderr)
     return EXIT_OK
+
+
+def _describe_model(model: Any, path: Any, seconds: float) -> None:
+    info = [f"{name}={getattr(model, name)}" for name in ("arch", "n_layer", "n_embd", "n_ctx", "n_threads")
+            if hasattr(model, name)]  # fmt: skip
+    exits = getattr(model, "exit_layers", None)
+    if exits:
+        info.append(f"exit_layers={list(exits)}")
+    print(f"{PROG}: loaded {path} in {seconds:.2f} s ({', '.join(info)})", file=sys.stderr, flush=True)
 
 
 def generation_json(gen: Any) -> dict[str, Any]:

@@ -347,11 +347,26 @@ def _pip_download(requirement: str, workdir: Path) -> Path:
     return wheels[0]
 
 
+_NETWORK_SIGNS = (
+    "NewConnectionError",
+    "Failed to establish a new connection",
+    "Temporary failure in name resolution",
+    "Name or service not known",
+    "ConnectTimeout",
+    "ReadTimeout",
+    "connection broken",
+    "Network is unreachable",
+)
+
+
 def _last_error(stderr: str, returncode: int) -> str:
+    """pip's last ``ERROR:`` line, with a hint when pip could not reach the package index at all."""
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("ERROR:")]
-    line = (errors or lines or [f"pip exited with status {returncode}"])[-1]
-    return line.removeprefix("ERROR:").strip()
+    message = (errors or lines or [f"pip exited with status {returncode}"])[-1].removeprefix("ERROR:").strip()
+    if any(sign in stderr for sign in _NETWORK_SIGNS):
+        message += " (the package index could not be reached: no network?)"
+    return message
 
 
 def _natural_key(name: str) -> list[int | str]:

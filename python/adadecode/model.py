@@ -24,6 +24,7 @@ class Generation:
     text: str
     finish_reason: str
     stats: dict[str, Any] = field(default_factory=dict)
+    logits: np.ndarray | None = None  # [n_generated (+1 at an end token), n_vocab] with return_logits=True
 
 
 def _check_range(name: str, value: float, low: float, high: float) -> None:
@@ -188,6 +189,7 @@ class Model:
         max_pending: int | None = None,
         exit_layers: Sequence[int] | None = None,
         _on_text: Any = None,
+        return_logits: bool = False,
     ) -> Generation:
         """Generate up to `max_tokens` tokens after `prompt` (text or token ids).
 
@@ -244,7 +246,7 @@ class Model:
 
         out = self._engine.generate(
             ids, max_tokens, float(temperature), int(top_k), float(top_p), float(min_p), int(seed),
-            layer_parallel, g, k, list(exit_layers or []), on_token,
+            layer_parallel, g, k, list(exit_layers or []), on_token, return_logits,
         )
         text = "".join(text_parts) + out["tail"]
         finish = out["finish_reason"]
@@ -255,7 +257,9 @@ class Model:
             _on_text(text[emitted:])
         stats = dict(out["stats"])
         stats["mode"] = "adadecode" if layer_parallel else "standard"
-        gen = Generation(tokens=list(out["tokens"]), text=text, finish_reason=finish, stats=stats)
+        gen = Generation(
+            tokens=list(out["tokens"]), text=text, finish_reason=finish, stats=stats, logits=out.get("logits")
+        )
         self.last_generation = gen
         return gen
 

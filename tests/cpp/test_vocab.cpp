@@ -15,12 +15,12 @@ namespace {
 
 int g_failures = 0;
 
-#define CHECK(cond)                                                         \
-    do {                                                                    \
-        if (!(cond)) {                                                      \
+#define CHECK(cond)                                                                       \
+    do {                                                                                  \
+        if (!(cond)) {                                                                    \
             std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-            ++g_failures;                                                   \
-        }                                                                   \
+            ++g_failures;                                                                 \
+        }                                                                                 \
     } while (0)
 
 template <typename T>
@@ -72,29 +72,31 @@ void test_unicode() {
     } catch (const Error &e) {
         CHECK(std::string(e.what()).find("byte offset 2") != std::string::npos);
     }
-    CHECK(unicode::sanitize_utf8("a\xF0\x9F\x98" "b\xFF") == "a\xEF\xBF\xBD" "b\xEF\xBF\xBD");
+    CHECK(unicode::sanitize_utf8("a\xF0\x9F\x98"
+                                 "b\xFF") ==
+          "a\xEF\xBF\xBD"
+          "b\xEF\xBF\xBD");
     CHECK(unicode::incomplete_utf8_tail("a\xF0\x9F\x98") == 3);
     CHECK(unicode::incomplete_utf8_tail("a\xC3") == 1);
     CHECK(unicode::incomplete_utf8_tail("a\xC3\xA9") == 0);
     CHECK(unicode::incomplete_utf8_tail("a\xE0\x80") == 0);  // can never become valid: not held back
-    CHECK(unicode::nfc("e\xCC\x81") == "\xC3\xA9");                       // e + combining acute -> é
+    CHECK(unicode::nfc("e\xCC\x81") == "\xC3\xA9");          // e + combining acute -> é
     CHECK(unicode::nfc("\xE1\x84\x80\xE1\x85\xA1\xE1\x86\xA8") == "\xEA\xB0\x81");  // Hangul jamo -> 각
     CHECK(unicode::nfc("a\xCC\xA3\xCC\x82") == unicode::nfc("a\xCC\x82\xCC\xA3"));  // canonical ordering
-    CHECK(unicode::nfc("\xE2\x84\xAB") == "\xC3\x85");                    // ANGSTROM SIGN -> Å
+    CHECK(unicode::nfc("\xE2\x84\xAB") == "\xC3\x85");                              // ANGSTROM SIGN -> Å
 }
 
 void test_pretokenizers() {
     const std::string s = "I'M fine,  12345 ok!!\r\n\r\n  x\xC2\xA0\xE3\x80\x80y";
     using V = std::vector<std::string>;
-    CHECK(pieces(pretok::Kind::gpt2, s) == V({"I", "'", "M", " fine", ",", " ", " 12345", " ok", "!!",
-                                               "\r\n\r\n ", " x", "\xC2\xA0", "\xE3\x80\x80", "y"}));
+    CHECK(pieces(pretok::Kind::gpt2, s) == V({"I", "'", "M", " fine", ",", " ", " 12345", " ok", "!!", "\r\n\r\n ",
+                                              " x", "\xC2\xA0", "\xE3\x80\x80", "y"}));
     CHECK(pieces(pretok::Kind::llama3, s) == V({"I", "'M", " fine", ",", " ", " ", "123", "45", " ok", "!!\r\n\r\n",
-                                                 " ", " x", "\xC2\xA0", "\xE3\x80\x80y"}));
+                                                " ", " x", "\xC2\xA0", "\xE3\x80\x80y"}));
     CHECK(pieces(pretok::Kind::qwen2, s) == V({"I", "'M", " fine", ",", " ", " ", "1", "2", "3", "4", "5", " ok",
-                                                "!!\r\n\r\n", " ", " x", "\xC2\xA0", "\xE3\x80\x80y"}));
-    CHECK(pieces(pretok::Kind::digits_gpt2, s) == V({"I", "'", "M", " fine", ",", "  ", "1", "2", "3", "4", "5",
-                                                      " ok", "!!", "\r\n\r\n ", " x", "\xC2\xA0", "\xE3\x80\x80",
-                                                      "y"}));
+                                               "!!\r\n\r\n", " ", " x", "\xC2\xA0", "\xE3\x80\x80y"}));
+    CHECK(pieces(pretok::Kind::digits_gpt2, s) == V({"I", "'", "M", " fine", ",", "  ", "1", "2", "3", "4", "5", " ok",
+                                                     "!!", "\r\n\r\n ", " x", "\xC2\xA0", "\xE3\x80\x80", "y"}));
     CHECK(pieces(pretok::Kind::qwen2, "").empty());
 }
 
@@ -128,6 +130,59 @@ void test_stream(const Vocab &v, const std::string &text) {
     CHECK(out == text);
 }
 
+// Random input must never crash: arbitrary bytes either tokenize or throw Error; random code points round-trip
+// (apart from bytes the vocabulary has no token for: SmolLM2 lacks some C0 controls and 0xF1/0xF2, the lead bytes
+// of planes 4-11, so max_cp keeps below those); random ids stream to what decode_text gives.
+void test_random(const Vocab &v, bool nfc, uint32_t max_cp) {
+    uint64_t state = 88172645463325252ull;
+    auto next = [&state]() {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        return state;
+    };
+    for (int iter = 0; iter < 2000; ++iter) {
+        std::string bytes;
+        const size_t n = next() % 24;
+        for (size_t i = 0; i < n; ++i) {
+            bytes.push_back(static_cast<char>(next() % 256));
+        }
+        try {
+            v.tokenize(bytes, true, true);
+        } catch (const Error &) {
+        }
+        std::string text;
+        for (size_t i = 0; i < n; ++i) {
+            const uint64_t r = next();
+            uint32_t cp = r % 4 == 0   ? static_cast<uint32_t>(0x20 + r % 0x60)
+                          : r % 4 == 1 ? static_cast<uint32_t>(r % 0x3000)
+                                       : static_cast<uint32_t>(r % max_cp);
+            if ((cp >= 0xD800 && cp <= 0xDFFF) || cp < 0x20) {
+                cp = ' ';
+            }
+            unicode::append_utf8(text, cp);
+        }
+        const std::vector<int32_t> ids = v.tokenize(text, false, false);
+        const std::string back = v.detokenize(ids, true);
+        if (back != (nfc ? unicode::nfc(text) : text)) {
+            std::fprintf(stderr, "random round trip failed (%zu bytes in, %zu out)\n", text.size(), back.size());
+            ++g_failures;
+            return;
+        }
+        std::vector<int32_t> random_ids;
+        for (size_t i = 0; i < n; ++i) {
+            random_ids.push_back(static_cast<int32_t>(next() % static_cast<uint64_t>(v.n_tokens())));
+        }
+        StreamDecoder dec(v, iter % 2 == 0);
+        std::string streamed;
+        for (int32_t id : random_ids) {
+            streamed += dec.push(id);
+        }
+        streamed += dec.flush();
+        CHECK(streamed == v.decode_text(random_ids, iter % 2 == 0));
+    }
+}
+
 void test_smollm2(const std::string &path) {
     GgufFile file(path);
     const auto v = Vocab::from_gguf(file);
@@ -137,8 +192,8 @@ void test_smollm2(const std::string &path) {
     CHECK(!v->add_bos() && !v->chat_template().empty());
     check_ids(*v, "Hello world 12345 <|im_end|> it'S", {19556, 905, 216, 33, 34, 35, 36, 37, 216, 2, 357, 23, 67});
     check_ids(*v, "\xE6\x97\xA5\xE6\x9C\xAC\xE8\xAA\x9E \xF0\x9F\x91\xA9\xE2\x80\x8D\xF0\x9F\x92\xBB  \n\n\tx = 3.14;",
-              {23274, 115, 40993, 179, 120, 248, 15107, 235, 119, 321, 231, 10813, 236, 136, 256, 1116, 197, 104, 446,
-               216, 35, 30, 33, 36, 43});
+              {23274, 115, 40993, 179, 120, 248, 15107, 235, 119, 321, 231, 10813, 236,
+               136,   256, 1116,  197, 104, 446, 216,   35,  30,  33,  36,  43});
     // Without parse_special the control token's text is ordinary text.
     CHECK(v->tokenize("<|im_end|>", false, false).size() > 1);
     CHECK(v->token_to_piece(2, false).empty() && v->token_to_piece(2, true) == "<|im_end|>");
@@ -158,6 +213,7 @@ void test_smollm2(const std::string &path) {
     // A long word exercises the heap-based merge path.
     std::string long_word(3000, 'a');
     CHECK(v->detokenize(v->tokenize(long_word, false, false), false) == long_word);
+    test_random(*v, false, 0x40000);
 }
 
 void test_qwen2(const std::string &path) {
@@ -173,6 +229,7 @@ void test_qwen2(const std::string &path) {
         CHECK(v->token_type(id) == Vocab::type_normal);
     }
     test_stream(*v, "\xE6\x97\xA5\xE6\x9C\xAC\xE8\xAA\x9E def f(x):\n    return x**2  # \xF0\x9F\x98\x80");
+    test_random(*v, true, 0x110000);
 }
 
 }  // namespace
