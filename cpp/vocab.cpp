@@ -1,6 +1,8 @@
 #include "vocab.h"
 
 #include <algorithm>
+#include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <queue>
 

@@ -177,6 +177,13 @@ def test_fetch_prints_the_path(capsys: pytest.CaptureFixture[str], smollm2_path:
     assert out == f"{smollm2_path}\n"
 
 
+def test_fetch_checks_every_name_first(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, out, err = _run(capsys, "fetch", "smollm2-135m", "no-such-model", "--cache", str(tmp_path))
+    assert code == 1 and out == ""
+    assert err.startswith("adadecode: error: unknown model 'no-such-model'")
+    assert not (tmp_path / "models").exists()
+
+
 def test_fetch_list(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     code, out, _ = _run(capsys, "fetch", "--list", "--cache", str(tmp_path))
     assert code == 0
@@ -350,7 +357,7 @@ PROMPT = "Write a haiku about the sea."
 
 @pytest.mark.slow
 def test_run_json_end_to_end(engine: Any, smollm2_path: Path) -> None:
-    proc = _cli("run", "-m", str(smollm2_path), "-p", PROMPT, "-n", "16", "-t", "2", "--json")
+    proc = _cli("run", "-m", str(smollm2_path), "-p", PROMPT, "-n", "16", "-t", "1", "--json")
     assert proc.returncode == 0, proc.stderr
     obj = json.loads(proc.stdout)  # the whole of stdout is exactly one JSON object
     assert isinstance(obj, dict)
@@ -364,11 +371,11 @@ def test_run_json_end_to_end(engine: Any, smollm2_path: Path) -> None:
 @pytest.mark.slow
 def test_run_streaming_matches_json(engine: Any, smollm2_path: Path, cache_dir: Path) -> None:
     env_cache = {**os.environ, "ADADECODE_CACHE": str(cache_dir)}
-    common = ["run", "-m", "smollm2-135m", "-p", PROMPT, "-n", "24", "-t", "2"]
+    common = ["run", "-m", "smollm2-135m", "-p", PROMPT, "-n", "24", "-t", "1"]
     streamed = subprocess.run([sys.executable, "-m", "adadecode", *common], capture_output=True, text=True,
                               env=env_cache, timeout=600)  # fmt: skip
     assert streamed.returncode == 0, streamed.stderr
-    as_json = _cli("run", "-m", str(smollm2_path), "-p", PROMPT, "-n", "24", "-t", "2", "--json")
+    as_json = _cli("run", "-m", str(smollm2_path), "-p", PROMPT, "-n", "24", "-t", "1", "--json")
     assert as_json.returncode == 0, as_json.stderr
     text = json.loads(as_json.stdout)["text"]
     assert streamed.stdout in (text, text + "\n")

@@ -115,7 +115,7 @@ def test_smollm2_is_fetched_and_verified(smollm2_path: Path, cache_dir: Path) ->
     assert smollm2_path.stat().st_size == known_models()["smollm2-135m"].size
     assert smollm2_path.read_bytes()[:4] == b"GGUF"
     stamp = smollm2_path.with_name(smollm2_path.name + ".sha256")
-    assert stamp.read_text().split()[0] == SMOLLM2_SHA256
+    assert stamp.read_text().split()[:2] == [SMOLLM2_SHA256, "smollm2-135m.gguf"]
 
 
 def test_smollm2_fetch_is_idempotent(smollm2_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -219,12 +219,23 @@ def test_wrong_size_is_fetched_again(six_model: str, tmp_cache: Path) -> None:
     assert _sha256(path) == SIX_SHA256
 
 
-def test_verify_detects_corruption_and_refetches(six_model: str, tmp_cache: Path) -> None:
+def test_modified_file_is_checked_and_refetched(six_model: str, tmp_cache: Path) -> None:
     path = fetch(six_model, cache_dir=tmp_cache, progress=False)
     data = bytearray(path.read_bytes())
     data[100] ^= 0xFF
+    path.write_bytes(bytes(data))  # same size, new mtime: the stamp no longer vouches for it
+    assert fetch(six_model, cache_dir=tmp_cache, progress=False) == path
+    assert _sha256(path) == SIX_SHA256
+
+
+def test_verify_rehashes_even_with_a_valid_stamp(six_model: str, tmp_cache: Path) -> None:
+    path = fetch(six_model, cache_dir=tmp_cache, progress=False)
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    data[100] ^= 0xFF
     path.write_bytes(bytes(data))
-    # Without verify the stamp is trusted (cheap); with verify the hash is recomputed and the model repaired.
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # corruption that keeps size and mtime
+    # Without verify the stamp is trusted (no hashing); with verify the hash is recomputed and the model repaired.
     assert fetch(six_model, cache_dir=tmp_cache, progress=False) == path
     assert _sha256(path) != SIX_SHA256
     assert fetch(six_model, cache_dir=tmp_cache, progress=False, verify=True) == path

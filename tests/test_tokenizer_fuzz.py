@@ -14,7 +14,9 @@ from adadecode import _core  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# database=None: no .hypothesis/ directory in the checkout; the seeds that matter are in the corpus.
+FUZZ = settings(max_examples=250, deadline=None, database=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 # Characters where tokenizers go wrong: whitespace of every kind, apostrophes, digits of several systems, marks
 # (decomposed text), ZWJ/variation selectors, the pieces of special tokens, CR/LF.

@@ -91,7 +91,7 @@ def _add_fetch(sub: Any, common: argparse.ArgumentParser) -> None:
         f"and print the path of the GGUF file. Known models: {names}. A model already in the cache is not "
         "downloaded again.",
     )
-    p.add_argument("name", nargs="?", metavar="NAME", help=f"model to fetch, one of: {names}")
+    p.add_argument("names", nargs="*", metavar="NAME", help=f"model(s) to fetch, of: {names}")
     p.add_argument("--verify", action="store_true", help="check the SHA-256 of a model that is already cached")
     p.add_argument(
         "--cache",
@@ -194,10 +194,14 @@ def cmd_fetch(args: argparse.Namespace) -> int:
             print(f"{name:<22} {size:>9}  {'cached' if cached else '      '}  {spec.description}")
         print(f"cache: {cache_root(args.cache)}", file=sys.stderr)
         return EXIT_OK
-    if not args.name:
+    if not args.names:
         raise UsageError("fetch needs a model NAME (or --list)")
-    path = fetch(args.name, cache_dir=args.cache, verify=args.verify, progress=not args.no_progress)
-    print(path)
+    known = known_models()
+    for name in args.names:  # check every name before downloading anything
+        if name not in known:
+            raise UsageError(f"unknown model {name!r} (known models: {', '.join(sorted(known))})")
+    for name in args.names:
+        print(fetch(name, cache_dir=args.cache, verify=args.verify, progress=not args.no_progress), flush=True)
     return EXIT_OK
 
 

@@ -7,7 +7,7 @@ the parts in order while hashing them, checks the pinned SHA-256 and moves the f
 Cache layout (``$ADADECODE_CACHE`` or ``~/.cache/adadecode``)::
 
     models/<name>.gguf          the model
-    models/<name>.gguf.sha256   stamp written after the hash was checked
+    models/<name>.gguf.sha256   stamp written after the hash was checked (with the file's size and mtime)
     locks/<name>.lock           fcntl lock held while a process fetches <name>
     tmp/                        downloads in progress (removed when done)
     wheels/                     optional: wheels put here by hand (any depth) are used instead of downloading
@@ -148,7 +148,8 @@ def fetch(
     """Download model ``name`` into the cache if needed and return the path of its GGUF file.
 
     Idempotent: a cached file of the right size is returned as is; its SHA-256 is checked again only with
-    ``verify=True`` or when its ``.sha256`` stamp is missing (a cached file with a wrong hash is fetched anew).
+    ``verify=True`` or when its ``.sha256`` stamp is missing or older than the file (a cached file with a wrong
+    hash is fetched anew).
     Concurrent calls for the same model wait for each other (an fcntl lock in the cache).
     Raises ``UnknownModelError`` for an unknown name and ``FetchError`` when downloading or checking fails;
     nothing half-written is left in the cache then.
@@ -192,18 +193,23 @@ def _stamp(final: Path) -> Path:
     return final.with_name(final.name + ".sha256")
 
 
-def _read_stamp(final: Path) -> str | None:
+def _stamp_text(final: Path, digest: str) -> str:
+    st = final.stat()
+    return f"{digest}  {final.name}  size={st.st_size} mtime_ns={st.st_mtime_ns}\n"
+
+
+def _stamp_valid(final: Path, digest: str) -> bool:
+    """The stamp says ``final`` hashed to ``digest`` and the file has not been modified since (same size, mtime)."""
     try:
-        text = _stamp(final).read_text(encoding="ascii").split()
+        return _stamp(final).read_text(encoding="ascii") == _stamp_text(final, digest)
     except (OSError, UnicodeDecodeError):
-        return None
-    return text[0].lower() if text else None
+        return False
 
 
 def _write_stamp(final: Path, digest: str) -> None:
     stamp = _stamp(final)
     tmp = stamp.with_name(f".{stamp.name}.{os.getpid()}.tmp")
-    tmp.write_text(f"{digest}  {final.name}\n", encoding="ascii")
+    tmp.write_text(_stamp_text(final, digest), encoding="ascii")
     os.replace(tmp, stamp)
 
 
@@ -217,7 +223,7 @@ def _cached_ok(spec: ModelSpec, final: Path, *, verify: bool, progress: bool, de
         if deep:
             _warn(f"{final}: size {size} != expected {spec.size}; fetching it again", progress)
         return False
-    if not verify and _read_stamp(final) == spec.sha256:
+    if not verify and _stamp_valid(final, spec.sha256):
         return True
     if not deep:
         return False
@@ -273,9 +279,9 @@ def _download(spec: ModelSpec, root: Path, final: Path, progress: bool) -> None:
         digest = h.hexdigest()
         if digest != spec.sha256:
             raise FetchError(f"sha256 mismatch for {spec.name}: expected {spec.sha256}, got {digest}")
-        size = tmp.stat().st_size
-        if spec.size is not None and size != spec.size:
-            raise FetchError(f"size mismatch for {spec.name}: expected {spec.size} bytes, got {size}")
+        written = tmp.stat().st_size
+        if spec.size is not None and written != spec.size:
+            raise FetchError(f"size mismatch for {spec.name}: expected {spec.size} bytes, got {written}")
         os.replace(tmp, final)
         _write_stamp(final, digest)
     finally:

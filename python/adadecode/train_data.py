@@ -16,6 +16,7 @@ and the first ShareGPT answer.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import json
@@ -96,9 +97,17 @@ def _stdlib_modules() -> list[str]:
     return names + list(_SUBMODULES)
 
 
+@functools.cache
 def stdlib_functions() -> list[tuple[str, str, str, str]]:
     """(qualified name, signature, first docstring paragraph, source code or "") of documented stdlib functions and
-    methods, sorted by name."""
+    methods, sorted by name. Collected in a fresh isolated interpreter: what an import finds depends on what was
+    imported before, and the same seed must give the same prompts in any process."""
+    proc = subprocess.run([sys.executable, "-I", str(Path(__file__).resolve()), "--dump-stdlib"], capture_output=True,
+                          text=True, check=True)
+    return [tuple(item) for item in json.loads(proc.stdout)]  # type: ignore[misc]
+
+
+def _collect_stdlib_functions() -> list[tuple[str, str, str, str]]:
     found: dict[str, tuple[str, str, str, str]] = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -303,3 +312,7 @@ def rewrite_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
         for r in records:
             f.write(json.dumps(r) + "\n")
     os.replace(tmp, path)
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--dump-stdlib"]:
+    json.dump(_collect_stdlib_functions(), sys.stdout)

@@ -186,8 +186,9 @@ def stage_features(model: Any, cfg: DataConfig, seqs: list[dict[str, Any]], work
 
 def load_features(workdir: Path, n_layers: int, holdout_every: int) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
     """(train rows, held-out rows) as float16 arrays [n_layers, rows, d]; held-out = every `holdout_every`-th
-    sequence."""
-    train, held = [], []
+    sequence, the sequences the model generated first, then the teacher-forced ones (counts["heldout_generated_rows"]
+    tells where they end)."""
+    train, held, held_forced = [], [], []
     counts = Counter()
     for meta_file in sorted((workdir / "features").glob("shard-*.json")):
         meta = json.loads(meta_file.read_text())
@@ -198,14 +199,16 @@ def load_features(workdir: Path, n_layers: int, holdout_every: int) -> tuple[np.
             rows = np.asarray(arr[:, start:start + s["rows"]])
             start += s["rows"]
             is_held = holdout_every > 0 and s["i"] % holdout_every == holdout_every - 1
-            (held if is_held else train).append(rows)
+            (train if not is_held else held_forced if s.get("forced") else held).append(rows)
+            if is_held and not s.get("forced"):
+                counts["heldout_generated_rows"] += s["rows"]
             counts["heldout_rows" if is_held else "train_rows"] += s["rows"]
             counts["heldout_seqs" if is_held else "train_seqs"] += 1
             if not is_held:
                 counts["train_forced_rows" if s.get("forced") else "train_generated_rows"] += s["rows"]
     if not train or not held:
         raise RuntimeError("too few sequences for a training and a held-out split: raise --n-prompts")
-    return np.concatenate(train, axis=1), np.concatenate(held, axis=1), dict(counts)
+    return np.concatenate(train, axis=1), np.concatenate(held + held_forced, axis=1), dict(counts)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -275,9 +278,11 @@ def fit_heads(
     workdir: Path,
     progress: bool,
     stop_after: int = 0,
+    held_generated_rows: int | None = None,
 ) -> tuple[dict[int, np.ndarray], dict[str, Any]]:
     """Train T_l for every exit layer at once (one teacher pass per batch); resumable from the checkpoint in
-    `workdir`. `stop_after` > 0 ends this call after that many new steps (saved; a later call continues)."""
+    `workdir`. `stop_after` > 0 ends this call after that many new steps (saved; a later call continues). The first
+    `held_generated_rows` held-out rows come from generated sequences (all when None)."""
     import torch
     from tqdm import tqdm
 
@@ -297,10 +302,18 @@ def fit_heads(
     report_file = workdir / f"fit-{tag}.report.json"
     held_h = {layer: torch.from_numpy(held[i].astype(np.float32)) for i, layer in enumerate(layers)}
     held_last = torch.from_numpy(held[n_exit].astype(np.float32))
+    n_gen = held_generated_rows if held_generated_rows is not None else len(held_last)
+
+    def held_figures(transforms: dict[int, torch.Tensor]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Figures over all held-out rows, and over the rows of generated sequences alone."""
+        every = evaluate_layers(readout, held_h, held_last, transforms)
+        gen = evaluate_layers(readout, {k: v[:n_gen] for k, v in held_h.items()}, held_last[:n_gen], transforms)
+        return {str(k): v for k, v in every.items()}, {str(k): v for k, v in gen.items()}
+
     report: dict[str, Any] = json.loads(report_file.read_text()) if report_file.exists() else {}
     if "before" not in report:
         log(workdir, "fit: held-out figures of the identity start (logit lens)")
-        report["before"] = {str(k): v for k, v in evaluate_layers(readout, held_h, held_last, {}).items()}
+        report["before"], report["before_generated"] = held_figures({})
 
     if cfg.init == "lstsq":
         init = [lstsq_init(train[i].astype(np.float32), train[n_exit].astype(np.float32)) for i in range(n_exit)]
@@ -363,7 +376,7 @@ def fit_heads(
                          f"({(time.time() - t0) / max(len(losses), 1):.2f} s/step)")
     bar.close()
     transforms = {layer: weights[i].detach().clone() for i, layer in enumerate(layers)}
-    report["after"] = {str(k): v for k, v in evaluate_layers(readout, held_h, held_last, transforms).items()}
+    report["after"], report["after_generated"] = held_figures(transforms)
     if losses:
         report["fit_seconds"] = report.get("fit_seconds", 0.0) + (time.time() - t0)
     report["steps"] = step
@@ -495,9 +508,11 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                         loss_vocab=args.loss_vocab if vocab is not None else "full", matmul=args.matmul,
                         checkpoint_every=args.checkpoint_every)
     transforms, report = fit_heads(readout, layers, train_rows, held_rows, fit_cfg, workdir, progress,
-                                   args.stop_after)
+                                   args.stop_after, counts.get("heldout_generated_rows", 0))
     print(format_table({int(k): v for k, v in report["before"].items()}, title="held-out, identity (logit lens):"))
     print(format_table({int(k): v for k, v in report["after"].items()}, title="held-out, trained heads:"))
+    print(format_table({int(k): v for k, v in report["after_generated"].items()},
+                       title="held-out generated sequences only, trained heads:"))
 
     after = {int(k): v for k, v in report["after"].items()}
     metadata = {
@@ -511,6 +526,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         "heldout_tokens": str(counts.get("heldout_rows", 0)),
         "heldout_kl": ",".join(f"{after[lay]['kl']:.4f}" for lay in layers),
         "agreement": ",".join(f"{after[lay]['agreement']:.4f}" for lay in layers),
+        "agreement_generated": ",".join(f"{report['after_generated'][str(lay)]['agreement']:.4f}" for lay in layers),
         "agreement_identity": ",".join(f"{report['before'][str(lay)]['agreement']:.4f}"
                                        if str(lay) in report["before"] else "" for lay in layers),
         "base_model": Path(model.path).name,
