@@ -17,6 +17,8 @@ if(ADADECODE_GGML_SOURCE_DIR)
     set(GGML_AMX_INT8 OFF CACHE BOOL "" FORCE)
     set(GGML_AMX_TILE OFF CACHE BOOL "" FORCE)
     set(GGML_AMX_BF16 OFF CACHE BOOL "" FORCE)
+    # ggml's own thread pool, as in the prebuilt wheel: OpenMP workers spin-wait and collapse when cores are shared.
+    set(GGML_OPENMP OFF CACHE BOOL "" FORCE)
     set(GGML_BUILD_TESTS OFF CACHE BOOL "" FORCE)
     set(GGML_BUILD_EXAMPLES OFF CACHE BOOL "" FORCE)
     add_subdirectory("${ADADECODE_GGML_SOURCE_DIR}" "${CMAKE_BINARY_DIR}/ggml-build" EXCLUDE_FROM_ALL)
