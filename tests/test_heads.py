@@ -140,7 +140,7 @@ def test_layers_and_prompts() -> None:
 
 
 def _toy_problem(d: int = 16, vocab: int = 300, rows: int = 400, seed: int = 0) -> tuple[Any, np.ndarray, np.ndarray]:
-    import torch
+    torch = pytest.importorskip("torch")
     from adadecode.head_math import Readout
 
     rng = np.random.default_rng(seed)
@@ -212,3 +212,33 @@ def test_short_training_run_beats_the_logit_lens(engine: Any, smollm2_path: Path
     assert heads.layers == [22] and heads.vocab is not None and len(heads.vocab) == 4096
     assert heads.metadata["seed"] == "0" and "train-heads" in heads.metadata["command"]
     assert engine(str(smollm2_path), n_ctx=64, heads=str(tmp_path / "h.gguf")).exit_layers == [22]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# shipped heads
+
+
+def test_shipped_heads_match_their_record() -> None:
+    """Every shipped heads file is recorded in models/heads/README.md with its SHA-256, and reads back."""
+    import hashlib
+
+    from adadecode.heads import shipped_heads
+
+    readme = (Path(__file__).resolve().parent.parent / "models" / "heads" / "README.md").read_text()
+    shipped = shipped_heads()
+    assert "smollm2-135m" in shipped
+    for name, path in shipped.items():
+        assert hashlib.sha256(path.read_bytes()).hexdigest() in readme, f"{name}: SHA-256 not recorded"
+        assert path.stat().st_size <= 16 << 20
+        heads = read_heads(path)
+        assert heads.metadata["seed"] and "train-heads" in heads.metadata["command"]
+
+
+def test_shipped_smollm2_heads_load(engine: Any, smollm2_path: Path) -> None:
+    m = engine(str(smollm2_path), n_ctx=256, heads="auto")
+    assert m.exit_layers == [8, 15, 22]
+    request = [{"role": "user", "content": "Write a Python function that adds two numbers."}]
+    ids = m.tokenize(m.apply_chat_template(request))
+    standard = m.generate(ids, max_tokens=24, mode="standard")
+    fast = m.generate(ids, max_tokens=24, mode="adadecode")
+    assert fast.tokens == standard.tokens

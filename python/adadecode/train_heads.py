@@ -297,7 +297,9 @@ def fit_heads(
     z_last = readout.normed(torch.from_numpy(train[n_exit].astype(np.float32)))  # teacher inputs, [rows, d]
     n_rows = z_last.shape[0]
 
-    tag = f"v{readout.w_sub.shape[0]}-{cfg.loss_vocab}-{cfg.init}"
+    # One checkpoint per setting: --resume continues the same run, another setting starts its own.
+    tag = (f"v{readout.w_sub.shape[0]}-{cfg.loss_vocab}-{cfg.init}-steps{cfg.steps}-b{cfg.batch}-lr{cfg.lr:g}"
+           f"-wd{cfg.weight_decay:g}-{cfg.matmul}-seed{cfg.seed}")
     ckpt = workdir / f"fit-{tag}.pt"
     report_file = workdir / f"fit-{tag}.report.json"
     held_h = {layer: torch.from_numpy(held[i].astype(np.float32)) for i, layer in enumerate(layers)}
@@ -442,6 +444,12 @@ def canonical_command(args: argparse.Namespace) -> str:
              "--n-prompts", str(args.n_prompts), "--n-texts", str(args.n_texts), "--gen-tokens", str(args.gen_tokens),
              "--steps", str(args.steps),
              "--lr", str(args.lr), "--batch", str(args.batch), "--init", args.init, "--seed", str(args.seed)]
+    if args.holdout_every != 10:
+        parts += ["--holdout-every", str(args.holdout_every)]
+    if args.prompt_positions != 16:
+        parts += ["--prompt-positions", str(args.prompt_positions)]
+    if args.weight_decay:
+        parts += ["--weight-decay", str(args.weight_decay)]
     if args.vocab_subset:
         parts += ["--vocab-subset", str(args.vocab_subset), "--loss-vocab", args.loss_vocab]
     if args.matmul != "bf16":
@@ -540,7 +548,17 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     return {"output": str(out), "sha256": digest, "report": report, "counts": counts, "metadata": metadata}
 
 
+def require_train_extra(command: str) -> None:
+    """torch and gguf come with the `train` extra; say so in one line when they are missing."""
+    import importlib.util
+
+    missing = [m for m in ("torch", "gguf") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ValueError(f"{command} needs {' and '.join(missing)}: pip install 'adadecode[train]'")
+
+
 def run_train_heads(args: argparse.Namespace) -> int:
+    require_train_extra("train-heads")
     result = train(args)
     print(f"wrote {result['output']} (sha256 {result['sha256']})")
     return 0
