@@ -61,8 +61,23 @@ void Engine::check_ids(const std::vector<int32_t> &ids) const {
     }
 }
 
-std::vector<float> Engine::hidden_states(const std::vector<int32_t> &ids, const std::vector<int> &layers) {
+void Engine::teacher_force(const std::vector<int32_t> &ids, PassRequest request,
+                           const std::function<void(size_t start, int rows, const PassResult &)> &consume) {
     check_ids(ids);
+    cache_->clear();
+    PassResult pass;
+    for (size_t start = 0; start < ids.size(); start += teacher_forcing_batch) {
+        request.layer_end = hparams().n_layer;
+        request.pos0 = static_cast<int>(start);
+        request.n_rows = static_cast<int>(std::min<size_t>(teacher_forcing_batch, ids.size() - start));
+        request.tokens = ids.data() + start;
+        forward_->run(request, &pass);
+        consume(start, request.n_rows, pass);
+    }
+    cache_->clear();
+}
+
+std::vector<float> Engine::hidden_states(const std::vector<int32_t> &ids, const std::vector<int> &layers) {
     for (int l : layers) {
         if (l < 0 || l > hparams().n_layer) {
             throw Error("layer " + std::to_string(l) + " is outside 0.." + std::to_string(hparams().n_layer));
@@ -70,65 +85,43 @@ std::vector<float> Engine::hidden_states(const std::vector<int32_t> &ids, const 
     }
     const size_t n = ids.size(), d = hparams().n_embd;
     std::vector<float> out(layers.size() * n * d);
-    cache_->clear();
-    PassResult pass;
-    for (size_t start = 0; start < n; start += teacher_forcing_batch) {
-        const int rows = static_cast<int>(std::min<size_t>(teacher_forcing_batch, n - start));
-        PassRequest req;
-        req.layer_end = hparams().n_layer;
-        req.pos0 = static_cast<int>(start);
-        req.n_rows = rows;
-        req.tokens = ids.data() + start;
-        for (int l : layers) {
-            if (l > 0) req.capture_layers.push_back(l);
-        }
-        req.want_hidden = false;
-        forward_->run(req, &pass);
+    PassRequest request;
+    for (int l : layers) {
+        if (l > 0) request.capture_layers.push_back(l);
+    }
+    const ggml_tensor *embd = model_->tok_embd;
+    teacher_force(ids, request, [&](size_t start, int rows, const PassResult &pass) {
         size_t captured = 0;
         for (size_t li = 0; li < layers.size(); ++li) {
             float *dst = out.data() + (li * n + start) * d;
-            if (layers[li] == 0) {
-                // Layer 0 is the token embedding itself.
-                std::vector<int64_t> shape;
-                for (int r = 0; r < rows; ++r) {
-                    const ggml_tensor *e = model_->tok_embd;
-                    const char *row = static_cast<const char *>(e->data) + ids[start + r] * e->nb[1];
-                    const ggml_type_traits *traits = ggml_get_type_traits(e->type);
-                    if (e->type == GGML_TYPE_F32) {
-                        std::copy(reinterpret_cast<const float *>(row), reinterpret_cast<const float *>(row) + d,
-                                  dst + r * d);
-                    } else {
-                        traits->to_float(row, dst + r * d, static_cast<int64_t>(d));
-                    }
-                }
-            } else {
+            if (layers[li] > 0) {
                 std::copy(pass.captured[captured].begin(), pass.captured[captured].end(), dst);
                 ++captured;
+                continue;
+            }
+            // Layer 0 is the token embedding itself.
+            for (int r = 0; r < rows; ++r) {
+                const char *row = static_cast<const char *>(embd->data) + ids[start + r] * embd->nb[1];
+                if (embd->type == GGML_TYPE_F32) {
+                    std::copy(reinterpret_cast<const float *>(row), reinterpret_cast<const float *>(row) + d,
+                              dst + r * d);
+                } else {
+                    ggml_get_type_traits(embd->type)->to_float(row, dst + r * d, static_cast<int64_t>(d));
+                }
             }
         }
-    }
-    cache_->clear();
+    });
     return out;
 }
 
 std::vector<float> Engine::logits(const std::vector<int32_t> &ids) {
-    check_ids(ids);
-    const size_t n = ids.size(), v = hparams().n_vocab;
-    std::vector<float> out(n * v);
-    cache_->clear();
-    PassResult pass;
-    for (size_t start = 0; start < n; start += teacher_forcing_batch) {
-        const int rows = static_cast<int>(std::min<size_t>(teacher_forcing_batch, n - start));
-        PassRequest req;
-        req.layer_end = hparams().n_layer;
-        req.pos0 = static_cast<int>(start);
-        req.n_rows = rows;
-        req.tokens = ids.data() + start;
-        req.logits = PassRequest::Logits::all;
-        forward_->run(req, &pass);
+    const size_t v = hparams().n_vocab;
+    std::vector<float> out(ids.size() * v);
+    PassRequest request;
+    request.logits = PassRequest::Logits::all;
+    teacher_force(ids, request, [&](size_t start, int, const PassResult &pass) {
         std::copy(pass.logits.begin(), pass.logits.end(), out.begin() + start * v);
-    }
-    cache_->clear();
+    });
     return out;
 }
 

@@ -2,6 +2,7 @@
 // standard or layer-parallel decoding, and read hidden states and weights for training exit heads.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -45,6 +46,9 @@ public:
 
 private:
     void check_ids(const std::vector<int32_t> &ids) const;
+    // Runs `ids` through every layer from position 0 in batches shaped like `request`; the cache is left empty.
+    void teacher_force(const std::vector<int32_t> &ids, PassRequest request,
+                       const std::function<void(size_t start, int rows, const PassResult &)> &consume);
 
     std::unique_ptr<Model> model_;
     std::unique_ptr<Vocab> vocab_;

@@ -11,19 +11,11 @@
 #include "engine.h"
 #include "vocab.h"
 
+#include "check.h"
+
 using namespace adadecode;
 
 namespace {
-
-int g_failures = 0;
-
-#define CHECK(cond)                                                                       \
-    do {                                                                                  \
-        if (!(cond)) {                                                                    \
-            std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-            ++g_failures;                                                                 \
-        }                                                                                 \
-    } while (0)
 
 template <typename F>
 bool throws_error(F &&f, const std::string &needle) {

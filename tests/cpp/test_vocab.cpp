@@ -9,19 +9,11 @@
 #include "unicode.h"
 #include "vocab.h"
 
+#include "check.h"
+
 using namespace adadecode;
 
 namespace {
-
-int g_failures = 0;
-
-#define CHECK(cond)                                                                       \
-    do {                                                                                  \
-        if (!(cond)) {                                                                    \
-            std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-            ++g_failures;                                                                 \
-        }                                                                                 \
-    } while (0)
 
 template <typename T>
 std::string join(const std::vector<T> &v) {
