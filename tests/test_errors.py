@@ -42,8 +42,9 @@ def test_truncated_file(engine: Any, smollm2_path: Path, tmp_path: Path, keep: i
 
 def test_unsupported_architecture(engine: Any, tmp_path: Path) -> None:
     gguf = pytest.importorskip("gguf")
-    import adadecode
     import numpy as np
+
+    import adadecode
 
     path = tmp_path / "gpt2.gguf"
     w = gguf.GGUFWriter(str(path), "gpt2")
@@ -116,7 +117,9 @@ def test_bad_utf8_prompt(model: Any) -> None:
 
 
 def test_model_usable_after_errors(model: Any) -> None:
+    import adadecode
+
     before = model.generate("The sky is", max_tokens=8).tokens
-    with pytest.raises(Exception):
+    with pytest.raises(adadecode.Error, match="invalid token id"):
         model.generate([model.n_vocab], max_tokens=2)
     assert model.generate("The sky is", max_tokens=8).tokens == before

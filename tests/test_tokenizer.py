@@ -13,6 +13,7 @@ import time
 import unicodedata
 
 import pytest
+
 import tokenizer_corpus
 import tokenizer_ref as ref
 

@@ -9,10 +9,11 @@ import unicodedata
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
-import test_tokenizer as tt  # noqa: E402
-from adadecode import _core  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
+
+import test_tokenizer as tt  # noqa: E402
+from adadecode import _core  # noqa: E402
 
 # database=None: no .hypothesis/ directory in the checkout; the seeds that matter are in the corpus.
 FUZZ = settings(max_examples=250, deadline=None, database=None,

@@ -82,20 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_heads_commands(sub: Any, common: argparse.ArgumentParser) -> None:
-    """train-heads and eval-heads need torch (the `train` extra); without it they say so instead of vanishing."""
-    try:
-        from .eval_heads import add_eval_heads_parser
-        from .train_heads import add_train_heads_parser
-    except ImportError as exc:
-        missing = str(exc)
-        for name in ("train-heads", "eval-heads"):
-            p = sub.add_parser(name, parents=[common], help=f"{name.replace('-', ' ')} (needs: pip install 'adadecode[train]')")
+    # These modules import torch only when a command runs, and say then if the `train` extra is missing.
+    from .eval_heads import add_eval_heads_parser
+    from .train_heads import add_train_heads_parser
 
-            def unavailable(_args: argparse.Namespace, name: str = name) -> int:
-                raise ValueError(f"{name} needs torch and gguf: pip install 'adadecode[train]' ({missing})")
-
-            p.set_defaults(func=unavailable)
-        return
     add_train_heads_parser(sub, [common])
     add_eval_heads_parser(sub, [common])
 
