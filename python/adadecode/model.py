@@ -217,32 +217,41 @@ class Model:
             raise ValueError(f"seed must be >= 0, got {seed}")
 
         text_parts: list[str] = []
+        length = 0  # characters generated so far
         emitted = 0  # characters already handed to _on_text
         hold = max((len(s) for s in stops), default=1) - 1
         stopped_at: int | None = None
+        # The tail of the text a new stop match or the next emission can still touch, starting at window_start:
+        # keeping only that makes each token's work independent of how long the generation already is.
+        window = ""
+        window_start = 0
 
         def on_token(_token: int, piece: str) -> bool:
-            nonlocal emitted, stopped_at
+            nonlocal length, emitted, stopped_at, window, window_start
             text_parts.append(piece)
             if not stops and _on_text is None:
                 return True
-            text = "".join(text_parts)
+            length += len(piece)
+            window += piece
             if stops:
-                # Search only the tail that can hold a new match, so long generations stay linear.
-                start = max(0, emitted - hold)
-                hits = [i for i in (text.find(s, start) for s in stops) if i >= 0]
+                hits = [i for i in (window.find(s) for s in stops) if i >= 0]
                 if hits:
-                    stopped_at = min(hits)
+                    stopped_at = window_start + min(hits)
                     if _on_text is not None and stopped_at > emitted:
-                        _on_text(text[emitted:stopped_at])
+                        _on_text(window[emitted - window_start : stopped_at - window_start])
                     emitted = stopped_at
                     return False
-            safe = len(text) - hold if stops else len(text)
+            keep_going = True
+            safe = length - hold if stops else length
             if _on_text is not None and safe > emitted:
-                keep_going = _on_text(text[emitted:safe])
+                keep_going = bool(_on_text(window[emitted - window_start : safe - window_start]))
                 emitted = safe
-                return bool(keep_going)
-            return True
+            # A later match starts after length - hold; text before `emitted` has been handed out.
+            cut = min(emitted if _on_text is not None else length, length - hold if stops else length)
+            if cut > window_start:
+                window = window[cut - window_start :]
+                window_start = cut
+            return keep_going
 
         out = self._engine.generate(
             ids, max_tokens, float(temperature), int(top_k), float(top_p), float(min_p), int(seed),
