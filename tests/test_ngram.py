@@ -145,12 +145,12 @@ def test_end_of_generation_inside_a_draft(with_heads: Any) -> None:
 
 
 def test_ngram_up_to_the_context_limit(engine: Any, smollm2_path: Path) -> None:
-    small = engine(smollm2_path, n_ctx=64, n_threads=2)
-    ids = small.tokenize(MISLEADING_PROMPTS[2])
+    small = engine(smollm2_path, n_ctx=96, n_threads=2)
+    ids = small.tokenize(MISLEADING_PROMPTS[2])  # 70 tokens
     std = small.generate(ids, mode="standard", max_tokens=500, return_logits=True)
     ng = small.generate(ids, mode="ngram", max_tokens=500, return_logits=True)
     _assert_same(std, ng)
-    assert ng.finish_reason == "length" and len(ids) + len(ng.tokens) == 64 + 1
+    assert ng.finish_reason == "length" and len(ids) + len(ng.tokens) == 96 + 1
     assert ng.stats["ngram_accepted"] > 0
 
 
