@@ -78,7 +78,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fetch(sub, common)
     _add_run(sub, common)
     _add_heads_commands(sub, common)
+    _add_api_commands(sub, common)
     return parser
+
+
+def _add_api_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    # The server imports FastAPI/uvicorn only when it runs, and says then if the `server` extra is missing.
+    from .chat_cli import add_chat_parser
+    from .server import add_serve_parser
+
+    add_chat_parser(sub, [common])
+    add_serve_parser(sub, [common])
 
 
 def _add_heads_commands(sub: Any, common: argparse.ArgumentParser) -> None:

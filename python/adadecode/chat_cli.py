@@ -1,0 +1,174 @@
+"""``adadecode chat``: an interactive chat in the terminal, streaming each reply, then its speed and early-exit rate.
+
+Ctrl-D (end of input) or ``/exit`` quits with status 0; Ctrl-C at the prompt quits with status 130; Ctrl-C during
+a reply stops that reply and returns to the prompt. ``/reset`` forgets the conversation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, TextIO
+
+HELP_LINE = "Ctrl-D or /exit quits, Ctrl-C stops a reply, /reset forgets the conversation."
+
+
+def add_chat_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    from .cli import _Formatter
+
+    p = sub.add_parser(
+        "chat",
+        parents=parents,
+        formatter_class=_Formatter,
+        help="chat with a model in the terminal",
+        description="Interactive chat: type a message, the reply streams as it is generated, then a line on stderr "
+        "gives its tokens/s and the share of tokens that left early at an exit head. The conversation is "
+        "rendered with the model's chat template. " + HELP_LINE,
+        epilog="Example:\n  adadecode chat -m smollm2-135m --heads auto",
+    )
+    p.add_argument(
+        "-m",
+        "--model",
+        required=True,
+        metavar="MODEL",
+        help="GGUF file, or a known model name that is fetched on first use (see 'adadecode fetch --list')",
+    )
+    p.add_argument(
+        "--heads",
+        metavar="H",
+        default=None,
+        help="exit heads for adaptive layer-parallel decoding: a sidecar GGUF, a shipped heads name, or 'auto' for "
+        "the heads shipped for this model (default: none, standard decoding)",
+    )
+    p.add_argument("--system", metavar="TEXT", default=None, help="system message that starts the conversation")
+    p.add_argument("-n", "--n-predict", type=int, default=512, metavar="N", help="longest reply in tokens")
+    p.add_argument("-t", "--threads", type=int, default=None, metavar="N", help="CPU threads (default: all cores)")
+    p.add_argument("-c", "--ctx-size", type=int, default=4096, metavar="N", help="context size in tokens")
+    p.add_argument("--temp", type=float, default=0.8, metavar="T", help="sampling temperature; 0 = greedy")
+    p.add_argument("--top-k", type=int, default=40, metavar="K", help="sample from the K most likely tokens; 0 = off")
+    p.add_argument("--top-p", type=float, default=0.95, metavar="P", help="nucleus sampling threshold; 1 = off")
+    p.add_argument(
+        "--min-p", type=float, default=0.05, metavar="P", help="drop tokens below P times the top probability; 0 = off"
+    )
+    p.add_argument("-s", "--seed", type=int, default=None, metavar="S", help="random seed (default: random)")
+    p.add_argument(
+        "--mode",
+        choices=("standard", "adadecode"),
+        default=None,
+        help="decoding method (default: adadecode when exit heads are loaded, else standard); same output",
+    )
+    p.add_argument(
+        "--gamma",
+        type=float,
+        default=None,
+        metavar="G",
+        help="adadecode: confidence in [0, 1] an exit head needs to emit a token early (default: engine's, 0.75)",
+    )
+    p.add_argument(
+        "--max-pending",
+        type=int,
+        default=None,
+        metavar="K",
+        help="adadecode: at most K tokens with deferred upper layers at once (default: engine's, 5)",
+    )
+    p.set_defaults(func=cmd_chat, stop=None)
+
+
+def stats_line(stats: dict[str, Any], n_tokens: int) -> str:
+    """``[23 tokens, 41.2 tok/s, early exits 35% (accepted 92%)]`` for one reply."""
+    parts = [f"{n_tokens} tokens", f"{stats.get('tokens_per_second', 0.0):.1f} tok/s"]
+    if stats.get("mode") == "adadecode":
+        early = f"early exits {100 * stats.get('early_exit_fraction', 0.0):.0f}%"
+        if stats.get("n_verified"):
+            early += f" (accepted {100 * stats.get('accept_rate', 0.0):.0f}%)"
+        parts.append(early)
+    else:
+        parts.append("standard decoding, no early exits")
+    return "[" + ", ".join(parts) + "]"
+
+
+def _reply(llm: Any, messages: list[dict[str, str]], gen_args: dict[str, Any], out: TextIO, err: TextIO) -> str | None:
+    """Stream one reply to ``out``; returns its text (None when the request was refused)."""
+    from .api import STATS_KEY, InvalidRequestError
+
+    try:
+        chunks = llm.create_chat_completion(messages, stream=True, **gen_args)
+    except InvalidRequestError as exc:
+        print(f"adadecode: error: {exc} (/reset starts over)", file=err, flush=True)
+        return None
+    text: list[str] = []
+    last: dict[str, Any] = {}
+    interrupted = False
+    try:
+        for chunk in chunks:
+            piece = chunk["choices"][0]["delta"].get("content") or ""
+            if piece:
+                out.write(piece)
+                out.flush()
+                text.append(piece)
+            last = chunk
+    except KeyboardInterrupt:  # stops this reply only; the engine stopped at its next token
+        interrupted = True
+    out.write("\n")
+    out.flush()
+    gen = llm.model.last_generation
+    stats = last.get(STATS_KEY) or (gen.stats if gen is not None else {})
+    n_tokens = last["usage"]["completion_tokens"] if "usage" in last else len(gen.tokens) if gen is not None else 0
+    print(("[interrupted] " if interrupted else "") + stats_line(stats, n_tokens), file=err, flush=True)
+    return "".join(text)
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from .api import Llama
+    from .cli import EXIT_OK, UsageError, _engine, validate_run_args
+
+    validate_run_args(args)
+    model_cls, _ = _engine()
+    model = model_cls(args.model, n_ctx=args.ctx_size, n_threads=args.threads, heads=args.heads)
+    if not model.vocab.chat_template:
+        raise UsageError(f"{model.path} has no chat template (tokenizer.chat_template); use 'adadecode run'")
+    llm = Llama.from_model(model)
+    interactive = sys.stdin.isatty()
+    if interactive:
+        try:
+            import readline  # noqa: F401 - line editing and history for input()
+        except ImportError:
+            pass
+    exits = list(getattr(model, "exit_layers", []) or [])
+    how = f"adadecode decoding, exit heads at layers {exits}" if exits else "standard decoding"
+    print(f"adadecode chat with {llm.model_alias} ({how}). {HELP_LINE}", file=sys.stderr, flush=True)
+    system = [{"role": "system", "content": args.system}] if args.system else []
+    messages: list[dict[str, str]] = list(system)
+    gen_args = {
+        "max_tokens": args.n_predict,
+        "temperature": args.temp,
+        "top_k": args.top_k,
+        "top_p": args.top_p,
+        "min_p": args.min_p,
+        "seed": args.seed,
+        "mode": args.mode,
+        "gamma": args.gamma,
+        "max_pending": args.max_pending,
+    }
+    while True:
+        try:
+            line = input("> " if interactive else "")
+        except EOFError:  # Ctrl-D
+            if interactive:
+                print(file=sys.stderr)
+            return EXIT_OK
+        text = line.strip()
+        if not text:
+            continue
+        if text in ("/exit", "/quit"):
+            return EXIT_OK
+        if text == "/reset":
+            messages = list(system)
+            print("[conversation forgotten]", file=sys.stderr, flush=True)
+            continue
+        messages.append({"role": "user", "content": line})
+        reply = _reply(llm, messages, gen_args, sys.stdout, sys.stderr)
+        if reply is None:
+            messages.pop()
+        else:
+            messages.append({"role": "assistant", "content": reply})

@@ -1,0 +1,661 @@
+"""``adadecode serve``: an OpenAI-compatible HTTP server (FastAPI + uvicorn; ``pip install "adadecode[server]"``).
+
+Endpoints: ``GET /v1/models``, ``POST /v1/completions``, ``POST /v1/chat/completions`` (both stream server-sent
+events with ``"stream": true``), ``GET /health`` and ``GET /metrics`` (Prometheus text format).
+
+The engine is not reentrant, so one worker thread runs the requests one at a time, in arrival order; the event loop
+only moves chunks between that thread and the clients. A client that disconnects, while queued or mid-stream,
+cancels its generation (the engine stops at its next token). Limits (``max_tokens``, prompt tokens, body bytes,
+queued requests) answer 4xx with an OpenAI-format JSON error body ``{"error": {"message", "type", "param",
+"code"}}``.
+"""
+
+import argparse
+import asyncio
+import contextlib
+import json
+import queue
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from starlette.types import Receive, Scope, Send
+
+    from .api import Llama
+
+
+@dataclass
+class Limits:
+    """What one request may ask for; anything over answers 4xx."""
+
+    max_tokens: int = 4096  # generated tokens per request (also the default for chat requests without max_tokens)
+    max_prompt_tokens: int | None = None  # None: the context size is the only limit
+    max_body_bytes: int = 1 << 20
+    max_queue: int = 64  # requests waiting or running at once
+
+
+class ApiError(Exception):  # noqa: N818 - OpenAI's name for these
+    """An error answered to the client as OpenAI's JSON error object."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        kind: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.kind, self.param, self.code = status, message, kind, param, code
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# metrics
+
+
+class Metrics:
+    """Counters for /metrics; updated from the worker thread and the event loop, hence the lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.requests: dict[tuple[str, int], int] = {}
+        self.generations = 0
+        self.cancelled = 0
+        self.prompt_tokens = 0
+        self.generated_tokens = 0
+        self.prefill_seconds = 0.0
+        self.decode_seconds = 0.0
+        self.verified = 0  # early tokens checked against the full model
+        self.accepted = 0  # ... of which right: emitted early for real
+        self.rollbacks = 0
+
+    def count_request(self, path: str, status: int) -> None:
+        with self._lock:
+            self.requests[(path, status)] = self.requests.get((path, status), 0) + 1
+
+    def count_generation(self, stats: dict[str, Any], n_tokens: int, cancelled: bool) -> None:
+        with self._lock:
+            self.generations += 1
+            self.cancelled += int(cancelled)
+            self.prompt_tokens += int(stats.get("n_prompt", 0))
+            self.generated_tokens += n_tokens
+            self.prefill_seconds += float(stats.get("prefill_seconds", 0.0))
+            self.decode_seconds += float(stats.get("decode_seconds", 0.0))
+            self.verified += int(stats.get("n_verified", 0))
+            self.accepted += int(stats.get("n_accepted", 0))
+            self.rollbacks += int(stats.get("rollbacks", 0))
+
+    def render(self, queued: int, busy: bool) -> str:
+        lines: list[str] = []
+
+        def metric(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> None:
+            lines.append(f"# HELP adadecode_{name} {help_text}")
+            lines.append(f"# TYPE adadecode_{name} {kind}")
+            for labels, value in samples:
+                lines.append(f"adadecode_{name}{labels} {value}")
+
+        with self._lock:
+            requests = [(f'{{path="{p}",code="{c}"}}', n) for (p, c), n in sorted(self.requests.items())]
+            metric("requests_total", "counter", "HTTP requests answered, by path and status code.", requests)
+            metric("generations_total", "counter", "Generations run by the engine.", [("", self.generations)])
+            metric(
+                "generations_cancelled_total",
+                "counter",
+                "Generations stopped because the client went away.",
+                [("", self.cancelled)],
+            )
+            metric("prompt_tokens_total", "counter", "Prompt tokens processed.", [("", self.prompt_tokens)])
+            metric("generated_tokens_total", "counter", "Tokens generated.", [("", self.generated_tokens)])
+            metric("prefill_seconds_total", "counter", "Seconds spent on prompts.", [("", self.prefill_seconds)])
+            metric("decode_seconds_total", "counter", "Seconds spent generating.", [("", self.decode_seconds)])
+            metric(
+                "early_verified_tokens_total",
+                "counter",
+                "Tokens emitted early by an exit head and verified.",
+                [("", self.verified)],
+            )
+            metric(
+                "early_accepted_tokens_total",
+                "counter",
+                "Early tokens that verification accepted.",
+                [("", self.accepted)],
+            )
+            metric(
+                "rollbacks_total", "counter", "KV-cache rollbacks after a rejected early token.", [("", self.rollbacks)]
+            )
+            tps = self.generated_tokens / self.decode_seconds if self.decode_seconds > 0 else 0.0
+            metric(
+                "tokens_per_second",
+                "gauge",
+                "Generated tokens per second of decoding, over all generations.",
+                [("", float(tps))],
+            )
+            early = self.accepted / self.generated_tokens if self.generated_tokens else 0.0
+            metric(
+                "early_exit_fraction",
+                "gauge",
+                "Fraction of generated tokens that left at an exit head.",
+                [("", float(early))],
+            )
+            accept = self.accepted / self.verified if self.verified else 0.0
+            metric(
+                "accept_rate", "gauge", "Fraction of early tokens that verification accepted.", [("", float(accept))]
+            )
+        metric("queued_requests", "gauge", "Requests waiting for or running on the engine.", [("", queued)])
+        metric("generating", "gauge", "1 while the engine is running a request.", [("", int(busy))])
+        return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# the engine's thread
+
+
+class _Job:
+    def __init__(self, run: Callable[[threading.Event], None]) -> None:
+        self.run = run
+        self.cancel = threading.Event()
+
+
+class EngineWorker:
+    """Runs jobs one at a time, in order, on one thread, which is the only one that touches the model."""
+
+    def __init__(self, max_queue: int) -> None:
+        self.max_queue = max_queue
+        self._jobs: queue.Queue[_Job | None] = queue.Queue()
+        self._lock = threading.Lock()
+        self._pending = 0
+        self.busy = False
+        self._thread = threading.Thread(target=self._loop, name="adadecode-engine", daemon=True)
+        self._thread.start()
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    def submit(self, run: Callable[[threading.Event], None]) -> threading.Event:
+        """Queue ``run(cancel)``; returns ``cancel``, which the caller sets when nobody waits for the result."""
+        with self._lock:
+            if self._pending >= self.max_queue:
+                raise ApiError(
+                    429,
+                    f"the server has {self._pending} requests queued, its limit; retry later",
+                    kind="rate_limit_error",
+                    code="queue_full",
+                )
+            self._pending += 1
+        job = _Job(run)
+        self._jobs.put(job)
+        return job.cancel
+
+    def close(self) -> None:
+        self._jobs.put(None)
+
+    def _loop(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            try:
+                self.busy = True
+                job.run(job.cancel)  # a job reports its own errors; see _Dispatch
+            finally:
+                self.busy = False
+                with self._lock:
+                    self._pending -= 1
+
+
+class _Dispatch:
+    """One request's trip through the worker: events ("start", "chunk", "result", "error", "end") come back to the
+    event loop through an asyncio queue."""
+
+    def __init__(self, server: "_Server", call: Callable[[], Any], stream: bool) -> None:
+        self.server = server
+        self.call = call
+        self.stream = stream
+        self.loop = asyncio.get_running_loop()
+        self.events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self.cancel = server.worker.submit(self._work)
+
+    def _post(self, kind: str, value: Any = None) -> None:
+        self.loop.call_soon_threadsafe(self.events.put_nowait, (kind, value))
+
+    def _work(self, cancel: threading.Event) -> None:
+        if cancel.is_set():  # the client left while the request was queued
+            self._post("end")
+            return
+        model = self.server.llm.model
+        before = model.last_generation
+        cancelled = False
+        try:
+            result = self.call()
+            if not self.stream:
+                self._post("result", result)
+            else:
+                self._post("start")
+                try:
+                    for chunk in result:
+                        if cancel.is_set():
+                            cancelled = True
+                            break
+                        self._post("chunk", chunk)
+                finally:
+                    result.close()  # stops the engine at its next token when we broke out early
+        except BaseException as exc:  # handed to the event loop, which answers the client
+            self._post("error", exc)
+        finally:
+            gen = model.last_generation
+            if gen is not None and gen is not before:
+                self.server.metrics.count_generation(gen.stats, len(gen.tokens), cancelled)
+            self._post("end")
+
+    async def first(self, request: Any) -> tuple[str, Any]:
+        """The first event; while waiting (queued or generating), a client that goes away cancels the job."""
+        getter = asyncio.ensure_future(self.events.get())
+        while True:
+            done, _ = await asyncio.wait({getter}, timeout=0.25)
+            if done:
+                return getter.result()
+            if await request.is_disconnected():
+                self.cancel.set()
+                getter.cancel()
+                return ("disconnected", None)
+
+
+def _as_api_error(exc: BaseException) -> ApiError:
+    from .api import InvalidRequestError
+
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, InvalidRequestError):
+        code = "context_length_exceeded" if "prompt has" in str(exc) else None
+        return ApiError(400, str(exc), param=exc.param, code=code)
+    if isinstance(exc, ValueError):
+        return ApiError(400, str(exc))
+    return ApiError(500, f"{type(exc).__name__}: {exc}", kind="server_error")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# HTTP
+
+
+class _Gate:
+    """The outermost ASGI layer: refuses request bodies over the limit with 413 (also those sent without a
+    Content-Length) and counts the answered requests by path and status for /metrics. A plain ASGI wrapper rather
+    than an HTTP middleware, so that streamed responses and client disconnects pass through untouched."""
+
+    def __init__(self, app: Any, max_bytes: int, metrics: Metrics) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.metrics = metrics
+
+    def _too_large(self) -> ApiError:
+        return ApiError(
+            413, f"the request body is larger than the limit of {self.max_bytes} bytes", code="request_too_large"
+        )
+
+    async def __call__(self, scope: "Scope", receive: "Receive", send: "Send") -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        from starlette.exceptions import HTTPException as StarletteHTTPException
+
+        status = 0
+
+        async def counting_send(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            for name, value in scope.get("headers", []):
+                if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                    err = self._too_large()
+                    body = json.dumps(err.body()).encode()
+                    await counting_send(
+                        {
+                            "type": "http.response.start",
+                            "status": err.status,
+                            "headers": [
+                                (b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode()),
+                            ],
+                        }
+                    )
+                    await counting_send({"type": "http.response.body", "body": body})
+                    return
+            received = 0
+
+            async def limited_receive() -> Any:
+                nonlocal received
+                message = await receive()
+                if message["type"] == "http.request":
+                    received += len(message.get("body", b""))
+                    if received > self.max_bytes:
+                        # FastAPI passes HTTPExceptions from reading the body on to the app's handler.
+                        raise StarletteHTTPException(413, detail=self._too_large().message)
+                return message
+
+            await self.app(scope, limited_receive, counting_send)
+        finally:
+            if status:
+                self.metrics.count_request(scope.get("path", ""), status)
+
+
+class _Server:
+    def __init__(self, llm: "Llama", limits: Limits) -> None:
+        self.llm = llm
+        self.limits = limits
+        self.metrics = Metrics()
+        self.worker = EngineWorker(limits.max_queue)
+        self.started = time.time()
+
+
+def create_app(llm: "Llama", limits: Limits | None = None) -> Any:
+    """The ASGI application serving ``llm`` (FastAPI inside a small gate for body limits and request counts); run it
+    with uvicorn, as ``adadecode serve`` does."""
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+    from pydantic import BaseModel, ConfigDict, Field
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    limits = limits or Limits()
+    if limits.max_prompt_tokens is not None:
+        llm.max_prompt_tokens = limits.max_prompt_tokens
+    server = _Server(llm, limits)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Any) -> AsyncIterator[None]:
+        yield
+        server.worker.close()
+
+    app = FastAPI(title="adadecode", summary="OpenAI-compatible API on the adadecode engine", lifespan=lifespan)
+    app.state.adadecode = server
+
+    class _Sampling(BaseModel):
+        # Fields OpenAI clients send that we do not use (frequency_penalty, user, ...) are ignored, as llama.cpp does.
+        model_config = ConfigDict(extra="ignore")
+        model: str | None = None
+        max_tokens: int | None = Field(default=None, description="tokens to generate at most")
+        temperature: float = 0.8
+        top_p: float = 0.95
+        top_k: int = 40
+        min_p: float = 0.05
+        seed: int | None = None
+        stop: str | list[str] | None = None
+        stream: bool = False
+        n: int = 1
+        logprobs: Any = None
+        mode: str | None = None
+        gamma: float | None = None
+        max_pending: int | None = None
+
+        def generation_kwargs(self, default_max_tokens: int) -> dict[str, Any]:
+            if self.n != 1:
+                raise ApiError(400, f"n must be 1 (one choice per request), got {self.n}", param="n")
+            if self.logprobs not in (None, False, 0):
+                raise ApiError(400, "logprobs are not supported", param="logprobs")
+            max_tokens = default_max_tokens if self.max_tokens is None else self.max_tokens
+            if not 1 <= max_tokens <= limits.max_tokens:
+                raise ApiError(
+                    400, f"max_tokens must be in [1, {limits.max_tokens}], got {max_tokens}", param="max_tokens"
+                )
+            return {
+                "max_tokens": max_tokens,
+                "temperature": self.temperature,
+                "top_p": self.top_p,
+                "top_k": self.top_k,
+                "min_p": self.min_p,
+                "seed": self.seed,
+                "stop": self.stop,
+                "stream": self.stream,
+                "mode": self.mode,
+                "gamma": self.gamma,
+                "max_pending": self.max_pending,
+            }
+
+    class CompletionRequest(_Sampling):
+        prompt: str | list[int]
+        echo: bool = False
+
+    class ChatMessage(BaseModel):
+        model_config = ConfigDict(extra="ignore")
+        role: str
+        content: str | list[dict[str, Any]] | None = None
+
+    class ChatRequest(_Sampling):
+        messages: list[ChatMessage]
+        max_completion_tokens: int | None = None
+        tools: Any = None
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Unknown paths, wrong methods, unreadable bodies: the same error format as everything else.
+        kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
+        err = ApiError(exc.status_code, str(exc.detail), kind=kind)
+        return JSONResponse(err.body(), status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        param = None
+        for e in exc.errors():
+            if e.get("type") == "json_invalid":
+                detail = (e.get("ctx") or {}).get("error", "")
+                err = ApiError(400, f"the request body is not valid JSON ({detail})" if detail else "bad JSON")
+                return JSONResponse(err.body(), status_code=400)
+            loc = [str(x) for x in e.get("loc", ()) if x != "body"]
+            param = param or (loc[0] if loc else None)
+            problems.append(f"{'.'.join(loc) or 'body'}: {e.get('msg', 'invalid')}")
+        err = ApiError(400, "invalid request: " + "; ".join(problems), param=param)
+        return JSONResponse(err.body(), status_code=400)
+
+    async def _answer(request: Request, call: Callable[[], Any], stream: bool) -> Any:
+        dispatch = _Dispatch(server, call, stream)
+        kind, value = await dispatch.first(request)
+        if kind == "disconnected":
+            return Response(status_code=499)  # nobody reads it; nginx's code for "client closed request"
+        if kind == "error":
+            err = _as_api_error(value)
+            return JSONResponse(err.body(), status_code=err.status)
+        if kind == "result":
+            return JSONResponse(value)
+        if kind == "end":  # cancelled before it ran
+            return Response(status_code=499)
+
+        async def events() -> AsyncIterator[bytes]:
+            while True:
+                kind, value = await dispatch.events.get()
+                if kind == "chunk":
+                    yield b"data: " + json.dumps(value).encode() + b"\n\n"
+                elif kind == "error":
+                    yield b"data: " + json.dumps(_as_api_error(value).body()).encode() + b"\n\n"
+                elif kind == "end":
+                    yield b"data: [DONE]\n\n"
+                    return
+
+        return _EventStream(events(), dispatch.cancel)
+
+    class _EventStream(StreamingResponse):
+        """Server-sent events; however the response ends (done, client gone, server stopping), the job is told."""
+
+        def __init__(self, content: AsyncIterator[bytes], cancel: threading.Event) -> None:
+            super().__init__(content, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+            self._cancel = cancel
+
+        async def __call__(self, scope: "Scope", receive: "Receive", send: "Send") -> None:
+            try:
+                await super().__call__(scope, receive, send)
+            finally:
+                self._cancel.set()
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "model": llm.model_alias, "queued": server.worker.pending}
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        m = llm.model
+        card = {
+            "id": llm.model_alias,
+            "object": "model",
+            "created": int(server.started),
+            "owned_by": "adadecode",
+            "meta": {
+                "path": m.path,
+                "arch": m.arch,
+                "n_ctx": m.n_ctx,
+                "n_layer": m.n_layer,
+                "exit_layers": m.exit_layers,
+            },
+        }
+        return {"object": "list", "data": [card]}
+
+    @app.get("/metrics")
+    async def metrics() -> PlainTextResponse:
+        text = server.metrics.render(server.worker.pending, server.worker.busy)
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+
+    @app.post("/v1/completions")
+    async def completions(body: CompletionRequest, request: Request) -> Any:
+        kwargs = body.generation_kwargs(default_max_tokens=16)
+        kwargs["echo"] = body.echo
+        return await _answer(request, lambda: llm.create_completion(body.prompt, **kwargs), body.stream)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(body: ChatRequest, request: Request) -> Any:
+        if body.tools:
+            raise ApiError(400, "tools are not supported", param="tools")
+        if body.max_tokens is None:
+            body.max_tokens = body.max_completion_tokens
+        kwargs = body.generation_kwargs(default_max_tokens=limits.max_tokens)
+        messages = [m.model_dump() for m in body.messages]
+        return await _answer(request, lambda: llm.create_chat_completion(messages, **kwargs), body.stream)
+
+    return _Gate(app, limits.max_body_bytes, server.metrics)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# command line
+
+
+def add_serve_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    from .cli import _Formatter
+
+    p = sub.add_parser(
+        "serve",
+        parents=parents,
+        formatter_class=_Formatter,
+        help="serve a model over an OpenAI-compatible HTTP API",
+        description="Serve a model over HTTP with the OpenAI API: /v1/models, /v1/completions, /v1/chat/completions "
+        "(streaming with server-sent events), /health and /metrics (Prometheus). Requests run one at a time in "
+        'arrival order; responses carry the engine\'s statistics under the key "adadecode". Needs the server '
+        "extra: pip install 'adadecode[server]'.",
+        epilog="Example:\n  adadecode serve -m smollm2-135m --heads auto --port 8080\n"
+        "  curl localhost:8080/v1/chat/completions -H 'Content-Type: application/json' \\\n"
+        '       -d \'{"messages": [{"role": "user", "content": "Hi!"}], "max_tokens": 32}\'',
+    )
+    p.add_argument(
+        "-m",
+        "--model",
+        required=True,
+        metavar="MODEL",
+        help="GGUF file, or a known model name that is fetched on first use",
+    )
+    p.add_argument(
+        "--heads",
+        metavar="H",
+        default=None,
+        help="exit heads for adaptive layer-parallel decoding: a sidecar GGUF, a shipped heads name, or "
+        "'auto' for the heads shipped for this model (default: none, standard decoding)",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for every interface)")
+    p.add_argument("--port", type=int, default=8080, help="TCP port to listen on")
+    p.add_argument("-t", "--threads", type=int, default=None, metavar="N", help="CPU threads (default: all cores)")
+    p.add_argument("-c", "--ctx-size", type=int, default=4096, metavar="N", help="context size in tokens")
+    p.add_argument(
+        "--alias",
+        default=None,
+        metavar="NAME",
+        help="model name reported by /v1/models and in responses (default: the file name)",
+    )
+    p.add_argument(
+        "--max-tokens",
+        type=int,
+        default=4096,
+        metavar="N",
+        help="largest max_tokens a request may ask for, also what chat requests without max_tokens get "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-prompt-tokens",
+        type=int,
+        default=None,
+        metavar="N",
+        help="longest prompt in tokens (default: context size - 1)",
+    )
+    p.add_argument("--max-body-bytes", type=int, default=1 << 20, metavar="N", help="largest request body")
+    p.add_argument(
+        "--max-queue",
+        type=int,
+        default=64,
+        metavar="N",
+        help="requests waiting or running at once; more are answered 429",
+    )
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=("critical", "error", "warning", "info", "debug"),
+        help="uvicorn's log level",
+    )
+    p.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .cli import EXIT_OK, UsageError
+
+    for flag, value, low in (
+        ("--port", args.port, 0),
+        ("-c/--ctx-size", args.ctx_size, 1),
+        ("--max-tokens", args.max_tokens, 1),
+        ("--max-body-bytes", args.max_body_bytes, 1),
+        ("--max-queue", args.max_queue, 1),
+    ):
+        if value < low:
+            raise UsageError(f"{flag} must be at least {low}, got {value}")
+    if args.port > 65535:
+        raise UsageError(f"--port must be at most 65535, got {args.port}")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"-t/--threads must be at least 1, got {args.threads}")
+    if args.max_prompt_tokens is not None and args.max_prompt_tokens < 1:
+        raise UsageError(f"--max-prompt-tokens must be at least 1, got {args.max_prompt_tokens}")
+    try:
+        import uvicorn
+    except ImportError as exc:
+        raise UsageError(f"'adadecode serve' needs the server extra: pip install 'adadecode[server]' ({exc})") from exc
+    from .api import Llama
+
+    llm = Llama(args.model, heads=args.heads, n_ctx=args.ctx_size, n_threads=args.threads, model_alias=args.alias)
+    limits = Limits(
+        max_tokens=args.max_tokens,
+        max_prompt_tokens=args.max_prompt_tokens,
+        max_body_bytes=args.max_body_bytes,
+        max_queue=args.max_queue,
+    )
+    app = create_app(llm, limits)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=3)
+    return EXIT_OK
+
+
+__all__ = ["ApiError", "EngineWorker", "Limits", "Metrics", "add_serve_parser", "cmd_serve", "create_app"]
