@@ -1,0 +1,249 @@
+"""The OpenAI-compatible server, as a user runs it: ``python -m adadecode serve`` on a free loopback port, talked to
+with the official ``openai`` client (and httpx for raw requests). Greedy outputs are checked against the engine run
+in this process without exit heads (the server decodes with them), so the server, its queue and the layer-parallel
+decoder all have to agree with plain standard decoding."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+openai = pytest.importorskip("openai")
+httpx = pytest.importorskip("httpx")
+
+MAX_TOKENS = 128  # the server's --max-tokens
+MAX_PROMPT_TOKENS = 200
+MAX_BODY_BYTES = 20_000
+COUNTING = "1, 2, 3, 4, 5, 6, 7, 8,"  # greedy SmolLM2 goes on counting: no early end of text
+QUESTIONS = [
+    "What is the capital of France?",
+    "Name three colours.",
+    "What is 2 + 2?",
+    "Write a haiku about the sea.",
+    "Who wrote Hamlet?",
+    "What do bees make?",
+    "Say hello in Spanish.",
+    "How many legs does a spider have?",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(engine: Any, smollm2_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = _free_port()
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    # One thread: with the CPU oversubscribed, ggml's spinning thread barrier makes 2 threads many times slower.
+    cmd = [sys.executable, "-m", "adadecode", "serve", "-m", str(smollm2_path), "--heads", "auto", "-t", "1",
+           "-c", "1024", "--port", str(port), "--max-tokens", str(MAX_TOKENS), "--max-prompt-tokens",
+           str(MAX_PROMPT_TOKENS), "--max-body-bytes", str(MAX_BODY_BYTES), "--log-level", "warning"]  # fmt: skip
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"the server exited with {proc.returncode}: {log.read_text()}")
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"the server did not come up in 120 s: {log.read_text()}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def client(server: str) -> Any:
+    return openai.OpenAI(base_url=f"{server}/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def reference(engine: Any, smollm2_path: Path) -> Any:
+    """Standard decoding in this process, no exit heads."""
+    from adadecode import Llama
+
+    return Llama(smollm2_path, n_ctx=1024, n_threads=1)
+
+
+def _chat(question: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": question}]
+
+
+def _metrics(url: str) -> dict[str, float]:
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+    return values
+
+
+def _stream_chat(client: Any, question: str, max_tokens: int) -> tuple[str, list[Any]]:
+    chunks = list(client.chat.completions.create(model="smollm2-135m", messages=_chat(question),
+                                                 max_tokens=max_tokens, temperature=0, stream=True))  # fmt: skip
+    return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices), chunks
+
+
+def test_health_and_models(server: str, client: Any) -> None:
+    health = httpx.get(f"{server}/health", timeout=10).json()
+    assert health["status"] == "ok"
+    models = client.models.list()
+    assert [m.id for m in models.data] == ["smollm2-135m"]
+    assert models.data[0].model_extra["meta"]["exit_layers"]  # the shipped heads are loaded
+
+
+def test_completion(client: Any, reference: Any) -> None:
+    out = client.completions.create(model="smollm2-135m", prompt="The capital of France is", max_tokens=12,
+                                    temperature=0)  # fmt: skip
+    ref = reference("The capital of France is", max_tokens=12, temperature=0)
+    assert out.choices[0].text == ref["choices"][0]["text"]
+    assert out.choices[0].finish_reason == "length"
+    assert out.usage.prompt_tokens == ref["usage"]["prompt_tokens"] and out.usage.completion_tokens == 12
+    stats = out.model_extra["adadecode"]
+    assert stats["mode"] == "adadecode" and 0 <= stats["early_exit_fraction"] <= 1
+
+
+def test_streamed_chat_completion(client: Any, reference: Any) -> None:
+    text, chunks = _stream_chat(client, QUESTIONS[0], 24)
+    ref = reference.create_chat_completion(_chat(QUESTIONS[0]), max_tokens=24, temperature=0)
+    assert text == ref["choices"][0]["message"]["content"]
+    assert len(chunks) > 3 and chunks[0].choices[0].delta.role == "assistant"
+    last = chunks[-1]
+    assert last.choices[0].finish_reason == ref["choices"][0]["finish_reason"]
+    assert last.usage.completion_tokens == ref["usage"]["completion_tokens"]
+    assert last.model_extra["adadecode"]["mode"] == "adadecode"
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        (b"this is not json", None),
+        ({"messages": "hello"}, "messages"),
+        ({"messages": [{"content": "no role"}]}, "messages"),
+        ({"messages": [{"role": "wizard", "content": "hi"}]}, "messages"),
+        ({"messages": [{"role": "user", "content": "hi"}], "temperature": -1}, "temperature"),
+        ({"messages": [{"role": "user", "content": "hi"}], "n": 2}, "n"),
+        ({"prompt": {"a": 1}}, "prompt"),
+    ],
+)
+def test_malformed_requests_get_400(server: str, body: Any, param: str | None) -> None:
+    path = "/v1/completions" if isinstance(body, dict) and "prompt" in body else "/v1/chat/completions"
+    kwargs = {"content": body, "headers": {"content-type": "application/json"}} if isinstance(body, bytes) else {
+        "json": body}  # fmt: skip
+    r = httpx.post(f"{server}{path}", timeout=60, **kwargs)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["type"] == "invalid_request_error" and err["message"]
+    assert err["param"] == param
+
+
+def test_malformed_request_through_openai_client(client: Any) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model="smollm2-135m", messages=[{"role": "wizard", "content": "hi"}])
+    assert info.value.status_code == 400 and "role" in str(info.value)
+
+
+def test_requests_over_the_limits(server: str, client: Any) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        client.completions.create(model="smollm2-135m", prompt="Hi", max_tokens=MAX_TOKENS + 1)
+    assert info.value.body["param"] == "max_tokens"
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model="smollm2-135m", messages=_chat("word " * 300), max_tokens=4)
+    assert info.value.body["code"] == "context_length_exceeded" and "limit of 200" in info.value.body["message"]
+    r = httpx.post(f"{server}/v1/completions", json={"prompt": "x" * MAX_BODY_BYTES}, timeout=60)
+    assert r.status_code == 413 and "larger than the limit" in r.json()["error"]["message"]
+    # the same without Content-Length (chunked upload)
+    r = httpx.post(f"{server}/v1/completions", content=iter([b'{"prompt": "', b"x" * MAX_BODY_BYTES, b'"}']),
+                   headers={"content-type": "application/json"}, timeout=60)  # fmt: skip
+    assert r.status_code == 413 and r.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_concurrent_streams_equal_requests_run_alone(server: str, client: Any) -> None:
+    alone = [_stream_chat(client, q, 12)[0] for q in QUESTIONS]
+    assert len(set(alone)) == len(QUESTIONS)  # different outputs, so any mix-up would show
+    with concurrent.futures.ThreadPoolExecutor(len(QUESTIONS)) as pool:
+        together = list(pool.map(lambda q: _stream_chat(client, q, 12)[0], QUESTIONS))
+    assert together == alone
+    m = _metrics(server)
+    assert m["adadecode_queued_requests"] == 0 and m["adadecode_generating"] == 0
+
+
+def test_disconnect_cancels_generation(server: str, reference: Any) -> None:
+    # Uncancelled, this request generates all MAX_TOKENS tokens.
+    assert reference(COUNTING, max_tokens=MAX_TOKENS, temperature=0)["choices"][0]["finish_reason"] == "length"
+    before = _metrics(server)
+    body = {"prompt": COUNTING, "max_tokens": MAX_TOKENS, "temperature": 0, "stream": True}
+    with httpx.stream("POST", f"{server}/v1/completions", json=body, timeout=60) as r:
+        assert r.status_code == 200
+        seen = 0
+        for line in r.iter_lines():
+            seen += line.startswith("data: {")
+            if seen == 3:
+                break
+    deadline = time.monotonic() + 30
+    while True:
+        after = _metrics(server)
+        done = after["adadecode_generations_total"] == before["adadecode_generations_total"] + 1
+        if done and after["adadecode_generating"] == 0:
+            break
+        assert time.monotonic() < deadline, "the server is still generating for a client that left"
+        time.sleep(0.1)
+    assert after["adadecode_generations_cancelled_total"] == before["adadecode_generations_cancelled_total"] + 1
+    generated = after["adadecode_generated_tokens_total"] - before["adadecode_generated_tokens_total"]
+    assert 3 <= generated < MAX_TOKENS // 2
+    # and the engine is free for the next client
+    r = httpx.post(f"{server}/v1/completions", json={"prompt": "Hello", "max_tokens": 2}, timeout=60)
+    assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 2
+
+
+def test_metrics(server: str) -> None:
+    text = httpx.get(f"{server}/metrics", timeout=10).text
+    for name in ("requests_total", "generated_tokens_total", "early_exit_fraction", "accept_rate",
+                 "tokens_per_second"):  # fmt: skip
+        assert f"# TYPE adadecode_{name} " in text
+    m = _metrics(server)
+    assert m['adadecode_requests_total{path="/v1/completions",code="200"}'] >= 1
+    assert m['adadecode_requests_total{path="/v1/chat/completions",code="400"}'] >= 1
+    assert m["adadecode_generated_tokens_total"] > 0 and m["adadecode_tokens_per_second"] > 0
+    assert 0 <= m["adadecode_early_exit_fraction"] <= 1 and 0 <= m["adadecode_accept_rate"] <= 1
+
+
+def test_serve_without_the_server_extra_is_one_line_error(tmp_path: Path) -> None:
+    # A stand-in uvicorn that fails to import, as on an install without the `server` extra.
+    (tmp_path / "uvicorn.py").write_text("raise ImportError('No module named uvicorn')\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    r = subprocess.run([sys.executable, "-m", "adadecode", "serve", "-m", "nonexistent.gguf"], capture_output=True,
+                       text=True, env=env, timeout=120)  # fmt: skip
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [
+        "adadecode: error: 'adadecode serve' needs the server extra: pip install 'adadecode[server]' "
+        "(No module named uvicorn)"
+    ]
