@@ -174,7 +174,16 @@ class Model:
                     return
         finally:
             cancelled.set()
-            thread.join()
+            # The engine stops at its next token; wait for that even through a second Ctrl-C, so that nobody
+            # can start another generation on the (non-reentrant) engine while this one still runs.
+            interrupt: KeyboardInterrupt | None = None
+            while thread.is_alive():
+                try:
+                    thread.join()
+                except KeyboardInterrupt as exc:
+                    interrupt = exc
+            if interrupt is not None:
+                raise interrupt
 
     def generate(
         self,
