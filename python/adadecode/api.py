@@ -36,16 +36,18 @@ Message = dict[str, Any]
 
 
 class InvalidRequestError(ValueError):
-    """An argument of a completion request is not acceptable; ``param`` names it (OpenAI's error ``param``)."""
+    """An argument of a completion request is not acceptable; ``param`` names it and ``code`` is OpenAI's error code
+    where one applies (``"context_length_exceeded"`` for a prompt that is too long)."""
 
-    def __init__(self, message: str, param: str | None = None) -> None:
+    def __init__(self, message: str, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
         self.param = param
+        self.code = code
 
 
-def _require(ok: bool, message: str, param: str) -> None:
+def _require(ok: bool, message: str, param: str, code: str | None = None) -> None:
     if not ok:
-        raise InvalidRequestError(message, param)
+        raise InvalidRequestError(message, param, code)
 
 
 def _check_sampling(temperature: float, top_p: float, top_k: int, min_p: float, seed: int | None) -> None:
@@ -307,12 +309,14 @@ class Llama:
             limit is None or len(ids) <= limit,
             f"the prompt has {len(ids)} tokens, more than the limit of {limit}",
             prompt_param,
+            "context_length_exceeded",
         )
         _require(
             len(ids) < n_ctx,
             f"the prompt has {len(ids)} tokens but the context holds {n_ctx}: no room to "
             "generate (shorten the prompt or raise n_ctx)",
             prompt_param,
+            "context_length_exceeded",
         )
         _check_sampling(float(temperature), float(top_p), int(top_k), float(min_p), seed)
         room = n_ctx - len(ids)

@@ -21,6 +21,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ._version import __version__
+
 if TYPE_CHECKING:
     from starlette.types import Receive, Scope, Send
 
@@ -273,8 +275,7 @@ def _as_api_error(exc: BaseException) -> ApiError:
     if isinstance(exc, ApiError):
         return exc
     if isinstance(exc, InvalidRequestError):
-        code = "context_length_exceeded" if "prompt has" in str(exc) else None
-        return ApiError(400, str(exc), param=exc.param, code=code)
+        return ApiError(400, str(exc), param=exc.param, code=exc.code)
     if isinstance(exc, ValueError):
         return ApiError(400, str(exc))
     return ApiError(500, f"{type(exc).__name__}: {exc}", kind="server_error")
@@ -376,7 +377,12 @@ def create_app(llm: "Llama", limits: Limits | None = None) -> Any:
         yield
         server.worker.close()
 
-    app = FastAPI(title="adadecode", summary="OpenAI-compatible API on the adadecode engine", lifespan=lifespan)
+    app = FastAPI(
+        title="adadecode",
+        summary="OpenAI-compatible API on the adadecode engine",
+        version=__version__,
+        lifespan=lifespan,
+    )
     app.state.adadecode = server
 
     class _Sampling(BaseModel):
