@@ -23,7 +23,7 @@ pytest.importorskip("uvicorn")
 openai = pytest.importorskip("openai")
 httpx = pytest.importorskip("httpx")
 
-MAX_TOKENS = 128  # the server's --max-tokens
+MAX_TOKENS = 512  # the server's --max-tokens
 MAX_PROMPT_TOKENS = 200
 MAX_BODY_BYTES = 20_000
 COUNTING = "1, 2, 3, 4, 5, 6, 7, 8,"  # greedy SmolLM2 goes on counting: no early end of text
@@ -196,11 +196,23 @@ def test_concurrent_streams_equal_requests_run_alone(server: str, client: Any) -
     assert m["adadecode_queued_requests"] == 0 and m["adadecode_generating"] == 0
 
 
+def _wait_idle(server: str, generations: float) -> dict[str, float]:
+    """/metrics once the engine is idle with `generations` run in all."""
+    deadline = time.monotonic() + 30
+    while True:
+        m = _metrics(server)
+        if m["adadecode_generations_total"] >= generations and m["adadecode_generating"] == 0:
+            return m
+        assert time.monotonic() < deadline, "the server is still generating for a client that left"
+        time.sleep(0.1)
+
+
 def test_disconnect_cancels_generation(server: str, reference: Any) -> None:
-    # Uncancelled, this request generates all MAX_TOKENS tokens.
-    assert reference(COUNTING, max_tokens=MAX_TOKENS, temperature=0)["choices"][0]["finish_reason"] == "length"
+    n = 128
+    # Uncancelled, this request generates all n tokens.
+    assert reference(COUNTING, max_tokens=n, temperature=0)["choices"][0]["finish_reason"] == "length"
     before = _metrics(server)
-    body = {"prompt": COUNTING, "max_tokens": MAX_TOKENS, "temperature": 0, "stream": True}
+    body = {"prompt": COUNTING, "max_tokens": n, "temperature": 0, "stream": True}
     with httpx.stream("POST", f"{server}/v1/completions", json=body, timeout=60) as r:
         assert r.status_code == 200
         seen = 0
@@ -208,20 +220,32 @@ def test_disconnect_cancels_generation(server: str, reference: Any) -> None:
             seen += line.startswith("data: {")
             if seen == 3:
                 break
-    deadline = time.monotonic() + 30
-    while True:
-        after = _metrics(server)
-        done = after["adadecode_generations_total"] == before["adadecode_generations_total"] + 1
-        if done and after["adadecode_generating"] == 0:
-            break
-        assert time.monotonic() < deadline, "the server is still generating for a client that left"
-        time.sleep(0.1)
+    after = _wait_idle(server, before["adadecode_generations_total"] + 1)
+    assert after["adadecode_generations_total"] == before["adadecode_generations_total"] + 1
     assert after["adadecode_generations_cancelled_total"] == before["adadecode_generations_cancelled_total"] + 1
     generated = after["adadecode_generated_tokens_total"] - before["adadecode_generated_tokens_total"]
-    assert 3 <= generated < MAX_TOKENS // 2
+    assert 3 <= generated < n // 2
     # and the engine is free for the next client
     r = httpx.post(f"{server}/v1/completions", json={"prompt": "Hello", "max_tokens": 2}, timeout=60)
     assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 2
+
+
+def test_client_leaving_while_queued_is_never_run(server: str) -> None:
+    before = _metrics(server)
+    body = {"prompt": COUNTING, "max_tokens": MAX_TOKENS, "temperature": 0, "stream": True}
+    with httpx.stream("POST", f"{server}/v1/completions", json=body, timeout=60) as r:
+        lines = r.iter_lines()  # kept referenced: a collected line iterator would close the stream
+        next(line for line in lines if line.startswith("data: {"))  # the engine is busy with this one
+        with pytest.raises(httpx.ReadTimeout):  # a second client waits in the queue, gives up and leaves
+            httpx.post(f"{server}/v1/completions", json={"prompt": "Hello", "max_tokens": 4},
+                       timeout=httpx.Timeout(60, read=0.5))  # fmt: skip
+        time.sleep(1.0)  # the server notices within 0.25 s
+        assert _metrics(server)["adadecode_generating"] == 1  # the first request still runs
+    _wait_idle(server, before["adadecode_generations_total"] + 1)
+    time.sleep(0.5)  # time for a wrongly started second generation to show
+    after = _metrics(server)
+    assert after["adadecode_generations_total"] == before["adadecode_generations_total"] + 1  # only the first
+    assert after["adadecode_queued_requests"] == 0
 
 
 def test_metrics(server: str) -> None:
