@@ -271,3 +271,16 @@ def test_serve_without_the_server_extra_is_one_line_error(tmp_path: Path) -> Non
         "adadecode: error: 'adadecode serve' needs the server extra: pip install 'adadecode[server]' "
         "(No module named uvicorn)"
     ]
+
+
+def test_busy_port_is_one_line_error() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = subprocess.run([sys.executable, "-m", "adadecode", "serve", "-m", "smollm2-135m", "--port", str(port)],
+                           capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [
+        f"adadecode: error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    ]

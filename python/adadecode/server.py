@@ -628,6 +628,24 @@ def add_serve_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=cmd_serve)
 
 
+def _check_listen(host: str, port: int) -> None:
+    import socket
+
+    from .cli import UsageError
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise UsageError(f"cannot resolve --host {host}: {exc.strerror or exc}") from exc
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        try:
+            s.bind(address)
+        except OSError as exc:
+            raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from .cli import EXIT_OK, UsageError
 
@@ -650,6 +668,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         import uvicorn
     except ImportError as exc:
         raise UsageError(f"'adadecode serve' needs the server extra: pip install 'adadecode[server]' ({exc})") from exc
+    _check_listen(args.host, args.port)  # before the model loads: a busy port is a one-line error, not a traceback
     from .api import Llama
 
     llm = Llama(args.model, heads=args.heads, n_ctx=args.ctx_size, n_threads=args.threads, model_alias=args.alias)
