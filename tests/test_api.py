@@ -184,3 +184,13 @@ def test_help_documents_the_api() -> None:
     for name in ("Llama", "create_completion", "create_chat_completion", "adadecode serve", "adadecode chat"):
         assert name in text, name
     assert "finish_reason" in (Llama.create_completion.__doc__ or "")
+
+
+def test_a_second_generation_while_one_runs_is_refused(llm: Llama) -> None:
+    # The engine is not reentrant: an unfinished stream keeps it busy, and a second request must not run on it.
+    stream = llm.create_completion("1, 2, 3, 4, 5,", max_tokens=200, temperature=0, stream=True)
+    next(stream)  # type: ignore[call-overload]
+    with pytest.raises(adadecode.Error, match="already generating"):
+        llm(PROMPT, max_tokens=2, temperature=0)
+    stream.close()  # type: ignore[union-attr]
+    assert llm(PROMPT, max_tokens=2, temperature=0)["usage"]["completion_tokens"] == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,6 +60,9 @@ class Model:
 
             heads_path = str(resolve_heads(str(heads), self.path))
         self._engine = _core.Engine(self.path, n_ctx=n_ctx, n_threads=n_threads or 0, heads=heads_path)
+        # The engine is not reentrant: a second generation while one runs (another thread, or the worker thread of
+        # a stream nobody closed) is refused with a clear error instead of corrupting the KV cache.
+        self._generating = threading.Lock()
         self.vocab = self._engine.vocab
         self.last_generation: Generation | None = None
 
@@ -270,11 +274,17 @@ class Model:
                 window_start = cut
             return keep_going
 
-        out = self._engine.generate(
-            ids, max_tokens, float(temperature), int(top_k), float(top_p), float(min_p), int(seed),
-            resolved_mode.startswith("adadecode"), g, k, list(exit_layers or []), on_token, return_logits,
-            ngram=resolved_mode.endswith("ngram"), ngram_max_draft=draft_cap,
-        )
+        if not self._generating.acquire(blocking=False):
+            raise Error("this model is already generating (in another thread, or a stream that was neither "
+                        "finished nor closed); it runs one generation at a time")  # fmt: skip
+        try:
+            out = self._engine.generate(
+                ids, max_tokens, float(temperature), int(top_k), float(top_p), float(min_p), int(seed),
+                resolved_mode.startswith("adadecode"), g, k, list(exit_layers or []), on_token, return_logits,
+                ngram=resolved_mode.endswith("ngram"), ngram_max_draft=draft_cap,
+            )  # fmt: skip
+        finally:
+            self._generating.release()
         text = "".join(text_parts) + out["tail"]
         finish = out["finish_reason"]
         if stopped_at is not None:
