@@ -256,6 +256,10 @@ def test_metrics(server: str) -> None:
     m = _metrics(server)
     assert m['adadecode_requests_total{path="/v1/completions",code="200"}'] >= 1
     assert m['adadecode_requests_total{path="/v1/chat/completions",code="400"}'] >= 1
+    httpx.get(f"{server}/no/such/path", timeout=10)
+    m = _metrics(server)
+    assert m['adadecode_requests_total{path="other",code="404"}'] >= 1
+    assert not any("/no/such/path" in name for name in m)
     assert m["adadecode_generated_tokens_total"] > 0 and m["adadecode_tokens_per_second"] > 0
     assert 0 <= m["adadecode_early_exit_fraction"] <= 1 and 0 <= m["adadecode_accept_rate"] <= 1
 

@@ -285,6 +285,9 @@ def _as_api_error(exc: BaseException) -> ApiError:
 # HTTP
 
 
+_PATHS = ("/health", "/metrics", "/v1/models", "/v1/completions", "/v1/chat/completions")
+
+
 class _Gate:
     """The outermost ASGI layer: refuses request bodies over the limit with 413 (also those sent without a
     Content-Length) and counts the answered requests by path and status for /metrics. A plain ASGI wrapper rather
@@ -346,7 +349,9 @@ class _Gate:
             await self.app(scope, limited_receive, counting_send)
         finally:
             if status:
-                self.metrics.count_request(scope.get("path", ""), status)
+                path = scope.get("path", "")
+                # Only our own paths get a label of their own: a scanner must not grow /metrics without bound.
+                self.metrics.count_request(path if path in _PATHS else "other", status)
 
 
 class _Server:
