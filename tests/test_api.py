@@ -12,6 +12,7 @@ import pytest
 
 import adadecode
 from adadecode import InvalidRequestError, Llama
+from adadecode.model import MODES
 
 PROMPT = "The capital of France is"
 CHAT = [{"role": "user", "content": "What is the capital of France?"}]
@@ -50,6 +51,9 @@ def test_adadecode_mode_same_text_with_statistics(llm: Llama, llm_heads: Llama) 
     plain = llm(PROMPT, max_tokens=24, temperature=0)
     fast = llm_heads(PROMPT, max_tokens=24, temperature=0)
     assert fast["choices"][0]["text"] == plain["choices"][0]["text"]
+    for mode in MODES:  # every decoding method, chosen per request, gives the same greedy text
+        out = llm_heads(PROMPT, max_tokens=24, temperature=0, mode=mode)
+        assert out["choices"][0]["text"] == plain["choices"][0]["text"] and out["adadecode"]["mode"] == mode
     stats = fast["adadecode"]
     assert stats["mode"] == "adadecode" and stats["exit_layers"]
     assert 0 <= stats["early_exit_fraction"] <= 1 and 0 <= stats["accept_rate"] <= 1
@@ -152,6 +156,8 @@ def test_closing_a_stream_stops_the_engine(llm: Llama, model: Any) -> None:
         ({"seed": -3}, "seed"),
         ({"mode": "fast"}, "mode"),
         ({"mode": "adadecode"}, "mode"),  # no heads loaded
+        ({"mode": "adadecode+ngram"}, "mode"),
+        ({"max_draft": 0}, "max_draft"),
         ({"prompt": "word " * 600}, "prompt"),  # longer than n_ctx=512
     ],
 )

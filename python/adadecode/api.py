@@ -27,7 +27,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .model import Generation, Model
+from .model import MODES, Generation, Model
 
 STATS_KEY = "adadecode"
 """The key under which results carry the engine's statistics of the generation."""
@@ -178,13 +178,15 @@ class Llama:
         mode: str | None = None,
         gamma: float | None = None,
         max_pending: int | None = None,
+        max_draft: int | None = None,
     ) -> dict[str, Any] | Iterator[dict[str, Any]]:
         """Continue ``prompt`` (text or token ids); an OpenAI ``text_completion`` dict, or its chunks with ``stream``.
 
         ``max_tokens`` None or <= 0 means: until the context is full. ``temperature`` 0 is greedy decoding;
         ``top_k`` 0, ``top_p`` 1 and ``min_p`` 0 turn those filters off. ``stop`` strings end the text (they are not
-        part of it). ``echo`` puts the prompt in front of the text. ``mode`` ("standard" or "adadecode"),
-        ``gamma`` and ``max_pending`` tune the engine (see ``Model.generate``). ``finish_reason`` is "stop" (end
+        part of it). ``echo`` puts the prompt in front of the text. ``mode`` ("standard", "adadecode",
+        "ngram" or "adadecode+ngram"), ``gamma``, ``max_pending`` and ``max_draft`` tune the engine (see
+        ``Model.generate``). ``finish_reason`` is "stop" (end
         token or stop string) or "length" (``max_tokens`` or the context reached). Statistics are under
         ``result["adadecode"]`` (in the last chunk when streaming).
         """
@@ -203,7 +205,7 @@ class Llama:
             _require(bool(ids), "the prompt is empty", "prompt")
             prompt_text = self.model.detokenize(ids)
         gen_args = self._generation_args(
-            ids, max_tokens, temperature, top_p, top_k, min_p, seed, stop, mode, gamma, max_pending
+            ids, max_tokens, temperature, top_p, top_k, min_p, seed, stop, mode, gamma, max_pending, max_draft
         )
         prefix = prompt_text if echo else ""
         meta = self._meta("cmpl", "text_completion")
@@ -227,6 +229,7 @@ class Llama:
         mode: str | None = None,
         gamma: float | None = None,
         max_pending: int | None = None,
+        max_draft: int | None = None,
     ) -> dict[str, Any] | Iterator[dict[str, Any]]:
         """Answer a conversation; an OpenAI ``chat.completion`` dict, or ``chat.completion.chunk`` dicts with
         ``stream``.
@@ -248,6 +251,7 @@ class Llama:
             mode,
             gamma,
             max_pending,
+            max_draft,
             prompt_param="messages",
         )
         if stream:
@@ -301,6 +305,7 @@ class Llama:
         mode: str | None,
         gamma: float | None,
         max_pending: int | None,
+        max_draft: int | None,
         prompt_param: str = "prompt",
     ) -> dict[str, Any]:
         n_ctx = self.model.n_ctx
@@ -322,8 +327,11 @@ class Llama:
         room = n_ctx - len(ids)
         n = room if max_tokens is None or max_tokens <= 0 else min(int(max_tokens), room)
         if mode is not None:
-            _require(mode in ("standard", "adadecode"), f"mode must be 'standard' or 'adadecode', got {mode!r}", "mode")
-            _require(mode == "standard" or bool(self.model.exit_layers), "mode 'adadecode' needs exit heads", "mode")
+            _require(mode in MODES, f"mode must be one of {', '.join(MODES)}, got {mode!r}", "mode")
+            _require(not mode.startswith("adadecode") or bool(self.model.exit_layers),
+                     f"mode {mode!r} needs exit heads", "mode")  # fmt: skip
+        if max_draft is not None:
+            _require(max_draft >= 1, f"max_draft must be >= 1, got {max_draft}", "max_draft")
         if gamma is not None:
             _require(0 <= gamma <= 1, f"gamma must be in [0, 1], got {gamma}", "gamma")
         if max_pending is not None:
@@ -339,6 +347,7 @@ class Llama:
             "mode": mode,
             "gamma": gamma,
             "max_pending": max_pending,
+            "max_draft": max_draft,
         }
 
     def _meta(self, prefix: str, kind: str) -> dict[str, Any]:

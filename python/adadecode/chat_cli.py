@@ -53,9 +53,10 @@ def add_chat_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("-s", "--seed", type=int, default=None, metavar="S", help="random seed (default: random)")
     p.add_argument(
         "--mode",
-        choices=("standard", "adadecode"),
+        choices=("standard", "adadecode", "ngram", "adadecode+ngram"),
         default=None,
-        help="decoding method (default: adadecode when exit heads are loaded, else standard); same output",
+        help="decoding method: standard, adadecode (exit heads), ngram (prompt-lookup drafts) or both "
+        "(default: adadecode when exit heads are loaded, else standard); all give the same output",
     )
     p.add_argument(
         "--gamma",
@@ -71,19 +72,28 @@ def add_chat_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         metavar="K",
         help="adadecode: at most K tokens with deferred upper layers at once (default: engine's, 5)",
     )
+    p.add_argument(
+        "--max-draft",
+        type=int,
+        default=None,
+        metavar="D",
+        help="ngram: at most D tokens per prompt-lookup draft (default: engine's, 8)",
+    )
     p.set_defaults(func=cmd_chat, stop=None)
 
 
 def stats_line(stats: dict[str, Any], n_tokens: int) -> str:
     """``[23 tokens, 41.2 tok/s, early exits 35% (accepted 92%)]`` for one reply."""
     parts = [f"{n_tokens} tokens", f"{stats.get('tokens_per_second', 0.0):.1f} tok/s"]
-    if stats.get("mode") == "adadecode":
+    if str(stats.get("mode", "")).startswith("adadecode"):
         early = f"early exits {100 * stats.get('early_exit_fraction', 0.0):.0f}%"
         if stats.get("n_verified"):
             early += f" (accepted {100 * stats.get('accept_rate', 0.0):.0f}%)"
         parts.append(early)
     else:
-        parts.append("standard decoding, no early exits")
+        parts.append(f"{stats.get('mode', 'standard')} decoding, no early exits")
+    if "ngram" in str(stats.get("mode", "")):
+        parts.append(f"drafted {100 * stats.get('ngram_fraction', 0.0):.0f}%")
     return "[" + ", ".join(parts) + "]"
 
 
@@ -149,6 +159,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
         "mode": args.mode,
         "gamma": args.gamma,
         "max_pending": args.max_pending,
+        "max_draft": args.max_draft,
     }
     while True:
         try:

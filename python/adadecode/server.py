@@ -75,6 +75,7 @@ class Metrics:
         self.decode_seconds = 0.0
         self.verified = 0  # early tokens checked against the full model
         self.accepted = 0  # ... of which right: emitted early for real
+        self.ngram_accepted = 0  # accepted tokens that came from prompt-lookup drafts rather than exit heads
         self.rollbacks = 0
 
     def count_request(self, path: str, status: int) -> None:
@@ -91,6 +92,7 @@ class Metrics:
             self.decode_seconds += float(stats.get("decode_seconds", 0.0))
             self.verified += int(stats.get("n_verified", 0))
             self.accepted += int(stats.get("n_accepted", 0))
+            self.ngram_accepted += int(stats.get("ngram_accepted", 0))
             self.rollbacks += int(stats.get("rollbacks", 0))
 
     def render(self, queued: int, busy: bool) -> str:
@@ -138,12 +140,20 @@ class Metrics:
                 "Generated tokens per second of decoding, over all generations.",
                 [("", float(tps))],
             )
-            early = self.accepted / self.generated_tokens if self.generated_tokens else 0.0
+            exits = self.accepted - self.ngram_accepted
+            early = exits / self.generated_tokens if self.generated_tokens else 0.0
+            drafted = self.ngram_accepted / self.generated_tokens if self.generated_tokens else 0.0
             metric(
                 "early_exit_fraction",
                 "gauge",
                 "Fraction of generated tokens that left at an exit head.",
                 [("", float(early))],
+            )
+            metric(
+                "ngram_fraction",
+                "gauge",
+                "Fraction of generated tokens that came from accepted prompt-lookup drafts (ngram modes).",
+                [("", float(drafted))],
             )
             accept = self.accepted / self.verified if self.verified else 0.0
             metric(
@@ -407,6 +417,7 @@ def create_app(llm: "Llama", limits: Limits | None = None) -> Any:
         mode: str | None = None
         gamma: float | None = None
         max_pending: int | None = None
+        max_draft: int | None = None
 
         def generation_kwargs(self, default_max_tokens: int) -> dict[str, Any]:
             if self.n != 1:
@@ -430,6 +441,7 @@ def create_app(llm: "Llama", limits: Limits | None = None) -> Any:
                 "mode": self.mode,
                 "gamma": self.gamma,
                 "max_pending": self.max_pending,
+                "max_draft": self.max_draft,
             }
 
     class CompletionRequest(_Sampling):
