@@ -189,6 +189,8 @@ void check_gguf_structure(const std::string &path, uint64_t file_size) {
     for (int64_t i = 0; i < n_kv; ++i) {
         const std::string key = r.string(max_key_length, "metadata key #" + std::to_string(i));
         if (key.empty()) r.fail("metadata key #" + std::to_string(i) + " is empty");
+        // ggml looks keys up as C strings: a NUL inside one would make it shadow or hide another key.
+        if (key.find('\0') != std::string::npos) r.fail("metadata key #" + std::to_string(i) + " contains a NUL byte");
         if (!keys.insert(key).second) r.fail("duplicate metadata key '" + key + "'");
         const uint32_t type = r.get<uint32_t>("the type of '" + key + "'");
         check_value(r, key, type, &alignment);

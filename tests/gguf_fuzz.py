@@ -291,7 +291,8 @@ def worker(args: list[str]) -> None:
 if __name__ == "__main__":
     if sys.argv[1] == "worker":
         worker(sys.argv[2:])
-    elif sys.argv[1] == "write":  # reproduce one case: gguf_fuzz.py write <tiny_model> <tiny_heads> <smollm2|-> <i> <out>
+    elif sys.argv[1] == "write":
+        # Reproduce one case: gguf_fuzz.py write <tiny> <heads> <smollm2|-> <index> <out> <n_smollm2>
         tm, th, sm = (Path(a) if a != "-" else None for a in sys.argv[2:5])
         assert tm and th
         print(make_case(load_cases(tm, th, sm), int(sys.argv[5]), int(sys.argv[7]), Path(sys.argv[6])))

@@ -106,9 +106,9 @@ class Model:
         return render_chat_template(self, messages, add_generation_prompt=add_generation_prompt)
 
     # --- generation -------------------------------------------------------------------------------------------
-    def _prompt_ids(self, prompt: str | Sequence[int]) -> list[int]:
-        if isinstance(prompt, str):
-            if prompt == "":
+    def _prompt_ids(self, prompt: str | bytes | Sequence[int]) -> list[int]:
+        if isinstance(prompt, (str, bytes)):  # bytes are UTF-8 text, not a list of token ids
+            if not prompt:
                 raise ValueError("the prompt is empty")
             return self.tokenize(prompt)
         ids = [int(t) for t in prompt]
