@@ -206,6 +206,17 @@ def test_heads_for_another_model(engine: Any, tiny: Path, tmp_path: Path) -> Non
 # inputs
 
 
+def test_absurd_context_and_threads(engine: Any, tiny: Path) -> None:
+    import adadecode
+
+    with pytest.raises(adadecode.Error, match="KV cache for 2147483647 positions needs"):
+        engine(tiny, n_ctx=2**31 - 1, n_threads=1)  # refused up front, not an allocation the OOM killer ends
+    with pytest.raises(ValueError, match="n_ctx"):
+        engine(tiny, n_ctx=2**31, n_threads=1)
+    with pytest.raises(adadecode.Error, match="n_threads must be between 1 and"):
+        engine(tiny, n_ctx=32, n_threads=10**6)
+
+
 def test_max_tokens_past_the_context_stops_with_length(model: Any) -> None:
     ids = model.tokenize("Once upon a time")
     gen = model.generate(ids, max_tokens=10_000)

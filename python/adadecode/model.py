@@ -50,8 +50,8 @@ class Model:
 
         if n_threads is not None and n_threads <= 0:
             raise ValueError(f"n_threads must be >= 1, got {n_threads}")
-        if n_ctx <= 0:
-            raise ValueError(f"n_ctx must be >= 1, got {n_ctx}")
+        if not 0 < n_ctx < 2**31:
+            raise ValueError(f"n_ctx must be in [1, 2**31), got {n_ctx}")
         self.path = str(resolve_model(str(path)))
         heads_path = ""
         if heads is not None:
