@@ -239,7 +239,7 @@ std::vector<float> Model::dequantize(const std::string &name, std::vector<int64_
         throw Error("no tensor named '" + name + "' in '" + file_->path() + "'");
     }
     const int64_t n_per_row = t->ne[0];
-    const int64_t n_rows = ggml_nelements(t) / n_per_row;
+    const int64_t n_rows = n_per_row > 0 ? ggml_nelements(t) / n_per_row : 0;  // a file may hold empty tensors
     std::vector<float> out(static_cast<size_t>(ggml_nelements(t)));
     const ggml_type_traits *traits = ggml_get_type_traits(t->type);
     for (int64_t r = 0; r < n_rows; ++r) {

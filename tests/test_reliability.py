@@ -84,6 +84,13 @@ def test_bad_model_file(engine: Any, tmp_path: Path, changes: dict[str, Any], ne
     assert needle in _load_error(engine, path)
 
 
+def test_extra_empty_tensor_is_harmless(engine: Any, tmp_path: Path) -> None:
+    path = write_tiny_model(tmp_path / "extra.gguf", tensors={"extra.weight": np.zeros((3, 0), np.float32)})
+    m = engine(path, n_ctx=32, n_threads=1)
+    assert "extra.weight" in m.tensor_names()
+    assert m.tensor("extra.weight").size == 0
+
+
 def _patch(data: bytes, pos: int, fmt: str, value: int) -> bytes:
     return data[:pos] + struct.pack("<" + fmt, value) + data[pos + struct.calcsize(fmt) :]
 
