@@ -83,6 +83,8 @@ def soak_generations(model: Any, n: int, max_tokens: int, every: int) -> dict[st
             mismatches += 1
         if i % every == 0 or i == n - 1:
             samples.append(rss_kib())
+        if (i + 1) % max(1, n // 10) == 0:
+            print(f"soak: {i + 1}/{n} generations, RSS {rss_kib() / 1024:.1f} MiB", file=sys.stderr, flush=True)
     return {
         "generations": n,
         "max_tokens": max_tokens,
