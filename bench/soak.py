@@ -10,7 +10,7 @@ first 5%: allocators and the page cache settle). Writes JSON + Markdown:
 
     python bench/soak.py -m smollm2-135m --heads smollm2-135m --generations 1000 --cycles 100 -o bench/results/soak
 
-TODO(server soak, issue 7): python/adadecode/server.py is not on main yet. When it lands, add a third part here:
+TODO(server soak, issue 7): python/adadecode/server.py was not on main when this branch was cut. Next step here:
 start the server on the model, 32 concurrent clients x 20 requests (mixed streaming / non-streaming, stop strings)
 plus malformed requests (bad JSON, wrong types, empty / oversized prompts, max_tokens < 0, unknown model), check
 every response (status code, JSON shape, greedy text equal to Model.generate's), and record the server's RSS.
