@@ -1,5 +1,6 @@
 #include "forward.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -9,8 +10,9 @@
 namespace adadecode {
 
 namespace {
-constexpr size_t graph_size = 8192;
-}
+// Graph nodes and tensors per pass: a layer builds about 40, so size by depth (the fixed floor covers the extras).
+size_t graph_size_for(int n_layer) { return std::max<size_t>(8192, 64 * static_cast<size_t>(n_layer) + 1024); }
+}  // namespace
 
 Forward::Forward(const Model &model, KvCache &cache, int n_threads)
     : model_(model), cache_(cache), n_threads_(n_threads) {
@@ -29,7 +31,8 @@ Forward::Forward(const Model &model, KvCache &cache, int n_threads)
     ggml_backend_cpu_set_n_threads(backend_, n_threads);
     ggml_backend_cpu_set_threadpool(backend_, threadpool_);
     allocator_ = ggml_gallocr_new(ggml_backend_get_default_buffer_type(backend_));
-    graph_memory_.resize(ggml_tensor_overhead() * graph_size + ggml_graph_overhead_custom(graph_size, false));
+    graph_size_ = graph_size_for(model.hparams().n_layer);
+    graph_memory_.resize(ggml_tensor_overhead() * graph_size_ + ggml_graph_overhead_custom(graph_size_, false));
 }
 
 Forward::~Forward() {
@@ -122,7 +125,7 @@ void Forward::run(const PassRequest &req, PassResult *out) {
     params.mem_buffer = graph_memory_.data();
     params.no_alloc = true;
     ggml_context *ctx = ggml_init(params);
-    ggml_cgraph *gf = ggml_new_graph_custom(ctx, graph_size, false);
+    ggml_cgraph *gf = ggml_new_graph_custom(ctx, graph_size_, false);
 
     ggml_tensor *tokens_in = nullptr, *hidden_in = nullptr, *x = nullptr;
     if (req.layer_begin == 0 && req.tokens) {

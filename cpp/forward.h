@@ -62,6 +62,7 @@ private:
     ggml_backend_t backend_ = nullptr;
     ggml_threadpool_t threadpool_ = nullptr;
     ggml_gallocr_t allocator_ = nullptr;
+    size_t graph_size_ = 0;
     std::vector<uint8_t> graph_memory_;
     std::vector<float> mask_;
     std::vector<int32_t> positions_;

@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "ggml.h"
+#include "gguf_check.h"
 
 namespace adadecode {
 
@@ -17,21 +18,18 @@ GgufFile::GgufFile(const std::string &path) : path_(path) {
         throw Error("'" + path + "' is not a regular file");
     }
     file_size_ = static_cast<uint64_t>(st.st_size);
-    if (file_size_ < 4) {
-        throw Error("'" + path + "' is not a GGUF file (" + std::to_string(file_size_) + " bytes)");
+    // ggml's reader rejects most corruption but says only "failed to load"; ours names the problem first.
+    check_gguf_structure(path, file_size_);
+    try {
+        load();
+    } catch (...) {
+        release();  // the destructor does not run for a constructor that throws
+        throw;
     }
-    {
-        FILE *f = fopen(path.c_str(), "rb");
-        if (!f) {
-            throw Error("cannot open '" + path + "' for reading");
-        }
-        char magic[4] = {};
-        size_t n = fread(magic, 1, 4, f);
-        fclose(f);
-        if (n != 4 || magic[0] != 'G' || magic[1] != 'G' || magic[2] != 'U' || magic[3] != 'F') {
-            throw Error("'" + path + "' is not a GGUF file (bad magic)");
-        }
-    }
+}
+
+void GgufFile::load() {
+    const std::string &path = path_;
     gguf_init_params params{};
     params.no_alloc = true;
     params.ctx = &meta_;
@@ -61,12 +59,16 @@ GgufFile::GgufFile(const std::string &path) : path_(path) {
     }
 }
 
-GgufFile::~GgufFile() {
+GgufFile::~GgufFile() { release(); }
+
+void GgufFile::release() {
     if (ctx_) {
         gguf_free(ctx_);
+        ctx_ = nullptr;
     }
     if (meta_) {
         ggml_free(meta_);
+        meta_ = nullptr;
     }
 }
 
@@ -170,6 +172,15 @@ std::vector<std::string> GgufFile::get_string_array(const std::string &key) cons
     return out;
 }
 
+// gguf_get_arr_data aborts on string arrays, so the element type is checked before the data is touched.
+static bool scalar_int_type(gguf_type type) {
+    switch (type) {
+        case GGUF_TYPE_UINT8: case GGUF_TYPE_INT8: case GGUF_TYPE_UINT16: case GGUF_TYPE_INT16:
+        case GGUF_TYPE_UINT32: case GGUF_TYPE_INT32: case GGUF_TYPE_UINT64: case GGUF_TYPE_INT64: return true;
+        default: return false;
+    }
+}
+
 template <typename T>
 static void append_array(const void *data, size_t n, std::vector<int64_t> *out) {
     const T *p = static_cast<const T *>(data);
@@ -183,11 +194,15 @@ std::vector<int64_t> GgufFile::get_int_array(const std::string &key) const {
     if (gguf_get_kv_type(ctx_, id) != GGUF_TYPE_ARRAY) {
         throw Error("'" + path_ + "': metadata key '" + key + "' is not an array");
     }
+    const gguf_type type = gguf_get_arr_type(ctx_, id);
+    if (!scalar_int_type(type)) {
+        throw Error("'" + path_ + "': metadata key '" + key + "' is not an array of integers");
+    }
     const size_t n = gguf_get_arr_n(ctx_, id);
     std::vector<int64_t> out;
     out.reserve(n);
     const void *data = n ? gguf_get_arr_data(ctx_, id) : nullptr;
-    switch (gguf_get_arr_type(ctx_, id)) {
+    switch (type) {
         case GGUF_TYPE_UINT8: append_array<uint8_t>(data, n, &out); break;
         case GGUF_TYPE_INT8: append_array<int8_t>(data, n, &out); break;
         case GGUF_TYPE_UINT16: append_array<uint16_t>(data, n, &out); break;
@@ -206,13 +221,17 @@ std::vector<float> GgufFile::get_float_array(const std::string &key) const {
     if (gguf_get_kv_type(ctx_, id) != GGUF_TYPE_ARRAY) {
         throw Error("'" + path_ + "': metadata key '" + key + "' is not an array");
     }
+    const gguf_type type = gguf_get_arr_type(ctx_, id);
+    if (type != GGUF_TYPE_FLOAT32 && type != GGUF_TYPE_FLOAT64 && !scalar_int_type(type)) {
+        throw Error("'" + path_ + "': metadata key '" + key + "' is not an array of numbers");
+    }
     const size_t n = gguf_get_arr_n(ctx_, id);
     std::vector<float> out(n);
     if (n == 0) {
         return out;
     }
     const void *data = gguf_get_arr_data(ctx_, id);
-    switch (gguf_get_arr_type(ctx_, id)) {
+    switch (type) {
         case GGUF_TYPE_FLOAT32:
             for (size_t i = 0; i < n; ++i) out[i] = static_cast<const float *>(data)[i];
             break;

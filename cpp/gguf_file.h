@@ -52,6 +52,8 @@ public:
     const TensorInfo *find_tensor(const std::string &name) const;
 
 private:
+    void load();
+    void release();
     int64_t key_id(const std::string &key) const;  // throws when missing
 
     std::string path_;

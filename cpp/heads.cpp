@@ -1,6 +1,7 @@
 #include "heads.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 
@@ -16,9 +17,31 @@ void read_exact(const std::string &path, size_t offset, void *dst, size_t n) {
     if (!ok) throw Error("'" + path + "' is truncated");
 }
 
+// A NaN in a head would make every confidence NaN: the head would silently never exit early.
+bool all_finite(const std::vector<uint8_t> &bytes, ggml_type type) {
+    std::vector<float> values(bytes.size() / ggml_type_size(type));
+    if (type == GGML_TYPE_F16) {
+        ggml_fp16_to_fp32_row(reinterpret_cast<const ggml_fp16_t *>(bytes.data()), values.data(),
+                              static_cast<int64_t>(values.size()));
+    } else {
+        std::memcpy(values.data(), bytes.data(), values.size() * sizeof(float));
+    }
+    return std::all_of(values.begin(), values.end(), [](float v) { return std::isfinite(v); });
+}
+
 }  // namespace
 
 ExitHeads::ExitHeads(const std::string &path, const Model &model) : path_(path) {
+    try {
+        load(model);
+    } catch (...) {
+        release();  // the destructor does not run for a constructor that throws
+        throw;
+    }
+}
+
+void ExitHeads::load(const Model &model) {
+    const std::string &path = path_;
     GgufFile file(path);
     const HParams &hp = model.hparams();
     const std::string what = "heads file '" + path + "'";
@@ -48,7 +71,8 @@ ExitHeads::ExitHeads(const std::string &path, const Model &model) : path_(path) 
 
     const GgufFile::TensorInfo *vocab_info = file.find_tensor("exit.vocab");
     if (vocab_info) {
-        if (vocab_info->type != GGML_TYPE_I32 || vocab_info->ne[1] != 1 || vocab_info->ne[0] < 1 ||
+        if (vocab_info->type != GGML_TYPE_I32 || vocab_info->ne[1] != 1 || vocab_info->ne[2] != 1 ||
+            vocab_info->ne[3] != 1 || vocab_info->ne[0] < 1 ||
             vocab_info->ne[0] > hp.n_vocab) {
             throw Error(what + ": tensor 'exit.vocab' must be a 1-D int32 list of at most n_vocab token ids");
         }
@@ -69,7 +93,7 @@ ExitHeads::ExitHeads(const std::string &path, const Model &model) : path_(path) 
         const std::string name = "exit." + std::to_string(l) + ".weight";
         const GgufFile::TensorInfo *info = file.find_tensor(name);
         if (!info) throw Error(what + ": tensor '" + name + "' is missing");
-        if (info->ne[0] != hp.n_embd || info->ne[1] != hp.n_embd || info->ne[2] != 1) {
+        if (info->ne[0] != hp.n_embd || info->ne[1] != hp.n_embd || info->ne[2] != 1 || info->ne[3] != 1) {
             throw Error(what + ": tensor '" + name + "' must be " + std::to_string(hp.n_embd) + " x " +
                         std::to_string(hp.n_embd));
         }
@@ -89,6 +113,9 @@ ExitHeads::ExitHeads(const std::string &path, const Model &model) : path_(path) 
     for (auto &[t, info] : transforms) {
         bytes.resize(info->nbytes);
         read_exact(path, info->offset, bytes.data(), bytes.size());
+        if (!all_finite(bytes, info->type)) {
+            throw Error(what + ": tensor '" + info->name + "' holds NaN or infinite values");
+        }
         ggml_backend_tensor_set(t, bytes.data(), 0, bytes.size());
     }
     if (subset) {
@@ -106,9 +133,13 @@ ExitHeads::ExitHeads(const std::string &path, const Model &model) : path_(path) 
     }
 }
 
-ExitHeads::~ExitHeads() {
+ExitHeads::~ExitHeads() { release(); }
+
+void ExitHeads::release() {
     if (buffer_) ggml_backend_buffer_free(buffer_);
     if (ctx_) ggml_free(ctx_);
+    buffer_ = nullptr;
+    ctx_ = nullptr;
 }
 
 }  // namespace adadecode

@@ -27,6 +27,9 @@ public:
     const std::string &path() const { return path_; }
 
 private:
+    void load(const Model &model);
+    void release();
+
     std::string path_;
     std::vector<int> layers_;
     std::vector<HeadWeights> heads_;

@@ -1,6 +1,9 @@
 #include "kv_cache.h"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdint>
 
 #include "error.h"
 
@@ -10,7 +13,16 @@ KvCache::KvCache(const HParams &hp, int n_ctx, ggml_backend_buffer_type_t buft) 
     if (n_ctx <= 0) {
         throw Error("context size must be positive, got " + std::to_string(n_ctx));
     }
-    n_alloc_ = (n_ctx + kv_block - 1) / kv_block * kv_block;
+    // Refuse a cache the machine cannot hold: with overcommit the allocation itself would succeed and the clearing
+    // below would then be killed by the OOM killer instead of failing with a message.
+    const uint64_t positions = (static_cast<uint64_t>(n_ctx) + kv_block - 1) / kv_block * kv_block;
+    const uint64_t bytes = 2 * sizeof(ggml_fp16_t) * positions * static_cast<uint64_t>(hp.n_embd_kv()) * hp.n_layer;
+    const uint64_t memory = static_cast<uint64_t>(sysconf(_SC_PHYS_PAGES)) * static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+    if (positions > static_cast<uint64_t>(INT32_MAX) || bytes > memory) {
+        throw Error("a KV cache for " + std::to_string(n_ctx) + " positions needs " + std::to_string(bytes >> 20) +
+                    " MiB, more than this machine's " + std::to_string(memory >> 20) + " MiB of memory (lower n_ctx)");
+    }
+    n_alloc_ = static_cast<int>(positions);
     ggml_init_params params{};
     params.mem_size = ggml_tensor_overhead() * (2 * hp.n_layer + 1);
     params.no_alloc = true;

@@ -29,12 +29,31 @@ int checked_positive(const GgufFile &f, const std::string &key, int64_t value, i
     return static_cast<int>(value);
 }
 
+// A type the CPU backend can multiply by (and gather rows of): f32, or a type that dequantizes and has a dot
+// product whose activation format it can produce. Integer and removed types would abort inside ggml.
+bool matrix_type(ggml_type type) {
+    if (type == GGML_TYPE_F32) return true;
+    const ggml_type_traits_cpu *cpu = ggml_get_type_traits_cpu(type);
+    return ggml_get_type_traits(type)->to_float && cpu->vec_dot &&
+           (cpu->vec_dot_type == GGML_TYPE_F32 || ggml_get_type_traits_cpu(cpu->vec_dot_type)->from_float);
+}
+
 }  // namespace
 
 Model::Model(const std::string &path) {
     file_ = std::make_unique<GgufFile>(path);
-    read_hparams();
+    try {
+        read_hparams();
+        map_weights();
+        bind_tensors();
+    } catch (...) {
+        release();  // the destructor does not run for a constructor that throws
+        throw;
+    }
+}
 
+void Model::map_weights() {
+    const std::string &path = file_->path();
     const int fd = open(path.c_str(), O_RDONLY);
     if (fd < 0) {
         throw Error("cannot open '" + path + "' for reading");
@@ -61,15 +80,18 @@ Model::Model(const std::string &path) {
             throw Error("'" + path + "': tensor '" + info.name + "' cannot be mapped");
         }
     }
-    bind_tensors();
 }
 
-Model::~Model() {
+Model::~Model() { release(); }
+
+void Model::release() {
     if (weights_buffer_) {
         ggml_backend_buffer_free(weights_buffer_);
+        weights_buffer_ = nullptr;
     }
     if (mapping_) {
         munmap(mapping_, mapping_size_);
+        mapping_ = nullptr;
     }
 }
 
@@ -82,7 +104,7 @@ void Model::read_hparams() {
         throw Error("'" + f.path() + "': unsupported architecture '" + hp_.arch + "' (supported: llama, qwen2, qwen3)");
     }
     const std::string a = hp_.arch + ".";
-    hp_.n_layer = checked_positive(f, a + "block_count", f.get_int(a + "block_count"), 4096);
+    hp_.n_layer = checked_positive(f, a + "block_count", f.get_int(a + "block_count"), 1024);
     hp_.n_embd = checked_positive(f, a + "embedding_length", f.get_int(a + "embedding_length"), 1 << 16);
     hp_.n_ff = checked_positive(f, a + "feed_forward_length", f.get_int(a + "feed_forward_length"), 1 << 20);
     hp_.n_head = checked_positive(f, a + "attention.head_count", f.get_int(a + "attention.head_count"), 4096);
@@ -106,8 +128,9 @@ void Model::read_hparams() {
                                    f.get_int(a + "vocab_size", static_cast<int64_t>(n_tokens)), 1 << 24);
     hp_.n_ctx_train = checked_positive(f, a + "context_length", f.get_int(a + "context_length", 4096), 1 << 24);
     hp_.rms_eps = static_cast<float>(f.get_float(a + "attention.layer_norm_rms_epsilon", 1e-6));
-    if (!(hp_.rms_eps > 0.0f) || !std::isfinite(hp_.rms_eps)) {
-        throw Error("'" + f.path() + "': layer_norm_rms_epsilon must be a positive number");
+    if (!(hp_.rms_eps > 0.0f && hp_.rms_eps < 1.0f)) {
+        throw Error("'" + f.path() + "': layer_norm_rms_epsilon = " + std::to_string(hp_.rms_eps) +
+                    " is not in (0, 1)");
     }
     hp_.rope_theta = static_cast<float>(f.get_float(a + "rope.freq_base", 10000.0));
     if (!(hp_.rope_theta > 0.0f) || !std::isfinite(hp_.rope_theta)) {
@@ -115,6 +138,9 @@ void Model::read_hparams() {
     }
     hp_.rope_n_dims = checked_positive(f, a + "rope.dimension_count",
                                        f.get_int(a + "rope.dimension_count", hp_.head_dim), hp_.head_dim);
+    if (hp_.rope_n_dims % 2 != 0) {
+        throw Error("'" + f.path() + "': rope.dimension_count " + std::to_string(hp_.rope_n_dims) + " is odd");
+    }
     hp_.rope_type = hp_.arch == "llama" ? 0 : GGML_ROPE_TYPE_NEOX;
     hp_.rope_n_ctx_orig = hp_.n_ctx_train;
     const std::string scaling = f.get_string(a + "rope.scaling.type", "none");
@@ -126,9 +152,14 @@ void Model::read_hparams() {
         hp_.rope_freq_scale = static_cast<float>(1.0 / factor);
     } else if (scaling == "yarn") {
         hp_.rope_freq_scale = static_cast<float>(1.0 / factor);
-        hp_.rope_n_ctx_orig = static_cast<int>(f.get_int(a + "rope.scaling.original_context_length", hp_.n_ctx_train));
+        hp_.rope_n_ctx_orig = checked_positive(f, a + "rope.scaling.original_context_length",
+                                               f.get_int(a + "rope.scaling.original_context_length", hp_.n_ctx_train),
+                                               1 << 24);
         hp_.yarn_ext_factor = 1.0f;
         hp_.yarn_attn_factor = static_cast<float>(f.get_float(a + "rope.scaling.attn_factor", 1.0));
+        if (!(hp_.yarn_attn_factor > 0.0f) || !std::isfinite(hp_.yarn_attn_factor)) {
+            throw Error("'" + f.path() + "': rope.scaling.attn_factor must be a positive number");
+        }
     } else if (scaling != "none") {
         throw Error("'" + f.path() + "': unsupported rope scaling '" + scaling + "'");
     }
@@ -149,6 +180,13 @@ ggml_tensor *Model::optional(const std::string &name, std::initializer_list<int6
             throw Error("'" + file_->path() + "': tensor '" + name + "' has shape " + shape_string(info->ne, 4) +
                         ", expected " + shape_string(want, 4) + " from the hyper-parameters");
         }
+    }
+    // Vectors (norm weights, biases, rope factors) are added or multiplied elementwise, which the CPU backend
+    // does in f32 only; matrices go through matrix multiplication or row lookup.
+    const bool vector = shape.size() == 1;
+    if (vector ? info->type != GGML_TYPE_F32 : !matrix_type(info->type)) {
+        throw Error("'" + file_->path() + "': tensor '" + name + "' has type " + ggml_type_name(info->type) +
+                    (vector ? ", expected f32" : ", which is not a supported weight type"));
     }
     return ggml_get_tensor(file_->tensor_meta(), name.c_str());
 }
@@ -193,12 +231,6 @@ void Model::bind_tensors() {
             throw Error("'" + file_->path() + "': qwen3 layer " + std::to_string(il) + " lacks attn_q_norm/attn_k_norm");
         }
     }
-    for (const GgufFile::TensorInfo &info : file_->tensors()) {
-        const ggml_tensor *t = ggml_get_tensor(file_->tensor_meta(), info.name.c_str());
-        if (t->type >= GGML_TYPE_COUNT || ggml_blck_size(t->type) <= 0 || ggml_type_size(t->type) == 0) {
-            throw Error("'" + file_->path() + "': tensor '" + info.name + "' has an unsupported type");
-        }
-    }
 }
 
 std::vector<float> Model::dequantize(const std::string &name, std::vector<int64_t> *shape) const {
@@ -207,7 +239,7 @@ std::vector<float> Model::dequantize(const std::string &name, std::vector<int64_
         throw Error("no tensor named '" + name + "' in '" + file_->path() + "'");
     }
     const int64_t n_per_row = t->ne[0];
-    const int64_t n_rows = ggml_nelements(t) / n_per_row;
+    const int64_t n_rows = n_per_row > 0 ? ggml_nelements(t) / n_per_row : 0;  // a file may hold empty tensors
     std::vector<float> out(static_cast<size_t>(ggml_nelements(t)));
     const ggml_type_traits *traits = ggml_get_type_traits(t->type);
     for (int64_t r = 0; r < n_rows; ++r) {

@@ -69,7 +69,9 @@ public:
 
 private:
     void read_hparams();
+    void map_weights();
     void bind_tensors();
+    void release();
     ggml_tensor *require(const std::string &name, std::initializer_list<int64_t> shape);
     ggml_tensor *optional(const std::string &name, std::initializer_list<int64_t> shape);
 

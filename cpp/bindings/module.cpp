@@ -5,6 +5,7 @@
 #include <pybind11/stl.h>
 
 #include "engine.h"
+#include "unicode.h"
 #include "vocab.h"
 
 namespace py = pybind11;
@@ -63,7 +64,8 @@ PYBIND11_MODULE(_core, m) {
         try {
             if (p) std::rethrow_exception(p);
         } catch (const Error &e) {
-            py::set_error(error, e.what());
+            // Messages quote names read from the file; invalid UTF-8 there must not turn into a UnicodeDecodeError.
+            py::set_error(error, unicode::sanitize_utf8(e.what()).c_str());
         }
     });
 

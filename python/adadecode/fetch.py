@@ -167,6 +167,8 @@ def fetch(
         if _cached_ok(spec, final, verify=verify, progress=progress, deep=True):
             return final
         _remove_stale(models, spec)
+        for workdir in (root / "tmp").glob(f"{spec.name}-*"):  # left by a fetch that was killed
+            shutil.rmtree(workdir, ignore_errors=True)
         _download(spec, root, final, progress)
     return final
 

@@ -51,8 +51,8 @@ class Model:
 
         if n_threads is not None and n_threads <= 0:
             raise ValueError(f"n_threads must be >= 1, got {n_threads}")
-        if n_ctx <= 0:
-            raise ValueError(f"n_ctx must be >= 1, got {n_ctx}")
+        if not 0 < n_ctx < 2**31:
+            raise ValueError(f"n_ctx must be in [1, 2**31), got {n_ctx}")
         self.path = str(resolve_model(str(path)))
         heads_path = ""
         if heads is not None:
@@ -110,9 +110,9 @@ class Model:
         return render_chat_template(self, messages, add_generation_prompt=add_generation_prompt)
 
     # --- generation -------------------------------------------------------------------------------------------
-    def _prompt_ids(self, prompt: str | Sequence[int]) -> list[int]:
-        if isinstance(prompt, str):
-            if prompt == "":
+    def _prompt_ids(self, prompt: str | bytes | Sequence[int]) -> list[int]:
+        if isinstance(prompt, (str, bytes)):  # bytes are UTF-8 text, not a list of token ids
+            if not prompt:
                 raise ValueError("the prompt is empty")
             return self.tokenize(prompt)
         ids = [int(t) for t in prompt]
@@ -222,8 +222,11 @@ class Model:
             raise ValueError(f"max_draft must be >= 1, got {draft_cap}")
         if max_tokens < 0:
             raise ValueError(f"max_tokens must be >= 0, got {max_tokens}")
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        # Generation ends with finish_reason "length" when the context is full, so a larger budget changes nothing.
+        max_tokens = min(int(max_tokens), self.n_ctx)
+        if not (0 <= temperature < float("inf")):
+            raise ValueError(f"temperature must be a number >= 0, got {temperature}")
+        top_k = max(0, min(int(top_k), self.n_vocab))  # <= 0 disables top-k; more than the vocabulary is all of it
         _check_range("top_p", top_p, 0.0, 1.0)
         _check_range("min_p", min_p, 0.0, 1.0)
         g = 0.75 if gamma is None else float(gamma)
@@ -231,11 +234,12 @@ class Model:
         k = 5 if max_pending is None else int(max_pending)
         if k < 1:
             raise ValueError(f"max_pending must be >= 1, got {k}")
+        k = min(k, self.n_ctx)  # more tokens than the context holds can never be pending
         stops = [stop] if isinstance(stop, str) else [s for s in (stop or []) if s]
         if seed is None:
             seed = int.from_bytes(os.urandom(8), "little") if temperature > 0 else 0
-        if seed < 0:
-            raise ValueError(f"seed must be >= 0, got {seed}")
+        if not 0 <= seed < 2**64:
+            raise ValueError(f"seed must be in [0, 2**64), got {seed}")
 
         text_parts: list[str] = []
         length = 0  # characters generated so far
