@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fetch(sub, common)
     _add_run(sub, common)
     _add_heads_commands(sub, common)
+    from .bench.command import add_bench_parser
+
+    add_bench_parser(sub, [common])
     return parser
 
 
