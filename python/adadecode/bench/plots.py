@@ -81,6 +81,7 @@ def exit_layers(doc: dict[str, Any], path: Path) -> bool:
     width = 0.8 / len(series)
     for k, (name, xs, ys) in enumerate(series):
         ax.bar([x + (k - (len(series) - 1) / 2) * width for x in xs], ys, width=width, label=name)
+    ax.set_xticks(sorted({x for _, xs, _ in series for x in xs}))
     ax.set_xlabel(f"layer the token left at (last = {n_layer})")
     ax.set_ylabel("fraction of generated tokens")
     ax.set_title(_title(doc), fontsize=9)
