@@ -201,6 +201,7 @@ def test_resume_continues(
     rows = json.loads(path.read_text())["prompts"]
     assert [r["index"] for r in rows] == [0, 1, 2]
     assert rows[0] == first[0], "a resumed run keeps the prompts it already measured"
+    assert len(json.loads(path.read_text())["meta"]["resumed"]) == 1
     code, err = _bench(capsys, *base, "--limit", "3", "--resume", "--max-tokens", "5")
     assert code == 1 and "differs in max_tokens" in err
 

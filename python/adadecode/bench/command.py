@@ -191,6 +191,9 @@ def _load_resume(path: Path, meta: dict[str, Any]) -> list[dict[str, Any]]:
             f"cannot resume from {path}: the run differs in {', '.join(differ)} "
             f"(e.g. {differ[0]} was {old.get(differ[0])!r}, now {meta.get(differ[0])!r})"
         )
+    # The run started when the file did; each resumption is noted with the load it met.
+    meta["resumed"] = [*old.get("resumed", []), {"date": meta["date"], "load_average": meta["load_average"]}]
+    meta["date"], meta["load_average"] = old.get("date"), old.get("load_average")
     return list(doc.get("prompts", []))
 
 

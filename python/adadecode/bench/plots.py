@@ -63,7 +63,8 @@ def speedup_distribution(doc: dict[str, Any], path: Path) -> bool:
 
 
 def exit_layers(doc: dict[str, Any], path: Path) -> bool:
-    """Fraction of generated tokens taken at each exit layer (accepted early exits) and at the last layer."""
+    """Fraction of generated tokens taken from n-gram drafts, at each exit layer (accepted early exits) and at the
+    last layer."""
     series = []
     n_layer = doc["meta"].get("n_layer")
     for name, s in doc["summary"].items():
@@ -71,8 +72,10 @@ def exit_layers(doc: dict[str, Any], path: Path) -> bool:
         layers, accepted = t.get("exit_layers"), t.get("accepted_per_layer")
         if not layers or not accepted or len(layers) != len(accepted) or not s["tokens"]:
             continue
-        xs = [*layers, n_layer]
-        ys = [a / s["tokens"] for a in accepted] + [1.0 - sum(accepted) / s["tokens"]]
+        drafts = t.get("ngram_accepted", 0)  # prompt-lookup drafts enter the pipeline at "layer 0"
+        xs = [0] * bool(drafts) + [*layers, n_layer]
+        ys = [drafts / s["tokens"]] * bool(drafts) + [a / s["tokens"] for a in accepted]
+        ys.append(1.0 - (sum(accepted) + drafts) / s["tokens"])
         series.append((name, xs, ys))
     if not series:
         return False
@@ -82,7 +85,7 @@ def exit_layers(doc: dict[str, Any], path: Path) -> bool:
     for k, (name, xs, ys) in enumerate(series):
         ax.bar([x + (k - (len(series) - 1) / 2) * width for x in xs], ys, width=width, label=name)
     ax.set_xticks(sorted({x for _, xs, _ in series for x in xs}))
-    ax.set_xlabel(f"layer the token left at (last = {n_layer})")
+    ax.set_xlabel(f"layer the token left at (0 = n-gram draft, last = {n_layer})")
     ax.set_ylabel("fraction of generated tokens")
     ax.set_title(_title(doc), fontsize=9)
     ax.legend(fontsize=8)

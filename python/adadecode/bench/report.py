@@ -106,11 +106,18 @@ def summarize(rows: list[dict[str, Any]], systems: list[str]) -> dict[str, Any]:
         totals = stats_totals(results)
         s["stats_totals"] = totals
         if "n_verified" in totals and "n_accepted" in totals:
-            s["early_exit_fraction"] = _rate(totals["n_accepted"], tokens)
+            # Provisional tokens come from exit heads and, in the ngram modes, from prompt-lookup drafts.
+            from_drafts = totals.get("ngram_accepted", 0)
+            s["early_exit_fraction"] = _rate(totals["n_accepted"] - from_drafts, tokens)
             s["accept_rate"] = _rate(totals["n_accepted"], totals["n_verified"])
+            if totals.get("early_per_layer"):
+                s["exit_accept_rate"] = _rate(sum(totals["accepted_per_layer"]), sum(totals["early_per_layer"]))
+            if totals.get("ngram_drafted"):
+                s["drafted_fraction"] = _rate(from_drafts, tokens)
+                s["draft_accept_rate"] = _rate(from_drafts, totals["ngram_drafted"])
         if "n_drafted" in totals and "n_draft_accepted" in totals:
             s["drafted_fraction"] = _rate(totals["n_draft_accepted"], tokens)
-            s["accept_rate"] = _rate(totals["n_draft_accepted"], totals["n_drafted"])
+            s["draft_accept_rate"] = s["accept_rate"] = _rate(totals["n_draft_accepted"], totals["n_drafted"])
         summary[name] = s
     for ref in ("standard", "llamacpp"):
         base = summary.get(ref, {}).get("tokens_per_second")
@@ -170,7 +177,8 @@ def _system_cells(s: dict[str, Any]) -> list[str]:
         _num(s.get("speedup_vs_llamacpp"), "{:.2f}", "×"),
         _parity_cell(s, "standard"),
         _parity_cell(s, "llamacpp"),
-        _num(s.get("early_exit_fraction", s.get("drafted_fraction")), "{:.1%}"),
+        _num(s.get("early_exit_fraction"), "{:.1%}"),
+        _num(s.get("drafted_fraction"), "{:.1%}"),
         _num(s.get("accept_rate"), "{:.1%}"),
     ]
 
@@ -182,15 +190,22 @@ _HEADER = [
     "× llama.cpp",
     "parity vs standard",
     "parity vs llama.cpp",
-    "early exit / drafted",
+    "early exit",
+    "drafted",
     "accept",
 ]
 
 
 def _sources(s: dict[str, Any]) -> str | None:
-    """Per-source counts a mode reports (e.g. tokens from exit heads vs n-gram drafts), if any."""
-    parts = [f"{k} = {json.dumps(v)}" for k, v in s.get("stats_totals", {}).items() if "source" in k]
-    return "; ".join(parts) or None
+    """Where a mode's tokens came from, when it has more than one source of provisional tokens."""
+    if s.get("drafted_fraction") is None or s.get("early_exit_fraction") is None:
+        return None
+    heads, drafts = s["early_exit_fraction"], s["drafted_fraction"]
+    parts = [f"exit heads {heads:.1%}", f"n-gram drafts {drafts:.1%}", f"last layer {1 - heads - drafts:.1%}"]
+    for key, label in (("exit_accept_rate", "exit heads"), ("draft_accept_rate", "drafts")):
+        if s.get(key) is not None:
+            parts.append(f"{label} accepted {s[key]:.1%}")
+    return ", ".join(parts)
 
 
 def run_markdown(doc: dict[str, Any]) -> str:
@@ -212,7 +227,8 @@ def run_markdown(doc: dict[str, Any]) -> str:
     lines.append(
         "Decode tokens/s (prefill excluded), summed over prompts; × = ratio of tokens/s; parity = prompts "
         "whose tokens equal the reference's token for token; early exit = tokens accepted from an exit "
-        "head / all tokens; for draft anchors: tokens from drafts / all tokens, accept = accepted / drafted."
+        "head / all tokens; drafted = tokens accepted from n-gram or draft-model drafts / all tokens; accept = "
+        "provisional tokens (early or drafted) that verification kept / all it checked."
     )
     for name, s in summary.items():
         src = _sources(s)
