@@ -7,6 +7,11 @@
 //         order against the final layer, keep what matches, replace the first mismatch and roll the KV back.
 //
 // With no active exit layer the only segment is [0, L) and this is standard decoding, token by token.
+//
+// Prompt-lookup drafts (NgramDrafter) are a second source of provisional tokens: before x starts at layer 0, the
+// drafter may propose the tokens that followed an earlier occurrence of the sequence's suffix. x and all drafted
+// tokens but the last become pending rows at layer 0, the last one is the new x, and they travel up together; the
+// verification at the top is the same as for early tokens.
 #include "decoder.h"
 
 #include <algorithm>
@@ -23,14 +28,23 @@ double seconds_since(Clock::time_point start) {
     return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-// A position whose token has run through layers [0, reached) and whose successor was emitted early.
+// A position whose token has run through layers [0, reached) and whose successor is provisional: emitted early by
+// the exit head at exit_index, or proposed by prompt-lookup draft number `draft`.
 struct PendingRow {
     int pos;
     int32_t successor;
     int reached;
-    int exit_index;
-    std::vector<float> hidden;      // residual stream after `reached`
+    int exit_index;                  // -1 for a drafted successor
+    int draft;                       // index into the drafts of this verification round, -1 for a head's
+    std::vector<float> hidden;       // residual stream after `reached` (empty while reached == 0)
     std::vector<float> draft_probs;  // the head's distribution the successor was sampled from (sampling only)
+};
+
+// A prompt-lookup draft awaiting verification, and what verification made of it.
+struct DraftRecord {
+    int match_length;
+    int checked = 0;
+    int accepted = 0;
 };
 
 }  // namespace
@@ -111,9 +125,11 @@ DecodeResult Decoder::generate(const std::vector<int32_t> &prompt, const DecodeO
     st.prefill_seconds = seconds_since(t_prefill);
     const auto t_decode = Clock::now();
 
-    int32_t x_token = prompt.back();
-    int x_pos = static_cast<int>(prompt.size()) - 1;
+    // seq holds the token at every position up to the current token x = seq.back(), provisional ones included.
+    std::vector<int32_t> seq = prompt;
     std::vector<PendingRow> pending;
+    std::vector<DraftRecord> drafts;
+    NgramDrafter drafter(opt.ngram_options);
     bool done = opt.max_tokens == 0;
     result.finish_reason = "length";
 
@@ -134,12 +150,38 @@ DecodeResult Decoder::generate(const std::vector<int32_t> &prompt, const DecodeO
     };
 
     std::vector<float> x_hidden, batch_hidden, probs, target_probs;
-    std::vector<int32_t> one_token(1);
     while (!done) {
+        const int remaining = opt.max_tokens - static_cast<int>(result.tokens.size());
+        // Room for provisional tokens: what verification would emit stays within max_tokens and the context.
+        auto room = [&]() {
+            const int x_pos = static_cast<int>(seq.size()) - 1;
+            return std::min(remaining - static_cast<int>(pending.size()) - 1, cache_.n_ctx() - 1 - x_pos);
+        };
+        if (opt.ngram) {
+            const int drafted_pending = static_cast<int>(
+                std::count_if(pending.begin(), pending.end(), [](const PendingRow &r) { return r.draft >= 0; }));
+            int match_length = 0;
+            const std::vector<int32_t> proposal = drafter.propose(
+                seq, std::min(room(), opt.ngram_options.max_draft - drafted_pending), &match_length);
+            // x and every drafted token but the last become pending rows at layer 0; the last is the new x.
+            for (size_t i = 0; i < proposal.size() && !is_eog(proposal[i]); ++i) {
+                const int32_t token = proposal[i];
+                if (i == 0) {
+                    drafts.push_back(DraftRecord{match_length});
+                    ++st.ngram_drafts;
+                }
+                pending.push_back(PendingRow{static_cast<int>(seq.size()) - 1, token, 0, -1,
+                                             static_cast<int>(drafts.size()) - 1, {}, {}});
+                seq.push_back(token);
+                ++st.ngram_drafted;
+            }
+        }
+
         int layer = 0;
         bool emitted_early = false;
         for (size_t seg = 0; seg < boundaries.size() && !emitted_early; ++seg) {
             const int next = boundaries[seg];
+            const int x_pos = static_cast<int>(seq.size()) - 1;
             // The pending rows that have reached `layer` are a suffix of P (older rows are always further up).
             size_t first = pending.size();
             while (first > 0 && pending[first - 1].reached == layer) --first;
@@ -154,8 +196,7 @@ DecodeResult Decoder::generate(const std::vector<int32_t> &prompt, const DecodeO
                 throw Error("internal: deferred rows are not contiguous with the current token");
             }
             if (layer == 0) {
-                one_token[0] = x_token;
-                req.tokens = one_token.data();
+                req.tokens = seq.data() + req.pos0;
             } else {
                 batch_hidden.clear();
                 for (size_t i = first; i < pending.size(); ++i) {
@@ -165,13 +206,16 @@ DecodeResult Decoder::generate(const std::vector<int32_t> &prompt, const DecodeO
                 req.hidden = batch_hidden.data();
             }
             const bool at_top = next == n_layer;
-            const int remaining = opt.max_tokens - static_cast<int>(result.tokens.size());
-            const bool may_exit = !at_top && static_cast<int>(pending.size()) < opt.max_pending &&
-                                  static_cast<int>(pending.size()) + 1 < remaining && x_pos + 1 < cache_.n_ctx();
+            const int early_pending = static_cast<int>(
+                std::count_if(pending.begin(), pending.end(), [](const PendingRow &r) { return r.exit_index >= 0; }));
+            const bool may_exit = !at_top && early_pending < opt.max_pending && room() > 0;
             req.head = may_exit ? &heads_->head(exit_head[seg]) : nullptr;
             req.want_hidden = !at_top;
             req.logits = at_top ? PassRequest::Logits::all : PassRequest::Logits::none;
+            const auto t_pass = Clock::now();
             forward_.run(req, &pass);
+            // Timings decide draft lengths; with sampling they would make a seeded output depend on the machine.
+            if (opt.sampling.greedy()) drafter.record_pass_cost(n_rows, seconds_since(t_pass) / (next - layer));
             ++st.n_passes;
             if (static_cast<int>(st.rows_per_pass.size()) <= n_rows) st.rows_per_pass.resize(n_rows + 1, 0);
             ++st.rows_per_pass[n_rows];
@@ -179,8 +223,8 @@ DecodeResult Decoder::generate(const std::vector<int32_t> &prompt, const DecodeO
             if (!at_top) {
                 const size_t d = static_cast<size_t>(hp.n_embd);
                 for (size_t i = first; i < pending.size(); ++i) {
-                    std::copy(pass.hidden.begin() + (i - first) * d, pass.hidden.begin() + (i - first + 1) * d,
-                              pending[i].hidden.begin());
+                    pending[i].hidden.assign(pass.hidden.begin() + (i - first) * d,
+                                             pass.hidden.begin() + (i - first + 1) * d);
                     pending[i].reached = next;
                 }
                 x_hidden.assign(pass.hidden.end() - d, pass.hidden.end());
@@ -202,10 +246,9 @@ DecodeResult Decoder::generate(const std::vector<int32_t> &prompt, const DecodeO
                 successor = sampler.sample_from(draft);
             }
             if (confidence < opt.gamma || is_eog(successor)) continue;
-            pending.push_back(PendingRow{x_pos, successor, next, static_cast<int>(seg), x_hidden, std::move(draft)});
+            pending.push_back(PendingRow{x_pos, successor, next, static_cast<int>(seg), -1, x_hidden, std::move(draft)});
             ++st.early_per_layer[seg];
-            x_token = successor;
-            ++x_pos;
+            seq.push_back(successor);
             emitted_early = true;
         }
         if (emitted_early) continue;
@@ -225,24 +268,39 @@ DecodeResult Decoder::generate(const std::vector<int32_t> &prompt, const DecodeO
                 if (!accepted) correction = target;
             } else {
                 // Speculative acceptance: keep y with probability min(1, p(y)/q(y)), else draw from (p - q)+.
+                // A drafted token is a deterministic proposal: q is one-hot on it.
+                const bool drafted = row.draft >= 0;
+                auto draft_q = [&](int token) {
+                    return drafted ? (token == row.successor ? 1.0f : 0.0f) : row.draft_probs[token];
+                };
                 sampler.distribution(row_logits, n_vocab, &target_probs);
                 const float p = target_probs[row.successor];
-                const float q = row.draft_probs[row.successor];
+                const float q = draft_q(row.successor);
                 accepted = q <= p || sampler.uniform() < static_cast<double>(p) / q;
                 if (!accepted) {
                     std::vector<float> residual(n_vocab);
                     double mass = 0.0;
                     for (int i = 0; i < n_vocab; ++i) {
-                        residual[i] = std::max(0.0f, target_probs[i] - row.draft_probs[i]);
+                        residual[i] = std::max(0.0f, target_probs[i] - draft_q(i));
                         mass += residual[i];
                     }
                     correction = sampler.sample_from(mass > 0.0 ? residual : target_probs);
                 }
             }
+            if (row.draft >= 0) {
+                ++drafts[row.draft].checked;
+                if (accepted) ++drafts[row.draft].accepted;
+            }
             if (!accepted) break;
             ++st.n_accepted;
-            ++st.accepted_per_layer[row.exit_index];
+            if (row.draft >= 0) {
+                ++st.ngram_accepted;
+            } else {
+                ++st.accepted_per_layer[row.exit_index];
+            }
         }
+        for (const DraftRecord &d : drafts) drafter.record(d.match_length, d.checked, d.accepted);
+        drafts.clear();
 
         bool keep_going = true;
         for (size_t i = 0; i < n_kept && keep_going; ++i) {
@@ -253,18 +311,17 @@ DecodeResult Decoder::generate(const std::vector<int32_t> &prompt, const DecodeO
             ++st.n_rollbacks;
             const int resume_pos = pending[n_kept].pos + 1;
             cache_.truncate(resume_pos);
+            seq.resize(resume_pos);
             keep_going = emit(correction, final_logits + n_kept * static_cast<size_t>(n_vocab));
-            x_token = correction;
-            x_pos = resume_pos;
+            seq.push_back(correction);
         } else if (keep_going) {
             const float *x_logits = final_logits + pending.size() * static_cast<size_t>(n_vocab);
             const int32_t next_token = sampler.sample(x_logits, n_vocab);
             keep_going = emit(next_token, x_logits);
-            x_token = next_token;
-            ++x_pos;
+            seq.push_back(next_token);
         }
         pending.clear();
-        if (keep_going && x_pos >= cache_.n_ctx()) {
+        if (keep_going && static_cast<int>(seq.size()) > cache_.n_ctx()) {
             result.finish_reason = "length";  // the context is full: the next token has no position to run at
             keep_going = false;
         }

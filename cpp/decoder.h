@@ -2,6 +2,7 @@
 // same scheduler; standard decoding is the case with no active exit layers.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -9,6 +10,7 @@
 
 #include "forward.h"
 #include "heads.h"
+#include "ngram_draft.h"
 #include "sampler.h"
 
 namespace adadecode {
@@ -20,6 +22,8 @@ struct DecodeOptions {
     float gamma = 0.75f;             // head confidence needed to emit a token early
     int max_pending = 5;             // tokens whose upper layers may be deferred at once
     std::vector<int> active_exits;   // subset of the heads' exit layers; empty = all
+    bool ngram = false;              // prompt-lookup drafts enter at layer 0 (works with or without heads)
+    NgramOptions ngram_options;
     int n_batch = 512;               // prefill chunk
     // When set, receives for every generated token the final-layer logits it was chosen from (n_vocab floats
     // each, in order): the parity tests compare these bitwise between decoding modes.
@@ -36,13 +40,21 @@ struct DecodeStats {
     std::vector<int> exit_layers;            // active exit layers
     std::vector<int> early_per_layer;        // tokens emitted early at each active exit layer
     std::vector<int> accepted_per_layer;     // ... of which verification accepted
-    int n_verified = 0;                      // early tokens checked against the final layer
+    int ngram_drafts = 0;                    // prompt-lookup drafts made
+    int ngram_drafted = 0;                   // tokens they proposed
+    int ngram_accepted = 0;                  // ... of which verification accepted
+    int n_verified = 0;                      // provisional tokens (early or drafted) checked against the final layer
     int n_accepted = 0;
     int n_rollbacks = 0;
 
     double tokens_per_second() const { return decode_seconds > 0 ? n_generated / decode_seconds : 0.0; }
     double accept_rate() const { return n_verified ? static_cast<double>(n_accepted) / n_verified : 0.0; }
-    double early_exit_fraction() const { return n_generated ? static_cast<double>(n_accepted) / n_generated : 0.0; }
+    // Share of the generated tokens that an exit head (resp. a prompt-lookup draft) produced.
+    double early_exit_fraction() const { return fraction(n_accepted - ngram_accepted); }
+    double ngram_fraction() const { return fraction(ngram_accepted); }
+
+private:
+    double fraction(int n) const { return n_generated ? std::min(1.0, static_cast<double>(n) / n_generated) : 0.0; }
 };
 
 struct DecodeResult {

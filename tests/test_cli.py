@@ -106,6 +106,10 @@ BAD_RUN_ARGS = [
     (["--mode", "standard", "--gamma", "0.8"], "--gamma"),
     (["--stop", ""], "--stop"),
     (["--mode", "adadecode"], "--heads"),
+    (["--mode", "adadecode+ngram"], "--heads"),
+    (["--mode", "ngram", "--max-pending", "2"], "--max-pending"),
+    (["--mode", "standard", "--max-draft", "4"], "--max-draft"),
+    (["--mode", "ngram", "--max-draft", "0"], "--max-draft"),
 ]
 
 
@@ -295,6 +299,7 @@ def test_run_streams_text_and_forwards_options(
         "mode": "adadecode",
         "gamma": 0.6,
         "max_pending": 3,
+        "max_draft": None,
     }
 
 

@@ -31,6 +31,10 @@ py::dict stats_to_dict(const DecodeStats &s) {
     d["rollbacks"] = s.n_rollbacks;
     d["accept_rate"] = s.accept_rate();
     d["early_exit_fraction"] = s.early_exit_fraction();
+    d["ngram_drafts"] = s.ngram_drafts;
+    d["ngram_drafted"] = s.ngram_drafted;
+    d["ngram_accepted"] = s.ngram_accepted;
+    d["ngram_fraction"] = s.ngram_fraction();
     return d;
 }
 
@@ -93,7 +97,7 @@ PYBIND11_MODULE(_core, m) {
             [](Engine &e, const std::vector<int64_t> &prompt, int max_tokens, float temperature, int top_k,
                float top_p, float min_p, uint64_t seed, bool layer_parallel, float gamma, int max_pending,
                const std::vector<int> &active_exits, const std::function<bool(int, const std::string &)> &callback,
-               bool return_logits) {
+               bool return_logits, bool ngram, int ngram_max_draft) {
                 DecodeOptions o;
                 o.max_tokens = max_tokens;
                 o.sampling.temperature = temperature;
@@ -105,6 +109,8 @@ PYBIND11_MODULE(_core, m) {
                 o.gamma = gamma;
                 o.max_pending = max_pending;
                 o.active_exits = active_exits;
+                o.ngram = ngram;
+                o.ngram_options.max_draft = ngram_max_draft;
                 std::vector<float> recorded;
                 if (return_logits) o.record_logits = &recorded;
                 const std::vector<int32_t> ids = to_ids(prompt);
@@ -141,7 +147,8 @@ PYBIND11_MODULE(_core, m) {
             py::arg("prompt"), py::arg("max_tokens") = 128, py::arg("temperature") = 0.0f, py::arg("top_k") = 40,
             py::arg("top_p") = 0.95f, py::arg("min_p") = 0.05f, py::arg("seed") = 0, py::arg("layer_parallel") = false,
             py::arg("gamma") = 0.75f, py::arg("max_pending") = 5, py::arg("active_exits") = std::vector<int>{},
-            py::arg("callback") = nullptr, py::arg("return_logits") = false,
+            py::arg("callback") = nullptr, py::arg("return_logits") = false, py::arg("ngram") = false,
+            py::arg("ngram_max_draft") = NgramOptions().max_draft,
             "Generate after the prompt ids; callback(token, text_piece) -> bool is called for each verified token.")
         .def(
             "hidden_states",

@@ -32,7 +32,8 @@ const char *usage_text =
     "      --min-p P           min-p sampling, 0 = off (default 0.05)\n"
     "  -s, --seed N            random seed (default 0)\n"
     "      --heads PATH        exit-heads GGUF; enables layer-parallel decoding\n"
-    "      --mode M            standard | adadecode (default: adadecode when heads are given)\n"
+    "      --mode M            standard | adadecode | ngram | adadecode+ngram (default: adadecode when heads\n"
+    "                          are given, else standard); ngram adds prompt-lookup drafts\n"
     "      --gamma G           exit-head confidence threshold in [0, 1] (default 0.75)\n"
     "      --max-pending K     tokens whose upper layers may be deferred at once (default 5)\n"
     "      --json              print one JSON object {tokens, text, stats} instead of streaming text\n"
@@ -142,7 +143,9 @@ int main(int argc, char **argv) {
             heads = value();
         } else if (a == "--mode") {
             mode = value();
-            if (mode != "standard" && mode != "adadecode") fail("--mode must be standard or adadecode");
+            if (mode != "standard" && mode != "adadecode" && mode != "ngram" && mode != "adadecode+ngram") {
+                fail("--mode must be standard, adadecode, ngram or adadecode+ngram");
+            }
         } else if (a == "--gamma") {
             d.gamma = static_cast<float>(parse_float(a, value(), 0.0, 1.0));
         } else if (a == "--max-pending") {
@@ -164,8 +167,9 @@ int main(int argc, char **argv) {
     }
     if (!have_prompt) fail("no prompt given (-p or -f)");
     if (prompt.empty()) fail("the prompt is empty");
-    if (mode == "adadecode" && heads.empty()) fail("--mode adadecode needs --heads");
-    d.layer_parallel = !heads.empty() && mode != "standard";
+    if ((mode == "adadecode" || mode == "adadecode+ngram") && heads.empty()) fail("--mode " + mode + " needs --heads");
+    d.layer_parallel = !heads.empty() && (mode.empty() || mode == "adadecode" || mode == "adadecode+ngram");
+    d.ngram = mode == "ngram" || mode == "adadecode+ngram";
 
     try {
         eo.heads_path = heads;
@@ -192,18 +196,19 @@ int main(int argc, char **argv) {
             std::printf("], \"text\": \"%s\", \"finish_reason\": \"%s\", \"stats\": {\"n_prompt\": %d, "
                         "\"n_generated\": %d, \"prefill_seconds\": %.6f, \"decode_seconds\": %.6f, "
                         "\"tokens_per_second\": %.3f, \"early_exit_fraction\": %.6f, \"accept_rate\": %.6f, "
-                        "\"rollbacks\": %d}}\n",
+                        "\"rollbacks\": %d, \"ngram_fraction\": %.6f}}\n",
                         json_escape(text).c_str(), r.finish_reason.c_str(), s.n_prompt, s.n_generated,
                         s.prefill_seconds, s.decode_seconds, s.tokens_per_second(), s.early_exit_fraction(),
-                        s.accept_rate(), s.n_rollbacks);
+                        s.accept_rate(), s.n_rollbacks, s.ngram_fraction());
         } else {
             std::fwrite(tail.data(), 1, tail.size(), stdout);
             std::fprintf(stdout, "\n");
             std::fprintf(stderr, "\n[%d prompt tokens in %.3f s; %d generated in %.3f s: %.2f tokens/s", s.n_prompt,
                          s.prefill_seconds, s.n_generated, s.decode_seconds, s.tokens_per_second());
-            if (d.layer_parallel) {
-                std::fprintf(stderr, "; early %.1f%%, accept %.1f%%, %d rollbacks", 100 * s.early_exit_fraction(),
-                             100 * s.accept_rate(), s.n_rollbacks);
+            if (d.layer_parallel) std::fprintf(stderr, "; early %.1f%%", 100 * s.early_exit_fraction());
+            if (d.ngram) std::fprintf(stderr, "; drafted %.1f%%", 100 * s.ngram_fraction());
+            if (d.layer_parallel || d.ngram) {
+                std::fprintf(stderr, ", accept %.1f%%, %d rollbacks", 100 * s.accept_rate(), s.n_rollbacks);
             }
             std::fprintf(stderr, "]\n");
         }

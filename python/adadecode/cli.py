@@ -173,10 +173,10 @@ def _add_run(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--mode",
-        choices=("standard", "adadecode"),
+        choices=("standard", "adadecode", "ngram", "adadecode+ngram"),
         default=None,
-        help="decoding method (default: adadecode when exit heads are available, else standard); "
-        "both give the same output",
+        help="decoding method: standard, adadecode (exit heads), ngram (prompt-lookup drafts) or both "
+        "(default: adadecode when exit heads are available, else standard); all give the same output",
     )
     p.add_argument(
         "--gamma",
@@ -191,6 +191,14 @@ def _add_run(sub: Any, common: argparse.ArgumentParser) -> None:
         default=None,
         metavar="K",
         help="adadecode: at most K tokens with deferred upper layers at once (default: engine's, 5)",
+    )
+    p.add_argument(
+        "--max-draft",
+        type=int,
+        default=None,
+        metavar="D",
+        help="ngram: at most D tokens per prompt-lookup draft; fewer are proposed when measured acceptance "
+        "does not pay for them (default: engine's, 8)",
     )
     p.set_defaults(func=cmd_run)
 
@@ -251,11 +259,15 @@ def validate_run_args(args: argparse.Namespace) -> None:
         _check(0 <= args.gamma <= 1, f"--gamma must be in [0, 1], got {args.gamma}")
     if args.max_pending is not None:
         _check(args.max_pending >= 1, f"--max-pending must be at least 1, got {args.max_pending}")
-    if args.mode == "adadecode":
-        _check(args.heads is not None, "--mode adadecode needs --heads")
-    if args.mode == "standard":
-        _check(args.gamma is None, "--gamma applies only to --mode adadecode")
-        _check(args.max_pending is None, "--max-pending applies only to --mode adadecode")
+    if args.max_draft is not None:
+        _check(args.max_draft >= 1, f"--max-draft must be at least 1, got {args.max_draft}")
+    if args.mode in ("adadecode", "adadecode+ngram"):
+        _check(args.heads is not None, f"--mode {args.mode} needs --heads")
+    if args.mode in ("standard", "ngram"):
+        _check(args.gamma is None, "--gamma applies only to the adadecode modes")
+        _check(args.max_pending is None, "--max-pending applies only to the adadecode modes")
+    if args.mode not in ("ngram", "adadecode+ngram"):
+        _check(args.max_draft is None, "--max-draft applies only to the ngram modes")
     if args.stop is not None:
         _check(all(args.stop), "--stop strings must not be empty")
 
@@ -310,6 +322,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         "mode": args.mode,
         "gamma": args.gamma,
         "max_pending": args.max_pending,
+        "max_draft": args.max_draft,
     }
     if args.json:
         gen = model.generate(prompt, **gen_args)
@@ -366,8 +379,9 @@ def print_stats(gen: Any, file: TextIO) -> None:
         parts.append(f"generated {s['n_generated']} tok" + (f" in {decode:.2f} s" if decode is not None else ""))
     if s.get("tokens_per_second") is not None:
         parts.append(f"{s['tokens_per_second']:.1f} tok/s")
-    if s.get("n_verified"):  # adadecode mode: how many tokens left early and how many of those were right
-        for key, label in (("early_exit_fraction", "early exits"), ("accept_rate", "accepted")):
+    if s.get("n_verified"):  # provisional tokens: where they came from and how many verification kept
+        for key, label in (("early_exit_fraction", "early exits"), ("ngram_fraction", "drafted"),
+                           ("accept_rate", "accepted")):  # fmt: skip
             if s.get(key) is not None:
                 parts.append(f"{label} {100 * s[key]:.0f}%")
     finish = getattr(gen, "finish_reason", None)

@@ -13,7 +13,7 @@ from . import _core
 
 Error = _core.Error
 
-MODES = ("standard", "adadecode")
+MODES = ("standard", "adadecode", "ngram", "adadecode+ngram")
 
 
 @dataclass
@@ -116,14 +116,14 @@ class Model:
             raise ValueError("the prompt is empty")
         return ids
 
-    def _resolve_mode(self, mode: str | None) -> bool:
+    def _resolve_mode(self, mode: str | None) -> str:
         if mode is None:
-            return bool(self.exit_layers)
+            return "adadecode" if self.exit_layers else "standard"
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-        if mode == "adadecode" and not self.exit_layers:
-            raise ValueError("mode 'adadecode' needs exit heads: pass heads=... or load_heads(...)")
-        return mode == "adadecode"
+        if mode.startswith("adadecode") and not self.exit_layers:
+            raise ValueError(f"mode {mode!r} needs exit heads: pass heads=... or load_heads(...)")
+        return mode
 
     def generate_stream(
         self,
@@ -139,6 +139,7 @@ class Model:
         gamma: float | None = None,
         max_pending: int | None = None,
         exit_layers: Sequence[int] | None = None,
+        max_draft: int | None = None,
     ) -> Iterator[str]:
         """Yield the generated text piece by piece (only verified tokens); the full result is then in
         `self.last_generation`."""
@@ -152,7 +153,8 @@ class Model:
             try:
                 gen = self.generate(
                     prompt, max_tokens, temperature, top_k, top_p, min_p, seed, stop, mode, gamma, max_pending,
-                    exit_layers, _on_text=lambda piece: (pieces.put(("piece", piece)), not cancelled.is_set())[1],
+                    exit_layers, max_draft=max_draft,
+                    _on_text=lambda piece: (pieces.put(("piece", piece)), not cancelled.is_set())[1],
                 )
                 pieces.put(("done", gen))
             except BaseException as exc:  # handed to the consumer thread
@@ -188,17 +190,23 @@ class Model:
         gamma: float | None = None,
         max_pending: int | None = None,
         exit_layers: Sequence[int] | None = None,
+        max_draft: int | None = None,
         _on_text: Any = None,
         return_logits: bool = False,
     ) -> Generation:
         """Generate up to `max_tokens` tokens after `prompt` (text or token ids).
 
-        temperature 0 is greedy. `mode` is "standard" or "adadecode" (default: adadecode when heads are loaded);
-        the output is identical either way for greedy decoding, and equal in distribution when sampling.
+        temperature 0 is greedy. `mode` is "standard", "adadecode" (exit heads), "ngram" (prompt-lookup drafts)
+        or "adadecode+ngram" (both; default: adadecode when heads are loaded, else standard). The output is
+        identical in every mode for greedy decoding, and equal in distribution when sampling. `max_draft` caps the
+        tokens one prompt-lookup draft proposes (default 8; the engine picks fewer from measured acceptance).
         `stop` strings end generation; the text is cut before the stop string.
         """
         ids = self._prompt_ids(prompt)
-        layer_parallel = self._resolve_mode(mode)
+        resolved_mode = self._resolve_mode(mode)
+        draft_cap = 8 if max_draft is None else int(max_draft)
+        if draft_cap < 1:
+            raise ValueError(f"max_draft must be >= 1, got {draft_cap}")
         if max_tokens < 0:
             raise ValueError(f"max_tokens must be >= 0, got {max_tokens}")
         if temperature < 0:
@@ -255,7 +263,8 @@ class Model:
 
         out = self._engine.generate(
             ids, max_tokens, float(temperature), int(top_k), float(top_p), float(min_p), int(seed),
-            layer_parallel, g, k, list(exit_layers or []), on_token, return_logits,
+            resolved_mode.startswith("adadecode"), g, k, list(exit_layers or []), on_token, return_logits,
+            ngram=resolved_mode.endswith("ngram"), ngram_max_draft=draft_cap,
         )
         text = "".join(text_parts) + out["tail"]
         finish = out["finish_reason"]
@@ -265,7 +274,7 @@ class Model:
         elif _on_text is not None and len(text) > emitted:
             _on_text(text[emitted:])
         stats = dict(out["stats"])
-        stats["mode"] = "adadecode" if layer_parallel else "standard"
+        stats["mode"] = resolved_mode
         gen = Generation(
             tokens=list(out["tokens"]), text=text, finish_reason=finish, stats=stats, logits=out.get("logits")
         )

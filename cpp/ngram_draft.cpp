@@ -1,0 +1,103 @@
+#include "ngram_draft.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "error.h"
+
+namespace adadecode {
+
+namespace {
+
+// Older drafts count less: acceptance on code changes between a copied block and new logic.
+constexpr double kAcceptanceDecay = 0.95;
+// A draft declined this many times in a row is made anyway with one token, so a match length judged bad early
+// can prove itself later.
+constexpr int kProbeInterval = 16;
+// Until a pass over r rows has been timed, assume it costs this much more per extra row than one row (optimistic,
+// so that drafts get tried and their real cost measured).
+constexpr double kAssumedCostPerExtraRow = 0.3;
+constexpr int kCostWarmupSamples = 8;  // plain mean over the first samples, then an exponential moving average
+constexpr double kCostSmoothing = 0.1;
+
+}  // namespace
+
+NgramDrafter::NgramDrafter(const NgramOptions &options) : options_(options) {
+    if (options_.max_draft < 1) throw Error("ngram max_draft must be at least 1");
+    if (options_.min_match < 1 || options_.max_match < options_.min_match) {
+        throw Error("ngram match lengths must satisfy 1 <= min_match <= max_match");
+    }
+    checked_.assign(options_.max_match + 1, 0.0);
+    accepted_.assign(options_.max_match + 1, 0.0);
+    declined_.assign(options_.max_match + 1, 0);
+}
+
+std::vector<int32_t> NgramDrafter::propose(const std::vector<int32_t> &seq, int limit, int *match_length) {
+    *match_length = 0;
+    limit = std::min(limit, options_.max_draft);
+    if (limit <= 0) return {};
+    const int size = static_cast<int>(seq.size());
+    for (int n = std::min(options_.max_match, size - 1); n >= options_.min_match; --n) {
+        const int32_t *suffix = seq.data() + size - n;
+        // The most recent earlier occurrence of the suffix: the continuation most likely to repeat now.
+        for (int start = size - n - 1; start >= 0; --start) {
+            if (!std::equal(suffix, suffix + n, seq.data() + start)) continue;
+            const int available = std::min(limit, size - (start + n));
+            int k = best_draft_length(acceptance(n), available);
+            if (k == 0 && ++declined_[n] >= kProbeInterval) k = 1;
+            if (k > 0) declined_[n] = 0;
+            *match_length = n;
+            return std::vector<int32_t>(seq.begin() + start + n, seq.begin() + start + n + k);
+        }
+    }
+    return {};
+}
+
+void NgramDrafter::record(int match_length, int checked, int accepted) {
+    if (match_length < options_.min_match || match_length > options_.max_match || checked <= 0) return;
+    checked_[match_length] = checked_[match_length] * kAcceptanceDecay + checked;
+    accepted_[match_length] = accepted_[match_length] * kAcceptanceDecay + accepted;
+}
+
+void NgramDrafter::record_pass_cost(int rows, double seconds_per_layer) {
+    if (rows < 1 || !(seconds_per_layer > 0.0)) return;
+    if (static_cast<int>(cost_per_row_.size()) <= rows) {
+        cost_per_row_.resize(rows + 1, 0.0);
+        cost_samples_.resize(rows + 1, 0);
+    }
+    const int n = ++cost_samples_[rows];
+    const double weight = n <= kCostWarmupSamples ? 1.0 / n : kCostSmoothing;
+    cost_per_row_[rows] += weight * (seconds_per_layer - cost_per_row_[rows]);
+}
+
+double NgramDrafter::acceptance(int match_length) const {
+    // A prior of one accepted and one rejected token: an untried match length starts at 1/2.
+    return (accepted_[match_length] + 1.0) / (checked_[match_length] + 2.0);
+}
+
+double NgramDrafter::relative_cost(int rows) const {
+    const bool measured = static_cast<int>(cost_samples_.size()) > rows && cost_samples_[rows] > 0 &&
+                          cost_samples_[1] > 0;
+    if (measured) return std::max(1.0, cost_per_row_[rows] / cost_per_row_[1]);
+    return 1.0 + kAssumedCostPerExtraRow * (rows - 1);
+}
+
+int NgramDrafter::best_draft_length(double acceptance, int available) const {
+    // Drafting k tokens costs one pass over k + 1 rows and yields the accepted prefix plus one token from the
+    // final layer; with per-token acceptance a that is 1 + a + a^2 + ... + a^k tokens on average.
+    int best = 0;
+    double best_rate = 1.0;  // plain decoding: one token per one-row pass
+    double expected = 1.0, term = 1.0;
+    for (int k = 1; k <= available; ++k) {
+        term *= acceptance;
+        expected += term;
+        const double rate = expected / relative_cost(k + 1);
+        if (rate > best_rate) {
+            best_rate = rate;
+            best = k;
+        }
+    }
+    return best;
+}
+
+}  // namespace adadecode

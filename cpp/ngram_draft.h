@@ -1,0 +1,52 @@
+// Prompt-lookup drafts: the second source of provisional tokens in the layer-parallel scheduler. When the last
+// tokens of the sequence occurred before (in the prompt or in what was generated), the tokens that followed that
+// occurrence are proposed as the next ones; they enter the pipeline at layer 0 together and are verified like
+// tokens emitted early by an exit head.
+//
+// How many to propose is decided per draft from what was measured during this generation: the acceptance rate of
+// earlier drafts (per match length, recent drafts weighing more) and the cost of a pass over k rows relative to one
+// row on this machine. A draft of k tokens is worth its cost when the tokens it is expected to yield per pass beat
+// those of plain decoding; code that copies from the prompt gets long drafts, chat gets few or none.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace adadecode {
+
+struct NgramOptions {
+    int max_draft = 8;  // tokens proposed at most per draft
+    int max_match = 4;  // longest suffix looked up
+    int min_match = 1;  // shortest suffix that may propose
+};
+
+class NgramDrafter {
+public:
+    explicit NgramDrafter(const NgramOptions &options);
+
+    // Proposes up to `limit` tokens to follow `seq` (every token so far, provisional ones included): empty when no
+    // suffix of seq occurred before or the measured acceptance does not pay for a draft. `match_length` receives
+    // the suffix length that matched, for record().
+    std::vector<int32_t> propose(const std::vector<int32_t> &seq, int limit, int *match_length);
+
+    // What verification made of a draft proposed for `match_length`: `checked` tokens were compared with the final
+    // layer (up to and including the first mismatch), `accepted` of them matched.
+    void record(int match_length, int checked, int accepted);
+
+    // Cost of one pass over `rows` rows, in seconds per layer, as measured by the scheduler.
+    void record_pass_cost(int rows, double seconds_per_layer);
+
+private:
+    double acceptance(int match_length) const;
+    double relative_cost(int rows) const;
+    int best_draft_length(double acceptance, int available) const;
+
+    NgramOptions options_;
+    // Per match length: exponentially decayed counts of checked and accepted draft tokens.
+    std::vector<double> checked_, accepted_;
+    std::vector<int> declined_;           // drafts not made since the last one, per match length (for probing)
+    std::vector<double> cost_per_row_;    // running mean seconds per layer of a pass over r rows
+    std::vector<int> cost_samples_;
+};
+
+}  // namespace adadecode

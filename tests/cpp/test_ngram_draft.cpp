@@ -1,0 +1,129 @@
+// The prompt-lookup drafter on its own: what it proposes for a sequence, and how measured acceptance and pass
+// costs change how much it proposes.
+#include <cstdio>
+#include <vector>
+
+#include "error.h"
+#include "ngram_draft.h"
+
+#include "check.h"
+
+using namespace adadecode;
+
+namespace {
+
+using Tokens = std::vector<int32_t>;
+
+// Pass costs that make a batched pass nearly free (so only acceptance limits the draft) or as dear as k rows.
+void teach_costs(NgramDrafter &d, double extra_row_cost) {
+    for (int rows = 1; rows <= 9; ++rows) {
+        for (int i = 0; i < 10; ++i) d.record_pass_cost(rows, 1e-3 * (1.0 + extra_row_cost * (rows - 1)));
+    }
+}
+
+void test_lookup() {
+    NgramOptions o;
+    o.max_draft = 4;
+    NgramDrafter d(o);
+    teach_costs(d, 0.0);
+    int match = 0;
+    // "7 8" occurs twice before the end; the most recent occurrence is followed by 9 1 2, the older by 3 4 5.
+    const Tokens seq{7, 8, 3, 4, 5, 6, 7, 8, 9, 1, 2, 0, 7, 8};
+    CHECK((d.propose(seq, 10, &match) == Tokens{9, 1, 2, 0}));
+    CHECK(match == 2);
+    CHECK((d.propose(seq, 2, &match) == Tokens{9, 1}));  // the caller's limit
+    CHECK(d.propose(seq, 0, &match).empty());
+    // The longest suffix that occurred wins: "5 6 7 8" is followed by 9 once, "8" alone by 3 elsewhere.
+    const Tokens longer{5, 6, 7, 8, 9, 8, 3, 5, 6, 7, 8};
+    CHECK((d.propose(longer, 1, &match) == Tokens{9}));
+    CHECK(match == 4);
+    // Nothing repeats: nothing to propose.
+    CHECK((d.propose(Tokens{1, 2, 3, 4}, 4, &match).empty()));
+    CHECK(match == 0);
+    CHECK((d.propose(Tokens{1}, 4, &match).empty()));
+    // The continuation may run into the suffix itself (a repeated token).
+    CHECK((d.propose(Tokens{5, 5, 5}, 4, &match) == Tokens{5}));
+}
+
+void test_acceptance_shapes_the_draft() {
+    NgramOptions o;
+    o.max_draft = 8;
+    const Tokens seq{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 1, 2};
+    int match = 0;
+
+    NgramDrafter good(o);
+    teach_costs(good, 0.1);
+    for (int i = 0; i < 20; ++i) good.record(2, 8, 8);  // every drafted token was right
+    CHECK(good.propose(seq, 8, &match).size() == 8);
+
+    NgramDrafter bad(o);
+    teach_costs(bad, 0.1);
+    for (int i = 0; i < 20; ++i) bad.record(2, 1, 0);  // every first token was wrong
+    int proposed = 0, probes = 0;
+    for (int i = 0; i < 64; ++i) {
+        const size_t n = bad.propose(seq, 8, &match).size();
+        proposed += n ? 1 : 0;
+        probes += n == 1 ? 1 : 0;
+    }
+    // Declined, except a one-token probe now and then so the match length can prove itself again.
+    CHECK(proposed == probes);
+    CHECK(proposed >= 2 && proposed <= 8);
+
+    // Recovery: once drafts of this length are accepted again, they are made again.
+    for (int i = 0; i < 60; ++i) bad.record(2, 4, 4);
+    CHECK(bad.propose(seq, 8, &match).size() >= 4);
+}
+
+void test_costs_shape_the_draft() {
+    NgramOptions o;
+    o.max_draft = 8;
+    const Tokens seq{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 1, 2};
+    int match = 0;
+    // Acceptance 80 %: with free batched rows a long draft pays, with rows as dear as separate passes none does.
+    NgramDrafter cheap(o), dear(o);
+    teach_costs(cheap, 0.02);
+    teach_costs(dear, 1.0);
+    for (int i = 0; i < 40; ++i) {
+        cheap.record(2, 5, 4);
+        dear.record(2, 5, 4);
+    }
+    CHECK(cheap.propose(seq, 8, &match).size() >= 6);
+    CHECK(dear.propose(seq, 8, &match).empty());
+}
+
+void test_bad_options() {
+    NgramOptions o;
+    o.max_draft = 0;
+    bool threw = false;
+    try {
+        NgramDrafter d(o);
+    } catch (const Error &) {
+        threw = true;
+    }
+    CHECK(threw);
+    o = NgramOptions();
+    o.min_match = 3;
+    o.max_match = 2;
+    threw = false;
+    try {
+        NgramDrafter d(o);
+    } catch (const Error &) {
+        threw = true;
+    }
+    CHECK(threw);
+}
+
+}  // namespace
+
+int main() {
+    test_lookup();
+    test_acceptance_shapes_the_draft();
+    test_costs_shape_the_draft();
+    test_bad_options();
+    if (g_failures) {
+        std::fprintf(stderr, "%d check(s) failed\n", g_failures);
+        return 1;
+    }
+    std::printf("test_ngram_draft: all checks passed\n");
+    return 0;
+}
