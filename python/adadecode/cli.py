@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub, common)
     _add_heads_commands(sub, common)
     _add_api_commands(sub, common)
+    from .bench.command import add_bench_parser
+
+    add_bench_parser(sub, [common])
     return parser
 
 

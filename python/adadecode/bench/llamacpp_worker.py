@@ -1,0 +1,153 @@
+"""llama.cpp anchors for ``adadecode bench``, run as a worker process in a Python that has ``llama_cpp``
+(llama-cpp-python). It must not import adadecode: that Python usually does not have it.
+
+    PYTHON llamacpp_worker.py '{"model": PATH, "threads": N, "n_ctx": N, "kind": "greedy"|"ngram"|"spec", ...}'
+
+Answers one JSON line {"ready": true, "info": {...}} (or {"error": "..."}) and then, for each request line
+{"ids": [...], "max_tokens": N, "eog": [...]}, one line {"tokens": [...], "prefill_seconds": s, "decode_seconds": s,
+...}. Kinds:
+
+- greedy: llama.cpp's own loop, eval the prompt, then argmax-sample and eval one token at a time.
+- ngram:  ``Llama.generate`` with ``LlamaPromptLookupDecoding`` (prompt lookup: drafts copied from earlier text).
+- spec:   ``Llama.generate`` with a draft *model*: llama-cpp-python only ships the prompt-lookup drafter, but its
+          ``draft_model`` hook takes any ``LlamaDraftModel``, so ``ModelDraft`` below runs a second ``Llama`` on the
+          draft GGUF greedily for ``n_draft`` tokens, reusing its KV cache across calls.
+
+Draft statistics (ngram, spec) are exact: each proposal is stored with its position and, once the output is known,
+the tokens accepted are those of its longest prefix that the output repeats (greedy output does not depend on the
+drafts, so a proposed token is accepted exactly when it equals the output token at its position).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+
+def _accepted(proposals: list[tuple[int, list[int]]], out: list[int]) -> int:
+    total = 0
+    for pos, draft in proposals:
+        for k, tok in enumerate(draft):
+            if pos + k >= len(out) or out[pos + k] != tok:
+                break
+            total += 1
+    return total
+
+
+def main() -> None:
+    cfg: dict[str, Any] = json.loads(sys.argv[1])
+    try:
+        import numpy as np
+        from llama_cpp import Llama, __version__
+        from llama_cpp.llama_speculative import LlamaDraftModel, LlamaPromptLookupDecoding
+    except ImportError as exc:
+        print(json.dumps({"error": f"cannot import llama_cpp in {sys.executable}: {exc}"}), flush=True)
+        return
+
+    kind = cfg.get("kind", "greedy")
+    n_ctx, threads = int(cfg["n_ctx"]), int(cfg["threads"])
+    proposals: list[tuple[int, list[int]]] = []
+    state = {"prompt_len": 0}
+
+    def load(path: str, draft: Any = None) -> Any:
+        return Llama(
+            path, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, n_batch=512, verbose=False, draft_model=draft
+        )
+
+    class Recorder(LlamaDraftModel):
+        """Wraps a drafter and remembers what it proposed at which output position."""
+
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def __call__(self, input_ids: Any, /, **kwargs: Any) -> Any:
+            draft = self.inner(input_ids, **kwargs)
+            proposals.append((len(input_ids) - state["prompt_len"], [int(t) for t in draft]))
+            return draft
+
+    class ModelDraft(LlamaDraftModel):
+        def __init__(self, llm: Any, n_draft: int) -> None:
+            self.llm = llm
+            self.n_draft = n_draft
+            self.eog: set[int] = set()
+
+        def __call__(self, input_ids: Any, /, **kwargs: Any) -> Any:
+            out: list[int] = []
+            # reset=True keeps the longest common prefix of the draft model's KV cache.
+            gen = self.llm.generate([int(t) for t in input_ids], temp=0.0, top_k=1, reset=True)
+            for tok in gen:
+                if tok in self.eog:
+                    break
+                out.append(int(tok))
+                if len(out) >= self.n_draft or len(input_ids) + len(out) >= n_ctx - 1:
+                    break
+            gen.close()
+            return np.array(out, dtype=np.intc)
+
+    try:
+        drafter: Any = None
+        model_draft: ModelDraft | None = None
+        if kind == "ngram":
+            drafter = Recorder(
+                LlamaPromptLookupDecoding(
+                    max_ngram_size=int(cfg.get("ngram_size", 2)), num_pred_tokens=int(cfg.get("n_draft", 10))
+                )
+            )
+        elif kind == "spec":
+            model_draft = ModelDraft(load(cfg["draft_model"]), int(cfg.get("n_draft", 8)))
+            drafter = Recorder(model_draft)
+        elif kind != "greedy":
+            raise ValueError(f"unknown kind {kind!r}")
+        llm = load(cfg["model"], drafter)
+    except Exception as exc:  # reported to the parent as the reason the anchor is skipped
+        print(json.dumps({"error": f"llama_cpp could not load the model: {exc}"}), flush=True)
+        return
+    print(json.dumps({"ready": True, "info": {"llama_cpp_version": __version__, "kind": kind}}), flush=True)
+
+    for line in sys.stdin:
+        req = json.loads(line)
+        ids, max_tokens, eog = [int(t) for t in req["ids"]], int(req["max_tokens"]), set(req.get("eog", []))
+        proposals.clear()
+        state["prompt_len"] = len(ids)
+        llm.reset()
+        out: list[int] = []
+        t0 = time.perf_counter()
+        if drafter is None:
+            llm.eval(ids)
+            t1 = time.perf_counter()
+            while len(out) < max_tokens:
+                tok = int(llm.sample(temp=0.0, top_k=1))
+                if tok in eog:
+                    break
+                out.append(tok)
+                if len(out) == max_tokens or llm.n_tokens + 1 >= n_ctx:
+                    break
+                llm.eval([tok])
+        else:
+            if model_draft is not None:
+                model_draft.eog = eog
+                model_draft.llm.reset()
+            t1 = t0
+            gen = llm.generate(ids, temp=0.0, top_k=1, reset=True)
+            for tok in gen:
+                if not out:
+                    t1 = time.perf_counter()  # the first token comes from the prompt's logits
+                if int(tok) in eog:
+                    break
+                out.append(int(tok))
+                if len(out) >= max_tokens or llm.n_tokens + 1 >= n_ctx:
+                    break
+            gen.close()
+        t2 = time.perf_counter()
+        reply: dict[str, Any] = {"tokens": out, "prefill_seconds": t1 - t0, "decode_seconds": t2 - t1}
+        if drafter is not None:
+            reply["n_draft_calls"] = len(proposals)
+            reply["n_drafted"] = sum(len(d) for _, d in proposals)
+            reply["n_draft_accepted"] = _accepted(proposals, out)
+        print(json.dumps(reply), flush=True)
+
+
+if __name__ == "__main__":
+    main()

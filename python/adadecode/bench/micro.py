@@ -1,0 +1,181 @@
+"""``adadecode bench --micro``: the building blocks the layer-parallel scheduler rests on.
+
+- ``adadecode-microbench`` (cpp/cli/microbench.cpp): one batched pass over all layers for 1..8 rows relative to
+  one row, and the cost of one exit check (head transform + output matrix) relative to a token.
+- Tokenizer throughput: our tokenizer against Hugging Face ``tokenizers`` (the tokenizer transformers builds from the
+  same GGUF), one text at a time on the task's request texts, best-of-N wall time each, alternating; plus how many
+  texts both tokenize to the same ids.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .report import write_json
+
+MICROBENCH = "adadecode-microbench"
+
+
+def find_microbench(explicit: str | None) -> tuple[str | None, str]:
+    """(path, or None, and where it was looked for)."""
+    if explicit:
+        return (explicit if os.access(explicit, os.X_OK) else None), explicit
+    package = Path(__file__).resolve().parents[1]
+    candidates = [package / "bin" / MICROBENCH, package.parents[1] / "build" / MICROBENCH]
+    for c in candidates:
+        if os.access(c, os.X_OK):
+            return str(c), str(c)
+    on_path = shutil.which(MICROBENCH)
+    looked = ", ".join(str(c) for c in candidates) + ", PATH"
+    return on_path, looked
+
+
+def run_microbench(binary: str, model_path: str, threads: int, reps: int) -> dict[str, Any]:
+    proc = subprocess.run([binary, model_path, str(threads), str(reps)], capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{binary} exited with status {proc.returncode}: {' '.join(proc.stderr.split())[-300:]}")
+    return json.loads(proc.stdout)
+
+
+def _texts(model_path: str, task: str, limit: int) -> list[str]:
+    from ..eval_heads import task_prompts
+    from ..fetch import cache_root
+
+    records = task_prompts(task, cache_root() / "data")[: limit or None]
+    return [r.messages[-1]["content"] if r.messages else (r.prompt or r.text or "") for r in records]
+
+
+def _best_time(fn: Any, texts: list[str], reps: int) -> float:
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        for t in texts:
+            fn(t)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def tokenizer_throughput(model: Any, texts: list[str], reps: int) -> dict[str, Any]:
+    """Ours vs Hugging Face tokenizers on the same texts (no special tokens added, none parsed)."""
+    from transformers import AutoTokenizer
+
+    path = Path(model.path)
+    hf = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name).backend_tokenizer
+    ours = model.vocab
+
+    def ours_encode(t: str) -> list[int]:
+        return ours.tokenize(t, False, False)
+
+    def hf_encode(t: str) -> list[int]:
+        return hf.encode(t, add_special_tokens=False).ids
+
+    same = sum(ours_encode(t) == hf_encode(t) for t in texts)
+    ours_s, hf_s = float("inf"), float("inf")
+    for _ in range(max(1, reps // 5)):  # alternate, so that both see the same machine state
+        ours_s = min(ours_s, _best_time(ours_encode, texts, 5))
+        hf_s = min(hf_s, _best_time(hf_encode, texts, 5))
+    chars = sum(len(t) for t in texts)
+    tokens = sum(len(ours_encode(t)) for t in texts)
+    return {
+        "texts": len(texts),
+        "characters": chars,
+        "tokens": tokens,
+        "same_ids": same,
+        "adadecode_seconds": ours_s,
+        "hf_tokenizers_seconds": hf_s,
+        "adadecode_tokens_per_second": tokens / ours_s,
+        "hf_tokenizers_tokens_per_second": tokens / hf_s,
+        "speedup_vs_hf": hf_s / ours_s,
+    }
+
+
+def micro_markdown(doc: dict[str, Any]) -> str:
+    lines = [f"# Micro-benchmark: {Path(doc['model']).name}, {doc['threads']} threads", "", f"`{doc['command']}`", ""]
+    mb = doc.get("microbench")
+    if mb:
+        lines += [
+            "Batched pass over all layers, cost relative to one row with logits:",
+            "",
+            "| rows | " + " | ".join(mb["relative_cost"]) + " |",
+            "|---" * (len(mb["relative_cost"]) + 1) + "|",
+            "| relative cost | " + " | ".join(f"{v:.2f}" for v in mb["relative_cost"].values()) + " |",
+            "| seconds (with logits) | "
+            + " | ".join(f"{v * 1e3:.1f} ms" for v in mb["full_pass_seconds"].values())
+            + " |",
+            "",
+            f"Exit check (head + output matrix, one row): {mb['exit_check_seconds'] * 1e3:.2f} ms = "
+            f"{mb['exit_check_relative_to_token']:.3f} of a token's full pass.",
+            "",
+        ]
+    tk = doc.get("tokenizer")
+    if tk:
+        lines += [
+            f"Tokenizer on {tk['texts']} {doc['task']} texts ({tk['characters']} characters, {tk['tokens']} "
+            f"tokens), one text at a time:",
+            "",
+            "| tokenizer | tokens/s |",
+            "|---|---|",
+            f"| adadecode | {tk['adadecode_tokens_per_second']:,.0f} |",
+            f"| HF tokenizers | {tk['hf_tokenizers_tokens_per_second']:,.0f} |",
+            "",
+            f"Ours is {tk['speedup_vs_hf']:.2f}× HF tokenizers; identical ids on {tk['same_ids']}/{tk['texts']} "
+            "texts (the HF tokenizer is the one transformers builds from the GGUF); best of repeated passes over "
+            "the same texts, so both tokenizers' caches are warm.",
+            "",
+        ]
+    for name, why in doc.get("skipped", {}).items():
+        lines.append(f"**{name}: skipped** — {why}\n")
+    return "\n".join(lines) + "\n"
+
+
+def run_micro(model_path: str, args: argparse.Namespace) -> int:
+    from ..model import Model
+
+    doc: dict[str, Any] = {
+        "kind": "adadecode-microbench",
+        "model": model_path,
+        "threads": args.threads,
+        "reps": args.reps,
+        "task": args.task,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "load_average": round(os.getloadavg()[0], 2),
+        "skipped": {},
+        "command": f"adadecode bench --micro -m {args.model} --task {args.task} -t {args.threads} --reps {args.reps}"
+        + (f" --limit {args.limit}" if args.limit else "")
+        + (f" --microbench-bin {args.microbench_bin}" if args.microbench_bin else "")
+        + f" -o {args.out}",
+    }
+    binary, looked = find_microbench(args.microbench_bin)
+    if binary is None:
+        doc["skipped"]["microbench"] = (
+            f"no {MICROBENCH} executable ({looked}); build the C++ targets or pass --microbench-bin"
+        )
+    else:
+        try:
+            doc["microbench"] = run_microbench(binary, model_path, args.threads, args.reps)
+        except (RuntimeError, OSError, subprocess.TimeoutExpired, json.JSONDecodeError) as exc:
+            doc["skipped"]["microbench"] = str(exc)
+    model = Model(model_path, n_ctx=256, n_threads=args.threads)
+    try:
+        texts = _texts(model_path, args.task, args.limit)
+        doc["tokenizer"] = tokenizer_throughput(model, texts, args.reps)
+    except ImportError as exc:
+        doc["skipped"]["tokenizer"] = f"Hugging Face transformers/tokenizers not installed: {exc}"
+    except (OSError, ValueError, RuntimeError) as exc:
+        doc["skipped"]["tokenizer"] = " ".join(str(exc).split())[:300]
+    stem = f"micro-{Path(model_path).name.removesuffix('.gguf')}"
+    out_json, out_md = Path(args.out) / f"{stem}.json", Path(args.out) / f"{stem}.md"
+    write_json(out_json, doc)
+    md = micro_markdown(doc)
+    out_md.write_text(md, encoding="utf-8")
+    print(md)
+    print(f"adadecode bench: wrote {out_json} and {out_md}", file=sys.stderr)
+    return 0

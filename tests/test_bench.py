@@ -1,0 +1,285 @@
+"""``adadecode bench`` on SmolLM2 with two prompts and a few tokens: the JSON has the documented fields, parity comes
+from real token comparisons, a resumed run continues where it stopped, an anchor that cannot run says why.
+
+Speed is not asserted here (see bench/README.md for the measured figures)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adadecode import cli
+from adadecode.bench import report
+from adadecode.bench.runners import Skipped, start_anchor
+
+MAX_TOKENS = 12
+RECORDS = [
+    {"messages": [{"role": "user", "content": "Write a Python function that reverses a string."}]},
+    {"prompt": "def fibonacci(n):\n    "},
+    {"messages": [{"role": "user", "content": "Name three rivers in Europe."}]},
+]
+
+
+@pytest.fixture(scope="module")
+def prompts_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("bench") / "mini.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in RECORDS), encoding="utf-8")
+    return path
+
+
+def _python_without_llama_cpp() -> str:
+    """This Python when it lacks llama_cpp (CI), else a path that is no Python at all."""
+    return sys.executable if importlib.util.find_spec("llama_cpp") is None else "/nonexistent/python3"
+
+
+def _bench(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    code = cli.main(["bench", "--no-progress", *argv])
+    _, err = capsys.readouterr()
+    return code, err
+
+
+def _args(model: Path, task: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "-m",
+        str(model),
+        "--heads",
+        "smollm2-135m",
+        "--task",
+        str(task),
+        "--max-tokens",
+        str(MAX_TOKENS),
+        "-t",
+        "1",  # one thread: no spin barriers, so a loaded CI machine does not slow the test down tenfold
+        "-o",
+        str(out),
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def run_doc(engine: Any, smollm2_path: Path, prompts_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("bench-out")
+    code = cli.main(
+        [
+            "bench",
+            "--no-progress",
+            *_args(
+                smollm2_path,
+                prompts_file,
+                out,
+                "--limit",
+                "2",
+                "--anchors",
+                "llamacpp,llamacpp-spec",
+                "--llamacpp-python",
+                _python_without_llama_cpp(),
+            ),
+        ]
+    )
+    assert code == 0
+    return out / f"smollm2-135m-{prompts_file.stem}.json"
+
+
+def test_json_fields(run_doc: Path) -> None:
+    doc = json.loads(run_doc.read_text())
+    meta = doc["meta"]
+    for key in (
+        "kind",
+        "command",
+        "model",
+        "heads",
+        "task",
+        "max_tokens",
+        "threads",
+        "modes",
+        "anchors",
+        "date",
+        "load_average",
+        "skipped",
+        "n_layer",
+        "exit_layers",
+    ):
+        assert key in meta, key
+    assert meta["modes"] == ["standard", "adadecode"] and meta["threads"] == 1 and meta["max_tokens"] == MAX_TOKENS
+    assert meta["command"].startswith("adadecode bench -m ")
+    rows = doc["prompts"]
+    assert [r["index"] for r in rows] == [0, 1]
+    assert rows[0]["order"] != rows[1]["order"], "the order of the systems rotates from prompt to prompt"
+    for row in rows:
+        assert row["n_prompt"] > 0 and row["preview"]
+        assert set(row["systems"]) == {"standard", "adadecode"}
+        for result in row["systems"].values():
+            assert 0 < result["n_generated"] == len(result["tokens"]) <= MAX_TOKENS
+            assert result["prefill_seconds"] > 0 and result["decode_seconds"] > 0
+            assert result["tokens_per_second"] == pytest.approx(result["n_generated"] / result["decode_seconds"])
+        stats = row["systems"]["adadecode"]["stats"]
+        assert stats["exit_layers"] and len(stats["accepted_per_layer"]) == len(stats["exit_layers"])
+        assert stats["n_accepted"] <= stats["n_verified"]
+    for name in ("standard", "adadecode"):
+        s = doc["summary"][name]
+        assert s["prompts"] == 2
+        assert s["tokens"] == sum(r["systems"][name]["n_generated"] for r in rows)
+        assert s["tokens_per_second"] == pytest.approx(s["tokens"] / s["decode_seconds"])
+    ada = doc["summary"]["adadecode"]
+    assert ada["stats_totals"]["n_accepted"] == sum(r["systems"]["adadecode"]["stats"]["n_accepted"] for r in rows)
+    assert ada["early_exit_fraction"] == pytest.approx(ada["stats_totals"]["n_accepted"] / ada["tokens"])
+    assert "speedup_vs_standard" in ada and "median_prompt_speedup_vs_standard" in ada
+
+
+def test_skipped_anchors_say_why(run_doc: Path) -> None:
+    doc = json.loads(run_doc.read_text())
+    skipped = doc["meta"]["skipped"]
+    assert set(skipped) == {"llamacpp", "llamacpp-spec"}
+    assert "llama_cpp" in skipped["llamacpp"] or "no Python executable" in skipped["llamacpp"]
+    assert "--draft-model" in skipped["llamacpp-spec"]
+    md = run_doc.with_suffix(".md").read_text()
+    assert "| adadecode |" in md and "| standard |" in md
+    assert "**llamacpp: skipped**" in md and "**llamacpp-spec: skipped**" in md
+    assert "smollm2-135m" in (run_doc.parent / "summary.md").read_text()
+
+
+def test_parity_is_token_for_token(run_doc: Path) -> None:
+    doc = json.loads(run_doc.read_text())
+    for row in doc["prompts"]:
+        std, ada = row["systems"]["standard"], row["systems"]["adadecode"]
+        assert ada["parity"]["standard"]["match"] == (ada["tokens"] == std["tokens"])
+        assert ada["tokens"] == std["tokens"], "greedy adadecode must reproduce standard decoding"
+        assert "parity" in std and "standard" not in std["parity"]
+    assert doc["summary"]["adadecode"]["parity_vs_standard"] == {"matched": 2, "compared": 2, "rate": 1.0}
+
+
+def test_plots_written(run_doc: Path) -> None:
+    pytest.importorskip("matplotlib")
+    doc = json.loads(run_doc.read_text())
+    assert {"smollm2-135m-mini-tokens-per-second.png", "smollm2-135m-mini-exit-layers.png"} <= set(doc["meta"]["plots"])
+    for name in doc["meta"]["plots"]:
+        assert (run_doc.parent / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_parity_flips_when_outputs_differ(
+    engine: Any,
+    smollm2_path: Path,
+    prompts_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Corrupt one token of the adadecode output: the bench must notice it at that position."""
+    original = engine.generate
+
+    def generate(self: Any, *args: Any, **kwargs: Any) -> Any:
+        g = original(self, *args, **kwargs)
+        if kwargs.get("mode") == "adadecode" and len(g.tokens) > 3:
+            g.tokens[3] = (g.tokens[3] + 1) % self.n_vocab
+        return g
+
+    monkeypatch.setattr(engine, "generate", generate)
+    code, err = _bench(capsys, *_args(smollm2_path, prompts_file, tmp_path, "--limit", "2", "--anchors", "none"))
+    assert code == 0, err
+    doc = json.loads((tmp_path / "smollm2-135m-mini.json").read_text())
+    for row in doc["prompts"]:
+        assert row["systems"]["adadecode"]["parity"]["standard"] == {"match": False, "first_mismatch": 3}
+    assert doc["summary"]["adadecode"]["parity_vs_standard"]["matched"] == 0
+    assert "| adadecode |" in (tmp_path / "smollm2-135m-mini.md").read_text()
+
+
+def test_resume_continues(
+    engine: Any, smollm2_path: Path, prompts_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = _args(smollm2_path, prompts_file, tmp_path, "--modes", "standard", "--anchors", "none")
+    assert _bench(capsys, *base, "--limit", "1")[0] == 0
+    path = tmp_path / "smollm2-135m-mini.json"
+    first = json.loads(path.read_text())["prompts"]
+    assert len(first) == 1
+    assert _bench(capsys, *base, "--limit", "3", "--resume")[0] == 0
+    rows = json.loads(path.read_text())["prompts"]
+    assert [r["index"] for r in rows] == [0, 1, 2]
+    assert rows[0] == first[0], "a resumed run keeps the prompts it already measured"
+    assert len(json.loads(path.read_text())["meta"]["resumed"]) == 1
+    code, err = _bench(capsys, *base, "--limit", "3", "--resume", "--max-tokens", "5")
+    assert code == 1 and "differs in max_tokens" in err
+
+
+def test_missing_python_is_skipped(smollm2_path: Path) -> None:
+    anchor = start_anchor("llamacpp-ngram", str(smollm2_path), 1, 256, [], llamacpp_python="/nonexistent/python3")
+    assert isinstance(anchor, Skipped) and "/nonexistent/python3" in anchor.reason
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--anchors", "vllm"], "unknown anchor(s) vllm"),
+        (["--modes", "standard,standard"], "lists a mode twice"),
+        (["--max-tokens", "0"], "--max-tokens must be >= 1"),
+        (["--modes", "turbo"], "--modes: mode must be one of"),
+    ],
+)
+def test_bad_arguments(
+    engine: Any,
+    smollm2_path: Path,
+    prompts_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    extra: list[str],
+    message: str,
+) -> None:
+    code, err = _bench(capsys, *_args(smollm2_path, prompts_file, tmp_path, "--anchors", "none"), *extra)
+    assert code == 1 and message in err and err.count("\n") == 1, err
+
+
+def test_parity_helper() -> None:
+    assert report.parity([1, 2, 3], [1, 2, 3]) == {"match": True, "first_mismatch": None}
+    assert report.parity([1, 2, 3], [1, 5, 3]) == {"match": False, "first_mismatch": 1}
+    assert report.parity([1, 2], [1, 2, 3]) == {"match": False, "first_mismatch": 2}
+
+
+def test_humaneval_prompts_use_the_chat_template(engine: Any, smollm2_path: Path, cache_dir: Path) -> None:
+    from adadecode.bench.tasks import load_prompts
+
+    model = engine(str(smollm2_path), n_ctx=512)
+    prompts = load_prompts(model, "humaneval", cache_dir / "data", limit=2)
+    assert [p.index for p in prompts] == [0, 1] and all(p.source == "humaneval" for p in prompts)
+    text = model.detokenize(prompts[0].ids, special=True)
+    assert "has_close_elements" in text and text.startswith("<|im_start|>") and text.endswith("assistant\n")
+
+
+LLAMACPP_PYTHON = os.environ.get("ADADECODE_LLAMACPP_PYTHON")
+
+
+@pytest.mark.skipif(not LLAMACPP_PYTHON, reason="set ADADECODE_LLAMACPP_PYTHON to a Python with llama-cpp-python")
+def test_llamacpp_anchors(
+    engine: Any, smollm2_path: Path, prompts_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, err = _bench(
+        capsys,
+        *_args(
+            smollm2_path,
+            prompts_file,
+            tmp_path,
+            "--limit",
+            "1",
+            "--modes",
+            "standard",
+            "--anchors",
+            "llamacpp,llamacpp-ngram,llamacpp-spec",
+            "--draft-model",
+            str(smollm2_path),
+        ),
+    )
+    assert code == 0, err
+    doc = json.loads((tmp_path / "smollm2-135m-mini.json").read_text())
+    assert doc["meta"]["skipped"] == {}
+    systems = doc["prompts"][0]["systems"]
+    for name in ("llamacpp", "llamacpp-ngram", "llamacpp-spec"):
+        assert 0 < len(systems[name]["tokens"]) <= MAX_TOKENS
+        assert systems[name]["parity"]["standard"]["match"] == (
+            systems[name]["tokens"] == systems["standard"]["tokens"]
+        )
+    spec = systems["llamacpp-spec"]["stats"]
+    assert 0 < spec["n_draft_accepted"] <= spec["n_drafted"]
