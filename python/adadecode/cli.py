@@ -78,7 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fetch(sub, common)
     _add_run(sub, common)
     _add_heads_commands(sub, common)
+    _add_convert(sub, common)
     return parser
+
+
+def _add_convert(sub: Any, common: argparse.ArgumentParser) -> None:
+    from .convert import add_convert_parser
+
+    add_convert_parser(sub, [common])
 
 
 def _add_heads_commands(sub: Any, common: argparse.ArgumentParser) -> None:
