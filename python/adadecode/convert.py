@@ -118,8 +118,9 @@ def read_config(hf_dir: Path) -> HParams:
     n_head = _positive_int(config, "num_attention_heads")
     n_head_kv = _positive_int(config, "num_key_value_heads", config.get("num_key_value_heads") or n_head)
     if n_head % n_head_kv:
-        raise ConvertError(f"config.json: num_attention_heads {n_head} is not a multiple of num_key_value_heads "
-                           f"{n_head_kv}")  # fmt: skip
+        raise ConvertError(
+            f"config.json: num_attention_heads {n_head} is not a multiple of num_key_value_heads {n_head_kv}"
+        )
     explicit_head_dim = config.get("head_dim") is not None
     if explicit_head_dim:
         head_dim = _positive_int(config, "head_dim")
@@ -183,7 +184,8 @@ def rope_metadata(hp: HParams) -> tuple[dict[str, Any], np.ndarray | None]:
             "rope.scaling.type": "yarn",
             "rope.scaling.factor": factor,
             "rope.scaling.original_context_length": int(
-                r.get("original_max_position_embeddings") or hp.config.get("original_max_position_embeddings")
+                r.get("original_max_position_embeddings")
+                or hp.config.get("original_max_position_embeddings")
                 or hp.n_ctx_train
             ),
         }
@@ -247,8 +249,12 @@ def _expected_tensors(hp: HParams, n_vocab: int, ckpt: Checkpoint) -> list[tuple
             (g + "attn_v.weight", hf + "self_attn.v_proj.weight", (dkv, d), 0),
             (g + "attn_output.weight", hf + "self_attn.o_proj.weight", (d, dq), 0),
         ]
-        for proj, gname, n, p in (("q", "attn_q", dq, perm), ("k", "attn_k", dkv, perm), ("v", "attn_v", dkv, 0),
-                                  ("o", "attn_output", d, 0)):  # fmt: skip
+        for proj, gname, n, p in (
+            ("q", "attn_q", dq, perm),
+            ("k", "attn_k", dkv, perm),
+            ("v", "attn_v", dkv, 0),
+            ("o", "attn_output", d, 0),
+        ):
             bias = hf + f"self_attn.{proj}_proj.bias"
             if bias in ckpt.entries:
                 out.append((g + gname + ".bias", bias, (n,), p))
@@ -340,8 +346,9 @@ def _encoder(ggml_type: str, n_threads: int) -> Callable[[np.ndarray], bytes | n
     try:
         from . import _core
     except ImportError as exc:
-        raise ConvertError(f"converting to {ggml_type} uses ggml through the compiled engine, which is not "
-                           f"importable: {exc}") from exc  # fmt: skip
+        raise ConvertError(
+            f"converting to {ggml_type} uses ggml through the compiled engine, which is not importable: {exc}"
+        ) from exc
     import gguf
 
     type_id = int(gguf.GGMLQuantizationType[ggml_type])
@@ -372,8 +379,9 @@ def _slabs(ckpt: Checkpoint, plan: TensorPlan) -> Iterator[np.ndarray]:
 # writing
 
 
-def _add_metadata(writer: Any, hp: HParams, vocab: VocabMetadata, outtype: str, name: str, n_vocab: int,
-                  rope_keys: dict[str, Any]) -> None:  # fmt: skip
+def _add_metadata(
+    writer: Any, hp: HParams, vocab: VocabMetadata, outtype: str, name: str, n_vocab: int, rope_keys: dict[str, Any]
+) -> None:
     a = hp.arch
     writer.add_type("model")
     writer.add_name(name)
@@ -425,8 +433,11 @@ def convert(
     hp = read_config(src)
     try:
         ckpt = None if vocab_only else Checkpoint(src)
-        n_vocab = ckpt.entries["model.embed_tokens.weight"].shape[0] if ckpt and \
-            "model.embed_tokens.weight" in ckpt.entries else _positive_int(hp.config, "vocab_size")  # fmt: skip
+        n_vocab = (
+            ckpt.entries["model.embed_tokens.weight"].shape[0]
+            if ckpt and "model.embed_tokens.weight" in ckpt.entries
+            else _positive_int(hp.config, "vocab_size")
+        )
         vocab = read_vocab(src, hp.config, n_vocab, tokenizer_pre)
     except (CheckpointError, TokenizerError) as exc:
         raise ConvertError(str(exc)) from exc
@@ -437,8 +448,13 @@ def convert(
     name = hp.config.get("_name_or_path") or src.resolve().name
     _add_metadata(writer, hp, vocab, outtype, str(name), n_vocab, rope_keys)
     for p in plans:
-        writer.add_tensor_info(p.name, p.shape, np.dtype(np.float32), _nbytes(p.shape, p.ggml_type),
-                               raw_dtype=gguf.GGMLQuantizationType[p.ggml_type])  # fmt: skip
+        writer.add_tensor_info(
+            p.name,
+            p.shape,
+            np.dtype(np.float32),
+            _nbytes(p.shape, p.ggml_type),
+            raw_dtype=gguf.GGMLQuantizationType[p.ggml_type],
+        )
 
     tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
     threads = n_threads or os.cpu_count() or 1
@@ -450,8 +466,9 @@ def convert(
         total = sum(_nbytes(p.shape, p.ggml_type) for p in plans)
         from tqdm import tqdm
 
-        with tqdm(total=total, unit="B", unit_scale=True, desc="convert", disable=not progress or not plans,
-                  file=sys.stderr) as bar:  # fmt: skip
+        with tqdm(
+            total=total, unit="B", unit_scale=True, desc="convert", disable=not progress or not plans, file=sys.stderr
+        ) as bar:
             for p in plans:
                 encode = _encoder(p.ggml_type, threads)
                 writer.write_padding(fout, fout.tell())
@@ -489,11 +506,16 @@ def add_convert_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None
     )
     p.add_argument("hf_dir", metavar="HF_DIR", help="the Hugging Face model directory")
     p.add_argument("-o", "--out", required=True, metavar="OUT.gguf", help="the GGUF file to write")
-    p.add_argument("--outtype", choices=tuple(OUTTYPES), default="f16",
-                   help="type of the weight matrices (default: f16)")  # fmt: skip
+    p.add_argument(
+        "--outtype", choices=tuple(OUTTYPES), default="f16", help="type of the weight matrices (default: f16)"
+    )
     p.add_argument("--vocab-only", action="store_true", help="write only the metadata and the tokenizer")
-    p.add_argument("--tokenizer-pre", choices=KNOWN_PRE, default=None,
-                   help="the pre-tokenizer family to record when it cannot be recognised from tokenizer.json")  # fmt: skip
+    p.add_argument(
+        "--tokenizer-pre",
+        choices=KNOWN_PRE,
+        default=None,
+        help="the pre-tokenizer family to record when it cannot be recognised from tokenizer.json",
+    )
     p.add_argument("-t", "--threads", type=int, default=None, metavar="N", help="threads for quantization")
     p.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
     p.set_defaults(func=cmd_convert)
@@ -502,7 +524,14 @@ def add_convert_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None
 def cmd_convert(args: argparse.Namespace) -> int:
     if args.threads is not None and args.threads < 1:
         raise ConvertError(f"-t/--threads must be at least 1, got {args.threads}")
-    path = convert(args.hf_dir, args.out, outtype=args.outtype, vocab_only=args.vocab_only,
-                   tokenizer_pre=args.tokenizer_pre, progress=not args.no_progress, n_threads=args.threads)  # fmt: skip
+    path = convert(
+        args.hf_dir,
+        args.out,
+        outtype=args.outtype,
+        vocab_only=args.vocab_only,
+        tokenizer_pre=args.tokenizer_pre,
+        progress=not args.no_progress,
+        n_threads=args.threads,
+    )
     print(path, flush=True)
     return 0

@@ -113,8 +113,9 @@ class Checkpoint:
 
     def _add(self, entry: TensorEntry) -> None:
         if entry.name in self.entries:
-            raise CheckpointError(f"tensor {entry.name!r} appears in both {self.entries[entry.name].file.name} and "
-                                  f"{entry.file.name}")  # fmt: skip
+            raise CheckpointError(
+                f"tensor {entry.name!r} appears in both {self.entries[entry.name].file.name} and {entry.file.name}"
+            )
         self.entries[entry.name] = entry
 
     def rows(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
