@@ -61,7 +61,7 @@ class HParams:
     n_ctx_train: int
     rms_eps: float
     rope_theta: float
-    tied: bool
+    tied: bool | None  # None: config.json does not say; decided by whether the checkpoint has lm_head.weight
     explicit_head_dim: bool
     rope_scaling: dict[str, Any]
     config: dict[str, Any]
@@ -152,7 +152,7 @@ def read_config(hf_dir: Path) -> HParams:
         n_ctx_train=_positive_int(config, "max_position_embeddings", config.get("max_position_embeddings") or 4096),
         rms_eps=rms_eps,
         rope_theta=theta,
-        tied=bool(config.get("tie_word_embeddings", False)),
+        tied=None if config.get("tie_word_embeddings") is None else bool(config["tie_word_embeddings"]),
         explicit_head_dim=explicit_head_dim,
         rope_scaling=rope,
         config=config,
@@ -296,6 +296,8 @@ def plan_tensors(hp: HParams, ckpt: Checkpoint, outtype: str, rope_factors: np.n
     if embd is None:
         raise ConvertError("the checkpoint has no model.embed_tokens.weight")
     n_vocab = embd.shape[0]
+    if hp.tied is None:
+        hp.tied = "lm_head.weight" not in ckpt.entries
     expected = _expected_tensors(hp, n_vocab, ckpt)
     wanted = {src for _, src, _, _ in expected}
     if hp.tied:
@@ -421,7 +423,10 @@ def convert(
     n_threads: int | None = None,
 ) -> Path:
     """Converts the Hugging Face model directory ``hf_dir`` to the GGUF file ``out`` and returns its path."""
-    import gguf
+    try:
+        import gguf
+    except ImportError as exc:
+        raise ConvertError('converting needs the gguf package: pip install "adadecode[convert]"') from exc
 
     src, dst = Path(hf_dir), Path(out)
     if outtype not in OUTTYPES:

@@ -1,5 +1,5 @@
 """Lazy access to the weights of a Hugging Face checkpoint for ``adadecode convert``: safetensors shards are read
-through a memory map of their own (their header is a small JSON directory), ``pytorch_model*.bin`` files through
+by byte range (their header is a small JSON directory of offsets), ``pytorch_model*.bin`` files through
 ``torch.load(mmap=True)``. Only the rows a caller asks for are converted to float32, so converting a model needs
 about one slab of one tensor in memory, not the model.
 """
@@ -43,7 +43,6 @@ class Checkpoint:
     def __init__(self, hf_dir: Path) -> None:
         self.dir = hf_dir
         self.entries: dict[str, TensorEntry] = {}
-        self._maps: dict[Path, np.memmap] = {}
         self._torch: dict[Path, dict[str, Any]] = {}
         files = self._weight_files()
         if not files:
@@ -122,11 +121,20 @@ class Checkpoint:
         """Rows [start, stop) of a tensor (all of a 1-D tensor) as a float32 array."""
         e = self.entries[name]
         if e.file.suffix == ".safetensors":
-            m = self._maps.get(e.file)
-            if m is None:
-                m = self._maps[e.file] = np.memmap(e.file, dtype=np.uint8, mode="r")
-            full = m[e.begin : e.end].view(_ST_DTYPES[e.dtype]).reshape(e.shape)
-            part = full[start:stop] if full.ndim >= 1 else full
+            # Plain reads rather than a memory map: pages of a map stay resident (and in RSS) once touched.
+            dtype = _ST_DTYPES[e.dtype]
+            if len(e.shape) <= 1:  # vectors and scalars are read whole
+                first, last, row, shape = 0, 1, int(np.prod(e.shape, dtype=np.int64)), e.shape
+            else:
+                first, last = start, e.shape[0] if stop is None else min(stop, e.shape[0])
+                row = int(np.prod(e.shape[1:], dtype=np.int64))
+                shape = (last - first, *e.shape[1:])
+            with open(e.file, "rb") as f:
+                f.seek(e.begin + first * row * dtype.itemsize)
+                part = np.fromfile(f, dtype=dtype, count=(last - first) * row)
+            if part.size != (last - first) * row:
+                raise CheckpointError(f"{e.file}: tensor {name!r} is truncated")
+            part = part.reshape(shape)
             return _bf16_to_f32(part) if e.dtype == "BF16" else part.astype(np.float32)
         import torch
 
