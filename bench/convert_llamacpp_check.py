@@ -2,7 +2,9 @@
 
 Converts a Hugging Face directory (or takes GGUF files), then for each file and prompt runs our greedy decoding and
 llama.cpp's (bench/llamacpp_worker.py in a Python that has llama-cpp-python) on the same prompt ids, and reports how
-many prompts give identical tokens and where the first difference lies.
+many prompts give identical tokens and where the first difference lies. With --hf and both f32 and a quantized
+type, it also has llama.cpp's own quantizer (llama_model_quantize) quantize our f32 file and compares every tensor
+with our quantized conversion byte for byte.
 
     python3 bench/convert_llamacpp_check.py --hf /tmp/smollm2-hf --outtype f32 q8_0 --workdir /tmp/convert-check \\
         --llama-python /work/venv-llama/bin/python -n 64 -t 2
@@ -54,6 +56,36 @@ def check(path: Path, llama_python: str, prompts: list[str], n: int, threads: in
     return {"file": str(path), "equal": sum(r["equal"] for r in rows), "prompts": len(rows), "rows": rows}
 
 
+QUANTIZE = """
+import sys, llama_cpp
+p = llama_cpp.llama_model_quantize_default_params()
+p.ftype = getattr(llama_cpp, "LLAMA_FTYPE_MOSTLY_" + sys.argv[3])
+p.nthread = 1
+sys.exit(llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode(), p))
+"""
+
+
+def compare_with_llama_quantize(f32: Path, ours: Path, outtype: str, llama_python: str) -> str:
+    import gguf
+    import numpy as np
+
+    theirs = ours.with_name(ours.stem + "-by-llama.cpp.gguf")
+    subprocess.run([llama_python, "-c", QUANTIZE, str(f32), str(theirs), outtype.upper()], check=True)
+    a = {t.name: t for t in gguf.GGUFReader(str(ours)).tensors}
+    b = {t.name: t for t in gguf.GGUFReader(str(theirs)).tensors}
+    differ = [
+        n
+        for n in a
+        if n not in b
+        or a[n].tensor_type != b[n].tensor_type
+        or not np.array_equal(np.asarray(a[n].data), np.asarray(b[n].data))
+    ]
+    return (
+        f"{ours.name}: {len(a) - len(differ)}/{len(a)} tensors byte-identical to llama.cpp's own {outtype} "
+        f"quantization of the f32 file" + (f" (differ: {differ[:5]})" if differ else "")
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--hf", help="Hugging Face model directory to convert first")
@@ -72,6 +104,12 @@ def main() -> None:
         work.mkdir(parents=True, exist_ok=True)
         for t in args.outtype:
             files.append(convert(args.hf, work / f"{Path(args.hf).name}-{t}.gguf", t, progress=False))
+    lines = []
+    if args.hf and "f32" in args.outtype:
+        f32 = next(f for f in files if f.name.endswith("-f32.gguf"))
+        for t, f in zip(args.outtype, files[len(args.gguf) :], strict=True):
+            if t not in ("f32", "f16", "bf16"):
+                lines.append(compare_with_llama_quantize(f32, f, t, args.llama_python))
     report = [check(f, args.llama_python, PARITY_PROMPTS[: args.prompts], args.n, args.threads) for f in files]
     for r in report:
         diffs = [row["first_difference"] for row in r["rows"] if not row["equal"]]
@@ -79,6 +117,8 @@ def main() -> None:
             f"{r['file']}: llama.cpp loads it; greedy equal on {r['equal']}/{r['prompts']} prompts x {args.n} "
             f"tokens" + (f"; first differences at tokens {diffs}" if diffs else "")
         )
+    for line in lines:
+        print(line)
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1))
 
