@@ -137,6 +137,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory, small_tokenizer: Any) -> dict
         d = root / name
         # one case sharded, to read an index with several safetensors files
         model.save_pretrained(d, max_shard_size="2MB" if name == "llama" else "1GB")
+        assert (d / "model.safetensors.index.json").exists() == (name == "llama")
         _write_tokenizer(small_tokenizer, d)
         out[name] = (model, d, convert(d, root / f"{name}.gguf", "f32", progress=False))
     return out
