@@ -79,9 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub, common)
     _add_heads_commands(sub, common)
     _add_api_commands(sub, common)
-    from .bench.command import add_bench_parser
-
-    add_bench_parser(sub, [common])
+    _add_convert(sub, common)
+    _add_bench(sub, common)
     return parser
 
 
@@ -92,6 +91,18 @@ def _add_api_commands(sub: Any, common: argparse.ArgumentParser) -> None:
 
     add_chat_parser(sub, [common])
     add_serve_parser(sub, [common])
+
+
+def _add_convert(sub: Any, common: argparse.ArgumentParser) -> None:
+    from .convert import add_convert_parser
+
+    add_convert_parser(sub, [common])
+
+
+def _add_bench(sub: Any, common: argparse.ArgumentParser) -> None:
+    from .bench.command import add_bench_parser
+
+    add_bench_parser(sub, [common])
 
 
 def _add_heads_commands(sub: Any, common: argparse.ArgumentParser) -> None:
