@@ -4,9 +4,11 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
+#include "ggml-alloc.h"
 #include "ggml-cpu.h"
 
 namespace adadecode {
@@ -29,9 +31,31 @@ int checked_positive(const GgufFile &f, const std::string &key, int64_t value, i
     return static_cast<int>(value);
 }
 
+// Drops ggml's debug-level messages while alive, passing the others to the callback that was installed before.
+class QuietDebugLog {
+public:
+    QuietDebugLog() {
+        ggml_log_get(&previous_, &previous_data_);
+        ggml_log_set(&QuietDebugLog::log, this);
+    }
+    ~QuietDebugLog() { ggml_log_set(previous_, previous_data_); }
+    QuietDebugLog(const QuietDebugLog &) = delete;
+    QuietDebugLog &operator=(const QuietDebugLog &) = delete;
+
+private:
+    static void log(ggml_log_level level, const char *text, void *data) {
+        auto *self = static_cast<QuietDebugLog *>(data);
+        if (level != GGML_LOG_LEVEL_DEBUG && level != GGML_LOG_LEVEL_CONT && self->previous_) {
+            self->previous_(level, text, self->previous_data_);
+        }
+    }
+    ggml_log_callback previous_ = nullptr;
+    void *previous_data_ = nullptr;
+};
+
 }  // namespace
 
-Model::Model(const std::string &path) {
+Model::Model(const std::string &path, bool repack) {
     file_ = std::make_unique<GgufFile>(path);
     read_hparams();
 
@@ -46,25 +70,154 @@ Model::Model(const std::string &path) {
         mapping_ = nullptr;
         throw Error("cannot mmap '" + path + "'");
     }
-    // The CPU backend computes straight from the mapping; a GPU backend would copy into its own buffer here.
-    weights_buffer_ = ggml_backend_cpu_buffer_from_ptr(mapping_, mapping_size_);
+    bind_tensors();
+    place_weights(repack);
+}
+
+void Model::place_weights(bool repack) {
+    const std::string &path = file_->path();
     for (const GgufFile::TensorInfo &info : file_->tensors()) {
-        ggml_tensor *t = ggml_get_tensor(file_->tensor_meta(), info.name.c_str());
+        const ggml_tensor *t = ggml_get_tensor(file_->tensor_meta(), info.name.c_str());
         if (!t) {
             throw Error("'" + path + "': tensor '" + info.name + "' is missing from the directory");
         }
         if (ggml_nbytes(t) != info.nbytes) {
             throw Error("'" + path + "': tensor '" + info.name + "' has an inconsistent size");
         }
+    }
+    std::vector<std::pair<ggml_tensor *, ggml_backend_buffer_type_t>> moved;
+    if (repack) {
+        moved = choose_extra_buffer_types(matmul_weights());
+    }
+    // The CPU backend computes straight from the mapping; a GPU backend would copy into its own buffer here.
+    weights_buffer_ = ggml_backend_cpu_buffer_from_ptr(mapping_, mapping_size_);
+    for (const GgufFile::TensorInfo &info : file_->tensors()) {
+        ggml_tensor *t = ggml_get_tensor(file_->tensor_meta(), info.name.c_str());
+        const bool is_moved =
+            std::any_of(moved.begin(), moved.end(), [t](const auto &m) { return m.first == t; });
+        if (is_moved) {
+            continue;
+        }
         if (ggml_backend_tensor_alloc(weights_buffer_, t, static_cast<char *>(mapping_) + info.offset) !=
             GGML_STATUS_SUCCESS) {
             throw Error("'" + path + "': tensor '" + info.name + "' cannot be mapped");
         }
     }
-    bind_tensors();
+    // One buffer per extra type; setting a tensor there converts it from the file layout (ggml logs every tensor
+    // it converts at debug level: dropped here).
+    QuietDebugLog quiet;
+    for (size_t i = 0; i < moved.size();) {
+        ggml_backend_buffer_type_t buft = moved[i].second;
+        const size_t align = ggml_backend_buft_get_alignment(buft);
+        size_t total = 0;
+        size_t j = i;
+        for (; j < moved.size() && moved[j].second == buft; ++j) {
+            total += GGML_PAD(ggml_backend_buft_get_alloc_size(buft, moved[j].first), align);
+        }
+        ggml_backend_buffer_t buffer = ggml_backend_buft_alloc_buffer(buft, total);
+        if (!buffer) {
+            throw Error("'" + path + "': cannot allocate " + std::to_string(total >> 20) + " MiB for repacked weights");
+        }
+        extra_buffers_.push_back(buffer);
+        ggml_backend_buffer_set_usage(buffer, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
+        ggml_tallocr alloc = ggml_tallocr_new(buffer);
+        for (; i < j; ++i) {
+            ggml_tensor *t = moved[i].first;
+            if (ggml_tallocr_alloc(&alloc, t) != GGML_STATUS_SUCCESS) {
+                throw Error("'" + path + "': tensor '" + std::string(t->name) + "' cannot be placed for repacking");
+            }
+            const GgufFile::TensorInfo *info = file_->find_tensor(t->name);
+            ggml_backend_tensor_set(t, static_cast<const char *>(mapping_) + info->offset, 0, info->nbytes);
+            // The file pages of a repacked tensor are not read again by the forward pass: let them go.
+            const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+            const uintptr_t begin = (reinterpret_cast<uintptr_t>(mapping_) + info->offset + page - 1) / page * page;
+            const uintptr_t end = (reinterpret_cast<uintptr_t>(mapping_) + info->offset + info->nbytes) / page * page;
+            if (end > begin) {
+                madvise(reinterpret_cast<void *>(begin), end - begin, MADV_DONTNEED);
+            }
+            ++n_repacked_;
+        }
+    }
+}
+
+std::vector<ggml_tensor *> Model::matmul_weights() const {
+    // Only the operands of mul_mat: the token embeddings feed get_rows and must keep the file layout.
+    std::vector<ggml_tensor *> out;
+    for (const LayerWeights &l : layers) {
+        for (ggml_tensor *t : {l.wq, l.wk, l.wv, l.wo, l.ffn_gate, l.ffn_up, l.ffn_down}) {
+            out.push_back(t);
+        }
+    }
+    if (output != tok_embd) {
+        out.push_back(output);
+    }
+    return out;
+}
+
+std::vector<std::pair<ggml_tensor *, ggml_backend_buffer_type_t>> Model::choose_extra_buffer_types(
+    const std::vector<ggml_tensor *> &weights) const {
+    ggml_backend_reg_t reg = ggml_backend_cpu_reg();
+    auto get_extra = reinterpret_cast<ggml_backend_dev_get_extra_bufts_t>(
+        ggml_backend_reg_get_proc_address(reg, "ggml_backend_dev_get_extra_bufts"));
+    if (!get_extra) {
+        return {};
+    }
+    ggml_backend_dev_t dev = ggml_backend_reg_dev_get(reg, 0);
+    std::vector<ggml_backend_buffer_type_t> extras;
+    std::vector<ggml_backend_buffer_t> probes;  // empty buffers: they only tell supports_op the weight's home
+    for (ggml_backend_buffer_type_t *p = get_extra(dev); p && *p; ++p) {
+        extras.push_back(*p);
+        probes.push_back(ggml_backend_buft_alloc_buffer(*p, 0));
+    }
+    ggml_init_params params{};
+    params.mem_size = 3 * ggml_tensor_overhead();
+    params.no_alloc = true;
+    std::vector<std::pair<ggml_tensor *, ggml_backend_buffer_type_t>> out;
+    for (ggml_tensor *w : weights) {
+        // Asks the device whether it computes mul_mat(w, f32 rows) with w in each extra type, as llama.cpp does.
+        ggml_context *ctx = ggml_init(params);
+        ggml_tensor *probe = ggml_new_tensor(ctx, w->type, 2, w->ne);
+        ggml_tensor *op = ggml_mul_mat(ctx, probe, ggml_new_tensor_2d(ctx, GGML_TYPE_F32, w->ne[0], 1));
+        for (size_t i = 0; i < extras.size(); ++i) {
+            if (!probes[i]) continue;
+            probe->buffer = probes[i];
+            if (ggml_backend_dev_supports_op(dev, op)) {
+                out.emplace_back(w, extras[i]);
+                break;
+            }
+        }
+        probe->buffer = nullptr;
+        ggml_free(ctx);
+    }
+    for (ggml_backend_buffer_t b : probes) {
+        if (b) ggml_backend_buffer_free(b);
+    }
+    std::stable_sort(out.begin(), out.end(), [](const auto &a, const auto &b) { return a.second < b.second; });
+    return out;
+}
+
+const void *Model::file_data(const ggml_tensor *t) const {
+    const GgufFile::TensorInfo *info = file_->find_tensor(t->name);
+    if (!info) {
+        throw Error("internal: tensor '" + std::string(t->name) + "' is not in '" + file_->path() + "'");
+    }
+    return static_cast<const char *>(mapping_) + info->offset;
+}
+
+bool Model::is_repacked(const ggml_tensor *t) const {
+    return std::find(extra_buffers_.begin(), extra_buffers_.end(), t->buffer) != extra_buffers_.end();
+}
+
+size_t Model::repacked_bytes() const {
+    size_t total = 0;
+    for (ggml_backend_buffer_t b : extra_buffers_) total += ggml_backend_buffer_get_size(b);
+    return total;
 }
 
 Model::~Model() {
+    for (ggml_backend_buffer_t b : extra_buffers_) {
+        ggml_backend_buffer_free(b);
+    }
     if (weights_buffer_) {
         ggml_backend_buffer_free(weights_buffer_);
     }
@@ -211,7 +364,7 @@ std::vector<float> Model::dequantize(const std::string &name, std::vector<int64_
     std::vector<float> out(static_cast<size_t>(ggml_nelements(t)));
     const ggml_type_traits *traits = ggml_get_type_traits(t->type);
     for (int64_t r = 0; r < n_rows; ++r) {
-        const char *src = static_cast<const char *>(t->data) + r * t->nb[1];
+        const char *src = static_cast<const char *>(file_data(t)) + r * t->nb[1];
         float *dst = out.data() + r * n_per_row;
         if (t->type == GGML_TYPE_F32) {
             std::memcpy(dst, src, n_per_row * sizeof(float));
