@@ -17,6 +17,7 @@ struct EngineOptions {
     int n_ctx = 4096;          // positions in the KV cache (prompt + generated)
     int n_threads = 0;         // 0 = number of online CPU cores
     std::string heads_path;    // optional exit-heads sidecar GGUF
+    bool repack = true;        // matmul weights in ggml's repacked layout where it has one (cheaper batched passes)
 };
 
 class Engine {

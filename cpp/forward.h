@@ -55,7 +55,6 @@ private:
     ggml_tensor *build_layer(ggml_context *ctx, ggml_cgraph *gf, int il, ggml_tensor *x, ggml_tensor *positions,
                              ggml_tensor *mask, int pos0, int n_rows, int n_kv);
     ggml_tensor *build_norm_output(ggml_context *ctx, ggml_tensor *x, ggml_tensor *out_matrix);
-    ggml_tensor *matmul(ggml_context *ctx, ggml_tensor *w, ggml_tensor *x) const;
 
     const Model &model_;
     KvCache &cache_;

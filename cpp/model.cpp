@@ -10,6 +10,7 @@
 
 #include "ggml-alloc.h"
 #include "ggml-cpu.h"
+#include "repack.h"
 
 namespace adadecode {
 
@@ -88,6 +89,7 @@ void Model::place_weights(bool repack) {
     std::vector<std::pair<ggml_tensor *, ggml_backend_buffer_type_t>> moved;
     if (repack) {
         moved = choose_extra_buffer_types(matmul_weights());
+        std::stable_sort(moved.begin(), moved.end(), [](const auto &x, const auto &y) { return x.second < y.second; });
     }
     // The CPU backend computes straight from the mapping; a GPU backend would copy into its own buffer here.
     weights_buffer_ = ggml_backend_cpu_buffer_from_ptr(mapping_, mapping_size_);
@@ -154,58 +156,12 @@ std::vector<ggml_tensor *> Model::matmul_weights() const {
     return out;
 }
 
-std::vector<std::pair<ggml_tensor *, ggml_backend_buffer_type_t>> Model::choose_extra_buffer_types(
-    const std::vector<ggml_tensor *> &weights) const {
-    ggml_backend_reg_t reg = ggml_backend_cpu_reg();
-    auto get_extra = reinterpret_cast<ggml_backend_dev_get_extra_bufts_t>(
-        ggml_backend_reg_get_proc_address(reg, "ggml_backend_dev_get_extra_bufts"));
-    if (!get_extra) {
-        return {};
-    }
-    ggml_backend_dev_t dev = ggml_backend_reg_dev_get(reg, 0);
-    std::vector<ggml_backend_buffer_type_t> extras;
-    std::vector<ggml_backend_buffer_t> probes;  // empty buffers: they only tell supports_op the weight's home
-    for (ggml_backend_buffer_type_t *p = get_extra(dev); p && *p; ++p) {
-        extras.push_back(*p);
-        probes.push_back(ggml_backend_buft_alloc_buffer(*p, 0));
-    }
-    ggml_init_params params{};
-    params.mem_size = 3 * ggml_tensor_overhead();
-    params.no_alloc = true;
-    std::vector<std::pair<ggml_tensor *, ggml_backend_buffer_type_t>> out;
-    for (ggml_tensor *w : weights) {
-        // Asks the device whether it computes mul_mat(w, f32 rows) with w in each extra type, as llama.cpp does.
-        ggml_context *ctx = ggml_init(params);
-        ggml_tensor *probe = ggml_new_tensor(ctx, w->type, 2, w->ne);
-        ggml_tensor *op = ggml_mul_mat(ctx, probe, ggml_new_tensor_2d(ctx, GGML_TYPE_F32, w->ne[0], 1));
-        for (size_t i = 0; i < extras.size(); ++i) {
-            if (!probes[i]) continue;
-            probe->buffer = probes[i];
-            if (ggml_backend_dev_supports_op(dev, op)) {
-                out.emplace_back(w, extras[i]);
-                break;
-            }
-        }
-        probe->buffer = nullptr;
-        ggml_free(ctx);
-    }
-    for (ggml_backend_buffer_t b : probes) {
-        if (b) ggml_backend_buffer_free(b);
-    }
-    std::stable_sort(out.begin(), out.end(), [](const auto &a, const auto &b) { return a.second < b.second; });
-    return out;
-}
-
 const void *Model::file_data(const ggml_tensor *t) const {
     const GgufFile::TensorInfo *info = file_->find_tensor(t->name);
     if (!info) {
         throw Error("internal: tensor '" + std::string(t->name) + "' is not in '" + file_->path() + "'");
     }
     return static_cast<const char *>(mapping_) + info->offset;
-}
-
-bool Model::is_repacked(const ggml_tensor *t) const {
-    return std::find(extra_buffers_.begin(), extra_buffers_.end(), t->buffer) != extra_buffers_.end();
 }
 
 size_t Model::repacked_bytes() const {

@@ -4,7 +4,6 @@
 #include <cstdint>
 #include <memory>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "ggml-backend.h"
@@ -71,7 +70,6 @@ public:
     const void *file_data(const ggml_tensor *t) const;
     // How many weights and bytes live in an extra (repacked) buffer.
     int n_repacked() const { return n_repacked_; }
-    bool is_repacked(const ggml_tensor *t) const;
     size_t repacked_bytes() const;
 
     // The named weight dequantized to float32, row-major with ne[0] fastest (for the exit-head trainer).
@@ -82,8 +80,6 @@ private:
     void bind_tensors();
     void place_weights(bool repack);
     std::vector<ggml_tensor *> matmul_weights() const;
-    std::vector<std::pair<ggml_tensor *, ggml_backend_buffer_type_t>> choose_extra_buffer_types(
-        const std::vector<ggml_tensor *> &weights) const;
     ggml_tensor *require(const std::string &name, std::initializer_list<int64_t> shape);
     ggml_tensor *optional(const std::string &name, std::initializer_list<int64_t> shape);
 

@@ -57,6 +57,10 @@ void check_model(const std::string &path, bool repack, bool report) {
         reference.push_back(out.logits);
     }
     std::printf("%s (%s, %d tensors repacked):", path.c_str(), repack ? "repack" : "mmap", model.n_repacked());
+    if (repack && model.n_repacked() == 0) {
+        std::printf(" same as mmap\n");
+        return;
+    }
     for (int k : {2, 3, 4, 5, 6, 7, 8, 12, max_rows}) {
         cache.truncate(prefix);
         PassRequest batch;
