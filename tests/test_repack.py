@@ -29,7 +29,7 @@ def qwen_path(cache_dir: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def repacked(engine: Any, qwen_path: Path) -> Any:
-    model = engine(qwen_path, n_ctx=512, n_threads=2)
+    model = engine(qwen_path, n_ctx=512, n_threads=2, repack=True)
     if model.n_repacked == 0:
         pytest.skip("ggml has no repacked layout for this model's weights on this CPU")
     return model
@@ -46,7 +46,7 @@ def test_repacked_logits_are_batch_invariant(repacked: Any) -> None:
 @pytest.mark.slow
 def test_repacked_close_to_mmapped(engine: Any, qwen_path: Path, repacked: Any) -> None:
     # Another kernel for the same quantized weights: not bitwise equal, but the same model.
-    plain = engine(qwen_path, n_ctx=512, n_threads=2, repack=False)
+    plain = engine(qwen_path, n_ctx=512, n_threads=2)
     assert plain.n_repacked == 0
     ids = repacked.tokenize(PARITY_PROMPTS[1])[:24]
     a, b = repacked.logits(ids), plain.logits(ids)

@@ -76,7 +76,7 @@ PYBIND11_MODULE(_core, m) {
                  return std::make_unique<Engine>(path, o);
              }),
              py::arg("path"), py::arg("n_ctx") = 4096, py::arg("n_threads") = 0, py::arg("heads") = "",
-             py::arg("repack") = true)
+             py::arg("repack") = false)
         .def_property_readonly("arch", [](const Engine &e) { return e.hparams().arch; })
         .def_property_readonly("n_layer", [](const Engine &e) { return e.hparams().n_layer; })
         .def_property_readonly("n_embd", [](const Engine &e) { return e.hparams().n_embd; })

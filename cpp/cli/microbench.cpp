@@ -56,8 +56,19 @@ struct Setup {
     std::unique_ptr<KvCache> cache;
     std::unique_ptr<Forward> fw;
     long rss_growth_kib = 0;
-    std::vector<double> with_logits, without_logits;
+    std::vector<double> with_logits, without_logits;        // medians per row count
+    std::vector<double> with_logits_min, without_logits_min;  // minima: on a shared machine noise only adds
 };
+
+double minimum(const std::vector<double> &v) { return *std::min_element(v.begin(), v.end()); }
+
+double time_once(Forward &fw, KvCache &cache, const PassRequest &req) {
+    PassResult out;
+    cache.truncate(req.pos0);
+    const auto start = std::chrono::steady_clock::now();
+    fw.run(req, &out);
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
 
 void print_seconds(const char *key, const std::vector<double> &v, double scale, const char *fmt) {
     std::printf("  \"%s\": {", key);
@@ -107,17 +118,27 @@ int main(int argc, char **argv) {
         for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = static_cast<int32_t>((i * 7919) % hp.n_vocab);
 
         // Each row count with and without the output matrix: the latter is the deferred-layers case.
+        // Repetition by repetition, the setups take turns, so that a burst of load hits them alike.
         for (int rows = 1; rows <= 8; ++rows) {
-            for (Setup &s : setups) {
-                PassRequest req;
-                req.layer_end = hp.n_layer;
-                req.pos0 = pos;
-                req.n_rows = rows;
-                req.tokens = prompt.data() + pos;
-                req.logits = PassRequest::Logits::all;
-                s.with_logits.push_back(time_pass(*s.fw, *s.cache, req, reps));
-                req.logits = PassRequest::Logits::none;
-                s.without_logits.push_back(time_pass(*s.fw, *s.cache, req, reps));
+            std::vector<std::vector<double>> with(setups.size()), without(setups.size());
+            for (int r = 0; r < reps; ++r) {
+                for (size_t i = 0; i < setups.size(); ++i) {
+                    PassRequest req;
+                    req.layer_end = hp.n_layer;
+                    req.pos0 = pos;
+                    req.n_rows = rows;
+                    req.tokens = prompt.data() + pos;
+                    req.logits = PassRequest::Logits::all;
+                    with[i].push_back(time_once(*setups[i].fw, *setups[i].cache, req));
+                    req.logits = PassRequest::Logits::none;
+                    without[i].push_back(time_once(*setups[i].fw, *setups[i].cache, req));
+                }
+            }
+            for (size_t i = 0; i < setups.size(); ++i) {
+                setups[i].with_logits.push_back(median(with[i]));
+                setups[i].without_logits.push_back(median(without[i]));
+                setups[i].with_logits_min.push_back(minimum(with[i]));
+                setups[i].without_logits_min.push_back(minimum(without[i]));
             }
         }
         std::printf("{\"model\": \"%s\", \"n_layer\": %d, \"n_embd\": %d, \"threads\": %d, \"position\": %d",
@@ -153,6 +174,10 @@ int main(int argc, char **argv) {
             print_seconds("full_pass_seconds", s.with_logits, 1.0, "%.6f");
             std::printf(",\n");
             print_seconds("relative_cost", s.without_logits, base, "%.3f");
+            std::printf(",\n");
+            print_seconds("full_pass_seconds_min", s.with_logits_min, 1.0, "%.6f");
+            std::printf(",\n");
+            print_seconds("relative_cost_min", s.without_logits_min, s.with_logits_min[0], "%.3f");
             std::printf(",\n  \"half_model_pass_seconds\": %.6f, \"exit_check_seconds\": %.6f, "
                         "\"exit_check_relative_to_token\": %.3f}",
                         no_head, with_head - no_head, (with_head - no_head) / base);

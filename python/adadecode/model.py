@@ -45,7 +45,7 @@ class Model:
         n_ctx: int = 4096,
         n_threads: int | None = None,
         heads: str | os.PathLike[str] | None = None,
-        repack: bool = True,
+        repack: bool = False,
     ) -> None:
         from .fetch import resolve_model
 
