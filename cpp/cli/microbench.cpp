@@ -118,10 +118,11 @@ int main(int argc, char **argv) {
         for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = static_cast<int32_t>((i * 7919) % hp.n_vocab);
 
         // Each row count with and without the output matrix: the latter is the deferred-layers case.
-        // Repetition by repetition, the setups take turns, so that a burst of load hits them alike.
-        for (int rows = 1; rows <= 8; ++rows) {
-            std::vector<std::vector<double>> with(setups.size()), without(setups.size());
-            for (int r = 0; r < reps; ++r) {
+        // Repetition by repetition, every row count and setup takes its turn, so that a burst of load hits them alike.
+        std::vector<std::vector<std::vector<double>>> with(8, std::vector<std::vector<double>>(setups.size()));
+        std::vector<std::vector<std::vector<double>>> without = with;
+        for (int r = 0; r < reps; ++r) {
+            for (int rows = 1; rows <= 8; ++rows) {
                 for (size_t i = 0; i < setups.size(); ++i) {
                     PassRequest req;
                     req.layer_end = hp.n_layer;
@@ -129,16 +130,18 @@ int main(int argc, char **argv) {
                     req.n_rows = rows;
                     req.tokens = prompt.data() + pos;
                     req.logits = PassRequest::Logits::all;
-                    with[i].push_back(time_once(*setups[i].fw, *setups[i].cache, req));
+                    with[rows - 1][i].push_back(time_once(*setups[i].fw, *setups[i].cache, req));
                     req.logits = PassRequest::Logits::none;
-                    without[i].push_back(time_once(*setups[i].fw, *setups[i].cache, req));
+                    without[rows - 1][i].push_back(time_once(*setups[i].fw, *setups[i].cache, req));
                 }
             }
+        }
+        for (int rows = 1; rows <= 8; ++rows) {
             for (size_t i = 0; i < setups.size(); ++i) {
-                setups[i].with_logits.push_back(median(with[i]));
-                setups[i].without_logits.push_back(median(without[i]));
-                setups[i].with_logits_min.push_back(minimum(with[i]));
-                setups[i].without_logits_min.push_back(minimum(without[i]));
+                setups[i].with_logits.push_back(median(with[rows - 1][i]));
+                setups[i].without_logits.push_back(median(without[rows - 1][i]));
+                setups[i].with_logits_min.push_back(minimum(with[rows - 1][i]));
+                setups[i].without_logits_min.push_back(minimum(without[rows - 1][i]));
             }
         }
         std::printf("{\"model\": \"%s\", \"n_layer\": %d, \"n_embd\": %d, \"threads\": %d, \"position\": %d",
