@@ -17,7 +17,7 @@ Engine::Engine(const std::string &model_path, const EngineOptions &options) {
     const int n_threads = options.n_threads > 0
                               ? options.n_threads
                               : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
-    model_ = std::make_unique<Model>(model_path);
+    model_ = std::make_unique<Model>(model_path, options.repack);
     vocab_ = Vocab::from_gguf(model_->file());
     if (vocab_->n_tokens() > model_->hparams().n_vocab) {
         throw Error("'" + model_path + "': the tokenizer has " + std::to_string(vocab_->n_tokens()) +

@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "error.h"
+#include "repack.h"
 
 namespace adadecode {
 
@@ -48,9 +49,9 @@ ggml_tensor *Forward::build_layer(ggml_context *ctx, ggml_cgraph *gf, int il, gg
     const int hd = hp.head_dim;
 
     ggml_tensor *cur = ggml_mul(ctx, ggml_rms_norm(ctx, x, hp.rms_eps), w.attn_norm);
-    ggml_tensor *q = ggml_mul_mat(ctx, w.wq, cur);
-    ggml_tensor *k = ggml_mul_mat(ctx, w.wk, cur);
-    ggml_tensor *v = ggml_mul_mat(ctx, w.wv, cur);
+    ggml_tensor *q = mul_mat_batch_invariant(ctx, w.wq, cur);
+    ggml_tensor *k = mul_mat_batch_invariant(ctx, w.wk, cur);
+    ggml_tensor *v = mul_mat_batch_invariant(ctx, w.wv, cur);
     if (w.bq) q = ggml_add(ctx, q, w.bq);
     if (w.bk) k = ggml_add(ctx, k, w.bk);
     if (w.bv) v = ggml_add(ctx, v, w.bv);
@@ -82,19 +83,19 @@ ggml_tensor *Forward::build_layer(ggml_context *ctx, ggml_cgraph *gf, int il, gg
     kq = ggml_soft_max_ext(ctx, kq, mask, 1.0f / std::sqrt(static_cast<float>(hd)), 0.0f);
     ggml_tensor *kqv = ggml_mul_mat(ctx, values, kq);           // [hd, n_rows, n_head]
     ggml_tensor *attn = ggml_cont_2d(ctx, ggml_permute(ctx, kqv, 0, 2, 1, 3), hp.n_embd_q(), n_rows);
-    attn = ggml_mul_mat(ctx, w.wo, attn);
+    attn = mul_mat_batch_invariant(ctx, w.wo, attn);
     if (w.bo) attn = ggml_add(ctx, attn, w.bo);
     x = ggml_add(ctx, x, attn);
 
     cur = ggml_mul(ctx, ggml_rms_norm(ctx, x, hp.rms_eps), w.ffn_norm);
-    ggml_tensor *gate = ggml_silu(ctx, ggml_mul_mat(ctx, w.ffn_gate, cur));
-    ggml_tensor *up = ggml_mul_mat(ctx, w.ffn_up, cur);
-    return ggml_add(ctx, x, ggml_mul_mat(ctx, w.ffn_down, ggml_mul(ctx, gate, up)));
+    ggml_tensor *gate = ggml_silu(ctx, mul_mat_batch_invariant(ctx, w.ffn_gate, cur));
+    ggml_tensor *up = mul_mat_batch_invariant(ctx, w.ffn_up, cur);
+    return ggml_add(ctx, x, mul_mat_batch_invariant(ctx, w.ffn_down, ggml_mul(ctx, gate, up)));
 }
 
 ggml_tensor *Forward::build_norm_output(ggml_context *ctx, ggml_tensor *x, ggml_tensor *out_matrix) {
     ggml_tensor *cur = ggml_mul(ctx, ggml_rms_norm(ctx, x, model_.hparams().rms_eps), model_.output_norm);
-    return ggml_mul_mat(ctx, out_matrix, cur);
+    return mul_mat_batch_invariant(ctx, out_matrix, cur);
 }
 
 void Forward::run(const PassRequest &req, PassResult *out) {

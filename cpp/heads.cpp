@@ -121,10 +121,10 @@ void ExitHeads::load(const Model &model) {
     if (subset) {
         // Quantized rows are self-contained blocks, so a row subset of the output matrix is a byte copy.
         const size_t row_bytes = model.output->nb[1];
+        const char *rows = static_cast<const char *>(model.file_data(model.output));  // the file layout
         bytes.resize(row_bytes * vocab_.size());
         for (size_t i = 0; i < vocab_.size(); ++i) {
-            std::memcpy(bytes.data() + i * row_bytes, static_cast<const char *>(model.output->data) + vocab_[i] * row_bytes,
-                        row_bytes);
+            std::memcpy(bytes.data() + i * row_bytes, rows + vocab_[i] * row_bytes, row_bytes);
         }
         ggml_backend_tensor_set(subset, bytes.data(), 0, bytes.size());
     }

@@ -4,10 +4,13 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
+#include "ggml-alloc.h"
 #include "ggml-cpu.h"
+#include "repack.h"
 
 namespace adadecode {
 
@@ -38,14 +41,37 @@ bool matrix_type(ggml_type type) {
            (cpu->vec_dot_type == GGML_TYPE_F32 || ggml_get_type_traits_cpu(cpu->vec_dot_type)->from_float);
 }
 
+// Drops ggml's debug-level messages while alive, passing the others to the callback that was installed before.
+class QuietDebugLog {
+public:
+    QuietDebugLog() {
+        ggml_log_get(&previous_, &previous_data_);
+        ggml_log_set(&QuietDebugLog::log, this);
+    }
+    ~QuietDebugLog() { ggml_log_set(previous_, previous_data_); }
+    QuietDebugLog(const QuietDebugLog &) = delete;
+    QuietDebugLog &operator=(const QuietDebugLog &) = delete;
+
+private:
+    static void log(ggml_log_level level, const char *text, void *data) {
+        auto *self = static_cast<QuietDebugLog *>(data);
+        if (level != GGML_LOG_LEVEL_DEBUG && level != GGML_LOG_LEVEL_CONT && self->previous_) {
+            self->previous_(level, text, self->previous_data_);
+        }
+    }
+    ggml_log_callback previous_ = nullptr;
+    void *previous_data_ = nullptr;
+};
+
 }  // namespace
 
-Model::Model(const std::string &path) {
+Model::Model(const std::string &path, bool repack) {
     file_ = std::make_unique<GgufFile>(path);
     try {
         read_hparams();
         map_weights();
         bind_tensors();
+        place_weights(repack);
     } catch (...) {
         release();  // the destructor does not run for a constructor that throws
         throw;
@@ -65,26 +91,110 @@ void Model::map_weights() {
         mapping_ = nullptr;
         throw Error("cannot mmap '" + path + "'");
     }
-    // The CPU backend computes straight from the mapping; a GPU backend would copy into its own buffer here.
-    weights_buffer_ = ggml_backend_cpu_buffer_from_ptr(mapping_, mapping_size_);
+}
+
+void Model::place_weights(bool repack) {
+    const std::string &path = file_->path();
     for (const GgufFile::TensorInfo &info : file_->tensors()) {
-        ggml_tensor *t = ggml_get_tensor(file_->tensor_meta(), info.name.c_str());
+        const ggml_tensor *t = ggml_get_tensor(file_->tensor_meta(), info.name.c_str());
         if (!t) {
             throw Error("'" + path + "': tensor '" + info.name + "' is missing from the directory");
         }
         if (ggml_nbytes(t) != info.nbytes) {
             throw Error("'" + path + "': tensor '" + info.name + "' has an inconsistent size");
         }
+    }
+    std::vector<std::pair<ggml_tensor *, ggml_backend_buffer_type_t>> moved;
+    if (repack) {
+        moved = choose_extra_buffer_types(matmul_weights());
+        std::stable_sort(moved.begin(), moved.end(), [](const auto &x, const auto &y) { return x.second < y.second; });
+    }
+    // The CPU backend computes straight from the mapping; a GPU backend would copy into its own buffer here.
+    weights_buffer_ = ggml_backend_cpu_buffer_from_ptr(mapping_, mapping_size_);
+    for (const GgufFile::TensorInfo &info : file_->tensors()) {
+        ggml_tensor *t = ggml_get_tensor(file_->tensor_meta(), info.name.c_str());
+        const bool is_moved =
+            std::any_of(moved.begin(), moved.end(), [t](const auto &m) { return m.first == t; });
+        if (is_moved) {
+            continue;
+        }
         if (ggml_backend_tensor_alloc(weights_buffer_, t, static_cast<char *>(mapping_) + info.offset) !=
             GGML_STATUS_SUCCESS) {
             throw Error("'" + path + "': tensor '" + info.name + "' cannot be mapped");
         }
     }
+    // One buffer per extra type; setting a tensor there converts it from the file layout (ggml logs every tensor
+    // it converts at debug level: dropped here).
+    QuietDebugLog quiet;
+    for (size_t i = 0; i < moved.size();) {
+        ggml_backend_buffer_type_t buft = moved[i].second;
+        const size_t align = ggml_backend_buft_get_alignment(buft);
+        size_t total = 0;
+        size_t j = i;
+        for (; j < moved.size() && moved[j].second == buft; ++j) {
+            total += GGML_PAD(ggml_backend_buft_get_alloc_size(buft, moved[j].first), align);
+        }
+        ggml_backend_buffer_t buffer = ggml_backend_buft_alloc_buffer(buft, total);
+        if (!buffer) {
+            throw Error("'" + path + "': cannot allocate " + std::to_string(total >> 20) + " MiB for repacked weights");
+        }
+        extra_buffers_.push_back(buffer);
+        ggml_backend_buffer_set_usage(buffer, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
+        ggml_tallocr alloc = ggml_tallocr_new(buffer);
+        for (; i < j; ++i) {
+            ggml_tensor *t = moved[i].first;
+            if (ggml_tallocr_alloc(&alloc, t) != GGML_STATUS_SUCCESS) {
+                throw Error("'" + path + "': tensor '" + std::string(t->name) + "' cannot be placed for repacking");
+            }
+            const GgufFile::TensorInfo *info = file_->find_tensor(t->name);
+            ggml_backend_tensor_set(t, static_cast<const char *>(mapping_) + info->offset, 0, info->nbytes);
+            // The file pages of a repacked tensor are not read again by the forward pass: let them go.
+            const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+            const uintptr_t begin = (reinterpret_cast<uintptr_t>(mapping_) + info->offset + page - 1) / page * page;
+            const uintptr_t end = (reinterpret_cast<uintptr_t>(mapping_) + info->offset + info->nbytes) / page * page;
+            if (end > begin) {
+                madvise(reinterpret_cast<void *>(begin), end - begin, MADV_DONTNEED);
+            }
+            ++n_repacked_;
+        }
+    }
+}
+
+std::vector<ggml_tensor *> Model::matmul_weights() const {
+    // Only the operands of mul_mat: the token embeddings feed get_rows and must keep the file layout.
+    std::vector<ggml_tensor *> out;
+    for (const LayerWeights &l : layers) {
+        for (ggml_tensor *t : {l.wq, l.wk, l.wv, l.wo, l.ffn_gate, l.ffn_up, l.ffn_down}) {
+            out.push_back(t);
+        }
+    }
+    if (output != tok_embd) {
+        out.push_back(output);
+    }
+    return out;
+}
+
+const void *Model::file_data(const ggml_tensor *t) const {
+    const GgufFile::TensorInfo *info = file_->find_tensor(t->name);
+    if (!info) {
+        throw Error("internal: tensor '" + std::string(t->name) + "' is not in '" + file_->path() + "'");
+    }
+    return static_cast<const char *>(mapping_) + info->offset;
+}
+
+size_t Model::repacked_bytes() const {
+    size_t total = 0;
+    for (ggml_backend_buffer_t b : extra_buffers_) total += ggml_backend_buffer_get_size(b);
+    return total;
 }
 
 Model::~Model() { release(); }
 
 void Model::release() {
+    for (ggml_backend_buffer_t b : extra_buffers_) {
+        ggml_backend_buffer_free(b);
+    }
+    extra_buffers_.clear();
     if (weights_buffer_) {
         ggml_backend_buffer_free(weights_buffer_);
         weights_buffer_ = nullptr;
@@ -243,7 +353,7 @@ std::vector<float> Model::dequantize(const std::string &name, std::vector<int64_
     std::vector<float> out(static_cast<size_t>(ggml_nelements(t)));
     const ggml_type_traits *traits = ggml_get_type_traits(t->type);
     for (int64_t r = 0; r < n_rows; ++r) {
-        const char *src = static_cast<const char *>(t->data) + r * t->nb[1];
+        const char *src = static_cast<const char *>(file_data(t)) + r * t->nb[1];
         float *dst = out.data() + r * n_per_row;
         if (t->type == GGML_TYPE_F32) {
             std::memcpy(dst, src, n_per_row * sizeof(float));

@@ -48,8 +48,10 @@ struct LayerWeights {
 
 class Model {
 public:
-    // Loads `path`; weights stay in the page cache through mmap. Throws Error naming the problem.
-    explicit Model(const std::string &path);
+    // Loads `path`; weights stay in the page cache through mmap. With `repack`, the matmul weights that one of
+    // ggml's CPU extra buffer types supports are copied into it instead (re-laid out for multi-row kernels).
+    // Throws Error naming the problem.
+    explicit Model(const std::string &path, bool repack = false);
     ~Model();
     Model(const Model &) = delete;
     Model &operator=(const Model &) = delete;
@@ -64,6 +66,12 @@ public:
     ggml_tensor *rope_freqs = nullptr;
     std::vector<LayerWeights> layers;
 
+    // The bytes of a weight as stored in the file (a repacked tensor's own data has another layout).
+    const void *file_data(const ggml_tensor *t) const;
+    // How many weights and bytes live in an extra (repacked) buffer.
+    int n_repacked() const { return n_repacked_; }
+    size_t repacked_bytes() const;
+
     // The named weight dequantized to float32, row-major with ne[0] fastest (for the exit-head trainer).
     std::vector<float> dequantize(const std::string &name, std::vector<int64_t> *shape) const;
 
@@ -72,6 +80,8 @@ private:
     void map_weights();
     void bind_tensors();
     void release();
+    void place_weights(bool repack);
+    std::vector<ggml_tensor *> matmul_weights() const;
     ggml_tensor *require(const std::string &name, std::initializer_list<int64_t> shape);
     ggml_tensor *optional(const std::string &name, std::initializer_list<int64_t> shape);
 
@@ -80,6 +90,8 @@ private:
     void *mapping_ = nullptr;
     size_t mapping_size_ = 0;
     ggml_backend_buffer_t weights_buffer_ = nullptr;
+    std::vector<ggml_backend_buffer_t> extra_buffers_;
+    int n_repacked_ = 0;
 };
 
 }  // namespace adadecode

@@ -75,15 +75,17 @@ PYBIND11_MODULE(_core, m) {
     bind_quantize(m);
 
     py::class_<Engine>(m, "Engine")
-        .def(py::init([](const std::string &path, int n_ctx, int n_threads, const std::string &heads) {
+        .def(py::init([](const std::string &path, int n_ctx, int n_threads, const std::string &heads, bool repack) {
                  EngineOptions o;
+                 o.repack = repack;
                  o.n_ctx = n_ctx;
                  o.n_threads = n_threads;
                  o.heads_path = heads;
                  py::gil_scoped_release release;
                  return std::make_unique<Engine>(path, o);
              }),
-             py::arg("path"), py::arg("n_ctx") = 4096, py::arg("n_threads") = 0, py::arg("heads") = "")
+             py::arg("path"), py::arg("n_ctx") = 4096, py::arg("n_threads") = 0, py::arg("heads") = "",
+             py::arg("repack") = false)
         .def_property_readonly("arch", [](const Engine &e) { return e.hparams().arch; })
         .def_property_readonly("n_layer", [](const Engine &e) { return e.hparams().n_layer; })
         .def_property_readonly("n_embd", [](const Engine &e) { return e.hparams().n_embd; })
@@ -91,6 +93,7 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("n_ctx_train", [](const Engine &e) { return e.hparams().n_ctx_train; })
         .def_property_readonly("n_ctx", &Engine::n_ctx)
         .def_property_readonly("n_threads", &Engine::n_threads)
+        .def_property_readonly("n_repacked", [](const Engine &e) { return e.model().n_repacked(); })
         .def_property_readonly("vocab", &Engine::vocab, py::return_value_policy::reference_internal)
         .def_property_readonly("exit_layers",
                                [](const Engine &e) { return e.heads() ? e.heads()->layers() : std::vector<int>{}; })

@@ -26,6 +26,8 @@ const char *usage_text =
     "  -n, --n-predict N       tokens to generate (default 128)\n"
     "  -t, --threads N         CPU threads (default: all cores)\n"
     "  -c, --ctx-size N        context size in tokens (default 4096)\n"
+    "      --repack            copy the weights ggml can repack into its multi-row layout (cheaper batched passes,\n"
+    "                          dearer single-row ones)\n"
     "      --temp T            sampling temperature; 0 = greedy (default 0)\n"
     "      --top-k N           top-k sampling, 0 = off (default 40)\n"
     "      --top-p P           top-p sampling, 1 = off (default 0.95)\n"
@@ -127,6 +129,8 @@ int main(int argc, char **argv) {
             d.max_tokens = static_cast<int>(parse_int(a, value(), 0, 1 << 24));
         } else if (a == "-t" || a == "--threads") {
             eo.n_threads = static_cast<int>(parse_int(a, value(), 1, 512));
+        } else if (a == "--repack") {
+            eo.repack = true;
         } else if (a == "-c" || a == "--ctx-size") {
             eo.n_ctx = static_cast<int>(parse_int(a, value(), 1, 1 << 24));
         } else if (a == "--temp") {

@@ -1,10 +1,13 @@
 // adadecode-microbench: the cost of the building blocks the layer-parallel scheduler rests on, measured side by
 // side in one process: one batched pass over all layers for 1..8 rows (relative to 1 row), a pass over one
 // segment of layers, and the exit check (head transform + output matrix) for the full vocabulary.
+// With repack=both, the model is loaded twice (weights mmapped / repacked into ggml's extra buffer types) and the
+// two are timed alternately, row count by row count, so that both see the same machine load.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -33,75 +36,156 @@ double time_pass(Forward &fw, KvCache &cache, const PassRequest &req, int reps) 
 
 }  // namespace
 
+namespace {
+
+long rss_kib() {
+    FILE *f = std::fopen("/proc/self/status", "r");
+    if (!f) return -1;
+    char line[256];
+    long kib = -1;
+    while (std::fgets(line, sizeof(line), f)) {
+        if (std::sscanf(line, "VmRSS: %ld kB", &kib) == 1) break;
+    }
+    std::fclose(f);
+    return kib;
+}
+
+struct Setup {
+    bool repack;
+    std::unique_ptr<Model> model;
+    std::unique_ptr<KvCache> cache;
+    std::unique_ptr<Forward> fw;
+    long rss_growth_kib = 0;
+    std::vector<double> with_logits, without_logits;        // medians per row count
+    std::vector<double> with_logits_min, without_logits_min;  // minima: on a shared machine noise only adds
+};
+
+double minimum(const std::vector<double> &v) { return *std::min_element(v.begin(), v.end()); }
+
+double time_once(Forward &fw, KvCache &cache, const PassRequest &req) {
+    PassResult out;
+    cache.truncate(req.pos0);
+    const auto start = std::chrono::steady_clock::now();
+    fw.run(req, &out);
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+void print_seconds(const char *key, const std::vector<double> &v, double scale, const char *fmt) {
+    std::printf("  \"%s\": {", key);
+    for (size_t i = 0; i < v.size(); ++i) {
+        std::printf("%s\"%zu\": ", i ? ", " : "", i + 1);
+        std::printf(fmt, v[i] / scale);
+    }
+    std::printf("}");
+}
+
+}  // namespace
+
 int main(int argc, char **argv) {
     if (argc < 2) {
-        std::fprintf(stderr, "usage: adadecode-microbench MODEL.gguf [threads=2] [reps=30] [pos=200]\n");
+        std::fprintf(stderr, "usage: adadecode-microbench MODEL.gguf [threads=2] [reps=30] [pos=200] [repack=0|1|both]\n");
         return 1;
     }
     const int n_threads = argc > 2 ? std::atoi(argv[2]) : 2;
     const int reps = argc > 3 ? std::atoi(argv[3]) : 30;
     const int pos = argc > 4 ? std::atoi(argv[4]) : 200;
+    const std::string repack = argc > 5 ? argv[5] : "0";
     try {
-        Model model(argv[1]);
-        const HParams &hp = model.hparams();
-        KvCache cache(hp, pos + 64, model.buffer_type());
-        Forward fw(model, cache, n_threads);
+        std::vector<Setup> setups;
+        for (bool r : {false, true}) {
+            if ((repack == "0" && r) || (repack == "1" && !r)) continue;
+            Setup s{r, nullptr, nullptr, nullptr};
+            const long before = rss_kib();
+            s.model = std::make_unique<Model>(argv[1], r);
+            const HParams &hp = s.model->hparams();
+            s.cache = std::make_unique<KvCache>(hp, pos + 64, s.model->buffer_type());
+            s.fw = std::make_unique<Forward>(*s.model, *s.cache, n_threads);
+            setups.push_back(std::move(s));
+            Setup &b = setups.back();
+            std::vector<int32_t> fill_tokens(pos);
+            for (int i = 0; i < pos; ++i) fill_tokens[i] = static_cast<int32_t>((i * 7919) % hp.n_vocab);
+            PassRequest fill;
+            fill.layer_end = hp.n_layer;
+            fill.n_rows = pos;
+            fill.tokens = fill_tokens.data();
+            PassResult out;
+            b.fw->run(fill, &out);
+            b.rss_growth_kib = rss_kib() - before;  // after one pass: the mapped pages have been touched
+        }
+        if (setups.empty()) throw Error("repack must be 0, 1 or both, got '" + repack + "'");
+        const HParams &hp = setups[0].model->hparams();
         std::vector<int32_t> prompt(pos + 16);
         for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = static_cast<int32_t>((i * 7919) % hp.n_vocab);
-        PassRequest fill;
-        fill.layer_end = hp.n_layer;
-        fill.n_rows = pos;
-        fill.tokens = prompt.data();
-        PassResult out;
-        fw.run(fill, &out);
 
-        std::printf("{\"model\": \"%s\", \"n_layer\": %d, \"n_embd\": %d, \"threads\": %d, \"position\": %d,\n",
-                    argv[1], hp.n_layer, hp.n_embd, n_threads, pos);
         // Each row count with and without the output matrix: the latter is the deferred-layers case.
-        std::vector<double> with_logits, without_logits;
-        for (int rows = 1; rows <= 8; ++rows) {
-            PassRequest req;
-            req.layer_end = hp.n_layer;
-            req.pos0 = pos;
-            req.n_rows = rows;
-            req.tokens = prompt.data() + pos;
-            req.logits = PassRequest::Logits::all;
-            with_logits.push_back(time_pass(fw, cache, req, reps));
-            req.logits = PassRequest::Logits::none;
-            without_logits.push_back(time_pass(fw, cache, req, reps));
+        // Repetition by repetition, every row count and setup takes its turn, so that a burst of load hits them alike.
+        std::vector<std::vector<std::vector<double>>> with(8, std::vector<std::vector<double>>(setups.size()));
+        std::vector<std::vector<std::vector<double>>> without = with;
+        for (int r = 0; r < reps; ++r) {
+            for (int rows = 1; rows <= 8; ++rows) {
+                for (size_t i = 0; i < setups.size(); ++i) {
+                    PassRequest req;
+                    req.layer_end = hp.n_layer;
+                    req.pos0 = pos;
+                    req.n_rows = rows;
+                    req.tokens = prompt.data() + pos;
+                    req.logits = PassRequest::Logits::all;
+                    with[rows - 1][i].push_back(time_once(*setups[i].fw, *setups[i].cache, req));
+                    req.logits = PassRequest::Logits::none;
+                    without[rows - 1][i].push_back(time_once(*setups[i].fw, *setups[i].cache, req));
+                }
+            }
         }
-        const double base = with_logits[0];
-        std::printf(" \"full_pass_seconds\": {");
-        for (int rows = 1; rows <= 8; ++rows) std::printf("%s\"%d\": %.6f", rows > 1 ? ", " : "", rows, with_logits[rows - 1]);
-        std::printf("},\n \"relative_cost\": {");
         for (int rows = 1; rows <= 8; ++rows) {
-            std::printf("%s\"%d\": %.3f", rows > 1 ? ", " : "", rows, without_logits[rows - 1] / base);
+            for (size_t i = 0; i < setups.size(); ++i) {
+                setups[i].with_logits.push_back(median(with[rows - 1][i]));
+                setups[i].without_logits.push_back(median(without[rows - 1][i]));
+                setups[i].with_logits_min.push_back(minimum(with[rows - 1][i]));
+                setups[i].without_logits_min.push_back(minimum(without[rows - 1][i]));
+            }
         }
-        // The exit check: identity transform over the full output matrix on one row.
-        ggml_init_params params{};
-        params.mem_size = ggml_tensor_overhead() * 2;
-        params.no_alloc = true;
-        ggml_context *ctx = ggml_init(params);
-        ggml_tensor *transform = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, hp.n_embd, hp.n_embd);
-        ggml_backend_buffer_t buf = ggml_backend_alloc_ctx_tensors_from_buft(ctx, model.buffer_type());
-        std::vector<float> eye(static_cast<size_t>(hp.n_embd) * hp.n_embd, 0.0f);
-        for (int i = 0; i < hp.n_embd; ++i) eye[static_cast<size_t>(i) * hp.n_embd + i] = 1.0f;
-        ggml_backend_tensor_set(transform, eye.data(), 0, eye.size() * sizeof(float));
-        HeadWeights head{transform, model.output};
-        const int mid = hp.n_layer / 2;
-        PassRequest first;
-        first.layer_end = mid;
-        first.pos0 = pos;
-        first.n_rows = 1;
-        first.tokens = prompt.data() + pos;
-        const double no_head = time_pass(fw, cache, first, reps);
-        first.head = &head;
-        const double with_head = time_pass(fw, cache, first, reps);
-        std::printf("},\n \"half_model_pass_seconds\": %.6f, \"exit_check_seconds\": %.6f, "
-                    "\"exit_check_relative_to_token\": %.3f}\n",
-                    no_head, with_head - no_head, (with_head - no_head) / base);
-        ggml_backend_buffer_free(buf);
-        ggml_free(ctx);
+        std::printf("{\"model\": \"%s\", \"n_layer\": %d, \"n_embd\": %d, \"threads\": %d, \"position\": %d",
+                    argv[1], hp.n_layer, hp.n_embd, n_threads, pos);
+        for (Setup &s : setups) {
+            Model &model = *s.model;
+            // The exit check: identity transform over the full output matrix on one row.
+            ggml_init_params params{};
+            params.mem_size = ggml_tensor_overhead() * 2;
+            params.no_alloc = true;
+            ggml_context *ctx = ggml_init(params);
+            ggml_tensor *transform = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, hp.n_embd, hp.n_embd);
+            ggml_backend_buffer_t buf = ggml_backend_alloc_ctx_tensors_from_buft(ctx, model.buffer_type());
+            std::vector<float> eye(static_cast<size_t>(hp.n_embd) * hp.n_embd, 0.0f);
+            for (int i = 0; i < hp.n_embd; ++i) eye[static_cast<size_t>(i) * hp.n_embd + i] = 1.0f;
+            ggml_backend_tensor_set(transform, eye.data(), 0, eye.size() * sizeof(float));
+            HeadWeights head{transform, model.output};
+            PassRequest first;
+            first.layer_end = hp.n_layer / 2;
+            first.pos0 = pos;
+            first.n_rows = 1;
+            first.tokens = prompt.data() + pos;
+            const double no_head = time_pass(*s.fw, *s.cache, first, reps);
+            first.head = &head;
+            const double with_head = time_pass(*s.fw, *s.cache, first, reps);
+            ggml_backend_buffer_free(buf);
+            ggml_free(ctx);
+
+            const double base = s.with_logits[0];
+            std::printf(",\n \"%s\": {\"repacked_tensors\": %d, \"repacked_mib\": %.1f, \"rss_growth_mib\": %.1f,\n",
+                        s.repack ? "repack" : "mmap", model.n_repacked(), model.repacked_bytes() / 1048576.0,
+                        s.rss_growth_kib / 1024.0);
+            print_seconds("full_pass_seconds", s.with_logits, 1.0, "%.6f");
+            std::printf(",\n");
+            print_seconds("relative_cost", s.without_logits, base, "%.3f");
+            std::printf(",\n");
+            print_seconds("full_pass_seconds_min", s.with_logits_min, 1.0, "%.6f");
+            std::printf(",\n");
+            print_seconds("relative_cost_min", s.without_logits_min, s.with_logits_min[0], "%.3f");
+            std::printf(",\n  \"half_model_pass_seconds\": %.6f, \"exit_check_seconds\": %.6f, "
+                        "\"exit_check_relative_to_token\": %.3f}",
+                        no_head, with_head - no_head, (with_head - no_head) / base);
+        }
+        std::printf("}\n");
     } catch (const std::exception &e) {
         std::fprintf(stderr, "adadecode-microbench: error: %s\n", e.what());
         return 1;

@@ -46,6 +46,7 @@ class Model:
         n_ctx: int = 4096,
         n_threads: int | None = None,
         heads: str | os.PathLike[str] | None = None,
+        repack: bool = False,
     ) -> None:
         from .fetch import resolve_model
 
@@ -59,7 +60,7 @@ class Model:
             from .heads import resolve_heads
 
             heads_path = str(resolve_heads(str(heads), self.path))
-        self._engine = _core.Engine(self.path, n_ctx=n_ctx, n_threads=n_threads or 0, heads=heads_path)
+        self._engine = _core.Engine(self.path, n_ctx=n_ctx, n_threads=n_threads or 0, heads=heads_path, repack=repack)
         # The engine is not reentrant: a second generation while one runs (another thread, or the worker thread of
         # a stream nobody closed) is refused with a clear error instead of corrupting the KV cache.
         self._generating = threading.Lock()
@@ -82,6 +83,11 @@ class Model:
     @property
     def n_ctx(self) -> int:
         return self._engine.n_ctx
+
+    @property
+    def n_repacked(self) -> int:
+        """How many weights live in ggml's repacked layout (0 with ``repack=False`` or when none fits)."""
+        return int(self._engine.n_repacked)
 
     @property
     def arch(self) -> str:
