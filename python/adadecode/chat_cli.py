@@ -14,7 +14,7 @@ HELP_LINE = "Ctrl-D or /exit quits, Ctrl-C stops a reply, /reset forgets the con
 
 
 def add_chat_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
-    from .cli import _Formatter
+    from .cli import _Formatter, add_decoding_options
 
     p = sub.add_parser(
         "chat",
@@ -51,34 +51,7 @@ def add_chat_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         "--min-p", type=float, default=0.05, metavar="P", help="drop tokens below P times the top probability; 0 = off"
     )
     p.add_argument("-s", "--seed", type=int, default=None, metavar="S", help="random seed (default: random)")
-    p.add_argument(
-        "--mode",
-        choices=("standard", "adadecode", "ngram", "adadecode+ngram"),
-        default=None,
-        help="decoding method: standard, adadecode (exit heads), ngram (prompt-lookup drafts) or both "
-        "(default: adadecode when exit heads are loaded, else standard); all give the same output",
-    )
-    p.add_argument(
-        "--gamma",
-        type=float,
-        default=None,
-        metavar="G",
-        help="adadecode: confidence in [0, 1] an exit head needs to emit a token early (default: engine's, 0.75)",
-    )
-    p.add_argument(
-        "--max-pending",
-        type=int,
-        default=None,
-        metavar="K",
-        help="adadecode: at most K tokens with deferred upper layers at once (default: engine's, 5)",
-    )
-    p.add_argument(
-        "--max-draft",
-        type=int,
-        default=None,
-        metavar="D",
-        help="ngram: at most D tokens per prompt-lookup draft (default: engine's, 8)",
-    )
+    add_decoding_options(p)
     p.set_defaults(func=cmd_chat, stop=None)
 
 

@@ -192,6 +192,12 @@ def _add_run(sub: Any, common: argparse.ArgumentParser) -> None:
         help="exit heads that enable adaptive layer-parallel decoding: a sidecar GGUF path, the name of shipped "
         "heads, or 'auto' for the heads shipped for this model",
     )
+    add_decoding_options(p)
+    p.set_defaults(func=cmd_run)
+
+
+def add_decoding_options(p: argparse.ArgumentParser) -> None:
+    """The flags that choose the decoding method and tune it (shared by run and chat)."""
     p.add_argument(
         "--mode",
         choices=("standard", "adadecode", "ngram", "adadecode+ngram"),
@@ -221,7 +227,6 @@ def _add_run(sub: Any, common: argparse.ArgumentParser) -> None:
         help="ngram: at most D tokens per prompt-lookup draft; fewer are proposed when measured acceptance "
         "does not pay for them (default: engine's, 8)",
     )
-    p.set_defaults(func=cmd_run)
 
 
 # --------------------------------------------------------------------------------------------------------------------
