@@ -14,7 +14,7 @@ HELP_LINE = "Ctrl-D or /exit quits, Ctrl-C stops a reply, /reset forgets the con
 
 
 def add_chat_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
-    from .cli import _Formatter, add_decoding_options
+    from .cli import _Formatter, add_decoding_options, add_sampling_options
 
     p = sub.add_parser(
         "chat",
@@ -42,15 +42,7 @@ def add_chat_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--system", metavar="TEXT", default=None, help="system message that starts the conversation")
     p.add_argument("-n", "--n-predict", type=int, default=512, metavar="N", help="longest reply in tokens")
-    p.add_argument("-t", "--threads", type=int, default=None, metavar="N", help="CPU threads (default: all cores)")
-    p.add_argument("-c", "--ctx-size", type=int, default=4096, metavar="N", help="context size in tokens")
-    p.add_argument("--temp", type=float, default=0.8, metavar="T", help="sampling temperature; 0 = greedy")
-    p.add_argument("--top-k", type=int, default=40, metavar="K", help="sample from the K most likely tokens; 0 = off")
-    p.add_argument("--top-p", type=float, default=0.95, metavar="P", help="nucleus sampling threshold; 1 = off")
-    p.add_argument(
-        "--min-p", type=float, default=0.05, metavar="P", help="drop tokens below P times the top probability; 0 = off"
-    )
-    p.add_argument("-s", "--seed", type=int, default=None, metavar="S", help="random seed (default: random)")
+    add_sampling_options(p, temp=0.8)
     add_decoding_options(p)
     p.set_defaults(func=cmd_chat, stop=None)
 

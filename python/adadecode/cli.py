@@ -158,17 +158,7 @@ def _add_run(sub: Any, common: argparse.ArgumentParser) -> None:
     src.add_argument("-p", "--prompt", metavar="PROMPT", help="prompt text")
     src.add_argument("-f", "--file", metavar="FILE", help="read the prompt from FILE ('-' for stdin)")
     p.add_argument("-n", "--n-predict", type=int, default=128, metavar="N", help="maximum number of tokens to generate")
-    p.add_argument("-t", "--threads", type=int, default=None, metavar="N", help="CPU threads (default: all cores)")
-    p.add_argument("-c", "--ctx-size", type=int, default=4096, metavar="N", help="context size in tokens")
-    p.add_argument("--temp", type=float, default=0.0, metavar="T", help="sampling temperature (default: 0 = greedy)")
-    p.add_argument("--top-k", type=int, default=40, metavar="K", help="sample from the K most likely tokens; 0 = off")
-    p.add_argument("--top-p", type=float, default=0.95, metavar="P", help="nucleus sampling threshold; 1 = off")
-    p.add_argument(
-        "--min-p", type=float, default=0.05, metavar="P", help="drop tokens below P times the top probability; 0 = off"
-    )
-    p.add_argument(
-        "-s", "--seed", type=int, default=None, metavar="S", help="random seed for sampling (default: random)"
-    )
+    add_sampling_options(p, temp=0.0)
     p.add_argument(
         "--stop",
         action="extend",
@@ -194,6 +184,21 @@ def _add_run(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     add_decoding_options(p)
     p.set_defaults(func=cmd_run)
+
+
+def add_sampling_options(p: argparse.ArgumentParser, *, temp: float) -> None:
+    """Threads, context and the sampling flags (shared by run and chat, which differ in the default temperature)."""
+    p.add_argument("-t", "--threads", type=int, default=None, metavar="N", help="CPU threads (default: all cores)")
+    p.add_argument("-c", "--ctx-size", type=int, default=4096, metavar="N", help="context size in tokens")
+    p.add_argument("--temp", type=float, default=temp, metavar="T", help="sampling temperature; 0 = greedy")
+    p.add_argument("--top-k", type=int, default=40, metavar="K", help="sample from the K most likely tokens; 0 = off")
+    p.add_argument("--top-p", type=float, default=0.95, metavar="P", help="nucleus sampling threshold; 1 = off")
+    p.add_argument(
+        "--min-p", type=float, default=0.05, metavar="P", help="drop tokens below P times the top probability; 0 = off"
+    )
+    p.add_argument(
+        "-s", "--seed", type=int, default=None, metavar="S", help="random seed for sampling (default: random)"
+    )
 
 
 def add_decoding_options(p: argparse.ArgumentParser) -> None:
