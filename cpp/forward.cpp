@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "error.h"
+#include "ops/qmatmul.h"
 #include "repack.h"
 
 namespace adadecode {
@@ -15,8 +16,8 @@ namespace {
 size_t graph_size_for(int n_layer) { return std::max<size_t>(8192, 64 * static_cast<size_t>(n_layer) + 1024); }
 }  // namespace
 
-Forward::Forward(const Model &model, KvCache &cache, int n_threads)
-    : model_(model), cache_(cache), n_threads_(n_threads) {
+Forward::Forward(const Model &model, KvCache &cache, int n_threads, bool own_matmul)
+    : model_(model), cache_(cache), n_threads_(n_threads), own_matmul_(own_matmul) {
     if (n_threads <= 0 || n_threads > GGML_MAX_N_THREADS) {
         throw Error("n_threads must be between 1 and " + std::to_string(GGML_MAX_N_THREADS) + ", got " +
                     std::to_string(n_threads));
@@ -42,6 +43,11 @@ Forward::~Forward() {
     ggml_threadpool_free(threadpool_);
 }
 
+ggml_tensor *Forward::matmul(ggml_context *ctx, ggml_tensor *w, ggml_tensor *x) const {
+    if (own_matmul_ && !in_extra_buffer(w) && qmatmul_supports(w)) return qmatmul(ctx, w, x);
+    return mul_mat_batch_invariant(ctx, w, x);
+}
+
 ggml_tensor *Forward::build_layer(ggml_context *ctx, ggml_cgraph *gf, int il, ggml_tensor *x, ggml_tensor *positions,
                                   ggml_tensor *mask, int pos0, int n_rows, int n_kv) {
     const HParams &hp = model_.hparams();
@@ -49,9 +55,9 @@ ggml_tensor *Forward::build_layer(ggml_context *ctx, ggml_cgraph *gf, int il, gg
     const int hd = hp.head_dim;
 
     ggml_tensor *cur = ggml_mul(ctx, ggml_rms_norm(ctx, x, hp.rms_eps), w.attn_norm);
-    ggml_tensor *q = mul_mat_batch_invariant(ctx, w.wq, cur);
-    ggml_tensor *k = mul_mat_batch_invariant(ctx, w.wk, cur);
-    ggml_tensor *v = mul_mat_batch_invariant(ctx, w.wv, cur);
+    ggml_tensor *q = matmul(ctx, w.wq, cur);
+    ggml_tensor *k = matmul(ctx, w.wk, cur);
+    ggml_tensor *v = matmul(ctx, w.wv, cur);
     if (w.bq) q = ggml_add(ctx, q, w.bq);
     if (w.bk) k = ggml_add(ctx, k, w.bk);
     if (w.bv) v = ggml_add(ctx, v, w.bv);
@@ -83,19 +89,19 @@ ggml_tensor *Forward::build_layer(ggml_context *ctx, ggml_cgraph *gf, int il, gg
     kq = ggml_soft_max_ext(ctx, kq, mask, 1.0f / std::sqrt(static_cast<float>(hd)), 0.0f);
     ggml_tensor *kqv = ggml_mul_mat(ctx, values, kq);           // [hd, n_rows, n_head]
     ggml_tensor *attn = ggml_cont_2d(ctx, ggml_permute(ctx, kqv, 0, 2, 1, 3), hp.n_embd_q(), n_rows);
-    attn = mul_mat_batch_invariant(ctx, w.wo, attn);
+    attn = matmul(ctx, w.wo, attn);
     if (w.bo) attn = ggml_add(ctx, attn, w.bo);
     x = ggml_add(ctx, x, attn);
 
     cur = ggml_mul(ctx, ggml_rms_norm(ctx, x, hp.rms_eps), w.ffn_norm);
-    ggml_tensor *gate = ggml_silu(ctx, mul_mat_batch_invariant(ctx, w.ffn_gate, cur));
-    ggml_tensor *up = mul_mat_batch_invariant(ctx, w.ffn_up, cur);
-    return ggml_add(ctx, x, mul_mat_batch_invariant(ctx, w.ffn_down, ggml_mul(ctx, gate, up)));
+    ggml_tensor *gate = ggml_silu(ctx, matmul(ctx, w.ffn_gate, cur));
+    ggml_tensor *up = matmul(ctx, w.ffn_up, cur);
+    return ggml_add(ctx, x, matmul(ctx, w.ffn_down, ggml_mul(ctx, gate, up)));
 }
 
 ggml_tensor *Forward::build_norm_output(ggml_context *ctx, ggml_tensor *x, ggml_tensor *out_matrix) {
     ggml_tensor *cur = ggml_mul(ctx, ggml_rms_norm(ctx, x, model_.hparams().rms_eps), model_.output_norm);
-    return mul_mat_batch_invariant(ctx, out_matrix, cur);
+    return matmul(ctx, out_matrix, cur);
 }
 
 void Forward::run(const PassRequest &req, PassResult *out) {

@@ -42,7 +42,9 @@ struct PassResult {
 
 class Forward {
 public:
-    Forward(const Model &model, KvCache &cache, int n_threads);
+    // own_matmul: multiply quantized weights with our batch-invariant small-batch kernel (ggml/ops/qmatmul.h) where
+    // it supports the type, instead of ggml's mul_mat. Off only to measure ggml's kernels side by side.
+    Forward(const Model &model, KvCache &cache, int n_threads, bool own_matmul = true);
     ~Forward();
     Forward(const Forward &) = delete;
     Forward &operator=(const Forward &) = delete;
@@ -55,10 +57,12 @@ private:
     ggml_tensor *build_layer(ggml_context *ctx, ggml_cgraph *gf, int il, ggml_tensor *x, ggml_tensor *positions,
                              ggml_tensor *mask, int pos0, int n_rows, int n_kv);
     ggml_tensor *build_norm_output(ggml_context *ctx, ggml_tensor *x, ggml_tensor *out_matrix);
+    ggml_tensor *matmul(ggml_context *ctx, ggml_tensor *w, ggml_tensor *x) const;
 
     const Model &model_;
     KvCache &cache_;
     int n_threads_;
+    bool own_matmul_;
     ggml_backend_t backend_ = nullptr;
     ggml_threadpool_t threadpool_ = nullptr;
     ggml_gallocr_t allocator_ = nullptr;

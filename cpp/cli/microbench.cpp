@@ -51,7 +51,9 @@ long rss_kib() {
 }
 
 struct Setup {
+    std::string name;  // mmap: our kernels, ggml: ggml's mul_mat on mmapped weights, repack: ggml's extra buffers
     bool repack;
+    bool own_matmul;
     std::unique_ptr<Model> model;
     std::unique_ptr<KvCache> cache;
     std::unique_ptr<Forward> fw;
@@ -83,23 +85,35 @@ void print_seconds(const char *key, const std::vector<double> &v, double scale, 
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        std::fprintf(stderr, "usage: adadecode-microbench MODEL.gguf [threads=2] [reps=30] [pos=200] [repack=0|1|both]\n");
+        std::fprintf(stderr,
+                     "usage: adadecode-microbench MODEL.gguf [threads=2] [reps=30] [pos=200] [setups=mmap]\n"
+                     "  setups: comma-separated mmap (our matmul kernel), ggml (ggml's mul_mat), repack (ggml's\n"
+                     "  repacked weights); 0, 1 and both are the old spellings of mmap, repack and mmap,repack\n");
         return 1;
     }
     const int n_threads = argc > 2 ? std::atoi(argv[2]) : 2;
     const int reps = argc > 3 ? std::atoi(argv[3]) : 30;
     const int pos = argc > 4 ? std::atoi(argv[4]) : 200;
-    const std::string repack = argc > 5 ? argv[5] : "0";
+    std::string setup_list = argc > 5 ? argv[5] : "mmap";
+    if (setup_list == "0") setup_list = "mmap";
+    if (setup_list == "1") setup_list = "repack";
+    if (setup_list == "both") setup_list = "mmap,repack";
     try {
         std::vector<Setup> setups;
-        for (bool r : {false, true}) {
-            if ((repack == "0" && r) || (repack == "1" && !r)) continue;
-            Setup s{r, nullptr, nullptr, nullptr};
+        for (size_t start = 0; start <= setup_list.size();) {
+            size_t end = setup_list.find(',', start);
+            if (end == std::string::npos) end = setup_list.size();
+            const std::string name = setup_list.substr(start, end - start);
+            start = end + 1;
+            if (name != "mmap" && name != "ggml" && name != "repack") {
+                throw Error("unknown setup '" + name + "' (expected mmap, ggml or repack)");
+            }
+            Setup s{name, name == "repack", name == "mmap", nullptr, nullptr, nullptr};
             const long before = rss_kib();
-            s.model = std::make_unique<Model>(argv[1], r);
+            s.model = std::make_unique<Model>(argv[1], s.repack);
             const HParams &hp = s.model->hparams();
             s.cache = std::make_unique<KvCache>(hp, pos + 64, s.model->buffer_type());
-            s.fw = std::make_unique<Forward>(*s.model, *s.cache, n_threads);
+            s.fw = std::make_unique<Forward>(*s.model, *s.cache, n_threads, s.own_matmul);
             setups.push_back(std::move(s));
             Setup &b = setups.back();
             std::vector<int32_t> fill_tokens(pos);
@@ -112,7 +126,6 @@ int main(int argc, char **argv) {
             b.fw->run(fill, &out);
             b.rss_growth_kib = rss_kib() - before;  // after one pass: the mapped pages have been touched
         }
-        if (setups.empty()) throw Error("repack must be 0, 1 or both, got '" + repack + "'");
         const HParams &hp = setups[0].model->hparams();
         std::vector<int32_t> prompt(pos + 16);
         for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = static_cast<int32_t>((i * 7919) % hp.n_vocab);
@@ -172,7 +185,7 @@ int main(int argc, char **argv) {
 
             const double base = s.with_logits[0];
             std::printf(",\n \"%s\": {\"repacked_tensors\": %d, \"repacked_mib\": %.1f, \"rss_growth_mib\": %.1f,\n",
-                        s.repack ? "repack" : "mmap", model.n_repacked(), model.repacked_bytes() / 1048576.0,
+                        s.name.c_str(), model.n_repacked(), model.repacked_bytes() / 1048576.0,
                         s.rss_growth_kib / 1024.0);
             print_seconds("full_pass_seconds", s.with_logits, 1.0, "%.6f");
             std::printf(",\n");

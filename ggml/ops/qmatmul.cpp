@@ -1,0 +1,714 @@
+#include "qmatmul.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <iterator>
+#include <string>
+#include <vector>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define ADADECODE_QMATMUL_X86 1
+#include <immintrin.h>
+// GCC 12's AVX-512 intrinsics build their results from a deliberately undefined register and warn about it.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+namespace adadecode {
+
+#ifdef ADADECODE_QMATMUL_X86
+
+namespace {
+
+// Activations quantized per row. Blocks of 32 serve the 32-weight block types; blocks of 256 with sums of every 16
+// values serve the K-quants (their sub-block minimums / offsets multiply those sums).
+// A row for the 32-value blocks is laid out as arrays: all values, then the block scales, then the block sums, so
+// that the AVX-512 kernels load two blocks' values at once.
+constexpr size_t act32_bytes_per_block = 32 + sizeof(float) + sizeof(int32_t);
+
+struct Act32 {
+    const int8_t *q;
+    const float *d;
+    const int32_t *sum;
+    Act32() = default;
+    Act32(const uint8_t *row, int64_t n_blocks)
+        : q(reinterpret_cast<const int8_t *>(row)),
+          d(reinterpret_cast<const float *>(row + 32 * n_blocks)),
+          sum(reinterpret_cast<const int32_t *>(row + 36 * n_blocks)) {}
+};
+
+struct ActBlock256 {
+    float d;
+    int16_t sums16[16];
+    int8_t q[256];
+};
+
+// Byte layouts of ggml's quantized blocks (the GGUF format): sizes checked against ggml at start-up.
+constexpr size_t q4_1_bytes = 20;   // f16 d, f16 m, 16 bytes of nibbles
+constexpr size_t q5_0_bytes = 22;   // f16 d, 32 high bits, 16 bytes of nibbles
+constexpr size_t q8_0_bytes = 34;   // f16 d, 32 int8
+constexpr size_t q4_k_bytes = 144;  // f16 d, f16 dmin, 12 bytes of 6-bit scales and mins, 128 bytes of nibbles
+constexpr size_t q6_k_bytes = 210;  // 128 bytes low nibbles, 64 bytes high 2 bits, 16 int8 scales, f16 d
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+
+inline float f16_at(const uint8_t *p) {
+    uint16_t h;
+    std::memcpy(&h, p, sizeof(h));
+    return _cvtsh_ss(h);
+}
+
+inline float horizontal_sum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+// Activation quantization: scale amax/127 per block, round to nearest (ties to even). Vectorised because for the
+// wide ffn_down input it is not negligible next to a one-row product.
+inline __m256 abs_ps(__m256 v) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v); }
+
+inline float block_amax(const float *v, int n) {
+    __m256 m = _mm256_setzero_ps();
+    for (int i = 0; i < n; i += 8) m = _mm256_max_ps(m, abs_ps(_mm256_loadu_ps(v + i)));
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_movehdup_ps(h));
+    return _mm_cvtss_f32(h);
+}
+
+inline __m256i round_scaled(const float *v, __m256 inverse_scale) {
+    return _mm256_cvtps_epi32(
+        _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(v), inverse_scale), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+
+inline int horizontal_sum_i32(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+    return _mm_cvtsi128_si32(s);
+}
+
+// 32 floats -> 32 int8 in order; sums of the two 16-value halves.
+inline void quantize_32(const float *v, __m256 inverse_scale, int8_t *out, int *sum_low, int *sum_high) {
+    const __m256i a = round_scaled(v, inverse_scale), b = round_scaled(v + 8, inverse_scale);
+    const __m256i c = round_scaled(v + 16, inverse_scale), d = round_scaled(v + 24, inverse_scale);
+    *sum_low = horizontal_sum_i32(_mm256_add_epi32(a, b));
+    *sum_high = horizontal_sum_i32(_mm256_add_epi32(c, d));
+    // The packs work per 128-bit lane; the permutation puts the 4-byte groups back in order.
+    const __m256i packed = _mm256_packs_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, d));
+    _mm256_storeu_si256(reinterpret_cast<__m256i *>(out),
+                        _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+}
+
+void quantize_row_32(const float *x, int64_t n_blocks, uint8_t *out) {
+    int8_t *q = reinterpret_cast<int8_t *>(out);
+    float *scales = reinterpret_cast<float *>(out + 32 * n_blocks);
+    int32_t *sums = reinterpret_cast<int32_t *>(out + 36 * n_blocks);
+    for (int64_t b = 0; b < n_blocks; ++b) {
+        const float *v = x + 32 * b;
+        const float d = block_amax(v, 32) / 127.0f;
+        const __m256 id = _mm256_set1_ps(d > 0.0f ? 1.0f / d : 0.0f);
+        int low, high;
+        quantize_32(v, id, q + 32 * b, &low, &high);
+        scales[b] = d;
+        sums[b] = low + high;
+    }
+}
+
+void quantize_row_256(const float *x, int64_t n_blocks, ActBlock256 *out) {
+    for (int64_t b = 0; b < n_blocks; ++b) {
+        const float *v = x + 256 * b;
+        const float d = block_amax(v, 256) / 127.0f;
+        const __m256 id = _mm256_set1_ps(d > 0.0f ? 1.0f / d : 0.0f);
+        for (int i = 0; i < 8; ++i) {
+            int low, high;
+            quantize_32(v + 32 * i, id, out[b].q + 32 * i, &low, &high);
+            out[b].sums16[2 * i] = static_cast<int16_t>(low);
+            out[b].sums16[2 * i + 1] = static_cast<int16_t>(high);
+        }
+        out[b].d = d;
+    }
+}
+
+// 16 packed bytes of nibbles -> 32 bytes: low nibbles (values 0..15) then high nibbles (16..31).
+inline __m256i unpack_nibbles_32(const uint8_t *p) {
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i *>(p));
+    const __m128i m4 = _mm_set1_epi8(0x0F);
+    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m4), _mm_and_si128(v, m4));
+}
+
+// Signed weights times signed activations: maddubs needs an unsigned operand, so |w| times a with w's sign.
+inline __m256i dot_signed_32(__m256i abs_w, __m256i w, __m256i a) {
+    const __m256i products = _mm256_maddubs_epi16(abs_w, _mm256_sign_epi8(a, w));
+    return _mm256_madd_epi16(products, _mm256_set1_epi16(1));
+}
+
+// Each kernel computes the dot products of one weight row with NR activation rows. Per activation row the
+// operations and their order do not depend on NR: this is what makes the result batch-invariant.
+
+template <int NR>
+void dot_q4_1(const uint8_t *w, const uint8_t *const *act, int64_t n_blocks, float *out) {
+    Act32 a[NR];
+    __m256 acc[NR];
+    float offsets[NR];
+    for (int r = 0; r < NR; ++r) {
+        a[r] = Act32(act[r], n_blocks);
+        acc[r] = _mm256_setzero_ps();
+        offsets[r] = 0.0f;
+    }
+    for (int64_t b = 0; b < n_blocks; ++b, w += q4_1_bytes) {
+        const float d = f16_at(w), m = f16_at(w + 2);
+        const __m256i u = unpack_nibbles_32(w + 4);
+        for (int r = 0; r < NR; ++r) {
+            const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(a[r].q + 32 * b));
+            const __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(u, q), _mm256_set1_epi16(1));
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * a[r].d[b]), _mm256_cvtepi32_ps(s), acc[r]);
+            offsets[r] = std::fma(m * a[r].d[b], static_cast<float>(a[r].sum[b]), offsets[r]);
+        }
+    }
+    for (int r = 0; r < NR; ++r) out[r] = horizontal_sum(acc[r]) + offsets[r];
+}
+
+// A Q5_0 block's 32 weights as signed bytes (-16..15): nibbles plus a fifth bit from a 32-bit mask, where byte i
+// of the expanded mask takes bit i: byte i/8 of the mask, bit i%8.
+inline __m256i unpack_q5_0(const uint8_t *block) {
+    const __m256i byte_of_bit = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);
+    const __m256i bit_in_byte = _mm256_set1_epi64x(static_cast<int64_t>(0x8040201008040201ULL));
+    uint32_t high_bits;
+    std::memcpy(&high_bits, block + 2, sizeof(high_bits));
+    const __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(high_bits)), byte_of_bit);
+    const __m256i is_set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit_in_byte), bit_in_byte);
+    const __m256i u = _mm256_or_si256(unpack_nibbles_32(block + 6), _mm256_and_si256(is_set, _mm256_set1_epi8(16)));
+    return _mm256_sub_epi8(u, _mm256_set1_epi8(16));
+}
+
+template <int NR>
+void dot_q5_0(const uint8_t *w, const uint8_t *const *act, int64_t n_blocks, float *out) {
+    Act32 a[NR];
+    __m256 acc[NR];
+    for (int r = 0; r < NR; ++r) {
+        a[r] = Act32(act[r], n_blocks);
+        acc[r] = _mm256_setzero_ps();
+    }
+    for (int64_t b = 0; b < n_blocks; ++b, w += q5_0_bytes) {
+        const float d = f16_at(w);
+        const __m256i wq = unpack_q5_0(w);
+        const __m256i abs_w = _mm256_sign_epi8(wq, wq);
+        for (int r = 0; r < NR; ++r) {
+            const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(a[r].q + 32 * b));
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * a[r].d[b]), _mm256_cvtepi32_ps(dot_signed_32(abs_w, wq, q)),
+                                     acc[r]);
+        }
+    }
+    for (int r = 0; r < NR; ++r) out[r] = horizontal_sum(acc[r]);
+}
+
+template <int NR>
+void dot_q8_0(const uint8_t *w, const uint8_t *const *act, int64_t n_blocks, float *out) {
+    Act32 a[NR];
+    __m256 acc[NR];
+    for (int r = 0; r < NR; ++r) {
+        a[r] = Act32(act[r], n_blocks);
+        acc[r] = _mm256_setzero_ps();
+    }
+    for (int64_t b = 0; b < n_blocks; ++b, w += q8_0_bytes) {
+        const float d = f16_at(w);
+        const __m256i wq = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(w + 2));
+        const __m256i abs_w = _mm256_sign_epi8(wq, wq);
+        for (int r = 0; r < NR; ++r) {
+            const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(a[r].q + 32 * b));
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * a[r].d[b]), _mm256_cvtepi32_ps(dot_signed_32(abs_w, wq, q)),
+                                     acc[r]);
+        }
+    }
+    for (int r = 0; r < NR; ++r) out[r] = horizontal_sum(acc[r]);
+}
+
+// The 8 six-bit scales and 8 six-bit minimums of a Q4_K block, packed in 12 bytes as words a, b, c: scale j < 4
+// is the low 6 bits of byte j of a, minimum j < 4 those of b; scale j >= 4 takes its low 4 bits from byte j-4 of c
+// and its top 2 bits from the top of byte j-4 of a, minimum j >= 4 the high nibble of c's byte and b's top bits.
+inline void q4_k_scales(const uint8_t *packed, uint8_t scales[8], uint8_t mins[8]) {
+    uint32_t a, b, c;
+    std::memcpy(&a, packed, 4);
+    std::memcpy(&b, packed + 4, 4);
+    std::memcpy(&c, packed + 8, 4);
+    const uint32_t scales_low = a & 0x3F3F3F3F, mins_low = b & 0x3F3F3F3F;
+    const uint32_t scales_high = (c & 0x0F0F0F0F) | ((a >> 2) & 0x30303030);
+    const uint32_t mins_high = ((c >> 4) & 0x0F0F0F0F) | ((b >> 2) & 0x30303030);
+    std::memcpy(scales, &scales_low, 4);
+    std::memcpy(scales + 4, &scales_high, 4);
+    std::memcpy(mins, &mins_low, 4);
+    std::memcpy(mins + 4, &mins_high, 4);
+}
+
+template <int NR>
+void dot_q4_k(const uint8_t *w, const uint8_t *const *act, int64_t n_blocks, float *out) {
+    const ActBlock256 *a[NR];
+    __m256 acc[NR];
+    for (int r = 0; r < NR; ++r) {
+        a[r] = reinterpret_cast<const ActBlock256 *>(act[r]);
+        acc[r] = _mm256_setzero_ps();
+    }
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    for (int64_t b = 0; b < n_blocks; ++b, w += q4_k_bytes) {
+        const float d = f16_at(w), dmin = f16_at(w + 2);
+        alignas(16) uint8_t scales_mins[16];
+        q4_k_scales(w + 4, scales_mins, scales_mins + 8);
+        const __m128i both = _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(scales_mins + 8)));
+        // Each minimum multiplies the sums of its sub-block's two 16-value halves: m0 m0 m1 m1 ... m7 m7.
+        const __m256i mins16 = _mm256_set_m128i(_mm_unpackhi_epi16(both, both), _mm_unpacklo_epi16(both, both));
+        // Sub-block scales as int16, each broadcast when its 32 weights come.
+        alignas(16) int16_t scales16[8];
+        _mm_store_si128(reinterpret_cast<__m128i *>(scales16),
+                        _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(scales_mins))));
+        __m256i sums[NR];
+        for (int r = 0; r < NR; ++r) sums[r] = _mm256_setzero_si256();
+        const uint8_t *qs = w + 16;
+        for (int j = 0; j < 4; ++j) {
+            const __m256i packed = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(qs + 32 * j));
+            const __m256i low = _mm256_and_si256(packed, m4);
+            const __m256i high = _mm256_and_si256(_mm256_srli_epi16(packed, 4), m4);
+            const __m256i scale_low = _mm256_set1_epi16(scales16[2 * j]);
+            const __m256i scale_high = _mm256_set1_epi16(scales16[2 * j + 1]);
+            for (int r = 0; r < NR; ++r) {
+                const int8_t *q = a[r][b].q + 64 * j;
+                const __m256i q0 = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(q));
+                const __m256i q1 = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(q + 32));
+                const __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(low, q0), scale_low);
+                const __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(high, q1), scale_high);
+                sums[r] = _mm256_add_epi32(sums[r], _mm256_add_epi32(p0, p1));
+            }
+        }
+        for (int r = 0; r < NR; ++r) {
+            const ActBlock256 &ab = a[r][b];
+            const __m256i halves = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(ab.sums16));
+            const __m256i offset = _mm256_madd_epi16(halves, mins16);
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * ab.d), _mm256_cvtepi32_ps(sums[r]), acc[r]);
+            acc[r] = _mm256_fnmadd_ps(_mm256_set1_ps(dmin * ab.d), _mm256_cvtepi32_ps(offset), acc[r]);
+        }
+    }
+    for (int r = 0; r < NR; ++r) out[r] = horizontal_sum(acc[r]);
+}
+
+template <int NR>
+void dot_q6_k(const uint8_t *w, const uint8_t *const *act, int64_t n_blocks, float *out) {
+    const ActBlock256 *a[NR];
+    __m256 acc[NR];
+    for (int r = 0; r < NR; ++r) {
+        a[r] = reinterpret_cast<const ActBlock256 *>(act[r]);
+        acc[r] = _mm256_setzero_ps();
+    }
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const __m256i m2 = _mm256_set1_epi8(0x03);
+    __m256i pick_scale[8];  // shuffle masks: byte 2i+1 of a lane <- scale s, byte 2i <- zero
+    for (int i = 0; i < 8; ++i) {
+        const uint16_t low_lane = static_cast<uint16_t>(0x80 | ((2 * i) << 8));
+        const uint16_t high_lane = static_cast<uint16_t>(0x80 | ((2 * i + 1) << 8));
+        pick_scale[i] = _mm256_set_m128i(_mm_set1_epi16(static_cast<int16_t>(high_lane)),
+                                         _mm_set1_epi16(static_cast<int16_t>(low_lane)));
+    }
+    for (int64_t b = 0; b < n_blocks; ++b, w += q6_k_bytes) {
+        const uint8_t *low_bits = w, *high_bits = w + 128;
+        const int8_t *scales = reinterpret_cast<const int8_t *>(w + 192);
+        const float d = f16_at(w + 208);
+        const __m256i all_scales = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i *>(scales)));
+        __m256i sums[NR];
+        for (int r = 0; r < NR; ++r) sums[r] = _mm256_setzero_si256();
+        for (int half = 0; half < 2; ++half) {
+            const __m256i lo_a = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(low_bits + 64 * half));
+            const __m256i lo_b = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(low_bits + 64 * half + 32));
+            const __m256i hi = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(high_bits + 32 * half));
+            // Four runs of 32 weights (values 0..63): low nibble of the first/second 32 bytes, then their high
+            // nibbles, each with two bits from `hi`.
+            __m256i u[4];
+            u[0] = _mm256_or_si256(_mm256_and_si256(lo_a, m4), _mm256_slli_epi16(_mm256_and_si256(hi, m2), 4));
+            u[1] = _mm256_or_si256(_mm256_and_si256(lo_b, m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hi, 2), m2), 4));
+            u[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(lo_a, 4), m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hi, 4), m2), 4));
+            u[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(lo_b, 4), m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hi, 6), m2), 4));
+            __m256i scale16[4];
+            for (int k = 0; k < 4; ++k) {
+                // Scale 2k of this half into the high byte of every int16 of the low lane, scale 2k+1 in the high
+                // lane, then an arithmetic shift extends the sign.
+                scale16[k] = _mm256_srai_epi16(_mm256_shuffle_epi8(all_scales, pick_scale[4 * half + k]), 8);
+            }
+            for (int r = 0; r < NR; ++r) {
+                const int8_t *q = a[r][b].q + 128 * half;
+                for (int k = 0; k < 4; ++k) {
+                    const __m256i qk = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(q + 32 * k));
+                    sums[r] = _mm256_add_epi32(sums[r],
+                                               _mm256_madd_epi16(_mm256_maddubs_epi16(u[k], qk), scale16[k]));
+                }
+            }
+        }
+        // Weights are stored as value + 32: take 32 times the scaled sums of every 16 activations back out.
+        const __m256i scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i *>(scales)));
+        for (int r = 0; r < NR; ++r) {
+            const ActBlock256 &ab = a[r][b];
+            const __m256i halves = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(ab.sums16));
+            const __m256i offset = _mm256_slli_epi32(_mm256_madd_epi16(halves, scales16), 5);
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * ab.d), _mm256_cvtepi32_ps(_mm256_sub_epi32(sums[r], offset)),
+                                     acc[r]);
+        }
+    }
+    for (int r = 0; r < NR; ++r) out[r] = horizontal_sum(acc[r]);
+}
+
+#pragma GCC pop_options
+
+// AVX-512 (BW): 64 weights per instruction halve the per-activation-row work, which is what a batched pass pays per
+// extra row. Same arithmetic as the AVX2 kernels in integers; the float accumulation differs, so a process uses one
+// family throughout (chosen once at start-up).
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")
+
+inline float horizontal_sum_512(__m512 v) {
+    return horizontal_sum(_mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
+}
+
+template <int NR>
+void dot_q4_k_512(const uint8_t *w, const uint8_t *const *act, int64_t n_blocks, float *out) {
+    const ActBlock256 *a[NR];
+    __m512 acc[NR];
+    __m256 acc_min[NR];
+    for (int r = 0; r < NR; ++r) {
+        a[r] = reinterpret_cast<const ActBlock256 *>(act[r]);
+        acc[r] = _mm512_setzero_ps();
+        acc_min[r] = _mm256_setzero_ps();
+    }
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    // Low half of a register: the low nibbles of 32 packed bytes; high half: their high nibbles.
+    const __m512i nibble_shift = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(4), 1);
+    __m512i pick_pair[4];  // int16 lanes 0..15 <- scale 2j, 16..31 <- scale 2j+1
+    for (int j = 0; j < 4; ++j) {
+        pick_pair[j] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi16(static_cast<int16_t>(2 * j))),
+                                          _mm256_set1_epi16(static_cast<int16_t>(2 * j + 1)), 1);
+    }
+    for (int64_t b = 0; b < n_blocks; ++b, w += q4_k_bytes) {
+        const float d = f16_at(w), dmin = f16_at(w + 2);
+        alignas(16) uint8_t scales_mins[16];
+        q4_k_scales(w + 4, scales_mins, scales_mins + 8);
+        const __m128i both = _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(scales_mins + 8)));
+        const __m256i mins16 = _mm256_set_m128i(_mm_unpackhi_epi16(both, both), _mm_unpacklo_epi16(both, both));
+        const __m512i scales16 = _mm512_castsi128_si512(
+            _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(scales_mins))));
+        __m512i sums[NR];
+        for (int r = 0; r < NR; ++r) sums[r] = _mm512_setzero_si512();
+        const uint8_t *qs = w + 16;
+        for (int j = 0; j < 4; ++j) {
+            const __m512i packed = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(qs + 32 * j)));
+            const __m512i u = _mm512_and_si512(_mm512_srlv_epi16(packed, nibble_shift), m4);
+            const __m512i scale = _mm512_permutexvar_epi16(pick_pair[j], scales16);
+            for (int r = 0; r < NR; ++r) {
+                const __m512i q = _mm512_loadu_si512(a[r][b].q + 64 * j);
+                sums[r] = _mm512_add_epi32(sums[r], _mm512_madd_epi16(_mm512_maddubs_epi16(u, q), scale));
+            }
+        }
+        for (int r = 0; r < NR; ++r) {
+            const ActBlock256 &ab = a[r][b];
+            const __m256i halves = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(ab.sums16));
+            acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(d * ab.d), _mm512_cvtepi32_ps(sums[r]), acc[r]);
+            acc_min[r] = _mm256_fmadd_ps(_mm256_set1_ps(dmin * ab.d),
+                                         _mm256_cvtepi32_ps(_mm256_madd_epi16(halves, mins16)), acc_min[r]);
+        }
+    }
+    for (int r = 0; r < NR; ++r) out[r] = horizontal_sum_512(acc[r]) - horizontal_sum(acc_min[r]);
+}
+
+template <int NR>
+void dot_q6_k_512(const uint8_t *w, const uint8_t *const *act, int64_t n_blocks, float *out) {
+    const ActBlock256 *a[NR];
+    __m512 acc[NR];
+    for (int r = 0; r < NR; ++r) {
+        a[r] = reinterpret_cast<const ActBlock256 *>(act[r]);
+        acc[r] = _mm512_setzero_ps();
+    }
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    const __m512i m2 = _mm512_set1_epi8(0x03);
+    // The 2-bit fields of the high bits: runs 0/1 take bits 0-1 / 2-3, runs 2/3 bits 4-5 / 6-7.
+    const __m512i shift_01 = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
+    const __m512i shift_23 = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(6), 1);
+    __m512i pick_quad[4];  // int16 lanes 8i..8i+7 <- scale 4k+i
+    const int64_t every_lane = 0x0001000100010001LL;
+    for (int k = 0; k < 4; ++k) {
+        pick_quad[k] = _mm512_set_epi64(every_lane * (4 * k + 3), every_lane * (4 * k + 3), every_lane * (4 * k + 2),
+                                        every_lane * (4 * k + 2), every_lane * (4 * k + 1), every_lane * (4 * k + 1),
+                                        every_lane * (4 * k), every_lane * (4 * k));
+    }
+    for (int64_t b = 0; b < n_blocks; ++b, w += q6_k_bytes) {
+        const uint8_t *low_bits = w, *high_bits = w + 128;
+        const int8_t *scales = reinterpret_cast<const int8_t *>(w + 192);
+        const float d = f16_at(w + 208);
+        const __m256i scales16_256 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i *>(scales)));
+        const __m512i scales16 = _mm512_castsi256_si512(scales16_256);
+        __m512i sums[NR];
+        for (int r = 0; r < NR; ++r) sums[r] = _mm512_setzero_si512();
+        for (int half = 0; half < 2; ++half) {
+            const __m512i lo = _mm512_loadu_si512(low_bits + 64 * half);
+            const __m512i hi = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(high_bits + 32 * half)));
+            const __m512i u01 = _mm512_or_si512(_mm512_and_si512(lo, m4),
+                _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(hi, shift_01), m2), 4));
+            const __m512i u23 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(lo, 4), m4),
+                _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(hi, shift_23), m2), 4));
+            const __m512i scale01 = _mm512_permutexvar_epi16(pick_quad[2 * half], scales16);
+            const __m512i scale23 = _mm512_permutexvar_epi16(pick_quad[2 * half + 1], scales16);
+            for (int r = 0; r < NR; ++r) {
+                const int8_t *q = a[r][b].q + 128 * half;
+                const __m512i q01 = _mm512_loadu_si512(q);
+                const __m512i q23 = _mm512_loadu_si512(q + 64);
+                sums[r] = _mm512_add_epi32(sums[r], _mm512_madd_epi16(_mm512_maddubs_epi16(u01, q01), scale01));
+                sums[r] = _mm512_add_epi32(sums[r], _mm512_madd_epi16(_mm512_maddubs_epi16(u23, q23), scale23));
+            }
+        }
+        for (int r = 0; r < NR; ++r) {
+            const ActBlock256 &ab = a[r][b];
+            const __m256i halves = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(ab.sums16));
+            const __m256i offset = _mm256_slli_epi32(_mm256_madd_epi16(halves, scales16_256), 5);
+            // The offset (8 lanes) comes off the low half of the sums (16 lanes): only the total counts.
+            const __m512i total = _mm512_sub_epi32(sums[r], _mm512_zextsi256_si512(offset));
+            acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(d * ab.d), _mm512_cvtepi32_ps(total), acc[r]);
+        }
+    }
+    for (int r = 0; r < NR; ++r) out[r] = horizontal_sum_512(acc[r]);
+}
+
+
+// The 32-value block types, two blocks per register. Each needs an even number of blocks per row.
+inline __m128 f16_pair(const uint8_t *first, const uint8_t *second) {
+    uint16_t h0, h1;
+    std::memcpy(&h0, first, 2);
+    std::memcpy(&h1, second, 2);
+    return _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(h0 | (static_cast<uint32_t>(h1) << 16))));
+}
+
+// Lanes 0..7: weight scale 0 times activation scale of block b; lanes 8..15: the same for block b+1.
+inline __m512 pair_scales(__m128 weight_scales, const float *act_scales, __m128 *product) {
+    *product = _mm_mul_ps(weight_scales, _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double *>(act_scales))));
+    const __m512i pair_index = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+    return _mm512_permutexvar_ps(pair_index, _mm512_castps128_ps512(*product));
+}
+
+inline __m512i join(__m256i low, __m256i high) { return _mm512_inserti64x4(_mm512_castsi256_si512(low), high, 1); }
+
+// Signed weights (two blocks) times signed activations, summed per group of 4 products into int32.
+template <int NR>
+void dot_signed_pairs(__m512i wq, __m128 weight_scales, const Act32 *a, int64_t b, __m512 *acc) {
+    const __mmask64 negative = _mm512_movepi8_mask(wq);
+    const __m512i abs_w = _mm512_abs_epi8(wq);
+    for (int r = 0; r < NR; ++r) {
+        const __m512i q = _mm512_loadu_si512(a[r].q + 32 * b);
+        const __m512i q_signed = _mm512_mask_sub_epi8(q, negative, _mm512_setzero_si512(), q);
+        const __m512i s = _mm512_madd_epi16(_mm512_maddubs_epi16(abs_w, q_signed), _mm512_set1_epi16(1));
+        __m128 unused;
+        acc[r] = _mm512_fmadd_ps(pair_scales(weight_scales, a[r].d + b, &unused), _mm512_cvtepi32_ps(s), acc[r]);
+    }
+}
+
+template <int NR>
+void dot_q8_0_512(const uint8_t *w, const uint8_t *const *act, int64_t n_blocks, float *out) {
+    Act32 a[NR];
+    __m512 acc[NR];
+    for (int r = 0; r < NR; ++r) {
+        a[r] = Act32(act[r], n_blocks);
+        acc[r] = _mm512_setzero_ps();
+    }
+    for (int64_t b = 0; b < n_blocks; b += 2, w += 2 * q8_0_bytes) {
+        const __m512i wq = join(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(w + 2)),
+                                _mm256_loadu_si256(reinterpret_cast<const __m256i *>(w + q8_0_bytes + 2)));
+        dot_signed_pairs<NR>(wq, f16_pair(w, w + q8_0_bytes), a, b, acc);
+    }
+    for (int r = 0; r < NR; ++r) out[r] = horizontal_sum_512(acc[r]);
+}
+
+template <int NR>
+void dot_q5_0_512(const uint8_t *w, const uint8_t *const *act, int64_t n_blocks, float *out) {
+    Act32 a[NR];
+    __m512 acc[NR];
+    for (int r = 0; r < NR; ++r) {
+        a[r] = Act32(act[r], n_blocks);
+        acc[r] = _mm512_setzero_ps();
+    }
+    for (int64_t b = 0; b < n_blocks; b += 2, w += 2 * q5_0_bytes) {
+        dot_signed_pairs<NR>(join(unpack_q5_0(w), unpack_q5_0(w + q5_0_bytes)), f16_pair(w, w + q5_0_bytes), a, b, acc);
+    }
+    for (int r = 0; r < NR; ++r) out[r] = horizontal_sum_512(acc[r]);
+}
+
+template <int NR>
+void dot_q4_1_512(const uint8_t *w, const uint8_t *const *act, int64_t n_blocks, float *out) {
+    Act32 a[NR];
+    __m512 acc[NR];
+    __m128 offsets[NR];  // lanes 0 and 1: the blocks' minimum times the activation sum, accumulated
+    for (int r = 0; r < NR; ++r) {
+        a[r] = Act32(act[r], n_blocks);
+        acc[r] = _mm512_setzero_ps();
+        offsets[r] = _mm_setzero_ps();
+    }
+    for (int64_t b = 0; b < n_blocks; b += 2, w += 2 * q4_1_bytes) {
+        const __m128 scales = f16_pair(w, w + q4_1_bytes), mins = f16_pair(w + 2, w + q4_1_bytes + 2);
+        const __m512i u = join(unpack_nibbles_32(w + 4), unpack_nibbles_32(w + q4_1_bytes + 4));
+        for (int r = 0; r < NR; ++r) {
+            const __m512i q = _mm512_loadu_si512(a[r].q + 32 * b);
+            const __m512i s = _mm512_madd_epi16(_mm512_maddubs_epi16(u, q), _mm512_set1_epi16(1));
+            __m128 act_scales;
+            acc[r] = _mm512_fmadd_ps(pair_scales(scales, a[r].d + b, &act_scales), _mm512_cvtepi32_ps(s), acc[r]);
+            const __m128 sums = _mm_cvtepi32_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(a[r].sum + b)));
+            const __m128 act_only = _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double *>(a[r].d + b)));
+            offsets[r] = _mm_fmadd_ps(_mm_mul_ps(mins, act_only), sums, offsets[r]);
+        }
+    }
+    for (int r = 0; r < NR; ++r) {
+        const __m128 o = offsets[r];
+        out[r] = horizontal_sum_512(acc[r]) + (_mm_cvtss_f32(o) + _mm_cvtss_f32(_mm_movehdup_ps(o)));
+    }
+}
+
+#pragma GCC pop_options
+
+using RowKernel = void (*)(const uint8_t *w, const uint8_t *const *act, int64_t n_blocks, float *out);
+constexpr int max_group = 8;         // most activation rows per kernel call
+constexpr int64_t weight_tile = 16;  // weight rows kept hot in cache while the activation groups pass over them
+constexpr int64_t act_chunk = 64;    // activation rows per pass over the weights (prefill)
+
+struct TypeKernels {
+    ggml_type type;
+    size_t block_bytes;
+    int block_values;  // 32, or 256 for the K-quants
+    int group_size;    // rows per call: what fits in the registers (16 for AVX2, 32 for AVX-512)
+    RowKernel group[max_group];
+    bool block_pairs;  // takes blocks two at a time: rows with an odd number of blocks go to the AVX2 kernel
+};
+
+#define ADADECODE_GROUP4(kernel) {kernel<1>, kernel<2>, kernel<3>, kernel<4>}
+#define ADADECODE_GROUP8(kernel) \
+    {kernel<1>, kernel<2>, kernel<3>, kernel<4>, kernel<5>, kernel<6>, kernel<7>, kernel<8>}
+
+const TypeKernels avx2_kernels[] = {
+    {GGML_TYPE_Q4_1, q4_1_bytes, 32, 4, ADADECODE_GROUP4(dot_q4_1)},
+    {GGML_TYPE_Q5_0, q5_0_bytes, 32, 4, ADADECODE_GROUP4(dot_q5_0)},
+    {GGML_TYPE_Q8_0, q8_0_bytes, 32, 4, ADADECODE_GROUP4(dot_q8_0)},
+    {GGML_TYPE_Q4_K, q4_k_bytes, 256, 4, ADADECODE_GROUP4(dot_q4_k)},
+    {GGML_TYPE_Q6_K, q6_k_bytes, 256, 4, ADADECODE_GROUP4(dot_q6_k)},
+};
+
+const TypeKernels avx512_kernels[] = {
+    {GGML_TYPE_Q4_1, q4_1_bytes, 32, 8, ADADECODE_GROUP8(dot_q4_1_512), true},
+    {GGML_TYPE_Q5_0, q5_0_bytes, 32, 8, ADADECODE_GROUP8(dot_q5_0_512), true},
+    {GGML_TYPE_Q8_0, q8_0_bytes, 32, 8, ADADECODE_GROUP8(dot_q8_0_512), true},
+    {GGML_TYPE_Q4_K, q4_k_bytes, 256, 8, ADADECODE_GROUP8(dot_q4_k_512)},
+    {GGML_TYPE_Q6_K, q6_k_bytes, 256, 8, ADADECODE_GROUP8(dot_q6_k_512)},
+};
+
+#undef ADADECODE_GROUP4
+#undef ADADECODE_GROUP8
+
+// The kernel family, chosen once per process: ADADECODE_QMATMUL=0 (off: ggml's matmul), avx2, avx512; by default
+// the widest the CPU has.
+const TypeKernels *chosen_table() {
+    static const TypeKernels *table = []() -> const TypeKernels * {
+        __builtin_cpu_init();
+        if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma") || !__builtin_cpu_supports("f16c")) {
+            return nullptr;
+        }
+        for (const TypeKernels &k : avx2_kernels) {
+            if (ggml_type_size(k.type) != k.block_bytes || ggml_blck_size(k.type) != k.block_values) return nullptr;
+        }
+        const char *env = std::getenv("ADADECODE_QMATMUL");
+        const std::string wanted = env ? env : "";
+        if (wanted == "0" || wanted == "off") return nullptr;
+        const bool has_avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                                __builtin_cpu_supports("avx512vl");
+        if (wanted == "avx2" || !has_avx512) return avx2_kernels;
+        return avx512_kernels;
+    }();
+    return table;
+}
+
+// The kernels for a weight of this type and row length (nullptr: ggml's matmul).
+const TypeKernels *kernels_for(ggml_type type, int64_t n_in) {
+    const TypeKernels *table = chosen_table();
+    if (!table) return nullptr;
+    for (size_t i = 0; i < std::size(avx2_kernels); ++i) {
+        if (table[i].type != type) continue;
+        const bool odd_blocks = (n_in / table[i].block_values) % 2 != 0;
+        return table[i].block_pairs && odd_blocks ? &avx2_kernels[i] : &table[i];
+    }
+    return nullptr;
+}
+
+void compute(ggml_tensor *dst, int ith, int nth, void *userdata) {
+    const TypeKernels &k = *static_cast<const TypeKernels *>(userdata);
+    const ggml_tensor *w = dst->src[0];
+    const ggml_tensor *x = dst->src[1];
+    const int64_t n_in = w->ne[0], n_out = w->ne[1], n_rows = x->ne[1];
+    const int64_t n_blocks = n_in / k.block_values;
+    const size_t act_bytes =
+        static_cast<size_t>(n_blocks) * (k.block_values == 32 ? act32_bytes_per_block : sizeof(ActBlock256));
+    // Every thread quantizes all activation rows itself: a few microseconds, and no barrier needed between
+    // quantizing and multiplying.
+    thread_local std::vector<uint8_t> act_storage;
+    act_storage.resize(act_bytes * static_cast<size_t>(n_rows));
+    for (int64_t r = 0; r < n_rows; ++r) {
+        const float *row = reinterpret_cast<const float *>(static_cast<const char *>(x->data) + r * x->nb[1]);
+        uint8_t *dst_row = act_storage.data() + act_bytes * r;
+        if (k.block_values == 32) {
+            quantize_row_32(row, n_blocks, dst_row);
+        } else {
+            quantize_row_256(row, n_blocks, reinterpret_cast<ActBlock256 *>(dst_row));
+        }
+    }
+    const int64_t per_thread = ((n_out + nth - 1) / nth + weight_tile - 1) / weight_tile * weight_tile;
+    const int64_t first = std::min(n_out, per_thread * ith), last = std::min(n_out, first + per_thread);
+    const uint8_t *acts[max_group];
+    float results[max_group];
+    // Prefill batches: a chunk of activation rows stays in cache while the weights stream past it once.
+    for (int64_t chunk = 0; chunk < n_rows; chunk += act_chunk) {
+        const int64_t chunk_end = std::min(n_rows, chunk + act_chunk);
+        for (int64_t tile = first; tile < last; tile += weight_tile) {
+            const int64_t tile_end = std::min(last, tile + weight_tile);
+            for (int64_t g = chunk; g < chunk_end; g += k.group_size) {
+                const int nr = static_cast<int>(std::min<int64_t>(k.group_size, chunk_end - g));
+                for (int i = 0; i < nr; ++i) acts[i] = act_storage.data() + act_bytes * (g + i);
+                for (int64_t i = tile; i < tile_end; ++i) {
+                    k.group[nr - 1](static_cast<const uint8_t *>(w->data) + i * w->nb[1], acts, n_blocks, results);
+                    for (int j = 0; j < nr; ++j) {
+                        *reinterpret_cast<float *>(static_cast<char *>(dst->data) + (g + j) * dst->nb[1] +
+                                                   i * sizeof(float)) = results[j];
+                    }
+                }
+            }
+        }
+    }
+}
+
+}  // namespace
+
+bool qmatmul_supports(const ggml_tensor *w) {
+    return kernels_for(w->type, w->ne[0]) != nullptr && ggml_is_contiguous(w);
+}
+
+ggml_tensor *qmatmul(ggml_context *ctx, ggml_tensor *w, ggml_tensor *x) {
+    if (x->type != GGML_TYPE_F32 || !ggml_is_contiguous(x)) x = ggml_cont(ctx, x);
+    ggml_tensor *args[2] = {w, x};
+    // The table entry outlives every graph: it is a static constant.
+    void *kernels = const_cast<TypeKernels *>(kernels_for(w->type, w->ne[0]));
+    return ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], x->ne[1], 1, 1, args, 2, compute, GGML_N_TASKS_MAX, kernels);
+}
+
+#else  // not x86-64: ggml's own matmul everywhere
+
+bool qmatmul_supports(const ggml_tensor *) { return false; }
+
+ggml_tensor *qmatmul(ggml_context *ctx, ggml_tensor *w, ggml_tensor *x) { return ggml_mul_mat(ctx, w, x); }
+
+#endif
+
+}  // namespace adadecode

@@ -1,0 +1,28 @@
+// A quantized matrix multiplication of our own for the few rows a decoding pass carries (1 to ~16), as a ggml
+// custom op on the CPU backend.
+//
+// Why: the layer-parallel scheduler is only worth running if a pass over k rows costs little more than a pass over
+// one. ggml's CPU matmul computes every (weight row, activation row) dot product on its own and so unpacks each
+// quantized weight block once per activation row; on a 2-core machine that unpacking, not memory, bounds decoding.
+// This kernel unpacks a weight block once and multiplies it with up to four activation rows while it sits in
+// registers.
+//
+// Exactness: every output element is computed by the same sequence of operations whatever the number of rows, the
+// grouping of rows or the number of threads, so a row's result is bitwise independent of the batch it travels in.
+// That is what lets layer-parallel decoding reproduce standard decoding's logits bit for bit.
+#pragma once
+
+#include "ggml.h"
+
+namespace adadecode {
+
+// True when qmatmul can multiply a weight of this tensor's type on this CPU (x86-64 with AVX2, FMA and F16C; the
+// types Q4_1, Q5_0, Q8_0, Q4_K and Q6_K). ADADECODE_QMATMUL=0 in the environment turns the kernel off.
+bool qmatmul_supports(const ggml_tensor *w);
+
+// w [n_in, n_out] (quantized, contiguous rows) times x [n_in, n_rows] (f32) -> [n_out, n_rows] f32, like
+// ggml_mul_mat(w, x). Activations are quantized to 8 bits per row (blocks of 32 with an f32 scale, or of 256 for the
+// K-quants), as ggml does. Only for weights with qmatmul_supports(w).
+ggml_tensor *qmatmul(ggml_context *ctx, ggml_tensor *w, ggml_tensor *x);
+
+}  // namespace adadecode

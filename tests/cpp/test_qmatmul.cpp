@@ -1,0 +1,166 @@
+// The small-batch quantized matmul (ggml/ops/qmatmul.h), on random weights quantized by ggml itself:
+//  - accuracy: every output is within the error that 8-bit activations can cause, computed per output from the
+//    dequantized weights (sum over blocks of |w| * half an activation step), against an exact double-precision
+//    product of ggml's dequantized weights with the float activations; a wrong unpacking is off by far more;
+//  - the same bound holds for ggml's own mul_mat on the same data (so the bound is not too loose to mean anything,
+//    ggml is checked to be close to it too);
+//  - batch invariance: a row's outputs are bitwise equal whether it is multiplied alone or among 2..11 rows, at any
+//    position in the batch, with 1, 2 or 3 threads.
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "ggml-cpu.h"
+#include "ggml.h"
+#include "ops/qmatmul.h"
+
+#include "check.h"
+
+using namespace adadecode;
+
+namespace {
+
+constexpr int n_out = 45;  // not a multiple of the kernel's tiles
+constexpr int max_rows = 11;
+
+struct Problem {
+    ggml_type type;
+    int n_in;
+    std::vector<uint8_t> weights;    // quantized, n_out rows
+    std::vector<float> dequantized;  // n_out x n_in
+    std::vector<float> x;            // max_rows x n_in
+};
+
+Problem make_problem(ggml_type type, int n_in, std::mt19937 &rng) {
+    Problem p{type, n_in, {}, {}, {}};
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    std::vector<float> w(static_cast<size_t>(n_out) * n_in);
+    for (float &v : w) v = normal(rng) * 0.05f;
+    p.weights.resize(ggml_row_size(type, n_in) * n_out);
+    ggml_quantize_chunk(type, w.data(), p.weights.data(), 0, n_out, n_in, nullptr);
+    p.dequantized.resize(w.size());
+    ggml_get_type_traits(type)->to_float(p.weights.data(), p.dequantized.data(), static_cast<int64_t>(w.size()));
+    p.x.resize(static_cast<size_t>(max_rows) * n_in);
+    for (size_t i = 0; i < p.x.size(); ++i) {
+        // Activations with outliers, as after an RMS norm: the scale of a block follows its largest value.
+        p.x[i] = normal(rng) * (i % 97 == 0 ? 8.0f : 1.0f);
+    }
+    return p;
+}
+
+// Output [n_out, n_rows] of qmatmul (or ggml_mul_mat) on rows [first, first + n_rows) of p.x.
+std::vector<float> multiply(const Problem &p, int first, int n_rows, int n_threads, bool ours) {
+    const int n_in = p.n_in;
+    ggml_init_params params{};
+    params.mem_size = p.weights.size() + static_cast<size_t>(n_rows) * n_in * 4 + static_cast<size_t>(n_out) *
+                      n_rows * 4 + 16 * ggml_tensor_overhead() + ggml_graph_overhead() + (1 << 20);
+    ggml_context *ctx = ggml_init(params);
+    ggml_tensor *w = ggml_new_tensor_2d(ctx, p.type, n_in, n_out);
+    std::memcpy(w->data, p.weights.data(), p.weights.size());
+    ggml_tensor *x = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, n_in, n_rows);
+    std::memcpy(x->data, p.x.data() + static_cast<size_t>(first) * n_in, sizeof(float) * n_in * n_rows);
+    ggml_tensor *y = ours ? qmatmul(ctx, w, x) : ggml_mul_mat(ctx, w, x);
+    ggml_cgraph *gf = ggml_new_graph(ctx);
+    ggml_build_forward_expand(gf, y);
+    ggml_graph_compute_with_ctx(ctx, gf, n_threads);
+    std::vector<float> out(static_cast<size_t>(n_out) * n_rows);
+    std::memcpy(out.data(), y->data, out.size() * sizeof(float));
+    ggml_free(ctx);
+    return out;
+}
+
+// Exact product, and the largest error 8-bit activations with a per-block scale amax/127 can cause.
+void reference(const Problem &p, int row, int o, double *exact, double *bound) {
+    const int n_in = p.n_in;
+    const int block = ggml_blck_size(p.type) == 256 ? 256 : 32;
+    const float *x = p.x.data() + static_cast<size_t>(row) * n_in;
+    const float *w = p.dequantized.data() + static_cast<size_t>(o) * n_in;
+    *exact = 0.0;
+    *bound = 0.0;
+    for (int b = 0; b < n_in; b += block) {
+        double amax = 0.0, abs_w = 0.0;
+        for (int i = b; i < b + block; ++i) {
+            *exact += static_cast<double>(w[i]) * x[i];
+            amax = std::max(amax, std::fabs(static_cast<double>(x[i])));
+            abs_w += std::fabs(static_cast<double>(w[i]));
+        }
+        *bound += abs_w * amax / 127.0 / 2.0;
+    }
+}
+
+void check_type(ggml_type type, int n_in, std::mt19937 &rng) {
+    if (!ggml_get_type_traits(type)->to_float) return;
+    const Problem p = make_problem(type, n_in, rng);
+    ggml_tensor probe{};
+    probe.type = type;
+    probe.ne[0] = n_in;
+    probe.ne[1] = n_out;
+    probe.nb[0] = ggml_type_size(type);
+    probe.nb[1] = ggml_row_size(type, n_in);
+    probe.nb[2] = probe.nb[3] = probe.nb[1] * n_out;
+    probe.ne[2] = probe.ne[3] = 1;
+    if (!qmatmul_supports(&probe)) {
+        std::printf("%-5s not supported on this CPU: skipped\n", ggml_type_name(type));
+        return;
+    }
+
+    // Accuracy, with all rows in one batch; ggml's matmul on the same data for comparison.
+    const std::vector<float> ours = multiply(p, 0, max_rows, 2, true);
+    const std::vector<float> theirs = multiply(p, 0, max_rows, 2, false);
+    double worst_ratio = 0.0, worst_ratio_ggml = 0.0;
+    for (int r = 0; r < max_rows; ++r) {
+        for (int o = 0; o < n_out; ++o) {
+            double exact, bound;
+            reference(p, r, o, &exact, &bound);
+            // Float rounding of the accumulation adds a few ulps of the magnitudes summed.
+            const double slack = bound + 1e-5 * (std::fabs(exact) + bound);
+            const double err = std::fabs(ours[static_cast<size_t>(r) * n_out + o] - exact);
+            const double err_ggml = std::fabs(theirs[static_cast<size_t>(r) * n_out + o] - exact);
+            worst_ratio = std::max(worst_ratio, err / bound);
+            worst_ratio_ggml = std::max(worst_ratio_ggml, err_ggml / bound);
+            CHECK(err <= slack);
+        }
+    }
+    std::printf("%-5s n_in %d: worst error / activation-rounding bound: ours %.3f, ggml %.3f\n", ggml_type_name(type),
+                n_in, worst_ratio, worst_ratio_ggml);
+    CHECK(worst_ratio > 0.0);  // the activations really were rounded: the bound is not vacuous
+
+    // Batch invariance: each row alone (1 thread) is the reference.
+    std::vector<std::vector<float>> alone(max_rows);
+    for (int r = 0; r < max_rows; ++r) alone[r] = multiply(p, r, 1, 1, true);
+    int mismatches = 0;
+    for (int threads = 1; threads <= 3; ++threads) {
+        for (int n_rows = 1; n_rows <= max_rows; ++n_rows) {
+            for (int first = 0; first + n_rows <= max_rows; first += std::max(1, n_rows - 1)) {
+                const std::vector<float> batch = multiply(p, first, n_rows, threads, true);
+                for (int r = 0; r < n_rows; ++r) {
+                    if (std::memcmp(batch.data() + static_cast<size_t>(r) * n_out, alone[first + r].data(),
+                                    sizeof(float) * n_out) != 0) {
+                        ++mismatches;
+                    }
+                }
+            }
+        }
+    }
+    if (mismatches) std::fprintf(stderr, "%s: %d rows differ from the same row alone\n", ggml_type_name(type), mismatches);
+    CHECK(mismatches == 0);
+}
+
+}  // namespace
+
+int main() {
+    std::mt19937 rng(1234);
+    for (ggml_type type : {GGML_TYPE_Q4_1, GGML_TYPE_Q5_0, GGML_TYPE_Q8_0, GGML_TYPE_Q4_K, GGML_TYPE_Q6_K}) {
+        check_type(type, 768, rng);  // three 256-blocks, 24 32-blocks
+    }
+    // An odd number of 32-blocks: the AVX-512 kernels take blocks in pairs and hand such rows to the AVX2 ones.
+    for (ggml_type type : {GGML_TYPE_Q4_1, GGML_TYPE_Q5_0, GGML_TYPE_Q8_0}) check_type(type, 800, rng);
+    // Types the kernel does not take are left to ggml.
+    ggml_tensor f16{};
+    f16.type = GGML_TYPE_F16;
+    CHECK(!qmatmul_supports(&f16));
+    if (g_failures) std::fprintf(stderr, "%d check(s) failed\n", g_failures);
+    return g_failures ? 1 : 0;
+}
