@@ -18,6 +18,8 @@
 #include <chrono>
 #include <cmath>
 
+#include "exit_policy.h"
+
 namespace adadecode {
 
 namespace {
@@ -130,6 +132,7 @@ DecodeResult Decoder::generate(const std::vector<int32_t> &prompt, const DecodeO
     std::vector<PendingRow> pending;
     std::vector<DraftRecord> drafts;
     NgramDrafter drafter(opt.ngram_options);
+    ExitPolicy exit_policy(exits, n_layer);
     bool done = opt.max_tokens == 0;
     result.finish_reason = "length";
 
@@ -208,7 +211,9 @@ DecodeResult Decoder::generate(const std::vector<int32_t> &prompt, const DecodeO
             const bool at_top = next == n_layer;
             const int early_pending = static_cast<int>(
                 std::count_if(pending.begin(), pending.end(), [](const PendingRow &r) { return r.exit_index >= 0; }));
-            const bool may_exit = !at_top && early_pending < opt.max_pending && room() > 0;
+            // The policy's answer comes last: a "no" counts as a skipped check.
+            const bool may_exit = !at_top && early_pending < opt.max_pending && room() > 0 &&
+                                  (!opt.adaptive_exits || exit_policy.allow(seg, drafter.relative_cost(2) - 1.0));
             req.head = may_exit ? &heads_->head(exit_head[seg]) : nullptr;
             req.want_hidden = !at_top;
             req.logits = at_top ? PassRequest::Logits::all : PassRequest::Logits::none;
@@ -290,6 +295,8 @@ DecodeResult Decoder::generate(const std::vector<int32_t> &prompt, const DecodeO
             if (row.draft >= 0) {
                 ++drafts[row.draft].checked;
                 if (accepted) ++drafts[row.draft].accepted;
+            } else {
+                exit_policy.record(row.exit_index, accepted);
             }
             if (!accepted) break;
             ++st.n_accepted;

@@ -36,9 +36,12 @@ public:
     // Cost of one pass over `rows` rows, in seconds per layer, as measured by the scheduler.
     void record_pass_cost(int rows, double seconds_per_layer);
 
+    // Cost of a pass over `rows` rows relative to one row: measured when record_pass_cost() has seen both, else
+    // an assumed 1 + 0.3 per extra row. The exit policy reads it too.
+    double relative_cost(int rows) const;
+
 private:
     double acceptance(int match_length) const;
-    double relative_cost(int rows) const;
     int best_draft_length(double acceptance, int available) const;
 
     NgramOptions options_;

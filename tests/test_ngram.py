@@ -109,7 +109,9 @@ def test_adadecode_plus_ngram_gamma_zero_every_row_provisional(with_heads: Any) 
     # γ = 0: every exit check emits, so head rows and drafted rows mix in every window.
     model = with_heads
     for prompt in (CODE_PROMPT, MISLEADING_PROMPTS[0]):
-        std, both = _compare(model, prompt, "adadecode+ngram", max_tokens=48, gamma=0.0, max_pending=6)
+        std, both = _compare(
+            model, prompt, "adadecode+ngram", max_tokens=48, gamma=0.0, max_pending=6, adaptive_exits=False
+        )
         _assert_same(std, both)
         assert both.stats["n_verified"] > 0 and both.stats["rollbacks"] > 0
 
@@ -119,7 +121,7 @@ def test_max_tokens_inside_a_draft(with_heads: Any, mode: str) -> None:
     model = with_heads
     for n in (1, 2, 3, 5, 9):
         std = model.generate(CODE_PROMPT, mode="standard", max_tokens=n)
-        other = model.generate(CODE_PROMPT, mode=mode, max_tokens=n, gamma=0.0)
+        other = model.generate(CODE_PROMPT, mode=mode, max_tokens=n, gamma=0.0, adaptive_exits=False)
         assert other.tokens == std.tokens and len(other.tokens) == n
         assert other.finish_reason == std.finish_reason == "length"
 
@@ -141,7 +143,9 @@ def test_end_of_generation_inside_a_draft(with_heads: Any) -> None:
     std = model.generate(text, mode="standard", max_tokens=64, return_logits=True)
     assert std.finish_reason == "stop" and len(std.tokens) < 64
     for mode in ("ngram", "adadecode+ngram"):
-        _assert_same(std, model.generate(text, mode=mode, max_tokens=64, gamma=0.0, return_logits=True))
+        _assert_same(
+            std, model.generate(text, mode=mode, max_tokens=64, gamma=0.0, return_logits=True, adaptive_exits=False)
+        )
 
 
 def test_ngram_up_to_the_context_limit(engine: Any, smollm2_path: Path) -> None:

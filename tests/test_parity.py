@@ -59,6 +59,8 @@ def heads_files(model: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[st
 
 
 def _pair(model: Any, prompt: Any, **kwargs: Any) -> tuple[Any, Any]:
+    # Adversarial heads must keep exiting to be adversarial: the exit policy would soon retire them.
+    kwargs.setdefault("adaptive_exits", False)
     std = model.generate(prompt, mode="standard", return_logits=True, **kwargs)
     ada = model.generate(prompt, mode="adadecode", return_logits=True, **kwargs)
     return std, ada
@@ -82,7 +84,9 @@ def test_parity_on_real_prompts(model: Any, heads_files: dict[str, Path], kind: 
     early = 0
     for prompt in PARITY_PROMPTS[:n_prompts]:
         text = model.apply_chat_template([{"role": "user", "content": prompt}])
-        std, ada = _pair(model, text, max_tokens=128, gamma=0.75 if kind == "shipped" else 0.5)
+        std, ada = _pair(
+            model, text, max_tokens=128, gamma=0.75 if kind == "shipped" else 0.5, adaptive_exits=kind == "shipped"
+        )
         _assert_identical(std, ada)
         early += ada.stats["n_accepted"]
     assert early > 0, "no token was ever emitted early: the test exercised nothing"
@@ -117,7 +121,9 @@ def test_parity_with_a_subset_of_exit_layers(model: Any, heads_files: dict[str, 
     model.load_heads(heads_files["identity"])
     for layers in ([15], [8, 22]):
         std = model.generate(PARITY_PROMPTS[5], mode="standard", max_tokens=32)
-        ada = model.generate(PARITY_PROMPTS[5], mode="adadecode", max_tokens=32, gamma=0.0, exit_layers=layers)
+        ada = model.generate(
+            PARITY_PROMPTS[5], mode="adadecode", max_tokens=32, gamma=0.0, exit_layers=layers, adaptive_exits=False
+        )
         assert ada.tokens == std.tokens
         assert ada.stats["exit_layers"] == layers
 
@@ -135,7 +141,9 @@ def test_stop_string_inside_a_pending_window(model: Any, heads_files: dict[str, 
     std = model.generate(PARITY_PROMPTS[18], mode="standard", max_tokens=40)
     stop = std.text[12:15]
     a = model.generate(PARITY_PROMPTS[18], mode="standard", max_tokens=40, stop=[stop])
-    b = model.generate(PARITY_PROMPTS[18], mode="adadecode", max_tokens=40, stop=[stop], gamma=0.0, max_pending=8)
+    b = model.generate(
+        PARITY_PROMPTS[18], mode="adadecode", max_tokens=40, stop=[stop], gamma=0.0, max_pending=8, adaptive_exits=False
+    )
     assert a.text == b.text == std.text[: std.text.index(stop)]
     assert a.finish_reason == b.finish_reason == "stop"
 
@@ -161,7 +169,9 @@ def test_generation_up_to_the_context_limit(engine: Any, smollm2_path: Path, hea
 def test_streaming_emits_only_verified_text(model: Any, heads_files: dict[str, Path]) -> None:
     model.load_heads(heads_files["random"])
     std = model.generate(PARITY_PROMPTS[0], mode="standard", max_tokens=32)
-    pieces = list(model.generate_stream(PARITY_PROMPTS[0], mode="adadecode", max_tokens=32, gamma=0.0))
+    pieces = list(
+        model.generate_stream(PARITY_PROMPTS[0], mode="adadecode", max_tokens=32, gamma=0.0, adaptive_exits=False)
+    )
     assert "".join(pieces) == std.text  # a rejected early token never reaches the stream
     assert model.last_generation.stats["rollbacks"] > 0
 
@@ -201,3 +211,15 @@ def test_sampling_distribution_is_exact(model: Any, heads_files: dict[str, Path]
     chi2 = ((observed[keep] - expected[keep]) ** 2 / expected[keep]).sum()
     p_value = scipy_stats.chi2.sf(chi2, keep.sum() - 1)
     assert p_value > 1e-3, (observed, expected, p_value)
+
+
+def test_exit_policy_retires_heads_that_fail_verification(model: Any, heads_files: dict[str, Path]) -> None:
+    # Random heads at γ = 0 propose a wrong token at every check: with the exit policy on, the layers are retired
+    # after a few rejections (and probed now and then), so far fewer rollbacks; the output is the same either way.
+    model.load_heads(heads_files["random"])
+    fixed = model.generate(PARITY_PROMPTS[4], mode="adadecode", max_tokens=64, gamma=0.0, adaptive_exits=False)
+    adaptive = model.generate(PARITY_PROMPTS[4], mode="adadecode", max_tokens=64, gamma=0.0)
+    std = model.generate(PARITY_PROMPTS[4], mode="standard", max_tokens=64)
+    assert fixed.tokens == adaptive.tokens == std.tokens
+    assert fixed.stats["rollbacks"] >= 32
+    assert 0 < adaptive.stats["rollbacks"] <= fixed.stats["rollbacks"] // 2

@@ -73,7 +73,13 @@ def test_repacked_layer_parallel_parity(repacked: Any, tmp_path: Path) -> None:
     std = repacked.generate(prompt, mode="standard", max_tokens=24, return_logits=True)
     for max_pending in (1, 3, 4, 5, 8):
         ada = repacked.generate(
-            prompt, mode="adadecode", max_tokens=24, gamma=0.0, max_pending=max_pending, return_logits=True
+            prompt,
+            mode="adadecode",
+            max_tokens=24,
+            gamma=0.0,
+            max_pending=max_pending,
+            return_logits=True,
+            adaptive_exits=False,
         )
         assert ada.tokens == std.tokens, f"max_pending={max_pending}"
         assert np.array_equal(ada.logits, std.logits), f"max_pending={max_pending}: logits differ bitwise"

@@ -105,7 +105,7 @@ PYBIND11_MODULE(_core, m) {
             [](Engine &e, const std::vector<int64_t> &prompt, int max_tokens, float temperature, int top_k,
                float top_p, float min_p, uint64_t seed, bool layer_parallel, float gamma, int max_pending,
                const std::vector<int> &active_exits, const std::function<bool(int, const std::string &)> &callback,
-               bool return_logits, bool ngram, int ngram_max_draft) {
+               bool return_logits, bool ngram, int ngram_max_draft, bool adaptive_exits) {
                 DecodeOptions o;
                 o.max_tokens = max_tokens;
                 o.sampling.temperature = temperature;
@@ -119,6 +119,7 @@ PYBIND11_MODULE(_core, m) {
                 o.active_exits = active_exits;
                 o.ngram = ngram;
                 o.ngram_options.max_draft = ngram_max_draft;
+                o.adaptive_exits = adaptive_exits;
                 std::vector<float> recorded;
                 if (return_logits) o.record_logits = &recorded;
                 const std::vector<int32_t> ids = to_ids(prompt);
@@ -156,7 +157,7 @@ PYBIND11_MODULE(_core, m) {
             py::arg("top_p") = 0.95f, py::arg("min_p") = 0.05f, py::arg("seed") = 0, py::arg("layer_parallel") = false,
             py::arg("gamma") = 0.75f, py::arg("max_pending") = 5, py::arg("active_exits") = std::vector<int>{},
             py::arg("callback") = nullptr, py::arg("return_logits") = false, py::arg("ngram") = false,
-            py::arg("ngram_max_draft") = NgramOptions().max_draft,
+            py::arg("ngram_max_draft") = NgramOptions().max_draft, py::arg("adaptive_exits") = true,
             "Generate after the prompt ids; callback(token, text_piece) -> bool is called for each verified token.")
         .def(
             "hidden_states",

@@ -23,10 +23,9 @@ namespace adadecode {
 
 namespace {
 
-// Activations quantized per row. Blocks of 32 serve the 32-weight block types; blocks of 256 with sums of every 16
-// values serve the K-quants (their sub-block minimums / offsets multiply those sums).
-// A row for the 32-value blocks is laid out as arrays: all values, then the block scales, then the block sums, so
-// that the AVX-512 kernels load two blocks' values at once.
+// Activations are quantized per row. For the 32-weight block types a row is three arrays: all values, the block
+// scales, the block sums (so that the AVX-512 kernels load two blocks' values at once). For the K-quants it is blocks
+// of 256 values with the sums of every 16 (their sub-block minimums / offsets multiply those sums).
 constexpr size_t act32_bytes_per_block = 32 + sizeof(float) + sizeof(int32_t);
 
 struct Act32 {
@@ -71,7 +70,9 @@ inline float horizontal_sum(__m256 v) {
 
 // Activation quantization: scale amax/127 per block, round to nearest (ties to even). Vectorised because for the
 // wide ffn_down input it is not negligible next to a one-row product.
-inline __m256 abs_ps(__m256 v) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v); }
+inline __m256 abs_ps(__m256 v) {
+    return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v);
+}
 
 inline float block_amax(const float *v, int n) {
     __m256 m = _mm256_setzero_ps();
@@ -83,8 +84,8 @@ inline float block_amax(const float *v, int n) {
 }
 
 inline __m256i round_scaled(const float *v, __m256 inverse_scale) {
-    return _mm256_cvtps_epi32(
-        _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(v), inverse_scale), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    return _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(v), inverse_scale),
+                                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 }
 
 inline int horizontal_sum_i32(__m256i v) {
@@ -202,8 +203,8 @@ void dot_q5_0(const uint8_t *w, const uint8_t *const *act, int64_t n_blocks, flo
         const __m256i abs_w = _mm256_sign_epi8(wq, wq);
         for (int r = 0; r < NR; ++r) {
             const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(a[r].q + 32 * b));
-            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * a[r].d[b]), _mm256_cvtepi32_ps(dot_signed_32(abs_w, wq, q)),
-                                     acc[r]);
+            acc[r] =
+                _mm256_fmadd_ps(_mm256_set1_ps(d * a[r].d[b]), _mm256_cvtepi32_ps(dot_signed_32(abs_w, wq, q)), acc[r]);
         }
     }
     for (int r = 0; r < NR; ++r) out[r] = horizontal_sum(acc[r]);
@@ -223,8 +224,8 @@ void dot_q8_0(const uint8_t *w, const uint8_t *const *act, int64_t n_blocks, flo
         const __m256i abs_w = _mm256_sign_epi8(wq, wq);
         for (int r = 0; r < NR; ++r) {
             const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(a[r].q + 32 * b));
-            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * a[r].d[b]), _mm256_cvtepi32_ps(dot_signed_32(abs_w, wq, q)),
-                                     acc[r]);
+            acc[r] =
+                _mm256_fmadd_ps(_mm256_set1_ps(d * a[r].d[b]), _mm256_cvtepi32_ps(dot_signed_32(abs_w, wq, q)), acc[r]);
         }
     }
     for (int r = 0; r < NR; ++r) out[r] = horizontal_sum(acc[r]);
@@ -317,7 +318,8 @@ void dot_q6_k(const uint8_t *w, const uint8_t *const *act, int64_t n_blocks, flo
         const uint8_t *low_bits = w, *high_bits = w + 128;
         const int8_t *scales = reinterpret_cast<const int8_t *>(w + 192);
         const float d = f16_at(w + 208);
-        const __m256i all_scales = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i *>(scales)));
+        const __m256i all_scales =
+            _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i *>(scales)));
         __m256i sums[NR];
         for (int r = 0; r < NR; ++r) sums[r] = _mm256_setzero_si256();
         for (int half = 0; half < 2; ++half) {
@@ -344,8 +346,7 @@ void dot_q6_k(const uint8_t *w, const uint8_t *const *act, int64_t n_blocks, flo
                 const int8_t *q = a[r][b].q + 128 * half;
                 for (int k = 0; k < 4; ++k) {
                     const __m256i qk = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(q + 32 * k));
-                    sums[r] = _mm256_add_epi32(sums[r],
-                                               _mm256_madd_epi16(_mm256_maddubs_epi16(u[k], qk), scale16[k]));
+                    sums[r] = _mm256_add_epi32(sums[r], _mm256_madd_epi16(_mm256_maddubs_epi16(u[k], qk), scale16[k]));
                 }
             }
         }
@@ -371,117 +372,10 @@ void dot_q6_k(const uint8_t *w, const uint8_t *const *act, int64_t n_blocks, flo
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")
 
 inline float horizontal_sum_512(__m512 v) {
-    return horizontal_sum(_mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
+    return horizontal_sum(
+        _mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
 }
 
-template <int NR>
-void dot_q4_k_512(const uint8_t *w, const uint8_t *const *act, int64_t n_blocks, float *out) {
-    const ActBlock256 *a[NR];
-    __m512 acc[NR];
-    __m256 acc_min[NR];
-    for (int r = 0; r < NR; ++r) {
-        a[r] = reinterpret_cast<const ActBlock256 *>(act[r]);
-        acc[r] = _mm512_setzero_ps();
-        acc_min[r] = _mm256_setzero_ps();
-    }
-    const __m512i m4 = _mm512_set1_epi8(0x0F);
-    // Low half of a register: the low nibbles of 32 packed bytes; high half: their high nibbles.
-    const __m512i nibble_shift = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(4), 1);
-    __m512i pick_pair[4];  // int16 lanes 0..15 <- scale 2j, 16..31 <- scale 2j+1
-    for (int j = 0; j < 4; ++j) {
-        pick_pair[j] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi16(static_cast<int16_t>(2 * j))),
-                                          _mm256_set1_epi16(static_cast<int16_t>(2 * j + 1)), 1);
-    }
-    for (int64_t b = 0; b < n_blocks; ++b, w += q4_k_bytes) {
-        const float d = f16_at(w), dmin = f16_at(w + 2);
-        alignas(16) uint8_t scales_mins[16];
-        q4_k_scales(w + 4, scales_mins, scales_mins + 8);
-        const __m128i both = _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(scales_mins + 8)));
-        const __m256i mins16 = _mm256_set_m128i(_mm_unpackhi_epi16(both, both), _mm_unpacklo_epi16(both, both));
-        const __m512i scales16 = _mm512_castsi128_si512(
-            _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(scales_mins))));
-        __m512i sums[NR];
-        for (int r = 0; r < NR; ++r) sums[r] = _mm512_setzero_si512();
-        const uint8_t *qs = w + 16;
-        for (int j = 0; j < 4; ++j) {
-            const __m512i packed = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(qs + 32 * j)));
-            const __m512i u = _mm512_and_si512(_mm512_srlv_epi16(packed, nibble_shift), m4);
-            const __m512i scale = _mm512_permutexvar_epi16(pick_pair[j], scales16);
-            for (int r = 0; r < NR; ++r) {
-                const __m512i q = _mm512_loadu_si512(a[r][b].q + 64 * j);
-                sums[r] = _mm512_add_epi32(sums[r], _mm512_madd_epi16(_mm512_maddubs_epi16(u, q), scale));
-            }
-        }
-        for (int r = 0; r < NR; ++r) {
-            const ActBlock256 &ab = a[r][b];
-            const __m256i halves = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(ab.sums16));
-            acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(d * ab.d), _mm512_cvtepi32_ps(sums[r]), acc[r]);
-            acc_min[r] = _mm256_fmadd_ps(_mm256_set1_ps(dmin * ab.d),
-                                         _mm256_cvtepi32_ps(_mm256_madd_epi16(halves, mins16)), acc_min[r]);
-        }
-    }
-    for (int r = 0; r < NR; ++r) out[r] = horizontal_sum_512(acc[r]) - horizontal_sum(acc_min[r]);
-}
-
-template <int NR>
-void dot_q6_k_512(const uint8_t *w, const uint8_t *const *act, int64_t n_blocks, float *out) {
-    const ActBlock256 *a[NR];
-    __m512 acc[NR];
-    for (int r = 0; r < NR; ++r) {
-        a[r] = reinterpret_cast<const ActBlock256 *>(act[r]);
-        acc[r] = _mm512_setzero_ps();
-    }
-    const __m512i m4 = _mm512_set1_epi8(0x0F);
-    const __m512i m2 = _mm512_set1_epi8(0x03);
-    // The 2-bit fields of the high bits: runs 0/1 take bits 0-1 / 2-3, runs 2/3 bits 4-5 / 6-7.
-    const __m512i shift_01 = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
-    const __m512i shift_23 = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(6), 1);
-    __m512i pick_quad[4];  // int16 lanes 8i..8i+7 <- scale 4k+i
-    const int64_t every_lane = 0x0001000100010001LL;
-    for (int k = 0; k < 4; ++k) {
-        pick_quad[k] = _mm512_set_epi64(every_lane * (4 * k + 3), every_lane * (4 * k + 3), every_lane * (4 * k + 2),
-                                        every_lane * (4 * k + 2), every_lane * (4 * k + 1), every_lane * (4 * k + 1),
-                                        every_lane * (4 * k), every_lane * (4 * k));
-    }
-    for (int64_t b = 0; b < n_blocks; ++b, w += q6_k_bytes) {
-        const uint8_t *low_bits = w, *high_bits = w + 128;
-        const int8_t *scales = reinterpret_cast<const int8_t *>(w + 192);
-        const float d = f16_at(w + 208);
-        const __m256i scales16_256 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i *>(scales)));
-        const __m512i scales16 = _mm512_castsi256_si512(scales16_256);
-        __m512i sums[NR];
-        for (int r = 0; r < NR; ++r) sums[r] = _mm512_setzero_si512();
-        for (int half = 0; half < 2; ++half) {
-            const __m512i lo = _mm512_loadu_si512(low_bits + 64 * half);
-            const __m512i hi = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(high_bits + 32 * half)));
-            const __m512i u01 = _mm512_or_si512(_mm512_and_si512(lo, m4),
-                _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(hi, shift_01), m2), 4));
-            const __m512i u23 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(lo, 4), m4),
-                _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(hi, shift_23), m2), 4));
-            const __m512i scale01 = _mm512_permutexvar_epi16(pick_quad[2 * half], scales16);
-            const __m512i scale23 = _mm512_permutexvar_epi16(pick_quad[2 * half + 1], scales16);
-            for (int r = 0; r < NR; ++r) {
-                const int8_t *q = a[r][b].q + 128 * half;
-                const __m512i q01 = _mm512_loadu_si512(q);
-                const __m512i q23 = _mm512_loadu_si512(q + 64);
-                sums[r] = _mm512_add_epi32(sums[r], _mm512_madd_epi16(_mm512_maddubs_epi16(u01, q01), scale01));
-                sums[r] = _mm512_add_epi32(sums[r], _mm512_madd_epi16(_mm512_maddubs_epi16(u23, q23), scale23));
-            }
-        }
-        for (int r = 0; r < NR; ++r) {
-            const ActBlock256 &ab = a[r][b];
-            const __m256i halves = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(ab.sums16));
-            const __m256i offset = _mm256_slli_epi32(_mm256_madd_epi16(halves, scales16_256), 5);
-            // The offset (8 lanes) comes off the low half of the sums (16 lanes): only the total counts.
-            const __m512i total = _mm512_sub_epi32(sums[r], _mm512_zextsi256_si512(offset));
-            acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(d * ab.d), _mm512_cvtepi32_ps(total), acc[r]);
-        }
-    }
-    for (int r = 0; r < NR; ++r) out[r] = horizontal_sum_512(acc[r]);
-}
-
-
-// The 32-value block types, two blocks per register. Each needs an even number of blocks per row.
 inline __m128 f16_pair(const uint8_t *first, const uint8_t *second) {
     uint16_t h0, h1;
     std::memcpy(&h0, first, 2);
@@ -496,80 +390,30 @@ inline __m512 pair_scales(__m128 weight_scales, const float *act_scales, __m128 
     return _mm512_permutexvar_ps(pair_index, _mm512_castps128_ps512(*product));
 }
 
-inline __m512i join(__m256i low, __m256i high) { return _mm512_inserti64x4(_mm512_castsi256_si512(low), high, 1); }
-
-// Signed weights (two blocks) times signed activations, summed per group of 4 products into int32.
-template <int NR>
-void dot_signed_pairs(__m512i wq, __m128 weight_scales, const Act32 *a, int64_t b, __m512 *acc) {
-    const __mmask64 negative = _mm512_movepi8_mask(wq);
-    const __m512i abs_w = _mm512_abs_epi8(wq);
-    for (int r = 0; r < NR; ++r) {
-        const __m512i q = _mm512_loadu_si512(a[r].q + 32 * b);
-        const __m512i q_signed = _mm512_mask_sub_epi8(q, negative, _mm512_setzero_si512(), q);
-        const __m512i s = _mm512_madd_epi16(_mm512_maddubs_epi16(abs_w, q_signed), _mm512_set1_epi16(1));
-        __m128 unused;
-        acc[r] = _mm512_fmadd_ps(pair_scales(weight_scales, a[r].d + b, &unused), _mm512_cvtepi32_ps(s), acc[r]);
-    }
+inline __m512i join(__m256i low, __m256i high) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(low), high, 1);
 }
 
-template <int NR>
-void dot_q8_0_512(const uint8_t *w, const uint8_t *const *act, int64_t n_blocks, float *out) {
-    Act32 a[NR];
-    __m512 acc[NR];
-    for (int r = 0; r < NR; ++r) {
-        a[r] = Act32(act[r], n_blocks);
-        acc[r] = _mm512_setzero_ps();
-    }
-    for (int64_t b = 0; b < n_blocks; b += 2, w += 2 * q8_0_bytes) {
-        const __m512i wq = join(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(w + 2)),
-                                _mm256_loadu_si256(reinterpret_cast<const __m256i *>(w + q8_0_bytes + 2)));
-        dot_signed_pairs<NR>(wq, f16_pair(w, w + q8_0_bytes), a, b, acc);
-    }
-    for (int r = 0; r < NR; ++r) out[r] = horizontal_sum_512(acc[r]);
-}
+#define QM_NAME(name) name##_512
+#define QM_MADD_ACC(acc, pairs16, scales16) _mm512_add_epi32(acc, _mm512_madd_epi16(pairs16, scales16))
+#define QM_DOT_U8S8(u8, s8) _mm512_madd_epi16(_mm512_maddubs_epi16(u8, s8), _mm512_set1_epi16(1))
+#include "qmatmul_avx512.inc"
+#undef QM_NAME
+#undef QM_MADD_ACC
+#undef QM_DOT_U8S8
 
-template <int NR>
-void dot_q5_0_512(const uint8_t *w, const uint8_t *const *act, int64_t n_blocks, float *out) {
-    Act32 a[NR];
-    __m512 acc[NR];
-    for (int r = 0; r < NR; ++r) {
-        a[r] = Act32(act[r], n_blocks);
-        acc[r] = _mm512_setzero_ps();
-    }
-    for (int64_t b = 0; b < n_blocks; b += 2, w += 2 * q5_0_bytes) {
-        dot_signed_pairs<NR>(join(unpack_q5_0(w), unpack_q5_0(w + q5_0_bytes)), f16_pair(w, w + q5_0_bytes), a, b, acc);
-    }
-    for (int r = 0; r < NR; ++r) out[r] = horizontal_sum_512(acc[r]);
-}
+#pragma GCC pop_options
 
-template <int NR>
-void dot_q4_1_512(const uint8_t *w, const uint8_t *const *act, int64_t n_blocks, float *out) {
-    Act32 a[NR];
-    __m512 acc[NR];
-    __m128 offsets[NR];  // lanes 0 and 1: the blocks' minimum times the activation sum, accumulated
-    for (int r = 0; r < NR; ++r) {
-        a[r] = Act32(act[r], n_blocks);
-        acc[r] = _mm512_setzero_ps();
-        offsets[r] = _mm_setzero_ps();
-    }
-    for (int64_t b = 0; b < n_blocks; b += 2, w += 2 * q4_1_bytes) {
-        const __m128 scales = f16_pair(w, w + q4_1_bytes), mins = f16_pair(w + 2, w + q4_1_bytes + 2);
-        const __m512i u = join(unpack_nibbles_32(w + 4), unpack_nibbles_32(w + q4_1_bytes + 4));
-        for (int r = 0; r < NR; ++r) {
-            const __m512i q = _mm512_loadu_si512(a[r].q + 32 * b);
-            const __m512i s = _mm512_madd_epi16(_mm512_maddubs_epi16(u, q), _mm512_set1_epi16(1));
-            __m128 act_scales;
-            acc[r] = _mm512_fmadd_ps(pair_scales(scales, a[r].d + b, &act_scales), _mm512_cvtepi32_ps(s), acc[r]);
-            const __m128 sums = _mm_cvtepi32_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(a[r].sum + b)));
-            const __m128 act_only = _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double *>(a[r].d + b)));
-            offsets[r] = _mm_fmadd_ps(_mm_mul_ps(mins, act_only), sums, offsets[r]);
-        }
-    }
-    for (int r = 0; r < NR; ++r) {
-        const __m128 o = offsets[r];
-        out[r] = horizontal_sum_512(acc[r]) + (_mm_cvtss_f32(o) + _mm_cvtss_f32(_mm_movehdup_ps(o)));
-    }
-}
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")
+
+#define QM_NAME(name) name##_vnni
+#define QM_MADD_ACC(acc, pairs16, scales16) _mm512_dpwssd_epi32(acc, pairs16, scales16)
+#define QM_DOT_U8S8(u8, s8) _mm512_dpbusd_epi32(_mm512_setzero_si512(), u8, s8)
+#include "qmatmul_avx512.inc"
+#undef QM_NAME
+#undef QM_MADD_ACC
+#undef QM_DOT_U8S8
 
 #pragma GCC pop_options
 
@@ -607,11 +451,19 @@ const TypeKernels avx512_kernels[] = {
     {GGML_TYPE_Q6_K, q6_k_bytes, 256, 8, ADADECODE_GROUP8(dot_q6_k_512)},
 };
 
+const TypeKernels avx512_vnni_kernels[] = {
+    {GGML_TYPE_Q4_1, q4_1_bytes, 32, 8, ADADECODE_GROUP8(dot_q4_1_vnni), true},
+    {GGML_TYPE_Q5_0, q5_0_bytes, 32, 8, ADADECODE_GROUP8(dot_q5_0_vnni), true},
+    {GGML_TYPE_Q8_0, q8_0_bytes, 32, 8, ADADECODE_GROUP8(dot_q8_0_vnni), true},
+    {GGML_TYPE_Q4_K, q4_k_bytes, 256, 8, ADADECODE_GROUP8(dot_q4_k_vnni)},
+    {GGML_TYPE_Q6_K, q6_k_bytes, 256, 8, ADADECODE_GROUP8(dot_q6_k_vnni)},
+};
+
 #undef ADADECODE_GROUP4
 #undef ADADECODE_GROUP8
 
-// The kernel family, chosen once per process: ADADECODE_QMATMUL=0 (off: ggml's matmul), avx2, avx512; by default
-// the widest the CPU has.
+// The kernel family, chosen once per process: ADADECODE_QMATMUL=0 (off: ggml's matmul), avx2, avx512 (without
+// VNNI), avx512vnni; by default the widest the CPU has.
 const TypeKernels *chosen_table() {
     static const TypeKernels *table = []() -> const TypeKernels * {
         __builtin_cpu_init();
@@ -619,15 +471,20 @@ const TypeKernels *chosen_table() {
             return nullptr;
         }
         for (const TypeKernels &k : avx2_kernels) {
-            if (ggml_type_size(k.type) != k.block_bytes || ggml_blck_size(k.type) != k.block_values) return nullptr;
+            if (ggml_type_size(k.type) != k.block_bytes || ggml_blck_size(k.type) != k.block_values)
+                return nullptr;
         }
         const char *env = std::getenv("ADADECODE_QMATMUL");
         const std::string wanted = env ? env : "";
-        if (wanted == "0" || wanted == "off") return nullptr;
+        if (wanted == "0" || wanted == "off")
+            return nullptr;
         const bool has_avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                                 __builtin_cpu_supports("avx512vl");
-        if (wanted == "avx2" || !has_avx512) return avx2_kernels;
-        return avx512_kernels;
+        if (wanted == "avx2" || !has_avx512)
+            return avx2_kernels;
+        if (wanted == "avx512" || !__builtin_cpu_supports("avx512vnni"))
+            return avx512_kernels;
+        return avx512_vnni_kernels;
     }();
     return table;
 }
@@ -635,9 +492,11 @@ const TypeKernels *chosen_table() {
 // The kernels for a weight of this type and row length (nullptr: ggml's matmul).
 const TypeKernels *kernels_for(ggml_type type, int64_t n_in) {
     const TypeKernels *table = chosen_table();
-    if (!table) return nullptr;
+    if (!table)
+        return nullptr;
     for (size_t i = 0; i < std::size(avx2_kernels); ++i) {
-        if (table[i].type != type) continue;
+        if (table[i].type != type)
+            continue;
         const bool odd_blocks = (n_in / table[i].block_values) % 2 != 0;
         return table[i].block_pairs && odd_blocks ? &avx2_kernels[i] : &table[i];
     }
@@ -696,7 +555,9 @@ bool qmatmul_supports(const ggml_tensor *w) {
 }
 
 ggml_tensor *qmatmul(ggml_context *ctx, ggml_tensor *w, ggml_tensor *x) {
-    if (x->type != GGML_TYPE_F32 || !ggml_is_contiguous(x)) x = ggml_cont(ctx, x);
+    if (x->type != GGML_TYPE_F32 || !ggml_is_contiguous(x))
+        x = ggml_cont(ctx, x);
+    if (ggml_nrows(x) != x->ne[1]) return ggml_mul_mat(ctx, w, x);  // batched (3-d) products are not ours
     ggml_tensor *args[2] = {w, x};
     // The table entry outlives every graph: it is a static constant.
     void *kernels = const_cast<TypeKernels *>(kernels_for(w->type, w->ne[0]));
@@ -705,9 +566,13 @@ ggml_tensor *qmatmul(ggml_context *ctx, ggml_tensor *w, ggml_tensor *x) {
 
 #else  // not x86-64: ggml's own matmul everywhere
 
-bool qmatmul_supports(const ggml_tensor *) { return false; }
+bool qmatmul_supports(const ggml_tensor *) {
+    return false;
+}
 
-ggml_tensor *qmatmul(ggml_context *ctx, ggml_tensor *w, ggml_tensor *x) { return ggml_mul_mat(ctx, w, x); }
+ggml_tensor *qmatmul(ggml_context *ctx, ggml_tensor *w, ggml_tensor *x) {
+    return ggml_mul_mat(ctx, w, x);
+}
 
 #endif
 

@@ -150,6 +150,7 @@ class Model:
         max_pending: int | None = None,
         exit_layers: Sequence[int] | None = None,
         max_draft: int | None = None,
+        adaptive_exits: bool = True,
     ) -> Iterator[str]:
         """Yield the generated text piece by piece (only verified tokens); the full result is then in
         `self.last_generation`."""
@@ -163,7 +164,7 @@ class Model:
             try:
                 gen = self.generate(
                     prompt, max_tokens, temperature, top_k, top_p, min_p, seed, stop, mode, gamma, max_pending,
-                    exit_layers, max_draft=max_draft,
+                    exit_layers, max_draft=max_draft, adaptive_exits=adaptive_exits,
                     _on_text=lambda piece: (pieces.put(("piece", piece)), not cancelled.is_set())[1],
                 )
                 pieces.put(("done", gen))
@@ -210,6 +211,7 @@ class Model:
         max_pending: int | None = None,
         exit_layers: Sequence[int] | None = None,
         max_draft: int | None = None,
+        adaptive_exits: bool = True,
         _on_text: Any = None,
         return_logits: bool = False,
     ) -> Generation:
@@ -219,6 +221,8 @@ class Model:
         or "adadecode+ngram" (both; default: adadecode when heads are loaded, else standard). The output is
         identical in every mode for greedy decoding, and equal in distribution when sampling. `max_draft` caps the
         tokens one prompt-lookup draft proposes (default 8; the engine picks fewer from measured acceptance).
+        `adaptive_exits` lets an exit layer sit out while its early tokens fail verification too often to pay
+        (False: every exit layer always checks, as the parity tests' adversarial heads need).
         `stop` strings end generation; the text is cut before the stop string.
         """
         ids = self._prompt_ids(prompt)
@@ -292,6 +296,7 @@ class Model:
                 ids, max_tokens, float(temperature), int(top_k), float(top_p), float(min_p), int(seed),
                 resolved_mode.startswith("adadecode"), g, k, list(exit_layers or []), on_token, return_logits,
                 ngram=resolved_mode.endswith("ngram"), ngram_max_draft=draft_cap,
+                adaptive_exits=bool(adaptive_exits),
             )  # fmt: skip
         finally:
             self._generating.release()

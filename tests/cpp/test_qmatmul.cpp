@@ -12,11 +12,10 @@
 #include <random>
 #include <vector>
 
+#include "check.h"
 #include "ggml-cpu.h"
 #include "ggml.h"
 #include "ops/qmatmul.h"
-
-#include "check.h"
 
 using namespace adadecode;
 
@@ -54,8 +53,9 @@ Problem make_problem(ggml_type type, int n_in, std::mt19937 &rng) {
 std::vector<float> multiply(const Problem &p, int first, int n_rows, int n_threads, bool ours) {
     const int n_in = p.n_in;
     ggml_init_params params{};
-    params.mem_size = p.weights.size() + static_cast<size_t>(n_rows) * n_in * 4 + static_cast<size_t>(n_out) *
-                      n_rows * 4 + 16 * ggml_tensor_overhead() + ggml_graph_overhead() + (1 << 20);
+    params.mem_size = p.weights.size() + static_cast<size_t>(n_rows) * n_in * 4 +
+                      static_cast<size_t>(n_out) * n_rows * 4 + 16 * ggml_tensor_overhead() + ggml_graph_overhead() +
+                      (1 << 20);
     ggml_context *ctx = ggml_init(params);
     ggml_tensor *w = ggml_new_tensor_2d(ctx, p.type, n_in, n_out);
     std::memcpy(w->data, p.weights.data(), p.weights.size());
@@ -91,7 +91,8 @@ void reference(const Problem &p, int row, int o, double *exact, double *bound) {
 }
 
 void check_type(ggml_type type, int n_in, std::mt19937 &rng) {
-    if (!ggml_get_type_traits(type)->to_float) return;
+    if (!ggml_get_type_traits(type)->to_float)
+        return;
     const Problem p = make_problem(type, n_in, rng);
     ggml_tensor probe{};
     probe.type = type;
@@ -144,7 +145,8 @@ void check_type(ggml_type type, int n_in, std::mt19937 &rng) {
             }
         }
     }
-    if (mismatches) std::fprintf(stderr, "%s: %d rows differ from the same row alone\n", ggml_type_name(type), mismatches);
+    if (mismatches)
+        std::fprintf(stderr, "%s: %d rows differ from the same row alone\n", ggml_type_name(type), mismatches);
     CHECK(mismatches == 0);
 }
 
@@ -161,6 +163,7 @@ int main() {
     ggml_tensor f16{};
     f16.type = GGML_TYPE_F16;
     CHECK(!qmatmul_supports(&f16));
-    if (g_failures) std::fprintf(stderr, "%d check(s) failed\n", g_failures);
+    if (g_failures)
+        std::fprintf(stderr, "%d check(s) failed\n", g_failures);
     return g_failures ? 1 : 0;
 }

@@ -1,0 +1,38 @@
+// Which exit layers may emit early tokens, decided from what verification made of their earlier ones.
+//
+// An early token at exit layer e (of L layers) that verification accepts saves about (L - e)/L * (1 - m) of a
+// token's compute: its upper layers ride along in the next token's pass, where a row costs m of a one-row pass
+// extra. One that is rejected wastes about (e + m (L - e))/L: the successor's pass is thrown away. So a layer
+// pays while its acceptance p satisfies p * gain > (1 - p) * loss: late exits (small gain) need a high p, early
+// ones less. A layer below break-even sits out, but is tried again every `probe_every` checks it skipped, so that
+// it can come back when the text gets easier.
+#pragma once
+
+#include <cstddef>
+#include <vector>
+
+namespace adadecode {
+
+class ExitPolicy {
+public:
+    ExitPolicy(const std::vector<int> &exit_layers, int n_layer);
+
+    // May the head at exit slot `slot` emit now? `marginal_row_cost` is m above. A "no" counts as a skipped check.
+    bool allow(size_t slot, double marginal_row_cost);
+
+    // Verification checked an early token from `slot`.
+    void record(size_t slot, bool accepted);
+
+    // Estimated acceptance of `slot`'s early tokens (recent ones weigh more; optimistic before any evidence).
+    double acceptance(size_t slot) const;
+
+    static double break_even(int exit_layer, int n_layer, double marginal_row_cost);
+
+private:
+    std::vector<int> layers_;
+    int n_layer_;
+    std::vector<double> checked_, accepted_;  // exponentially decayed counts
+    std::vector<int> skipped_;
+};
+
+}  // namespace adadecode

@@ -1,0 +1,32 @@
+// The exit policy: break-even acceptance from the cost model, retiring a layer whose early tokens fail, probing it,
+// and letting it back in when they pass again.
+#include <cstdio>
+
+#include "exit_policy.h"
+
+#include "check.h"
+
+using namespace adadecode;
+
+int main() {
+    // Late exits save little, so they need more acceptance than early ones; dearer extra rows raise the bar.
+    const double early = ExitPolicy::break_even(6, 24, 0.3), late = ExitPolicy::break_even(18, 24, 0.3);
+    CHECK(early > 0.0 && early < late && late < 1.0);
+    CHECK(ExitPolicy::break_even(18, 24, 0.6) > late);
+    // At m = 0.3 and layer 18 of 24: gain 0.25 * 0.7, loss 0.75 + 0.3 * 0.25 -> p > 0.825 / 1.0.
+    const double expected = (0.75 + 0.3 * 0.25) / (0.25 * 0.7 + 0.75 + 0.3 * 0.25);
+    CHECK(late > expected - 1e-12 && late < expected + 1e-12);
+
+    ExitPolicy policy({6, 18}, 24);
+    CHECK(policy.allow(0, 0.3) && policy.allow(1, 0.3));  // optimistic before any evidence
+    for (int i = 0; i < 6; ++i) policy.record(1, false);
+    CHECK(policy.acceptance(1) < late);
+    int allowed = 0;
+    for (int i = 0; i < 64; ++i) allowed += policy.allow(1, 0.3) ? 1 : 0;
+    CHECK(allowed == 4);                // retired, probed once every 16 skipped checks
+    CHECK(policy.allow(0, 0.3));        // the other layer is untouched
+    for (int i = 0; i < 60; ++i) policy.record(1, true);
+    CHECK(policy.allow(1, 0.3));        // back once its tokens pass verification again
+    if (g_failures) std::fprintf(stderr, "%d check(s) failed\n", g_failures);
+    return g_failures ? 1 : 0;
+}
