@@ -23,7 +23,8 @@ struct DecodeOptions {
     int max_pending = 5;             // tokens whose upper layers may be deferred at once
     std::vector<int> active_exits;   // subset of the heads' exit layers; empty = all
     bool adaptive_exits = true;      // exit layers whose early tokens fail verification too often sit out
-                                     // (ExitPolicy); false: every active exit layer always checks
+                                     // (ExitPolicy), and heads wait while a prompt-lookup draft is in flight;
+                                     // false: every active exit layer always checks
     bool ngram = false;              // prompt-lookup drafts enter at layer 0 (works with or without heads)
     NgramOptions ngram_options;
     int n_batch = 512;               // prefill chunk
