@@ -126,6 +126,8 @@ def test_json_fields(run_doc: Path) -> None:
         assert s["prompts"] == 2
         assert s["tokens"] == sum(r["systems"][name]["n_generated"] for r in rows)
         assert s["tokens_per_second"] == pytest.approx(s["tokens"] / s["decode_seconds"])
+        # Our modes share this process: the summary keeps the high-water mark, not a sum over prompts.
+        assert s["peak_rss_mib"] == max(r["systems"][name]["stats"]["peak_rss_mib"] for r in rows) > 0
     ada = doc["summary"]["adadecode"]
     assert ada["stats_totals"]["n_accepted"] == sum(r["systems"]["adadecode"]["stats"]["n_accepted"] for r in rows)
     assert ada["early_exit_fraction"] == pytest.approx(ada["stats_totals"]["n_accepted"] / ada["tokens"])
