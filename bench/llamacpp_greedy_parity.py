@@ -25,6 +25,12 @@ One command re-runs it (it writes MODEL.json and MODEL.md into the output folder
 
 (`--llamacpp-python` defaults to $ADADECODE_LLAMACPP_PYTHON.) The JSON records which ggml library our extension
 loaded (the prebuilt wheel or a source build), since kernels differ between them.
+
+`--exact` (writes MODEL-exact.*) takes llama.cpp's batched kernels out of the comparison. llama.cpp then evaluates
+the prompt one token at a time with weight repacking off, so every row goes through the one-row kernels our
+engine uses. Against a build of ours on the same ggml tree and flags as llama.cpp's, the logits should then be
+bitwise identical, and any difference is ours to explain. The near-tie verdict cannot catch a bug that raises the
+noise everywhere; this mode can. Results and analysis: bench/results/llamacpp-parity/README.md.
 """
 
 from __future__ import annotations
