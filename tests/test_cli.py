@@ -371,6 +371,10 @@ def test_run_json_end_to_end(engine: Any, smollm2_path: Path) -> None:
     assert obj["stats"]["n_generated"] == len(obj["tokens"]) <= 16
     assert obj["stats"]["n_prompt"] > 0
     assert obj["text"].strip()
+    if sys.platform == "linux":
+        # A fresh process: a pass reads every weight of the mmapped file, so its pages all count (ru_maxrss, KiB).
+        file_mib = smollm2_path.stat().st_size / 2**20
+        assert file_mib <= obj["stats"]["peak_rss_mib"] < file_mib + 2048
 
 
 @pytest.mark.slow

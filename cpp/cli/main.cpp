@@ -1,4 +1,5 @@
 // adadecode-cli: the standalone engine, no Python needed. llama.cpp-style flags.
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include <cstdio>
@@ -40,6 +41,17 @@ const char *usage_text =
     "      --max-pending K     tokens whose upper layers may be deferred at once (default 5)\n"
     "      --json              print one JSON object {tokens, text, stats} instead of streaming text\n"
     "  -h, --help              show this help\n";
+
+// This process's peak resident memory (ru_maxrss: KiB on Linux, bytes on macOS), as `adadecode run --json` reports.
+double peak_rss_mib() {
+    rusage usage{};
+    if (getrusage(RUSAGE_SELF, &usage) != 0) return 0.0;
+#ifdef __APPLE__
+    return static_cast<double>(usage.ru_maxrss) / (1024.0 * 1024.0);
+#else
+    return static_cast<double>(usage.ru_maxrss) / 1024.0;
+#endif
+}
 
 [[noreturn]] void fail(const std::string &message) {
     std::fprintf(stderr, "adadecode-cli: error: %s\n", message.c_str());
@@ -200,10 +212,10 @@ int main(int argc, char **argv) {
             std::printf("], \"text\": \"%s\", \"finish_reason\": \"%s\", \"stats\": {\"n_prompt\": %d, "
                         "\"n_generated\": %d, \"prefill_seconds\": %.6f, \"decode_seconds\": %.6f, "
                         "\"tokens_per_second\": %.3f, \"early_exit_fraction\": %.6f, \"accept_rate\": %.6f, "
-                        "\"rollbacks\": %d, \"ngram_fraction\": %.6f}}\n",
+                        "\"rollbacks\": %d, \"ngram_fraction\": %.6f, \"peak_rss_mib\": %.1f}}\n",
                         json_escape(text).c_str(), r.finish_reason.c_str(), s.n_prompt, s.n_generated,
                         s.prefill_seconds, s.decode_seconds, s.tokens_per_second(), s.early_exit_fraction(),
-                        s.accept_rate(), s.n_rollbacks, s.ngram_fraction());
+                        s.accept_rate(), s.n_rollbacks, s.ngram_fraction(), peak_rss_mib());
         } else {
             std::fwrite(tail.data(), 1, tail.size(), stdout);
             std::fprintf(stdout, "\n");

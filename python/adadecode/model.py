@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -15,6 +16,16 @@ from . import _core
 Error = _core.Error
 
 MODES = ("standard", "adadecode", "ngram", "adadecode+ngram")
+
+
+def peak_rss_mib() -> float | None:
+    """This process's peak resident memory so far in MiB (ru_maxrss), or None where the OS does not report it."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (2**20 if sys.platform == "darwin" else 1024), 1)  # bytes on macOS, KiB on Linux
 
 
 @dataclass
@@ -309,6 +320,7 @@ class Model:
             _on_text(text[emitted:])
         stats = dict(out["stats"])
         stats["mode"] = resolved_mode
+        stats["peak_rss_mib"] = peak_rss_mib()  # of the whole process: the mapped model, KV cache and Python
         gen = Generation(
             tokens=list(out["tokens"]), text=text, finish_reason=finish, stats=stats, logits=out.get("logits")
         )

@@ -13,6 +13,16 @@ Answers one JSON line {"ready": true, "info": {...}} (or {"error": "..."}) and t
           ``draft_model`` hook takes any ``LlamaDraftModel``, so ``ModelDraft`` below runs a second ``Llama`` on the
           draft GGUF greedily for ``n_draft`` tokens, reusing its KV cache across calls.
 
+Every reply carries ``peak_rss_mib``, the worker's peak resident memory so far (``ru_maxrss``).
+
+For parity checks (bench/llamacpp_greedy_parity.py) a greedy request may add ``"prefill_one_by_one": true`` (eval
+the prompt one token at a time), ``"use_extra_bufts": false`` in the configuration turns weight repacking off, and
+``"save_logits": PATH`` in a request asks for the logits
+that chose each token (the prompt's last row, then one row per single-token eval; an end token that stopped the
+generation included) are saved to PATH as a float32 array [n_rows, n_vocab]. With ``"logits_all": true`` in the
+configuration, a request ``{"teacher_forced": [...ids...], "from": k, "save_logits": PATH}`` evaluates the ids in
+batches like a prompt and saves the logits of rows k.. (row i predicts token i + 1).
+
 Draft statistics (ngram, spec) are exact: each proposal is stored with its position and, once the output is known,
 the tokens accepted are those of its longest prefix that the output repeats (greedy output does not depend on the
 drafts, so a proposed token is accepted exactly when it equals the output token at its position).
@@ -21,6 +31,7 @@ drafts, so a proposed token is accepted exactly when it equals the output token 
 from __future__ import annotations
 
 import json
+import resource
 import sys
 import time
 from typing import Any
@@ -36,9 +47,15 @@ def _accepted(proposals: list[tuple[int, list[int]]], out: list[int]) -> int:
     return total
 
 
+def _peak_rss_mib() -> float:
+    # ru_maxrss is in KiB on Linux (bytes on macOS, where this worker is not used).
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 def main() -> None:
     cfg: dict[str, Any] = json.loads(sys.argv[1])
     try:
+        import llama_cpp
         import numpy as np
         from llama_cpp import Llama, __version__
         from llama_cpp.llama_speculative import LlamaDraftModel, LlamaPromptLookupDecoding
@@ -51,9 +68,29 @@ def main() -> None:
     proposals: list[tuple[int, list[int]]] = []
     state = {"prompt_len": 0}
 
+    if cfg.get("use_extra_bufts") is False:
+        # Weights stay in the mmapped file instead of being repacked into the CPU_REPACK buffer (other GEMV/GEMM
+        # kernels for Q4_0/Q4_K/IQ4_NL). Llama() has no argument for it: it takes llama.cpp's default model
+        # parameters, so hand it defaults with the flag off.
+        defaults = llama_cpp.llama_cpp.llama_model_default_params
+
+        def no_repack() -> Any:
+            params = defaults()
+            params.use_extra_bufts = False
+            return params
+
+        llama_cpp.llama_cpp.llama_model_default_params = no_repack
+
     def load(path: str, draft: Any = None) -> Any:
         return Llama(
-            path, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, n_batch=512, verbose=False, draft_model=draft
+            path,
+            n_ctx=n_ctx,
+            n_threads=threads,
+            n_threads_batch=threads,
+            n_batch=512,
+            verbose=False,
+            draft_model=draft,
+            logits_all=bool(cfg.get("logits_all", False)),
         )
 
     class Recorder(LlamaDraftModel):
@@ -106,8 +143,25 @@ def main() -> None:
         return
     print(json.dumps({"ready": True, "info": {"llama_cpp_version": __version__, "kind": kind}}), flush=True)
 
+    def last_logits() -> Any:
+        # Without logits_all, llama-cpp-python keeps no scores: read the row of the batch's last token from llama.cpp.
+        return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(llm.n_vocab(),)).copy()
+
     for line in sys.stdin:
         req = json.loads(line)
+        if "teacher_forced" in req:
+            if not cfg.get("logits_all"):
+                print(json.dumps({"error": "teacher_forced needs logits_all in the configuration"}), flush=True)
+                continue
+            tf = [int(t) for t in req["teacher_forced"]]
+            llm.reset()
+            llm.eval(tf)
+            rows = np.asarray(llm.scores[int(req.get("from", 0)) : len(tf)], dtype=np.float32)
+            np.save(req["save_logits"], rows)
+            print(json.dumps({"n_rows": len(rows), "peak_rss_mib": _peak_rss_mib()}), flush=True)
+            continue
+        save = req.get("save_logits")
+        saved: list[Any] = []
         ids, max_tokens, eog = [int(t) for t in req["ids"]], int(req["max_tokens"]), set(req.get("eog", []))
         proposals.clear()
         state["prompt_len"] = len(ids)
@@ -115,9 +169,17 @@ def main() -> None:
         out: list[int] = []
         t0 = time.perf_counter()
         if drafter is None:
-            llm.eval(ids)
+            if req.get("prefill_one_by_one"):
+                # One token per llama_decode: the prompt goes through the one-row kernels, as generated tokens do
+                # (batches of 2 or more rows use other kernels: llamafile's tinyBLAS, repacked GEMMs).
+                for t in ids:
+                    llm.eval([t])
+            else:
+                llm.eval(ids)
             t1 = time.perf_counter()
             while len(out) < max_tokens:
+                if save:
+                    saved.append(last_logits())
                 tok = int(llm.sample(temp=0.0, top_k=1))
                 if tok in eog:
                     break
@@ -142,6 +204,9 @@ def main() -> None:
             gen.close()
         t2 = time.perf_counter()
         reply: dict[str, Any] = {"tokens": out, "prefill_seconds": t1 - t0, "decode_seconds": t2 - t1}
+        if save and drafter is None:
+            np.save(save, np.stack(saved) if saved else np.zeros((0, llm.n_vocab()), dtype=np.float32))
+        reply["peak_rss_mib"] = _peak_rss_mib()
         if drafter is not None:
             reply["n_draft_calls"] = len(proposals)
             reply["n_drafted"] = sum(len(d) for _, d in proposals)

@@ -69,6 +69,9 @@ def stats_totals(results: list[dict[str, Any]]) -> dict[str, Any]:
             if key == "exit_layers":
                 totals[key] = value if totals.get(key, value) == value else None
                 continue
+            if key == "peak_rss_mib":  # a high-water mark: the largest, not the sum
+                totals[key] = max(totals.get(key) or 0.0, value or 0.0)
+                continue
             totals[key] = _add(totals.get(key), value)
     return {k: v for k, v in totals.items() if v is not None}
 
@@ -105,6 +108,8 @@ def summarize(rows: list[dict[str, Any]], systems: list[str]) -> dict[str, Any]:
                 }
         totals = stats_totals(results)
         s["stats_totals"] = totals
+        if totals.get("peak_rss_mib"):
+            s["peak_rss_mib"] = totals["peak_rss_mib"]
         if "n_verified" in totals and "n_accepted" in totals:
             # Provisional tokens come from exit heads and, in the ngram modes, from prompt-lookup drafts.
             from_drafts = totals.get("ngram_accepted", 0)
@@ -230,6 +235,12 @@ def run_markdown(doc: dict[str, Any]) -> str:
         "head / all tokens; drafted = tokens accepted from n-gram or draft-model drafts / all tokens; accept = "
         "provisional tokens (early or drafted) that verification kept / all it checked."
     )
+    rss = [f"{name} {s['peak_rss_mib']:.0f}" for name, s in summary.items() if s.get("peak_rss_mib")]
+    if rss:
+        lines.append(
+            f"\nPeak RSS (MiB, ru_maxrss): {', '.join(rss)}. Our modes share the benchmark's process (the model, "
+            "every mode, Python), so theirs is one figure; each anchor runs in a worker process of its own."
+        )
     for name, s in summary.items():
         src = _sources(s)
         if src:

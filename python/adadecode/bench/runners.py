@@ -87,14 +87,18 @@ class Worker:
             raise WorkerError(f"worker exited with status {self.proc.returncode}" + (f": {tail}" if tail else ""))
         return json.loads(line)
 
-    def generate(self, ids: list[int], max_tokens: int, eog: list[int]) -> dict[str, Any]:
+    def request(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Send one request line and return the worker's reply."""
         assert self.proc.stdin is not None
         try:
-            self.proc.stdin.write(json.dumps({"ids": ids, "max_tokens": max_tokens, "eog": eog}) + "\n")
+            self.proc.stdin.write(json.dumps(req) + "\n")
             self.proc.stdin.flush()
         except BrokenPipeError:
             pass  # _read reports how the worker ended
-        reply = self._read()
+        return self._read()
+
+    def generate(self, ids: list[int], max_tokens: int, eog: list[int]) -> dict[str, Any]:
+        reply = self.request({"ids": ids, "max_tokens": max_tokens, "eog": eog})
         stats = {k: v for k, v in reply.items() if k not in ("tokens", "prefill_seconds", "decode_seconds")}
         return {
             "tokens": [int(t) for t in reply["tokens"]],

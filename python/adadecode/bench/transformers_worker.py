@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import sys
 import time
 from typing import Any
@@ -85,7 +86,9 @@ def main() -> None:
                 new = new[:i]
                 break
         t1 = streamer.first if streamer.first is not None else t2
-        print(json.dumps({"tokens": new, "prefill_seconds": t1 - t0, "decode_seconds": t2 - t1}), flush=True)
+        peak = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
+        reply = {"tokens": new, "prefill_seconds": t1 - t0, "decode_seconds": t2 - t1, "peak_rss_mib": peak}
+        print(json.dumps(reply), flush=True)
 
 
 if __name__ == "__main__":
