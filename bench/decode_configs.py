@@ -1,0 +1,66 @@
+"""Decoding configurations side by side on one model: standard, ngram, adadecode with and without the exit policy,
+adadecode+ngram, interleaved prompt by prompt in one process (so machine load hits them alike), greedy.
+
+    PYTHONPATH=build-native/pkg python3 bench/decode_configs.py -m qwen2.5-coder-1.5b --limit 2 -n 128 -t 1
+
+Prints one JSON line per (prompt, configuration) and a summary; every configuration must give the standard tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import adadecode
+from adadecode.bench.tasks import load_prompts
+
+CONFIGS: dict[str, dict[str, object]] = {
+    "standard": {"mode": "standard"},
+    "ngram": {"mode": "ngram"},
+    "adadecode": {"mode": "adadecode"},
+    "adadecode-fixed": {"mode": "adadecode", "adaptive_exits": False},
+    "adadecode+ngram": {"mode": "adadecode+ngram"},
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("-m", "--model", required=True)
+    ap.add_argument("--task", default="humaneval")
+    ap.add_argument("--limit", type=int, default=2)
+    ap.add_argument("-n", "--max-tokens", type=int, default=128)
+    ap.add_argument("-t", "--threads", type=int, default=1)
+    args = ap.parse_args()
+    model = adadecode.Model(args.model, heads="auto", n_threads=args.threads, n_ctx=2048)
+    prompts = load_prompts(model, args.task, Path.home() / ".cache" / "adadecode", limit=args.limit)
+    totals = {name: [0, 0.0] for name in CONFIGS}
+    mismatches = 0
+    for prompt in prompts:
+        model.generate(prompt.ids, max_tokens=8)  # warm-up
+        reference: list[int] | None = None
+        for name, kwargs in CONFIGS.items():
+            start = time.perf_counter()
+            gen = model.generate(prompt.ids, max_tokens=args.max_tokens, temperature=0.0, **kwargs)
+            seconds = gen.stats.get("decode_seconds") or time.perf_counter() - start
+            if reference is None:
+                reference = gen.tokens
+            same = gen.tokens == reference
+            mismatches += not same
+            totals[name][0] += len(gen.tokens)
+            totals[name][1] += seconds
+            s = gen.stats
+            print(json.dumps({"prompt": prompt.index, "config": name, "tokens": len(gen.tokens),
+                              "tokens_per_second": len(gen.tokens) / seconds, "same_as_standard": same,
+                              "early_exit_fraction": s.get("early_exit_fraction"), "accept_rate": s.get("accept_rate"),
+                              "ngram_fraction": s.get("ngram_fraction"), "early_per_layer": s.get("early_per_layer")}),
+                  flush=True)  # fmt: skip
+    base = totals["standard"][0] / totals["standard"][1]
+    for name, (tokens, seconds) in totals.items():
+        print(f"{name:18s} {tokens / seconds:7.2f} tok/s  {tokens / seconds / base:5.2f}x")
+    print(f"outputs differing from standard: {mismatches}")
+
+
+if __name__ == "__main__":
+    main()
