@@ -358,6 +358,37 @@ def test_prompts_that_are_not_utf8(
     assert fake_engine.instances == []  # refused before any model loads
 
 
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["-t", "0"], "-t/--threads must be at least 1, got 0"),
+        (["-t", "-2"], "-t/--threads must be at least 1, got -2"),
+        (["-c", "0"], "-c/--ctx-size must be at least 1, got 0"),
+        (["--max-tokens", "0"], "--max-tokens must be at least 1, got 0"),
+        (["--max-prompt-tokens", "0"], "--max-prompt-tokens must be at least 1, got 0"),
+        (["--max-queue", "0"], "--max-queue must be at least 1, got 0"),
+        (["--max-body-bytes", "0"], "--max-body-bytes must be at least 1, got 0"),
+        (["--port", "70000"], "--port must be at most 65535, got 70000"),
+    ],
+)
+def test_serve_bad_flag_values(capsys: pytest.CaptureFixture[str], extra: list[str], message: str) -> None:
+    code, out, err = _run(capsys, "serve", "-m", "smollm2-135m", *extra)
+    assert (code, out, err) == (1, "", f"adadecode: error: {message}\n")
+
+
+def test_run_interrupted_mid_generation(
+    capsys: pytest.CaptureFixture[str], fake_engine: type[FakeModel], model_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupted(self: FakeModel, prompt: Any, **kwargs: Any) -> Iterator[str]:
+        yield "Waves"
+        raise KeyboardInterrupt  # Ctrl-C while the engine generates
+
+    monkeypatch.setattr(FakeModel, "generate_stream", interrupted)
+    code, out, err = _run(capsys, "run", "-m", str(model_file), "-p", "hi")
+    assert code == 130 and out == "Waves"
+    assert err == "\nadadecode: interrupted\n"  # no traceback
+
+
 def test_prompt_file_newlines_are_universal(
     capsys: pytest.CaptureFixture[str],
     fake_engine: type[FakeModel],
@@ -464,3 +495,7 @@ def test_run_past_the_context_and_stop_strings_end_to_end(
                           "-n", "100000", "--stop", stop)  # fmt: skip
     assert code == 0, err
     assert out == full["text"][:cut] + "\n"  # streamed: nothing of the stop string leaks out
+    # A prompt that fills the context leaves no room: one line naming the problem, not an empty "success".
+    code, out, err = _run(capsys, "run", "-m", str(smollm2_path), "-p", "word " * 30, "-t", "1", "-c", "24")
+    assert (code, out) == (1, "") and len(err.splitlines()) == 1, err
+    assert err.startswith("adadecode: error: ") and "context" in err

@@ -253,6 +253,10 @@ def test_max_tokens_past_the_context_stops_with_length(engine: Any, smollm2_path
         chunks = [json.loads(e) for e in events[:-1]]
         assert "".join(c["choices"][0]["text"] for c in chunks) == out["choices"][0]["text"]
         assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+        # a prompt that fills the context leaves no room at all: an error, not an empty completion
+        r = http.post("/v1/completions", json={**body, "prompt": "word " * 30})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
+        assert "but the context holds 24" in r.json()["error"]["message"]
         assert http.get("/health").json()["status"] == "ok"
 
 
