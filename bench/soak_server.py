@@ -54,6 +54,7 @@ CHAT_QUESTIONS = [
 MODES = ["standard", "adadecode", "ngram", "adadecode+ngram"]
 COUNTING = "1, 2, 3, 4, 5, 6, 7, 8,"  # greedy SmolLM2 counts on: a long stream to walk away from
 CTX = 512
+MALFORMED_THREADS = 3  # malformed requests often wait in the queue too; several keep them coming
 REQUEST_TIMEOUT = 600.0  # seconds; 32 queued generations on a loaded 2-core machine take minutes, a hang forever
 
 
@@ -313,7 +314,7 @@ def leave_while_queued(url: str) -> str:
             timeout=httpx.Timeout(30, read=0.5),
         )
     except httpx.ReadTimeout:
-        return "left while waiting"
+        return "gave up after 0.5 s"
     assert r.status_code == 200, r.text[:300]
     return "answered within 0.5 s"
 
@@ -356,6 +357,15 @@ def metrics(url: str) -> dict[str, float]:
     return values
 
 
+def _wait_idle(url: str, seconds: float) -> dict[str, float]:
+    """/metrics once nothing is queued or generating."""
+    deadline = time.monotonic() + seconds
+    while (m := metrics(url))["adadecode_queued_requests"] or m["adadecode_generating"]:
+        assert time.monotonic() < deadline, f"the engine is still busy {seconds:.0f} s after the last client"
+        time.sleep(0.5)
+    return m
+
+
 def _stop_inside(text: str, rng: random.Random) -> str | None:
     """A 3-character stop string from inside `text` (after its first character), first occurring there."""
     starts = [i for i in range(1, len(text) - 3) if text.find(text[i : i + 3]) == i and text[i : i + 3].strip()]
@@ -363,7 +373,7 @@ def _stop_inside(text: str, rng: random.Random) -> str | None:
 
 
 def soak_server(
-    model: str, heads: str | None, clients: int, requests: int, threads: int, log_path: str
+    model: str, heads: str | None, clients: int, requests: int, rounds: int, threads: int, log_path: str
 ) -> dict[str, Any]:
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
@@ -411,14 +421,16 @@ def soak_server(
                     refs[(kind, i)] = (text, str(finish))
         rss_before_storm = rss_of(proc.pid)
 
-        # The storm: clients x requests valid requests, malformed ones and leaving clients alongside.
-        sampler.phase = "storm"
+        # The storm, `rounds` times: clients x requests valid requests, malformed ones and leaving clients alongside.
         counts = {"valid_ok": 0, "valid_failed": 0, "stop_string_requests": 0, "streaming": 0}
         per_mode = dict.fromkeys(modes, 0)
         lock = threading.Lock()
+        cases = malformed_cases(prompt_tokens_over=CTX + 100, max_body=max_body)
+        bad_counts: dict[str, dict[str, int]] = {b.name: {"ok": 0, "failed": 0} for b in cases}
+        leaving: dict[str, int] = {}
 
-        def client_run(c: int) -> None:
-            rng = random.Random(1000 + c)
+        def client_run(c: int, seed: int) -> None:
+            rng = random.Random(seed)
             with httpx.Client(base_url=url, timeout=REQUEST_TIMEOUT) as client:
                 for j in range(requests):
                     kind = rng.choice(["completion", "chat"])
@@ -440,23 +452,20 @@ def soak_server(
                         counts["streaming"] += spec.stream
                         per_mode[spec.mode] += 1
 
-        done = threading.Event()
-        cases = malformed_cases(prompt_tokens_over=CTX + 100, max_body=max_body)
-        bad_counts: dict[str, dict[str, int]] = {b.name: {"ok": 0, "failed": 0} for b in cases}
-        leaving: dict[str, int] = {}
-
-        def malformed_run() -> None:
+        def malformed_run(first: int, done: threading.Event) -> None:
             n = 0
             with httpx.Client(base_url=url, timeout=REQUEST_TIMEOUT) as client:
                 # At least one full pass, then on until the clients are done.
                 while n < len(cases) or not done.is_set():
-                    case = cases[n % len(cases)]
+                    case = cases[(first + n) % len(cases)]
                     try:
                         send_bad(client, case)
-                        bad_counts[case.name]["ok"] += 1
+                        outcome = "ok"
                     except Exception as exc:
-                        bad_counts[case.name]["failed"] += 1
+                        outcome = "failed"
                         fail(f"malformed: {case.name}", exc)
+                    with lock:
+                        bad_counts[case.name][outcome] += 1
                     n += 1
                     if n % 8 == 0:  # a client that walks away, mid-stream or from the queue
                         for what, run in (
@@ -464,38 +473,48 @@ def soak_server(
                             ("while queued", lambda: leave_while_queued(url)),
                         ):
                             try:
-                                outcome = f"{what}: {run()}"
+                                left = f"{what}: {run()}"
                             except Exception as exc:
-                                outcome = f"{what}: failed"
+                                left = f"{what}: failed"
                                 fail(f"disconnect {what}", exc)
-                            leaving[outcome] = leaving.get(outcome, 0) + 1
+                            with lock:
+                                leaving[left] = leaving.get(left, 0) + 1
 
-        storm_start = time.perf_counter()
-        bad_thread = threading.Thread(target=malformed_run)
-        bad_thread.start()
-        workers = [threading.Thread(target=client_run, args=(c,)) for c in range(clients)]
-        for w in workers:
-            w.start()
-        for k, w in enumerate(workers):
-            w.join()
-            if k == 0:
-                print(
-                    f"soak server: first client done after {time.perf_counter() - storm_start:.0f} s",
-                    file=sys.stderr,
-                    flush=True,
-                )
-        done.set()
-        bad_thread.join()
-        storm_seconds = time.perf_counter() - storm_start
+        storm_seconds: list[float] = []
+        rss_after_round: list[int] = []
+        for r in range(rounds):
+            sampler.phase = f"storm {r + 1}"
+            storm_start = time.perf_counter()
+            done = threading.Event()
+            bad_threads = [
+                threading.Thread(target=malformed_run, args=(k * len(cases) // MALFORMED_THREADS, done))
+                for k in range(MALFORMED_THREADS)
+            ]
+            workers = [threading.Thread(target=client_run, args=(c, 1000 * r + c)) for c in range(clients)]
+            for t in bad_threads + workers:
+                t.start()
+            for w in workers:
+                w.join()
+            done.set()
+            for t in bad_threads:
+                t.join()
+            storm_seconds.append(time.perf_counter() - storm_start)
+            sampler.phase = f"idle {r + 1}"
+            _wait_idle(url, 120)
+            time.sleep(3)
+            rss_after_round.append(rss_of(proc.pid))
+            print(
+                f"soak server: round {r + 1}/{rounds} in {storm_seconds[-1]:.0f} s, {counts['valid_ok']} valid ok, "
+                f"{len(failures)} failures, RSS {rss_after_round[-1] / 1024:.1f} MiB",
+                file=sys.stderr,
+                flush=True,
+            )
 
         # After the storm: idle, healthy, nothing answered 5xx; then a clean stop.
         sampler.phase = "after"
         end: dict[str, Any] = {}
         try:
-            deadline = time.monotonic() + 120
-            while (m := metrics(url))["adadecode_queued_requests"] or m["adadecode_generating"]:
-                assert time.monotonic() < deadline, "the engine is still busy 120 s after the last client"
-                time.sleep(0.5)
+            m = _wait_idle(url, 120)
             health = httpx.get(f"{url}/health", timeout=10)
             assert health.status_code == 200 and health.json()["status"] == "ok", health.text
             end["health"] = health.json()
@@ -518,8 +537,6 @@ def soak_server(
                 end[key] = m[f"adadecode_{key}"]
         except Exception as exc:
             fail("after the storm", exc)
-        time.sleep(3)  # idle samples
-        rss_end = rss_of(proc.pid)
         sampler.stop.set()
         sampler.join()
         proc.send_signal(signal.SIGINT)
@@ -527,23 +544,13 @@ def soak_server(
             end["exit_code_after_sigint"] = proc.wait(timeout=30)
         except subprocess.TimeoutExpired as exc:
             fail("SIGINT did not stop the server within 30 s", exc)
-    storm = [rss for _, phase, rss in sampler.samples if phase == "storm"]
-    # As soak.py's growth(): the late high-water mark over the early one after a warm-up (the first 5%).
-    warm, window = max(1, len(storm) // 20), max(1, len(storm) // 10)
-    storm_growth = (
-        {
-            "early_max_kib": (e := max(storm[warm : warm + window])),
-            "late_max_kib": (late := max(storm[-window:])),
-            "growth_percent": 100.0 * (late - e) / e,
-        }
-        if len(storm) > warm + window
-        else None
-    )
+    storm = [rss for _, phase, rss in sampler.samples if phase.startswith("storm")]
     return {
         "command": cmd,
         "clients": clients,
         "requests_per_client": requests,
-        "valid_requests": clients * requests,
+        "rounds": rounds,
+        "valid_requests": clients * requests * rounds,
         **counts,
         "requests_per_mode": per_mode,
         "malformed_requests": sum(v["ok"] + v["failed"] for v in bad_counts.values()),
@@ -556,55 +563,55 @@ def soak_server(
         "end": end,
         "rss_before_storm_kib": rss_before_storm,
         "rss_storm_max_kib": max(storm) if storm else None,
-        "rss_end_kib": rss_end,
-        "rss_growth_percent": 100.0 * (rss_end - rss_before_storm) / rss_before_storm,
-        "rss_storm_growth": storm_growth,
+        "rss_after_round_kib": rss_after_round,
+        # Round 1 warms up (threads, connection buffers, allocator arenas); a leak grows RSS round after round.
+        "rss_growth_after_first_round_percent": 100.0 * (rss_after_round[-1] - rss_after_round[0]) / rss_after_round[0]
+        if rss_after_round
+        else None,
         "rss_samples": sampler.samples,
     }
 
 
 def markdown(s: dict[str, Any], mib: Callable[[float], str]) -> list[str]:
     end = s["end"]
-    ok = not s["failures"]
+    rounds = s["rounds"]
+    after = s["rss_after_round_kib"]
+    growth = s["rss_growth_after_first_round_percent"]
     lines = [
         "",
         "## Server",
         "",
-        f"`adadecode serve` ({' '.join(s['command'][3:])}) with {s['clients']} concurrent clients x "
-        f"{s['requests_per_client']} requests, greedy, 8-16 tokens each (completions and chat, streaming or not, "
-        f"modes {', '.join(f'{k} {v}' for k, v in s['requests_per_mode'].items())}; "
-        f"{s['streaming']} streamed, {s['stop_string_requests']} with a stop string cut from the reference text), "
-        f"and alongside them {s['malformed_requests']} malformed requests ({len(s['malformed_by_case'])} kinds) "
-        "and clients leaving mid-stream or while queued.",
+        f"`adadecode {' '.join(s['command'][3:])}`, then {rounds} x {s['clients']} concurrent clients x "
+        f"{s['requests_per_client']} greedy requests of 8-16 tokens (completions and chat, streaming or not, modes "
+        f"{', '.join(f'{k} {v}' for k, v in s['requests_per_mode'].items())}; {s['streaming']} streamed, "
+        f"{s['stop_string_requests']} with a stop string cut from the reference text), each compared with the same "
+        f"prompt's reference run alone beforehand; alongside them {s['malformed_requests']} malformed requests "
+        f"({len(s['malformed_by_case'])} kinds, listed below) and clients leaving mid-stream or while queued.",
         "",
         "| | result |",
         "|---|---|",
-        f"| valid requests answered 200 with the solo reference's text and finish reason | {s['valid_ok']} / "
+        f"| valid requests answered 200 with the reference's text and finish reason | {s['valid_ok']} / "
         f"{s['valid_requests']} |",
-        f"| malformed requests answered the documented 4xx error | "
+        f"| malformed requests answered their documented 4xx error object | "
         f"{s['malformed_requests'] - s['malformed_failed']} / {s['malformed_requests']} |",
         f"| clients that left | {', '.join(f'{k} x{v}' for k, v in sorted(s['leaving_clients'].items()))} |",
-        f"| 5xx answers (from /metrics) | {end.get('server_5xx', 'n/a')} |",
-        f"| answers by status (from /metrics) | {end.get('requests_by_status', 'n/a')} |",
-        f"| generations cancelled by a leaving client | {end.get('generations_cancelled_total', 'n/a'):.0f} |"
-        if "generations_cancelled_total" in end
-        else "| generations cancelled | n/a |",
+        f"| generations cancelled by a leaving client (/metrics) | {end.get('generations_cancelled_total', 'n/a')} |",
+        f"| answers by status (/metrics) | {end.get('requests_by_status', 'n/a')} |",
+        f"| 5xx answers | {end.get('server_5xx', 'n/a')} |",
         f"| /health after the storm | {end.get('health', 'no answer')} |",
         f"| exit status after SIGINT | {end.get('exit_code_after_sigint', 'did not stop')} |",
-        f"| server RSS before the storm / max during / after (MiB) | {mib(s['rss_before_storm_kib'])} / "
-        f"{mib(s['rss_storm_max_kib'] or 0)} / {mib(s['rss_end_kib'])} ({s['rss_growth_percent']:+.2f}%) |",
-        "| server RSS during the storm, early max / late max (MiB) | "
-        + (
-            f"{mib(g['early_max_kib'])} / {mib(g['late_max_kib'])} ({g['growth_percent']:+.2f}%) |"
-            if (g := s["rss_storm_growth"])
-            else "too few samples |"
-        ),
-        f"| storm duration | {s['storm_seconds']:.0f} s |",
+        f"| storm duration per round | {', '.join(f'{t:.0f} s' for t in s['storm_seconds'])} |",
+        f"| server RSS before the first round / max during the rounds (MiB) | {mib(s['rss_before_storm_kib'])} / "
+        f"{mib(s['rss_storm_max_kib'] or 0)} |",
+        f"| server RSS idle after each round (MiB) | {' / '.join(mib(k) for k in after)}"
+        + (f" ({growth:+.2f}% after the first) |" if growth is not None else " |"),
         "",
-        "Malformed kinds: "
+        "Malformed kinds (answered as documented / sent): "
         + "; ".join(f"{k} ({v['ok']}/{v['ok'] + v['failed']})" for k, v in s["malformed_by_case"].items())
         + ".",
         "",
-        "All responses as documented." if ok else f"**{len(s['failures'])} failures**, first: {s['failures'][:3]}",
+        "All responses as documented."
+        if not s["failures"]
+        else f"**{len(s['failures'])} failures**, the first: {s['failures'][:3]}",
     ]
     return lines
