@@ -3,27 +3,32 @@
 1. One model, N generations (rotating prompts, alternating standard / layer-parallel decoding with the shipped
    heads, greedy): resident memory (VmRSS) is sampled every few generations; every repeat of a prompt must give
    the same tokens as its first run.
-2. C load / generate / unload cycles: RSS after each unload (and after each load).
+2. C load / generate / unload cycles: RSS after each load, after each unload, and after glibc's malloc_trim
+   (what is still allocated; glibc keeps freed heap in steps of ~25 MiB).
+3. The server (bench/soak_server.py): ``adadecode serve`` on the model and heads, rounds of C concurrent clients
+   x R greedy requests (completions and chat, streaming or not, every mode, some with stop strings) while malformed
+   requests and clients that walk away go alongside; every response is checked against a solo reference or the
+   documented 4xx error, and the server's RSS is sampled throughout and compared idle after each round.
 
 Growth is the highest RSS among the last 10% of samples over the highest among the first 10% after a warm-up (the
 first 5%: allocators and the page cache settle). Writes JSON + Markdown:
 
-    python bench/soak.py -m smollm2-135m --heads smollm2-135m --generations 1000 --cycles 100 -o bench/results/soak
+    nice -n 19 python bench/soak.py -m smollm2-135m --heads smollm2-135m --generations 1000 --cycles 100 \
+        --max-tokens 8 --clients 32 --requests 20 --rounds 2 -o bench/results/soak-smollm2
 
-TODO(server soak, issue 7): python/adadecode/server.py was not on main when this branch was cut. Next step here:
-start the server on the model, 32 concurrent clients x 20 requests (mixed streaming / non-streaming, stop strings)
-plus malformed requests (bad JSON, wrong types, empty / oversized prompts, max_tokens < 0, unknown model), check
-every response (status code, JSON shape, greedy text equal to Model.generate's), and record the server's RSS.
+``--parts server`` (or ``generations,loads``) runs only some parts.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
 import json
 import os
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -97,10 +102,18 @@ def soak_generations(model: Any, n: int, max_tokens: int, every: int) -> dict[st
     }
 
 
+def trim() -> None:
+    """Return the heap's free memory to the system (glibc's malloc_trim); nothing elsewhere."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def soak_loads(path: str, heads: str | None, cycles: int, n_threads: int) -> dict[str, Any]:
     from adadecode import Model
 
-    after_unload, after_load = [], []
+    after_unload, after_load, after_trim = [], [], []
     reference = None
     start = time.perf_counter()
     for _ in range(cycles):
@@ -112,6 +125,10 @@ def soak_loads(path: str, heads: str | None, cycles: int, n_threads: int) -> dic
         del m
         gc.collect()
         after_unload.append(rss_kib())
+        # glibc keeps freed heap and hands it back in steps, which makes RSS after an unload swing by ~25 MiB;
+        # after malloc_trim only what is still allocated counts, and a leak is.
+        trim()
+        after_trim.append(rss_kib())
     return {
         "cycles": cycles,
         "seconds": time.perf_counter() - start,
@@ -119,6 +136,8 @@ def soak_loads(path: str, heads: str | None, cycles: int, n_threads: int) -> dic
         "rss_after_unload_kib": after_unload,
         "after_load": growth(after_load),
         "after_unload": growth(after_unload),
+        "rss_after_unload_and_trim_kib": after_trim,
+        "after_unload_and_trim": growth(after_trim),
     }
 
 
@@ -131,8 +150,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-tokens", type=int, default=32)
     # One thread by default: ggml's thread barriers collapse on shared cores, and this measures memory, not speed.
     ap.add_argument("-t", "--threads", type=int, default=1)
+    ap.add_argument("--clients", type=int, default=32, help="server: concurrent clients")
+    ap.add_argument("--requests", type=int, default=20, help="server: requests per client")
+    ap.add_argument("--rounds", type=int, default=2, help="server: rounds of clients x requests (RSS after each)")
+    ap.add_argument("--parts", default="generations,loads,server", help="comma-separated parts to run")
     ap.add_argument("-o", "--output", default="bench/results/soak", help="path prefix for .json and .md")
     args = ap.parse_args(argv)
+    parts = set(args.parts.split(","))
+    if parts - {"generations", "loads", "server"}:
+        ap.error(f"unknown parts: {', '.join(sorted(parts - {'generations', 'loads', 'server'}))}")
 
     from adadecode import Model
 
@@ -144,11 +170,20 @@ def main(argv: list[str] | None = None) -> int:
         from adadecode.heads import resolve_heads
 
         heads = str(resolve_heads(args.heads, model.path))
-    gens = soak_generations(model, args.generations, args.max_tokens, every=max(1, args.generations // 200))
     path = model.path
+    gens = loads = server = None
+    if "generations" in parts:
+        gens = soak_generations(model, args.generations, args.max_tokens, every=max(1, args.generations // 200))
     del model
     gc.collect()
-    loads = soak_loads(path, heads, args.cycles, args.threads)
+    if "loads" in parts:
+        loads = soak_loads(path, heads, args.cycles, args.threads)
+    if "server" in parts:
+        from soak_server import soak_server
+
+        log = Path(tempfile.gettempdir()) / f"soak-server-{os.getpid()}.log"  # the server's output, for failures
+        print(f"soak: server log in {log}", file=sys.stderr, flush=True)
+        server = soak_server(path, heads, args.clients, args.requests, args.rounds, args.threads, str(log))
     with open("/proc/loadavg") as f:
         loadavg = f.read().split()[:3]
     result = {
@@ -159,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         "python_rss_before_load_kib": baseline,
         "generations": gens,
         "load_cycles": loads,
-        "server": "TODO: python/adadecode/server.py is not on main yet (issue 7)",
+        "server": server,
         "total_seconds": time.perf_counter() - t0,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "loadavg_at_end": loadavg},
     }
@@ -168,9 +203,12 @@ def main(argv: list[str] | None = None) -> int:
     out.with_suffix(".json").write_text(json.dumps(result, indent=1))
     out.with_suffix(".md").write_text(markdown(result))
     print(markdown(result))
-    ok = gens["output_mismatches"] == 0 and all(
-        abs(g["growth_percent"]) < 5 for g in (gens, loads["after_load"], loads["after_unload"])
+    ok = gens is None or gens["output_mismatches"] == 0 and abs(gens["growth_percent"]) < 5
+    ok = ok and (
+        loads is None
+        or all(abs(g["growth_percent"]) < 5 for g in (loads["after_load"], loads["after_unload_and_trim"]))
     )
+    ok = ok and (server is None or not server["failures"] and server["rss_growth_after_first_round_percent"] < 5)
     return 0 if ok else 1
 
 
@@ -181,33 +219,48 @@ def markdown(r: dict[str, Any]) -> str:
         return f"{kib / 1024:.1f}"
 
     lines = [
-        "# Soak: memory over many generations and model loads",
+        "# Soak: memory over many generations and model loads, the server under load and malformed requests",
         "",
         f"Command: `{r['command']}`  ",
         f"Model: `{Path(r['model']).name}`, heads: `{Path(r['heads']).name if r['heads'] else 'none'}`, "
         f"{r['threads']} threads; {r['machine']['cpus']} CPUs, "
         f"load average at the end {r['machine']['loadavg_at_end']}.",
-        "",
-        "| part | count | RSS early max (MiB) | RSS late max (MiB) | growth | min..max (MiB) |",
-        "|---|---|---|---|---|---|",
     ]
-    for name, count, s in (
-        (f"generations ({g['max_tokens']} tokens max)", g["generations"], g),
-        ("after load", c["cycles"], c["after_load"]),
-        ("after unload", c["cycles"], c["after_unload"]),
-    ):
+    rows = []
+    if g:
+        rows.append((f"generations ({g['max_tokens']} tokens max)", g["generations"], g))
+    if c:
+        rows += [
+            ("after load", c["cycles"], c["after_load"]),
+            ("after unload", c["cycles"], c["after_unload"]),
+            ("after unload and malloc_trim", c["cycles"], c["after_unload_and_trim"]),
+        ]
+    if rows:
+        lines += [
+            "",
+            "| part | count | RSS early max (MiB) | RSS late max (MiB) | growth | min..max (MiB) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, count, s in rows:
+            lines.append(
+                f"| {name} | {count} | {mib(s['early_max_kib'])} | {mib(s['late_max_kib'])} | "
+                f"{s['growth_percent']:+.2f}% | {mib(s['min_kib'])}..{mib(s['max_kib'])} |"
+            )
+        lines.append("")
+    if g:
         lines.append(
-            f"| {name} | {count} | {mib(s['early_max_kib'])} | {mib(s['late_max_kib'])} | "
-            f"{s['growth_percent']:+.2f}% | {mib(s['min_kib'])}..{mib(s['max_kib'])} |"
+            f"Generations: {g['tokens_generated']} tokens in {g['seconds']:.0f} s, "
+            f"{g['output_mismatches']} outputs differing from the first run of their prompt.  "
         )
-    lines += [
-        "",
-        f"Generations: {g['tokens_generated']} tokens in {g['seconds']:.0f} s, "
-        f"{g['output_mismatches']} outputs differing from the first run of their prompt.  ",
-        f"Load cycles: {c['cycles']} in {c['seconds']:.0f} s (each: load, 8 greedy tokens checked, unload).  ",
-        "Server soak: TODO, python/adadecode/server.py is not on main yet (issue 7).",
-        "",
-    ]
+    if c:
+        lines.append(
+            f"Load cycles: {c['cycles']} in {c['seconds']:.0f} s (each: load, 8 greedy tokens checked, unload)."
+        )
+    if r["server"]:
+        from soak_server import markdown as server_markdown
+
+        lines += server_markdown(r["server"], mib)
+    lines.append("")
     return "\n".join(lines)
 
 

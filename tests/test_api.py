@@ -158,6 +158,13 @@ def test_closing_a_stream_stops_the_engine(llm: Llama, model: Any) -> None:
         ({"mode": "adadecode"}, "mode"),  # no heads loaded
         ({"mode": "adadecode+ngram"}, "mode"),
         ({"max_draft": 0}, "max_draft"),
+        ({"gamma": 1.5}, "gamma"),
+        ({"gamma": -0.1}, "gamma"),
+        ({"gamma": float("nan")}, "gamma"),
+        ({"max_pending": 0}, "max_pending"),
+        ({"max_pending": -4}, "max_pending"),
+        ({"prompt": b"caf\xe9"}, "prompt"),  # Latin-1 bytes: not UTF-8
+        ({"prompt": "ab\udcff"}, "prompt"),  # a lone surrogate, as JSON's \udcff escape gives
         ({"prompt": "word " * 600}, "prompt"),  # longer than n_ctx=512
     ],
 )
@@ -171,11 +178,59 @@ def test_bad_arguments_raise_before_streaming(llm: Llama, kwargs: dict[str, Any]
 
 @pytest.mark.parametrize(
     "messages",
-    [[], "hello", [{"role": "wizard", "content": "hi"}], [{"role": "user", "content": [{"type": "image_url"}]}]],
+    [
+        [],
+        "hello",
+        [{"role": "wizard", "content": "hi"}],
+        [{"role": "user", "content": [{"type": "image_url"}]}],
+        [{"role": "user", "content": "\ud800 unpaired"}],
+    ],
 )
 def test_bad_chat_messages(llm: Llama, messages: Any) -> None:
     with pytest.raises(InvalidRequestError, match="messages"):
         llm.create_chat_completion(messages, stream=True)
+
+
+def test_invalid_text_errors_name_the_problem(llm: Llama) -> None:
+    with pytest.raises(InvalidRequestError, match=r"the prompt is not valid UTF-8: byte 0xe9 at offset 3"):
+        llm(b"caf\xe9", max_tokens=2)
+    with pytest.raises(InvalidRequestError, match=r"lone surrogate U\+DCFF at position 2"):
+        llm("ab\udcff", max_tokens=2)
+    with pytest.raises(InvalidRequestError, match=r"messages\[1\]\.content .* lone surrogate U\+D800"):
+        llm.create_chat_completion([CHAT[0], {"role": "user", "content": "\ud800"}], max_tokens=2)
+
+
+def test_bytes_prompt_is_utf8_text_not_token_ids(llm: Llama) -> None:
+    text = "Le café est"
+    as_text = llm(text, max_tokens=6, temperature=0)
+    as_bytes = llm(text.encode(), max_tokens=6, temperature=0)
+    assert as_bytes["choices"][0]["text"] == as_text["choices"][0]["text"]
+    assert as_bytes["usage"] == as_text["usage"]
+
+
+def test_max_tokens_past_the_context_stops_with_length(engine: Any, smollm2_path: Path) -> None:
+    small = Llama(smollm2_path, n_ctx=24, n_threads=1)
+    n_prompt = len(small.tokenize(PROMPT.encode()))
+    for max_tokens in (10**9, None, 0):  # past the context; None and <= 0 mean "until the context is full"
+        out = small(PROMPT, max_tokens=max_tokens, temperature=0)
+        assert out["choices"][0]["finish_reason"] == "length"
+        assert out["usage"]["completion_tokens"] == 24 - n_prompt
+    chunks = list(small(PROMPT, max_tokens=10**9, temperature=0, stream=True))
+    assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+    assert "".join(c["choices"][0]["text"] for c in chunks) == out["choices"][0]["text"]
+
+
+def test_stop_string_spanning_tokens(llm: Llama, model: Any) -> None:
+    full = model.generate(PROMPT, max_tokens=24)
+    pieces = [model.detokenize(full.tokens[: i + 1]) for i in range(len(full.tokens))]
+    boundary = next(i for i in range(2, len(pieces)) if len(pieces[i - 1]) - len(pieces[i - 2]) >= 2)
+    cut = len(pieces[boundary - 1]) - 1  # the stop string starts with one token's last character
+    stop = full.text[cut : cut + 3]
+    assert full.text.find(stop) == cut and len(pieces[boundary]) >= cut + 3
+    out = llm(PROMPT, max_tokens=24, temperature=0, stop=["never there", stop])
+    assert out["choices"][0]["text"] == full.text[:cut] and out["choices"][0]["finish_reason"] == "stop"
+    chunks = list(llm(PROMPT, max_tokens=24, temperature=0, stop=stop, stream=True))
+    assert "".join(c["choices"][0]["text"] for c in chunks) == full.text[:cut]
 
 
 def test_prompt_token_limit(llm: Llama) -> None:

@@ -92,6 +92,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 
 BAD_RUN_ARGS = [
     (["-t", "0"], "--threads"),
+    (["-t", "-3"], "--threads"),
     (["--gamma", "1.5"], "--gamma"),
     (["--gamma", "-0.1"], "--gamma"),
     (["-n", "0"], "--n-predict"),
@@ -103,6 +104,7 @@ BAD_RUN_ARGS = [
     (["--top-k", "-1"], "--top-k"),
     (["--seed", "-3"], "--seed"),
     (["--max-pending", "0"], "--max-pending"),
+    (["--max-pending", "-2"], "--max-pending"),
     (["--mode", "standard", "--gamma", "0.8"], "--gamma"),
     (["--stop", ""], "--stop"),
     (["--mode", "adadecode"], "--heads"),
@@ -333,6 +335,76 @@ def test_run_prompt_from_file_and_stdin(
     ]
 
 
+def test_prompts_that_are_not_utf8(
+    capsys: pytest.CaptureFixture[str],
+    fake_engine: type[FakeModel],
+    model_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes("café".encode("latin-1"))
+    cases = [
+        (["-f", str(bad)], None, f"prompt file {bad} is not UTF-8 text: byte 0xe9 at offset 3"),
+        (["-f", "-"], b"ab\xfe\xff", "the prompt on stdin is not UTF-8 text: byte 0xfe at offset 2"),
+        # what Python makes of a non-UTF-8 byte in argv (PEP 383: surrogateescape)
+        (["-p", "ab\udcff"], None, "the prompt is not UTF-8 text: byte 0xff at character 2"),
+    ]
+    for argv, stdin, message in cases:
+        if stdin is not None:
+            monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin), encoding="latin-1"))
+        code, out, err = _run(capsys, "run", "-m", str(model_file), *argv)
+        assert (code, out, err) == (1, "", f"adadecode: error: {message}\n")
+    assert fake_engine.instances == []  # refused before any model loads
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["-t", "0"], "-t/--threads must be at least 1, got 0"),
+        (["-t", "-2"], "-t/--threads must be at least 1, got -2"),
+        (["-c", "0"], "-c/--ctx-size must be at least 1, got 0"),
+        (["--max-tokens", "0"], "--max-tokens must be at least 1, got 0"),
+        (["--max-prompt-tokens", "0"], "--max-prompt-tokens must be at least 1, got 0"),
+        (["--max-queue", "0"], "--max-queue must be at least 1, got 0"),
+        (["--max-body-bytes", "0"], "--max-body-bytes must be at least 1, got 0"),
+        (["--port", "70000"], "--port must be at most 65535, got 70000"),
+    ],
+)
+def test_serve_bad_flag_values(capsys: pytest.CaptureFixture[str], extra: list[str], message: str) -> None:
+    code, out, err = _run(capsys, "serve", "-m", "smollm2-135m", *extra)
+    assert (code, out, err) == (1, "", f"adadecode: error: {message}\n")
+
+
+def test_run_interrupted_mid_generation(
+    capsys: pytest.CaptureFixture[str], fake_engine: type[FakeModel], model_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupted(self: FakeModel, prompt: Any, **kwargs: Any) -> Iterator[str]:
+        yield "Waves"
+        raise KeyboardInterrupt  # Ctrl-C while the engine generates
+
+    monkeypatch.setattr(FakeModel, "generate_stream", interrupted)
+    code, out, err = _run(capsys, "run", "-m", str(model_file), "-p", "hi")
+    assert code == 130 and out == "Waves"
+    assert err == "\nadadecode: interrupted\n"  # no traceback
+
+
+def test_prompt_file_newlines_are_universal(
+    capsys: pytest.CaptureFixture[str],
+    fake_engine: type[FakeModel],
+    model_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    crlf = tmp_path / "crlf.txt"
+    crlf.write_bytes(b"one\r\ntwo\rthree \xe2\x9c\x93\n")
+    assert _run(capsys, "run", "-m", str(model_file), "-f", str(crlf))[0] == 0
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(crlf.read_bytes()), encoding="latin-1"))
+    assert _run(capsys, "run", "-m", str(model_file), "-f", "-")[0] == 0
+    prompts = [m.calls[0]["prompt"] for m in fake_engine.instances]
+    assert prompts == ["one\ntwo\nthree \u2713\n"] * 2  # as text-mode reading gives, and UTF-8 whatever the locale
+
+
 def test_run_escapes(capsys: pytest.CaptureFixture[str], fake_engine: type[FakeModel], model_file: Path) -> None:
     assert _run(capsys, "run", "-m", str(model_file), "-p", r"a\nb", "--stop", r"\n\n", "-e")[0] == 0
     assert _run(capsys, "run", "-m", str(model_file), "-p", r"a\nb")[0] == 0
@@ -399,3 +471,35 @@ def test_run_rejects_a_file_that_is_not_gguf(engine: Any, tmp_path: Path) -> Non
     assert proc.returncode == 1
     assert proc.stdout == ""
     assert len(proc.stderr.splitlines()) == 1 and proc.stderr.startswith("adadecode: error: "), proc.stderr
+
+
+def test_run_past_the_context_and_stop_strings_end_to_end(
+    capsys: pytest.CaptureFixture[str], engine: Any, smollm2_path: Path
+) -> None:
+    """The real engine in-process: -n past the context stops with "length" once the context is full, and a --stop
+    string that starts inside one token's text and ends inside the next one cuts the text before it."""
+    common = ["run", "-m", str(smollm2_path), "-p", "Once upon a time", "-t", "1", "--json"]
+    code, out, err = _run(capsys, *common, "-c", "24", "-n", "100000")
+    assert code == 0, err
+    full = json.loads(out)
+    n_prompt = full["stats"]["n_prompt"]
+    assert full["stats"]["finish_reason"] == "length"
+    assert n_prompt + len(full["tokens"]) == 24 + 1  # the last token is sampled but needs no cache slot
+    model = engine(smollm2_path, n_ctx=24, n_threads=1)
+    pieces = [model.detokenize(full["tokens"][: i + 1]) for i in range(len(full["tokens"]))]
+    boundary = next(i for i in range(2, len(pieces)) if len(pieces[i - 1]) - len(pieces[i - 2]) >= 2)
+    cut = len(pieces[boundary - 1]) - 1  # the last character of one token's text ...
+    stop = full["text"][cut : cut + 3]  # ... and the first ones of the next
+    assert full["text"].find(stop) == cut and len(pieces[boundary]) >= cut + 3, (full["text"], stop)
+    code, out, err = _run(capsys, *common, "-c", "24", "-n", "100000", "--stop", stop)
+    assert code == 0, err
+    stopped = json.loads(out)
+    assert stopped["text"] == full["text"][:cut] and stopped["stats"]["finish_reason"] == "stop"
+    code, out, err = _run(capsys, "run", "-m", str(smollm2_path), "-p", "Once upon a time", "-t", "1", "-c", "24",
+                          "-n", "100000", "--stop", stop)  # fmt: skip
+    assert code == 0, err
+    assert out == full["text"][:cut] + "\n"  # streamed: nothing of the stop string leaks out
+    # A prompt that fills the context leaves no room: one line naming the problem, not an empty "success".
+    code, out, err = _run(capsys, "run", "-m", str(smollm2_path), "-p", "word " * 30, "-t", "1", "-c", "24")
+    assert (code, out) == (1, "") and len(err.splitlines()) == 1, err
+    assert err.startswith("adadecode: error: ") and "context" in err

@@ -262,6 +262,15 @@ def test_extreme_but_valid_arguments(model: Any) -> None:
     ref = model.generate("Hello", max_tokens=4).tokens
     assert model.generate("Hello", max_tokens=4, top_k=2**40).tokens == ref
     assert model.generate("Hello", max_tokens=4, max_pending=2**40).tokens == ref
+    # larger than the engine's int: clamped like max_pending, not a TypeError from the binding
+    assert model.generate("Hello", max_tokens=4, mode="ngram", max_draft=2**40).tokens == ref
+    assert model.generate(b"Hello", max_tokens=4).tokens == ref  # bytes are UTF-8 text
+
+
+def test_exit_layers_out_of_range(model: Any) -> None:
+    for layers in ([2**40], [-1]):  # past the engine's int: a ValueError naming them, not a binding TypeError
+        with pytest.raises(ValueError, match=r"exit_layers must be layer numbers .* got \[-?\d+\]"):
+            model.generate("Hello", max_tokens=2, exit_layers=layers)
 
 
 def test_detokenize_invalid_ids(model: Any) -> None:

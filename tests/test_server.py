@@ -6,6 +6,7 @@ decoder all have to agree with plain standard decoding."""
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import signal
 import socket
@@ -163,6 +164,100 @@ def test_malformed_requests_get_400(server: str, body: Any, param: str | None) -
     err = r.json()["error"]
     assert err["type"] == "invalid_request_error" and err["message"]
     assert err["param"] == param
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "param", "needle"),
+    [
+        ("/v1/completions", {"prompt": "Hi", "gamma": 1.5}, "gamma", "gamma must be in [0, 1], got 1.5"),
+        ("/v1/completions", {"prompt": "Hi", "gamma": -0.1}, "gamma", "gamma must be in [0, 1]"),
+        ("/v1/completions", b'{"prompt": "Hi", "gamma": NaN}', "gamma", "gamma must be in [0, 1], got nan"),
+        ("/v1/completions", {"prompt": "Hi", "max_pending": 0}, "max_pending", "max_pending must be >= 1"),
+        ("/v1/completions", {"prompt": "Hi", "max_tokens": -1}, "max_tokens", "max_tokens must be in [1, 512]"),
+        ("/v1/completions", {"prompt": "Hi", "max_tokens": 10**15}, "max_tokens", "max_tokens must be in"),
+        ("/v1/chat/completions", {"messages": _chat("Hi"), "max_completion_tokens": -3}, "max_tokens", "got -3"),
+        ("/v1/completions", {"prompt": [1, 2, 10**9]}, "prompt", "token ids must be integers in [0, 49152)"),
+        ("/v1/completions", {"prompt": [-7]}, "prompt", "token ids must be integers"),
+        ("/v1/completions", {"prompt": ""}, "prompt", "the prompt is empty"),
+        ("/v1/completions", b'{"prompt": "caf\xe9"}', None, "the request body is not valid UTF-8: byte 0xe9 at offset"),
+        ("/v1/completions", b'{"prompt": "ab\\udcff"}', "prompt", "lone surrogate U+DCFF at position 2"),
+        (
+            "/v1/chat/completions",
+            b'{"messages": [{"role": "user", "content": "\\ud800"}]}',
+            "messages",
+            "messages[0].content is not valid Unicode text",
+        ),
+        ("/v1/completions", {"prompt": "Hi", "mode": "ngram", "max_draft": 0}, "max_draft", "max_draft must be"),
+    ],
+)
+def test_bad_values_get_400_naming_them(server: str, path: str, body: Any, param: str | None, needle: str) -> None:
+    for stream in (False, True):  # refused before a stream starts: a JSON error, not an event stream
+        if isinstance(body, bytes):
+            raw = body.replace(b"{", b'{"stream": %s, ' % (b"true" if stream else b"false"), 1)
+            r = httpx.post(f"{server}{path}", content=raw, headers={"content-type": "application/json"}, timeout=60)
+        else:
+            r = httpx.post(f"{server}{path}", json={**body, "stream": stream}, timeout=60)
+        assert r.status_code == 400, r.text
+        err = r.json()["error"]
+        assert err["type"] == "invalid_request_error" and err["param"] == param
+        assert needle in err["message"], err["message"]
+
+
+def test_unknown_model_is_404(server: str, client: Any) -> None:
+    with pytest.raises(openai.NotFoundError) as info:
+        client.completions.create(model="gpt-4", prompt="Hi", max_tokens=2)
+    assert info.value.body["code"] == "model_not_found" and info.value.body["param"] == "model"
+    assert "'gpt-4' does not exist" in info.value.body["message"] and "smollm2-135m" in info.value.body["message"]
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="no-such", messages=_chat("Hi"), max_tokens=2, stream=True)
+    # the alias /v1/models lists, the GGUF's file name, or no model at all are served
+    for body in ({"model": "smollm2-135m"}, {"model": "smollm2-135m.gguf"}, {}):
+        r = httpx.post(f"{server}/v1/completions", json={**body, "prompt": "Hi", "max_tokens": 2}, timeout=60)
+        assert r.status_code == 200, r.text
+
+
+def test_stop_string_spanning_tokens(client: Any, reference: Any) -> None:
+    ref = reference.model.generate("The capital of France is", max_tokens=24)
+    pieces = [reference.model.detokenize(ref.tokens[: i + 1]) for i in range(len(ref.tokens))]
+    boundary = next(i for i in range(2, len(pieces)) if len(pieces[i - 1]) - len(pieces[i - 2]) >= 2)
+    cut = len(pieces[boundary - 1]) - 1  # one token's last character and the next one's first two
+    stop = ref.text[cut : cut + 3]
+    assert ref.text.find(stop) == cut and len(pieces[boundary]) >= cut + 3
+    kwargs = {"model": "smollm2-135m", "prompt": "The capital of France is", "max_tokens": 24, "temperature": 0,
+              "stop": ["never there", stop]}  # fmt: skip
+    out = client.completions.create(**kwargs)
+    assert out.choices[0].text == ref.text[:cut] and out.choices[0].finish_reason == "stop"
+    chunks = list(client.completions.create(**kwargs, stream=True))
+    assert "".join(c.choices[0].text for c in chunks) == ref.text[:cut]
+    assert chunks[-1].choices[0].finish_reason == "stop"
+
+
+def test_max_tokens_past_the_context_stops_with_length(engine: Any, smollm2_path: Path) -> None:
+    """In-process (the module's server keeps max_tokens inside its context): a request for more tokens than the
+    context holds gets what fits and finish_reason "length", streaming or not."""
+    from fastapi.testclient import TestClient
+
+    from adadecode import Llama
+    from adadecode.server import create_app
+
+    llm = Llama(smollm2_path, n_ctx=24, n_threads=1)
+    n_prompt = len(llm.tokenize(b"The capital of France is"))
+    body = {"prompt": "The capital of France is", "max_tokens": 4000, "temperature": 0}
+    with TestClient(create_app(llm)) as http:
+        out = http.post("/v1/completions", json=body).json()
+        assert out["choices"][0]["finish_reason"] == "length"
+        assert out["usage"]["completion_tokens"] == 24 - n_prompt
+        with http.stream("POST", "/v1/completions", json={**body, "stream": True}) as r:
+            events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
+        assert events[-1] == "[DONE]"
+        chunks = [json.loads(e) for e in events[:-1]]
+        assert "".join(c["choices"][0]["text"] for c in chunks) == out["choices"][0]["text"]
+        assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+        # a prompt that fills the context leaves no room at all: an error, not an empty completion
+        r = http.post("/v1/completions", json={**body, "prompt": "word " * 30})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
+        assert "but the context holds 24" in r.json()["error"]["message"]
+        assert http.get("/health").json()["status"] == "ok"
 
 
 def test_malformed_request_through_openai_client(client: Any) -> None:

@@ -68,6 +68,26 @@ def _stop_list(stop: str | Sequence[str] | None) -> list[str]:
     return [s for s in items if s]
 
 
+def _utf8_text(data: bytes, what: str, param: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidRequestError(
+            f"{what} is not valid UTF-8: byte 0x{data[exc.start]:02x} at offset {exc.start} ({exc.reason})", param
+        ) from exc
+
+
+def _check_unicode(text: str, what: str, param: str) -> None:
+    """JSON's \\uXXXX escapes can carry half of a surrogate pair, which no UTF-8 encoding exists for."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidRequestError(
+            f"{what} is not valid Unicode text: a lone surrogate U+{ord(text[exc.start]):04X} at position {exc.start}",
+            param,
+        ) from exc
+
+
 def _message_text(message: Message, index: int) -> str:
     """The text of a message; OpenAI's list-of-parts content is joined when every part is text."""
     content = message.get("content")
@@ -159,13 +179,13 @@ class Llama:
         return self.model.n_vocab
 
     # --- completions ----------------------------------------------------------------------------------------------
-    def __call__(self, prompt: str | Sequence[int], **kwargs: Any) -> dict[str, Any] | Iterator[dict[str, Any]]:
+    def __call__(self, prompt: str | bytes | Sequence[int], **kwargs: Any) -> dict[str, Any] | Iterator[dict[str, Any]]:
         """Same as :meth:`create_completion`."""
         return self.create_completion(prompt, **kwargs)
 
     def create_completion(
         self,
-        prompt: str | Sequence[int],
+        prompt: str | bytes | Sequence[int],
         max_tokens: int | None = 16,
         temperature: float = 0.8,
         top_p: float = 0.95,
@@ -180,7 +200,8 @@ class Llama:
         max_pending: int | None = None,
         max_draft: int | None = None,
     ) -> dict[str, Any] | Iterator[dict[str, Any]]:
-        """Continue ``prompt`` (text or token ids); an OpenAI ``text_completion`` dict, or its chunks with ``stream``.
+        """Continue ``prompt`` (text, UTF-8 bytes or token ids); an OpenAI ``text_completion`` dict, or its chunks
+        with ``stream``.
 
         ``max_tokens`` None or <= 0 means: until the context is full. ``temperature`` 0 is greedy decoding;
         ``top_k`` 0, ``top_p`` 1 and ``min_p`` 0 turn those filters off. ``stop`` strings end the text (they are not
@@ -190,9 +211,12 @@ class Llama:
         token or stop string) or "length" (``max_tokens`` or the context reached). Statistics are under
         ``result["adadecode"]`` (in the last chunk when streaming).
         """
-        _require(isinstance(prompt, str) or isinstance(prompt, Sequence), "prompt must be text or token ids", "prompt")
+        _require(isinstance(prompt, (str, bytes, Sequence)), "prompt must be text or token ids", "prompt")
+        if isinstance(prompt, (bytes, bytearray)):  # UTF-8 text, as Model.generate takes it; not token ids
+            prompt = _utf8_text(bytes(prompt), "the prompt", "prompt")
         if isinstance(prompt, str):
             _require(prompt != "", "the prompt is empty", "prompt")
+            _check_unicode(prompt, "the prompt", "prompt")
             ids = self.model.tokenize(prompt)
             prompt_text = prompt
         else:
@@ -278,7 +302,9 @@ class Llama:
                 f"messages[{i}].role must be 'system', 'user' or 'assistant', got {role!r}",
                 "messages",
             )
-            plain.append({"role": role, "content": _message_text(m, i)})
+            content = _message_text(m, i)
+            _check_unicode(content, f"messages[{i}].content", "messages")
+            plain.append({"role": role, "content": content})
         try:
             text = self.model.apply_chat_template(plain)
         except ValueError as exc:

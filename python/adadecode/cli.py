@@ -311,20 +311,33 @@ def _unescape(text: str) -> str:
         raise UsageError(f"bad escape sequence in {text!r}: {exc.reason}") from exc
 
 
+def _utf8(data: bytes, what: str) -> str:
+    """`data` as text, with the universal newlines that reading a text file or sys.stdin gives."""
+    try:
+        return data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{what} is not UTF-8 text: byte 0x{data[exc.start]:02x} at offset {exc.start}") from exc
+
+
 def read_prompt(args: argparse.Namespace) -> str:
     if args.file is not None:
         if args.file == "-":
-            prompt = sys.stdin.read()
+            raw = getattr(sys.stdin, "buffer", None)  # bytes, decoded here: the locale's codec may not be UTF-8
+            prompt = _utf8(raw.read(), "the prompt on stdin") if raw is not None else sys.stdin.read()
         else:
             try:
-                with open(args.file, encoding="utf-8") as f:
-                    prompt = f.read()
-            except UnicodeDecodeError as exc:
-                raise UsageError(f"prompt file {args.file} is not UTF-8 text") from exc
+                with open(args.file, "rb") as f:
+                    prompt = _utf8(f.read(), f"prompt file {args.file}")
             except OSError as exc:
                 raise UsageError(f"cannot read prompt file {args.file}: {exc.strerror or exc}") from exc
     else:
         prompt = args.prompt
+        try:  # bytes that are not UTF-8 reach sys.argv as lone surrogates (PEP 383)
+            prompt.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            bad = prompt[exc.start]
+            what = f"byte 0x{ord(bad) - 0xDC00:02x}" if 0xDC80 <= ord(bad) <= 0xDCFF else f"U+{ord(bad):04X}"
+            raise UsageError(f"the prompt is not UTF-8 text: {what} at character {exc.start}") from exc
     if args.escape:
         prompt = _unescape(prompt)
     if not prompt:

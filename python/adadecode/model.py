@@ -241,6 +241,7 @@ class Model:
         draft_cap = 8 if max_draft is None else int(max_draft)
         if draft_cap < 1:
             raise ValueError(f"max_draft must be >= 1, got {draft_cap}")
+        draft_cap = min(draft_cap, self.n_ctx)  # a draft longer than the context can never be proposed
         if max_tokens < 0:
             raise ValueError(f"max_tokens must be >= 0, got {max_tokens}")
         # Generation ends with finish_reason "length" when the context is full, so a larger budget changes nothing.
@@ -256,6 +257,9 @@ class Model:
         if k < 1:
             raise ValueError(f"max_pending must be >= 1, got {k}")
         k = min(k, self.n_ctx)  # more tokens than the context holds can never be pending
+        layers = [int(layer) for layer in exit_layers or []]
+        if any(not 0 <= layer < 2**31 for layer in layers):  # the engine's int; in-range mistakes it names itself
+            raise ValueError(f"exit_layers must be layer numbers with a loaded head {self.exit_layers}, got {layers}")
         stops = [stop] if isinstance(stop, str) else [s for s in (stop or []) if s]
         if seed is None:
             seed = int.from_bytes(os.urandom(8), "little") if temperature > 0 else 0
@@ -305,7 +309,7 @@ class Model:
         try:
             out = self._engine.generate(
                 ids, max_tokens, float(temperature), int(top_k), float(top_p), float(min_p), int(seed),
-                resolved_mode.startswith("adadecode"), g, k, list(exit_layers or []), on_token, return_logits,
+                resolved_mode.startswith("adadecode"), g, k, layers, on_token, return_logits,
                 ngram=resolved_mode.endswith("ngram"), ngram_max_draft=draft_cap,
                 adaptive_exits=bool(adaptive_exits),
             )  # fmt: skip

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
@@ -399,6 +400,8 @@ def create_app(llm: "Llama", limits: Limits | None = None) -> Any:
         lifespan=lifespan,
     )
     app.state.adadecode = server
+    # What a request may name as its model (or leave out): the alias /v1/models lists, or the GGUF's file name.
+    served_names = {None, "", llm.model_alias, Path(llm.model.path).name, llm.model.path}
 
     class _Sampling(BaseModel):
         # Fields OpenAI clients send that we do not use (frequency_penalty, user, ...) are ignored, as llama.cpp does.
@@ -420,6 +423,13 @@ def create_app(llm: "Llama", limits: Limits | None = None) -> Any:
         max_draft: int | None = None
 
         def generation_kwargs(self, default_max_tokens: int) -> dict[str, Any]:
+            if self.model not in served_names:
+                raise ApiError(
+                    404,
+                    f"the model {self.model!r} does not exist: this server serves {llm.model_alias!r} (/v1/models)",
+                    param="model",
+                    code="model_not_found",
+                )
             if self.n != 1:
                 raise ApiError(400, f"n must be 1 (one choice per request), got {self.n}", param="n")
             if self.logprobs not in (None, False, 0):
@@ -466,7 +476,12 @@ def create_app(llm: "Llama", limits: Limits | None = None) -> Any:
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         # Unknown paths, wrong methods, unreadable bodies: the same error format as everything else.
         kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
-        err = ApiError(exc.status_code, str(exc.detail), kind=kind)
+        message = str(exc.detail)
+        cause = exc.__cause__
+        if isinstance(cause, UnicodeDecodeError):  # FastAPI's "error parsing the body" says nothing of why
+            bad = cause.object[cause.start : cause.start + 1].hex()
+            message = f"the request body is not valid UTF-8: byte 0x{bad} at offset {cause.start} ({cause.reason})"
+        err = ApiError(exc.status_code, message, kind=kind)
         return JSONResponse(err.body(), status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
