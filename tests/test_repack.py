@@ -48,8 +48,10 @@ def test_repacked_close_to_mmapped(engine: Any, qwen_path: Path, repacked: Any) 
     # Another kernel for the same quantized weights: not bitwise equal, but the same model.
     plain = engine(qwen_path, n_ctx=512, n_threads=2)
     assert plain.n_repacked == 0
-    ids = repacked.tokenize(PARITY_PROMPTS[1])[:24]
-    a, b = repacked.logits(ids), plain.logits(ids)
+    # Six prompts (about 60 positions): on a single short prompt one or two near-tie flips decide the rate.
+    prompts = [repacked.tokenize(p)[:64] for p in PARITY_PROMPTS[:6]]
+    a = np.concatenate([repacked.logits(ids) for ids in prompts])
+    b = np.concatenate([plain.logits(ids) for ids in prompts])
     assert (a.argmax(-1) == b.argmax(-1)).mean() >= 0.9
     assert float(np.abs(a - b).mean()) < 0.1
 
