@@ -189,17 +189,22 @@ inline __m256i unpack_q5_0(const uint8_t *block) {
     return _mm256_sub_epi8(u, _mm256_set1_epi8(16));
 }
 
-template <int NR>
-void dot_q5_0(const uint8_t *w, const uint8_t *const *act, int64_t n_blocks, float *out) {
+inline __m256i load_q8_0(const uint8_t *block) {
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i *>(block + 2));
+}
+
+// The block types with signed weights and one f16 scale first: Q5_0 and Q8_0, told apart by their unpacking.
+template <int NR, size_t block_bytes, __m256i (*unpack)(const uint8_t *)>
+void dot_signed_blocks(const uint8_t *w, const uint8_t *const *act, int64_t n_blocks, float *out) {
     Act32 a[NR];
     __m256 acc[NR];
     for (int r = 0; r < NR; ++r) {
         a[r] = Act32(act[r], n_blocks);
         acc[r] = _mm256_setzero_ps();
     }
-    for (int64_t b = 0; b < n_blocks; ++b, w += q5_0_bytes) {
+    for (int64_t b = 0; b < n_blocks; ++b, w += block_bytes) {
         const float d = f16_at(w);
-        const __m256i wq = unpack_q5_0(w);
+        const __m256i wq = unpack(w);
         const __m256i abs_w = _mm256_sign_epi8(wq, wq);
         for (int r = 0; r < NR; ++r) {
             const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(a[r].q + 32 * b));
@@ -211,24 +216,13 @@ void dot_q5_0(const uint8_t *w, const uint8_t *const *act, int64_t n_blocks, flo
 }
 
 template <int NR>
+void dot_q5_0(const uint8_t *w, const uint8_t *const *act, int64_t n_blocks, float *out) {
+    dot_signed_blocks<NR, q5_0_bytes, unpack_q5_0>(w, act, n_blocks, out);
+}
+
+template <int NR>
 void dot_q8_0(const uint8_t *w, const uint8_t *const *act, int64_t n_blocks, float *out) {
-    Act32 a[NR];
-    __m256 acc[NR];
-    for (int r = 0; r < NR; ++r) {
-        a[r] = Act32(act[r], n_blocks);
-        acc[r] = _mm256_setzero_ps();
-    }
-    for (int64_t b = 0; b < n_blocks; ++b, w += q8_0_bytes) {
-        const float d = f16_at(w);
-        const __m256i wq = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(w + 2));
-        const __m256i abs_w = _mm256_sign_epi8(wq, wq);
-        for (int r = 0; r < NR; ++r) {
-            const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(a[r].q + 32 * b));
-            acc[r] =
-                _mm256_fmadd_ps(_mm256_set1_ps(d * a[r].d[b]), _mm256_cvtepi32_ps(dot_signed_32(abs_w, wq, q)), acc[r]);
-        }
-    }
-    for (int r = 0; r < NR; ++r) out[r] = horizontal_sum(acc[r]);
+    dot_signed_blocks<NR, q8_0_bytes, load_q8_0>(w, act, n_blocks, out);
 }
 
 // The 8 six-bit scales and 8 six-bit minimums of a Q4_K block, packed in 12 bytes as words a, b, c: scale j < 4
