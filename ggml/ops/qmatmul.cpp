@@ -442,7 +442,7 @@ struct TypeKernels {
     ggml_type type;
     size_t block_bytes;
     int block_values;  // 32, or 256 for the K-quants
-    int group_size;    // rows per call: what fits in the registers (16 for AVX2, 32 for AVX-512)
+    int group_size;    // activation rows per call: 4 fit in AVX2's 16 registers, 8 in AVX-512's 32
     TileKernel group[max_group];
     bool block_pairs;  // takes blocks two at a time: rows with an odd number of blocks go to the AVX2 kernel
 };
