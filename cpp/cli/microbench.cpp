@@ -1,8 +1,8 @@
 // adadecode-microbench: the cost of the building blocks the layer-parallel scheduler rests on, measured side by
 // side in one process: one batched pass over all layers for 1..8 rows (relative to 1 row), a pass over one
 // segment of layers, and the exit check (head transform + output matrix) for the full vocabulary.
-// With repack=both, the model is loaded twice (weights mmapped / repacked into ggml's extra buffer types) and the
-// two are timed alternately, row count by row count, so that both see the same machine load.
+// With several setups (mmap: our matmul kernel, ggml: ggml's mul_mat, repack: ggml's extra buffer types), the model
+// is loaded once per setup and they are timed alternately, row count by row count, so all see the same machine load.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -52,8 +52,6 @@ long rss_kib() {
 
 struct Setup {
     std::string name;  // mmap: our kernels, ggml: ggml's mul_mat on mmapped weights, repack: ggml's extra buffers
-    bool repack;
-    bool own_matmul;
     std::unique_ptr<Model> model;
     std::unique_ptr<KvCache> cache;
     std::unique_ptr<Forward> fw;
@@ -108,12 +106,12 @@ int main(int argc, char **argv) {
             if (name != "mmap" && name != "ggml" && name != "repack") {
                 throw Error("unknown setup '" + name + "' (expected mmap, ggml or repack)");
             }
-            Setup s{name, name == "repack", name == "mmap", nullptr, nullptr, nullptr};
+            Setup s{name, nullptr, nullptr, nullptr};
             const long before = rss_kib();
-            s.model = std::make_unique<Model>(argv[1], s.repack);
+            s.model = std::make_unique<Model>(argv[1], name == "repack");
             const HParams &hp = s.model->hparams();
             s.cache = std::make_unique<KvCache>(hp, pos + 64, s.model->buffer_type());
-            s.fw = std::make_unique<Forward>(*s.model, *s.cache, n_threads, s.own_matmul);
+            s.fw = std::make_unique<Forward>(*s.model, *s.cache, n_threads, name == "mmap");
             setups.push_back(std::move(s));
             Setup &b = setups.back();
             std::vector<int32_t> fill_tokens(pos);
