@@ -2,6 +2,7 @@
 adadecode+ngram, interleaved prompt by prompt in one process (so machine load hits them alike), greedy.
 
     PYTHONPATH=build-native/pkg python3 bench/decode_configs.py -m qwen2.5-coder-1.5b --limit 2 -n 128 -t 1
+    PYTHONPATH=python python3 bench/decode_configs.py -m smollm2-135m --device gpu --limit 10 -n 256   # on a GPU
 
 Prints one JSON line per (prompt, configuration) and a summary; every configuration must give the standard tokens.
 """
@@ -32,8 +33,14 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=2)
     ap.add_argument("-n", "--max-tokens", type=int, default=128)
     ap.add_argument("-t", "--threads", type=int, default=1)
+    ap.add_argument("--device", default=None, help="ggml device to compute on (gpu, CUDA0, CPU; default: ours)")
+    ap.add_argument("--gamma", type=float, default=None, help="exit threshold of the adadecode configurations")
     args = ap.parse_args()
-    model = adadecode.Model(args.model, heads="auto", n_threads=args.threads, n_ctx=2048)
+    model = adadecode.Model(args.model, heads="auto", n_threads=args.threads, n_ctx=2048, device=args.device)
+    if args.gamma is not None:
+        for kwargs in CONFIGS.values():
+            if str(kwargs["mode"]).startswith("adadecode"):
+                kwargs["gamma"] = args.gamma
     prompts = load_prompts(model, args.task, Path.home() / ".cache" / "adadecode", limit=args.limit)
     totals = {name: [0, 0.0] for name in CONFIGS}
     mismatches = 0
@@ -51,10 +58,11 @@ def main() -> None:
             totals[name][0] += len(gen.tokens)
             totals[name][1] += seconds
             s = gen.stats
-            print(json.dumps({"prompt": prompt.index, "config": name, "tokens": len(gen.tokens),
+            print(json.dumps({"prompt": prompt.index, "config": name, "device": model.device, "tokens": len(gen.tokens),
                               "tokens_per_second": len(gen.tokens) / seconds, "same_as_standard": same,
                               "early_exit_fraction": s.get("early_exit_fraction"), "accept_rate": s.get("accept_rate"),
-                              "ngram_fraction": s.get("ngram_fraction"), "early_per_layer": s.get("early_per_layer")}),
+                              "ngram_fraction": s.get("ngram_fraction"), "early_per_layer": s.get("early_per_layer"),
+                              "rows_per_pass": s.get("rows_per_pass"), "rollbacks": s.get("rollbacks")}),
                   flush=True)  # fmt: skip
     base = totals["standard"][0] / totals["standard"][1]
     for name, (tokens, seconds) in totals.items():

@@ -63,6 +63,7 @@ void Decoder::prefill(const int32_t *tokens, int n, int pos0, int n_batch, PassR
         req.n_rows = std::min(n_batch, n - start);
         req.tokens = tokens + start;
         req.logits = start + req.n_rows == n ? logits : PassRequest::Logits::none;
+        req.prompt = true;
         forward_.run(req, last);
     }
 }

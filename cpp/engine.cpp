@@ -2,6 +2,7 @@
 
 #include <thread>
 
+#include "device.h"
 #include "vocab.h"
 
 namespace adadecode {
@@ -17,7 +18,7 @@ Engine::Engine(const std::string &model_path, const EngineOptions &options) {
     const int n_threads = options.n_threads > 0
                               ? options.n_threads
                               : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
-    model_ = std::make_unique<Model>(model_path, options.repack);
+    model_ = std::make_unique<Model>(model_path, options.repack, find_device(options.device));
     vocab_ = Vocab::from_gguf(model_->file());
     if (vocab_->n_tokens() > model_->hparams().n_vocab) {
         throw Error("'" + model_path + "': the tokenizer has " + std::to_string(vocab_->n_tokens()) +
@@ -34,6 +35,9 @@ Engine::~Engine() = default;
 const HParams &Engine::hparams() const { return model_->hparams(); }
 int Engine::n_ctx() const { return cache_->n_ctx(); }
 int Engine::n_threads() const { return forward_->n_threads(); }
+std::string Engine::device() const {
+    return model_->device() ? ggml_backend_dev_name(model_->device()) : "CPU (mapped file)";
+}
 
 void Engine::load_heads(const std::string &path) {
     auto heads = std::make_unique<ExitHeads>(path, *model_);
@@ -71,6 +75,7 @@ void Engine::teacher_force(const std::vector<int32_t> &ids, PassRequest request,
         request.pos0 = static_cast<int>(start);
         request.n_rows = static_cast<int>(std::min<size_t>(teacher_forcing_batch, ids.size() - start));
         request.tokens = ids.data() + start;
+        request.prompt = true;
         forward_->run(request, &pass);
         consume(start, request.n_rows, pass);
     }
@@ -89,7 +94,6 @@ std::vector<float> Engine::hidden_states(const std::vector<int32_t> &ids, const 
     for (int l : layers) {
         if (l > 0) request.capture_layers.push_back(l);
     }
-    const ggml_tensor *embd = model_->tok_embd;
     teacher_force(ids, request, [&](size_t start, int rows, const PassResult &pass) {
         size_t captured = 0;
         for (size_t li = 0; li < layers.size(); ++li) {
@@ -100,15 +104,7 @@ std::vector<float> Engine::hidden_states(const std::vector<int32_t> &ids, const 
                 continue;
             }
             // Layer 0 is the token embedding itself.
-            for (int r = 0; r < rows; ++r) {
-                const char *row = static_cast<const char *>(embd->data) + ids[start + r] * embd->nb[1];
-                if (embd->type == GGML_TYPE_F32) {
-                    std::copy(reinterpret_cast<const float *>(row), reinterpret_cast<const float *>(row) + d,
-                              dst + r * d);
-                } else {
-                    ggml_get_type_traits(embd->type)->to_float(row, dst + r * d, static_cast<int64_t>(d));
-                }
-            }
+            model_->embed(ids.data() + start, rows, dst);
         }
     });
     return out;

@@ -20,6 +20,9 @@ struct EngineOptions {
     // Matmul weights in ggml's repacked layout where it has one: passes over 2-4 rows cost about one, but a 1-row
     // pass costs about 2x the mmapped one on AVX2 (rows are padded to 4 to stay batch-invariant), so off by default.
     bool repack = false;
+    // A ggml device to copy the weights to and compute on ("gpu" for the first GPU, or a name from
+    // list_devices()); empty: the CPU computes from the mapped file with our own kernels.
+    std::string device;
 };
 
 class Engine {
@@ -33,6 +36,7 @@ public:
     const Model &model() const { return *model_; }
     int n_ctx() const;
     int n_threads() const;
+    std::string device() const;  // where the model computes
 
     void load_heads(const std::string &path);  // replaces the loaded heads
     const ExitHeads *heads() const { return heads_.get(); }

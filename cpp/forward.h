@@ -31,6 +31,9 @@ struct PassRequest {
     std::vector<int> capture_layers;  // also return the states after these layers (1..n_layer)
     enum class Logits { none, last, all } logits = Logits::none;  // needs layer_end == n_layer
     const HeadWeights *head = nullptr;                              // exit head on the last row after layer_end
+    // Prompt passes (prefill, teacher forcing) only have to agree with each other, not bitwise with the decode
+    // passes, so a device may batch them with its fastest kernels.
+    bool prompt = false;
 };
 
 struct PassResult {
@@ -43,7 +46,8 @@ struct PassResult {
 class Forward {
 public:
     // own_matmul: multiply quantized weights with our batch-invariant small-batch kernel (ggml/ops/qmatmul.h) where
-    // it supports the type, instead of ggml's mul_mat. Off only to measure ggml's kernels side by side.
+    // it supports the type, instead of ggml's mul_mat. Off only to measure ggml's kernels side by side. A model on
+    // a device runs on that device's backend with ggml's kernels.
     Forward(const Model &model, KvCache &cache, int n_threads, bool own_matmul = true);
     ~Forward();
     Forward(const Forward &) = delete;
@@ -57,12 +61,17 @@ private:
     ggml_tensor *build_layer(ggml_context *ctx, ggml_cgraph *gf, int il, ggml_tensor *x, ggml_tensor *positions,
                              ggml_tensor *mask, int pos0, int n_rows, int n_kv);
     ggml_tensor *build_norm_output(ggml_context *ctx, ggml_tensor *x, ggml_tensor *out_matrix);
+    ggml_tensor *attention(ggml_context *ctx, int il, ggml_tensor *q, ggml_tensor *mask, int n_kv) const;
     ggml_tensor *matmul(ggml_context *ctx, ggml_tensor *w, ggml_tensor *x) const;
+    void reserve_graph(size_t n_nodes);
 
     const Model &model_;
     KvCache &cache_;
     int n_threads_;
     bool own_matmul_;
+    // On a device, ggml picks kernels by row count, so a decode pass over several rows is built from pieces whose
+    // kernels a one-row pass also uses (see Forward::run); set per pass.
+    bool split_rows_ = false;
     ggml_backend_t backend_ = nullptr;
     ggml_threadpool_t threadpool_ = nullptr;
     ggml_gallocr_t allocator_ = nullptr;
@@ -70,6 +79,7 @@ private:
     std::vector<uint8_t> graph_memory_;
     std::vector<float> mask_;
     std::vector<int32_t> positions_;
+    std::vector<float> embeddings_;
 };
 
 }  // namespace adadecode

@@ -65,13 +65,20 @@ private:
 
 }  // namespace
 
-Model::Model(const std::string &path, bool repack) {
+Model::Model(const std::string &path, bool repack, ggml_backend_dev_t device) : device_(device) {
+    if (device && repack) {
+        throw Error("repacking applies to the CPU computing from the mapped file, not to a device");
+    }
     file_ = std::make_unique<GgufFile>(path);
     try {
         read_hparams();
         map_weights();
         bind_tensors();
-        place_weights(repack);
+        if (device) {
+            copy_weights_to_device();
+        } else {
+            place_weights(repack);
+        }
     } catch (...) {
         release();  // the destructor does not run for a constructor that throws
         throw;
@@ -109,7 +116,6 @@ void Model::place_weights(bool repack) {
         moved = choose_extra_buffer_types(matmul_weights());
         std::stable_sort(moved.begin(), moved.end(), [](const auto &x, const auto &y) { return x.second < y.second; });
     }
-    // The CPU backend computes straight from the mapping; a GPU backend would copy into its own buffer here.
     weights_buffer_ = ggml_backend_cpu_buffer_from_ptr(mapping_, mapping_size_);
     for (const GgufFile::TensorInfo &info : file_->tensors()) {
         ggml_tensor *t = ggml_get_tensor(file_->tensor_meta(), info.name.c_str());
@@ -160,6 +166,24 @@ void Model::place_weights(bool repack) {
     }
 }
 
+void Model::copy_weights_to_device() {
+    const std::string &path = file_->path();
+    ggml_backend_buffer_type_t buft = ggml_backend_dev_buffer_type(device_);
+    weights_buffer_ = ggml_backend_alloc_ctx_tensors_from_buft(file_->tensor_meta(), buft);
+    if (!weights_buffer_) {
+        throw Error("'" + path + "': cannot allocate " + std::to_string(mapping_size_ >> 20) + " MiB for the weights on " +
+                    ggml_backend_dev_name(device_) + " (" + ggml_backend_dev_description(device_) + ")");
+    }
+    ggml_backend_buffer_set_usage(weights_buffer_, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
+    for (const GgufFile::TensorInfo &info : file_->tensors()) {
+        ggml_tensor *t = ggml_get_tensor(file_->tensor_meta(), info.name.c_str());
+        if (!t || ggml_nbytes(t) != info.nbytes) {
+            throw Error("'" + path + "': tensor '" + info.name + "' has an inconsistent size");
+        }
+        ggml_backend_tensor_set(t, static_cast<const char *>(mapping_) + info.offset, 0, info.nbytes);
+    }
+}
+
 std::vector<ggml_tensor *> Model::matmul_weights() const {
     // Only the operands of mul_mat: the token embeddings feed get_rows and must keep the file layout.
     std::vector<ggml_tensor *> out;
@@ -180,6 +204,19 @@ const void *Model::file_data(const ggml_tensor *t) const {
         throw Error("internal: tensor '" + std::string(t->name) + "' is not in '" + file_->path() + "'");
     }
     return static_cast<const char *>(mapping_) + info->offset;
+}
+
+void Model::embed(const int32_t *ids, int n, float *dst) const {
+    const int64_t d = hp_.n_embd;
+    const char *rows = static_cast<const char *>(file_data(tok_embd));
+    for (int r = 0; r < n; ++r) {
+        const char *row = rows + static_cast<size_t>(ids[r]) * tok_embd->nb[1];
+        if (tok_embd->type == GGML_TYPE_F32) {
+            std::memcpy(dst + r * d, row, d * sizeof(float));
+        } else {
+            ggml_get_type_traits(tok_embd->type)->to_float(row, dst + r * d, d);
+        }
+    }
 }
 
 size_t Model::repacked_bytes() const {
@@ -205,7 +242,9 @@ void Model::release() {
     }
 }
 
-ggml_backend_buffer_type_t Model::buffer_type() const { return ggml_backend_cpu_buffer_type(); }
+ggml_backend_buffer_type_t Model::buffer_type() const {
+    return device_ ? ggml_backend_dev_buffer_type(device_) : ggml_backend_cpu_buffer_type();
+}
 
 void Model::read_hparams() {
     const GgufFile &f = *file_;

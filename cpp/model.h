@@ -50,8 +50,9 @@ class Model {
 public:
     // Loads `path`; weights stay in the page cache through mmap. With `repack`, the matmul weights that one of
     // ggml's CPU extra buffer types supports are copied into it instead (re-laid out for multi-row kernels).
-    // Throws Error naming the problem.
-    explicit Model(const std::string &path, bool repack = false);
+    // With a `device`, every weight is copied into that device's memory instead (the file stays mapped for
+    // host-side reads: embedding rows, head rows, dequantize). Throws Error naming the problem.
+    explicit Model(const std::string &path, bool repack = false, ggml_backend_dev_t device = nullptr);
     ~Model();
     Model(const Model &) = delete;
     Model &operator=(const Model &) = delete;
@@ -59,6 +60,8 @@ public:
     const HParams &hparams() const { return hp_; }
     const GgufFile &file() const { return *file_; }
     ggml_backend_buffer_type_t buffer_type() const;
+    // The device the weights were copied to, or nullptr when the CPU computes from the mapping.
+    ggml_backend_dev_t device() const { return device_; }
 
     ggml_tensor *tok_embd = nullptr;
     ggml_tensor *output_norm = nullptr;
@@ -72,6 +75,8 @@ public:
     int n_repacked() const { return n_repacked_; }
     size_t repacked_bytes() const;
 
+    // The token embeddings of `ids` as float32 rows (n x n_embd), read from the file on the host.
+    void embed(const int32_t *ids, int n, float *dst) const;
     // The named weight dequantized to float32, row-major with ne[0] fastest (for the exit-head trainer).
     std::vector<float> dequantize(const std::string &name, std::vector<int64_t> *shape) const;
 
@@ -81,6 +86,7 @@ private:
     void bind_tensors();
     void release();
     void place_weights(bool repack);
+    void copy_weights_to_device();
     std::vector<ggml_tensor *> matmul_weights() const;
     ggml_tensor *require(const std::string &name, std::initializer_list<int64_t> shape);
     ggml_tensor *optional(const std::string &name, std::initializer_list<int64_t> shape);
@@ -89,6 +95,7 @@ private:
     HParams hp_;
     void *mapping_ = nullptr;
     size_t mapping_size_ = 0;
+    ggml_backend_dev_t device_ = nullptr;
     ggml_backend_buffer_t weights_buffer_ = nullptr;
     std::vector<ggml_backend_buffer_t> extra_buffers_;
     int n_repacked_ = 0;

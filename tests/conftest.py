@@ -19,6 +19,15 @@ import pytest
 from adadecode.fetch import cache_root, fetch
 
 
+def gpu_devices() -> list[str]:
+    """The GPUs this build of the engine can compute on (none for the default CPU build)."""
+    try:
+        from adadecode import list_devices
+    except ImportError:
+        return []
+    return [d["name"] for d in list_devices() if d["kind"] in ("gpu", "igpu")]
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: a test that takes more than a few seconds (deselect with -m 'not slow')")
 

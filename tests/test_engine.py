@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from conftest import gpu_devices
 from prompts import PARITY_PROMPTS, REFERENCE_TEXTS
 
 
@@ -34,7 +35,13 @@ def hf_logits(smollm2_path: Path, model: Any) -> list[tuple[list[int], np.ndarra
 
 
 @pytest.mark.slow
-def test_teacher_forced_logits_match_transformers(model: Any, hf_logits: list[tuple[list[int], np.ndarray]]) -> None:
+@pytest.mark.parametrize("device", ["", "CPU", *gpu_devices()])
+def test_teacher_forced_logits_match_transformers(
+    engine: Any, smollm2_path: Path, model: Any, hf_logits: list[tuple[list[int], np.ndarray]], device: str
+) -> None:
+    """Our default path, and every device (ggml's kernels on a copy of the weights), against the fp32 reference."""
+    if device:
+        model = engine(smollm2_path, n_ctx=1024, n_threads=2, device=device)
     # Our engine quantizes activations to 8 bits inside quantized matmuls and keeps K/V in f16, as llama.cpp does.
     # Measured on these texts (274 positions): ours 265/274 = 96.7 % top-1 agreement, mean |Δlogit| 0.185;
     # llama.cpp 0.3.35 on the same GGUF 267/274 (97.4 %, 0.191) without flash attention, 263/274 (96.0 %, 0.182)

@@ -5,6 +5,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include "device.h"
 #include "engine.h"
 #include "unicode.h"
 #include "vocab.h"
@@ -71,13 +72,28 @@ PYBIND11_MODULE(_core, m) {
         }
     });
 
+    m.def("list_devices", [] {
+        py::list out;
+        for (const DeviceInfo &d : list_devices()) {
+            py::dict item;
+            item["name"] = d.name;
+            item["description"] = d.description;
+            item["kind"] = d.kind;
+            out.append(item);
+        }
+        return out;
+    }, "The ggml devices of this build: dicts with name, description and kind (cpu, gpu, igpu, accel).");
+    m.def("has_gpu", &has_gpu, "True when this build of ggml has a GPU device.");
+
     bind_vocab(m);
     bind_quantize(m);
 
     py::class_<Engine>(m, "Engine")
-        .def(py::init([](const std::string &path, int n_ctx, int n_threads, const std::string &heads, bool repack) {
+        .def(py::init([](const std::string &path, int n_ctx, int n_threads, const std::string &heads, bool repack,
+                         const std::string &device) {
                  EngineOptions o;
                  o.repack = repack;
+                 o.device = device;
                  o.n_ctx = n_ctx;
                  o.n_threads = n_threads;
                  o.heads_path = heads;
@@ -85,7 +101,7 @@ PYBIND11_MODULE(_core, m) {
                  return std::make_unique<Engine>(path, o);
              }),
              py::arg("path"), py::arg("n_ctx") = 4096, py::arg("n_threads") = 0, py::arg("heads") = "",
-             py::arg("repack") = false)
+             py::arg("repack") = false, py::arg("device") = "")
         .def_property_readonly("arch", [](const Engine &e) { return e.hparams().arch; })
         .def_property_readonly("n_layer", [](const Engine &e) { return e.hparams().n_layer; })
         .def_property_readonly("n_embd", [](const Engine &e) { return e.hparams().n_embd; })
@@ -93,6 +109,7 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("n_ctx_train", [](const Engine &e) { return e.hparams().n_ctx_train; })
         .def_property_readonly("n_ctx", &Engine::n_ctx)
         .def_property_readonly("n_threads", &Engine::n_threads)
+        .def_property_readonly("device", &Engine::device)
         .def_property_readonly("n_repacked", [](const Engine &e) { return e.model().n_repacked(); })
         .def_property_readonly("vocab", &Engine::vocab, py::return_value_policy::reference_internal)
         .def_property_readonly("exit_layers",

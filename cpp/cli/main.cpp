@@ -10,6 +10,7 @@
 #include <sstream>
 #include <string>
 
+#include "device.h"
 #include "engine.h"
 #include "vocab.h"
 
@@ -27,6 +28,10 @@ const char *usage_text =
     "  -n, --n-predict N       tokens to generate (default 128)\n"
     "  -t, --threads N         CPU threads (default: all cores)\n"
     "  -c, --ctx-size N        context size in tokens (default 4096)\n"
+    "  -ngl, --n-gpu-layers N  0: compute on the CPU (default); any other value puts the whole model on the first\n"
+    "                          GPU (no partial offload yet); without a GPU a warning, and the CPU\n"
+    "      --device NAME       compute on this ggml device (see --list-devices); CPU runs ggml's kernels on a copy\n"
+    "      --list-devices      print the devices of this build and exit\n"
     "      --repack            copy the weights ggml can repack into its multi-row layout (cheaper batched passes,\n"
     "                          dearer single-row ones)\n"
     "      --temp T            sampling temperature; 0 = greedy (default 0)\n"
@@ -143,6 +148,22 @@ int main(int argc, char **argv) {
             eo.n_threads = static_cast<int>(parse_int(a, value(), 1, 512));
         } else if (a == "--repack") {
             eo.repack = true;
+        } else if (a == "-ngl" || a == "--n-gpu-layers" || a == "--gpu-layers") {
+            if (parse_int(a, value(), -1, 1 << 20) != 0) {
+                if (has_gpu()) {
+                    eo.device = "gpu";
+                } else {
+                    std::fprintf(stderr, "adadecode-cli: warning: %s asks for a GPU but this build has none; "
+                                         "computing on the CPU\n", a.c_str());
+                }
+            }
+        } else if (a == "--device") {
+            eo.device = value();
+        } else if (a == "--list-devices") {
+            for (const DeviceInfo &dev : list_devices()) {
+                std::printf("%s\t%s\t%s\n", dev.name.c_str(), dev.kind.c_str(), dev.description.c_str());
+            }
+            return 0;
         } else if (a == "-c" || a == "--ctx-size") {
             eo.n_ctx = static_cast<int>(parse_int(a, value(), 1, 1 << 24));
         } else if (a == "--temp") {
@@ -212,10 +233,11 @@ int main(int argc, char **argv) {
             std::printf("], \"text\": \"%s\", \"finish_reason\": \"%s\", \"stats\": {\"n_prompt\": %d, "
                         "\"n_generated\": %d, \"prefill_seconds\": %.6f, \"decode_seconds\": %.6f, "
                         "\"tokens_per_second\": %.3f, \"early_exit_fraction\": %.6f, \"accept_rate\": %.6f, "
-                        "\"rollbacks\": %d, \"ngram_fraction\": %.6f, \"peak_rss_mib\": %.1f}}\n",
+                        "\"rollbacks\": %d, \"ngram_fraction\": %.6f, \"peak_rss_mib\": %.1f, \"device\": \"%s\"}}\n",
                         json_escape(text).c_str(), r.finish_reason.c_str(), s.n_prompt, s.n_generated,
                         s.prefill_seconds, s.decode_seconds, s.tokens_per_second(), s.early_exit_fraction(),
-                        s.accept_rate(), s.n_rollbacks, s.ngram_fraction(), peak_rss_mib());
+                        s.accept_rate(), s.n_rollbacks, s.ngram_fraction(), peak_rss_mib(),
+                        json_escape(engine.device()).c_str());
         } else {
             std::fwrite(tail.data(), 1, tail.size(), stdout);
             std::fprintf(stdout, "\n");

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "device.h"
 #include "forward.h"
 
 using namespace adadecode;
@@ -86,7 +87,8 @@ int main(int argc, char **argv) {
         std::fprintf(stderr,
                      "usage: adadecode-microbench MODEL.gguf [threads=2] [reps=30] [pos=200] [setups=mmap]\n"
                      "  setups: comma-separated mmap (our matmul kernel), ggml (ggml's mul_mat), repack (ggml's\n"
-                     "  repacked weights); 0, 1 and both are the old spellings of mmap, repack and mmap,repack\n");
+                     "  repacked weights), gpu (the first GPU); 0, 1 and both are the old spellings of mmap, repack and\n"
+                     "  mmap,repack\n");
         return 1;
     }
     const int n_threads = argc > 2 ? std::atoi(argv[2]) : 2;
@@ -103,12 +105,12 @@ int main(int argc, char **argv) {
             if (end == std::string::npos) end = setup_list.size();
             const std::string name = setup_list.substr(start, end - start);
             start = end + 1;
-            if (name != "mmap" && name != "ggml" && name != "repack") {
-                throw Error("unknown setup '" + name + "' (expected mmap, ggml or repack)");
+            if (name != "mmap" && name != "ggml" && name != "repack" && name != "gpu") {
+                throw Error("unknown setup '" + name + "' (expected mmap, ggml, repack or gpu)");
             }
             Setup s{name, nullptr, nullptr, nullptr};
             const long before = rss_kib();
-            s.model = std::make_unique<Model>(argv[1], name == "repack");
+            s.model = std::make_unique<Model>(argv[1], name == "repack", find_device(name == "gpu" ? "gpu" : ""));
             const HParams &hp = s.model->hparams();
             s.cache = std::make_unique<KvCache>(hp, pos + 64, s.model->buffer_type());
             s.fw = std::make_unique<Forward>(*s.model, *s.cache, n_threads, name == "mmap");
@@ -120,6 +122,7 @@ int main(int argc, char **argv) {
             fill.layer_end = hp.n_layer;
             fill.n_rows = pos;
             fill.tokens = fill_tokens.data();
+            fill.prompt = true;
             PassResult out;
             b.fw->run(fill, &out);
             b.rss_growth_kib = rss_kib() - before;  // after one pass: the mapped pages have been touched

@@ -19,7 +19,7 @@ server, needs the ``server`` extra); ``adadecode --help`` lists them all.
 from ._version import __version__
 from .api import InvalidRequestError, Llama
 from .fetch import fetch, known_models, resolve_model
-from .model import Error, Generation, Model
+from .model import Error, Generation, Model, list_devices
 
 __all__ = [
     "Error",
@@ -30,5 +30,6 @@ __all__ = [
     "__version__",
     "fetch",
     "known_models",
+    "list_devices",
     "resolve_model",
 ]

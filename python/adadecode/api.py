@@ -125,6 +125,7 @@ class Llama:
     ``heads`` enables adaptive layer-parallel decoding: a heads sidecar GGUF, the name of shipped heads, or
     ``"auto"`` for the heads shipped for this model; the output is the same with or without them. ``n_ctx`` is the
     context size in tokens (prompt + generated), ``n_threads`` the CPU threads (default: all cores).
+    ``n_gpu_layers`` (any non-zero value: the whole model) or ``device`` compute on a GPU, see :class:`Model`.
     ``model_alias`` is the name results report as ``"model"`` (default: the file name without ``.gguf``).
     ``max_prompt_tokens`` refuses longer prompts with :class:`InvalidRequestError` (default: only the context
     size limits them).
@@ -140,11 +141,15 @@ class Llama:
         heads: str | os.PathLike[str] | None = None,
         n_ctx: int = 4096,
         n_threads: int | None = None,
+        n_gpu_layers: int = 0,
+        device: str | None = None,
         model_alias: str | None = None,
         max_prompt_tokens: int | None = None,
         verbose: bool = False,
     ) -> None:
-        self.model = Model(model_path, n_ctx=n_ctx, n_threads=n_threads, heads=heads)
+        self.model = Model(
+            model_path, n_ctx=n_ctx, n_threads=n_threads, heads=heads, n_gpu_layers=n_gpu_layers, device=device
+        )
         self.model_path = self.model.path
         self.model_alias = model_alias or Path(self.model.path).name.removesuffix(".gguf")
         self.max_prompt_tokens = max_prompt_tokens

@@ -99,7 +99,14 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
     validate_run_args(args)
     model_cls, _ = _engine()
-    model = model_cls(args.model, n_ctx=args.ctx_size, n_threads=args.threads, heads=args.heads)
+    model = model_cls(
+        args.model,
+        n_ctx=args.ctx_size,
+        n_threads=args.threads,
+        heads=args.heads,
+        n_gpu_layers=args.n_gpu_layers,
+        device=args.device,
+    )
     if not model.vocab.chat_template:
         raise UsageError(f"{model.path} has no chat template (tokenizer.chat_template); use 'adadecode run'")
     llm = Llama.from_model(model)

@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     _add_fetch(sub, common)
+    _add_devices(sub, common)
     _add_run(sub, common)
     _add_heads_commands(sub, common)
     _add_api_commands(sub, common)
@@ -138,6 +139,25 @@ def _add_fetch(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_fetch)
 
 
+def _add_devices(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "devices",
+        parents=[common],
+        formatter_class=_Formatter,
+        help="list the ggml devices this build can compute on",
+        description="List the ggml devices of this build (name, kind, description); a name goes to --device.",
+    )
+    p.set_defaults(func=cmd_devices)
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    from .model import list_devices
+
+    for d in list_devices():
+        print(f"{d['name']}\t{d['kind']}\t{d['description']}")
+    return 0
+
+
 def _add_run(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "run",
@@ -186,10 +206,30 @@ def _add_run(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_run)
 
 
+def add_device_options(p: argparse.ArgumentParser) -> None:
+    """-ngl and --device, as in llama.cpp (shared by run, chat and serve)."""
+    p.add_argument(
+        "-ngl",
+        "--n-gpu-layers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="0: compute on the CPU (default); any other value puts the whole model on the first GPU (no partial "
+        "offload); without a GPU in this build, a warning and the CPU",
+    )
+    p.add_argument(
+        "--device",
+        default=None,
+        metavar="NAME",
+        help="compute on this ggml device (`adadecode devices` lists them; CPU runs ggml's kernels on a copy)",
+    )
+
+
 def add_sampling_options(p: argparse.ArgumentParser, *, temp: float) -> None:
     """Threads, context and the sampling flags (shared by run and chat, which differ in the default temperature)."""
     p.add_argument("-t", "--threads", type=int, default=None, metavar="N", help="CPU threads (default: all cores)")
     p.add_argument("-c", "--ctx-size", type=int, default=4096, metavar="N", help="context size in tokens")
+    add_device_options(p)
     p.add_argument("--temp", type=float, default=temp, metavar="T", help="sampling temperature; 0 = greedy")
     p.add_argument("--top-k", type=int, default=40, metavar="K", help="sample from the K most likely tokens; 0 = off")
     p.add_argument("--top-p", type=float, default=0.95, metavar="P", help="nucleus sampling threshold; 1 = off")
@@ -352,7 +392,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     path = resolve_model(args.model)
     model_cls, _ = _engine()
     t0 = time.perf_counter()
-    model = model_cls(str(path), n_ctx=args.ctx_size, n_threads=args.threads, heads=args.heads)
+    model = model_cls(
+        str(path),
+        n_ctx=args.ctx_size,
+        n_threads=args.threads,
+        heads=args.heads,
+        n_gpu_layers=args.n_gpu_layers,
+        device=args.device,
+    )
     if getattr(args, "verbose", False):
         _describe_model(model, path, time.perf_counter() - t0)
     gen_args: dict[str, Any] = {

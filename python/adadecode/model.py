@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,11 +45,40 @@ def _check_range(name: str, value: float, low: float, high: float) -> None:
         raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
 
 
+def list_devices() -> list[dict[str, str]]:
+    """The ggml devices of this build: dicts with ``name``, ``description`` and ``kind`` (cpu, gpu, igpu, accel)."""
+    return list(_core.list_devices())
+
+
+def choose_device(n_gpu_layers: int = 0, device: str | None = None) -> str:
+    """The engine's device for llama.cpp's ``n_gpu_layers`` convention, or an explicit ggml device name.
+
+    ``device`` wins when given. Otherwise ``n_gpu_layers`` 0 keeps the default CPU path, and any other value puts the
+    whole model on the first GPU (there is no partial offload); without a GPU in this build that is a warning and
+    the CPU, as in llama-cpp-python, so scripts written for a GPU still run.
+    """
+    if device:
+        return device
+    if n_gpu_layers == 0:
+        return ""
+    if _core.has_gpu():
+        return "gpu"
+    warnings.warn(
+        f"n_gpu_layers={n_gpu_layers} asks for a GPU but this build of adadecode has none; computing on the CPU",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+    return ""
+
+
 class Model:
     """A GGUF model on the adadecode engine.
 
     >>> m = Model("smollm2-135m")          # a path or a fetch name
     >>> m.generate("The capital of France is", max_tokens=8).text
+
+    ``n_gpu_layers`` (llama.cpp's flag; any non-zero value offloads the whole model) or ``device`` (a name from
+    :func:`list_devices`, or ``"gpu"``) move the weights to a ggml device and compute there with ggml's kernels.
     """
 
     def __init__(
@@ -58,6 +88,8 @@ class Model:
         n_threads: int | None = None,
         heads: str | os.PathLike[str] | None = None,
         repack: bool = False,
+        n_gpu_layers: int = 0,
+        device: str | None = None,
     ) -> None:
         from .fetch import resolve_model
 
@@ -71,7 +103,14 @@ class Model:
             from .heads import resolve_heads
 
             heads_path = str(resolve_heads(str(heads), self.path))
-        self._engine = _core.Engine(self.path, n_ctx=n_ctx, n_threads=n_threads or 0, heads=heads_path, repack=repack)
+        self._engine = _core.Engine(
+            self.path,
+            n_ctx=n_ctx,
+            n_threads=n_threads or 0,
+            heads=heads_path,
+            repack=repack,
+            device=choose_device(n_gpu_layers, device),
+        )
         # The engine is not reentrant: a second generation while one runs (another thread, or the worker thread of
         # a stream nobody closed) is refused with a clear error instead of corrupting the KV cache.
         self._generating = threading.Lock()
@@ -94,6 +133,11 @@ class Model:
     @property
     def n_ctx(self) -> int:
         return self._engine.n_ctx
+
+    @property
+    def device(self) -> str:
+        """Where the model computes: a ggml device name, or "CPU (mapped file)" for the default path."""
+        return str(self._engine.device)
 
     @property
     def n_repacked(self) -> int:
@@ -324,6 +368,7 @@ class Model:
             _on_text(text[emitted:])
         stats = dict(out["stats"])
         stats["mode"] = resolved_mode
+        stats["device"] = self.device
         stats["peak_rss_mib"] = peak_rss_mib()  # of the whole process: the mapped model, KV cache and Python
         gen = Generation(
             tokens=list(out["tokens"]), text=text, finish_reason=finish, stats=stats, logits=out.get("logits")

@@ -589,7 +589,7 @@ def create_app(llm: "Llama", limits: Limits | None = None) -> Any:
 
 
 def add_serve_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
-    from .cli import _Formatter
+    from .cli import _Formatter, add_device_options
 
     p = sub.add_parser(
         "serve",
@@ -622,6 +622,7 @@ def add_serve_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("--port", type=int, default=8080, help="TCP port to listen on")
     p.add_argument("-t", "--threads", type=int, default=None, metavar="N", help="CPU threads (default: all cores)")
     p.add_argument("-c", "--ctx-size", type=int, default=4096, metavar="N", help="context size in tokens")
+    add_device_options(p)
     p.add_argument(
         "--alias",
         default=None,
@@ -703,7 +704,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _check_listen(args.host, args.port)  # before the model loads: a busy port is a one-line error, not a traceback
     from .api import Llama
 
-    llm = Llama(args.model, heads=args.heads, n_ctx=args.ctx_size, n_threads=args.threads, model_alias=args.alias)
+    llm = Llama(
+        args.model,
+        heads=args.heads,
+        n_ctx=args.ctx_size,
+        n_threads=args.threads,
+        n_gpu_layers=args.n_gpu_layers,
+        device=args.device,
+        model_alias=args.alias,
+    )
     limits = Limits(
         max_tokens=args.max_tokens,
         max_prompt_tokens=args.max_prompt_tokens,
