@@ -12,11 +12,15 @@
 namespace adadecode {
 
 namespace {
-// Graph nodes and tensors per pass: a layer builds about 40, so size by depth (the fixed floor covers the extras).
-// A decode pass split into rows on a device builds about 16 more per extra row and layer.
-size_t graph_size_for(int n_layer, int split_rows) {
-    return std::max<size_t>(8192, (64 + 16 * static_cast<size_t>(split_rows - 1)) * n_layer + 1024);
+// Graph nodes and tensors per pass: a layer builds about 40, plus a few per group of rows in a device's decode
+// pass (`grouped_rows`), so size by depth and groups; the floor covers the extras.
+size_t graph_size_for(int n_layers, int grouped_rows) {
+    return 1024 + (64 + 8 * static_cast<size_t>(grouped_rows / 4)) * static_cast<size_t>(n_layers);
 }
+
+// A device keeps one graph buffer and allocator per pass shape, at most this many: ggml's CUDA backend recognises
+// a graph by the address of its first node and replays it as a CUDA graph when nothing in it changed since.
+constexpr size_t max_graph_slots = 96;
 
 // ggml's CUDA kernels for quantized weights (mmvq) keep each output's arithmetic the same for 1 to 4 rows and
 // change it from 5; float weights change kernels from 2 rows. Rows are multiplied in groups no wider than this.
@@ -51,26 +55,48 @@ Forward::Forward(const Model &model, KvCache &cache, int n_threads, bool own_mat
         ggml_backend_cpu_set_n_threads(backend_, n_threads);
         ggml_backend_cpu_set_threadpool(backend_, threadpool_);
     }
-    allocator_ = ggml_gallocr_new(ggml_backend_get_default_buffer_type(backend_));
-    reserve_graph(graph_size_for(model.hparams().n_layer, 1));
 }
 
 Forward::~Forward() {
-    ggml_gallocr_free(allocator_);
+    for (auto &[key, slot] : slots_) ggml_gallocr_free(slot.allocator);
     ggml_backend_free(backend_);
     if (threadpool_) ggml_threadpool_free(threadpool_);
 }
 
-void Forward::reserve_graph(size_t n_nodes) {
-    if (n_nodes <= graph_size_) return;
-    graph_size_ = n_nodes;
-    graph_memory_.resize(ggml_tensor_overhead() * graph_size_ + ggml_graph_overhead_custom(graph_size_, false));
+Forward::GraphSlot &Forward::slot_for(const PassRequest &req) {
+    // On the CPU one slot serves every pass; on a device, decode passes of one shape share a slot (so their graphs
+    // are built at the same addresses every time) and prompt passes share another.
+    std::string key;
+    if (model_.device()) {
+        key = req.prompt ? "prompt" : std::to_string(req.layer_begin) + "," + std::to_string(req.layer_end) + "," +
+                                          std::to_string(req.n_rows) + "," + std::to_string(static_cast<int>(req.logits)) +
+                                          "," + std::to_string(reinterpret_cast<uintptr_t>(req.head)) + "," +
+                                          std::to_string(req.want_hidden) + "," + std::to_string(req.tokens != nullptr);
+        for (int c : req.capture_layers) key += "," + std::to_string(c);
+    }
+    auto found = slots_.find(key);
+    if (found == slots_.end()) {
+        if (slots_.size() >= max_graph_slots) {
+            for (auto &[k, slot] : slots_) ggml_gallocr_free(slot.allocator);
+            slots_.clear();
+        }
+        found = slots_.emplace(key, GraphSlot{}).first;
+        found->second.allocator = ggml_gallocr_new(ggml_backend_get_default_buffer_type(backend_));
+    }
+    GraphSlot &slot = found->second;
+    const bool grouped = model_.device() && !req.prompt;
+    const size_t n_nodes = graph_size_for(req.layer_end - req.layer_begin + 1, grouped ? req.n_rows : 1);
+    if (n_nodes > slot.n_nodes) {
+        slot.n_nodes = n_nodes;
+        slot.memory.resize(ggml_tensor_overhead() * n_nodes + ggml_graph_overhead_custom(n_nodes, false));
+    }
+    return slot;
 }
 
 ggml_tensor *Forward::matmul(ggml_context *ctx, ggml_tensor *w, ggml_tensor *x) const {
     if (own_matmul_ && !in_extra_buffer(w) && qmatmul_supports(w)) return qmatmul(ctx, w, x);
     const int64_t group = invariant_rows(w);
-    if (!split_rows_ || x->ne[1] <= group) return mul_mat_batch_invariant(ctx, w, x);
+    if (!device_decode_ || x->ne[1] <= group) return mul_mat_batch_invariant(ctx, w, x);
     ggml_tensor *out = nullptr;
     for (int64_t r = 0; r < x->ne[1]; r += group) {
         const int64_t rows = std::min(group, x->ne[1] - r);
@@ -83,16 +109,24 @@ ggml_tensor *Forward::matmul(ggml_context *ctx, ggml_tensor *w, ggml_tensor *x) 
 ggml_tensor *Forward::attention(ggml_context *ctx, int il, ggml_tensor *q, ggml_tensor *mask, int n_kv) const {
     const HParams &hp = model_.hparams();
     const int hd = hp.head_dim;
+    const int64_t n_rows = q->ne[2];
     ggml_tensor *k_cache = cache_.k(il);
     ggml_tensor *v_cache = cache_.v(il);
     ggml_tensor *keys = ggml_view_3d(ctx, k_cache, hd, n_kv, hp.n_head_kv, k_cache->nb[1], hd * k_cache->nb[0], 0);
     ggml_tensor *values =
         ggml_view_3d(ctx, v_cache, n_kv, hd, hp.n_head_kv, v_cache->nb[1], hd * v_cache->nb[1], 0);
+    if (device_decode_) {
+        // Rows go into the outermost dimension, so every product has one query column whatever the number of rows
+        // and ggml picks the same kernel (and partitioning) for a pass of one row or of eight.
+        ggml_tensor *kq = ggml_mul_mat(ctx, keys, ggml_reshape_4d(ctx, q, hd, 1, hp.n_head, n_rows));
+        kq = ggml_soft_max_ext(ctx, kq, mask, 1.0f / std::sqrt(static_cast<float>(hd)), 0.0f);
+        return ggml_reshape_2d(ctx, ggml_mul_mat(ctx, values, kq), hp.n_embd_q(), n_rows);
+    }
     ggml_tensor *qp = ggml_permute(ctx, q, 0, 2, 1, 3);  // [hd, n_rows, n_head]
     ggml_tensor *kq = ggml_mul_mat(ctx, keys, qp);       // [n_kv, n_rows, n_head]
     kq = ggml_soft_max_ext(ctx, kq, mask, 1.0f / std::sqrt(static_cast<float>(hd)), 0.0f);
     ggml_tensor *kqv = ggml_mul_mat(ctx, values, kq);  // [hd, n_rows, n_head]
-    return ggml_cont_2d(ctx, ggml_permute(ctx, kqv, 0, 2, 1, 3), hp.n_embd_q(), q->ne[2]);
+    return ggml_cont_2d(ctx, ggml_permute(ctx, kqv, 0, 2, 1, 3), hp.n_embd_q(), n_rows);
 }
 
 ggml_tensor *Forward::build_layer(ggml_context *ctx, ggml_cgraph *gf, int il, ggml_tensor *x, ggml_tensor *positions,
@@ -119,29 +153,26 @@ ggml_tensor *Forward::build_layer(ggml_context *ctx, ggml_cgraph *gf, int il, gg
                       hp.rope_theta, hp.rope_freq_scale, hp.yarn_ext_factor, hp.yarn_attn_factor, hp.yarn_beta_fast,
                       hp.yarn_beta_slow);
 
-    // Write this pass's K and V rows into the cache; the copies are expanded first so they run before the
+    // Write this pass's K and V rows into the cache; the writes are expanded first so they run before the
     // attention below reads the cache.
     ggml_tensor *k_cache = cache_.k(il);
     ggml_tensor *v_cache = cache_.v(il);
-    ggml_tensor *k_dst = ggml_view_2d(ctx, k_cache, hp.n_embd_kv(), n_rows, k_cache->nb[1], pos0 * k_cache->nb[1]);
-    ggml_build_forward_expand(gf, ggml_cpy(ctx, ggml_reshape_2d(ctx, k, hp.n_embd_kv(), n_rows), k_dst));
-    ggml_tensor *v_dst = ggml_view_2d(ctx, v_cache, n_rows, hp.n_embd_kv(), v_cache->nb[1], pos0 * v_cache->nb[0]);
-    ggml_build_forward_expand(gf, ggml_cpy(ctx, ggml_transpose(ctx, v), v_dst));
-
-    ggml_tensor *attn = nullptr;
-    if (!split_rows_) {
-        attn = attention(ctx, il, q, mask, n_kv);
+    ggml_tensor *k_rows = ggml_reshape_2d(ctx, k, hp.n_embd_kv(), n_rows);
+    if (kv_rows_in_) {
+        // On a device the destinations are index inputs, not views at a position: the graph stays the same from
+        // token to token and ggml's CUDA backend can replay it.
+        ggml_build_forward_expand(gf, ggml_set_rows(ctx, k_cache, k_rows, kv_rows_in_));
+        ggml_tensor *v_elements = ggml_reshape_2d(ctx, v_cache, 1, ggml_nelements(v_cache));
+        ggml_build_forward_expand(
+            gf, ggml_set_rows(ctx, v_elements, ggml_reshape_2d(ctx, v, 1, hp.n_embd_kv() * n_rows), v_index_in_));
     } else {
-        // Each row attends over the positions a one-row pass at its position would: the kernels and their
-        // partitioning depend on the number of positions.
-        for (int r = 0; r < n_rows; ++r) {
-            const int n_kv_row = kv_positions(pos0 + r + 1, cache_.n_alloc());
-            ggml_tensor *q_row = ggml_view_3d(ctx, q, hd, hp.n_head, 1, q->nb[1], q->nb[2], r * q->nb[2]);
-            ggml_tensor *mask_row = ggml_view_1d(ctx, mask, n_kv_row, r * mask->nb[1]);
-            ggml_tensor *part = attention(ctx, il, q_row, mask_row, n_kv_row);
-            attn = attn ? ggml_concat(ctx, attn, part, 1) : part;
-        }
+        ggml_tensor *k_dst = ggml_view_2d(ctx, k_cache, hp.n_embd_kv(), n_rows, k_cache->nb[1], pos0 * k_cache->nb[1]);
+        ggml_build_forward_expand(gf, ggml_cpy(ctx, k_rows, k_dst));
+        ggml_tensor *v_dst =
+            ggml_view_2d(ctx, v_cache, n_rows, hp.n_embd_kv(), v_cache->nb[1], pos0 * v_cache->nb[0]);
+        ggml_build_forward_expand(gf, ggml_cpy(ctx, ggml_transpose(ctx, v), v_dst));
     }
+    ggml_tensor *attn = attention(ctx, il, q, mask, n_kv);
     attn = matmul(ctx, w.wo, attn);
     if (w.bo) attn = ggml_add(ctx, attn, w.bo);
     x = ggml_add(ctx, x, attn);
@@ -177,9 +208,11 @@ void Forward::run(const PassRequest &req, PassResult *out) {
     if (req.logits != PassRequest::Logits::none && req.layer_end != hp.n_layer) {
         throw Error("internal: logits requested before the last layer");
     }
-    const int n_kv = kv_positions(req.pos0 + n, cache_.n_alloc());
-    split_rows_ = model_.device() && !req.prompt && n > 1;
-    reserve_graph(graph_size_for(hp.n_layer, split_rows_ ? n : 1));
+    // A device's decode passes attend over the whole cache (masked): then no kernel depends on the position, the
+    // number of rows or where a block of positions ends, and the graph is the same from token to token.
+    device_decode_ = model_.device() && !req.prompt;
+    const int n_kv = device_decode_ ? cache_.n_alloc() : kv_positions(req.pos0 + n, cache_.n_alloc());
+    GraphSlot &slot = slot_for(req);
     // A device gets the embedding rows from the host: ggml's GPU backends cannot gather rows of every quantized
     // type (CUDA has no K-quant get_rows), and the file is mapped anyway.
     const bool embed_on_host = model_.device() && req.layer_begin == 0 && req.tokens;
@@ -199,11 +232,11 @@ void Forward::run(const PassRequest &req, PassResult *out) {
     }
 
     ggml_init_params params{};
-    params.mem_size = graph_memory_.size();
-    params.mem_buffer = graph_memory_.data();
+    params.mem_size = slot.memory.size();
+    params.mem_buffer = slot.memory.data();
     params.no_alloc = true;
     ggml_context *ctx = ggml_init(params);
-    ggml_cgraph *gf = ggml_new_graph_custom(ctx, graph_size_, false);
+    ggml_cgraph *gf = ggml_new_graph_custom(ctx, slot.n_nodes, false);
 
     ggml_tensor *tokens_in = nullptr, *hidden_in = nullptr, *x = nullptr;
     if (req.layer_begin == 0 && req.tokens && !embed_on_host) {
@@ -220,8 +253,16 @@ void Forward::run(const PassRequest &req, PassResult *out) {
     }
     ggml_tensor *positions = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, n);
     ggml_set_input(positions);
-    ggml_tensor *mask = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, n_kv, n);
+    ggml_tensor *mask = device_decode_ ? ggml_new_tensor_4d(ctx, GGML_TYPE_F32, n_kv, 1, 1, n)
+                                       : ggml_new_tensor_2d(ctx, GGML_TYPE_F32, n_kv, n);
     ggml_set_input(mask);
+    kv_rows_in_ = v_index_in_ = nullptr;
+    if (model_.device()) {
+        kv_rows_in_ = ggml_new_tensor_1d(ctx, GGML_TYPE_I64, n);
+        v_index_in_ = ggml_new_tensor_1d(ctx, GGML_TYPE_I64, static_cast<int64_t>(hp.n_embd_kv()) * n);
+        ggml_set_input(kv_rows_in_);
+        ggml_set_input(v_index_in_);
+    }
 
     std::vector<std::pair<int, ggml_tensor *>> captures;
     for (int il = req.layer_begin; il < req.layer_end; ++il) {
@@ -255,7 +296,7 @@ void Forward::run(const PassRequest &req, PassResult *out) {
     }
     ggml_build_forward_expand(gf, x);
 
-    if (!ggml_gallocr_alloc_graph(allocator_, gf)) {
+    if (!ggml_gallocr_alloc_graph(slot.allocator, gf)) {
         ggml_free(ctx);
         throw Error("cannot allocate compute memory for a pass over " + std::to_string(n) + " rows");
     }
@@ -274,6 +315,20 @@ void Forward::run(const PassRequest &req, PassResult *out) {
                   mask_.begin() + static_cast<size_t>(i) * n_kv + req.pos0 + i + 1, 0.0f);
     }
     ggml_backend_tensor_set(mask, mask_.data(), 0, mask_.size() * sizeof(float));
+    if (kv_rows_in_) {
+        // V is stored transposed ([position, channel] with positions fastest): element (e, row r) goes to
+        // e * n_alloc + position.
+        const int64_t n_embd_kv = hp.n_embd_kv();
+        kv_index_.resize(static_cast<size_t>(n_embd_kv + 1) * n);
+        for (int r = 0; r < n; ++r) {
+            kv_index_[r] = req.pos0 + r;
+            for (int64_t e = 0; e < n_embd_kv; ++e) {
+                kv_index_[n + r * n_embd_kv + e] = e * cache_.n_alloc() + req.pos0 + r;
+            }
+        }
+        ggml_backend_tensor_set(kv_rows_in_, kv_index_.data(), 0, n * sizeof(int64_t));
+        ggml_backend_tensor_set(v_index_in_, kv_index_.data() + n, 0, n_embd_kv * n * sizeof(int64_t));
+    }
 
     const ggml_status status = ggml_backend_graph_compute(backend_, gf);
     if (status != GGML_STATUS_SUCCESS) {

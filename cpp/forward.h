@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
+#include <string>
 #include <vector>
 
 #include "ggml-alloc.h"
@@ -63,23 +65,29 @@ private:
     ggml_tensor *build_norm_output(ggml_context *ctx, ggml_tensor *x, ggml_tensor *out_matrix);
     ggml_tensor *attention(ggml_context *ctx, int il, ggml_tensor *q, ggml_tensor *mask, int n_kv) const;
     ggml_tensor *matmul(ggml_context *ctx, ggml_tensor *w, ggml_tensor *x) const;
-    void reserve_graph(size_t n_nodes);
+    struct GraphSlot {
+        std::vector<uint8_t> memory;  // the ggml context of the graph
+        size_t n_nodes = 0;
+        ggml_gallocr_t allocator = nullptr;
+    };
+    GraphSlot &slot_for(const PassRequest &req);
 
     const Model &model_;
     KvCache &cache_;
     int n_threads_;
     bool own_matmul_;
-    // On a device, ggml picks kernels by row count, so a decode pass over several rows is built from pieces whose
-    // kernels a one-row pass also uses (see Forward::run); set per pass.
-    bool split_rows_ = false;
+    // A decode pass on a device: ggml's device kernels are chosen by row count, so such a pass is built from pieces
+    // whose kernels a one-row pass also uses (see Forward::run). Set per pass, with the pass's KV index inputs.
+    bool device_decode_ = false;
+    ggml_tensor *kv_rows_in_ = nullptr;
+    ggml_tensor *v_index_in_ = nullptr;
     ggml_backend_t backend_ = nullptr;
     ggml_threadpool_t threadpool_ = nullptr;
-    ggml_gallocr_t allocator_ = nullptr;
-    size_t graph_size_ = 0;
-    std::vector<uint8_t> graph_memory_;
+    std::map<std::string, GraphSlot> slots_;
     std::vector<float> mask_;
     std::vector<int32_t> positions_;
     std::vector<float> embeddings_;
+    std::vector<int64_t> kv_index_;
 };
 
 }  // namespace adadecode

@@ -9,14 +9,14 @@
 
 namespace adadecode {
 
-KvCache::KvCache(const HParams &hp, int n_ctx, ggml_backend_buffer_type_t buft) : n_ctx_(n_ctx) {
+KvCache::KvCache(const HParams &hp, int n_ctx, ggml_backend_buffer_type_t buft, ggml_type type) : n_ctx_(n_ctx) {
     if (n_ctx <= 0) {
         throw Error("context size must be positive, got " + std::to_string(n_ctx));
     }
     // Refuse a cache the machine cannot hold: with overcommit the allocation itself would succeed and the clearing
     // below would then be killed by the OOM killer instead of failing with a message.
     const uint64_t positions = (static_cast<uint64_t>(n_ctx) + kv_block - 1) / kv_block * kv_block;
-    const uint64_t bytes = 2 * sizeof(ggml_fp16_t) * positions * static_cast<uint64_t>(hp.n_embd_kv()) * hp.n_layer;
+    const uint64_t bytes = 2 * ggml_type_size(type) * positions * static_cast<uint64_t>(hp.n_embd_kv()) * hp.n_layer;
     const uint64_t memory = static_cast<uint64_t>(sysconf(_SC_PHYS_PAGES)) * static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
     if (positions > static_cast<uint64_t>(INT32_MAX) || bytes > memory) {
         throw Error("a KV cache for " + std::to_string(n_ctx) + " positions needs " + std::to_string(bytes >> 20) +
@@ -28,8 +28,8 @@ KvCache::KvCache(const HParams &hp, int n_ctx, ggml_backend_buffer_type_t buft) 
     params.no_alloc = true;
     ctx_ = ggml_init(params);
     for (int il = 0; il < hp.n_layer; ++il) {
-        k_.push_back(ggml_new_tensor_2d(ctx_, GGML_TYPE_F16, hp.n_embd_kv(), n_alloc_));
-        v_.push_back(ggml_new_tensor_2d(ctx_, GGML_TYPE_F16, n_alloc_, hp.n_embd_kv()));
+        k_.push_back(ggml_new_tensor_2d(ctx_, type, hp.n_embd_kv(), n_alloc_));
+        v_.push_back(ggml_new_tensor_2d(ctx_, type, n_alloc_, hp.n_embd_kv()));
     }
     buffer_ = ggml_backend_alloc_ctx_tensors_from_buft(ctx_, buft);
     if (!buffer_) {

@@ -15,14 +15,15 @@ public:
     // kv_block positions: then a row's attention arithmetic does not depend on how many rows share its pass.
     static constexpr int kv_block = 256;
 
-    KvCache(const HParams &hp, int n_ctx, ggml_backend_buffer_type_t buft);
+    // `type`: f16, or f32 on a device, whose one-query-column kernels exist for f32 K/V at any length.
+    KvCache(const HParams &hp, int n_ctx, ggml_backend_buffer_type_t buft, ggml_type type = GGML_TYPE_F16);
     ~KvCache();
     KvCache(const KvCache &) = delete;
     KvCache &operator=(const KvCache &) = delete;
 
     int n_ctx() const { return n_ctx_; }
     int n_alloc() const { return n_alloc_; }
-    // K: [n_embd_kv, n_alloc] f16, one row per position. V: [n_alloc, n_embd_kv] f16, transposed so that the
+    // K: [n_embd_kv, n_alloc], one row per position. V: [n_alloc, n_embd_kv], transposed so that the
     // attention-weighted sum is a plain matrix product.
     ggml_tensor *k(int layer) const { return k_[layer]; }
     ggml_tensor *v(int layer) const { return v_[layer]; }

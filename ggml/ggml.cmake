@@ -19,6 +19,9 @@ if(ADADECODE_GGML_SOURCE_DIR)
     set(GGML_AMX_BF16 OFF CACHE BOOL "" FORCE)
     # ggml's own thread pool, as in the prebuilt wheel: OpenMP workers spin-wait and collapse when cores are shared.
     set(GGML_OPENMP OFF CACHE BOOL "" FORCE)
+    # CUDA graphs are on in llama.cpp's builds but off by default in ggml's own: each pass shape keeps its graph
+    # stable (cpp/forward.cpp), so ggml's CUDA backend can replay it instead of launching every kernel.
+    set(GGML_CUDA_GRAPHS_DEFAULT ON)
     set(GGML_BUILD_TESTS OFF CACHE BOOL "" FORCE)
     set(GGML_BUILD_EXAMPLES OFF CACHE BOOL "" FORCE)
     add_subdirectory("${ADADECODE_GGML_SOURCE_DIR}" "${CMAKE_BINARY_DIR}/ggml-build" EXCLUDE_FROM_ALL)

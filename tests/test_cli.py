@@ -215,6 +215,8 @@ class FakeModel:
     n_ctx: int = 4096
     n_threads: int | None = None
     heads: str | None = None
+    n_gpu_layers: int = 0
+    device: str | None = None
     calls: list[dict[str, Any]] = field(default_factory=list)
     last_generation: FakeGeneration | None = None
     instances: ClassVar[list[FakeModel]] = []  # every model made in this test (reset by the fixture)
@@ -280,13 +282,15 @@ def test_run_streams_text_and_forwards_options(
     heads.write_bytes(b"GGUF")
     argv = ["run", "-m", str(model_file), "-p", "hi", "-n", "7", "-t", "2", "-c", "512", "--temp", "0.7",
             "--top-k", "20", "--top-p", "0.9", "--min-p", "0.1", "-s", "42", "--stop", "A", "B", "--stop", "C",
-            "--heads", str(heads), "--mode", "adadecode", "--gamma", "0.6", "--max-pending", "3"]  # fmt: skip
+            "--heads", str(heads), "--mode", "adadecode", "--gamma", "0.6", "--max-pending", "3", "-ngl", "99",
+            "--device", "CUDA1"]  # fmt: skip
     code, out, err = _run(capsys, *argv)
     assert code == 0
     assert out == "Waves fold into foam\n"
     assert "40.0 tok/s" in err and err.startswith("adadecode: ")
     model = fake_engine.instances[0]
     assert (model.path, model.n_ctx, model.n_threads, model.heads) == (str(model_file), 512, 2, str(heads))
+    assert (model.n_gpu_layers, model.device) == (99, "CUDA1")
     call = model.calls[0]
     assert call == {
         "prompt": "hi",
