@@ -85,15 +85,32 @@ def test_cli_devices_and_run_on_a_device(engine: Any, smollm2_path: Path) -> Non
     )
     assert any(line.startswith("CPU\tcpu\t") for line in listed.stdout.splitlines())
     run = subprocess.run(
-        [sys.executable, "-m", "adadecode", "run", "-m", str(smollm2_path), "-p", "Hello", "-n", "4", "--device",
-         "cpu", "--json"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "adadecode",
+            "run",
+            "-m",
+            str(smollm2_path),
+            "-p",
+            "Hello",
+            "-n",
+            "4",
+            "--device",
+            "cpu",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["stats"]["device"] == "CPU"
     bad = subprocess.run(
         [sys.executable, "-m", "adadecode", "run", "-m", str(smollm2_path), "-p", "Hello", "--device", "tpu9"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert bad.returncode != 0
     assert "unknown device 'tpu9'" in bad.stderr

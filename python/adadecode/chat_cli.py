@@ -95,18 +95,11 @@ def _reply(llm: Any, messages: list[dict[str, str]], gen_args: dict[str, Any], o
 
 def cmd_chat(args: argparse.Namespace) -> int:
     from .api import Llama
-    from .cli import EXIT_OK, UsageError, _engine, validate_run_args
+    from .cli import EXIT_OK, UsageError, _engine, model_options, validate_run_args
 
     validate_run_args(args)
     model_cls, _ = _engine()
-    model = model_cls(
-        args.model,
-        n_ctx=args.ctx_size,
-        n_threads=args.threads,
-        heads=args.heads,
-        n_gpu_layers=args.n_gpu_layers,
-        device=args.device,
-    )
+    model = model_cls(args.model, **model_options(args))
     if not model.vocab.chat_template:
         raise UsageError(f"{model.path} has no chat template (tokenizer.chat_template); use 'adadecode run'")
     llm = Llama.from_model(model)

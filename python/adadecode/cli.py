@@ -206,6 +206,17 @@ def _add_run(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_run)
 
 
+def model_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The Model / Llama keyword arguments that run, chat and serve take from their shared flags."""
+    return {
+        "n_ctx": args.ctx_size,
+        "n_threads": args.threads,
+        "heads": args.heads,
+        "n_gpu_layers": args.n_gpu_layers,
+        "device": args.device,
+    }
+
+
 def add_device_options(p: argparse.ArgumentParser) -> None:
     """-ngl and --device, as in llama.cpp (shared by run, chat and serve)."""
     p.add_argument(
@@ -392,14 +403,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     path = resolve_model(args.model)
     model_cls, _ = _engine()
     t0 = time.perf_counter()
-    model = model_cls(
-        str(path),
-        n_ctx=args.ctx_size,
-        n_threads=args.threads,
-        heads=args.heads,
-        n_gpu_layers=args.n_gpu_layers,
-        device=args.device,
-    )
+    model = model_cls(str(path), **model_options(args))
     if getattr(args, "verbose", False):
         _describe_model(model, path, time.perf_counter() - t0)
     gen_args: dict[str, Any] = {

@@ -703,16 +703,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError(f"'adadecode serve' needs the server extra: pip install 'adadecode[server]' ({exc})") from exc
     _check_listen(args.host, args.port)  # before the model loads: a busy port is a one-line error, not a traceback
     from .api import Llama
+    from .cli import model_options
 
-    llm = Llama(
-        args.model,
-        heads=args.heads,
-        n_ctx=args.ctx_size,
-        n_threads=args.threads,
-        n_gpu_layers=args.n_gpu_layers,
-        device=args.device,
-        model_alias=args.alias,
-    )
+    llm = Llama(args.model, model_alias=args.alias, **model_options(args))
     limits = Limits(
         max_tokens=args.max_tokens,
         max_prompt_tokens=args.max_prompt_tokens,
