@@ -100,7 +100,9 @@ def main() -> None:
             self.inner = inner
 
         def __call__(self, input_ids: Any, /, **kwargs: Any) -> Any:
-            draft = self.inner(input_ids, **kwargs)
+            # llama-cpp-python evaluates the draft without checking the context: near its end a full draft would
+            # write past the score buffer (the same bound as ModelDraft's below).
+            draft = self.inner(input_ids, **kwargs)[: max(0, n_ctx - 1 - len(input_ids))]
             proposals.append((len(input_ids) - state["prompt_len"], [int(t) for t in draft]))
             return draft
 
