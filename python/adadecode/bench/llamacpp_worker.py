@@ -90,7 +90,9 @@ def main() -> None:
             n_batch=512,
             verbose=False,
             draft_model=draft,
-            logits_all=bool(cfg.get("logits_all", False)),
+            # With a draft model llama-cpp-python keeps logits for every position but sizes its score buffer from
+            # this argument (n_batch rows when False): past position 512 a draft's logits would not fit.
+            logits_all=bool(cfg.get("logits_all", False)) or draft is not None,
         )
 
     class Recorder(LlamaDraftModel):
@@ -100,9 +102,7 @@ def main() -> None:
             self.inner = inner
 
         def __call__(self, input_ids: Any, /, **kwargs: Any) -> Any:
-            # llama-cpp-python evaluates the draft without checking the context: near its end a full draft would
-            # write past the score buffer (the same bound as ModelDraft's below).
-            draft = self.inner(input_ids, **kwargs)[: max(0, n_ctx - 1 - len(input_ids))]
+            draft = self.inner(input_ids, **kwargs)
             proposals.append((len(input_ids) - state["prompt_len"], [int(t) for t in draft]))
             return draft
 
