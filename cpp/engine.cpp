@@ -24,8 +24,7 @@ Engine::Engine(const std::string &model_path, const EngineOptions &options) {
         throw Error("'" + model_path + "': the tokenizer has " + std::to_string(vocab_->n_tokens()) +
                     " tokens but the output layer only " + std::to_string(model_->hparams().n_vocab));
     }
-    cache_ = std::make_unique<KvCache>(model_->hparams(), options.n_ctx, model_->buffer_type(),
-                                       model_->device() ? GGML_TYPE_F32 : GGML_TYPE_F16);
+    cache_ = std::make_unique<KvCache>(*model_, options.n_ctx);
     forward_ = std::make_unique<Forward>(*model_, *cache_, n_threads);
     decoder_ = std::make_unique<Decoder>(*model_, *cache_, *forward_, nullptr);
     if (!options.heads_path.empty()) load_heads(options.heads_path);

@@ -9,7 +9,9 @@
 
 namespace adadecode {
 
-KvCache::KvCache(const HParams &hp, int n_ctx, ggml_backend_buffer_type_t buft, ggml_type type) : n_ctx_(n_ctx) {
+KvCache::KvCache(const Model &model, int n_ctx) : n_ctx_(n_ctx) {
+    const HParams &hp = model.hparams();
+    const ggml_type type = model.device() ? GGML_TYPE_F32 : GGML_TYPE_F16;
     if (n_ctx <= 0) {
         throw Error("context size must be positive, got " + std::to_string(n_ctx));
     }
@@ -31,7 +33,7 @@ KvCache::KvCache(const HParams &hp, int n_ctx, ggml_backend_buffer_type_t buft, 
         k_.push_back(ggml_new_tensor_2d(ctx_, type, hp.n_embd_kv(), n_alloc_));
         v_.push_back(ggml_new_tensor_2d(ctx_, type, n_alloc_, hp.n_embd_kv()));
     }
-    buffer_ = ggml_backend_alloc_ctx_tensors_from_buft(ctx_, buft);
+    buffer_ = ggml_backend_alloc_ctx_tensors_from_buft(ctx_, model.buffer_type());
     if (!buffer_) {
         ggml_free(ctx_);
         throw Error("cannot allocate the KV cache for " + std::to_string(n_ctx) + " positions");

@@ -15,8 +15,9 @@ public:
     // kv_block positions: then a row's attention arithmetic does not depend on how many rows share its pass.
     static constexpr int kv_block = 256;
 
-    // `type`: f16, or f32 on a device, whose one-query-column kernels exist for f32 K/V at any length.
-    KvCache(const HParams &hp, int n_ctx, ggml_backend_buffer_type_t buft, ggml_type type = GGML_TYPE_F16);
+    // In the model's buffer type; f16, or f32 when the model is on a device, whose one-query-column kernels exist
+    // for f32 K/V at any length.
+    KvCache(const Model &model, int n_ctx);
     ~KvCache();
     KvCache(const KvCache &) = delete;
     KvCache &operator=(const KvCache &) = delete;

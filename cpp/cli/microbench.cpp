@@ -112,8 +112,7 @@ int main(int argc, char **argv) {
             const long before = rss_kib();
             s.model = std::make_unique<Model>(argv[1], name == "repack", find_device(name == "gpu" ? "gpu" : ""));
             const HParams &hp = s.model->hparams();
-            s.cache = std::make_unique<KvCache>(hp, pos + 64, s.model->buffer_type(),
-                                                s.model->device() ? GGML_TYPE_F32 : GGML_TYPE_F16);
+            s.cache = std::make_unique<KvCache>(*s.model, pos + 64);
             s.fw = std::make_unique<Forward>(*s.model, *s.cache, n_threads, name == "mmap");
             setups.push_back(std::move(s));
             Setup &b = setups.back();

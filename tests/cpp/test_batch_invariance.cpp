@@ -32,7 +32,7 @@ std::pair<double, bool> compare(const float *a, const float *b, int n) {
 void check_model(const std::string &path, bool repack, bool report) {
     Model model(path, repack);
     const HParams &hp = model.hparams();
-    KvCache cache(hp, 256, model.buffer_type());
+    KvCache cache(model, 256);
     Forward fw(model, cache, 2);
     std::vector<int32_t> tokens(prefix + max_rows);
     for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<int32_t>((i * 7919 + 13) % hp.n_vocab);
