@@ -84,8 +84,7 @@ Forward::GraphSlot &Forward::slot_for(const PassRequest &req) {
         found->second.allocator = ggml_gallocr_new(ggml_backend_get_default_buffer_type(backend_));
     }
     GraphSlot &slot = found->second;
-    const bool grouped = model_.device() && !req.prompt;
-    const size_t n_nodes = graph_size_for(req.layer_end - req.layer_begin + 1, grouped ? req.n_rows : 1);
+    const size_t n_nodes = graph_size_for(req.layer_end - req.layer_begin + 1, device_decode_ ? req.n_rows : 1);
     if (n_nodes > slot.n_nodes) {
         slot.n_nodes = n_nodes;
         slot.memory.resize(ggml_tensor_overhead() * n_nodes + ggml_graph_overhead_custom(n_nodes, false));

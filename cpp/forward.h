@@ -70,7 +70,7 @@ private:
         size_t n_nodes = 0;
         ggml_gallocr_t allocator = nullptr;
     };
-    GraphSlot &slot_for(const PassRequest &req);
+    GraphSlot &slot_for(const PassRequest &req);  // after device_decode_ is set for the pass
 
     const Model &model_;
     KvCache &cache_;
