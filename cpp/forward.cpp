@@ -63,17 +63,19 @@ Forward::~Forward() {
     if (threadpool_) ggml_threadpool_free(threadpool_);
 }
 
-Forward::GraphSlot &Forward::slot_for(const PassRequest &req) {
+std::string Forward::structure_of(const PassRequest &req) {
+    std::string key = std::to_string(req.layer_begin) + "," + std::to_string(req.layer_end) + "," +
+                      std::to_string(req.n_rows) + "," + std::to_string(static_cast<int>(req.logits)) + "," +
+                      std::to_string(reinterpret_cast<uintptr_t>(req.head)) + "," + std::to_string(req.want_hidden) +
+                      "," + std::to_string(req.tokens != nullptr) + "," + std::to_string(req.prompt);
+    for (int c : req.capture_layers) key += "," + std::to_string(c);
+    return key;
+}
+
+Forward::GraphSlot &Forward::slot_for(const PassRequest &req, const std::string &structure) {
     // On the CPU one slot serves every pass; on a device, decode passes of one shape share a slot (so their graphs
     // are built at the same addresses every time) and prompt passes share another.
-    std::string key;
-    if (model_.device()) {
-        key = req.prompt ? "prompt" : std::to_string(req.layer_begin) + "," + std::to_string(req.layer_end) + "," +
-                                          std::to_string(req.n_rows) + "," + std::to_string(static_cast<int>(req.logits)) +
-                                          "," + std::to_string(reinterpret_cast<uintptr_t>(req.head)) + "," +
-                                          std::to_string(req.want_hidden) + "," + std::to_string(req.tokens != nullptr);
-        for (int c : req.capture_layers) key += "," + std::to_string(c);
-    }
+    const std::string key = !model_.device() ? "" : req.prompt ? "prompt" : structure;
     auto found = slots_.find(key);
     if (found == slots_.end()) {
         if (slots_.size() >= max_graph_slots) {
@@ -93,7 +95,7 @@ Forward::GraphSlot &Forward::slot_for(const PassRequest &req) {
 }
 
 ggml_tensor *Forward::matmul(ggml_context *ctx, ggml_tensor *w, ggml_tensor *x) const {
-    if (own_matmul_ && !in_extra_buffer(w) && qmatmul_supports(w)) return qmatmul(ctx, w, x);
+    if (own_matmul_ && !in_extra_buffer(w) && qmatmul_supports(w)) return qmatmul(ctx, w, x, model_.packed(w));
     const int64_t group = invariant_rows(w);
     if (!device_decode_ || x->ne[1] <= group) return mul_mat_batch_invariant(ctx, w, x);
     ggml_tensor *out = nullptr;
@@ -211,7 +213,8 @@ void Forward::run(const PassRequest &req, PassResult *out) {
     // number of rows or where a block of positions ends, and the graph is the same from token to token.
     device_decode_ = model_.device() && !req.prompt;
     const int n_kv = device_decode_ ? cache_.n_alloc() : kv_positions(req.pos0 + n, cache_.n_alloc());
-    GraphSlot &slot = slot_for(req);
+    const std::string structure = structure_of(req);
+    GraphSlot &slot = slot_for(req, structure);
     // A device gets the embedding rows from the host: ggml's GPU backends cannot gather rows of every quantized
     // type (CUDA has no K-quant get_rows), and the file is mapped anyway.
     const bool embed_on_host = model_.device() && req.layer_begin == 0 && req.tokens;
@@ -295,6 +298,16 @@ void Forward::run(const PassRequest &req, PassResult *out) {
     }
     ggml_build_forward_expand(gf, x);
 
+    // ggml's allocator re-plans by itself only when node sizes outgrow the plan: it matches the graph's inputs to the
+    // plan by position, so a graph of another structure with the same node and input counts would get another's
+    // plan. Re-plan whenever the structure changes.
+    if (slot.structure != structure) {
+        if (!ggml_gallocr_reserve(slot.allocator, gf)) {
+            ggml_free(ctx);
+            throw Error("cannot allocate compute memory for a pass over " + std::to_string(n) + " rows");
+        }
+        slot.structure = structure;
+    }
     if (!ggml_gallocr_alloc_graph(slot.allocator, gf)) {
         ggml_free(ctx);
         throw Error("cannot allocate compute memory for a pass over " + std::to_string(n) + " rows");

@@ -69,8 +69,10 @@ private:
         std::vector<uint8_t> memory;  // the ggml context of the graph
         size_t n_nodes = 0;
         ggml_gallocr_t allocator = nullptr;
+        std::string structure;  // of the graph the allocator last planned for
     };
-    GraphSlot &slot_for(const PassRequest &req);  // after device_decode_ is set for the pass
+    static std::string structure_of(const PassRequest &req);  // equal for passes that build the same graph
+    GraphSlot &slot_for(const PassRequest &req, const std::string &structure);  // after device_decode_ is set
 
     const Model &model_;
     KvCache &cache_;

@@ -10,6 +10,7 @@
 
 #include "ggml-alloc.h"
 #include "ggml-cpu.h"
+#include "ops/qmatmul.h"
 #include "repack.h"
 
 namespace adadecode {
@@ -65,7 +66,7 @@ private:
 
 }  // namespace
 
-Model::Model(const std::string &path, bool repack, ggml_backend_dev_t device) : device_(device) {
+Model::Model(const std::string &path, bool repack, ggml_backend_dev_t device, bool pack) : device_(device) {
     if (device && repack) {
         throw Error("repacking applies to the CPU computing from the mapped file, not to a device");
     }
@@ -78,6 +79,7 @@ Model::Model(const std::string &path, bool repack, ggml_backend_dev_t device) : 
             copy_weights_to_device();
         } else {
             place_weights(repack);
+            if (pack && !repack) pack_weights();
         }
     } catch (...) {
         release();  // the destructor does not run for a constructor that throws
@@ -154,16 +156,52 @@ void Model::place_weights(bool repack) {
             }
             const GgufFile::TensorInfo *info = file_->find_tensor(t->name);
             ggml_backend_tensor_set(t, static_cast<const char *>(mapping_) + info->offset, 0, info->nbytes);
-            // The file pages of a repacked tensor are not read again by the forward pass: let them go.
-            const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
-            const uintptr_t begin = (reinterpret_cast<uintptr_t>(mapping_) + info->offset + page - 1) / page * page;
-            const uintptr_t end = (reinterpret_cast<uintptr_t>(mapping_) + info->offset + info->nbytes) / page * page;
-            if (end > begin) {
-                madvise(reinterpret_cast<void *>(begin), end - begin, MADV_DONTNEED);
-            }
+            release_file_pages(t);
             ++n_repacked_;
         }
     }
+}
+
+// The file pages of a weight that lives in a copy are not read again by the forward pass: let them go (they stay in
+// the page cache; a later host-side read, say dequantize, maps them in again).
+void Model::release_file_pages(const ggml_tensor *t) {
+    const GgufFile::TensorInfo *info = file_->find_tensor(t->name);
+    const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+    const uintptr_t begin = (reinterpret_cast<uintptr_t>(mapping_) + info->offset + page - 1) / page * page;
+    const uintptr_t end = (reinterpret_cast<uintptr_t>(mapping_) + info->offset + info->nbytes) / page * page;
+    if (end > begin) {
+        madvise(reinterpret_cast<void *>(begin), end - begin, MADV_DONTNEED);
+    }
+}
+
+void Model::pack_weights() {
+    std::vector<ggml_tensor *> weights;
+    for (ggml_tensor *t : matmul_weights()) {
+        if (qmatmul_packs(t)) weights.push_back(t);
+    }
+    if (weights.empty()) return;
+    ggml_init_params params{ggml_tensor_overhead() * weights.size(), nullptr, true};
+    packed_ctx_ = ggml_init(params);
+    if (!packed_ctx_) throw Error("cannot allocate the context of the packed weights");
+    for (ggml_tensor *t : weights) {
+        ggml_tensor *p = ggml_new_tensor_1d(packed_ctx_, GGML_TYPE_I8, static_cast<int64_t>(qmatmul_packed_size(t)));
+        ggml_format_name(p, "%s.packed", t->name);
+        packed_[t] = p;
+    }
+    packed_buffer_ = ggml_backend_alloc_ctx_tensors_from_buft(packed_ctx_, ggml_backend_cpu_buffer_type());
+    if (!packed_buffer_) {
+        throw Error("'" + file_->path() + "': cannot allocate memory for the packed weights");
+    }
+    ggml_backend_buffer_set_usage(packed_buffer_, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
+    for (ggml_tensor *t : weights) {
+        qmatmul_pack(t, file_data(t), packed_.at(t)->data);
+        release_file_pages(t);
+    }
+}
+
+ggml_tensor *Model::packed(const ggml_tensor *w) const {
+    auto found = packed_.find(w);
+    return found == packed_.end() ? nullptr : found->second;
 }
 
 void Model::copy_weights_to_device() {
@@ -228,6 +266,15 @@ size_t Model::repacked_bytes() const {
 Model::~Model() { release(); }
 
 void Model::release() {
+    packed_.clear();
+    if (packed_buffer_) {
+        ggml_backend_buffer_free(packed_buffer_);
+        packed_buffer_ = nullptr;
+    }
+    if (packed_ctx_) {
+        ggml_free(packed_ctx_);
+        packed_ctx_ = nullptr;
+    }
     for (ggml_backend_buffer_t b : extra_buffers_) {
         ggml_backend_buffer_free(b);
     }

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "ggml-backend.h"
@@ -51,8 +52,10 @@ public:
     // Loads `path`; weights stay in the page cache through mmap. With `repack`, the matmul weights that one of
     // ggml's CPU extra buffer types supports are copied into it instead (re-laid out for multi-row kernels).
     // With a `device`, every weight is copied into that device's memory instead (the file stays mapped for
-    // host-side reads: embedding rows, head rows, dequantize). Throws Error naming the problem.
-    explicit Model(const std::string &path, bool repack = false, ggml_backend_dev_t device = nullptr);
+    // host-side reads: embedding rows, head rows, dequantize). With `pack` (and neither of the others), the weights
+    // that our matmul kernel multiplies faster in a layout of its own (qmatmul_packs) are copied into it.
+    // Throws Error naming the problem.
+    explicit Model(const std::string &path, bool repack = false, ggml_backend_dev_t device = nullptr, bool pack = true);
     ~Model();
     Model(const Model &) = delete;
     Model &operator=(const Model &) = delete;
@@ -74,6 +77,9 @@ public:
     // How many weights and bytes live in an extra (repacked) buffer.
     int n_repacked() const { return n_repacked_; }
     size_t repacked_bytes() const;
+    // w in our matmul kernel's own layout (a 1-d int8 tensor), or nullptr when it was not packed.
+    ggml_tensor *packed(const ggml_tensor *w) const;
+    size_t packed_bytes() const { return packed_buffer_ ? ggml_backend_buffer_get_size(packed_buffer_) : 0; }
 
     // The token embeddings of `ids` as float32 rows (n x n_embd), read from the file on the host.
     void embed(const int32_t *ids, int n, float *dst) const;
@@ -87,6 +93,8 @@ private:
     void release();
     void place_weights(bool repack);
     void copy_weights_to_device();
+    void pack_weights();
+    void release_file_pages(const ggml_tensor *t);
     std::vector<ggml_tensor *> matmul_weights() const;
     ggml_tensor *require(const std::string &name, std::initializer_list<int64_t> shape);
     ggml_tensor *optional(const std::string &name, std::initializer_list<int64_t> shape);
@@ -99,6 +107,9 @@ private:
     ggml_backend_buffer_t weights_buffer_ = nullptr;
     std::vector<ggml_backend_buffer_t> extra_buffers_;
     int n_repacked_ = 0;
+    ggml_context *packed_ctx_ = nullptr;
+    ggml_backend_buffer_t packed_buffer_ = nullptr;
+    std::unordered_map<const ggml_tensor *, ggml_tensor *> packed_;
 };
 
 }  // namespace adadecode

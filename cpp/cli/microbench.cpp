@@ -1,7 +1,8 @@
 // adadecode-microbench: the cost of the building blocks the layer-parallel scheduler rests on, measured side by
 // side in one process: one batched pass over all layers for 1..8 rows (relative to 1 row), a pass over one
 // segment of layers, and the exit check (head transform + output matrix) for the full vocabulary.
-// With several setups (mmap: our matmul kernel, ggml: ggml's mul_mat, repack: ggml's extra buffer types), the model
+// With several setups (mmap: our matmul kernel, file: the same without packed weights, ggml: ggml's mul_mat, repack:
+// ggml's extra buffer types), the model
 // is loaded once per setup and they are timed alternately, row count by row count, so all see the same machine load.
 #include <algorithm>
 #include <chrono>
@@ -52,7 +53,7 @@ long rss_kib() {
 }
 
 struct Setup {
-    std::string name;  // mmap: our kernels, ggml: ggml's mul_mat on mmapped weights, repack: ggml's extra buffers
+    std::string name;  // mmap: our kernels, file: without packing, ggml: ggml's mul_mat, repack: ggml's extra buffers
     std::unique_ptr<Model> model;
     std::unique_ptr<KvCache> cache;
     std::unique_ptr<Forward> fw;
@@ -86,9 +87,9 @@ int main(int argc, char **argv) {
     if (argc < 2) {
         std::fprintf(stderr,
                      "usage: adadecode-microbench MODEL.gguf [threads=2] [reps=30] [pos=200] [setups=mmap]\n"
-                     "  setups: comma-separated mmap (our matmul kernel), ggml (ggml's mul_mat), repack (ggml's\n"
-                     "  repacked weights), gpu (the first GPU); 0, 1 and both are the old spellings of mmap, repack and\n"
-                     "  mmap,repack\n");
+                     "  setups: comma-separated mmap (our matmul kernel), file (ours, Q4_K weights not packed), ggml\n"
+                     "  (ggml's mul_mat), repack (ggml's repacked weights), gpu (the first GPU); 0, 1 and both are the old\n"
+                     "  spellings of mmap, repack and mmap,repack\n");
         return 1;
     }
     const int n_threads = argc > 2 ? std::atoi(argv[2]) : 2;
@@ -105,15 +106,16 @@ int main(int argc, char **argv) {
             if (end == std::string::npos) end = setup_list.size();
             const std::string name = setup_list.substr(start, end - start);
             start = end + 1;
-            if (name != "mmap" && name != "ggml" && name != "repack" && name != "gpu") {
-                throw Error("unknown setup '" + name + "' (expected mmap, ggml, repack or gpu)");
+            if (name != "mmap" && name != "file" && name != "ggml" && name != "repack" && name != "gpu") {
+                throw Error("unknown setup '" + name + "' (expected mmap, file, ggml, repack or gpu)");
             }
             Setup s{name, nullptr, nullptr, nullptr};
             const long before = rss_kib();
-            s.model = std::make_unique<Model>(argv[1], name == "repack", find_device(name == "gpu" ? "gpu" : ""));
+            s.model = std::make_unique<Model>(argv[1], name == "repack", find_device(name == "gpu" ? "gpu" : ""),
+                                              name == "mmap");
             const HParams &hp = s.model->hparams();
             s.cache = std::make_unique<KvCache>(*s.model, pos + 64);
-            s.fw = std::make_unique<Forward>(*s.model, *s.cache, n_threads, name == "mmap");
+            s.fw = std::make_unique<Forward>(*s.model, *s.cache, n_threads, name == "mmap" || name == "file");
             setups.push_back(std::move(s));
             Setup &b = setups.back();
             std::vector<int32_t> fill_tokens(pos);
@@ -185,9 +187,10 @@ int main(int argc, char **argv) {
             ggml_free(ctx);
 
             const double base = s.with_logits[0];
-            std::printf(",\n \"%s\": {\"repacked_tensors\": %d, \"repacked_mib\": %.1f, \"rss_growth_mib\": %.1f,\n",
+            std::printf(",\n \"%s\": {\"repacked_tensors\": %d, \"repacked_mib\": %.1f, \"packed_mib\": %.1f, "
+                        "\"rss_growth_mib\": %.1f,\n",
                         s.name.c_str(), model.n_repacked(), model.repacked_bytes() / 1048576.0,
-                        s.rss_growth_kib / 1024.0);
+                        model.packed_bytes() / 1048576.0, s.rss_growth_kib / 1024.0);
             print_seconds("full_pass_seconds", s.with_logits, 1.0, "%.6f");
             std::printf(",\n");
             print_seconds("relative_cost", s.without_logits, base, "%.3f");

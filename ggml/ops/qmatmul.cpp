@@ -42,6 +42,7 @@ struct Act32 {
 struct ActBlock256 {
     float d;
     int16_t sums16[16];
+    int16_t sums32[8];  // sums of every 32 (the packed Q4_K kernel takes them in pairs)
     int8_t q[256];
 };
 
@@ -51,6 +52,18 @@ constexpr size_t q5_0_bytes = 22;   // f16 d, 32 high bits, 16 bytes of nibbles
 constexpr size_t q8_0_bytes = 34;   // f16 d, 32 int8
 constexpr size_t q4_k_bytes = 144;  // f16 d, f16 dmin, 12 bytes of 6-bit scales and mins, 128 bytes of nibbles
 constexpr size_t q6_k_bytes = 210;  // 128 bytes low nibbles, 64 bytes high 2 bits, 16 int8 scales, f16 d
+
+// Q4_K re-laid out for the AVX-512 kernels (qmatmul_pack): 16 weight rows interleaved, so that one register holds 4
+// consecutive weights of each of 16 rows and every 32-bit lane belongs to one output. A lane then sums its
+// sub-block's products in int16 before one multiply by the sub-block's scale, where the file layout (a sub-block of
+// one row per register) needs a multiply per 64 products. Per 16 rows and block of 256 values:
+//   f16 d[16] | f16 dmin[16] | u8 scales[sub-block][row] | u8 mins[pair of sub-blocks][row][2] |
+//   qs[sub-block][4 registers][row][4 bytes]: register t, byte i: low nibble = value 8t + i of the sub-block,
+//   high nibble = value 8t + 4 + i.
+// Same size as the file's 16 x 144 bytes but for 64: the 6-bit scales and mins are stored as bytes.
+constexpr int64_t packed_rows = 16;
+constexpr size_t packed_dmin = 32, packed_scales = 64, packed_mins = 192, packed_qs = 320;
+constexpr size_t q4_k_packed_bytes = 2368;
 
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c")
@@ -132,6 +145,7 @@ void quantize_row_256(const float *x, int64_t n_blocks, ActBlock256 *out) {
             quantize_32(v + 32 * i, id, out[b].q + 32 * i, &low, &high);
             out[b].sums16[2 * i] = static_cast<int16_t>(low);
             out[b].sums16[2 * i + 1] = static_cast<int16_t>(high);
+            out[b].sums32[i] = static_cast<int16_t>(low + high);
         }
         out[b].d = d;
     }
@@ -240,6 +254,32 @@ inline void q4_k_scales(const uint8_t *packed, uint8_t scales[8], uint8_t mins[8
     std::memcpy(scales + 4, &scales_high, 4);
     std::memcpy(mins, &mins_low, 4);
     std::memcpy(mins + 4, &mins_high, 4);
+}
+
+// One block of 16 rows from the file layout into the packed one (see q4_k_packed_bytes).
+void pack_q4_k_block(const uint8_t *first_row, size_t row_bytes, uint8_t *out) {
+    for (int64_t r = 0; r < packed_rows; ++r) {
+        const uint8_t *block = first_row + r * row_bytes;
+        std::memcpy(out + 2 * r, block, 2);
+        std::memcpy(out + packed_dmin + 2 * r, block + 2, 2);
+        uint8_t scales[8], mins[8];
+        q4_k_scales(block + 4, scales, mins);
+        for (int sub = 0; sub < 8; ++sub) {
+            out[packed_scales + packed_rows * sub + r] = scales[sub];
+            out[packed_mins + 2 * packed_rows * (sub / 2) + 2 * r + sub % 2] = mins[sub];
+        }
+        // The file: byte l of the 32-byte run j holds value 64j + l (low nibble) and 64j + 32 + l (high nibble).
+        const uint8_t *qs = block + 16;
+        auto value = [qs](int v) { return v % 64 < 32 ? qs[v / 64 * 32 + v % 64] & 0x0F : qs[v / 64 * 32 + v % 64 - 32] >> 4; };
+        for (int sub = 0; sub < 8; ++sub) {
+            for (int t = 0; t < 4; ++t) {
+                for (int i = 0; i < 4; ++i) {
+                    const int v = 32 * sub + 8 * t + i;
+                    out[packed_qs + 256 * sub + 64 * t + 4 * r + i] = static_cast<uint8_t>(value(v) | (value(v + 4) << 4));
+                }
+            }
+        }
+    }
 }
 
 template <int NR>
@@ -411,7 +451,9 @@ inline __m512i join(__m256i low, __m256i high) {
 #define QM_NAME(name) name##_512
 #define QM_MADD_ACC(acc, pairs16, scales16) _mm512_add_epi32(acc, _mm512_madd_epi16(pairs16, scales16))
 #define QM_DOT_U8S8(u8, s8) _mm512_madd_epi16(_mm512_maddubs_epi16(u8, s8), _mm512_set1_epi16(1))
+#define QM_HAS_DPBUSD 0
 #include "qmatmul_avx512.inc"
+#undef QM_HAS_DPBUSD
 #undef QM_NAME
 #undef QM_MADD_ACC
 #undef QM_DOT_U8S8
@@ -424,7 +466,9 @@ inline __m512i join(__m256i low, __m256i high) {
 #define QM_NAME(name) name##_vnni
 #define QM_MADD_ACC(acc, pairs16, scales16) _mm512_dpwssd_epi32(acc, pairs16, scales16)
 #define QM_DOT_U8S8(u8, s8) _mm512_dpbusd_epi32(_mm512_setzero_si512(), u8, s8)
+#define QM_HAS_DPBUSD 1
 #include "qmatmul_avx512.inc"
+#undef QM_HAS_DPBUSD
 #undef QM_NAME
 #undef QM_MADD_ACC
 #undef QM_DOT_U8S8
@@ -480,6 +524,15 @@ const TypeKernels avx512_vnni_kernels[] = {
 #undef ADADECODE_GROUP4
 #undef ADADECODE_GROUP8
 
+// Packed Q4_K (16 weight rows at a time): kernels for 1..8 activation rows.
+using PackedKernel = void (*)(const uint8_t *w, const uint8_t *const *act, int64_t n_blocks, float *out);
+const PackedKernel packed_q4_k_kernels_512[max_group] = {packed_q4_k_512<1>, packed_q4_k_512<2>, packed_q4_k_512<3>,
+                                                 packed_q4_k_512<4>, packed_q4_k_512<5>, packed_q4_k_512<6>,
+                                                 packed_q4_k_512<7>, packed_q4_k_512<8>};
+const PackedKernel packed_q4_k_kernels_vnni[max_group] = {packed_q4_k_vnni<1>, packed_q4_k_vnni<2>, packed_q4_k_vnni<3>,
+                                                  packed_q4_k_vnni<4>, packed_q4_k_vnni<5>, packed_q4_k_vnni<6>,
+                                                  packed_q4_k_vnni<7>, packed_q4_k_vnni<8>};
+
 // The kernel family, chosen once per process: ADADECODE_QMATMUL=0 (off: ggml's matmul), avx2, avx512 (without
 // VNNI), avx512vnni; by default the widest the CPU has.
 const TypeKernels *chosen_table() {
@@ -507,6 +560,23 @@ const TypeKernels *chosen_table() {
     return table;
 }
 
+// The packed Q4_K kernels of the chosen family (nullptr: Q4_K stays in the file layout). Only AVX-512 has them;
+// ADADECODE_QMATMUL_PACK=0 keeps the file layout (to measure one against the other).
+const PackedKernel *packed_kernels() {
+    static const PackedKernel *kernels = []() -> const PackedKernel * {
+        const char *env = std::getenv("ADADECODE_QMATMUL_PACK");
+        if (env && (std::string(env) == "0" || std::string(env) == "off"))
+            return nullptr;
+        const TypeKernels *table = chosen_table();
+        if (table == avx512_vnni_kernels)
+            return packed_q4_k_kernels_vnni;
+        if (table == avx512_kernels)
+            return packed_q4_k_kernels_512;
+        return nullptr;
+    }();
+    return kernels;
+}
+
 // A Q6_K matrix this large (in practice the output matrix) streams from memory on every pass; there the AVX2
 // kernel measured 20-30 % faster for one row than the AVX-512 one (which wins on matrices that stay in cache).
 constexpr size_t streamed_q6_k_bytes = size_t(64) << 20;
@@ -527,29 +597,71 @@ const TypeKernels *kernels_for(const ggml_tensor *w) {
     return nullptr;
 }
 
+// Every thread quantizes all activation rows itself: a few microseconds, and no barrier needed between quantizing
+// and multiplying. Returns the quantized rows, act_bytes apart.
+const uint8_t *quantize_activations(const ggml_tensor *x, int64_t n_blocks, int block_values, size_t *act_bytes) {
+    *act_bytes = static_cast<size_t>(n_blocks) * (block_values == 32 ? act32_bytes_per_block : sizeof(ActBlock256));
+    thread_local std::vector<uint8_t> act_storage;
+    act_storage.resize(*act_bytes * static_cast<size_t>(x->ne[1]));
+    for (int64_t r = 0; r < x->ne[1]; ++r) {
+        const float *row = reinterpret_cast<const float *>(static_cast<const char *>(x->data) + r * x->nb[1]);
+        uint8_t *dst_row = act_storage.data() + *act_bytes * r;
+        if (block_values == 32) {
+            quantize_row_32(row, n_blocks, dst_row);
+        } else {
+            quantize_row_256(row, n_blocks, reinterpret_cast<ActBlock256 *>(dst_row));
+        }
+    }
+    return act_storage.data();
+}
+
+// Weight rows [first, last) of thread ith: whole tiles, so that a thread's rows start on a tile (a packed group).
+void thread_rows(int64_t n_out, int ith, int nth, int64_t *first, int64_t *last) {
+    const int64_t per_thread = ((n_out + nth - 1) / nth + weight_tile - 1) / weight_tile * weight_tile;
+    *first = std::min(n_out, per_thread * ith);
+    *last = std::min(n_out, *first + per_thread);
+}
+
+// src: weight (for its shape), activations, packed weight (src[2]).
+void compute_packed(ggml_tensor *dst, int ith, int nth, void *userdata) {
+    const PackedKernel *kernels = static_cast<const PackedKernel *>(userdata);
+    const ggml_tensor *w = dst->src[0];
+    const ggml_tensor *x = dst->src[1];
+    const uint8_t *packed = static_cast<const uint8_t *>(dst->src[2]->data);
+    const int64_t n_blocks = w->ne[0] / 256, n_rows = x->ne[1];
+    size_t act_bytes;
+    const uint8_t *act = quantize_activations(x, n_blocks, 256, &act_bytes);
+    int64_t first, last;
+    thread_rows(w->ne[1], ith, nth, &first, &last);
+    const uint8_t *acts[max_group];
+    float results[packed_rows * max_group];
+    for (int64_t chunk = 0; chunk < n_rows; chunk += act_chunk) {
+        const int64_t chunk_end = std::min(n_rows, chunk + act_chunk);
+        for (int64_t group = first; group < last; group += packed_rows) {
+            const uint8_t *group_data = packed + group / packed_rows * n_blocks * q4_k_packed_bytes;
+            for (int64_t g = chunk; g < chunk_end; g += max_group) {
+                const int nr = static_cast<int>(std::min<int64_t>(max_group, chunk_end - g));
+                for (int i = 0; i < nr; ++i) acts[i] = act + act_bytes * (g + i);
+                kernels[nr - 1](group_data, acts, n_blocks, results);
+                for (int j = 0; j < nr; ++j) {
+                    char *out = static_cast<char *>(dst->data) + (g + j) * dst->nb[1];
+                    std::memcpy(out + group * sizeof(float), results + packed_rows * j, packed_rows * sizeof(float));
+                }
+            }
+        }
+    }
+}
+
 void compute(ggml_tensor *dst, int ith, int nth, void *userdata) {
     const TypeKernels &k = *static_cast<const TypeKernels *>(userdata);
     const ggml_tensor *w = dst->src[0];
     const ggml_tensor *x = dst->src[1];
     const int64_t n_in = w->ne[0], n_out = w->ne[1], n_rows = x->ne[1];
     const int64_t n_blocks = n_in / k.block_values;
-    const size_t act_bytes =
-        static_cast<size_t>(n_blocks) * (k.block_values == 32 ? act32_bytes_per_block : sizeof(ActBlock256));
-    // Every thread quantizes all activation rows itself: a few microseconds, and no barrier needed between
-    // quantizing and multiplying.
-    thread_local std::vector<uint8_t> act_storage;
-    act_storage.resize(act_bytes * static_cast<size_t>(n_rows));
-    for (int64_t r = 0; r < n_rows; ++r) {
-        const float *row = reinterpret_cast<const float *>(static_cast<const char *>(x->data) + r * x->nb[1]);
-        uint8_t *dst_row = act_storage.data() + act_bytes * r;
-        if (k.block_values == 32) {
-            quantize_row_32(row, n_blocks, dst_row);
-        } else {
-            quantize_row_256(row, n_blocks, reinterpret_cast<ActBlock256 *>(dst_row));
-        }
-    }
-    const int64_t per_thread = ((n_out + nth - 1) / nth + weight_tile - 1) / weight_tile * weight_tile;
-    const int64_t first = std::min(n_out, per_thread * ith), last = std::min(n_out, first + per_thread);
+    size_t act_bytes;
+    const uint8_t *act = quantize_activations(x, n_blocks, k.block_values, &act_bytes);
+    int64_t first, last;
+    thread_rows(n_out, ith, nth, &first, &last);
     const uint8_t *acts[max_group];
     float results[weight_tile * max_group];
     // Prefill batches: a chunk of activation rows stays in cache while the weights stream past it once.
@@ -559,7 +671,7 @@ void compute(ggml_tensor *dst, int ith, int nth, void *userdata) {
             const int64_t tile_rows = std::min(last, tile + weight_tile) - tile;
             for (int64_t g = chunk; g < chunk_end; g += k.group_size) {
                 const int nr = static_cast<int>(std::min<int64_t>(k.group_size, chunk_end - g));
-                for (int i = 0; i < nr; ++i) acts[i] = act_storage.data() + act_bytes * (g + i);
+                for (int i = 0; i < nr; ++i) acts[i] = act + act_bytes * (g + i);
                 k.group[nr - 1](static_cast<const uint8_t *>(w->data) + tile * w->nb[1], w->nb[1], tile_rows, acts,
                                 n_blocks, results);
                 for (int j = 0; j < nr; ++j) {
@@ -577,11 +689,37 @@ bool qmatmul_supports(const ggml_tensor *w) {
     return kernels_for(w) != nullptr && ggml_is_contiguous(w);
 }
 
-ggml_tensor *qmatmul(ggml_context *ctx, ggml_tensor *w, ggml_tensor *x) {
+bool qmatmul_packs(const ggml_tensor *w) {
+    return w->type == GGML_TYPE_Q4_K && w->ne[1] % packed_rows == 0 && ggml_is_contiguous(w) &&
+           packed_kernels() != nullptr;
+}
+
+size_t qmatmul_packed_size(const ggml_tensor *w) {
+    return static_cast<size_t>(w->ne[1] / packed_rows) * static_cast<size_t>(w->ne[0] / 256) * q4_k_packed_bytes;
+}
+
+void qmatmul_pack(const ggml_tensor *w, const void *file_data, void *dst) {
+    const int64_t n_blocks = w->ne[0] / 256;
+    const uint8_t *src = static_cast<const uint8_t *>(file_data);
+    uint8_t *out = static_cast<uint8_t *>(dst);
+    for (int64_t group = 0; group < w->ne[1]; group += packed_rows) {
+        for (int64_t b = 0; b < n_blocks; ++b, out += q4_k_packed_bytes) {
+            pack_q4_k_block(src + group * w->nb[1] + b * q4_k_bytes, w->nb[1], out);
+        }
+    }
+}
+
+ggml_tensor *qmatmul(ggml_context *ctx, ggml_tensor *w, ggml_tensor *x, ggml_tensor *packed) {
     if (x->type != GGML_TYPE_F32 || !ggml_is_contiguous(x))
         x = ggml_cont(ctx, x);
     if (ggml_nrows(x) != x->ne[1])
         return ggml_mul_mat(ctx, w, x);  // batched (3-d) products are not ours
+    if (packed) {
+        ggml_tensor *args[3] = {w, x, packed};
+        void *kernels = const_cast<PackedKernel *>(packed_kernels());
+        return ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], x->ne[1], 1, 1, args, 3, compute_packed,
+                              GGML_N_TASKS_MAX, kernels);
+    }
     ggml_tensor *args[2] = {w, x};
     // The table entry outlives every graph: it is a static constant.
     void *kernels = const_cast<TypeKernels *>(kernels_for(w));
@@ -594,7 +732,17 @@ bool qmatmul_supports(const ggml_tensor *) {
     return false;
 }
 
-ggml_tensor *qmatmul(ggml_context *ctx, ggml_tensor *w, ggml_tensor *x) {
+bool qmatmul_packs(const ggml_tensor *) {
+    return false;
+}
+
+size_t qmatmul_packed_size(const ggml_tensor *) {
+    return 0;
+}
+
+void qmatmul_pack(const ggml_tensor *, const void *, void *) {}
+
+ggml_tensor *qmatmul(ggml_context *ctx, ggml_tensor *w, ggml_tensor *x, ggml_tensor *) {
     return ggml_mul_mat(ctx, w, x);
 }
 

@@ -5,7 +5,8 @@
 //  - the same bound holds for ggml's own mul_mat on the same data (so the bound is not too loose to mean anything,
 //    ggml is checked to be close to it too);
 //  - batch invariance: a row's outputs are bitwise equal whether it is multiplied alone or among 2..11 rows, at any
-//    position in the batch, with 1, 2 or 3 threads.
+//    position in the batch, with 1, 2 or 3 threads;
+//  - the same for Q4_K weights packed into the kernel's own layout (qmatmul_pack), where the CPU has that kernel.
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -21,19 +22,21 @@ using namespace adadecode;
 
 namespace {
 
-constexpr int n_out = 45;  // not a multiple of the kernel's tiles
 constexpr int max_rows = 11;
+
+enum class Kernel { ggml, ours, packed };
 
 struct Problem {
     ggml_type type;
     int n_in;
+    int n_out;
     std::vector<uint8_t> weights;    // quantized, n_out rows
     std::vector<float> dequantized;  // n_out x n_in
     std::vector<float> x;            // max_rows x n_in
 };
 
-Problem make_problem(ggml_type type, int n_in, std::mt19937 &rng) {
-    Problem p{type, n_in, {}, {}, {}};
+Problem make_problem(ggml_type type, int n_in, int n_out, std::mt19937 &rng) {
+    Problem p{type, n_in, n_out, {}, {}, {}};
     std::normal_distribution<float> normal(0.0f, 1.0f);
     std::vector<float> w(static_cast<size_t>(n_out) * n_in);
     for (float &v : w) v = normal(rng) * 0.05f;
@@ -50,10 +53,10 @@ Problem make_problem(ggml_type type, int n_in, std::mt19937 &rng) {
 }
 
 // Output [n_out, n_rows] of qmatmul (or ggml_mul_mat) on rows [first, first + n_rows) of p.x.
-std::vector<float> multiply(const Problem &p, int first, int n_rows, int n_threads, bool ours) {
-    const int n_in = p.n_in;
+std::vector<float> multiply(const Problem &p, int first, int n_rows, int n_threads, Kernel kernel) {
+    const int n_in = p.n_in, n_out = p.n_out;
     ggml_init_params params{};
-    params.mem_size = p.weights.size() + static_cast<size_t>(n_rows) * n_in * 4 +
+    params.mem_size = 2 * p.weights.size() + static_cast<size_t>(n_rows) * n_in * 4 +
                       static_cast<size_t>(n_out) * n_rows * 4 + 16 * ggml_tensor_overhead() + ggml_graph_overhead() +
                       (1 << 20);
     ggml_context *ctx = ggml_init(params);
@@ -61,7 +64,12 @@ std::vector<float> multiply(const Problem &p, int first, int n_rows, int n_threa
     std::memcpy(w->data, p.weights.data(), p.weights.size());
     ggml_tensor *x = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, n_in, n_rows);
     std::memcpy(x->data, p.x.data() + static_cast<size_t>(first) * n_in, sizeof(float) * n_in * n_rows);
-    ggml_tensor *y = ours ? qmatmul(ctx, w, x) : ggml_mul_mat(ctx, w, x);
+    ggml_tensor *packed = nullptr;
+    if (kernel == Kernel::packed) {
+        packed = ggml_new_tensor_1d(ctx, GGML_TYPE_I8, static_cast<int64_t>(qmatmul_packed_size(w)));
+        qmatmul_pack(w, p.weights.data(), packed->data);
+    }
+    ggml_tensor *y = kernel == Kernel::ggml ? ggml_mul_mat(ctx, w, x) : qmatmul(ctx, w, x, packed);
     ggml_cgraph *gf = ggml_new_graph(ctx);
     ggml_build_forward_expand(gf, y);
     ggml_graph_compute_with_ctx(ctx, gf, n_threads);
@@ -90,10 +98,12 @@ void reference(const Problem &p, int row, int o, double *exact, double *bound) {
     }
 }
 
-void check_type(ggml_type type, int n_in, std::mt19937 &rng) {
+void check_type(ggml_type type, int n_in, std::mt19937 &rng, bool pack = false) {
     if (!ggml_get_type_traits(type)->to_float)
         return;
-    const Problem p = make_problem(type, n_in, rng);
+    // Packed weights come in groups of 16 rows; otherwise a count that is no multiple of the kernel's tiles.
+    const int n_out = pack ? 48 : 45;
+    const Problem p = make_problem(type, n_in, n_out, rng);
     ggml_tensor probe{};
     probe.type = type;
     probe.ne[0] = n_in;
@@ -102,14 +112,15 @@ void check_type(ggml_type type, int n_in, std::mt19937 &rng) {
     probe.nb[1] = ggml_row_size(type, n_in);
     probe.nb[2] = probe.nb[3] = probe.nb[1] * n_out;
     probe.ne[2] = probe.ne[3] = 1;
-    if (!qmatmul_supports(&probe)) {
-        std::printf("%-5s not supported on this CPU: skipped\n", ggml_type_name(type));
+    if (!qmatmul_supports(&probe) || (pack && !qmatmul_packs(&probe))) {
+        std::printf("%-5s%s not supported on this CPU: skipped\n", ggml_type_name(type), pack ? " packed" : "");
         return;
     }
+    const Kernel kernel = pack ? Kernel::packed : Kernel::ours;
 
     // Accuracy, with all rows in one batch; ggml's matmul on the same data for comparison.
-    const std::vector<float> ours = multiply(p, 0, max_rows, 2, true);
-    const std::vector<float> theirs = multiply(p, 0, max_rows, 2, false);
+    const std::vector<float> ours = multiply(p, 0, max_rows, 2, kernel);
+    const std::vector<float> theirs = multiply(p, 0, max_rows, 2, Kernel::ggml);
     double worst_ratio = 0.0, worst_ratio_ggml = 0.0;
     for (int r = 0; r < max_rows; ++r) {
         for (int o = 0; o < n_out; ++o) {
@@ -124,18 +135,18 @@ void check_type(ggml_type type, int n_in, std::mt19937 &rng) {
             CHECK(err <= slack);
         }
     }
-    std::printf("%-5s n_in %d: worst error / activation-rounding bound: ours %.3f, ggml %.3f\n", ggml_type_name(type),
-                n_in, worst_ratio, worst_ratio_ggml);
+    std::printf("%-5s%s n_in %d: worst error / activation-rounding bound: ours %.3f, ggml %.3f\n",
+                ggml_type_name(type), pack ? " packed" : "", n_in, worst_ratio, worst_ratio_ggml);
     CHECK(worst_ratio > 0.0);  // the activations really were rounded: the bound is not vacuous
 
     // Batch invariance: each row alone (1 thread) is the reference.
     std::vector<std::vector<float>> alone(max_rows);
-    for (int r = 0; r < max_rows; ++r) alone[r] = multiply(p, r, 1, 1, true);
+    for (int r = 0; r < max_rows; ++r) alone[r] = multiply(p, r, 1, 1, kernel);
     int mismatches = 0;
     for (int threads = 1; threads <= 3; ++threads) {
         for (int n_rows = 1; n_rows <= max_rows; ++n_rows) {
             for (int first = 0; first + n_rows <= max_rows; first += std::max(1, n_rows - 1)) {
-                const std::vector<float> batch = multiply(p, first, n_rows, threads, true);
+                const std::vector<float> batch = multiply(p, first, n_rows, threads, kernel);
                 for (int r = 0; r < n_rows; ++r) {
                     if (std::memcmp(batch.data() + static_cast<size_t>(r) * n_out, alone[first + r].data(),
                                     sizeof(float) * n_out) != 0) {
@@ -159,6 +170,8 @@ int main() {
     }
     // An odd number of 32-blocks: the AVX-512 kernels take blocks in pairs and hand such rows to the AVX2 ones.
     for (ggml_type type : {GGML_TYPE_Q4_1, GGML_TYPE_Q5_0, GGML_TYPE_Q8_0}) check_type(type, 800, rng);
+    check_type(GGML_TYPE_Q4_K, 768, rng, true);
+    check_type(GGML_TYPE_Q4_K, 256, rng, true);
     // Types the kernel does not take are left to ggml.
     ggml_tensor f16{};
     f16.type = GGML_TYPE_F16;
