@@ -111,6 +111,7 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("n_threads", &Engine::n_threads)
         .def_property_readonly("device", &Engine::device)
         .def_property_readonly("n_repacked", [](const Engine &e) { return e.model().n_repacked(); })
+        .def_property_readonly("packed_bytes", [](const Engine &e) { return e.model().packed_bytes(); })
         .def_property_readonly("vocab", &Engine::vocab, py::return_value_policy::reference_internal)
         .def_property_readonly("exit_layers",
                                [](const Engine &e) { return e.heads() ? e.heads()->layers() : std::vector<int>{}; })

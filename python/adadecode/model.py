@@ -145,6 +145,11 @@ class Model:
         return int(self._engine.n_repacked)
 
     @property
+    def packed_bytes(self) -> int:
+        """Bytes of weights copied into our matmul kernel's own layout at load (0 where the CPU has no such kernel)."""
+        return int(self._engine.packed_bytes)
+
+    @property
     def arch(self) -> str:
         return self._engine.arch
 
