@@ -270,13 +270,13 @@ void pack_q4_k_block(const uint8_t *first_row, size_t row_bytes, uint8_t *out) {
         }
         // The file: byte l of the 32-byte run j holds value 64j + l (low nibble) and 64j + 32 + l (high nibble).
         const uint8_t *qs = block + 16;
-        auto value = [qs](int v) { return v % 64 < 32 ? qs[v / 64 * 32 + v % 64] & 0x0F : qs[v / 64 * 32 + v % 64 - 32] >> 4; };
         for (int sub = 0; sub < 8; ++sub) {
+            uint8_t values[32];
+            const int shift = 4 * (sub % 2);
+            for (int l = 0; l < 32; ++l) values[l] = (qs[32 * (sub / 2) + l] >> shift) & 0x0F;
+            uint8_t *dst = out + packed_qs + 256 * sub + 4 * r;
             for (int t = 0; t < 4; ++t) {
-                for (int i = 0; i < 4; ++i) {
-                    const int v = 32 * sub + 8 * t + i;
-                    out[packed_qs + 256 * sub + 64 * t + 4 * r + i] = static_cast<uint8_t>(value(v) | (value(v + 4) << 4));
-                }
+                for (int i = 0; i < 4; ++i) dst[64 * t + i] = values[8 * t + i] | (values[8 * t + 4 + i] << 4);
             }
         }
     }
