@@ -58,6 +58,11 @@ public:
     void run(const PassRequest &req, PassResult *out);
     int n_threads() const { return n_threads_; }
     ggml_backend_t backend() const { return backend_; }
+    // Lets the CPU worker threads sleep now instead of spinning a while for the next graph (the next pass wakes
+    // them): for measuring several Forwards in one process, whose spinning workers would share the cores.
+    void pause_threads() const {
+        if (threadpool_) ggml_threadpool_pause(threadpool_);
+    }
 
 private:
     ggml_tensor *build_layer(ggml_context *ctx, ggml_cgraph *gf, int il, ggml_tensor *x, ggml_tensor *positions,

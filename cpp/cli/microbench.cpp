@@ -140,6 +140,9 @@ int main(int argc, char **argv) {
         for (int r = 0; r < reps; ++r) {
             for (int rows = 1; rows <= 8; ++rows) {
                 for (size_t i = 0; i < setups.size(); ++i) {
+                    for (size_t j = 0; j < setups.size(); ++j) {
+                        if (j != i) setups[j].fw->pause_threads();
+                    }
                     PassRequest req;
                     req.layer_end = hp.n_layer;
                     req.pos0 = pos;
@@ -163,6 +166,9 @@ int main(int argc, char **argv) {
         std::printf("{\"model\": \"%s\", \"n_layer\": %d, \"n_embd\": %d, \"threads\": %d, \"position\": %d",
                     argv[1], hp.n_layer, hp.n_embd, n_threads, pos);
         for (Setup &s : setups) {
+            for (Setup &other : setups) {
+                if (&other != &s) other.fw->pause_threads();
+            }
             Model &model = *s.model;
             // The exit check: identity transform over the full output matrix on one row.
             ggml_init_params params{};
