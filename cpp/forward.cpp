@@ -95,7 +95,8 @@ Forward::GraphSlot &Forward::slot_for(const PassRequest &req, const std::string 
 }
 
 ggml_tensor *Forward::matmul(ggml_context *ctx, ggml_tensor *w, ggml_tensor *x) const {
-    if (own_matmul_ && !in_extra_buffer(w) && qmatmul_supports(w)) return qmatmul(ctx, w, x, model_.packed(w));
+    if (own_matmul_ && !in_extra_buffer(w) && qmatmul_supports(w))
+        return qmatmul(ctx, w, x, model_.packed(w));
     const int64_t group = invariant_rows(w);
     if (!device_decode_ || x->ne[1] <= group) return mul_mat_batch_invariant(ctx, w, x);
     ggml_tensor *out = nullptr;

@@ -61,7 +61,8 @@ public:
     // Lets the CPU worker threads sleep now instead of spinning a while for the next graph (the next pass wakes
     // them): for measuring several Forwards in one process, whose spinning workers would share the cores.
     void pause_threads() const {
-        if (threadpool_) ggml_threadpool_pause(threadpool_);
+        if (threadpool_)
+            ggml_threadpool_pause(threadpool_);
     }
 
 private:

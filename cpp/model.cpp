@@ -81,7 +81,8 @@ Model::Model(const std::string &path, bool repack, ggml_backend_dev_t device, bo
             copy_weights_to_device();
         } else {
             place_weights(repack);
-            if (pack && !repack) pack_weights();
+            if (pack && !repack)
+                pack_weights();
         }
     } catch (...) {
         release();  // the destructor does not run for a constructor that throws
@@ -179,12 +180,15 @@ void Model::release_file_pages(const ggml_tensor *t) {
 void Model::pack_weights() {
     std::vector<ggml_tensor *> weights;
     for (ggml_tensor *t : matmul_weights()) {
-        if (qmatmul_packs(t)) weights.push_back(t);
+        if (qmatmul_packs(t))
+            weights.push_back(t);
     }
-    if (weights.empty()) return;
+    if (weights.empty())
+        return;
     ggml_init_params params{ggml_tensor_overhead() * weights.size(), nullptr, true};
     packed_ctx_ = ggml_init(params);
-    if (!packed_ctx_) throw Error("cannot allocate the context of the packed weights");
+    if (!packed_ctx_)
+        throw Error("cannot allocate the context of the packed weights");
     for (ggml_tensor *t : weights) {
         ggml_tensor *p = ggml_new_tensor_1d(packed_ctx_, GGML_TYPE_I8, static_cast<int64_t>(qmatmul_packed_size(t)));
         ggml_format_name(p, "%s.packed", t->name);
@@ -203,7 +207,8 @@ void Model::pack_weights() {
             release_file_pages(weights[i]);
         }
     };
-    const size_t n_workers = std::min<size_t>(weights.size(), std::max(1u, std::min(8u, std::thread::hardware_concurrency())));
+    const size_t n_workers =
+        std::min<size_t>(weights.size(), std::max(1u, std::min(8u, std::thread::hardware_concurrency())));
     std::vector<std::thread> workers;
     for (size_t i = 1; i < n_workers; ++i) workers.emplace_back(work);
     work();

@@ -120,8 +120,8 @@ PYBIND11_MODULE(_core, m) {
         .def("load_heads", &Engine::load_heads, py::arg("path"), py::call_guard<py::gil_scoped_release>())
         .def(
             "generate",
-            [](Engine &e, const std::vector<int64_t> &prompt, int max_tokens, float temperature, int top_k,
-               float top_p, float min_p, uint64_t seed, bool layer_parallel, float gamma, int max_pending,
+            [](Engine &e, const std::vector<int64_t> &prompt, int max_tokens, float temperature, int top_k, float top_p,
+               float min_p, uint64_t seed, bool layer_parallel, float gamma, int max_pending,
                const std::vector<int> &active_exits, const std::function<bool(int, const std::string &)> &callback,
                bool return_logits, bool ngram, int ngram_max_draft, bool adaptive_exits) {
                 DecodeOptions o;
@@ -139,7 +139,8 @@ PYBIND11_MODULE(_core, m) {
                 o.ngram_options.max_draft = ngram_max_draft;
                 o.adaptive_exits = adaptive_exits;
                 std::vector<float> recorded;
-                if (return_logits) o.record_logits = &recorded;
+                if (return_logits)
+                    o.record_logits = &recorded;
                 const std::vector<int32_t> ids = to_ids(prompt);
                 StreamDecoder text(e.vocab(), false);
                 std::exception_ptr callback_error;
@@ -159,7 +160,8 @@ PYBIND11_MODULE(_core, m) {
                         }
                     });
                 }
-                if (callback_error) std::rethrow_exception(callback_error);
+                if (callback_error)
+                    std::rethrow_exception(callback_error);
                 py::dict d;
                 d["tokens"] = r.tokens;
                 d["finish_reason"] = r.finish_reason;

@@ -85,11 +85,12 @@ void print_seconds(const char *key, const std::vector<double> &v, double scale, 
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        std::fprintf(stderr,
-                     "usage: adadecode-microbench MODEL.gguf [threads=2] [reps=30] [pos=200] [setups=mmap]\n"
-                     "  setups: comma-separated mmap (our matmul kernel), file (ours, Q4_K weights not packed), ggml\n"
-                     "  (ggml's mul_mat), repack (ggml's repacked weights), gpu (the first GPU); 0, 1 and both are the old\n"
-                     "  spellings of mmap, repack and mmap,repack\n");
+        std::fprintf(
+            stderr,
+            "usage: adadecode-microbench MODEL.gguf [threads=2] [reps=30] [pos=200] [setups=mmap]\n"
+            "  setups: comma-separated mmap (our matmul kernel), file (ours, Q4_K weights not packed), ggml\n"
+            "  (ggml's mul_mat), repack (ggml's repacked weights), gpu (the first GPU); 0, 1 and both are the old\n"
+            "  spellings of mmap, repack and mmap,repack\n");
         return 1;
     }
     const int n_threads = argc > 2 ? std::atoi(argv[2]) : 2;
@@ -141,7 +142,8 @@ int main(int argc, char **argv) {
             for (int rows = 1; rows <= 8; ++rows) {
                 for (size_t i = 0; i < setups.size(); ++i) {
                     for (size_t j = 0; j < setups.size(); ++j) {
-                        if (j != i) setups[j].fw->pause_threads();
+                        if (j != i)
+                            setups[j].fw->pause_threads();
                     }
                     PassRequest req;
                     req.layer_end = hp.n_layer;
@@ -167,7 +169,8 @@ int main(int argc, char **argv) {
                     argv[1], hp.n_layer, hp.n_embd, n_threads, pos);
         for (Setup &s : setups) {
             for (Setup &other : setups) {
-                if (&other != &s) other.fw->pause_threads();
+                if (&other != &s)
+                    other.fw->pause_threads();
             }
             Model &model = *s.model;
             // The exit check: identity transform over the full output matrix on one row.
@@ -193,10 +196,11 @@ int main(int argc, char **argv) {
             ggml_free(ctx);
 
             const double base = s.with_logits[0];
-            std::printf(",\n \"%s\": {\"repacked_tensors\": %d, \"repacked_mib\": %.1f, \"packed_mib\": %.1f, "
-                        "\"rss_growth_mib\": %.1f,\n",
-                        s.name.c_str(), model.n_repacked(), model.repacked_bytes() / 1048576.0,
-                        model.packed_bytes() / 1048576.0, s.rss_growth_kib / 1024.0);
+            std::printf(
+                ",\n \"%s\": {\"repacked_tensors\": %d, \"repacked_mib\": %.1f, \"packed_mib\": %.1f, "
+                "\"rss_growth_mib\": %.1f,\n",
+                s.name.c_str(), model.n_repacked(), model.repacked_bytes() / 1048576.0,
+                model.packed_bytes() / 1048576.0, s.rss_growth_kib / 1024.0);
             print_seconds("full_pass_seconds", s.with_logits, 1.0, "%.6f");
             std::printf(",\n");
             print_seconds("relative_cost", s.without_logits, base, "%.3f");

@@ -527,11 +527,11 @@ const TypeKernels avx512_vnni_kernels[] = {
 // Packed Q4_K (16 weight rows at a time): kernels for 1..8 activation rows.
 using PackedKernel = void (*)(const uint8_t *w, const uint8_t *const *act, int64_t n_blocks, float *out);
 const PackedKernel packed_q4_k_kernels_512[max_group] = {packed_q4_k_512<1>, packed_q4_k_512<2>, packed_q4_k_512<3>,
-                                                 packed_q4_k_512<4>, packed_q4_k_512<5>, packed_q4_k_512<6>,
-                                                 packed_q4_k_512<7>, packed_q4_k_512<8>};
+                                                         packed_q4_k_512<4>, packed_q4_k_512<5>, packed_q4_k_512<6>,
+                                                         packed_q4_k_512<7>, packed_q4_k_512<8>};
 const PackedKernel packed_q4_k_kernels_vnni[max_group] = {packed_q4_k_vnni<1>, packed_q4_k_vnni<2>, packed_q4_k_vnni<3>,
-                                                  packed_q4_k_vnni<4>, packed_q4_k_vnni<5>, packed_q4_k_vnni<6>,
-                                                  packed_q4_k_vnni<7>, packed_q4_k_vnni<8>};
+                                                          packed_q4_k_vnni<4>, packed_q4_k_vnni<5>, packed_q4_k_vnni<6>,
+                                                          packed_q4_k_vnni<7>, packed_q4_k_vnni<8>};
 
 // The kernel family, chosen once per process: ADADECODE_QMATMUL=0 (off: ggml's matmul), avx2, avx512 (without
 // VNNI), avx512vnni; by default the widest the CPU has.
@@ -717,8 +717,8 @@ ggml_tensor *qmatmul(ggml_context *ctx, ggml_tensor *w, ggml_tensor *x, ggml_ten
     if (packed) {
         ggml_tensor *args[3] = {w, x, packed};
         void *kernels = const_cast<PackedKernel *>(packed_kernels());
-        return ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], x->ne[1], 1, 1, args, 3, compute_packed,
-                              GGML_N_TASKS_MAX, kernels);
+        return ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], x->ne[1], 1, 1, args, 3, compute_packed, GGML_N_TASKS_MAX,
+                              kernels);
     }
     ggml_tensor *args[2] = {w, x};
     // The table entry outlives every graph: it is a static constant.

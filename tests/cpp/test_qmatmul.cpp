@@ -135,8 +135,8 @@ void check_type(ggml_type type, int n_in, std::mt19937 &rng, bool pack = false) 
             CHECK(err <= slack);
         }
     }
-    std::printf("%-5s%s n_in %d: worst error / activation-rounding bound: ours %.3f, ggml %.3f\n",
-                ggml_type_name(type), pack ? " packed" : "", n_in, worst_ratio, worst_ratio_ggml);
+    std::printf("%-5s%s n_in %d: worst error / activation-rounding bound: ours %.3f, ggml %.3f\n", ggml_type_name(type),
+                pack ? " packed" : "", n_in, worst_ratio, worst_ratio_ggml);
     CHECK(worst_ratio > 0.0);  // the activations really were rounded: the bound is not vacuous
 
     // Batch invariance: each row alone (1 thread) is the reference.
