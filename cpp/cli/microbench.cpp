@@ -102,6 +102,13 @@ int main(int argc, char **argv) {
     if (setup_list == "both") setup_list = "mmap,repack";
     try {
         std::vector<Setup> setups;
+        // The setup about to be timed runs alone: the others' thread pools would otherwise spin on the same cores.
+        auto pause_all_but = [&setups](const Setup &timed) {
+            for (const Setup &other : setups) {
+                if (&other != &timed)
+                    other.fw->pause_threads();
+            }
+        };
         for (size_t start = 0; start <= setup_list.size();) {
             size_t end = setup_list.find(',', start);
             if (end == std::string::npos) end = setup_list.size();
@@ -141,10 +148,7 @@ int main(int argc, char **argv) {
         for (int r = 0; r < reps; ++r) {
             for (int rows = 1; rows <= 8; ++rows) {
                 for (size_t i = 0; i < setups.size(); ++i) {
-                    for (size_t j = 0; j < setups.size(); ++j) {
-                        if (j != i)
-                            setups[j].fw->pause_threads();
-                    }
+                    pause_all_but(setups[i]);
                     PassRequest req;
                     req.layer_end = hp.n_layer;
                     req.pos0 = pos;
@@ -168,10 +172,7 @@ int main(int argc, char **argv) {
         std::printf("{\"model\": \"%s\", \"n_layer\": %d, \"n_embd\": %d, \"threads\": %d, \"position\": %d",
                     argv[1], hp.n_layer, hp.n_embd, n_threads, pos);
         for (Setup &s : setups) {
-            for (Setup &other : setups) {
-                if (&other != &s)
-                    other.fw->pause_threads();
-            }
+            pause_all_but(s);
             Model &model = *s.model;
             // The exit check: identity transform over the full output matrix on one row.
             ggml_init_params params{};

@@ -524,14 +524,16 @@ const TypeKernels avx512_vnni_kernels[] = {
 #undef ADADECODE_GROUP4
 #undef ADADECODE_GROUP8
 
-// Packed Q4_K (16 weight rows at a time): kernels for 1..8 activation rows.
-using PackedKernel = void (*)(const uint8_t *w, const uint8_t *const *act, int64_t n_blocks, float *out);
-const PackedKernel packed_q4_k_kernels_512[max_group] = {packed_q4_k_512<1>, packed_q4_k_512<2>, packed_q4_k_512<3>,
-                                                         packed_q4_k_512<4>, packed_q4_k_512<5>, packed_q4_k_512<6>,
-                                                         packed_q4_k_512<7>, packed_q4_k_512<8>};
-const PackedKernel packed_q4_k_kernels_vnni[max_group] = {packed_q4_k_vnni<1>, packed_q4_k_vnni<2>, packed_q4_k_vnni<3>,
-                                                          packed_q4_k_vnni<4>, packed_q4_k_vnni<5>, packed_q4_k_vnni<6>,
-                                                          packed_q4_k_vnni<7>, packed_q4_k_vnni<8>};
+// Packed Q4_K: each call takes one 16-row group (a tile), laid out as rows of q4_k_packed_row_bytes per block.
+static_assert(weight_tile == packed_rows, "a tile of weight rows must be one packed group");
+constexpr size_t q4_k_packed_row_bytes = q4_k_packed_bytes / packed_rows;
+#define ADADECODE_PACKED8(kernel) \
+    {kernel<1>, kernel<2>, kernel<3>, kernel<4>, kernel<5>, kernel<6>, kernel<7>, kernel<8>}
+const TypeKernels packed_q4_k_table_512 = {GGML_TYPE_Q4_K, q4_k_packed_bytes, 256, 8,
+                                           ADADECODE_PACKED8(packed_q4_k_512)};
+const TypeKernels packed_q4_k_table_vnni = {GGML_TYPE_Q4_K, q4_k_packed_bytes, 256, 8,
+                                            ADADECODE_PACKED8(packed_q4_k_vnni)};
+#undef ADADECODE_PACKED8
 
 // The kernel family, chosen once per process: ADADECODE_QMATMUL=0 (off: ggml's matmul), avx2, avx512 (without
 // VNNI), avx512vnni; by default the widest the CPU has.
@@ -562,16 +564,16 @@ const TypeKernels *chosen_table() {
 
 // The packed Q4_K kernels of the chosen family (nullptr: Q4_K stays in the file layout). Only AVX-512 has them;
 // ADADECODE_QMATMUL_PACK=0 keeps the file layout (to measure one against the other).
-const PackedKernel *packed_kernels() {
-    static const PackedKernel *kernels = []() -> const PackedKernel * {
+const TypeKernels *packed_kernels() {
+    static const TypeKernels *kernels = []() -> const TypeKernels * {
         const char *env = std::getenv("ADADECODE_QMATMUL_PACK");
         if (env && (std::string(env) == "0" || std::string(env) == "off"))
             return nullptr;
         const TypeKernels *table = chosen_table();
         if (table == avx512_vnni_kernels)
-            return packed_q4_k_kernels_vnni;
+            return &packed_q4_k_table_vnni;
         if (table == avx512_kernels)
-            return packed_q4_k_kernels_512;
+            return &packed_q4_k_table_512;
         return nullptr;
     }();
     return kernels;
@@ -597,71 +599,35 @@ const TypeKernels *kernels_for(const ggml_tensor *w) {
     return nullptr;
 }
 
-// Every thread quantizes all activation rows itself: a few microseconds, and no barrier needed between quantizing
-// and multiplying. Returns the quantized rows, act_bytes apart.
-const uint8_t *quantize_activations(const ggml_tensor *x, int64_t n_blocks, int block_values, size_t *act_bytes) {
-    *act_bytes = static_cast<size_t>(n_blocks) * (block_values == 32 ? act32_bytes_per_block : sizeof(ActBlock256));
+// src: the weight, the activations and, for packed kernels, the packed weight (whose data the kernels read).
+void compute(ggml_tensor *dst, int ith, int nth, void *userdata) {
+    const TypeKernels &k = *static_cast<const TypeKernels *>(userdata);
+    const ggml_tensor *w = dst->src[0];
+    const ggml_tensor *x = dst->src[1];
+    const ggml_tensor *packed = dst->src[2];
+    const int64_t n_in = w->ne[0], n_out = w->ne[1], n_rows = x->ne[1];
+    const int64_t n_blocks = n_in / k.block_values;
+    const uint8_t *weights = static_cast<const uint8_t *>(packed ? packed->data : w->data);
+    const size_t row_bytes = packed ? n_blocks * q4_k_packed_row_bytes : w->nb[1];
+    const size_t act_bytes =
+        static_cast<size_t>(n_blocks) * (k.block_values == 32 ? act32_bytes_per_block : sizeof(ActBlock256));
+    // Every thread quantizes all activation rows itself: a few microseconds, and no barrier needed between
+    // quantizing and multiplying.
     thread_local std::vector<uint8_t> act_storage;
-    act_storage.resize(*act_bytes * static_cast<size_t>(x->ne[1]));
-    for (int64_t r = 0; r < x->ne[1]; ++r) {
+    act_storage.resize(act_bytes * static_cast<size_t>(n_rows));
+    for (int64_t r = 0; r < n_rows; ++r) {
         const float *row = reinterpret_cast<const float *>(static_cast<const char *>(x->data) + r * x->nb[1]);
-        uint8_t *dst_row = act_storage.data() + *act_bytes * r;
-        if (block_values == 32) {
+        uint8_t *dst_row = act_storage.data() + act_bytes * r;
+        if (k.block_values == 32) {
             quantize_row_32(row, n_blocks, dst_row);
         } else {
             quantize_row_256(row, n_blocks, reinterpret_cast<ActBlock256 *>(dst_row));
         }
     }
-    return act_storage.data();
-}
-
-// Weight rows [first, last) of thread ith: whole tiles, so that a thread's rows start on a tile (a packed group).
-void thread_rows(int64_t n_out, int ith, int nth, int64_t *first, int64_t *last) {
+    const uint8_t *act = act_storage.data();
+    // Whole tiles per thread, so that a thread's rows start on a tile (a packed group).
     const int64_t per_thread = ((n_out + nth - 1) / nth + weight_tile - 1) / weight_tile * weight_tile;
-    *first = std::min(n_out, per_thread * ith);
-    *last = std::min(n_out, *first + per_thread);
-}
-
-// src: weight (for its shape), activations, packed weight (src[2]).
-void compute_packed(ggml_tensor *dst, int ith, int nth, void *userdata) {
-    const PackedKernel *kernels = static_cast<const PackedKernel *>(userdata);
-    const ggml_tensor *w = dst->src[0];
-    const ggml_tensor *x = dst->src[1];
-    const uint8_t *packed = static_cast<const uint8_t *>(dst->src[2]->data);
-    const int64_t n_blocks = w->ne[0] / 256, n_rows = x->ne[1];
-    size_t act_bytes;
-    const uint8_t *act = quantize_activations(x, n_blocks, 256, &act_bytes);
-    int64_t first, last;
-    thread_rows(w->ne[1], ith, nth, &first, &last);
-    const uint8_t *acts[max_group];
-    float results[packed_rows * max_group];
-    for (int64_t chunk = 0; chunk < n_rows; chunk += act_chunk) {
-        const int64_t chunk_end = std::min(n_rows, chunk + act_chunk);
-        for (int64_t group = first; group < last; group += packed_rows) {
-            const uint8_t *group_data = packed + group / packed_rows * n_blocks * q4_k_packed_bytes;
-            for (int64_t g = chunk; g < chunk_end; g += max_group) {
-                const int nr = static_cast<int>(std::min<int64_t>(max_group, chunk_end - g));
-                for (int i = 0; i < nr; ++i) acts[i] = act + act_bytes * (g + i);
-                kernels[nr - 1](group_data, acts, n_blocks, results);
-                for (int j = 0; j < nr; ++j) {
-                    char *out = static_cast<char *>(dst->data) + (g + j) * dst->nb[1];
-                    std::memcpy(out + group * sizeof(float), results + packed_rows * j, packed_rows * sizeof(float));
-                }
-            }
-        }
-    }
-}
-
-void compute(ggml_tensor *dst, int ith, int nth, void *userdata) {
-    const TypeKernels &k = *static_cast<const TypeKernels *>(userdata);
-    const ggml_tensor *w = dst->src[0];
-    const ggml_tensor *x = dst->src[1];
-    const int64_t n_in = w->ne[0], n_out = w->ne[1], n_rows = x->ne[1];
-    const int64_t n_blocks = n_in / k.block_values;
-    size_t act_bytes;
-    const uint8_t *act = quantize_activations(x, n_blocks, k.block_values, &act_bytes);
-    int64_t first, last;
-    thread_rows(n_out, ith, nth, &first, &last);
+    const int64_t first = std::min(n_out, per_thread * ith), last = std::min(n_out, first + per_thread);
     const uint8_t *acts[max_group];
     float results[weight_tile * max_group];
     // Prefill batches: a chunk of activation rows stays in cache while the weights stream past it once.
@@ -672,8 +638,7 @@ void compute(ggml_tensor *dst, int ith, int nth, void *userdata) {
             for (int64_t g = chunk; g < chunk_end; g += k.group_size) {
                 const int nr = static_cast<int>(std::min<int64_t>(k.group_size, chunk_end - g));
                 for (int i = 0; i < nr; ++i) acts[i] = act + act_bytes * (g + i);
-                k.group[nr - 1](static_cast<const uint8_t *>(w->data) + tile * w->nb[1], w->nb[1], tile_rows, acts,
-                                n_blocks, results);
+                k.group[nr - 1](weights + tile * row_bytes, row_bytes, tile_rows, acts, n_blocks, results);
                 for (int j = 0; j < nr; ++j) {
                     float *out = reinterpret_cast<float *>(static_cast<char *>(dst->data) + (g + j) * dst->nb[1]);
                     for (int64_t i = 0; i < tile_rows; ++i) out[tile + i] = results[i * nr + j];
@@ -714,16 +679,11 @@ ggml_tensor *qmatmul(ggml_context *ctx, ggml_tensor *w, ggml_tensor *x, ggml_ten
         x = ggml_cont(ctx, x);
     if (ggml_nrows(x) != x->ne[1])
         return ggml_mul_mat(ctx, w, x);  // batched (3-d) products are not ours
-    if (packed) {
-        ggml_tensor *args[3] = {w, x, packed};
-        void *kernels = const_cast<PackedKernel *>(packed_kernels());
-        return ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], x->ne[1], 1, 1, args, 3, compute_packed, GGML_N_TASKS_MAX,
-                              kernels);
-    }
-    ggml_tensor *args[2] = {w, x};
+    ggml_tensor *args[3] = {w, x, packed};
     // The table entry outlives every graph: it is a static constant.
-    void *kernels = const_cast<TypeKernels *>(kernels_for(w));
-    return ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], x->ne[1], 1, 1, args, 2, compute, GGML_N_TASKS_MAX, kernels);
+    void *kernels = const_cast<TypeKernels *>(packed ? packed_kernels() : kernels_for(w));
+    return ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], x->ne[1], 1, 1, args, packed ? 3 : 2, compute, GGML_N_TASKS_MAX,
+                          kernels);
 }
 
 #else  // not x86-64: ggml's own matmul everywhere
