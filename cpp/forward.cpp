@@ -287,7 +287,8 @@ void Forward::run(const PassRequest &req, PassResult *out) {
     }
     ggml_tensor *last = n == 1 ? x : ggml_view_2d(ctx, x, hp.n_embd, 1, x->nb[1], (n - 1) * x->nb[1]);
     if (req.head) {
-        ggml_tensor *h = ggml_mul_mat(ctx, req.head->transform, last);
+        ggml_tensor *h =
+            model_.device() ? ggml_mul_mat(ctx, req.head->transform, last) : matmul(ctx, req.head->transform, last);
         head_logits = build_norm_output(ctx, h, req.head->output_rows);
         ggml_set_output(head_logits);
         ggml_build_forward_expand(gf, head_logits);

@@ -1,6 +1,7 @@
 // adadecode-microbench: the cost of the building blocks the layer-parallel scheduler rests on, measured side by
 // side in one process: one batched pass over all layers for 1..8 rows (relative to 1 row), a pass over one
-// segment of layers, and the exit check (head transform + output matrix) for the full vocabulary.
+// segment of layers, the exit check (head transform + output matrix) for the full vocabulary, and the floor under a
+// batch's extra row: its multiply-accumulates at the peak rate of the kernel's dot-product instruction.
 // With several setups (mmap: our matmul kernel, file: the same without packed weights, ggml: ggml's mul_mat, repack:
 // ggml's extra buffer types), the model
 // is loaded once per setup and they are timed alternately, row count by row count, so all see the same machine load.
@@ -14,6 +15,7 @@
 
 #include "device.h"
 #include "forward.h"
+#include "ops/qmatmul.h"
 
 using namespace adadecode;
 
@@ -212,6 +214,17 @@ int main(int argc, char **argv) {
             std::printf(",\n  \"half_model_pass_seconds\": %.6f, \"exit_check_seconds\": %.6f, "
                         "\"exit_check_relative_to_token\": %.3f}",
                         no_head, with_head - no_head, (with_head - no_head) / base);
+        }
+        // The floor under a batch: each extra row's multiply-accumulates at the kernel's peak rate on every thread.
+        const double peak = qmatmul_peak_macs_per_second();
+        const double macs_per_row =
+            static_cast<double>(hp.n_layer) * hp.n_embd * (2.0 * hp.n_embd_q() + 2.0 * hp.n_embd_kv() + 3.0 * hp.n_ff) +
+            static_cast<double>(hp.n_embd) * hp.n_vocab;
+        std::printf(",\n \"int8_peak_gmacs_per_core\": %.1f, \"macs_per_row\": %.0f", peak / 1e9, macs_per_row);
+        if (peak > 0.0) {
+            const double floor_seconds = macs_per_row / (peak * n_threads);
+            std::printf(", \"extra_row_floor_seconds\": %.6f, \"extra_row_floor_relative\": %.3f", floor_seconds,
+                        floor_seconds / setups[0].with_logits_min[0]);
         }
         std::printf("}\n");
     } catch (const std::exception &e) {

@@ -1,6 +1,7 @@
 #include "qmatmul.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -417,6 +418,24 @@ void rows_avx2(const uint8_t *w, size_t row_bytes, int64_t n_rows, const uint8_t
     }
 }
 
+// See peak_macs_per_second in qmatmul_avx512.inc.
+double peak_macs_per_second_avx2(long iterations) {
+    constexpr int chains = 12;
+    __m256i acc[chains];
+    for (int i = 0; i < chains; ++i) acc[i] = _mm256_set1_epi32(i);
+    __m256i u = _mm256_set1_epi8(1);
+    const __m256i s = _mm256_set1_epi8(2);
+    const auto start = std::chrono::steady_clock::now();
+    for (long k = 0; k < iterations; ++k) {
+        for (int i = 0; i < chains; ++i) acc[i] = _mm256_add_epi16(acc[i], _mm256_maddubs_epi16(u, s));
+        __asm__ volatile("" : "+x"(u));
+    }
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    volatile int sink = 0;
+    for (int i = 0; i < chains; ++i) sink = sink + _mm_cvtsi128_si32(_mm256_castsi256_si128(acc[i]));
+    return static_cast<double>(iterations) * chains * 32 / seconds;
+}
+
 #pragma GCC pop_options
 
 // AVX-512 (BW): 64 weights per instruction halve the per-activation-row work, which is what a batched pass pays per
@@ -650,6 +669,21 @@ void compute(ggml_tensor *dst, int ith, int nth, void *userdata) {
 
 }  // namespace
 
+double qmatmul_peak_macs_per_second() {
+    const TypeKernels *table = chosen_table();
+    if (!table)
+        return 0.0;
+    constexpr long iterations = 2000000;  // ~20-50 ms
+    double best = 0.0;
+    for (int rep = 0; rep < 3; ++rep) {  // the best of three: another process can only slow a run down
+        const double rate = table == avx512_vnni_kernels ? peak_macs_per_second_vnni(iterations)
+                            : table == avx512_kernels    ? peak_macs_per_second_512(iterations)
+                                                         : peak_macs_per_second_avx2(iterations);
+        best = std::max(best, rate);
+    }
+    return best;
+}
+
 bool qmatmul_supports(const ggml_tensor *w) {
     return kernels_for(w) != nullptr && ggml_is_contiguous(w);
 }
@@ -687,6 +721,10 @@ ggml_tensor *qmatmul(ggml_context *ctx, ggml_tensor *w, ggml_tensor *x, ggml_ten
 }
 
 #else  // not x86-64: ggml's own matmul everywhere
+
+double qmatmul_peak_macs_per_second() {
+    return 0.0;
+}
 
 bool qmatmul_supports(const ggml_tensor *) {
     return false;

@@ -26,6 +26,11 @@ bool qmatmul_supports(const ggml_tensor *w);
 // With `packed` (a tensor holding qmatmul_pack's output for w), the kernel reads that instead of w's data.
 ggml_tensor *qmatmul(ggml_context *ctx, ggml_tensor *w, ggml_tensor *x, ggml_tensor *packed = nullptr);
 
+// Multiply-accumulates per second that the integer dot-product instruction of the chosen kernel family sustains on
+// one core (measured when called, ~0.1 s; 0 where the kernel is off). A batched pass cannot cost less per extra row
+// than the row's multiply-accumulates at this rate: the floor under the layer-parallel scheduler's batches.
+double qmatmul_peak_macs_per_second();
+
 // Packing: on AVX-512 CPUs, Q4_K weights multiply faster from a layout of our own that interleaves 16 weight rows
 // (about 1.5x for one row; same size as the file's layout to 3 %). The model loader copies those weights into it
 // once. qmatmul_packs(w): w can be packed here (Q4_K, rows a multiple of 16, an AVX-512 kernel family chosen, and
