@@ -1,8 +1,8 @@
 """A synthetic llama with K-quant weights (Q4_K and Q6_K, laid out like a Q4_K_M file) run through the whole engine.
 
 The real models CI downloads (SmolLM2: Q4_1/Q8_0) hold no K-quants, so without this file nothing in CI would run the
-Q4_K/Q6_K matmul kernels, or the Q4_K weights that the model loader packs into a 16-row interleaved layout on
-AVX-512 CPUs, end to end. The weights are random but valid blocks written as raw bytes (gguf-py cannot quantize to
+Q4_K/Q6_K matmul kernels, or the Q4_K and Q6_K weights that the model loader packs into 16-row interleaved layouts
+on AVX-512 CPUs, end to end. The weights are random but valid blocks written as raw bytes (gguf-py cannot quantize to
 K-quants), at shapes that meet the packing rule (rows a multiple of 16, n_in a multiple of 256). Checked:
 
 - layer-parallel decoding (exit heads, γ = 0, n-gram drafts, both) gives standard decoding's tokens and bitwise its
@@ -127,8 +127,8 @@ def kquant_metadata() -> dict[str, Any]:
     }
 
 
-def cpu_packs_q4_k() -> bool:
-    """Whether the engine's Q4_K packing can be on here: the packed kernels are AVX-512 (F, BW, VL) only."""
+def cpu_packs() -> bool:
+    """Whether the engine's K-quant packing can be on here: the packed kernels are AVX-512 (F, BW, VL) only."""
     if os.environ.get("ADADECODE_QMATMUL", "") in ("0", "off", "avx2"):
         return False  # the kernel off, or its AVX2 family forced
     try:
@@ -289,12 +289,14 @@ def test_packed_close_to_file_layout(layouts: dict[bool, np.ndarray]) -> None:
 
 
 def test_packing_is_used(model: Any, kquant_path: Path) -> None:
-    if not cpu_packs_q4_k():
-        pytest.skip("Q4_K packing needs AVX-512 (F, BW, VL); this CPU computes from the file layout")
+    if not cpu_packs():
+        pytest.skip("K-quant packing needs AVX-512 (F, BW, VL); this CPU computes from the file layout")
     if os.environ.get("ADADECODE_QMATMUL_PACK", "") in ("0", "off"):
         pytest.skip("ADADECODE_QMATMUL_PACK turns packing off in this environment")
-    # Every Q4_K matmul weight is packed (their row counts are multiples of 16); the layout is 2368 bytes per 16 rows
-    # and block of 256 where the file has 16 x 144.
+    # Every K-quant matmul weight whose row count is a multiple of 16 is packed (all but the 273-row output matrix).
+    # Q4_K takes 2368 bytes per 16 rows and block of 256 where the file has 16 x 144; Q6_K exactly the file's size.
     tensors = gguf.GGUFReader(kquant_path).tensors
     q4_k_bytes = sum(int(t.n_bytes) for t in tensors if t.tensor_type == Q4_K)
-    assert model.packed_bytes == q4_k_bytes * 2368 // (16 * 144)
+    q6_k_bytes = sum(int(t.n_bytes) for t in tensors if t.tensor_type == Q6_K and int(t.shape[1]) % 16 == 0)
+    assert q6_k_bytes > 0 and any(t.tensor_type == Q6_K and int(t.shape[1]) % 16 for t in tensors)
+    assert model.packed_bytes == q4_k_bytes * 2368 // (16 * 144) + q6_k_bytes

@@ -66,6 +66,18 @@ constexpr int64_t packed_rows = 16;
 constexpr size_t packed_dmin = 32, packed_scales = 64, packed_mins = 192, packed_qs = 320;
 constexpr size_t q4_k_packed_bytes = 2368;
 
+// Q6_K re-laid out the same way (16 rows, every 32-bit lane one output, four consecutive weights of a row per lane).
+// A lane sums a 16-value sub-block's products in int32 before one multiply by the sub-block's scale; the file layout
+// needs a multiply-add per 32 products. Weights are stored as unsigned 6-bit values u = q + 32, and 32 times the
+// activation sums of each sub-block come off at the end. Per 16 rows and block of 256 values, in the order the kernel
+// reads them (one stream: with the parts of a sub-block apart, streaming from memory ran at half speed):
+//   f16 d[16] | 8 x (pair of sub-blocks: i8 scales[row][2] | 2 x (sub-block: low[2 registers][row][4 bytes] |
+//   high[row][4 bytes])).
+// low, register j, byte i: low nibble = low 4 bits of value 8j + i of the sub-block, high nibble = those of value
+// 8j + 4 + i; high, byte i, bits 2t..2t+1 = top 2 bits of value 4t + i. Exactly the file's 16 x 210 bytes.
+constexpr size_t q6_packed_pairs = 32, q6_packed_pair_bytes = 416, q6_packed_sub_bytes = 192;
+constexpr size_t q6_k_packed_bytes = 3360;
+
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c")
 
@@ -278,6 +290,44 @@ void pack_q4_k_block(const uint8_t *first_row, size_t row_bytes, uint8_t *out) {
             uint8_t *dst = out + packed_qs + 256 * sub + 4 * r;
             for (int t = 0; t < 4; ++t) {
                 for (int i = 0; i < 4; ++i) dst[64 * t + i] = values[8 * t + i] | (values[8 * t + 4 + i] << 4);
+            }
+        }
+    }
+}
+
+// One block of 16 rows from the file layout into the packed one (see q6_k_packed_bytes). In the file, value
+// 128h + 32k + l (h, k < 2 halves and quarters of a half, l < 32) has its low 4 bits in ql[64h + l + 32 (k % 2)]
+// (low nibble for k < 2, high for k >= 2) and its top 2 bits at bits 2k of qh[32h + l].
+void pack_q6_k_block(const uint8_t *first_row, size_t row_bytes, uint8_t *out) {
+    for (int64_t r = 0; r < packed_rows; ++r) {
+        const uint8_t *block = first_row + r * row_bytes;
+        const uint8_t *ql = block, *qh = block + 128;
+        std::memcpy(out + 2 * r, block + 208, 2);
+        for (int sub = 0; sub < 16; ++sub) {
+            out[q6_packed_pairs + q6_packed_pair_bytes * (sub / 2) + 2 * r + sub % 2] = block[192 + sub];
+        }
+        uint8_t values[256];
+        for (int h = 0; h < 2; ++h) {
+            for (int k = 0; k < 4; ++k) {
+                for (int l = 0; l < 32; ++l) {
+                    const uint8_t low = ql[64 * h + l + 32 * (k % 2)] >> (4 * (k / 2)) & 0x0F;
+                    const uint8_t top = qh[32 * h + l] >> (2 * k) & 0x03;
+                    values[128 * h + 32 * k + l] = static_cast<uint8_t>(low | top << 4);
+                }
+            }
+        }
+        for (int sub = 0; sub < 16; ++sub) {
+            const uint8_t *v = values + 16 * sub;
+            uint8_t *sub_out =
+                out + q6_packed_pairs + q6_packed_pair_bytes * (sub / 2) + 32 + q6_packed_sub_bytes * (sub % 2);
+            for (int j = 0; j < 2; ++j) {
+                uint8_t *dst = sub_out + 64 * j + 4 * r;
+                for (int i = 0; i < 4; ++i) dst[i] = (v[8 * j + i] & 0x0F) | (v[8 * j + 4 + i] & 0x0F) << 4;
+            }
+            uint8_t *high = sub_out + 128 + 4 * r;
+            for (int i = 0; i < 4; ++i) {
+                high[i] = 0;
+                for (int t = 0; t < 4; ++t) high[i] |= static_cast<uint8_t>((v[4 * t + i] >> 4) << (2 * t));
             }
         }
     }
@@ -543,15 +593,18 @@ const TypeKernels avx512_vnni_kernels[] = {
 #undef ADADECODE_GROUP4
 #undef ADADECODE_GROUP8
 
-// Packed Q4_K: each call takes one 16-row group (a tile), laid out as rows of q4_k_packed_row_bytes per block.
+// Packed weights: each call takes one 16-row group (a tile), laid out as rows of block_bytes / packed_rows per block.
 static_assert(weight_tile == packed_rows, "a tile of weight rows must be one packed group");
-constexpr size_t q4_k_packed_row_bytes = q4_k_packed_bytes / packed_rows;
 #define ADADECODE_PACKED8(kernel) \
     {kernel<1>, kernel<2>, kernel<3>, kernel<4>, kernel<5>, kernel<6>, kernel<7>, kernel<8>}
-const TypeKernels packed_q4_k_table_512 = {GGML_TYPE_Q4_K, q4_k_packed_bytes, 256, 8,
-                                           ADADECODE_PACKED8(packed_q4_k_512)};
-const TypeKernels packed_q4_k_table_vnni = {GGML_TYPE_Q4_K, q4_k_packed_bytes, 256, 8,
-                                            ADADECODE_PACKED8(packed_q4_k_vnni)};
+const TypeKernels packed_tables_512[] = {
+    {GGML_TYPE_Q4_K, q4_k_packed_bytes, 256, 8, ADADECODE_PACKED8(packed_q4_k_512)},
+    {GGML_TYPE_Q6_K, q6_k_packed_bytes, 256, 8, ADADECODE_PACKED8(packed_q6_k_512)},
+};
+const TypeKernels packed_tables_vnni[] = {
+    {GGML_TYPE_Q4_K, q4_k_packed_bytes, 256, 8, ADADECODE_PACKED8(packed_q4_k_vnni)},
+    {GGML_TYPE_Q6_K, q6_k_packed_bytes, 256, 8, ADADECODE_PACKED8(packed_q6_k_vnni)},
+};
 #undef ADADECODE_PACKED8
 
 // The kernel family, chosen once per process: ADADECODE_QMATMUL=0 (off: ggml's matmul), avx2, avx512 (without
@@ -581,21 +634,27 @@ const TypeKernels *chosen_table() {
     return table;
 }
 
-// The packed Q4_K kernels of the chosen family (nullptr: Q4_K stays in the file layout). Only AVX-512 has them;
-// ADADECODE_QMATMUL_PACK=0 keeps the file layout (to measure one against the other).
-const TypeKernels *packed_kernels() {
-    static const TypeKernels *kernels = []() -> const TypeKernels * {
+// The packed kernels for a weight type in the chosen family (nullptr: that type stays in the file layout). Only
+// AVX-512 has them; ADADECODE_QMATMUL_PACK=0 keeps the file layout (to measure one against the other).
+const TypeKernels *packed_kernels(ggml_type type) {
+    static const TypeKernels *tables = []() -> const TypeKernels * {
         const char *env = std::getenv("ADADECODE_QMATMUL_PACK");
         if (env && (std::string(env) == "0" || std::string(env) == "off"))
             return nullptr;
         const TypeKernels *table = chosen_table();
         if (table == avx512_vnni_kernels)
-            return &packed_q4_k_table_vnni;
+            return packed_tables_vnni;
         if (table == avx512_kernels)
-            return &packed_q4_k_table_512;
+            return packed_tables_512;
         return nullptr;
     }();
-    return kernels;
+    if (!tables)
+        return nullptr;
+    for (size_t i = 0; i < std::size(packed_tables_vnni); ++i) {
+        if (tables[i].type == type)
+            return &tables[i];
+    }
+    return nullptr;
 }
 
 // A Q6_K matrix this large (in practice the output matrix) streams from memory on every pass; there the AVX2
@@ -627,7 +686,7 @@ void compute(ggml_tensor *dst, int ith, int nth, void *userdata) {
     const int64_t n_in = w->ne[0], n_out = w->ne[1], n_rows = x->ne[1];
     const int64_t n_blocks = n_in / k.block_values;
     const uint8_t *weights = static_cast<const uint8_t *>(packed ? packed->data : w->data);
-    const size_t row_bytes = packed ? n_blocks * q4_k_packed_row_bytes : w->nb[1];
+    const size_t row_bytes = packed ? n_blocks * (k.block_bytes / packed_rows) : w->nb[1];
     const size_t act_bytes =
         static_cast<size_t>(n_blocks) * (k.block_values == 32 ? act32_bytes_per_block : sizeof(ActBlock256));
     // Every thread quantizes all activation rows itself: a few microseconds, and no barrier needed between
@@ -689,21 +748,28 @@ bool qmatmul_supports(const ggml_tensor *w) {
 }
 
 bool qmatmul_packs(const ggml_tensor *w) {
-    return w->type == GGML_TYPE_Q4_K && w->ne[1] % packed_rows == 0 && ggml_is_contiguous(w) &&
-           packed_kernels() != nullptr;
+    return w->ne[1] % packed_rows == 0 && ggml_is_contiguous(w) && packed_kernels(w->type) != nullptr;
 }
 
 size_t qmatmul_packed_size(const ggml_tensor *w) {
-    return static_cast<size_t>(w->ne[1] / packed_rows) * static_cast<size_t>(w->ne[0] / 256) * q4_k_packed_bytes;
+    return static_cast<size_t>(w->ne[1] / packed_rows) * static_cast<size_t>(w->ne[0] / 256) *
+           packed_kernels(w->type)->block_bytes;
 }
 
 void qmatmul_pack(const ggml_tensor *w, const void *file_data, void *dst) {
     const int64_t n_blocks = w->ne[0] / 256;
+    const bool q6_k = w->type == GGML_TYPE_Q6_K;
+    const size_t file_block = q6_k ? q6_k_bytes : q4_k_bytes, packed_block = packed_kernels(w->type)->block_bytes;
     const uint8_t *src = static_cast<const uint8_t *>(file_data);
     uint8_t *out = static_cast<uint8_t *>(dst);
     for (int64_t group = 0; group < w->ne[1]; group += packed_rows) {
-        for (int64_t b = 0; b < n_blocks; ++b, out += q4_k_packed_bytes) {
-            pack_q4_k_block(src + group * w->nb[1] + b * q4_k_bytes, w->nb[1], out);
+        for (int64_t b = 0; b < n_blocks; ++b, out += packed_block) {
+            const uint8_t *first_row = src + group * w->nb[1] + b * file_block;
+            if (q6_k) {
+                pack_q6_k_block(first_row, w->nb[1], out);
+            } else {
+                pack_q4_k_block(first_row, w->nb[1], out);
+            }
         }
     }
 }
@@ -715,7 +781,7 @@ ggml_tensor *qmatmul(ggml_context *ctx, ggml_tensor *w, ggml_tensor *x, ggml_ten
         return ggml_mul_mat(ctx, w, x);  // batched (3-d) products are not ours
     ggml_tensor *args[3] = {w, x, packed};
     // The table entry outlives every graph: it is a static constant.
-    void *kernels = const_cast<TypeKernels *>(packed ? packed_kernels() : kernels_for(w));
+    void *kernels = const_cast<TypeKernels *>(packed ? packed_kernels(w->type) : kernels_for(w));
     return ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], x->ne[1], 1, 1, args, packed ? 3 : 2, compute, GGML_N_TASKS_MAX,
                           kernels);
 }

@@ -6,7 +6,8 @@
 //    ggml is checked to be close to it too);
 //  - batch invariance: a row's outputs are bitwise equal whether it is multiplied alone or among 2..11 rows, at any
 //    position in the batch, with 1, 2 or 3 threads;
-//  - the same for Q4_K weights packed into the kernel's own layout (qmatmul_pack), where the CPU has that kernel.
+//  - the same for Q4_K and Q6_K weights packed into the kernel's own layout (qmatmul_pack), where the CPU has that
+//    kernel.
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -170,8 +171,10 @@ int main() {
     }
     // An odd number of 32-blocks: the AVX-512 kernels take blocks in pairs and hand such rows to the AVX2 ones.
     for (ggml_type type : {GGML_TYPE_Q4_1, GGML_TYPE_Q5_0, GGML_TYPE_Q8_0}) check_type(type, 800, rng);
-    check_type(GGML_TYPE_Q4_K, 768, rng, true);
-    check_type(GGML_TYPE_Q4_K, 256, rng, true);
+    for (ggml_type type : {GGML_TYPE_Q4_K, GGML_TYPE_Q6_K}) {
+        check_type(type, 768, rng, true);
+        check_type(type, 256, rng, true);
+    }
     // Types the kernel does not take are left to ggml.
     ggml_tensor f16{};
     f16.type = GGML_TYPE_F16;
