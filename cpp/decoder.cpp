@@ -134,7 +134,15 @@ DecodeResult Decoder::generate(const std::vector<int32_t> &prompt, const DecodeO
     std::vector<PendingRow> pending;
     std::vector<DraftRecord> drafts;
     NgramDrafter drafter(opt.ngram_options);
-    ExitPolicy exit_policy(exits, n_layer);
+    // A check reads the head's transform and output rows: its cost next to a one-row pass is about their bytes next
+    // to the model's (decoding streams the weights).
+    double check_cost = 0.0;
+    if (!exits.empty()) {
+        const HeadWeights &head = heads_->head(exit_head[0]);
+        check_cost = static_cast<double>(ggml_nbytes(head.transform) + ggml_nbytes(head.output_rows)) /
+                     static_cast<double>(model_.pass_weight_bytes());
+    }
+    ExitPolicy exit_policy(exits, n_layer, check_cost);
     bool done = opt.max_tokens == 0;
     result.finish_reason = "length";
 
@@ -272,7 +280,10 @@ DecodeResult Decoder::generate(const std::vector<int32_t> &prompt, const DecodeO
                 sampler.distribution(full_logits.data(), n_vocab, &draft);
                 successor = sampler.sample_from(draft);
             }
-            if (confidence < opt.gamma || is_eog(successor)) continue;
+            const bool exits_now = confidence >= opt.gamma && !is_eog(successor);
+            exit_policy.record_check(seg, exits_now);
+            if (!exits_now)
+                continue;
             pending.push_back(PendingRow{x_pos, successor, next, static_cast<int>(seg), -1, x_hidden, std::move(draft)});
             ++st.early_per_layer[seg];
             seq.push_back(successor);

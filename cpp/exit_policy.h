@@ -4,8 +4,9 @@
 // token's compute: its upper layers ride along in the next token's pass, where a row costs m of a one-row pass
 // extra. One that is rejected wastes about (e + m (L - e))/L: the successor's pass is thrown away. So a layer
 // pays while its acceptance p satisfies p * gain > (1 - p) * loss: late exits (small gain) need a high p, early
-// ones less. A layer below break-even sits out, but is tried again every `probe_every` checks it skipped, so that
-// it can come back when the text gets easier.
+// ones less. The check itself costs c of a token whatever its outcome, and only a fraction x of checks is confident
+// enough to exit, so the bar is x * (p * gain - (1 - p) * loss) > c. A layer below it sits out, but is tried again
+// every `probe_every` checks it skipped, so that it can come back when the text gets easier.
 #pragma once
 
 #include <cstddef>
@@ -15,7 +16,8 @@ namespace adadecode {
 
 class ExitPolicy {
 public:
-    ExitPolicy(const std::vector<int> &exit_layers, int n_layer);
+    // check_cost: c above, one head check relative to a one-row pass over every layer.
+    ExitPolicy(const std::vector<int> &exit_layers, int n_layer, double check_cost = 0.0);
 
     // May the head at exit slot `slot` emit now? `marginal_row_cost` is m above. A "no" counts as a skipped check.
     bool allow(size_t slot, double marginal_row_cost);
@@ -23,15 +25,25 @@ public:
     // Verification checked an early token from `slot`.
     void record(size_t slot, bool accepted);
 
+    // The head at `slot` was checked, and was (or was not) confident enough to emit.
+    void record_check(size_t slot, bool exited);
+
     // Estimated acceptance of `slot`'s early tokens (recent ones weigh more; optimistic before any evidence).
     double acceptance(size_t slot) const;
 
-    static double break_even(int exit_layer, int n_layer, double marginal_row_cost);
+    // Share of `slot`'s checks that emitted a token (recent ones weigh more; 1/2 before any evidence).
+    double exit_rate(size_t slot) const;
+
+    // The acceptance a layer needs: without check cost (or when every check exits), p * gain = (1 - p) * loss.
+    static double break_even(int exit_layer, int n_layer, double marginal_row_cost, double check_cost = 0.0,
+                             double exit_rate = 1.0);
 
 private:
     std::vector<int> layers_;
     int n_layer_;
+    double check_cost_;
     std::vector<double> checked_, accepted_;  // exponentially decayed counts
+    std::vector<double> checks_, exits_;
     std::vector<int> skipped_;
 };
 

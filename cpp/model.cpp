@@ -273,6 +273,12 @@ std::vector<ggml_tensor *> Model::matmul_weights() const {
     return out;
 }
 
+size_t Model::pass_weight_bytes() const {
+    size_t total = output == tok_embd ? ggml_nbytes(output) : 0;  // tied: multiplied, though never packed
+    for (const ggml_tensor *t : matmul_weights()) total += ggml_nbytes(t);
+    return total;
+}
+
 const void *Model::file_data(const ggml_tensor *t) const {
     const GgufFile::TensorInfo *info = file_->find_tensor(t->name);
     if (!info) {

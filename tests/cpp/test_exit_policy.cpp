@@ -1,5 +1,5 @@
-// The exit policy: break-even acceptance from the cost model, retiring a layer whose early tokens fail, probing it,
-// and letting it back in when they pass again.
+// The exit policy: break-even acceptance from the cost model (check cost included), retiring a layer whose early
+// tokens fail or whose checks seldom exit, probing it, and letting it back in when they pass again.
 #include <cstdio>
 
 #include "exit_policy.h"
@@ -16,6 +16,21 @@ int main() {
     // At m = 0.3 and layer 18 of 24: gain 0.25 * 0.7, loss 0.75 + 0.3 * 0.25 -> p > 0.825 / 1.0.
     const double expected = (0.75 + 0.3 * 0.25) / (0.25 * 0.7 + 0.75 + 0.3 * 0.25);
     CHECK(late > expected - 1e-12 && late < expected + 1e-12);
+
+    // A check costs c whatever comes of it; rarely confident heads pay it for few exits: the bar rises with c / x.
+    CHECK(ExitPolicy::break_even(18, 24, 0.3, 0.0, 0.2) == late);
+    const double with_checks = ExitPolicy::break_even(18, 24, 0.3, 0.02, 0.2);
+    const double expected_checks = (0.75 + 0.3 * 0.25 + 0.02 / 0.2) / (0.25 * 0.7 + 0.75 + 0.3 * 0.25);
+    CHECK(with_checks > expected_checks - 1e-12 && with_checks < expected_checks + 1e-12);
+    CHECK(ExitPolicy::break_even(18, 24, 0.3, 0.02, 1.0) < with_checks);
+    {
+        ExitPolicy costly({18}, 24, 0.02);
+        for (int i = 0; i < 40; ++i) costly.record(0, i % 10 != 0);  // 90 % accepted: above `late`
+        CHECK(costly.allow(0, 0.3));
+        for (int i = 0; i < 60; ++i) costly.record_check(0, i % 20 == 0);  // but only 1 check in 20 exits
+        CHECK(costly.exit_rate(0) < 0.15);
+        CHECK(!costly.allow(0, 0.3));
+    }
 
     ExitPolicy policy({6, 18}, 24);
     CHECK(policy.allow(0, 0.3) && policy.allow(1, 0.3));  // optimistic before any evidence
