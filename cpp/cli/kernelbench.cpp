@@ -1,0 +1,117 @@
+// adadecode-kernelbench: one weight matrix of random values through our matmul kernel for 1..9 activation rows,
+// outside any model: milliseconds, multiply-accumulates per second and the share of the dot-product instruction's
+// peak (qmatmul_peak_macs_per_second). A matrix that fits in the cache (the default, 1536 x 8960 as a 1.5B FFN
+// matrix) measures the arithmetic; a large one (n_out 151936, the output matrix) measures streaming from memory.
+#include <algorithm>
+#include <cctype>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "ggml-cpu.h"
+#include "ggml.h"
+#include "ops/qmatmul.h"
+
+using namespace adadecode;
+
+namespace {
+
+int usage() {
+    std::fprintf(stderr,
+                 "usage: adadecode-kernelbench TYPE [packed=1] [n_in=1536] [n_out=8960] [threads=1] [reps=100]\n"
+                 "  TYPE: q4_1, q5_0, q8_0, q4_k or q6_k; packed: 1 = our 16-row layout where the CPU has it\n");
+    return 2;
+}
+
+std::string lower(std::string s) {
+    std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    return s;
+}
+
+ggml_type type_named(const std::string &name) {
+    for (ggml_type t : {GGML_TYPE_Q4_1, GGML_TYPE_Q5_0, GGML_TYPE_Q8_0, GGML_TYPE_Q4_K, GGML_TYPE_Q6_K}) {
+        if (lower(name) == lower(ggml_type_name(t)))
+            return t;
+    }
+    return GGML_TYPE_COUNT;
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+    if (argc < 2)
+        return usage();
+    const ggml_type type = type_named(argv[1]);
+    const bool pack = argc > 2 ? std::atoi(argv[2]) != 0 : true;
+    const int n_in = argc > 3 ? std::atoi(argv[3]) : 1536;
+    const int n_out = argc > 4 ? std::atoi(argv[4]) : 8960;
+    const int threads = argc > 5 ? std::atoi(argv[5]) : 1;
+    const int reps = argc > 6 ? std::atoi(argv[6]) : 100;
+    if (type == GGML_TYPE_COUNT) {
+        std::fprintf(stderr, "adadecode-kernelbench: unknown type '%s'\n", argv[1]);
+        return usage();
+    }
+    if (n_in <= 0 || n_out <= 0 || n_in % ggml_blck_size(type) != 0 || threads < 1 || reps < 1) {
+        std::fprintf(stderr,
+                     "adadecode-kernelbench: n_in must be a positive multiple of %lld, n_out, threads and "
+                     "reps positive\n",
+                     static_cast<long long>(ggml_blck_size(type)));
+        return usage();
+    }
+
+    std::mt19937 rng(1);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    std::vector<float> values(static_cast<size_t>(n_in) * n_out);
+    for (float &v : values) v = normal(rng) * 0.05f;
+    const size_t weight_bytes = ggml_row_size(type, n_in) * n_out;
+    constexpr int max_rows = 9;
+    ggml_init_params params{};
+    params.mem_size = 2 * weight_bytes + static_cast<size_t>(max_rows) * (n_in + n_out) * sizeof(float) * max_rows +
+                      (size_t(16) << 20);
+    ggml_context *ctx = ggml_init(params);
+    if (!ctx) {
+        std::fprintf(stderr, "adadecode-kernelbench: cannot allocate %zu MiB\n", params.mem_size >> 20);
+        return 1;
+    }
+    ggml_tensor *w = ggml_new_tensor_2d(ctx, type, n_in, n_out);
+    ggml_quantize_chunk(type, values.data(), w->data, 0, n_out, n_in, nullptr);
+    if (!qmatmul_supports(w)) {
+        std::fprintf(stderr, "adadecode-kernelbench: our kernel does not take %s on this CPU\n", ggml_type_name(type));
+        return 1;
+    }
+    ggml_tensor *packed = nullptr;
+    if (pack && qmatmul_packs(w)) {
+        packed = ggml_new_tensor_1d(ctx, GGML_TYPE_I8, static_cast<int64_t>(qmatmul_packed_size(w)));
+        qmatmul_pack(w, w->data, packed->data);
+    }
+    const double peak = qmatmul_peak_macs_per_second();
+    std::printf("%s %d x %d (%.1f MiB), %s, %d thread(s); int8 peak %.1f GMAC/s per core\n", ggml_type_name(type), n_in,
+                n_out, weight_bytes / 1048576.0, packed ? "packed" : "file layout", threads, peak / 1e9);
+
+    double one_row = 0.0;
+    for (int rows = 1; rows <= max_rows; ++rows) {
+        ggml_tensor *x = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, n_in, rows);
+        for (int64_t i = 0; i < ggml_nelements(x); ++i) static_cast<float *>(x->data)[i] = normal(rng);
+        ggml_tensor *y = qmatmul(ctx, w, x, packed);
+        ggml_cgraph *gf = ggml_new_graph(ctx);
+        ggml_build_forward_expand(gf, y);
+        double best = 1e30;  // the minimum: on a shared machine noise only adds
+        for (int rep = 0; rep < reps; ++rep) {
+            const auto start = std::chrono::steady_clock::now();
+            ggml_graph_compute_with_ctx(ctx, gf, threads);
+            best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+        }
+        if (rows == 1)
+            one_row = best;
+        const double macs = static_cast<double>(n_in) * n_out * rows / best;
+        std::printf("rows %d: %8.3f ms  x%.2f of one row  %6.1f GMAC/s (%4.1f %% of peak)  %5.1f GB/s of weights\n",
+                    rows, best * 1e3, best / one_row, macs / 1e9, peak > 0 ? 100.0 * macs / (peak * threads) : 0.0,
+                    weight_bytes / best / 1e9);
+    }
+    ggml_free(ctx);
+    return 0;
+}
