@@ -139,8 +139,10 @@ DecodeResult Decoder::generate(const std::vector<int32_t> &prompt, const DecodeO
     double check_cost = 0.0;
     if (!exits.empty()) {
         const HeadWeights &head = heads_->head(exit_head[0]);
+        size_t model_bytes = 0;
+        for (const ggml_tensor *w : model_.pass_weights()) model_bytes += ggml_nbytes(w);
         check_cost = static_cast<double>(ggml_nbytes(head.transform) + ggml_nbytes(head.output_rows)) /
-                     static_cast<double>(model_.pass_weight_bytes());
+                     static_cast<double>(model_bytes);
     }
     ExitPolicy exit_policy(exits, n_layer, check_cost);
     bool done = opt.max_tokens == 0;

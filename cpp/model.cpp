@@ -273,10 +273,11 @@ std::vector<ggml_tensor *> Model::matmul_weights() const {
     return out;
 }
 
-size_t Model::pass_weight_bytes() const {
-    size_t total = output == tok_embd ? ggml_nbytes(output) : 0;  // tied: multiplied, though never packed
-    for (const ggml_tensor *t : matmul_weights()) total += ggml_nbytes(t);
-    return total;
+std::vector<const ggml_tensor *> Model::pass_weights() const {
+    const std::vector<ggml_tensor *> matmul = matmul_weights();
+    std::vector<const ggml_tensor *> out(matmul.begin(), matmul.end());
+    if (output == tok_embd) out.push_back(output);  // tied: multiplied too, though it is no matmul-only weight
+    return out;
 }
 
 const void *Model::file_data(const ggml_tensor *t) const {

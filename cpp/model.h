@@ -80,8 +80,8 @@ public:
     // w in our matmul kernel's own layout (a 1-d int8 tensor), or nullptr when it was not packed.
     ggml_tensor *packed(const ggml_tensor *w) const;
     size_t packed_bytes() const { return packed_buffer_ ? ggml_backend_buffer_get_size(packed_buffer_) : 0; }
-    // Bytes of the weight matrices a pass over every layer multiplies, output matrix included: what one row reads.
-    size_t pass_weight_bytes() const;
+    // The weight matrices a pass over every layer multiplies, output matrix included (what one row reads).
+    std::vector<const ggml_tensor *> pass_weights() const;
 
     // The token embeddings of `ids` as float32 rows (n x n_embd), read from the file on the host.
     void embed(const int32_t *ids, int n, float *dst) const;

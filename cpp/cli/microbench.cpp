@@ -217,9 +217,8 @@ int main(int argc, char **argv) {
         }
         // The floor under a batch: each extra row's multiply-accumulates at the kernel's peak rate on every thread.
         const double peak = qmatmul_peak_macs_per_second();
-        const double macs_per_row =
-            static_cast<double>(hp.n_layer) * hp.n_embd * (2.0 * hp.n_embd_q() + 2.0 * hp.n_embd_kv() + 3.0 * hp.n_ff) +
-            static_cast<double>(hp.n_embd) * hp.n_vocab;
+        double macs_per_row = 0.0;
+        for (const ggml_tensor *w : setups[0].model->pass_weights()) macs_per_row += static_cast<double>(ggml_nelements(w));
         std::printf(",\n \"int8_peak_gmacs_per_core\": %.1f, \"macs_per_row\": %.0f", peak / 1e9, macs_per_row);
         if (peak > 0.0) {
             const double floor_seconds = macs_per_row / (peak * n_threads);
