@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "error.h"
+#include "ops/attention.h"
 #include "ops/qmatmul.h"
 #include "repack.h"
 
@@ -114,6 +115,10 @@ ggml_tensor *Forward::attention(ggml_context *ctx, int il, ggml_tensor *q, ggml_
     const int64_t n_rows = q->ne[2];
     ggml_tensor *k_cache = cache_.k(il);
     ggml_tensor *v_cache = cache_.v(il);
+    if (own_matmul_ && !device_decode_ && cpu_attention_supported(hd) && k_cache->type == GGML_TYPE_F16 &&
+        v_cache->type == GGML_TYPE_F16 && mask->type == GGML_TYPE_F32 && ggml_is_contiguous(q)) {
+        return cpu_attention(ctx, q, k_cache, v_cache, mask);
+    }
     ggml_tensor *keys = ggml_view_3d(ctx, k_cache, hd, n_kv, hp.n_head_kv, k_cache->nb[1], hd * k_cache->nb[0], 0);
     ggml_tensor *values =
         ggml_view_3d(ctx, v_cache, n_kv, hd, hp.n_head_kv, v_cache->nb[1], hd * v_cache->nb[1], 0);

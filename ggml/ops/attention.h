@@ -1,0 +1,28 @@
+// Attention over a layer's F16 KV cache for the rows of a pass, as a ggml custom op on the CPU.
+//
+// Why: ggml's path (mul_mat of the keys by the queries, soft_max, mul_mat of the values by the probabilities) makes
+// one call of a 128-value dot product per (key, query) pair. On the 1.5B at position 400 that took ~5 ms of a 23 ms
+// one-row pass, and a third of an 8-row pass: the calls, not the arithmetic, cost it.
+//
+// Numerics follow ggml's path: the query is rounded to F16 before its products with the keys (as ggml converts it
+// to the keys' type) and so are the probabilities before their products with the values; products and sums are F32.
+// Exactness: each (row, query head) is computed by one thread with the same operations whatever the number of rows
+// or threads, so a row's result is bitwise independent of the batch it travels in, as layer-parallel decoding needs.
+#pragma once
+
+#include "ggml.h"
+
+namespace adadecode {
+
+// True when this CPU runs the kernel (AVX-512) for heads of `head_dim` values (a multiple of 16, at most 256) and
+// ADADECODE_ATTENTION is not 0 in the environment (0 keeps ggml's path, to measure one against the other).
+bool cpu_attention_supported(int head_dim);
+
+// q [head_dim, n_head, n_rows] f32, contiguous (the queries after RoPE); k_cache [n_embd_kv, n_alloc] f16, one row
+// per position; v_cache [n_alloc, n_embd_kv] f16, transposed: one row per (kv head, dimension); mask [n_kv, n_rows]
+// f32, 0 or -inf, over the first n_kv positions. Query head h reads kv head h / (n_head / n_head_kv).
+// Returns [head_dim * n_head, n_rows] f32: per row and head, softmax(q k^T / sqrt(head_dim) + mask) v.
+ggml_tensor *cpu_attention(ggml_context *ctx, ggml_tensor *q, ggml_tensor *k_cache, ggml_tensor *v_cache,
+                           ggml_tensor *mask);
+
+}  // namespace adadecode
