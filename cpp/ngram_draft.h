@@ -15,7 +15,9 @@
 namespace adadecode {
 
 struct NgramOptions {
-    int max_draft = 8;  // tokens proposed at most per draft
+    // Tokens proposed at most per draft. Since the packed kernels prefetch, long drafts pay on code: on the 1.5B,
+    // 16 against 8 gave +1.5 % on HumanEval (8 prompts, twice, side by side); chat's drafts are shorter anyway.
+    int max_draft = 16;
     int max_match = 4;  // longest suffix looked up
     int min_match = 1;  // shortest suffix that may propose
 };

@@ -281,7 +281,7 @@ def add_decoding_options(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="D",
         help="ngram: at most D tokens per prompt-lookup draft; fewer are proposed when measured acceptance "
-        "does not pay for them (default: engine's, 8)",
+        "does not pay for them (default: engine's, 16)",
     )
 
 

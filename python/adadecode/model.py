@@ -280,17 +280,19 @@ class Model:
         temperature 0 is greedy. `mode` is "standard", "adadecode" (exit heads), "ngram" (prompt-lookup drafts)
         or "adadecode+ngram" (both; default: adadecode when heads are loaded, else standard). The output is
         identical in every mode for greedy decoding, and equal in distribution when sampling. `max_draft` caps the
-        tokens one prompt-lookup draft proposes (default 8; the engine picks fewer from measured acceptance).
+        tokens one prompt-lookup draft proposes (default 16; the engine picks fewer from measured acceptance).
         `adaptive_exits` lets an exit layer sit out while its early tokens fail verification too often to pay
         (False: every exit layer always checks, as the parity tests' adversarial heads need).
         `stop` strings end generation; the text is cut before the stop string.
         """
         ids = self._prompt_ids(prompt)
         resolved_mode = self._resolve_mode(mode)
-        draft_cap = 8 if max_draft is None else int(max_draft)
-        if draft_cap < 1:
-            raise ValueError(f"max_draft must be >= 1, got {draft_cap}")
-        draft_cap = min(draft_cap, self.n_ctx)  # a draft longer than the context can never be proposed
+        draft_options: dict[str, int] = {}  # none: the engine's default
+        if max_draft is not None:
+            if int(max_draft) < 1:
+                raise ValueError(f"max_draft must be >= 1, got {max_draft}")
+            # A draft longer than the context can never be proposed.
+            draft_options["ngram_max_draft"] = min(int(max_draft), self.n_ctx)
         if max_tokens < 0:
             raise ValueError(f"max_tokens must be >= 0, got {max_tokens}")
         # Generation ends with finish_reason "length" when the context is full, so a larger budget changes nothing.
@@ -359,8 +361,7 @@ class Model:
             out = self._engine.generate(
                 ids, max_tokens, float(temperature), int(top_k), float(top_p), float(min_p), int(seed),
                 resolved_mode.startswith("adadecode"), g, k, layers, on_token, return_logits,
-                ngram=resolved_mode.endswith("ngram"), ngram_max_draft=draft_cap,
-                adaptive_exits=bool(adaptive_exits),
+                ngram=resolved_mode.endswith("ngram"), adaptive_exits=bool(adaptive_exits), **draft_options,
             )  # fmt: skip
         finally:
             self._generating.release()
