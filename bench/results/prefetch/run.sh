@@ -1,6 +1,6 @@
 #!/bin/bash
 # Packed kernels prefetching their weights, our own CPU attention op, drafts of up to 16 tokens (2026-11-22,
-# session 7): Qwen2.5-Coder-1.5B side by side with llama.cpp greedy and llama.cpp prompt lookup, the same 8 prompts
+# session 7): the Qwen models side by side with llama.cpp greedy and llama.cpp prompt lookup, the same 8 prompts
 # per task as results/q6k/, 2 threads, greedy, 256 new tokens, every mode of ours; then the microbenchmark and the
 # prompt-lookup oracle bound (bench/ngram_oracle.py).
 # Usage, from the repository root on a quiet machine, with the native build of bench/README.md (BUILD: its folder):
@@ -10,14 +10,16 @@ set -euo pipefail
 OUT=bench/results/prefetch
 BUILD=${BUILD:-build-native}
 MODELS=~/.cache/adadecode/models
-model=qwen2.5-coder-1.5b
-for task in humaneval mtbench; do
-    uptime
-    python3 -m adadecode bench -m "$model" --task "$task" --limit 8 --max-tokens 256 -t 2 \
-        --modes standard,adadecode,ngram,adadecode+ngram --anchors llamacpp,llamacpp-ngram -o "$OUT" --resume \
-        --no-progress
+for model in qwen2.5-coder-1.5b qwen2.5-coder-0.5b; do
+    for task in humaneval mtbench; do
+        uptime
+        python3 -m adadecode bench -m "$model" --task "$task" --limit 8 --max-tokens 256 -t 2 \
+            --modes standard,adadecode,ngram,adadecode+ngram --anchors llamacpp,llamacpp-ngram -o "$OUT" --resume \
+            --no-progress
+    done
+    "$BUILD/adadecode-microbench" "$MODELS/$model.gguf" 2 7 200 mmap,file > "$OUT/microbench-$model-t2.json"
 done
-"$BUILD/adadecode-microbench" "$MODELS/$model.gguf" 2 7 200 mmap,file > "$OUT/microbench-$model-t2.json"
+model=qwen2.5-coder-1.5b
 for task in humaneval mtbench; do
     python3 bench/ngram_oracle.py "$OUT/$model-$task.json" "$OUT/microbench-$model-t2.json" --max-draft 7
 done | tee "$OUT/ngram-oracle.txt"
