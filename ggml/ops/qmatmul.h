@@ -4,8 +4,8 @@
 // Why: the layer-parallel scheduler is only worth running if a pass over k rows costs little more than a pass over
 // one. ggml's CPU matmul computes every (weight row, activation row) dot product on its own and so unpacks each
 // quantized weight block once per activation row; on a 2-core machine that unpacking, not memory, bounds decoding.
-// This kernel unpacks a weight block once and multiplies it with up to four activation rows while it sits in
-// registers.
+// This kernel unpacks a weight block once and multiplies it with up to 8 activation rows (4 with AVX2) while it
+// sits in registers.
 //
 // Exactness: every output element is computed by the same sequence of operations whatever the number of rows, the
 // grouping of rows or the number of threads, so a row's result is bitwise independent of the batch it travels in.
