@@ -452,9 +452,12 @@ void dot_q6_k(const uint8_t *w, const uint8_t *const *act, int64_t n_blocks, flo
 // hardware prefetcher alone does on the large output matrix. (A prefetch past the end of the weights is harmless.)
 constexpr int64_t prefetch_rows = 4;
 
+inline void prefetch_line(const uint8_t *p) {
+    _mm_prefetch(reinterpret_cast<const char *>(p), _MM_HINT_T0);
+}
+
 inline void prefetch_row(const uint8_t *row, size_t row_bytes) {
-    for (size_t off = 0; off < row_bytes; off += 64)
-        _mm_prefetch(reinterpret_cast<const char *>(row + off), _MM_HINT_T0);
+    for (size_t off = 0; off < row_bytes; off += 64) prefetch_line(row + off);
 }
 
 // The packed kernels ask for their weights this far ahead when they carry two rows or more, a few cache lines per
@@ -465,10 +468,6 @@ inline void prefetch_row(const uint8_t *row, size_t row_bytes) {
 // it (2.9 -> 3.8 ms). Issued all at once per block instead of spread, they made every row count slower.
 constexpr size_t packed_prefetch_distance = 2368;
 constexpr int packed_prefetch_min_rows = 2;
-
-inline void prefetch_line(const uint8_t *p) {
-    _mm_prefetch(reinterpret_cast<const char *>(p), _MM_HINT_T0);
-}
 
 // A tile of weight rows against one group of activation rows, in one call: the kernel is inlined into the loop, so
 // its constants are set up once per tile, not once per weight row (rows of 1,536 values are only 6 K-blocks).
