@@ -14,6 +14,9 @@ constexpr double kAcceptanceDecay = 0.95;
 // A draft declined this many times in a row is made anyway with one token, so a match length judged bad early
 // can prove itself later.
 constexpr int kProbeInterval = 16;
+// How far back an occurrence's context is compared when choosing among occurrences: past 32 matching tokens the
+// simulation found no difference.
+constexpr int kContextCap = 32;
 // Until a pass over r rows has been timed, assume it costs this much more per extra row than one row (optimistic,
 // so that drafts get tried and their real cost measured).
 constexpr double kAssumedCostPerExtraRow = 0.3;
@@ -39,16 +42,31 @@ std::vector<int32_t> NgramDrafter::propose(const std::vector<int32_t> &seq, int 
     const int size = static_cast<int>(seq.size());
     for (int n = std::min(options_.max_match, size - 1); n >= options_.min_match; --n) {
         const int32_t *suffix = seq.data() + size - n;
-        // The most recent earlier occurrence of the suffix: the continuation most likely to repeat now.
-        for (int start = size - n - 1; start >= 0; --start) {
+        // Of the earlier occurrences of the suffix, the one whose preceding tokens go on matching furthest back,
+        // the most recent among equals: code repeats a name in many places, and the place whose context matches
+        // is the one whose continuation repeats. Replayed offline over the standard outputs of the full runs
+        // (HumanEval: the 0.5B's 164, the 1.5B's 71; 16-token drafts; this machine's pass costs), it yields 5.8-5.9 %
+        // more tokens per unit of pass cost than the most recent occurrence; on MT-Bench, 0.4 %.
+        int best_start = -1, best_context = 0;
+        for (int start = size - n - 1; start >= 0 && best_context < kContextCap; --start) {
             if (!std::equal(suffix, suffix + n, seq.data() + start)) continue;
-            const int available = std::min(limit, size - (start + n));
-            int k = best_draft_length(acceptance(n), available);
-            if (k == 0 && ++declined_[n] >= kProbeInterval) k = 1;
-            if (k > 0) declined_[n] = 0;
-            *match_length = n;
-            return std::vector<int32_t>(seq.begin() + start + n, seq.begin() + start + n + k);
+            int context = n;
+            while (context < kContextCap && start - (context - n) - 1 >= 0 &&
+                   seq[start - (context - n) - 1] == seq[size - context - 1]) {
+                ++context;
+            }
+            if (context > best_context) {
+                best_context = context;
+                best_start = start;
+            }
         }
+        if (best_start < 0) continue;
+        const int available = std::min(limit, size - (best_start + n));
+        int k = best_draft_length(acceptance(n), available);
+        if (k == 0 && ++declined_[n] >= kProbeInterval) k = 1;
+        if (k > 0) declined_[n] = 0;
+        *match_length = n;
+        return std::vector<int32_t>(seq.begin() + best_start + n, seq.begin() + best_start + n + k);
     }
     return {};
 }

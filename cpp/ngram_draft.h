@@ -1,7 +1,8 @@
 // Prompt-lookup drafts: the second source of provisional tokens in the layer-parallel scheduler. When the last
-// tokens of the sequence occurred before (in the prompt or in what was generated), the tokens that followed that
-// occurrence are proposed as the next ones; they enter the pipeline at layer 0 together and are verified like
-// tokens emitted early by an exit head.
+// tokens of the sequence occurred before (in the prompt or in what was generated), the tokens that followed an
+// occurrence are proposed as the next ones: of several occurrences, the one whose preceding tokens match the
+// sequence furthest back. They enter the pipeline at layer 0 together and are verified like tokens emitted early
+// by an exit head.
 //
 // How many to propose is decided per draft from what was measured during this generation: the acceptance rate of
 // earlier drafts (per match length, recent drafts weighing more) and the cost of a pass over k rows relative to one

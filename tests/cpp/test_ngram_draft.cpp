@@ -45,6 +45,22 @@ void test_lookup() {
     CHECK((d.propose(Tokens{5, 5, 5}, 4, &match) == Tokens{5}));
 }
 
+void test_context_picks_the_occurrence() {
+    NgramOptions o;
+    o.max_draft = 2;
+    o.max_match = 2;  // so that the occurrences below all match the same suffix, "7 8"
+    NgramDrafter d(o);
+    teach_costs(d, 0.0);
+    int match = 0;
+    // The older "7 8" is preceded by "6", as the end is; the more recent by "5": the older one's continuation.
+    CHECK((d.propose(Tokens{6, 7, 8, 1, 2, 5, 7, 8, 3, 4, 6, 7, 8}, 2, &match) == Tokens{1, 2}));
+    CHECK(match == 2);
+    // Contexts of 5 and 3 tokens ("0 3 2 7 8" against "1 2 7 8" before the end's "0 3 2 7 8").
+    CHECK((d.propose(Tokens{0, 3, 2, 7, 8, 5, 5, 1, 2, 7, 8, 4, 4, 9, 0, 3, 2, 7, 8}, 2, &match) == Tokens{5, 5}));
+    // Equal contexts: the most recent occurrence.
+    CHECK((d.propose(Tokens{1, 7, 8, 3, 2, 7, 8, 4, 0, 7, 8}, 1, &match) == Tokens{4}));
+}
+
 void test_acceptance_shapes_the_draft() {
     NgramOptions o;
     o.max_draft = 8;
@@ -117,6 +133,7 @@ void test_bad_options() {
 
 int main() {
     test_lookup();
+    test_context_picks_the_occurrence();
     test_acceptance_shapes_the_draft();
     test_costs_shape_the_draft();
     test_bad_options();
