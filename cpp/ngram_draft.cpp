@@ -60,11 +60,14 @@ std::vector<int32_t> NgramDrafter::propose(const std::vector<int32_t> &seq, int 
                 best_start = start;
             }
         }
-        if (best_start < 0) continue;
+        if (best_start < 0)
+            continue;
         const int available = std::min(limit, size - (best_start + n));
         int k = best_draft_length(acceptance(n), available);
-        if (k == 0 && ++declined_[n] >= kProbeInterval) k = 1;
-        if (k > 0) declined_[n] = 0;
+        if (k == 0 && ++declined_[n] >= kProbeInterval)
+            k = 1;
+        if (k > 0)
+            declined_[n] = 0;
         *match_length = n;
         return std::vector<int32_t>(seq.begin() + best_start + n, seq.begin() + best_start + n + k);
     }
