@@ -197,3 +197,25 @@ def test_sampling_with_drafts_is_exact(with_heads: Any, mode: str) -> None:
     keep = expected >= 5
     chi2 = ((observed[keep] - expected[keep]) ** 2 / expected[keep]).sum()
     assert scipy_stats.chi2.sf(chi2, keep.sum() - 1) > 1e-3, (observed, expected)
+
+
+def test_replay_of_a_recorded_output(plain: Any) -> None:
+    """The engine's drafter replayed over standard decoding's output, as bench/ngram_oracle.py uses it."""
+    from adadecode import Error, _core
+
+    model = plain
+    prompt = model.tokenize(CODE_PROMPT)
+    output = model.generate(prompt, mode="standard", max_tokens=96).tokens
+    cost = [1.0, 1.2, 1.35, 1.5, 1.65, 1.8, 1.95, 2.1, 2.25]
+    r = _core.replay_ngram_drafts(prompt, output, cost)
+    assert r["tokens"] == len(output) == r["passes"] + r["accepted"]
+    assert r["accepted"] > 10 and r["accepted"] <= r["drafted"]  # the answer copies the prompt
+    assert r["cost"] == pytest.approx(sum(n * cost[rows - 1] for rows, n in enumerate(r["rows_per_pass"]) if n))
+    assert r["speedup"] == pytest.approx(r["tokens"] / r["cost"]) and r["speedup"] > 1.2
+    assert len(r["rows_per_pass"]) == len(cost) + 1
+    # max_draft caps the drafts; a curve that does not start at one row is refused.
+    assert max(k for k, n in enumerate(_core.replay_ngram_drafts(prompt, output, cost, 2)["rows_per_pass"]) if n) <= 3
+    with pytest.raises(Error, match="relative_cost"):
+        _core.replay_ngram_drafts(prompt, output, [1.5, 2.0])
+    with pytest.raises(Error, match="max_draft"):
+        _core.replay_ngram_drafts(prompt, output, cost, 0)

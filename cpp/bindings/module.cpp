@@ -1,5 +1,5 @@
 // pybind11 module adadecode._core: the engine, the vocabulary (vocab_bindings.cpp), ggml quantization
-// (quantize_bindings.cpp) and the error type.
+// (quantize_bindings.cpp), the prompt-lookup drafter's offline replay (ngram_bindings.cpp) and the error type.
 #include <pybind11/functional.h>
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -15,6 +15,7 @@ using namespace adadecode;
 
 void bind_vocab(py::module_ &m);
 void bind_quantize(py::module_ &m);
+void bind_ngram(py::module_ &m);
 
 namespace {
 
@@ -87,6 +88,7 @@ PYBIND11_MODULE(_core, m) {
 
     bind_vocab(m);
     bind_quantize(m);
+    bind_ngram(m);
 
     py::class_<Engine>(m, "Engine")
         .def(py::init([](const std::string &path, int n_ctx, int n_threads, const std::string &heads, bool repack,

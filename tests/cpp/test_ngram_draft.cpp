@@ -5,6 +5,7 @@
 
 #include "error.h"
 #include "ngram_draft.h"
+#include "ngram_replay.h"
 
 #include "check.h"
 
@@ -107,6 +108,45 @@ void test_costs_shape_the_draft() {
     CHECK(dear.propose(seq, 8, &match).empty());
 }
 
+void test_replay() {
+    const std::vector<double> cost{1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.7, 1.8};
+    // An output that copies the prompt: drafts pay, and every step yields its accepted tokens plus one.
+    Tokens prompt;
+    for (int i = 0; i < 40; ++i) prompt.push_back(100 + (i * 7) % 23);
+    const Tokens copy(prompt.begin() + 5, prompt.end());
+    const NgramReplay r = replay_ngram_drafts(NgramOptions(), prompt, copy, cost);
+    CHECK(r.tokens == static_cast<int>(copy.size()));
+    CHECK(r.tokens == r.passes + r.accepted);
+    CHECK(r.accepted > 0 && r.accepted <= r.drafted);
+    CHECK(r.speedup() > 1.5);
+    int passes = 0, rows = 0;
+    for (size_t k = 0; k < r.rows.size(); ++k) {
+        passes += r.rows[k];
+        rows += r.rows[k] * static_cast<int>(k);
+    }
+    CHECK(passes == r.passes);
+    CHECK(rows == r.passes + r.drafted);
+    CHECK(r.rows.size() == cost.size() + 1);  // no draft outgrows the curve
+    // Nothing ever repeats: standard decoding, one row per token.
+    const NgramReplay plain = replay_ngram_drafts(NgramOptions(), Tokens{1, 2, 3}, Tokens{10, 11, 12, 13}, cost);
+    CHECK(plain.drafts == 0 && plain.passes == 4 && plain.cost == 4.0 && plain.speedup() == 1.0);
+    // A cost curve that does not start at one row, or undercuts it, is refused.
+    bool threw = false;
+    try {
+        replay_ngram_drafts(NgramOptions(), prompt, copy, {1.2, 1.3});
+    } catch (const Error &) {
+        threw = true;
+    }
+    CHECK(threw);
+    threw = false;
+    try {
+        replay_ngram_drafts(NgramOptions(), prompt, copy, {1.0, 0.9});
+    } catch (const Error &) {
+        threw = true;
+    }
+    CHECK(threw);
+}
+
 void test_bad_options() {
     NgramOptions o;
     o.max_draft = 0;
@@ -136,6 +176,7 @@ int main() {
     test_context_picks_the_occurrence();
     test_acceptance_shapes_the_draft();
     test_costs_shape_the_draft();
+    test_replay();
     test_bad_options();
     if (g_failures) {
         std::fprintf(stderr, "%d check(s) failed\n", g_failures);
