@@ -1,9 +1,10 @@
-"""A synthetic llama with K-quant weights (Q4_K and Q6_K, laid out like a Q4_K_M file) run through the whole engine.
+"""A synthetic llama with K-quant weights (Q4_K and Q6_K, laid out like a Q4_K_M file, and Q5_0 where Qwen2.5-0.5B's
+Q4_K_M file has it) run through the whole engine.
 
-The real models CI downloads (SmolLM2: Q4_1/Q8_0) hold no K-quants, so without this file nothing in CI would run the
-Q4_K/Q6_K matmul kernels, or the Q4_K and Q6_K weights that the model loader packs into 16-row interleaved layouts
-on AVX-512 CPUs, end to end. The weights are random but valid blocks written as raw bytes (gguf-py cannot quantize to
-K-quants), at shapes that meet the packing rule (rows a multiple of 16, n_in a multiple of 256). Checked:
+The real models CI downloads (SmolLM2: Q4_1/Q8_0) hold no K-quants and no Q5_0, so without this file nothing in CI
+would run the Q4_K/Q6_K/Q5_0 matmul kernels, or those weights packed by the model loader into 16-row interleaved
+layouts on AVX-512 CPUs, end to end. The weights are random but valid blocks written as raw bytes (gguf-py cannot
+quantize to K-quants), at shapes that meet the packing rule (rows a multiple of 16, n_in a multiple of 256). Checked:
 
 - layer-parallel decoding (exit heads, γ = 0, n-gram drafts, both) gives standard decoding's tokens and bitwise its
   logits, for several prompts and window sizes;
@@ -36,6 +37,7 @@ N_CTX = 256
 EXITS = (1, 2, 3)
 Q4_K = gguf.GGMLQuantizationType.Q4_K
 Q6_K = gguf.GGMLQuantizationType.Q6_K
+Q5_0 = gguf.GGMLQuantizationType.Q5_0
 
 # Prompts as token ids: BOS, then words of the tiny vocabulary. (Text would not do: that vocabulary has no pieces
 # to merge up to its words, so the tokenizer spells any text in byte-fallback tokens.) The last prompt repeats
@@ -85,9 +87,19 @@ def _q6_k(rng: np.random.Generator, rows: int, cols: int, std: float) -> RawTens
     return blocks.reshape(rows, cols // 256 * 210), Q6_K
 
 
+def _q5_0(rng: np.random.Generator, rows: int, cols: int, std: float) -> RawTensor:
+    """Random Q5_0 blocks (f16 d, 32 fifth bits, 16 bytes of nibbles): value = d·(q - 16) with q ~ U{0..31}, whose
+    standard deviation is about 9.2·d."""
+    n_blocks = rows * cols // 32
+    blocks = rng.integers(0, 256, (n_blocks, 22), dtype=np.uint8)
+    blocks[:, 0:2] = _f16_bytes(std / 9.2 * rng.uniform(0.5, 1.5, n_blocks))
+    return blocks.reshape(rows, cols // 32 * 22), Q5_0
+
+
 def kquant_tensors(seed: int = 0) -> dict[str, np.ndarray | RawTensor]:
     """Every tensor of the model at the K-quant shapes: attention and FFN weights Q4_K, attn_v and ffn_down Q6_K
-    (as llama.cpp's Q4_K_M picks), the output matrix Q6_K (273 rows: not a multiple of 16, the unpacked edge)."""
+    (as llama.cpp's Q4_K_M picks), attn_k and ffn_gate Q5_0 (as in the Q4_K_M file of Qwen2.5-0.5B, whose 896 columns
+    are no multiple of 256), the output matrix Q6_K (273 rows: not a multiple of 16, the unpacked edge)."""
     rng = np.random.default_rng(seed)
     dkv = N_HEAD_KV * HEAD_DIM
 
@@ -105,11 +117,11 @@ def kquant_tensors(seed: int = 0) -> dict[str, np.ndarray | RawTensor]:
         p = f"blk.{il}."
         t[p + "attn_norm.weight"] = norm()
         t[p + "attn_q.weight"] = _q4_k(rng, N_EMBD, N_EMBD, 1 / np.sqrt(N_EMBD))
-        t[p + "attn_k.weight"] = _q4_k(rng, dkv, N_EMBD, 1 / np.sqrt(N_EMBD))
+        t[p + "attn_k.weight"] = _q5_0(rng, dkv, N_EMBD, 1 / np.sqrt(N_EMBD))
         t[p + "attn_v.weight"] = _q6_k(rng, dkv, N_EMBD, 1 / np.sqrt(N_EMBD))
         t[p + "attn_output.weight"] = _q4_k(rng, N_EMBD, N_EMBD, 1 / np.sqrt(N_EMBD))
         t[p + "ffn_norm.weight"] = norm()
-        t[p + "ffn_gate.weight"] = _q4_k(rng, N_FF, N_EMBD, 1 / np.sqrt(N_EMBD))
+        t[p + "ffn_gate.weight"] = _q5_0(rng, N_FF, N_EMBD, 1 / np.sqrt(N_EMBD))
         t[p + "ffn_up.weight"] = _q4_k(rng, N_FF, N_EMBD, 1 / np.sqrt(N_EMBD))
         t[p + "ffn_down.weight"] = _q6_k(rng, N_EMBD, N_FF, 1 / np.sqrt(N_FF))
     return t
@@ -293,10 +305,12 @@ def test_packing_is_used(model: Any, kquant_path: Path) -> None:
         pytest.skip("K-quant packing needs AVX-512 (F, BW, VL); this CPU computes from the file layout")
     if os.environ.get("ADADECODE_QMATMUL_PACK", "") in ("0", "off"):
         pytest.skip("ADADECODE_QMATMUL_PACK turns packing off in this environment")
-    # Every K-quant matmul weight whose row count is a multiple of 16 is packed (all but the 273-row output matrix).
-    # Q4_K takes 2368 bytes per 16 rows and block of 256 where the file has 16 x 144; Q6_K exactly the file's size.
+    # Every quantized matmul weight whose row count is a multiple of 16 is packed (all but the 273-row output
+    # matrix). Q4_K takes 2368 bytes per 16 rows and block of 256 where the file has 16 x 144; Q6_K and Q5_0 exactly
+    # the file's size.
     tensors = gguf.GGUFReader(kquant_path).tensors
     q4_k_bytes = sum(int(t.n_bytes) for t in tensors if t.tensor_type == Q4_K)
     q6_k_bytes = sum(int(t.n_bytes) for t in tensors if t.tensor_type == Q6_K and int(t.shape[1]) % 16 == 0)
-    assert q6_k_bytes > 0 and any(t.tensor_type == Q6_K and int(t.shape[1]) % 16 for t in tensors)
-    assert model.packed_bytes == q4_k_bytes * 2368 // (16 * 144) + q6_k_bytes
+    q5_0_bytes = sum(int(t.n_bytes) for t in tensors if t.tensor_type == Q5_0)
+    assert q6_k_bytes > 0 and q5_0_bytes > 0 and any(t.tensor_type == Q6_K and int(t.shape[1]) % 16 for t in tensors)
+    assert model.packed_bytes == q4_k_bytes * 2368 // (16 * 144) + q6_k_bytes + q5_0_bytes

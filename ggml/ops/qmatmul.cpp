@@ -78,6 +78,18 @@ constexpr size_t q4_k_packed_bytes = 2368;
 constexpr size_t q6_packed_pairs = 32, q6_packed_pair_bytes = 416, q6_packed_sub_bytes = 192;
 constexpr size_t q6_k_packed_bytes = 3360;
 
+// Q5_0 re-laid out the same way (16 rows, every 32-bit lane one output, four consecutive weights of a row per lane):
+// the file-layout kernel spends more time expanding each row's fifth bits than multiplying (12 GB/s for one row).
+// The nibbles stay as the file has them, four bytes of each row per register; the fifth bits become byte masks, so
+// that one masked add puts 16 into exactly the bytes that need it, for 16 rows at once. Weights are unsigned
+// (u = q + 16); 16 times each activation block's sum comes off at the end. Per 16 rows and block of 32 values:
+//   f16 d[16] | u64 masks[8]: bit 4r + i of mask g = fifth bit of value 4g + i of row r |
+//   qs[4 registers][row][4 bytes]: register t = the file's bytes 4t..4t+3, whose low nibbles are values 4t + i
+//   and high nibbles values 16 + 4t + i.
+// Exactly the file's 16 x 22 bytes.
+constexpr size_t q5_packed_masks = 32, q5_packed_qs = 96;
+constexpr size_t q5_0_packed_bytes = 352;
+
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c")
 
@@ -293,6 +305,27 @@ void pack_q4_k_block(const uint8_t *first_row, size_t row_bytes, uint8_t *out) {
             }
         }
     }
+}
+
+// One block of 16 rows from the file layout into the packed one (see q5_0_packed_bytes). In the file, value i < 16
+// has its low 4 bits in the low nibble of qs[i], value 16 + i in the high nibble, and value j its fifth bit at bit
+// j of the 32-bit qh.
+void pack_q5_0_block(const uint8_t *first_row, size_t row_bytes, uint8_t *out) {
+    uint64_t masks[8] = {};
+    for (int64_t r = 0; r < packed_rows; ++r) {
+        const uint8_t *block = first_row + r * row_bytes;
+        std::memcpy(out + 2 * r, block, 2);
+        uint32_t high_bits;
+        std::memcpy(&high_bits, block + 2, sizeof(high_bits));
+        for (int g = 0; g < 8; ++g) {
+            for (int i = 0; i < 4; ++i) {
+                if (high_bits >> (4 * g + i) & 1u)
+                    masks[g] |= uint64_t(1) << (4 * r + i);
+            }
+        }
+        for (int t = 0; t < 4; ++t) std::memcpy(out + q5_packed_qs + 64 * t + 4 * r, block + 6 + 4 * t, 4);
+    }
+    std::memcpy(out + q5_packed_masks, masks, sizeof(masks));
 }
 
 // One block of 16 rows from the file layout into the packed one (see q6_k_packed_bytes). In the file, value
@@ -612,10 +645,12 @@ static_assert(weight_tile == packed_rows, "a tile of weight rows must be one pac
 const TypeKernels packed_tables_512[] = {
     {GGML_TYPE_Q4_K, q4_k_packed_bytes, 256, 8, ADADECODE_PACKED8(packed_q4_k_512)},
     {GGML_TYPE_Q6_K, q6_k_packed_bytes, 256, 8, ADADECODE_PACKED8(packed_q6_k_512)},
+    {GGML_TYPE_Q5_0, q5_0_packed_bytes, 32, 8, ADADECODE_PACKED8(packed_q5_0_512)},
 };
 const TypeKernels packed_tables_vnni[] = {
     {GGML_TYPE_Q4_K, q4_k_packed_bytes, 256, 8, ADADECODE_PACKED8(packed_q4_k_vnni)},
     {GGML_TYPE_Q6_K, q6_k_packed_bytes, 256, 8, ADADECODE_PACKED8(packed_q6_k_vnni)},
+    {GGML_TYPE_Q5_0, q5_0_packed_bytes, 32, 8, ADADECODE_PACKED8(packed_q5_0_vnni)},
 };
 #undef ADADECODE_PACKED8
 
@@ -764,24 +799,22 @@ bool qmatmul_packs(const ggml_tensor *w) {
 }
 
 size_t qmatmul_packed_size(const ggml_tensor *w) {
-    return static_cast<size_t>(w->ne[1] / packed_rows) * static_cast<size_t>(w->ne[0] / 256) *
-           packed_kernels(w->type)->block_bytes;
+    const TypeKernels &k = *packed_kernels(w->type);
+    return static_cast<size_t>(w->ne[1] / packed_rows) * static_cast<size_t>(w->ne[0] / k.block_values) * k.block_bytes;
 }
 
 void qmatmul_pack(const ggml_tensor *w, const void *file_data, void *dst) {
-    const int64_t n_blocks = w->ne[0] / 256;
-    const bool q6_k = w->type == GGML_TYPE_Q6_K;
-    const size_t file_block = q6_k ? q6_k_bytes : q4_k_bytes, packed_block = packed_kernels(w->type)->block_bytes;
+    const TypeKernels &k = *packed_kernels(w->type);
+    const int64_t n_blocks = w->ne[0] / k.block_values;
+    const size_t file_block = ggml_type_size(w->type);
+    void (*pack_block)(const uint8_t *, size_t, uint8_t *) = w->type == GGML_TYPE_Q6_K   ? pack_q6_k_block
+                                                             : w->type == GGML_TYPE_Q5_0 ? pack_q5_0_block
+                                                                                         : pack_q4_k_block;
     const uint8_t *src = static_cast<const uint8_t *>(file_data);
     uint8_t *out = static_cast<uint8_t *>(dst);
     for (int64_t group = 0; group < w->ne[1]; group += packed_rows) {
-        for (int64_t b = 0; b < n_blocks; ++b, out += packed_block) {
-            const uint8_t *first_row = src + group * w->nb[1] + b * file_block;
-            if (q6_k) {
-                pack_q6_k_block(first_row, w->nb[1], out);
-            } else {
-                pack_q4_k_block(first_row, w->nb[1], out);
-            }
+        for (int64_t b = 0; b < n_blocks; ++b, out += k.block_bytes) {
+            pack_block(src + group * w->nb[1] + b * file_block, w->nb[1], out);
         }
     }
 }
