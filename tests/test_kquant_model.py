@@ -1,5 +1,5 @@
-"""A synthetic llama with K-quant weights (Q4_K and Q6_K, laid out like a Q4_K_M file, and Q5_0 where Qwen2.5-0.5B's
-Q4_K_M file has it) run through the whole engine.
+"""A synthetic llama with K-quant weights (Q4_K and Q6_K, laid out like a Q4_K_M file, and Q5_0 and Q8_0 where
+Qwen2.5-0.5B's Q4_K_M file has them) run through the whole engine.
 
 The real models CI downloads (SmolLM2: Q4_1/Q8_0) hold no K-quants and no Q5_0, so without this file nothing in CI
 would run the Q4_K/Q6_K/Q5_0 matmul kernels, or those weights packed by the model loader into 16-row interleaved
@@ -38,6 +38,7 @@ EXITS = (1, 2, 3)
 Q4_K = gguf.GGMLQuantizationType.Q4_K
 Q6_K = gguf.GGMLQuantizationType.Q6_K
 Q5_0 = gguf.GGMLQuantizationType.Q5_0
+Q8_0 = gguf.GGMLQuantizationType.Q8_0
 
 # Prompts as token ids: BOS, then words of the tiny vocabulary. (Text would not do: that vocabulary has no pieces
 # to merge up to its words, so the tokenizer spells any text in byte-fallback tokens.) The last prompt repeats
@@ -96,10 +97,20 @@ def _q5_0(rng: np.random.Generator, rows: int, cols: int, std: float) -> RawTens
     return blocks.reshape(rows, cols // 32 * 22), Q5_0
 
 
+def _q8_0(rng: np.random.Generator, rows: int, cols: int, std: float) -> RawTensor:
+    """Random Q8_0 blocks (f16 d, 32 int8): value = d·q with q ~ U{-128..127}, whose standard deviation is about
+    74·d."""
+    n_blocks = rows * cols // 32
+    blocks = rng.integers(0, 256, (n_blocks, 34), dtype=np.uint8)
+    blocks[:, 0:2] = _f16_bytes(std / 74 * rng.uniform(0.5, 1.5, n_blocks))
+    return blocks.reshape(rows, cols // 32 * 34), Q8_0
+
+
 def kquant_tensors(seed: int = 0) -> dict[str, np.ndarray | RawTensor]:
     """Every tensor of the model at the K-quant shapes: attention and FFN weights Q4_K, attn_v and ffn_down Q6_K
     (as llama.cpp's Q4_K_M picks), attn_k and ffn_gate Q5_0 (as in the Q4_K_M file of Qwen2.5-0.5B, whose 896 columns
-    are no multiple of 256), the output matrix Q6_K (273 rows: not a multiple of 16, the unpacked edge)."""
+    are no multiple of 256), attn_output Q8_0 (as that file's output matrix), the output matrix Q6_K (273 rows: not a
+    multiple of 16, the unpacked edge)."""
     rng = np.random.default_rng(seed)
     dkv = N_HEAD_KV * HEAD_DIM
 
@@ -119,7 +130,7 @@ def kquant_tensors(seed: int = 0) -> dict[str, np.ndarray | RawTensor]:
         t[p + "attn_q.weight"] = _q4_k(rng, N_EMBD, N_EMBD, 1 / np.sqrt(N_EMBD))
         t[p + "attn_k.weight"] = _q5_0(rng, dkv, N_EMBD, 1 / np.sqrt(N_EMBD))
         t[p + "attn_v.weight"] = _q6_k(rng, dkv, N_EMBD, 1 / np.sqrt(N_EMBD))
-        t[p + "attn_output.weight"] = _q4_k(rng, N_EMBD, N_EMBD, 1 / np.sqrt(N_EMBD))
+        t[p + "attn_output.weight"] = _q8_0(rng, N_EMBD, N_EMBD, 1 / np.sqrt(N_EMBD))
         t[p + "ffn_norm.weight"] = norm()
         t[p + "ffn_gate.weight"] = _q5_0(rng, N_FF, N_EMBD, 1 / np.sqrt(N_EMBD))
         t[p + "ffn_up.weight"] = _q4_k(rng, N_FF, N_EMBD, 1 / np.sqrt(N_EMBD))
@@ -306,11 +317,12 @@ def test_packing_is_used(model: Any, kquant_path: Path) -> None:
     if os.environ.get("ADADECODE_QMATMUL_PACK", "") in ("0", "off"):
         pytest.skip("ADADECODE_QMATMUL_PACK turns packing off in this environment")
     # Every quantized matmul weight whose row count is a multiple of 16 is packed (all but the 273-row output
-    # matrix). Q4_K takes 2368 bytes per 16 rows and block of 256 where the file has 16 x 144; Q6_K and Q5_0 exactly
-    # the file's size.
+    # matrix). Q4_K takes 2368 bytes per 16 rows and block of 256 where the file has 16 x 144; Q6_K, Q5_0 and Q8_0
+    # exactly the file's size.
     tensors = gguf.GGUFReader(kquant_path).tensors
     q4_k_bytes = sum(int(t.n_bytes) for t in tensors if t.tensor_type == Q4_K)
     q6_k_bytes = sum(int(t.n_bytes) for t in tensors if t.tensor_type == Q6_K and int(t.shape[1]) % 16 == 0)
-    q5_0_bytes = sum(int(t.n_bytes) for t in tensors if t.tensor_type == Q5_0)
-    assert q6_k_bytes > 0 and q5_0_bytes > 0 and any(t.tensor_type == Q6_K and int(t.shape[1]) % 16 for t in tensors)
-    assert model.packed_bytes == q4_k_bytes * 2368 // (16 * 144) + q6_k_bytes + q5_0_bytes
+    same_size = sum(int(t.n_bytes) for t in tensors if t.tensor_type in (Q5_0, Q8_0))
+    assert q6_k_bytes > 0 and any(t.tensor_type == Q6_K and int(t.shape[1]) % 16 for t in tensors)
+    assert {Q5_0, Q8_0} <= {t.tensor_type for t in tensors}
+    assert model.packed_bytes == q4_k_bytes * 2368 // (16 * 144) + q6_k_bytes + same_size

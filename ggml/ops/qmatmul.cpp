@@ -90,6 +90,13 @@ constexpr size_t q6_k_packed_bytes = 3360;
 constexpr size_t q5_packed_masks = 32, q5_packed_qs = 96;
 constexpr size_t q5_0_packed_bytes = 352;
 
+// Q8_0 re-laid out the same way. Weights are stored unsigned (u = q + 128, the sign bit flipped), as the unsigned
+// operand of the byte dot product; 128 times each activation block's sum comes off at the end. Per 16 rows and
+// block of 32 values: f16 d[16] | qs[8 registers][row][4 bytes]: register t holds values 4t..4t+3 of each row.
+// Exactly the file's 16 x 34 bytes.
+constexpr size_t q8_packed_qs = 32;
+constexpr size_t q8_0_packed_bytes = 544;
+
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c")
 
@@ -326,6 +333,17 @@ void pack_q5_0_block(const uint8_t *first_row, size_t row_bytes, uint8_t *out) {
         for (int t = 0; t < 4; ++t) std::memcpy(out + q5_packed_qs + 64 * t + 4 * r, block + 6 + 4 * t, 4);
     }
     std::memcpy(out + q5_packed_masks, masks, sizeof(masks));
+}
+
+// One block of 16 rows from the file layout into the packed one (see q8_0_packed_bytes).
+void pack_q8_0_block(const uint8_t *first_row, size_t row_bytes, uint8_t *out) {
+    for (int64_t r = 0; r < packed_rows; ++r) {
+        const uint8_t *block = first_row + r * row_bytes;
+        std::memcpy(out + 2 * r, block, 2);
+        for (int t = 0; t < 8; ++t) {
+            for (int i = 0; i < 4; ++i) out[q8_packed_qs + 64 * t + 4 * r + i] = block[2 + 4 * t + i] ^ 0x80;
+        }
+    }
 }
 
 // One block of 16 rows from the file layout into the packed one (see q6_k_packed_bytes). In the file, value
@@ -646,11 +664,13 @@ const TypeKernels packed_tables_512[] = {
     {GGML_TYPE_Q4_K, q4_k_packed_bytes, 256, 8, ADADECODE_PACKED8(packed_q4_k_512)},
     {GGML_TYPE_Q6_K, q6_k_packed_bytes, 256, 8, ADADECODE_PACKED8(packed_q6_k_512)},
     {GGML_TYPE_Q5_0, q5_0_packed_bytes, 32, 8, ADADECODE_PACKED8(packed_q5_0_512)},
+    {GGML_TYPE_Q8_0, q8_0_packed_bytes, 32, 8, ADADECODE_PACKED8(packed_q8_0_512)},
 };
 const TypeKernels packed_tables_vnni[] = {
     {GGML_TYPE_Q4_K, q4_k_packed_bytes, 256, 8, ADADECODE_PACKED8(packed_q4_k_vnni)},
     {GGML_TYPE_Q6_K, q6_k_packed_bytes, 256, 8, ADADECODE_PACKED8(packed_q6_k_vnni)},
     {GGML_TYPE_Q5_0, q5_0_packed_bytes, 32, 8, ADADECODE_PACKED8(packed_q5_0_vnni)},
+    {GGML_TYPE_Q8_0, q8_0_packed_bytes, 32, 8, ADADECODE_PACKED8(packed_q8_0_vnni)},
 };
 #undef ADADECODE_PACKED8
 
@@ -809,6 +829,7 @@ void qmatmul_pack(const ggml_tensor *w, const void *file_data, void *dst) {
     const size_t file_block = ggml_type_size(w->type);
     void (*pack_block)(const uint8_t *, size_t, uint8_t *) = w->type == GGML_TYPE_Q6_K   ? pack_q6_k_block
                                                              : w->type == GGML_TYPE_Q5_0 ? pack_q5_0_block
+                                                             : w->type == GGML_TYPE_Q8_0 ? pack_q8_0_block
                                                                                          : pack_q4_k_block;
     const uint8_t *src = static_cast<const uint8_t *>(file_data);
     uint8_t *out = static_cast<uint8_t *>(dst);

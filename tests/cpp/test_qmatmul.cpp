@@ -6,8 +6,8 @@
 //    ggml is checked to be close to it too);
 //  - batch invariance: a row's outputs are bitwise equal whether it is multiplied alone or among 2..11 rows, at any
 //    position in the batch, with 1, 2 or 3 threads;
-//  - the same for Q4_K, Q6_K and Q5_0 weights packed into the kernel's own layout (qmatmul_pack), where the CPU has
-//    that kernel.
+//  - the same for Q4_K, Q6_K, Q5_0 and Q8_0 weights packed into the kernel's own layout (qmatmul_pack), where the
+//    CPU has that kernel.
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -175,9 +175,11 @@ int main() {
         check_type(type, 768, rng, true);
         check_type(type, 256, rng, true);
     }
-    check_type(GGML_TYPE_Q5_0, 768, rng, true);
-    check_type(GGML_TYPE_Q5_0, 800, rng, true);  // an odd number of blocks is fine packed
-    check_type(GGML_TYPE_Q5_0, 32, rng, true);
+    for (ggml_type type : {GGML_TYPE_Q5_0, GGML_TYPE_Q8_0}) {
+        check_type(type, 768, rng, true);
+        check_type(type, 800, rng, true);  // an odd number of blocks is fine packed
+        check_type(type, 32, rng, true);
+    }
     // Types the kernel does not take are left to ggml.
     ggml_tensor f16{};
     f16.type = GGML_TYPE_F16;
