@@ -326,3 +326,23 @@ def test_packing_is_used(model: Any, kquant_path: Path) -> None:
     assert q6_k_bytes > 0 and any(t.tensor_type == Q6_K and int(t.shape[1]) % 16 for t in tensors)
     assert {Q5_0, Q8_0} <= {t.tensor_type for t in tensors}
     assert model.packed_bytes == q4_k_bytes * 2368 // (16 * 144) + q6_k_bytes + same_size
+
+
+def test_tied_output_is_packed(engine: Any, smollm2_path: Path) -> None:
+    """SmolLM2 multiplies by its token embeddings (Q8_0) for the logits: that matrix is packed too, while the
+    embedding lookup keeps the file's layout. Its Q4_1 matrices are packed as well."""
+    if not cpu_packs():
+        pytest.skip("packing needs AVX-512 (F, BW, VL); this CPU computes from the file layout")
+    if os.environ.get("ADADECODE_QMATMUL_PACK", "") in ("0", "off"):
+        pytest.skip("ADADECODE_QMATMUL_PACK turns packing off in this environment")
+    tensors = gguf.GGUFReader(smollm2_path).tensors
+    names = {t.name for t in tensors}
+    assert "output.weight" not in names  # tied
+    embd = next(t for t in tensors if t.name == "token_embd.weight")
+    assert embd.tensor_type == Q8_0
+    q4_1 = sum(int(t.n_bytes) for t in tensors if t.tensor_type == gguf.GGMLQuantizationType.Q4_1)
+    model = engine(smollm2_path, n_ctx=64, n_threads=2)
+    assert model.packed_bytes == q4_1 + int(embd.n_bytes)
+    # The lookup still reads the file layout: a prompt's logits come out as finite, spread values.
+    logits = model.logits(model.tokenize("The capital of France is"))
+    assert np.isfinite(logits).all() and float(logits.std()) > 1.0

@@ -90,6 +90,12 @@ constexpr size_t q6_k_packed_bytes = 3360;
 constexpr size_t q5_packed_masks = 32, q5_packed_qs = 96;
 constexpr size_t q5_0_packed_bytes = 352;
 
+// Q4_1 re-laid out the same way: the nibbles as Q5_0's, without fifth bits; each row's minimum times the activation
+// block's sum is added at the end. Per 16 rows and block of 32 values: f16 d[16] | f16 m[16] | qs[4 registers][row]
+// [4 bytes] as Q5_0's. Exactly the file's 16 x 20 bytes.
+constexpr size_t q4_1_packed_mins = 32, q4_1_packed_qs = 64;
+constexpr size_t q4_1_packed_bytes = 320;
+
 // Q8_0 re-laid out the same way. Weights are stored unsigned (u = q + 128, the sign bit flipped), as the unsigned
 // operand of the byte dot product; 128 times each activation block's sum comes off at the end. Per 16 rows and
 // block of 32 values: f16 d[16] | qs[8 registers][row][4 bytes]: register t holds values 4t..4t+3 of each row.
@@ -333,6 +339,16 @@ void pack_q5_0_block(const uint8_t *first_row, size_t row_bytes, uint8_t *out) {
         for (int t = 0; t < 4; ++t) std::memcpy(out + q5_packed_qs + 64 * t + 4 * r, block + 6 + 4 * t, 4);
     }
     std::memcpy(out + q5_packed_masks, masks, sizeof(masks));
+}
+
+// One block of 16 rows from the file layout into the packed one (see q4_1_packed_bytes).
+void pack_q4_1_block(const uint8_t *first_row, size_t row_bytes, uint8_t *out) {
+    for (int64_t r = 0; r < packed_rows; ++r) {
+        const uint8_t *block = first_row + r * row_bytes;
+        std::memcpy(out + 2 * r, block, 2);
+        std::memcpy(out + q4_1_packed_mins + 2 * r, block + 2, 2);
+        for (int t = 0; t < 4; ++t) std::memcpy(out + q4_1_packed_qs + 64 * t + 4 * r, block + 4 + 4 * t, 4);
+    }
 }
 
 // One block of 16 rows from the file layout into the packed one (see q8_0_packed_bytes).
@@ -665,12 +681,14 @@ const TypeKernels packed_tables_512[] = {
     {GGML_TYPE_Q6_K, q6_k_packed_bytes, 256, 8, ADADECODE_PACKED8(packed_q6_k_512)},
     {GGML_TYPE_Q5_0, q5_0_packed_bytes, 32, 8, ADADECODE_PACKED8(packed_q5_0_512)},
     {GGML_TYPE_Q8_0, q8_0_packed_bytes, 32, 8, ADADECODE_PACKED8(packed_q8_0_512)},
+    {GGML_TYPE_Q4_1, q4_1_packed_bytes, 32, 8, ADADECODE_PACKED8(packed_q4_1_512)},
 };
 const TypeKernels packed_tables_vnni[] = {
     {GGML_TYPE_Q4_K, q4_k_packed_bytes, 256, 8, ADADECODE_PACKED8(packed_q4_k_vnni)},
     {GGML_TYPE_Q6_K, q6_k_packed_bytes, 256, 8, ADADECODE_PACKED8(packed_q6_k_vnni)},
     {GGML_TYPE_Q5_0, q5_0_packed_bytes, 32, 8, ADADECODE_PACKED8(packed_q5_0_vnni)},
     {GGML_TYPE_Q8_0, q8_0_packed_bytes, 32, 8, ADADECODE_PACKED8(packed_q8_0_vnni)},
+    {GGML_TYPE_Q4_1, q4_1_packed_bytes, 32, 8, ADADECODE_PACKED8(packed_q4_1_vnni)},
 };
 #undef ADADECODE_PACKED8
 
@@ -830,6 +848,7 @@ void qmatmul_pack(const ggml_tensor *w, const void *file_data, void *dst) {
     void (*pack_block)(const uint8_t *, size_t, uint8_t *) = w->type == GGML_TYPE_Q6_K   ? pack_q6_k_block
                                                              : w->type == GGML_TYPE_Q5_0 ? pack_q5_0_block
                                                              : w->type == GGML_TYPE_Q8_0 ? pack_q8_0_block
+                                                             : w->type == GGML_TYPE_Q4_1 ? pack_q4_1_block
                                                                                          : pack_q4_k_block;
     const uint8_t *src = static_cast<const uint8_t *>(file_data);
     uint8_t *out = static_cast<uint8_t *>(dst);

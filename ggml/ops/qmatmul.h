@@ -31,13 +31,13 @@ ggml_tensor *qmatmul(ggml_context *ctx, ggml_tensor *w, ggml_tensor *x, ggml_ten
 // than the row's multiply-accumulates at this rate: the floor under the layer-parallel scheduler's batches.
 double qmatmul_peak_macs_per_second();
 
-// Packing: on AVX-512 CPUs, Q4_K, Q6_K, Q5_0 and Q8_0 weights multiply faster from layouts of our own that
+// Packing: on AVX-512 CPUs, Q4_K, Q6_K, Q5_0, Q8_0 and Q4_1 weights multiply faster from layouts of our own that
 // interleave 16 weight rows (Q4_K: about 1.5x for one row, 3 % larger than the file's layout; Q6_K: 2x for several
-// rows; Q5_0: 4-5x for one row or several; Q8_0: 1.8x for 4-8 rows; the last three the file's size exactly). The
-// model loader copies those weights into them once. qmatmul_packs(w): w can be packed here (one of those types, rows a multiple of 16, an AVX-512 kernel family
-// chosen, and ADADECODE_QMATMUL_PACK is not 0). qmatmul_pack
-// writes qmatmul_packed_size(w) bytes to dst from w's bytes in the file layout. Results are bitwise the same for any
-// batch, as with the file layout (but not equal to it).
+// rows; Q5_0: 4-5x for one row or several; Q8_0: 1.8x for 4-8 rows; all but Q4_K the file's size exactly). The
+// model loader copies those weights into them once. qmatmul_packs(w): w can be packed here (one of those types, rows a
+// multiple of 16, an AVX-512 kernel family chosen, and ADADECODE_QMATMUL_PACK is not 0). qmatmul_pack writes
+// qmatmul_packed_size(w) bytes to dst from w's bytes in the file layout. Results are bitwise the same for any batch, as
+// with the file layout (but not equal to it).
 bool qmatmul_packs(const ggml_tensor *w);
 size_t qmatmul_packed_size(const ggml_tensor *w);
 void qmatmul_pack(const ggml_tensor *w, const void *file_data, void *dst);

@@ -6,7 +6,7 @@
 //    ggml is checked to be close to it too);
 //  - batch invariance: a row's outputs are bitwise equal whether it is multiplied alone or among 2..11 rows, at any
 //    position in the batch, with 1, 2 or 3 threads;
-//  - the same for Q4_K, Q6_K, Q5_0 and Q8_0 weights packed into the kernel's own layout (qmatmul_pack), where the
+//  - the same for Q4_K, Q6_K, Q5_0, Q8_0 and Q4_1 weights packed into the kernel's own layout (qmatmul_pack), where the
 //    CPU has that kernel.
 #include <cmath>
 #include <cstdio>
@@ -175,7 +175,7 @@ int main() {
         check_type(type, 768, rng, true);
         check_type(type, 256, rng, true);
     }
-    for (ggml_type type : {GGML_TYPE_Q5_0, GGML_TYPE_Q8_0}) {
+    for (ggml_type type : {GGML_TYPE_Q5_0, GGML_TYPE_Q8_0, GGML_TYPE_Q4_1}) {
         check_type(type, 768, rng, true);
         check_type(type, 800, rng, true);  // an odd number of blocks is fine packed
         check_type(type, 32, rng, true);
