@@ -198,15 +198,12 @@ void request_huge_pages(void *base, size_t size) {
 }  // namespace
 
 void Model::pack_weights() {
-    std::vector<ggml_tensor *> candidates = matmul_weights();
-    // A tied output matrix (SmolLM2's; the Qwen2.5-Coder files have an output.weight of their own) is packed too:
-    // the packed copy serves the matmul while get_rows keeps reading the file's layout through the mapping. It is
-    // the largest matrix of most small models; a Q6_K one of 1536 x 151936 took 7.4 ms from the file layout and
-    // 4.1 ms packed (adadecode-kernelbench q6_k {0,1} 1536 151936 2).
-    if (output == tok_embd)
-        candidates.push_back(output);
-    std::vector<ggml_tensor *> weights;
-    for (ggml_tensor *t : candidates) {
+    // Every weight a pass multiplies, a tied output matrix (SmolLM2's) included: unlike ggml's repack, packing
+    // copies, so the embedding lookup keeps reading the file's layout through the mapping. The output matrix is the
+    // largest of most small models; a Q6_K one of 1536 x 151936 took 7.4 ms from the file layout and 4.1 ms packed
+    // (adadecode-kernelbench q6_k {0,1} 1536 151936 2).
+    std::vector<const ggml_tensor *> weights;
+    for (const ggml_tensor *t : pass_weights()) {
         if (qmatmul_packs(t))
             weights.push_back(t);
     }
@@ -216,7 +213,7 @@ void Model::pack_weights() {
     packed_ctx_ = ggml_init(params);
     if (!packed_ctx_)
         throw Error("cannot allocate the context of the packed weights");
-    for (ggml_tensor *t : weights) {
+    for (const ggml_tensor *t : weights) {
         ggml_tensor *p = ggml_new_tensor_1d(packed_ctx_, GGML_TYPE_I8, static_cast<int64_t>(qmatmul_packed_size(t)));
         ggml_format_name(p, "%s.packed", t->name);
         packed_[t] = p;
