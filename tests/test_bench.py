@@ -307,3 +307,39 @@ def test_llamacpp_greedy_parity_script(engine: Any, smollm2_path: Path, tmp_path
         if not row["match"]:
             at = row.get("at_mismatch_decode") or row["at_mismatch_forced"]
             assert at["ours_top2"][0]["id"] != at["llamacpp_top2"][0]["id"]
+
+
+def _load_check_disturbed() -> Any:
+    path = Path(__file__).resolve().parent.parent / "bench" / "check_disturbed.py"
+    spec = importlib.util.spec_from_file_location("check_disturbed", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_check_disturbed_flags_a_slowed_prompt_not_a_heavy_one() -> None:
+    # A run whose ngram timings follow one cost model (a pass 1 unit, an extra row 0.2) with a little noise; prompt 3
+    # carries far more rows per pass than the others (legitimately slow per pass), prompt 7 was slowed 2.5x.
+    check = _load_check_disturbed()
+    prompts = []
+    for i in range(20):
+        passes = 100 + 7 * i
+        two_row = passes * (i % 5) // 5
+        rows = [0, passes - two_row, two_row] if i != 3 else [0, 10, 0, 0, 0, 0, 0, 0, passes - 10]
+        extra = sum((r - 1) * n for r, n in enumerate(rows) if r > 0)
+        noise = 1.0 + 0.02 * ((i * 37) % 5 - 2)
+        seconds = 0.02 * (passes + 0.2 * extra) * noise * (2.5 if i == 7 else 1.0)
+        prompts.append(
+            {
+                "index": i,
+                "order": ["standard", "ngram"],
+                "systems": {
+                    "standard": {"decode_seconds": 0.02 * 256, "stats": {"rows_per_pass": [0, 256]}},
+                    "ngram": {"decode_seconds": seconds, "stats": {"rows_per_pass": rows}},
+                },
+            }
+        )
+    flagged = check.outliers({"prompts": prompts}, 5.0)
+    assert [(index, name) for index, name, _, _ in flagged] == [(7, "ngram")]
+    assert 2.2 < flagged[0][3] < 2.8
