@@ -4,7 +4,9 @@ Ctrl-D (status 0) and Ctrl-C (status 130), without a traceback."""
 
 from __future__ import annotations
 
+import functools
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,10 @@ def _spawn(smollm2_path: Path, *flags: str) -> Any:
     # One engine thread: on an oversubscribed CPU ggml's spinning barrier makes 2 threads far slower.
     args = ["-m", "adadecode", "chat", "-m", str(smollm2_path), "--heads", "auto", "-t", "1", "-c", "512", *flags]
     env = dict(os.environ, TERM="dumb")  # no terminal control sequences from readline in the transcript
-    child = pexpect.spawn(sys.executable, args, encoding="utf-8", timeout=120, env=env)
+    # A terminal delivers Ctrl-C to a chat whose SIGINT is at its default. A harness that started the tests in the
+    # background of a shell without job control has SIGINT ignored, and an ignored signal stays ignored across exec.
+    default_sigint = functools.partial(signal.signal, signal.SIGINT, signal.SIG_DFL)
+    child = pexpect.spawn(sys.executable, args, encoding="utf-8", timeout=120, env=env, preexec_fn=default_sigint)
     child.expect("Ctrl-D or /exit quits")
     child.expect("> ")
     return child

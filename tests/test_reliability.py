@@ -367,8 +367,11 @@ _SIGINT_SCRIPT = textwrap.dedent(
 
 def test_ctrl_c_during_generate(engine: Any, smollm2_path: Path) -> None:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    # SIGINT at its default in the child, as in a terminal, even when the tests run with it ignored (started in the
+    # background by a shell without job control: an ignored signal stays ignored across exec).
     proc = subprocess.Popen([sys.executable, "-c", _SIGINT_SCRIPT, str(smollm2_path)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+                            stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "ready"
     import time
