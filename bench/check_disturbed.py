@@ -43,6 +43,12 @@ def cost_model(points: list[tuple[float, float, float]]) -> tuple[float, float]:
     return (spy * see - sey * spe) / det, (spp * sey - spe * spy) / det
 
 
+def median_and_spread(values: list[float]) -> tuple[float, float]:
+    """The median and the robust standard deviation (1.4826 x the median absolute deviation)."""
+    median = statistics.median(values)
+    return median, 1.4826 * statistics.median(abs(v - median) for v in values)
+
+
 def relative_costs(doc: dict[str, Any], name: str) -> dict[int, float]:
     """Per prompt: log of its seconds against what the run's cost model predicts for its passes."""
     points: dict[int, tuple[float, float, float]] = {}
@@ -58,8 +64,7 @@ def relative_costs(doc: dict[str, Any], name: str) -> dict[int, float]:
     for _ in range(2):  # fit, drop the prompts far above the fit, fit again
         a, b = cost_model(list(kept.values()))
         logs = {i: math.log(y / max(1e-9, a * n + b * e)) for i, (n, e, y) in points.items()}
-        median = statistics.median(logs.values())
-        spread = 1.4826 * statistics.median(abs(v - median) for v in logs.values())
+        median, spread = median_and_spread(list(logs.values()))
         kept = {i: points[i] for i, v in logs.items() if spread == 0 or v - median < 3 * spread} or points
     return logs
 
@@ -72,8 +77,7 @@ def outliers(doc: dict[str, Any], z_limit: float) -> list[tuple[int, str, float,
         logs = relative_costs(doc, name)
         if len(logs) < 8:
             continue
-        median = statistics.median(logs.values())
-        spread = 1.4826 * statistics.median(abs(v - median) for v in logs.values())
+        median, spread = median_and_spread(list(logs.values()))
         for index, v in logs.items():
             z = (v - median) / spread if spread > 0 else 0.0
             if z > z_limit:
