@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Builds llama.cpp's own binaries (llama-bench, llama-completion, llama-speculative-simple, llama-server) from the
+# llama.cpp tree inside the llama-cpp-python sdist, outside the repository, for the anchors of the benchmarks.
+#   bash bench/build_llamacpp.sh [OUT_DIR]     (default ~/.cache/adadecode/llamacpp-bin; prints OUT_DIR/bin)
+# Tuned to this CPU (GGML_NATIVE) but with AMX off: some VMs advertise AMX in cpuid without letting a process use it.
+# Takes ~15-20 minutes on 2 cores; a finished build is reused.
+set -euo pipefail
+VERSION=${LLAMA_CPP_PYTHON_VERSION:-0.3.35}
+OUT=${1:-${ADADECODE_CACHE:-$HOME/.cache/adadecode}/llamacpp-bin}
+SRC="$OUT/src"
+TOOLS=(llama-bench llama-completion llama-speculative-simple llama-server)
+mkdir -p "$OUT"
+if [ ! -d "$SRC/llama_cpp_python-$VERSION" ]; then
+    mkdir -p "$SRC"
+    python3 -m pip download -q --no-deps --no-binary llama-cpp-python --no-build-isolation \
+        "llama-cpp-python==$VERSION" -d "$SRC" 2>&1 | { grep -v "is ignored" || true; }
+    tar -xzf "$SRC/llama_cpp_python-$VERSION.tar.gz" -C "$SRC"
+fi
+TREE="$SRC/llama_cpp_python-$VERSION/vendor/llama.cpp"
+cmake -S "$TREE" -B "$OUT/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DGGML_AMX_TILE=OFF \
+    -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DBUILD_SHARED_LIBS=OFF \
+    -DLLAMA_BUILD_TESTS=OFF >"$OUT/cmake.log"
+cmake --build "$OUT/build" --parallel "${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" --target "${TOOLS[@]}" >"$OUT/build.log"
+mkdir -p "$OUT/bin"
+for tool in "${TOOLS[@]}"; do cp "$OUT/build/bin/$tool" "$OUT/bin/"; done
+echo "$OUT/bin"
