@@ -294,11 +294,18 @@ DecodeResult Decoder::generate(const std::vector<int32_t> &prompt, const DecodeO
         if (emitted_early) continue;
 
         // x reached the top, and every pending row with it: pass.logits holds their final-layer logits in order.
-        const float *final_logits = pass.logits.data();
+        float *final_logits = pass.logits.data();
+        auto process = [&](size_t row) {
+            if (opt.logits_processor) {
+                const int pos = static_cast<int>(seq.size()) - 1 - static_cast<int>(pending.size() - row);
+                opt.logits_processor(seq.data(), pos + 1, final_logits + row * static_cast<size_t>(n_vocab));
+            }
+        };
         int32_t correction = -1;
         size_t n_kept = 0;
         for (; n_kept < pending.size(); ++n_kept) {
             const PendingRow &row = pending[n_kept];
+            process(n_kept);
             const float *row_logits = final_logits + n_kept * static_cast<size_t>(n_vocab);
             ++st.n_verified;
             bool accepted;
@@ -357,6 +364,7 @@ DecodeResult Decoder::generate(const std::vector<int32_t> &prompt, const DecodeO
             keep_going = emit(correction, final_logits + n_kept * static_cast<size_t>(n_vocab));
             seq.push_back(correction);
         } else if (keep_going) {
+            process(pending.size());
             const float *x_logits = final_logits + pending.size() * static_cast<size_t>(n_vocab);
             const int32_t next_token = sampler.sample(x_logits, n_vocab);
             keep_going = emit(next_token, x_logits);

@@ -15,6 +15,12 @@
 
 namespace adadecode {
 
+// Rewrites the final-layer logits of one position in place before the token after it is chosen or verified:
+// penalties, logit bias, grammar masks. `context` holds every token up to and including that position, so the
+// processor sees the same context for a row whether it is verified in a batch or decoded alone, and every mode
+// chooses from the same processed distribution. It may throw to abort the generation.
+using LogitsProcessor = std::function<void(const int32_t *context, int n_context, float *logits)>;
+
 struct DecodeOptions {
     int max_tokens = 128;
     SamplingParams sampling;
@@ -30,7 +36,8 @@ struct DecodeOptions {
     int n_batch = 512;               // prefill chunk
     // When set, receives for every generated token the final-layer logits it was chosen from (n_vocab floats
     // each, in order): the parity tests compare these bitwise between decoding modes.
-    std::vector<float> *record_logits = nullptr;
+    std::vector<float> *record_logits = nullptr;  // after logits_processor
+    LogitsProcessor logits_processor;             // empty: none
 };
 
 struct DecodeStats {

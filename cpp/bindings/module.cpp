@@ -125,7 +125,8 @@ PYBIND11_MODULE(_core, m) {
             [](Engine &e, const std::vector<int64_t> &prompt, int max_tokens, float temperature, int top_k, float top_p,
                float min_p, uint64_t seed, bool layer_parallel, float gamma, int max_pending,
                const std::vector<int> &active_exits, const std::function<bool(int, const std::string &)> &callback,
-               bool return_logits, bool ngram, int ngram_max_draft, bool adaptive_exits) {
+               bool return_logits, bool ngram, int ngram_max_draft, bool adaptive_exits,
+               const py::object &logits_processor) {
                 DecodeOptions o;
                 o.max_tokens = max_tokens;
                 o.sampling.temperature = temperature;
@@ -146,6 +147,20 @@ PYBIND11_MODULE(_core, m) {
                 const std::vector<int32_t> ids = to_ids(prompt);
                 StreamDecoder text(e.vocab(), false);
                 std::exception_ptr callback_error;
+                const int n_vocab = e.hparams().n_vocab;
+                if (!logits_processor.is_none()) {
+                    // processor(context ids, logits) edits the logits in place; both arrays are views, valid only
+                    // during the call. An exception aborts the generation and is raised from generate().
+                    o.logits_processor = [&](const int32_t *context, int n_context, float *logits) {
+                        py::gil_scoped_acquire acquire;
+                        py::capsule no_owner(logits, [](void *) {});
+                        py::array_t<int32_t> context_view({n_context}, {sizeof(int32_t)}, context, no_owner);
+                        py::array_t<float> logits_view({n_vocab}, {sizeof(float)}, logits, no_owner);
+                        reinterpret_cast<py::detail::PyArray_Proxy *>(context_view.ptr())->flags &=
+                            ~py::detail::npy_api::NPY_ARRAY_WRITEABLE_;
+                        logits_processor(context_view, logits_view);
+                    };
+                }
                 DecodeResult r;
                 {
                     py::gil_scoped_release release;
@@ -180,6 +195,7 @@ PYBIND11_MODULE(_core, m) {
             py::arg("gamma") = 0.75f, py::arg("max_pending") = 5, py::arg("active_exits") = std::vector<int>{},
             py::arg("callback") = nullptr, py::arg("return_logits") = false, py::arg("ngram") = false,
             py::arg("ngram_max_draft") = NgramOptions().max_draft, py::arg("adaptive_exits") = true,
+            py::arg("logits_processor") = py::none(),
             "Generate after the prompt ids; callback(token, text_piece) -> bool is called for each verified token.")
         .def(
             "hidden_states",

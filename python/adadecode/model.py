@@ -6,7 +6,7 @@ import os
 import sys
 import threading
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +17,9 @@ from . import _core
 Error = _core.Error
 
 MODES = ("standard", "adadecode", "ngram", "adadecode+ngram")
+
+# (context ids up to and including a position, that position's final-layer logits to edit in place) -> None
+LogitsProcessor = Callable[[np.ndarray, np.ndarray], None]
 
 
 def peak_rss_mib() -> float | None:
@@ -211,6 +214,7 @@ class Model:
         exit_layers: Sequence[int] | None = None,
         max_draft: int | None = None,
         adaptive_exits: bool = True,
+        logits_processor: LogitsProcessor | None = None,
     ) -> Iterator[str]:
         """Yield the generated text piece by piece (only verified tokens); the full result is then in
         `self.last_generation`."""
@@ -224,7 +228,7 @@ class Model:
             try:
                 gen = self.generate(
                     prompt, max_tokens, temperature, top_k, top_p, min_p, seed, stop, mode, gamma, max_pending,
-                    exit_layers, max_draft=max_draft, adaptive_exits=adaptive_exits,
+                    exit_layers, max_draft=max_draft, adaptive_exits=adaptive_exits, logits_processor=logits_processor,
                     _on_text=lambda piece: (pieces.put(("piece", piece)), not cancelled.is_set())[1],
                 )
                 pieces.put(("done", gen))
@@ -274,6 +278,7 @@ class Model:
         adaptive_exits: bool = True,
         _on_text: Any = None,
         return_logits: bool = False,
+        logits_processor: LogitsProcessor | None = None,
     ) -> Generation:
         """Generate up to `max_tokens` tokens after `prompt` (text or token ids).
 
@@ -284,6 +289,10 @@ class Model:
         `adaptive_exits` lets an exit layer sit out while its early tokens fail verification too often to pay
         (False: every exit layer always checks, as the parity tests' adversarial heads need).
         `stop` strings end generation; the text is cut before the stop string.
+        `logits_processor(context, logits)` edits the final-layer logits of a position in place (``context``: the
+        int32 ids up to and including it; ``logits``: float32 [n_vocab]) before the next token is chosen or a
+        provisional one verified; every mode then chooses from the processed distribution, so the output stays
+        the same in every mode. Both arrays are only valid during the call.
         """
         ids = self._prompt_ids(prompt)
         resolved_mode = self._resolve_mode(mode)
@@ -361,7 +370,8 @@ class Model:
             out = self._engine.generate(
                 ids, max_tokens, float(temperature), int(top_k), float(top_p), float(min_p), int(seed),
                 resolved_mode.startswith("adadecode"), g, k, layers, on_token, return_logits,
-                ngram=resolved_mode.endswith("ngram"), adaptive_exits=bool(adaptive_exits), **draft_options,
+                ngram=resolved_mode.endswith("ngram"), adaptive_exits=bool(adaptive_exits),
+                logits_processor=logits_processor, **draft_options,
             )  # fmt: skip
         finally:
             self._generating.release()
