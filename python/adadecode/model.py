@@ -228,7 +228,8 @@ class Model:
             try:
                 gen = self.generate(
                     prompt, max_tokens, temperature, top_k, top_p, min_p, seed, stop, mode, gamma, max_pending,
-                    exit_layers, max_draft=max_draft, adaptive_exits=adaptive_exits, logits_processor=logits_processor,
+                    exit_layers, max_draft=max_draft, adaptive_exits=adaptive_exits,
+                    logits_processor=logits_processor,
                     _on_text=lambda piece: (pieces.put(("piece", piece)), not cancelled.is_set())[1],
                 )
                 pieces.put(("done", gen))
