@@ -195,6 +195,11 @@ ggml_tensor *Forward::build_norm_output(ggml_context *ctx, ggml_tensor *x, ggml_
     return matmul(ctx, out_matrix, cur);
 }
 
+ModelDims Forward::dims() const {
+    const HParams &hp = model_.hparams();
+    return ModelDims{hp.n_layer, hp.n_embd, hp.n_vocab};
+}
+
 void Forward::run(const PassRequest &req, PassResult *out) {
     const HParams &hp = model_.hparams();
     const int n = req.n_rows;

@@ -141,8 +141,14 @@ void ExitHeads::load(const Model &model) {
         }
         ggml_backend_tensor_set(subset, bytes.data(), 0, bytes.size());
     }
+    // A check reads the head's transform and output rows: its cost next to a one-row pass is about their bytes next
+    // to the model's (decoding streams the weights).
+    size_t model_bytes = 0;
+    for (const ggml_tensor *w : model.pass_weights()) model_bytes += ggml_nbytes(w);
     for (auto &[t, info] : transforms) {
         heads_.push_back(HeadWeights{t, subset ? subset : model.output});
+        check_cost_.push_back(static_cast<double>(ggml_nbytes(t) + ggml_nbytes(heads_.back().output_rows)) /
+                              static_cast<double>(model_bytes));
     }
 }
 
