@@ -5,11 +5,13 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "ggml-alloc.h"
 #include "ggml-backend.h"
+#include "ggml-cpp.h"
 #include "ggml-cpu.h"
 #include "kv_cache.h"
 #include "model.h"
@@ -23,7 +25,6 @@ public:
     // it supports the type, instead of ggml's mul_mat. Off only to measure ggml's kernels side by side. A model on
     // a device runs on that device's backend with ggml's kernels.
     Forward(const Model &model, KvCache &cache, int n_threads, bool own_matmul = true);
-    ~Forward() override;
     Forward(const Forward &) = delete;
     Forward &operator=(const Forward &) = delete;
 
@@ -32,12 +33,12 @@ public:
     void run(const PassRequest &req, PassResult *out) override;
     void truncate(int n_positions) override { cache_.truncate(n_positions); }
     int n_threads() const { return n_threads_; }
-    ggml_backend_t backend() const { return backend_; }
+    ggml_backend_t backend() const { return backend_.get(); }
     // Lets the CPU worker threads sleep now instead of spinning a while for the next graph (the next pass wakes
     // them): for measuring several Forwards in one process, whose spinning workers would share the cores.
     void pause_threads() const {
         if (threadpool_)
-            ggml_threadpool_pause(threadpool_);
+            ggml_threadpool_pause(threadpool_.get());
     }
 
 private:
@@ -49,7 +50,7 @@ private:
     struct GraphSlot {
         std::vector<uint8_t> memory;  // the ggml context of the graph
         size_t n_nodes = 0;
-        ggml_gallocr_t allocator = nullptr;
+        ggml_gallocr_ptr allocator;
         std::string structure;  // of the graph the allocator last planned for
     };
     static std::string structure_of(const PassRequest &req);  // equal for passes that build the same graph
@@ -64,8 +65,11 @@ private:
     bool device_decode_ = false;
     ggml_tensor *kv_rows_in_ = nullptr;
     ggml_tensor *v_index_in_ = nullptr;
-    ggml_backend_t backend_ = nullptr;
-    ggml_threadpool_t threadpool_ = nullptr;
+    struct ThreadpoolDeleter {
+        void operator()(ggml_threadpool_t pool) const { ggml_threadpool_free(pool); }
+    };
+    std::unique_ptr<ggml_threadpool, ThreadpoolDeleter> threadpool_;  // outlives the backend that uses it
+    ggml_backend_ptr backend_;
     std::map<std::string, GraphSlot> slots_;
     std::vector<float> mask_;
     std::vector<int32_t> positions_;

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "ggml-cpp.h"
 #include "model.h"
 #include "pass_runner.h"
 
@@ -15,7 +16,6 @@ class ExitHeads : public HeadSet {
 public:
     // Reads `path` and checks it against `model` (architecture, depth, width, vocabulary, layer range).
     ExitHeads(const std::string &path, const Model &model);
-    ~ExitHeads() override;
     ExitHeads(const ExitHeads &) = delete;
     ExitHeads &operator=(const ExitHeads &) = delete;
 
@@ -28,7 +28,6 @@ public:
 
 private:
     void load(const Model &model);
-    void release();
 
     std::string path_;
     std::vector<int> layers_;
@@ -36,8 +35,8 @@ private:
     std::vector<int32_t> vocab_;
     int head_vocab_ = 0;
     std::vector<double> check_cost_;
-    ggml_context *ctx_ = nullptr;
-    ggml_backend_buffer_t buffer_ = nullptr;
+    ggml_context_ptr ctx_;
+    ggml_backend_buffer_ptr buffer_;
 };
 
 }  // namespace adadecode
