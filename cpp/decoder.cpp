@@ -332,7 +332,9 @@ bool Generation::commit(const Verdict &verdict) {
     const float *logits = pass_.logits.data();
     const size_t n_vocab = static_cast<size_t>(dims_.n_vocab);
     bool keep_going = true;
-    for (size_t i = 0; i < verdict.kept && keep_going; ++i) keep_going = emit(pending_[i].successor, logits + i * n_vocab);
+    for (size_t i = 0; i < verdict.kept && keep_going; ++i) {
+        keep_going = emit(pending_[i].successor, logits + i * n_vocab);
+    }
     if (keep_going && verdict.rejected()) {
         // Positions after the mismatch are void in every layer; decoding resumes right after it.
         ++result_.stats.n_rollbacks;

@@ -17,7 +17,8 @@ int RowSource::draft_number() const {
 }
 
 int PendingRows::count_heads() const {
-    return static_cast<int>(std::count_if(rows_.begin(), rows_.end(), [](const PendingRow &r) { return r.source.is_head(); }));
+    auto is_head = [](const PendingRow &r) { return r.source.is_head(); };
+    return static_cast<int>(std::count_if(rows_.begin(), rows_.end(), is_head));
 }
 
 int PendingRows::count_drafts() const { return static_cast<int>(rows_.size()) - count_heads(); }
@@ -34,7 +35,9 @@ size_t PendingRows::first_at(int layer) const {
 
 void PendingRows::gather_hidden(size_t first, const std::vector<float> &x_hidden, std::vector<float> *out) const {
     out->clear();
-    for (size_t i = first; i < rows_.size(); ++i) out->insert(out->end(), rows_[i].hidden.begin(), rows_[i].hidden.end());
+    for (size_t i = first; i < rows_.size(); ++i) {
+        out->insert(out->end(), rows_[i].hidden.begin(), rows_[i].hidden.end());
+    }
     out->insert(out->end(), x_hidden.begin(), x_hidden.end());
 }
 

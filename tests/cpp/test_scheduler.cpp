@@ -75,7 +75,8 @@ private:
 class ToyRunner : public PassRunner {
 public:
     ToyRunner(int n_ctx, const ToyHeads *heads)
-        : n_ctx_(n_ctx), heads_(heads), kv_(n_layer, std::vector<int64_t>(n_ctx)), filled_(n_layer, 0), tokens_(n_ctx) {}
+        : n_ctx_(n_ctx), heads_(heads), kv_(n_layer, std::vector<int64_t>(n_ctx)), filled_(n_layer, 0),
+          tokens_(n_ctx) {}
 
     ModelDims dims() const override { return ModelDims{n_layer, 2, n_vocab}; }
     int n_ctx() const override { return n_ctx_; }

@@ -118,7 +118,8 @@ int main() {
     // q equal to p: always kept.
     {
         Sampler sampler(plain_sampling(5));
-        const Verdict v = verify({ProvisionalToken{4, &target}}, [&](size_t) { return logits.data(); }, n_vocab, sampler);
+        const Verdict v =
+            verify({ProvisionalToken{4, &target}}, [&](size_t) { return logits.data(); }, n_vocab, sampler);
         CHECK(v.kept == 1);
     }
     // The test has power: the proposals themselves (what an accept-everything rule would emit) fail it.
