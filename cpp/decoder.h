@@ -2,97 +2,30 @@
 // same scheduler; standard decoding is the case with no active exit layers.
 #pragma once
 
-#include <algorithm>
 #include <cstdint>
-#include <functional>
-#include <string>
 #include <vector>
 
-#include "forward.h"
-#include "heads.h"
-#include "ngram_draft.h"
-#include "sampler.h"
+#include "options.h"
+#include "pass_runner.h"
 
 namespace adadecode {
 
-// Rewrites the final-layer logits of one position in place before the token after it is chosen or verified:
-// penalties, logit bias, grammar masks. `context` holds every token up to and including that position, so the
-// processor sees the same context for a row whether it is verified in a batch or decoded alone, and every mode
-// chooses from the same processed distribution. It may throw to abort the generation.
-using LogitsProcessor = std::function<void(const int32_t *context, int n_context, float *logits)>;
-
-struct DecodeOptions {
-    int max_tokens = 128;
-    SamplingParams sampling;
-    bool layer_parallel = false;     // needs exit heads
-    float gamma = 0.75f;             // head confidence needed to emit a token early
-    int max_pending = 5;             // tokens whose upper layers may be deferred at once
-    std::vector<int> active_exits;   // subset of the heads' exit layers; empty = all
-    bool adaptive_exits = true;      // exit layers whose early tokens fail verification too often sit out
-                                     // (ExitPolicy), and heads wait while a prompt-lookup draft is in flight;
-                                     // false: every active exit layer always checks
-    bool ngram = false;              // prompt-lookup drafts enter at layer 0 (works with or without heads)
-    NgramOptions ngram_options;
-    int n_batch = 512;               // prefill chunk
-    // When set, receives for every generated token the final-layer logits it was chosen from (n_vocab floats
-    // each, in order): the parity tests compare these bitwise between decoding modes.
-    std::vector<float> *record_logits = nullptr;  // after logits_processor
-    LogitsProcessor logits_processor;             // empty: none
-};
-
-struct DecodeStats {
-    int n_prompt = 0;
-    int n_generated = 0;
-    double prefill_seconds = 0.0;
-    double decode_seconds = 0.0;
-    int n_passes = 0;                        // batched layer-range passes during decoding
-    std::vector<int> rows_per_pass;          // histogram: rows_per_pass[r] = passes over r rows
-    std::vector<int> exit_layers;            // active exit layers
-    std::vector<int> early_per_layer;        // tokens emitted early at each active exit layer
-    std::vector<int> accepted_per_layer;     // ... of which verification accepted
-    int ngram_drafts = 0;                    // prompt-lookup drafts made
-    int ngram_drafted = 0;                   // tokens they proposed
-    int ngram_accepted = 0;                  // ... of which verification accepted
-    int n_verified = 0;                      // provisional tokens (early or drafted) checked against the final layer
-    int n_accepted = 0;
-    int n_rollbacks = 0;
-
-    double tokens_per_second() const { return decode_seconds > 0 ? n_generated / decode_seconds : 0.0; }
-    double accept_rate() const { return n_verified ? static_cast<double>(n_accepted) / n_verified : 0.0; }
-    // Share of the generated tokens that an exit head (resp. a prompt-lookup draft) produced.
-    double early_exit_fraction() const { return fraction(n_accepted - ngram_accepted); }
-    double ngram_fraction() const { return fraction(ngram_accepted); }
-
-private:
-    double fraction(int n) const { return n_generated ? std::min(1.0, static_cast<double>(n) / n_generated) : 0.0; }
-};
-
-struct DecodeResult {
-    std::vector<int32_t> tokens;  // generated tokens, without the end-of-generation token
-    std::string finish_reason;    // "stop" (end of generation or the callback said stop) or "length"
-    DecodeStats stats;
-};
-
-// Receives each verified token in order; returns false to stop generating.
-using TokenCallback = std::function<bool(int32_t token)>;
-// Tells whether a token ends generation (end-of-sequence, end-of-turn ...).
-using EndOfGeneration = std::function<bool(int32_t token)>;
+// Runs `tokens` through every layer into the KV cache from position `pos0`, `n_batch` rows per pass; `last`
+// receives the last pass's result (with `logits` as asked).
+void prefill(PassRunner &runner, const int32_t *tokens, int n, int pos0, int n_batch, PassRequest::Logits logits,
+             PassResult *last);
 
 class Decoder {
 public:
-    Decoder(const Model &model, KvCache &cache, Forward &forward, const ExitHeads *heads);
+    // `heads` may be null (then only standard decoding and prompt-lookup drafts are possible).
+    Decoder(PassRunner &runner, const HeadSet *heads);
 
     DecodeResult generate(const std::vector<int32_t> &prompt, const DecodeOptions &options,
                           const EndOfGeneration &is_eog, const TokenCallback &on_token);
 
-    // Runs `tokens` through every layer into the KV cache from position `pos0`, `n_batch` rows per pass.
-    void prefill(const int32_t *tokens, int n, int pos0, int n_batch, PassRequest::Logits logits, PassResult *last);
-
 private:
-    const Model &model_;
-    KvCache &cache_;
-    Forward &forward_;
-    const ExitHeads *heads_;
+    PassRunner &runner_;
+    const HeadSet *heads_;
 };
 
 }  // namespace adadecode

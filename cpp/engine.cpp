@@ -1,8 +1,14 @@
 #include "engine.h"
 
+#include <functional>
 #include <thread>
 
+#include "decoder.h"
 #include "device.h"
+#include "forward.h"
+#include "heads.h"
+#include "kv_cache.h"
+#include "model.h"
 #include "vocab.h"
 
 namespace adadecode {
@@ -11,75 +17,93 @@ namespace {
 constexpr int teacher_forcing_batch = 512;
 }
 
-Engine::Engine(const std::string &model_path, const EngineOptions &options) {
+struct Engine::Impl {
+    void check_ids(const std::vector<int32_t> &ids) const;
+    // Runs `ids` through every layer from position 0 in batches shaped like `request`; the cache is left empty.
+    void teacher_force(const std::vector<int32_t> &ids, PassRequest request,
+                       const std::function<void(size_t start, int rows, const PassResult &)> &consume);
+
+    std::unique_ptr<Model> model;
+    std::unique_ptr<Vocab> vocab;
+    std::unique_ptr<KvCache> cache;
+    std::unique_ptr<Forward> forward;
+    std::unique_ptr<ExitHeads> heads;
+    std::unique_ptr<Decoder> decoder;
+};
+
+Engine::Engine(const std::string &model_path, const EngineOptions &options) : impl_(std::make_unique<Impl>()) {
     if (options.n_ctx <= 0) throw Error("n_ctx must be positive, got " + std::to_string(options.n_ctx));
     if (options.n_threads < 0) throw Error("n_threads must be >= 1 (or 0 for all cores), got " +
                                            std::to_string(options.n_threads));
     const int n_threads = options.n_threads > 0
                               ? options.n_threads
                               : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
-    model_ = std::make_unique<Model>(model_path, options.repack, find_device(options.device));
-    vocab_ = Vocab::from_gguf(model_->file());
-    if (vocab_->n_tokens() > model_->hparams().n_vocab) {
-        throw Error("'" + model_path + "': the tokenizer has " + std::to_string(vocab_->n_tokens()) +
-                    " tokens but the output layer only " + std::to_string(model_->hparams().n_vocab));
+    impl_->model = std::make_unique<Model>(model_path, options.repack, find_device(options.device));
+    impl_->vocab = Vocab::from_gguf(impl_->model->file());
+    if (impl_->vocab->n_tokens() > hparams().n_vocab) {
+        throw Error("'" + model_path + "': the tokenizer has " + std::to_string(impl_->vocab->n_tokens()) +
+                    " tokens but the output layer only " + std::to_string(hparams().n_vocab));
     }
-    cache_ = std::make_unique<KvCache>(*model_, options.n_ctx);
-    forward_ = std::make_unique<Forward>(*model_, *cache_, n_threads);
-    decoder_ = std::make_unique<Decoder>(*model_, *cache_, *forward_, nullptr);
+    impl_->cache = std::make_unique<KvCache>(*impl_->model, options.n_ctx);
+    impl_->forward = std::make_unique<Forward>(*impl_->model, *impl_->cache, n_threads);
+    impl_->decoder = std::make_unique<Decoder>(*impl_->forward, nullptr);
     if (!options.heads_path.empty()) load_heads(options.heads_path);
 }
 
 Engine::~Engine() = default;
 
-const HParams &Engine::hparams() const { return model_->hparams(); }
-int Engine::n_ctx() const { return cache_->n_ctx(); }
-int Engine::n_threads() const { return forward_->n_threads(); }
+const HParams &Engine::hparams() const { return impl_->model->hparams(); }
+const Vocab &Engine::vocab() const { return *impl_->vocab; }
+const Model &Engine::model() const { return *impl_->model; }
+const ExitHeads *Engine::heads() const { return impl_->heads.get(); }
+int Engine::n_ctx() const { return impl_->cache->n_ctx(); }
+int Engine::n_threads() const { return impl_->forward->n_threads(); }
 std::string Engine::device() const {
-    return model_->device() ? ggml_backend_dev_name(model_->device()) : "CPU (mapped file)";
+    const Model &m = *impl_->model;
+    return m.device() ? ggml_backend_dev_name(m.device()) : "CPU (mapped file)";
 }
 
 void Engine::load_heads(const std::string &path) {
-    auto heads = std::make_unique<ExitHeads>(path, *model_);
-    decoder_ = std::make_unique<Decoder>(*model_, *cache_, *forward_, heads.get());
-    heads_ = std::move(heads);
+    auto heads = std::make_unique<ExitHeads>(path, *impl_->model);
+    impl_->decoder = std::make_unique<Decoder>(*impl_->forward, heads.get());
+    impl_->heads = std::move(heads);
 }
 
 DecodeResult Engine::generate(const std::vector<int32_t> &prompt, const DecodeOptions &options,
                               const TokenCallback &on_token) {
-    const Vocab &vocab = *vocab_;
-    return decoder_->generate(prompt, options, [&vocab](int32_t t) { return vocab.is_eog(t); }, on_token);
+    const Vocab &vocab = *impl_->vocab;
+    return impl_->decoder->generate(prompt, options, [&vocab](int32_t t) { return vocab.is_eog(t); }, on_token);
 }
 
-void Engine::check_ids(const std::vector<int32_t> &ids) const {
+void Engine::Impl::check_ids(const std::vector<int32_t> &ids) const {
     if (ids.empty()) throw Error("no token ids given");
-    if (static_cast<int>(ids.size()) > cache_->n_ctx()) {
+    if (static_cast<int>(ids.size()) > cache->n_ctx()) {
         throw Error(std::to_string(ids.size()) + " tokens do not fit in the context of " +
-                    std::to_string(cache_->n_ctx()));
+                    std::to_string(cache->n_ctx()));
     }
     for (int32_t id : ids) {
-        if (id < 0 || id >= hparams().n_vocab) {
+        if (id < 0 || id >= model->hparams().n_vocab) {
             throw Error("invalid token id " + std::to_string(id) + " (vocabulary size " +
-                        std::to_string(hparams().n_vocab) + ")");
+                        std::to_string(model->hparams().n_vocab) + ")");
         }
     }
 }
 
-void Engine::teacher_force(const std::vector<int32_t> &ids, PassRequest request,
+void Engine::Impl::teacher_force(const std::vector<int32_t> &ids, PassRequest request,
                            const std::function<void(size_t start, int rows, const PassResult &)> &consume) {
     check_ids(ids);
-    cache_->clear();
+    cache->clear();
     PassResult pass;
     for (size_t start = 0; start < ids.size(); start += teacher_forcing_batch) {
-        request.layer_end = hparams().n_layer;
+        request.layer_end = model->hparams().n_layer;
         request.pos0 = static_cast<int>(start);
         request.n_rows = static_cast<int>(std::min<size_t>(teacher_forcing_batch, ids.size() - start));
         request.tokens = ids.data() + start;
         request.prompt = true;
-        forward_->run(request, &pass);
+        forward->run(request, &pass);
         consume(start, request.n_rows, pass);
     }
-    cache_->clear();
+    cache->clear();
 }
 
 std::vector<float> Engine::hidden_states(const std::vector<int32_t> &ids, const std::vector<int> &layers) {
@@ -94,7 +118,7 @@ std::vector<float> Engine::hidden_states(const std::vector<int32_t> &ids, const 
     for (int l : layers) {
         if (l > 0) request.capture_layers.push_back(l);
     }
-    teacher_force(ids, request, [&](size_t start, int rows, const PassResult &pass) {
+    impl_->teacher_force(ids, request, [&](size_t start, int rows, const PassResult &pass) {
         size_t captured = 0;
         for (size_t li = 0; li < layers.size(); ++li) {
             float *dst = out.data() + (li * n + start) * d;
@@ -104,7 +128,7 @@ std::vector<float> Engine::hidden_states(const std::vector<int32_t> &ids, const 
                 continue;
             }
             // Layer 0 is the token embedding itself.
-            model_->embed(ids.data() + start, rows, dst);
+            impl_->model->embed(ids.data() + start, rows, dst);
         }
     });
     return out;
@@ -115,7 +139,7 @@ std::vector<float> Engine::logits(const std::vector<int32_t> &ids) {
     std::vector<float> out(ids.size() * v);
     PassRequest request;
     request.logits = PassRequest::Logits::all;
-    teacher_force(ids, request, [&](size_t start, int, const PassResult &pass) {
+    impl_->teacher_force(ids, request, [&](size_t start, int, const PassResult &pass) {
         std::copy(pass.logits.begin(), pass.logits.end(), out.begin() + start * v);
     });
     return out;

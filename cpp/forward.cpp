@@ -40,28 +40,22 @@ Forward::Forward(const Model &model, KvCache &cache, int n_threads, bool own_mat
     }
     if (model.device()) {
         own_matmul_ = false;
-        backend_ = ggml_backend_dev_init(model.device(), nullptr);
+        backend_.reset(ggml_backend_dev_init(model.device(), nullptr));
     } else {
-        backend_ = ggml_backend_cpu_init();
+        backend_.reset(ggml_backend_cpu_init());
     }
     if (!backend_) {
         throw Error(std::string("cannot initialise the ggml backend of ") +
                     (model.device() ? ggml_backend_dev_name(model.device()) : "the CPU"));
     }
-    if (ggml_backend_is_cpu(backend_)) {
+    if (ggml_backend_is_cpu(backend_.get())) {
         // A persistent thread pool: ggml would otherwise start and join threads for every graph, and the
         // layer-parallel scheduler runs several small graphs per token.
         ggml_threadpool_params tp = ggml_threadpool_params_default(n_threads);
-        threadpool_ = ggml_threadpool_new(&tp);
-        ggml_backend_cpu_set_n_threads(backend_, n_threads);
-        ggml_backend_cpu_set_threadpool(backend_, threadpool_);
+        threadpool_.reset(ggml_threadpool_new(&tp));
+        ggml_backend_cpu_set_n_threads(backend_.get(), n_threads);
+        ggml_backend_cpu_set_threadpool(backend_.get(), threadpool_.get());
     }
-}
-
-Forward::~Forward() {
-    for (auto &[key, slot] : slots_) ggml_gallocr_free(slot.allocator);
-    ggml_backend_free(backend_);
-    if (threadpool_) ggml_threadpool_free(threadpool_);
 }
 
 std::string Forward::structure_of(const PassRequest &req) {
@@ -79,12 +73,9 @@ Forward::GraphSlot &Forward::slot_for(const PassRequest &req, const std::string 
     const std::string key = !model_.device() ? "" : req.prompt ? "prompt" : structure;
     auto found = slots_.find(key);
     if (found == slots_.end()) {
-        if (slots_.size() >= max_graph_slots) {
-            for (auto &[k, slot] : slots_) ggml_gallocr_free(slot.allocator);
-            slots_.clear();
-        }
+        if (slots_.size() >= max_graph_slots) slots_.clear();
         found = slots_.emplace(key, GraphSlot{}).first;
-        found->second.allocator = ggml_gallocr_new(ggml_backend_get_default_buffer_type(backend_));
+        found->second.allocator.reset(ggml_gallocr_new(ggml_backend_get_default_buffer_type(backend_.get())));
     }
     GraphSlot &slot = found->second;
     const size_t n_nodes = graph_size_for(req.layer_end - req.layer_begin + 1, device_decode_ ? req.n_rows : 1);
@@ -195,6 +186,11 @@ ggml_tensor *Forward::build_norm_output(ggml_context *ctx, ggml_tensor *x, ggml_
     return matmul(ctx, out_matrix, cur);
 }
 
+ModelDims Forward::dims() const {
+    const HParams &hp = model_.hparams();
+    return ModelDims{hp.n_layer, hp.n_embd, hp.n_vocab};
+}
+
 void Forward::run(const PassRequest &req, PassResult *out) {
     const HParams &hp = model_.hparams();
     const int n = req.n_rows;
@@ -243,7 +239,8 @@ void Forward::run(const PassRequest &req, PassResult *out) {
     params.mem_size = slot.memory.size();
     params.mem_buffer = slot.memory.data();
     params.no_alloc = true;
-    ggml_context *ctx = ggml_init(params);
+    const ggml_context_ptr graph_ctx(ggml_init(params));
+    ggml_context *ctx = graph_ctx.get();
     ggml_cgraph *gf = ggml_new_graph_custom(ctx, slot.n_nodes, false);
 
     ggml_tensor *tokens_in = nullptr, *hidden_in = nullptr, *x = nullptr;
@@ -309,14 +306,12 @@ void Forward::run(const PassRequest &req, PassResult *out) {
     // plan by position, so a graph of another structure with the same node and input counts would get another's
     // plan. Re-plan whenever the structure changes.
     if (slot.structure != structure) {
-        if (!ggml_gallocr_reserve(slot.allocator, gf)) {
-            ggml_free(ctx);
+        if (!ggml_gallocr_reserve(slot.allocator.get(), gf)) {
             throw Error("cannot allocate compute memory for a pass over " + std::to_string(n) + " rows");
         }
         slot.structure = structure;
     }
-    if (!ggml_gallocr_alloc_graph(slot.allocator, gf)) {
-        ggml_free(ctx);
+    if (!ggml_gallocr_alloc_graph(slot.allocator.get(), gf)) {
         throw Error("cannot allocate compute memory for a pass over " + std::to_string(n) + " rows");
     }
     if (tokens_in) {
@@ -349,9 +344,8 @@ void Forward::run(const PassRequest &req, PassResult *out) {
         ggml_backend_tensor_set(v_index_in_, kv_index_.data() + n, 0, n_embd_kv * n * sizeof(int64_t));
     }
 
-    const ggml_status status = ggml_backend_graph_compute(backend_, gf);
+    const ggml_status status = ggml_backend_graph_compute(backend_.get(), gf);
     if (status != GGML_STATUS_SUCCESS) {
-        ggml_free(ctx);
         throw Error("ggml graph computation failed (status " + std::to_string(static_cast<int>(status)) + ")");
     }
     cache_.mark_filled(req.layer_begin, req.layer_end, req.pos0 + n);
@@ -369,7 +363,6 @@ void Forward::run(const PassRequest &req, PassResult *out) {
     }
     if (logits) fetch(logits, &out->logits);
     if (head_logits) fetch(head_logits, &out->head_logits);
-    ggml_free(ctx);
 }
 
 }  // namespace adadecode

@@ -5,64 +5,40 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "ggml-alloc.h"
 #include "ggml-backend.h"
+#include "ggml-cpp.h"
 #include "ggml-cpu.h"
 #include "kv_cache.h"
 #include "model.h"
+#include "pass_runner.h"
 
 namespace adadecode {
 
-// An exit head at one layer: logits = output_rows · norm(transform · h).
-struct HeadWeights {
-    ggml_tensor *transform = nullptr;    // [n_embd, n_embd]
-    ggml_tensor *output_rows = nullptr;  // [n_embd, n_head_vocab]: the model's output matrix or a subset of its rows
-};
-
-struct PassRequest {
-    int layer_begin = 0;
-    int layer_end = 0;
-    int pos0 = 0;   // position of the first row; rows are pos0, pos0 + 1, ...
-    int n_rows = 0;
-    const int32_t *tokens = nullptr;  // n_rows token ids, when layer_begin == 0
-    const float *hidden = nullptr;    // n_rows x n_embd residual-stream states after layer_begin, otherwise
-    bool want_hidden = false;         // return the states after layer_end
-    std::vector<int> capture_layers;  // also return the states after these layers (1..n_layer)
-    enum class Logits { none, last, all } logits = Logits::none;  // needs layer_end == n_layer
-    const HeadWeights *head = nullptr;                              // exit head on the last row after layer_end
-    // Prompt passes (prefill, teacher forcing) only have to agree with each other, not bitwise with the decode
-    // passes, so a device may batch them with its fastest kernels.
-    bool prompt = false;
-};
-
-struct PassResult {
-    std::vector<float> hidden;                 // n_rows x n_embd
-    std::vector<std::vector<float>> captured;  // per capture layer, n_rows x n_embd
-    std::vector<float> logits;                 // rows x n_vocab (1 row for Logits::last)
-    std::vector<float> head_logits;            // n_head_vocab
-};
-
-class Forward {
+class Forward : public PassRunner {
 public:
     // own_matmul: multiply quantized weights with our batch-invariant small-batch kernel (ggml/ops/qmatmul.h) where
     // it supports the type, instead of ggml's mul_mat. Off only to measure ggml's kernels side by side. A model on
     // a device runs on that device's backend with ggml's kernels.
     Forward(const Model &model, KvCache &cache, int n_threads, bool own_matmul = true);
-    ~Forward();
     Forward(const Forward &) = delete;
     Forward &operator=(const Forward &) = delete;
 
-    void run(const PassRequest &req, PassResult *out);
+    ModelDims dims() const override;
+    int n_ctx() const override { return cache_.n_ctx(); }
+    void run(const PassRequest &req, PassResult *out) override;
+    void truncate(int n_positions) override { cache_.truncate(n_positions); }
     int n_threads() const { return n_threads_; }
-    ggml_backend_t backend() const { return backend_; }
+    ggml_backend_t backend() const { return backend_.get(); }
     // Lets the CPU worker threads sleep now instead of spinning a while for the next graph (the next pass wakes
     // them): for measuring several Forwards in one process, whose spinning workers would share the cores.
     void pause_threads() const {
         if (threadpool_)
-            ggml_threadpool_pause(threadpool_);
+            ggml_threadpool_pause(threadpool_.get());
     }
 
 private:
@@ -74,7 +50,7 @@ private:
     struct GraphSlot {
         std::vector<uint8_t> memory;  // the ggml context of the graph
         size_t n_nodes = 0;
-        ggml_gallocr_t allocator = nullptr;
+        ggml_gallocr_ptr allocator;
         std::string structure;  // of the graph the allocator last planned for
     };
     static std::string structure_of(const PassRequest &req);  // equal for passes that build the same graph
@@ -89,8 +65,11 @@ private:
     bool device_decode_ = false;
     ggml_tensor *kv_rows_in_ = nullptr;
     ggml_tensor *v_index_in_ = nullptr;
-    ggml_backend_t backend_ = nullptr;
-    ggml_threadpool_t threadpool_ = nullptr;
+    struct ThreadpoolDeleter {
+        void operator()(ggml_threadpool_t pool) const { ggml_threadpool_free(pool); }
+    };
+    std::unique_ptr<ggml_threadpool, ThreadpoolDeleter> threadpool_;  // outlives the backend that uses it
+    ggml_backend_ptr backend_;
     std::map<std::string, GraphSlot> slots_;
     std::vector<float> mask_;
     std::vector<int32_t> positions_;

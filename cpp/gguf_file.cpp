@@ -20,36 +20,28 @@ GgufFile::GgufFile(const std::string &path) : path_(path) {
     file_size_ = static_cast<uint64_t>(st.st_size);
     // ggml's reader rejects most corruption but says only "failed to load"; ours names the problem first.
     check_gguf_structure(path, file_size_);
-    try {
-        load();
-    } catch (...) {
-        release();  // the destructor does not run for a constructor that throws
-        throw;
-    }
-}
-
-void GgufFile::load() {
-    const std::string &path = path_;
     gguf_init_params params{};
     params.no_alloc = true;
-    params.ctx = &meta_;
-    ctx_ = gguf_init_from_file(path.c_str(), params);
+    ggml_context *meta = nullptr;
+    params.ctx = &meta;
+    ctx_.reset(gguf_init_from_file(path.c_str(), params));
+    meta_.reset(meta);
     if (!ctx_) {
         throw Error("'" + path + "' is not a valid GGUF file (header, metadata or tensor directory is corrupt)");
     }
-    const size_t data_offset = gguf_get_data_offset(ctx_);
-    const int64_t n_tensors = gguf_get_n_tensors(ctx_);
+    const size_t data_offset = gguf_get_data_offset(ctx_.get());
+    const int64_t n_tensors = gguf_get_n_tensors(ctx_.get());
     tensors_.reserve(static_cast<size_t>(n_tensors));
     for (int64_t i = 0; i < n_tensors; ++i) {
         TensorInfo info{};
-        info.name = gguf_get_tensor_name(ctx_, i);
-        info.type = gguf_get_tensor_type(ctx_, i);
-        const int64_t *ne = gguf_get_tensor_ne(ctx_, i);
+        info.name = gguf_get_tensor_name(ctx_.get(), i);
+        info.type = gguf_get_tensor_type(ctx_.get(), i);
+        const int64_t *ne = gguf_get_tensor_ne(ctx_.get(), i);
         for (int d = 0; d < 4; ++d) {
             info.ne[d] = ne[d];
         }
-        info.nbytes = gguf_get_tensor_size(ctx_, i);
-        const size_t rel = gguf_get_tensor_offset(ctx_, i);
+        info.nbytes = gguf_get_tensor_size(ctx_.get(), i);
+        const size_t rel = gguf_get_tensor_offset(ctx_.get(), i);
         if (rel > std::numeric_limits<size_t>::max() - data_offset ||
             data_offset + rel > file_size_ || info.nbytes > file_size_ - (data_offset + rel)) {
             throw Error("'" + path + "' is truncated or corrupt: tensor '" + info.name + "' lies outside the file");
@@ -59,23 +51,10 @@ void GgufFile::load() {
     }
 }
 
-GgufFile::~GgufFile() { release(); }
-
-void GgufFile::release() {
-    if (ctx_) {
-        gguf_free(ctx_);
-        ctx_ = nullptr;
-    }
-    if (meta_) {
-        ggml_free(meta_);
-        meta_ = nullptr;
-    }
-}
-
-bool GgufFile::has(const std::string &key) const { return gguf_find_key(ctx_, key.c_str()) >= 0; }
+bool GgufFile::has(const std::string &key) const { return gguf_find_key(ctx_.get(), key.c_str()) >= 0; }
 
 int64_t GgufFile::key_id(const std::string &key) const {
-    const int64_t id = gguf_find_key(ctx_, key.c_str());
+    const int64_t id = gguf_find_key(ctx_.get(), key.c_str());
     if (id < 0) {
         throw Error("'" + path_ + "': metadata key '" + key + "' is missing");
     }
@@ -84,10 +63,10 @@ int64_t GgufFile::key_id(const std::string &key) const {
 
 std::string GgufFile::get_string(const std::string &key) const {
     const int64_t id = key_id(key);
-    if (gguf_get_kv_type(ctx_, id) != GGUF_TYPE_STRING) {
+    if (gguf_get_kv_type(ctx_.get(), id) != GGUF_TYPE_STRING) {
         throw Error("'" + path_ + "': metadata key '" + key + "' is not a string");
     }
-    return gguf_get_val_str(ctx_, id);
+    return gguf_get_val_str(ctx_.get(), id);
 }
 
 std::string GgufFile::get_string(const std::string &key, const std::string &fallback) const {
@@ -118,7 +97,7 @@ static bool read_int(const gguf_context *ctx, int64_t id, gguf_type type, int64_
 int64_t GgufFile::get_int(const std::string &key) const {
     const int64_t id = key_id(key);
     int64_t v = 0;
-    if (!read_int(ctx_, id, gguf_get_kv_type(ctx_, id), &v)) {
+    if (!read_int(ctx_.get(), id, gguf_get_kv_type(ctx_.get(), id), &v)) {
         throw Error("'" + path_ + "': metadata key '" + key + "' is not an integer in range");
     }
     return v;
@@ -128,9 +107,9 @@ int64_t GgufFile::get_int(const std::string &key, int64_t fallback) const { retu
 
 double GgufFile::get_float(const std::string &key) const {
     const int64_t id = key_id(key);
-    switch (gguf_get_kv_type(ctx_, id)) {
-        case GGUF_TYPE_FLOAT32: return gguf_get_val_f32(ctx_, id);
-        case GGUF_TYPE_FLOAT64: return gguf_get_val_f64(ctx_, id);
+    switch (gguf_get_kv_type(ctx_.get(), id)) {
+        case GGUF_TYPE_FLOAT32: return gguf_get_val_f32(ctx_.get(), id);
+        case GGUF_TYPE_FLOAT64: return gguf_get_val_f64(ctx_.get(), id);
         default: return static_cast<double>(get_int(key));
     }
 }
@@ -144,30 +123,30 @@ bool GgufFile::get_bool(const std::string &key, bool fallback) const {
         return fallback;
     }
     const int64_t id = key_id(key);
-    if (gguf_get_kv_type(ctx_, id) == GGUF_TYPE_BOOL) {
-        return gguf_get_val_bool(ctx_, id);
+    if (gguf_get_kv_type(ctx_.get(), id) == GGUF_TYPE_BOOL) {
+        return gguf_get_val_bool(ctx_.get(), id);
     }
     return get_int(key) != 0;
 }
 
 size_t GgufFile::get_array_size(const std::string &key) const {
-    const int64_t id = gguf_find_key(ctx_, key.c_str());
-    if (id < 0 || gguf_get_kv_type(ctx_, id) != GGUF_TYPE_ARRAY) {
+    const int64_t id = gguf_find_key(ctx_.get(), key.c_str());
+    if (id < 0 || gguf_get_kv_type(ctx_.get(), id) != GGUF_TYPE_ARRAY) {
         return 0;
     }
-    return gguf_get_arr_n(ctx_, id);
+    return gguf_get_arr_n(ctx_.get(), id);
 }
 
 std::vector<std::string> GgufFile::get_string_array(const std::string &key) const {
     const int64_t id = key_id(key);
-    if (gguf_get_kv_type(ctx_, id) != GGUF_TYPE_ARRAY || gguf_get_arr_type(ctx_, id) != GGUF_TYPE_STRING) {
+    if (gguf_get_kv_type(ctx_.get(), id) != GGUF_TYPE_ARRAY || gguf_get_arr_type(ctx_.get(), id) != GGUF_TYPE_STRING) {
         throw Error("'" + path_ + "': metadata key '" + key + "' is not an array of strings");
     }
-    const size_t n = gguf_get_arr_n(ctx_, id);
+    const size_t n = gguf_get_arr_n(ctx_.get(), id);
     std::vector<std::string> out;
     out.reserve(n);
     for (size_t i = 0; i < n; ++i) {
-        out.emplace_back(gguf_get_arr_str(ctx_, id, i));
+        out.emplace_back(gguf_get_arr_str(ctx_.get(), id, i));
     }
     return out;
 }
@@ -191,17 +170,17 @@ static void append_array(const void *data, size_t n, std::vector<int64_t> *out) 
 
 std::vector<int64_t> GgufFile::get_int_array(const std::string &key) const {
     const int64_t id = key_id(key);
-    if (gguf_get_kv_type(ctx_, id) != GGUF_TYPE_ARRAY) {
+    if (gguf_get_kv_type(ctx_.get(), id) != GGUF_TYPE_ARRAY) {
         throw Error("'" + path_ + "': metadata key '" + key + "' is not an array");
     }
-    const gguf_type type = gguf_get_arr_type(ctx_, id);
+    const gguf_type type = gguf_get_arr_type(ctx_.get(), id);
     if (!scalar_int_type(type)) {
         throw Error("'" + path_ + "': metadata key '" + key + "' is not an array of integers");
     }
-    const size_t n = gguf_get_arr_n(ctx_, id);
+    const size_t n = gguf_get_arr_n(ctx_.get(), id);
     std::vector<int64_t> out;
     out.reserve(n);
-    const void *data = n ? gguf_get_arr_data(ctx_, id) : nullptr;
+    const void *data = n ? gguf_get_arr_data(ctx_.get(), id) : nullptr;
     switch (type) {
         case GGUF_TYPE_UINT8: append_array<uint8_t>(data, n, &out); break;
         case GGUF_TYPE_INT8: append_array<int8_t>(data, n, &out); break;
@@ -218,19 +197,19 @@ std::vector<int64_t> GgufFile::get_int_array(const std::string &key) const {
 
 std::vector<float> GgufFile::get_float_array(const std::string &key) const {
     const int64_t id = key_id(key);
-    if (gguf_get_kv_type(ctx_, id) != GGUF_TYPE_ARRAY) {
+    if (gguf_get_kv_type(ctx_.get(), id) != GGUF_TYPE_ARRAY) {
         throw Error("'" + path_ + "': metadata key '" + key + "' is not an array");
     }
-    const gguf_type type = gguf_get_arr_type(ctx_, id);
+    const gguf_type type = gguf_get_arr_type(ctx_.get(), id);
     if (type != GGUF_TYPE_FLOAT32 && type != GGUF_TYPE_FLOAT64 && !scalar_int_type(type)) {
         throw Error("'" + path_ + "': metadata key '" + key + "' is not an array of numbers");
     }
-    const size_t n = gguf_get_arr_n(ctx_, id);
+    const size_t n = gguf_get_arr_n(ctx_.get(), id);
     std::vector<float> out(n);
     if (n == 0) {
         return out;
     }
-    const void *data = gguf_get_arr_data(ctx_, id);
+    const void *data = gguf_get_arr_data(ctx_.get(), id);
     switch (type) {
         case GGUF_TYPE_FLOAT32:
             for (size_t i = 0; i < n; ++i) out[i] = static_cast<const float *>(data)[i];

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "error.h"
+#include "ggml-cpp.h"
 #include "gguf.h"
 
 namespace adadecode {
@@ -16,14 +17,13 @@ class GgufFile {
 public:
     // Parses the header, metadata and tensor directory of `path` (no tensor data is read).
     explicit GgufFile(const std::string &path);
-    ~GgufFile();
     GgufFile(const GgufFile &) = delete;
     GgufFile &operator=(const GgufFile &) = delete;
 
     const std::string &path() const { return path_; }
-    const gguf_context *raw() const { return ctx_; }
+    const gguf_context *raw() const { return ctx_.get(); }
     // The ggml context holding one metadata-only tensor per GGUF tensor (data == nullptr).
-    ggml_context *tensor_meta() const { return meta_; }
+    ggml_context *tensor_meta() const { return meta_.get(); }
     uint64_t file_size() const { return file_size_; }
 
     bool has(const std::string &key) const;
@@ -52,13 +52,11 @@ public:
     const TensorInfo *find_tensor(const std::string &name) const;
 
 private:
-    void load();
-    void release();
     int64_t key_id(const std::string &key) const;  // throws when missing
 
     std::string path_;
-    gguf_context *ctx_ = nullptr;
-    ggml_context *meta_ = nullptr;
+    ggml_context_ptr meta_;
+    gguf_context_ptr ctx_;
     uint64_t file_size_ = 0;
     std::vector<TensorInfo> tensors_;
 };

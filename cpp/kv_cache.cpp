@@ -28,24 +28,18 @@ KvCache::KvCache(const Model &model, int n_ctx) : n_ctx_(n_ctx) {
     ggml_init_params params{};
     params.mem_size = ggml_tensor_overhead() * (2 * hp.n_layer + 1);
     params.no_alloc = true;
-    ctx_ = ggml_init(params);
+    ctx_.reset(ggml_init(params));
     for (int il = 0; il < hp.n_layer; ++il) {
-        k_.push_back(ggml_new_tensor_2d(ctx_, type, hp.n_embd_kv(), n_alloc_));
-        v_.push_back(ggml_new_tensor_2d(ctx_, type, n_alloc_, hp.n_embd_kv()));
+        k_.push_back(ggml_new_tensor_2d(ctx_.get(), type, hp.n_embd_kv(), n_alloc_));
+        v_.push_back(ggml_new_tensor_2d(ctx_.get(), type, n_alloc_, hp.n_embd_kv()));
     }
-    buffer_ = ggml_backend_alloc_ctx_tensors_from_buft(ctx_, model.buffer_type());
+    buffer_.reset(ggml_backend_alloc_ctx_tensors_from_buft(ctx_.get(), model.buffer_type()));
     if (!buffer_) {
-        ggml_free(ctx_);
         throw Error("cannot allocate the KV cache for " + std::to_string(n_ctx) + " positions");
     }
     // Masked positions get weight exactly 0; zeroed memory keeps 0 * V free of NaN from uninitialised bytes.
-    ggml_backend_buffer_clear(buffer_, 0);
+    ggml_backend_buffer_clear(buffer_.get(), 0);
     filled_.assign(hp.n_layer, 0);
-}
-
-KvCache::~KvCache() {
-    ggml_backend_buffer_free(buffer_);
-    ggml_free(ctx_);
 }
 
 void KvCache::mark_filled(int layer_begin, int layer_end, int pos_end) {

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "ggml-backend.h"
+#include "ggml-cpp.h"
 #include "model.h"
 
 namespace adadecode {
@@ -18,7 +19,6 @@ public:
     // In the model's buffer type; f16, or f32 when the model is on a device, whose one-query-column kernels exist
     // for f32 K/V at any length.
     KvCache(const Model &model, int n_ctx);
-    ~KvCache();
     KvCache(const KvCache &) = delete;
     KvCache &operator=(const KvCache &) = delete;
 
@@ -37,8 +37,8 @@ public:
 private:
     int n_ctx_;
     int n_alloc_;
-    ggml_context *ctx_ = nullptr;
-    ggml_backend_buffer_t buffer_ = nullptr;
+    ggml_context_ptr ctx_;
+    ggml_backend_buffer_ptr buffer_;
     std::vector<ggml_tensor *> k_, v_;
     std::vector<int> filled_;
 };

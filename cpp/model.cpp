@@ -73,21 +73,20 @@ Model::Model(const std::string &path, bool repack, ggml_backend_dev_t device, bo
         throw Error("repacking applies to the CPU computing from the mapped file, not to a device");
     }
     file_ = std::make_unique<GgufFile>(path);
-    try {
-        read_hparams();
-        map_weights();
-        bind_tensors();
-        if (device) {
-            copy_weights_to_device();
-        } else {
-            place_weights(repack);
-            if (pack && !repack)
-                pack_weights();
-        }
-    } catch (...) {
-        release();  // the destructor does not run for a constructor that throws
-        throw;
+    read_hparams();
+    map_weights();
+    bind_tensors();
+    if (device) {
+        copy_weights_to_device();
+    } else {
+        place_weights(repack);
+        if (pack && !repack)
+            pack_weights();
     }
+}
+
+Model::Mapping::~Mapping() {
+    if (data) munmap(data, size);
 }
 
 void Model::map_weights() {
@@ -96,13 +95,13 @@ void Model::map_weights() {
     if (fd < 0) {
         throw Error("cannot open '" + path + "' for reading");
     }
-    mapping_size_ = file_->file_size();
-    mapping_ = mmap(nullptr, mapping_size_, PROT_READ, MAP_SHARED, fd, 0);
+    void *data = mmap(nullptr, file_->file_size(), PROT_READ, MAP_SHARED, fd, 0);
     close(fd);
-    if (mapping_ == MAP_FAILED) {
-        mapping_ = nullptr;
+    if (data == MAP_FAILED) {
         throw Error("cannot mmap '" + path + "'");
     }
+    mapping_.data = data;
+    mapping_.size = file_->file_size();
 }
 
 void Model::place_weights(bool repack) {
@@ -121,7 +120,7 @@ void Model::place_weights(bool repack) {
         moved = choose_extra_buffer_types(matmul_weights());
         std::stable_sort(moved.begin(), moved.end(), [](const auto &x, const auto &y) { return x.second < y.second; });
     }
-    weights_buffer_ = ggml_backend_cpu_buffer_from_ptr(mapping_, mapping_size_);
+    weights_buffer_.reset(ggml_backend_cpu_buffer_from_ptr(mapping_.data, mapping_.size));
     for (const GgufFile::TensorInfo &info : file_->tensors()) {
         ggml_tensor *t = ggml_get_tensor(file_->tensor_meta(), info.name.c_str());
         const bool is_moved =
@@ -129,7 +128,7 @@ void Model::place_weights(bool repack) {
         if (is_moved) {
             continue;
         }
-        if (ggml_backend_tensor_alloc(weights_buffer_, t, static_cast<char *>(mapping_) + info.offset) !=
+        if (ggml_backend_tensor_alloc(weights_buffer_.get(), t, static_cast<char *>(mapping_.data) + info.offset) !=
             GGML_STATUS_SUCCESS) {
             throw Error("'" + path + "': tensor '" + info.name + "' cannot be mapped");
         }
@@ -149,7 +148,7 @@ void Model::place_weights(bool repack) {
         if (!buffer) {
             throw Error("'" + path + "': cannot allocate " + std::to_string(total >> 20) + " MiB for repacked weights");
         }
-        extra_buffers_.push_back(buffer);
+        extra_buffers_.emplace_back(buffer);
         ggml_backend_buffer_set_usage(buffer, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
         ggml_tallocr alloc = ggml_tallocr_new(buffer);
         for (; i < j; ++i) {
@@ -158,7 +157,7 @@ void Model::place_weights(bool repack) {
                 throw Error("'" + path + "': tensor '" + std::string(t->name) + "' cannot be placed for repacking");
             }
             const GgufFile::TensorInfo *info = file_->find_tensor(t->name);
-            ggml_backend_tensor_set(t, static_cast<const char *>(mapping_) + info->offset, 0, info->nbytes);
+            ggml_backend_tensor_set(t, static_cast<const char *>(mapping_.data) + info->offset, 0, info->nbytes);
             release_file_pages(t);
             ++n_repacked_;
         }
@@ -170,8 +169,8 @@ void Model::place_weights(bool repack) {
 void Model::release_file_pages(const ggml_tensor *t) {
     const GgufFile::TensorInfo *info = file_->find_tensor(t->name);
     const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
-    const uintptr_t begin = (reinterpret_cast<uintptr_t>(mapping_) + info->offset + page - 1) / page * page;
-    const uintptr_t end = (reinterpret_cast<uintptr_t>(mapping_) + info->offset + info->nbytes) / page * page;
+    const uintptr_t begin = (reinterpret_cast<uintptr_t>(mapping_.data) + info->offset + page - 1) / page * page;
+    const uintptr_t end = (reinterpret_cast<uintptr_t>(mapping_.data) + info->offset + info->nbytes) / page * page;
     if (end > begin) {
         madvise(reinterpret_cast<void *>(begin), end - begin, MADV_DONTNEED);
     }
@@ -210,20 +209,22 @@ void Model::pack_weights() {
     if (weights.empty())
         return;
     ggml_init_params params{ggml_tensor_overhead() * weights.size(), nullptr, true};
-    packed_ctx_ = ggml_init(params);
+    packed_ctx_.reset(ggml_init(params));
     if (!packed_ctx_)
         throw Error("cannot allocate the context of the packed weights");
     for (const ggml_tensor *t : weights) {
-        ggml_tensor *p = ggml_new_tensor_1d(packed_ctx_, GGML_TYPE_I8, static_cast<int64_t>(qmatmul_packed_size(t)));
+        ggml_tensor *p =
+            ggml_new_tensor_1d(packed_ctx_.get(), GGML_TYPE_I8, static_cast<int64_t>(qmatmul_packed_size(t)));
         ggml_format_name(p, "%s.packed", t->name);
         packed_[t] = p;
     }
-    packed_buffer_ = ggml_backend_alloc_ctx_tensors_from_buft(packed_ctx_, ggml_backend_cpu_buffer_type());
+    packed_buffer_.reset(ggml_backend_alloc_ctx_tensors_from_buft(packed_ctx_.get(), ggml_backend_cpu_buffer_type()));
     if (!packed_buffer_) {
         throw Error("'" + file_->path() + "': cannot allocate memory for the packed weights");
     }
-    ggml_backend_buffer_set_usage(packed_buffer_, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
-    request_huge_pages(ggml_backend_buffer_get_base(packed_buffer_), ggml_backend_buffer_get_size(packed_buffer_));
+    ggml_backend_buffer_set_usage(packed_buffer_.get(), GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
+    ggml_backend_buffer_t packed = packed_buffer_.get();
+    request_huge_pages(ggml_backend_buffer_get_base(packed), ggml_backend_buffer_get_size(packed));
     // A few hundred MB for the 1.5B model: spread over the cores, it costs little next to reading the file.
     std::atomic<size_t> next{0};
     auto work = [&]() {
@@ -248,18 +249,18 @@ ggml_tensor *Model::packed(const ggml_tensor *w) const {
 void Model::copy_weights_to_device() {
     const std::string &path = file_->path();
     ggml_backend_buffer_type_t buft = ggml_backend_dev_buffer_type(device_);
-    weights_buffer_ = ggml_backend_alloc_ctx_tensors_from_buft(file_->tensor_meta(), buft);
+    weights_buffer_.reset(ggml_backend_alloc_ctx_tensors_from_buft(file_->tensor_meta(), buft));
     if (!weights_buffer_) {
-        throw Error("'" + path + "': cannot allocate " + std::to_string(mapping_size_ >> 20) + " MiB for the weights on " +
+        throw Error("'" + path + "': cannot allocate " + std::to_string(mapping_.size >> 20) + " MiB for the weights on " +
                     ggml_backend_dev_name(device_) + " (" + ggml_backend_dev_description(device_) + ")");
     }
-    ggml_backend_buffer_set_usage(weights_buffer_, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
+    ggml_backend_buffer_set_usage(weights_buffer_.get(), GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
     for (const GgufFile::TensorInfo &info : file_->tensors()) {
         ggml_tensor *t = ggml_get_tensor(file_->tensor_meta(), info.name.c_str());
         if (!t || ggml_nbytes(t) != info.nbytes) {
             throw Error("'" + path + "': tensor '" + info.name + "' has an inconsistent size");
         }
-        ggml_backend_tensor_set(t, static_cast<const char *>(mapping_) + info.offset, 0, info.nbytes);
+        ggml_backend_tensor_set(t, static_cast<const char *>(mapping_.data) + info.offset, 0, info.nbytes);
     }
 }
 
@@ -289,7 +290,7 @@ const void *Model::file_data(const ggml_tensor *t) const {
     if (!info) {
         throw Error("internal: tensor '" + std::string(t->name) + "' is not in '" + file_->path() + "'");
     }
-    return static_cast<const char *>(mapping_) + info->offset;
+    return static_cast<const char *>(mapping_.data) + info->offset;
 }
 
 void Model::embed(const int32_t *ids, int n, float *dst) const {
@@ -307,34 +308,8 @@ void Model::embed(const int32_t *ids, int n, float *dst) const {
 
 size_t Model::repacked_bytes() const {
     size_t total = 0;
-    for (ggml_backend_buffer_t b : extra_buffers_) total += ggml_backend_buffer_get_size(b);
+    for (const ggml_backend_buffer_ptr &b : extra_buffers_) total += ggml_backend_buffer_get_size(b.get());
     return total;
-}
-
-Model::~Model() { release(); }
-
-void Model::release() {
-    packed_.clear();
-    if (packed_buffer_) {
-        ggml_backend_buffer_free(packed_buffer_);
-        packed_buffer_ = nullptr;
-    }
-    if (packed_ctx_) {
-        ggml_free(packed_ctx_);
-        packed_ctx_ = nullptr;
-    }
-    for (ggml_backend_buffer_t b : extra_buffers_) {
-        ggml_backend_buffer_free(b);
-    }
-    extra_buffers_.clear();
-    if (weights_buffer_) {
-        ggml_backend_buffer_free(weights_buffer_);
-        weights_buffer_ = nullptr;
-    }
-    if (mapping_) {
-        munmap(mapping_, mapping_size_);
-        mapping_ = nullptr;
-    }
 }
 
 ggml_backend_buffer_type_t Model::buffer_type() const {

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "ggml-backend.h"
+#include "ggml-cpp.h"
 #include "ggml.h"
 #include "gguf_file.h"
 
@@ -56,7 +57,6 @@ public:
     // that our matmul kernel multiplies faster in a layout of its own (qmatmul_packs) are copied into it.
     // Throws Error naming the problem.
     explicit Model(const std::string &path, bool repack = false, ggml_backend_dev_t device = nullptr, bool pack = true);
-    ~Model();
     Model(const Model &) = delete;
     Model &operator=(const Model &) = delete;
 
@@ -79,7 +79,7 @@ public:
     size_t repacked_bytes() const;
     // w in our matmul kernel's own layout (a 1-d int8 tensor), or nullptr when it was not packed.
     ggml_tensor *packed(const ggml_tensor *w) const;
-    size_t packed_bytes() const { return packed_buffer_ ? ggml_backend_buffer_get_size(packed_buffer_) : 0; }
+    size_t packed_bytes() const { return packed_buffer_ ? ggml_backend_buffer_get_size(packed_buffer_.get()) : 0; }
     // The weight matrices a pass over every layer multiplies, output matrix included (what one row reads).
     std::vector<const ggml_tensor *> pass_weights() const;
 
@@ -92,7 +92,6 @@ private:
     void read_hparams();
     void map_weights();
     void bind_tensors();
-    void release();
     void place_weights(bool repack);
     void copy_weights_to_device();
     void pack_weights();
@@ -103,14 +102,22 @@ private:
 
     std::unique_ptr<GgufFile> file_;
     HParams hp_;
-    void *mapping_ = nullptr;
-    size_t mapping_size_ = 0;
+    // The model file mapped read-only, unmapped with the model (after every buffer that points into it).
+    struct Mapping {
+        void *data = nullptr;
+        size_t size = 0;
+        Mapping() = default;
+        Mapping(const Mapping &) = delete;
+        Mapping &operator=(const Mapping &) = delete;
+        ~Mapping();
+    };
+    Mapping mapping_;
     ggml_backend_dev_t device_ = nullptr;
-    ggml_backend_buffer_t weights_buffer_ = nullptr;
-    std::vector<ggml_backend_buffer_t> extra_buffers_;
+    ggml_backend_buffer_ptr weights_buffer_;
+    std::vector<ggml_backend_buffer_ptr> extra_buffers_;
     int n_repacked_ = 0;
-    ggml_context *packed_ctx_ = nullptr;
-    ggml_backend_buffer_t packed_buffer_ = nullptr;
+    ggml_context_ptr packed_ctx_;
+    ggml_backend_buffer_ptr packed_buffer_;
     std::unordered_map<const ggml_tensor *, ggml_tensor *> packed_;
 };
 

@@ -13,28 +13,23 @@
 #include <cstdint>
 #include <vector>
 
+#include "drafter.h"
+#include "options.h"
+
 namespace adadecode {
 
-struct NgramOptions {
-    // Tokens proposed at most per draft. Since the packed kernels prefetch, long drafts pay on code: on the 1.5B,
-    // 16 against 8 gave +1.5 % on HumanEval (8 prompts, twice, side by side); chat's drafts are shorter anyway.
-    int max_draft = 16;
-    int max_match = 4;  // longest suffix looked up
-    int min_match = 1;  // shortest suffix that may propose
-};
-
-class NgramDrafter {
+class NgramDrafter : public Drafter {
 public:
     explicit NgramDrafter(const NgramOptions &options);
 
     // Proposes up to `limit` tokens to follow `seq` (every token so far, provisional ones included): empty when no
     // suffix of seq occurred before or the measured acceptance does not pay for a draft. `match_length` receives
     // the suffix length that matched, for record().
-    std::vector<int32_t> propose(const std::vector<int32_t> &seq, int limit, int *match_length);
+    std::vector<int32_t> propose(const std::vector<int32_t> &seq, int limit, int *match_length) override;
 
     // What verification made of a draft proposed for `match_length`: `checked` tokens were compared with the final
     // layer (up to and including the first mismatch), `accepted` of them matched.
-    void record(int match_length, int checked, int accepted);
+    void record(int match_length, int checked, int accepted) override;
 
     // Cost of one pass over `rows` rows, in seconds per layer, as measured by the scheduler.
     void record_pass_cost(int rows, double seconds_per_layer);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "ggml-cpp.h"
 #include "ggml-cpu.h"
 
 namespace adadecode {
@@ -33,29 +34,26 @@ std::vector<std::pair<ggml_tensor *, ggml_backend_buffer_type_t>> choose_extra_b
     const std::vector<ggml_backend_buffer_type_t> &extras = extra_buffer_types();
     ggml_backend_dev_t dev = ggml_backend_reg_dev_get(ggml_backend_cpu_reg(), 0);
     // Empty buffers of each type: they only tell supports_op where the weight would live, as llama.cpp asks it.
-    std::vector<ggml_backend_buffer_t> probes;
-    for (ggml_backend_buffer_type_t t : extras) probes.push_back(ggml_backend_buft_alloc_buffer(t, 0));
+    std::vector<ggml_backend_buffer_ptr> probes;
+    for (ggml_backend_buffer_type_t t : extras) probes.emplace_back(ggml_backend_buft_alloc_buffer(t, 0));
     ggml_init_params params{};
     params.mem_size = 3 * ggml_tensor_overhead();
     params.no_alloc = true;
     std::vector<std::pair<ggml_tensor *, ggml_backend_buffer_type_t>> out;
     for (ggml_tensor *w : weights) {
-        ggml_context *ctx = ggml_init(params);
+        const ggml_context_ptr owner(ggml_init(params));
+        ggml_context *ctx = owner.get();
         ggml_tensor *probe = ggml_new_tensor(ctx, w->type, 2, w->ne);
         ggml_tensor *op = ggml_mul_mat(ctx, probe, ggml_new_tensor_2d(ctx, GGML_TYPE_F32, w->ne[0], 1));
         for (size_t i = 0; i < extras.size(); ++i) {
             if (!probes[i]) continue;
-            probe->buffer = probes[i];
+            probe->buffer = probes[i].get();
             if (ggml_backend_dev_supports_op(dev, op)) {
                 out.emplace_back(w, extras[i]);
                 break;
             }
         }
         probe->buffer = nullptr;
-        ggml_free(ctx);
-    }
-    for (ggml_backend_buffer_t b : probes) {
-        if (b) ggml_backend_buffer_free(b);
     }
     return out;
 }

@@ -7,17 +7,9 @@
 #include <random>
 #include <vector>
 
+#include "options.h"
+
 namespace adadecode {
-
-struct SamplingParams {
-    float temperature = 0.0f;  // 0 = greedy
-    int top_k = 40;            // <= 0 disables
-    float top_p = 0.95f;       // >= 1 disables
-    float min_p = 0.05f;       // <= 0 disables
-    uint64_t seed = 0;
-
-    bool greedy() const { return temperature <= 0.0f; }
-};
 
 // The index of the largest logit; ties go to the lowest index, as in every reference implementation.
 int32_t argmax(const float *logits, int n);

@@ -7,6 +7,8 @@
 
 #include "device.h"
 #include "engine.h"
+#include "heads.h"
+#include "model.h"
 #include "unicode.h"
 #include "vocab.h"
 

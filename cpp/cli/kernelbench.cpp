@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "ggml-cpp.h"
 #include "ggml-cpu.h"
 #include "ggml.h"
 #include "ops/qmatmul.h"
@@ -72,7 +73,8 @@ int main(int argc, char **argv) {
     ggml_init_params params{};
     params.mem_size = 2 * weight_bytes + static_cast<size_t>(max_rows) * (n_in + n_out) * sizeof(float) * max_rows +
                       (size_t(16) << 20);
-    ggml_context *ctx = ggml_init(params);
+    const ggml_context_ptr owner(ggml_init(params));
+    ggml_context *ctx = owner.get();
     if (!ctx) {
         std::fprintf(stderr, "adadecode-kernelbench: cannot allocate %zu MiB\n", params.mem_size >> 20);
         return 1;
@@ -112,6 +114,5 @@ int main(int argc, char **argv) {
                     rows, best * 1e3, best / one_row, macs / 1e9, peak > 0 ? 100.0 * macs / (peak * threads) : 0.0,
                     weight_bytes / best / 1e9);
     }
-    ggml_free(ctx);
     return 0;
 }

@@ -15,6 +15,7 @@
 
 #include "device.h"
 #include "forward.h"
+#include "ggml-cpp.h"
 #include "ops/qmatmul.h"
 
 using namespace adadecode;
@@ -180,9 +181,9 @@ int main(int argc, char **argv) {
             ggml_init_params params{};
             params.mem_size = ggml_tensor_overhead() * 2;
             params.no_alloc = true;
-            ggml_context *ctx = ggml_init(params);
-            ggml_tensor *transform = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, hp.n_embd, hp.n_embd);
-            ggml_backend_buffer_t buf = ggml_backend_alloc_ctx_tensors_from_buft(ctx, model.buffer_type());
+            const ggml_context_ptr ctx(ggml_init(params));
+            ggml_tensor *transform = ggml_new_tensor_2d(ctx.get(), GGML_TYPE_F32, hp.n_embd, hp.n_embd);
+            const ggml_backend_buffer_ptr buf(ggml_backend_alloc_ctx_tensors_from_buft(ctx.get(), model.buffer_type()));
             std::vector<float> eye(static_cast<size_t>(hp.n_embd) * hp.n_embd, 0.0f);
             for (int i = 0; i < hp.n_embd; ++i) eye[static_cast<size_t>(i) * hp.n_embd + i] = 1.0f;
             ggml_backend_tensor_set(transform, eye.data(), 0, eye.size() * sizeof(float));
@@ -195,8 +196,6 @@ int main(int argc, char **argv) {
             const double no_head = time_pass(*s.fw, *s.cache, first, reps);
             first.head = &head;
             const double with_head = time_pass(*s.fw, *s.cache, first, reps);
-            ggml_backend_buffer_free(buf);
-            ggml_free(ctx);
 
             const double base = s.with_logits[0];
             std::printf(

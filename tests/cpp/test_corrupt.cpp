@@ -17,6 +17,9 @@
 #include <vector>
 
 #include "engine.h"
+#include "gguf.h"
+#include "heads.h"
+#include "model.h"
 
 #include "check.h"
 

@@ -9,6 +9,9 @@
 #include <vector>
 
 #include "engine.h"
+#include "gguf.h"
+#include "heads.h"
+#include "model.h"
 #include "vocab.h"
 
 #include "check.h"

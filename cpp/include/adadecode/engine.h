@@ -1,17 +1,25 @@
 // The public C++ API of adadecode: load a GGUF model (and optionally its exit heads), tokenize, generate with
 // standard or layer-parallel decoding, and read hidden states and weights for training exit heads.
+//
+// This header and its siblings (options.h: what generate() takes and returns; error.h: the one exception type)
+// are the whole public interface; they include no ggml header. Model, Vocab, ExitHeads and HParams are the
+// engine's internals (cpp/*.h), declared here so that the bindings and tests that include those can reach them.
 #pragma once
 
-#include <functional>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
 
-#include "decoder.h"
+#include "error.h"
+#include "options.h"
 
 namespace adadecode {
 
+struct HParams;
+class Model;
 class Vocab;
+class ExitHeads;
 
 struct EngineOptions {
     int n_ctx = 4096;          // positions in the KV cache (prompt + generated)
@@ -30,16 +38,18 @@ public:
     // Throws adadecode::Error naming the problem for a missing, corrupt or unsupported file.
     Engine(const std::string &model_path, const EngineOptions &options);
     ~Engine();
+    Engine(const Engine &) = delete;
+    Engine &operator=(const Engine &) = delete;
 
     const HParams &hparams() const;
-    const Vocab &vocab() const { return *vocab_; }
-    const Model &model() const { return *model_; }
+    const Vocab &vocab() const;
+    const Model &model() const;
     int n_ctx() const;
     int n_threads() const;
     std::string device() const;  // where the model computes
 
     void load_heads(const std::string &path);  // replaces the loaded heads
-    const ExitHeads *heads() const { return heads_.get(); }
+    const ExitHeads *heads() const;            // null when none are loaded
 
     // Generates after `prompt`; each verified token goes to `on_token` (return false to stop).
     DecodeResult generate(const std::vector<int32_t> &prompt, const DecodeOptions &options,
@@ -52,17 +62,8 @@ public:
     std::vector<float> logits(const std::vector<int32_t> &ids);
 
 private:
-    void check_ids(const std::vector<int32_t> &ids) const;
-    // Runs `ids` through every layer from position 0 in batches shaped like `request`; the cache is left empty.
-    void teacher_force(const std::vector<int32_t> &ids, PassRequest request,
-                       const std::function<void(size_t start, int rows, const PassResult &)> &consume);
-
-    std::unique_ptr<Model> model_;
-    std::unique_ptr<Vocab> vocab_;
-    std::unique_ptr<KvCache> cache_;
-    std::unique_ptr<Forward> forward_;
-    std::unique_ptr<ExitHeads> heads_;
-    std::unique_ptr<Decoder> decoder_;
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
 };
 
 }  // namespace adadecode

@@ -1,0 +1,73 @@
+// What the scheduler asks of a model: one forward pass over a range of layers for a contiguous run of positions
+// (PassRunner, implemented by Forward on ggml), and what it asks of exit heads (HeadSet, implemented by
+// ExitHeads). Behind these two interfaces a test can put a toy model and check every scheduler path in milliseconds.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+struct ggml_tensor;
+
+namespace adadecode {
+
+// An exit head at one layer: logits = output_rows · norm(transform · h).
+struct HeadWeights {
+    ggml_tensor *transform = nullptr;    // [n_embd, n_embd]
+    ggml_tensor *output_rows = nullptr;  // [n_embd, n_head_vocab]: the model's output matrix or a subset of its rows
+};
+
+struct PassRequest {
+    int layer_begin = 0;
+    int layer_end = 0;
+    int pos0 = 0;   // position of the first row; rows are pos0, pos0 + 1, ...
+    int n_rows = 0;
+    const int32_t *tokens = nullptr;  // n_rows token ids, when layer_begin == 0
+    const float *hidden = nullptr;    // n_rows x n_embd residual-stream states after layer_begin, otherwise
+    bool want_hidden = false;         // return the states after layer_end
+    std::vector<int> capture_layers;  // also return the states after these layers (1..n_layer)
+    enum class Logits { none, last, all } logits = Logits::none;  // needs layer_end == n_layer
+    const HeadWeights *head = nullptr;                              // exit head on the last row after layer_end
+    // Prompt passes (prefill, teacher forcing) only have to agree with each other, not bitwise with the decode
+    // passes, so a device may batch them with its fastest kernels.
+    bool prompt = false;
+};
+
+struct PassResult {
+    std::vector<float> hidden;                 // n_rows x n_embd
+    std::vector<std::vector<float>> captured;  // per capture layer, n_rows x n_embd
+    std::vector<float> logits;                 // rows x n_vocab (1 row for Logits::last)
+    std::vector<float> head_logits;            // n_head_vocab
+};
+
+// The sizes the scheduler needs.
+struct ModelDims {
+    int n_layer = 0;
+    int n_embd = 0;
+    int n_vocab = 0;
+};
+
+class PassRunner {
+public:
+    virtual ~PassRunner() = default;
+    virtual ModelDims dims() const = 0;
+    virtual int n_ctx() const = 0;  // positions the KV cache holds
+    // Writes the rows' K/V at layers [layer_begin, layer_end) into the cache and fills what `req` asks for.
+    virtual void run(const PassRequest &req, PassResult *out) = 0;
+    virtual void truncate(int n_positions) = 0;  // forget every cached position >= n_positions in every layer
+};
+
+class HeadSet {
+public:
+    virtual ~HeadSet() = default;
+    virtual const std::vector<int> &layers() const = 0;  // strictly increasing, in 1..n_layer-1
+    virtual const HeadWeights &head(int index) const = 0;
+    // Head logits index -> token id (identity when the heads score the whole vocabulary).
+    virtual int32_t token_of(int32_t head_index) const = 0;
+    virtual int head_vocab_size() const = 0;
+    virtual const std::string &path() const = 0;
+    // One check of head `index` relative to a one-row pass over every layer.
+    virtual double check_cost(int index) const = 0;
+};
+
+}  // namespace adadecode
