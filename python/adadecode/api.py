@@ -542,7 +542,8 @@ class Llama:
 
         _refuse_sampler_extras(typical_p, tfs_z, mirostat_mode, mirostat_tau, mirostat_eta, None)
         try:
-            tool_list, forced = tool_mod.normalize(tools, tool_choice, functions, function_call)
+            tool_list, forced = tool_mod.normalize(tools, tool_choice, functions, function_call,
+                                                   self.model.vocab.token_id)
         except ValueError as exc:
             raise InvalidRequestError(str(exc), "tools") from exc
         if forced is not None:
@@ -569,7 +570,11 @@ class Llama:
         message: dict[str, Any] = {"role": "assistant", "content": gen.text}
         finish = _finish_reason(gen)
         if tool_list:
-            content, calls = tool_mod.parse_tool_calls(gen.text)
+            # <tool_call> is a special token in Qwen2.5's vocabulary, hidden from the plain text
+            vocab = self.model.vocab
+            raw = vocab.detokenize([t for t in gen.tokens if not vocab.is_eog(t)], True)
+            names = {t["function"]["name"] for t in tool_list}
+            content, calls = tool_mod.parse_tool_calls(raw, names)
             if calls:
                 message = {"role": "assistant", "content": content or None, "tool_calls": calls}
                 finish = "tool_calls"

@@ -845,8 +845,8 @@ def create_app(llm: "Llama", limits: Limits | None = None, api_key: str | None =
         given = body.input if body.input is not None else body.content
         if given is None:
             raise ApiError(400, "input is required", param="input")
-        if body.encoding_format != "float":
-            raise ApiError(400, "encoding_format must be 'float'", param="encoding_format")
+        if body.encoding_format not in ("float", "base64"):
+            raise ApiError(400, "encoding_format must be 'float' or 'base64'", param="encoding_format")
         if body.model not in served_names:
             raise ApiError(404, f"the model {body.model!r} does not exist", param="model", code="model_not_found")
         return [given] if isinstance(given, str) else list(given)
@@ -855,7 +855,19 @@ def create_app(llm: "Llama", limits: Limits | None = None, api_key: str | None =
     @app.post("/embeddings")
     async def embeddings(body: EmbeddingRequest, request: Request) -> Any:
         texts = _embed_inputs(body)
-        return await _answer(request, lambda: llm.create_embedding(texts, model=body.model), False)
+
+        def call() -> Any:
+            out = llm.create_embedding(texts, model=body.model)
+            if body.encoding_format == "base64":  # what the openai client asks for by default: float32 bytes
+                import base64
+                import struct
+
+                for item in out["data"]:
+                    v = item["embedding"]
+                    item["embedding"] = base64.b64encode(struct.pack(f"<{len(v)}f", *v)).decode("ascii")
+            return out
+
+        return await _answer(request, call, False)
 
     @app.post("/embedding")
     async def native_embedding(body: EmbeddingRequest, request: Request) -> Any:

@@ -11,9 +11,11 @@ from typing import Any
 _CALL = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
 
 
-def normalize(tools: Any, tool_choice: Any, functions: Any = None, function_call: Any = None
-              ) -> tuple[list[dict[str, Any]] | None, Any]:  # fmt: skip
-    """(the tools for the template or None, a grammar forcing a call or None) of a request."""
+def normalize(tools: Any, tool_choice: Any, functions: Any = None, function_call: Any = None,
+              token_id: Any = None) -> tuple[list[dict[str, Any]] | None, Any]:  # fmt: skip
+    """(the tools for the template or None, a grammar forcing a call or None) of a request; ``token_id(text)`` gives
+    the id of a vocabulary token with that text (-1: none), so that a forced call opens with the special token."""
+    tags = tuple(_tag(t, token_id) for t in ("<tool_call>", "</tool_call>"))
     if functions is not None:
         if tools is not None:
             raise ValueError("give tools or functions, not both")
@@ -41,14 +43,20 @@ def normalize(tools: Any, tool_choice: Any, functions: Any = None, function_call
     if tool_choice == "none":
         return None, None
     if tool_choice == "required":
-        return tools, _forced_grammar(list(by_name.values()))
+        return tools, _forced_grammar(list(by_name.values()), tags)
     name = tool_choice.get("function", {}).get("name") if isinstance(tool_choice, dict) else None
     if name not in by_name:
         raise ValueError(f"tool_choice must be 'none', 'auto', 'required' or a function of tools, got {tool_choice!r}")
-    return tools, _forced_grammar([by_name[name]])
+    return tools, _forced_grammar([by_name[name]], tags)
 
 
-def _forced_grammar(functions: list[dict[str, Any]]) -> Any:
+def _tag(text: str, token_id: Any) -> str:
+    """The Lark spelling of a tag: llguidance's ``<[id]>`` for a special token, else the quoted text."""
+    token = token_id(text) if token_id is not None else -1
+    return f"<[{token}]>" if token >= 0 else json.dumps(text)
+
+
+def _forced_grammar(functions: list[dict[str, Any]], tags: tuple[str, ...]) -> Any:
     from .grammar import LlamaGrammar
 
     options = [
@@ -61,7 +69,7 @@ def _forced_grammar(functions: list[dict[str, Any]]) -> Any:
         for f in functions
     ]
     schema = options[0] if len(options) == 1 else {"anyOf": options}
-    lark = f'start: "<tool_call>\\n" call "\\n</tool_call>"\ncall: %json {json.dumps(schema)}\n'
+    lark = f'start: {tags[0]} "\\n" call "\\n" {tags[1]}\ncall: %json {json.dumps(schema)}\n'
     return LlamaGrammar(_grammar=lark, _format="lark")
 
 
@@ -91,8 +99,17 @@ def template_message(message: dict[str, Any], role: str, content: str) -> dict[s
     return out
 
 
-def parse_tool_calls(text: str) -> tuple[str, list[dict[str, Any]]]:
-    """(the text outside the calls, OpenAI tool_calls) of a reply; blocks that are not JSON stay in the text."""
+def parse_tool_calls(text: str, names: set[str] | None = None) -> tuple[str, list[dict[str, Any]]]:
+    """(the text outside the calls, OpenAI tool_calls) of a reply; blocks that are not JSON stay in the text. Small
+    models sometimes drop the tags: a reply that is nothing but ``{"name": <one of names>, "arguments": {...}}``
+    is a call too."""
+    if "<tool_call>" not in text and names:
+        try:
+            obj = json.loads(text.strip())
+        except json.JSONDecodeError:
+            obj = None
+        if isinstance(obj, dict) and obj.get("name") in names and isinstance(obj.get("arguments"), dict):
+            text = f"<tool_call>{text}</tool_call>"
     calls: list[dict[str, Any]] = []
     kept: list[str] = []
     pos = 0
