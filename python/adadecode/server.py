@@ -511,8 +511,10 @@ def create_app(llm: "Llama", limits: Limits | None = None, api_key: str | None =
                 if unknown or not self.stream:
                     what = f"unknown stream_options {sorted(unknown)}" if unknown else "stream_options needs stream"
                     raise ApiError(400, what, param="stream_options")
-            max_tokens = self.max_tokens if self.max_tokens is not None else self.n_predict
-            max_tokens = default_max_tokens if max_tokens is None or max_tokens < 0 else max_tokens
+            max_tokens = self.max_tokens
+            if max_tokens is None:  # llama-server's n_predict -1: as many as allowed
+                n = self.n_predict
+                max_tokens = default_max_tokens if n is None or n < 0 else n
             if not 1 <= max_tokens <= limits.max_tokens:
                 raise ApiError(
                     400, f"max_tokens must be in [1, {limits.max_tokens}], got {max_tokens}", param="max_tokens"
