@@ -329,3 +329,23 @@ def test_chat_help_is_not_sent_to_the_model(smollm2_path: Path) -> None:
     transcript = child.before
     child.close()
     assert child.exitstatus == 0 and "tok/s" not in transcript
+
+
+def test_constructor_extras(engine: Any, smollm2_path: Path, capsys: Any) -> None:
+    from adadecode import Llama
+
+    class LlamaPromptLookupDecoding:  # llama-cpp-python's draft model, as scripts pass it
+        num_pred_tokens = 4
+
+    llm = Llama(str(smollm2_path), n_ctx=0, verbose=True, seed=7, n_batch=256,
+                draft_model=LlamaPromptLookupDecoding())  # fmt: skip
+    assert llm.n_ctx() == int(llm.metadata["llama.context_length"]) == 8192
+    assert llm.token_eos() == llm.model.vocab.eos and llm.token_bos() == llm.model.vocab.bos
+    out = llm("Once upon a time", max_tokens=8)
+    assert out["adadecode"]["mode"] == "ngram"
+    assert out["choices"][0]["text"] == llm("Once upon a time", max_tokens=8)["choices"][0]["text"]  # seed=7
+    err = capsys.readouterr().err
+    assert "loaded" in err and "eval time" in err and "n_batch=256" in err
+    with pytest.warns(UserWarning, match="training context"):
+        Llama(str(smollm2_path), n_ctx=9000)
+    assert Llama.from_pretrained(str(smollm2_path.parent), smollm2_path.name, n_ctx=64).n_ctx() == 64

@@ -100,8 +100,10 @@ def test_openai_client_logprobs_penalties_and_embeddings(client: Any, llm: Any) 
     ref = llm.create_chat_completion(_chat("Hi"), max_tokens=4, temperature=0, frequency_penalty=0.5)
     assert out.choices[0].message.content == ref["choices"][0]["message"]["content"]
     # the client asks for base64 unless told otherwise, and decodes it then
-    for emb in (client.embeddings.create(model="smollm2-135m", input=["one", "two"]),
-                client.embeddings.create(model="smollm2-135m", input=["one", "two"], encoding_format="float")):
+    for emb in (
+        client.embeddings.create(model="smollm2-135m", input=["one", "two"]),
+        client.embeddings.create(model="smollm2-135m", input=["one", "two"], encoding_format="float"),
+    ):
         assert [d.index for d in emb.data] == [0, 1]
         assert emb.data[0].embedding == pytest.approx(llm.embed("one"), abs=1e-6)
 
@@ -161,8 +163,16 @@ def test_qwen_coder_infill_and_tools(engine: Any, cache_dir: Path) -> None:
     out = llm.create_completion("def add(a, b):\n    return ", suffix="\n\nprint(add(1, 2))\n", max_tokens=8,
                                 temperature=0)  # fmt: skip
     assert "a + b" in out["choices"][0]["text"]
-    tools = [{"type": "function", "function": {"name": "get_weather", "description": "Weather of a city",
-              "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "Weather of a city",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+            },
+        }
+    ]
     out = llm.create_chat_completion(_chat("What is the weather in Paris?"), tools=tools, max_tokens=60,
                                      temperature=0)  # fmt: skip
     choice = out["choices"][0]

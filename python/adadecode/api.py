@@ -542,13 +542,17 @@ class Llama:
 
         _refuse_sampler_extras(typical_p, tfs_z, mirostat_mode, mirostat_tau, mirostat_eta, None)
         try:
-            tool_list, forced = tool_mod.normalize(tools, tool_choice, functions, function_call,
-                                                   self.model.vocab.token_id)
+            tool_list, forced = tool_mod.normalize(
+                tools, tool_choice, functions, function_call, self.model.vocab.token_id
+            )
         except ValueError as exc:
             raise InvalidRequestError(str(exc), "tools") from exc
         if forced is not None:
-            _require(grammar is None and response_format is None and json_schema is None,
-                     "a forced tool_choice cannot be combined with grammar or response_format", "tool_choice")
+            _require(
+                grammar is None and response_format is None and json_schema is None,
+                "a forced tool_choice cannot be combined with grammar or response_format",
+                "tool_choice",
+            )
             grammar = forced  # fmt: skip
         if top_logprobs is not None:
             _require(isinstance(top_logprobs, int) and 0 <= top_logprobs <= 20,
