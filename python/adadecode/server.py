@@ -569,7 +569,11 @@ def create_app(llm: "Llama", limits: Limits | None = None, api_key: str | None =
         name: str | None = None
         tool_calls: list[dict[str, Any]] | None = None
         tool_call_id: str | None = None
-        refusal: str | None = None
+        # what the openai client writes back from a response message; only their empty values are accepted
+        refusal: None = None
+        annotations: list[Any] | None = None
+        audio: None = None
+        function_call: None = None
 
     class ChatRequest(_Sampling):
         messages: list[ChatMessage]
