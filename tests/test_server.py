@@ -133,14 +133,18 @@ def test_completion(client: Any, reference: Any) -> None:
 
 
 def test_streamed_chat_completion(client: Any, reference: Any) -> None:
-    text, chunks = _stream_chat(client, QUESTIONS[0], 24)
+    chunks = list(client.chat.completions.create(model="smollm2-135m", messages=_chat(QUESTIONS[0]), max_tokens=24,
+                                                 temperature=0, stream=True,
+                                                 stream_options={"include_usage": True}))  # fmt: skip
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     ref = reference.create_chat_completion(_chat(QUESTIONS[0]), max_tokens=24, temperature=0)
     assert text == ref["choices"][0]["message"]["content"]
     assert len(chunks) > 3 and chunks[0].choices[0].delta.role == "assistant"
-    last = chunks[-1]
-    assert last.choices[0].finish_reason == ref["choices"][0]["finish_reason"]
-    assert last.usage.completion_tokens == ref["usage"]["completion_tokens"]
-    assert last.model_extra["adadecode"]["mode"] == "adadecode"
+    *rest, usage = chunks  # OpenAI's format: usage alone in a last chunk without choices
+    assert usage.choices == [] and usage.usage.completion_tokens == ref["usage"]["completion_tokens"]
+    assert all(c.usage is None for c in rest)
+    assert rest[-1].choices[0].finish_reason == ref["choices"][0]["finish_reason"]
+    assert rest[-1].model_extra["adadecode"]["mode"] == "adadecode"
 
 
 @pytest.mark.parametrize(

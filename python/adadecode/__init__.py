@@ -19,6 +19,7 @@ server, needs the ``server`` extra); ``adadecode --help`` lists them all.
 from ._version import __version__
 from .api import InvalidRequestError, Llama
 from .fetch import fetch, known_models, resolve_model
+from .grammar import LlamaGrammar
 from .model import Error, Generation, Model, list_devices
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "Generation",
     "InvalidRequestError",
     "Llama",
+    "LlamaGrammar",
     "Model",
     "__version__",
     "fetch",

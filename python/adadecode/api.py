@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 import uuid
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -105,6 +107,22 @@ def _message_text(message: Message, index: int) -> str:
     raise InvalidRequestError(f"messages[{index}].content must be a string or a list of text parts", "messages")
 
 
+def _refuse_sampler_extras(typical_p: float, tfs_z: float, mirostat_mode: int, mirostat_tau: float,
+                           mirostat_eta: float, stopping_criteria: Any) -> None:  # fmt: skip
+    _refuse("typical_p", typical_p, 1.0)
+    _refuse("tfs_z", tfs_z, 1.0)
+    _refuse("mirostat_mode", mirostat_mode, 0)
+    _refuse("mirostat_tau", mirostat_tau, 5.0)
+    _refuse("mirostat_eta", mirostat_eta, 0.1)
+    _refuse("stopping_criteria", stopping_criteria, None, " (use stop strings or max_tokens)")
+
+
+def resolve_model_path(model_path: str | os.PathLike[str]) -> str:
+    from .fetch import resolve_model
+
+    return str(resolve_model(str(model_path)))
+
+
 def _usage(n_prompt: int, gen: Generation) -> dict[str, int]:
     return {
         "prompt_tokens": n_prompt,
@@ -118,17 +136,47 @@ def _finish_reason(gen: Generation) -> str:
     return "length" if gen.finish_reason == "length" else "stop"
 
 
+_DEFAULT_SEED = 0xFFFFFFFF  # llama.cpp's LLAMA_DEFAULT_SEED: a random seed
+
+# llama-cpp-python constructor parameters that adadecode cannot honour: accepted only at their default value.
+_UNSUPPORTED_INIT: dict[str, Any] = {
+    "split_mode": 1, "main_gpu": 0, "tensor_split": None, "vocab_only": False, "use_mmap": True, "use_mlock": False,
+    "kv_overrides": None, "rope_scaling_type": -1, "pooling_type": -1, "attention_type": -1, "rope_freq_base": 0.0,
+    "rope_freq_scale": 0.0, "yarn_ext_factor": -1.0, "yarn_attn_factor": 1.0, "yarn_beta_fast": 32.0,
+    "yarn_beta_slow": 1.0, "yarn_orig_ctx": 0, "lora_base": None, "lora_scale": 1.0, "lora_path": None,
+    "numa": False, "chat_format": None, "chat_handler": None, "tokenizer": None, "type_k": None, "type_v": None,
+    "spm_infill": False, "rpc_servers": None,
+}  # fmt: skip
+# ... and those that only tune llama.cpp's batching, memory or kernels: any value gives the same output here, where
+# the engine batches prompts, maps the file and picks its kernels itself (verbose=True lists them).
+_ENGINE_HINTS = ("n_batch", "n_ubatch", "logits_all", "embedding", "offload_kqv", "flash_attn", "op_offload",
+                 "swa_full", "no_perf")  # fmt: skip
+
+
+def _refuse(name: str, value: Any, default: Any, what: str = "") -> None:
+    if value != default:
+        raise InvalidRequestError(
+            f"{name}={value!r} is not supported by adadecode{what} (only the default {default!r} is)", name
+        )
+
+
 class Llama:
     """A GGUF model behind llama-cpp-python's completion API, decoded by the adadecode engine.
 
     ``model_path`` is a GGUF file or a known model name (fetched on first use, see ``adadecode.known_models()``).
     ``heads`` enables adaptive layer-parallel decoding: a heads sidecar GGUF, the name of shipped heads, or
     ``"auto"`` for the heads shipped for this model; the output is the same with or without them. ``n_ctx`` is the
-    context size in tokens (prompt + generated), ``n_threads`` the CPU threads (default: all cores).
-    ``n_gpu_layers`` (any non-zero value: the whole model) or ``device`` compute on a GPU, see :class:`Model`.
-    ``model_alias`` is the name results report as ``"model"`` (default: the file name without ``.gguf``).
-    ``max_prompt_tokens`` refuses longer prompts with :class:`InvalidRequestError` (default: only the context
-    size limits them).
+    context size in tokens (prompt + generated; 0: the model's training context), ``n_threads`` the CPU threads
+    (default: all cores). ``n_gpu_layers`` (any non-zero value: the whole model) or ``device`` compute on a GPU, see
+    :class:`Model`. ``model_alias`` is the name results report as ``"model"`` (default: the file name without
+    ``.gguf``). ``max_prompt_tokens`` refuses longer prompts with :class:`InvalidRequestError` (default: only the
+    context size limits them).
+
+    llama-cpp-python's other constructor parameters are accepted: ``seed`` (default seed of the calls),
+    ``last_n_tokens_size`` (the window of the repetition penalties), ``draft_model`` (a
+    ``LlamaPromptLookupDecoding``: prompt-lookup drafts, the "ngram" mode), ``verbose`` (load information and
+    timings on stderr); the batching/memory hints (``n_batch``, ``flash_attn``, ...) change nothing here; any other
+    at a non-default value raises :class:`InvalidRequestError` naming it.
 
     One ``Llama`` runs one generation at a time: the engine is not reentrant, so threads sharing an instance must
     take turns (the server does this with a single worker thread).
@@ -138,33 +186,120 @@ class Llama:
         self,
         model_path: str | os.PathLike[str],
         *,
-        heads: str | os.PathLike[str] | None = None,
+        n_gpu_layers: int = 0,
+        seed: int = _DEFAULT_SEED,
         n_ctx: int = 4096,
         n_threads: int | None = None,
-        n_gpu_layers: int = 0,
+        n_threads_batch: int | None = None,
+        last_n_tokens_size: int = 64,
+        draft_model: Any = None,
+        verbose: bool = False,
+        heads: str | os.PathLike[str] | None = None,
         device: str | None = None,
         model_alias: str | None = None,
         max_prompt_tokens: int | None = None,
-        verbose: bool = False,
+        **kwargs: Any,
     ) -> None:
+        hints = {k: kwargs.pop(k) for k in _ENGINE_HINTS if k in kwargs}
+        for name, value in kwargs.items():
+            if name not in _UNSUPPORTED_INIT:
+                raise InvalidRequestError(f"Llama() got an unknown argument {name!r}", name)
+            _refuse(name, value, _UNSUPPORTED_INIT[name])
+        if n_threads_batch is not None and n_threads is not None and n_threads_batch != n_threads:
+            raise InvalidRequestError(
+                "n_threads_batch must equal n_threads: the engine uses one thread pool for prompts and tokens",
+                "n_threads_batch",
+            )
+        n_threads = n_threads or n_threads_batch
+        _require(last_n_tokens_size >= -1, f"last_n_tokens_size must be >= -1, got {last_n_tokens_size}",
+                 "last_n_tokens_size")  # fmt: skip
+        self.default_mode: str | None = None
+        self.default_max_draft: int | None = None
+        if draft_model is not None:
+            n_pred = getattr(draft_model, "num_pred_tokens", None)
+            if not isinstance(n_pred, int):
+                raise InvalidRequestError(
+                    "draft_model: only LlamaPromptLookupDecoding (prompt-lookup drafts) is supported", "draft_model"
+                )
+            self.default_mode = "ngram"
+            self.default_max_draft = max(1, n_pred)
+        start = time.perf_counter()
+        from .gguf_meta import read_metadata, training_context
+
+        path = resolve_model_path(model_path)
+        self._metadata = read_metadata(path)
+        n_train = training_context(self._metadata)
+        if n_ctx == 0:
+            _require(n_train is not None, "n_ctx=0 needs the GGUF's context_length, which it lacks", "n_ctx")
+            n_ctx = int(n_train)  # type: ignore[arg-type]
+        elif n_train is not None and n_ctx > n_train:
+            warnings.warn(f"n_ctx={n_ctx} is larger than the model's training context {n_train}; "
+                          "quality may degrade past it", UserWarning, stacklevel=2)  # fmt: skip
         self.model = Model(
-            model_path, n_ctx=n_ctx, n_threads=n_threads, heads=heads, n_gpu_layers=n_gpu_layers, device=device
+            path, n_ctx=n_ctx, n_threads=n_threads, heads=heads, n_gpu_layers=n_gpu_layers, device=device
         )
-        self.model_path = self.model.path
-        self.model_alias = model_alias or Path(self.model.path).name.removesuffix(".gguf")
+        self._init_common(self.model, model_alias)
         self.max_prompt_tokens = max_prompt_tokens
         self.verbose = verbose
+        self.seed = seed
+        self.last_n_tokens_size = last_n_tokens_size
+        if verbose:
+            m = self.model
+            print(f"adadecode: loaded {m.path} ({m.arch}, {m.n_layer} layers, n_embd {m.n_embd}, n_vocab "
+                  f"{m.n_vocab}) in {time.perf_counter() - start:.2f} s", file=sys.stderr)  # fmt: skip
+            print(f"adadecode: n_ctx = {m.n_ctx} (trained {n_train}), device = {m.device}, exit heads at layers "
+                  f"{m.exit_layers or 'none'}", file=sys.stderr)  # fmt: skip
+            if hints:
+                print(f"adadecode: {', '.join(f'{k}={v!r}' for k, v in hints.items())}: llama.cpp tuning that "
+                      "does not apply to this engine", file=sys.stderr)  # fmt: skip
+
+    def _init_common(self, model: Model, model_alias: str | None) -> None:
+        self.model_path = model.path
+        self.model_alias = model_alias or Path(model.path).name.removesuffix(".gguf")
 
     @classmethod
     def from_model(cls, model: Model, model_alias: str | None = None) -> Llama:
         """Wrap an already loaded :class:`Model` (no second copy of the weights)."""
+        from .gguf_meta import read_metadata
+
         self = cls.__new__(cls)
         self.model = model
-        self.model_path = model.path
-        self.model_alias = model_alias or Path(model.path).name.removesuffix(".gguf")
+        self._init_common(model, model_alias)
+        self._metadata = read_metadata(model.path)
         self.max_prompt_tokens = None
         self.verbose = False
+        self.seed = _DEFAULT_SEED
+        self.last_n_tokens_size = 64
+        self.default_mode = None
+        self.default_max_draft = None
         return self
+
+    @classmethod
+    def from_pretrained(cls, repo_id: str, filename: str | None = None, **kwargs: Any) -> Llama:
+        """llama-cpp-python's hub loader, for local files only: ``repo_id`` a directory (``filename`` a file in it,
+        a glob allowed) or a known model name (``adadecode.known_models()``). Downloads from model hubs are refused.
+        """
+        from .fetch import known_models
+
+        for name in ("additional_files", "local_dir", "cache_dir"):
+            if kwargs.get(name) is not None:
+                raise InvalidRequestError(f"from_pretrained: {name} is not supported (no hub downloads)", name)
+        kwargs.pop("local_dir_use_symlinks", None)
+        if repo_id in known_models() and filename is None:
+            return cls(repo_id, **kwargs)
+        root = Path(repo_id).expanduser()
+        if root.is_dir() and filename:
+            matches = sorted(root.glob(filename))
+            _require(len(matches) == 1, f"from_pretrained: {filename!r} matches {len(matches)} files in {root}",
+                     "filename")  # fmt: skip
+            return cls(str(matches[0]), **kwargs)
+        if root.is_file() and filename is None:
+            return cls(str(root), **kwargs)
+        raise InvalidRequestError(
+            f"from_pretrained: {repo_id!r} is neither a local directory nor a known model name; adadecode does not "
+            f"download from model hubs (known models: {', '.join(sorted(known_models()))})",
+            "repo_id",
+        )
 
     # --- llama-cpp-python helpers -------------------------------------------------------------------------------
     def tokenize(self, text: bytes | str, add_bos: bool = True, special: bool = False) -> list[int]:
@@ -183,43 +318,138 @@ class Llama:
     def n_vocab(self) -> int:
         return self.model.n_vocab
 
+    def token_eos(self) -> int:
+        return int(self.model.vocab.eos)
+
+    def token_bos(self) -> int:
+        return int(self.model.vocab.bos)
+
+    def token_nl(self) -> int:
+        ids = self.model.tokenize("\n", add_special=False, parse_special=False)
+        return int(ids[0]) if ids else -1
+
+    def n_embd(self) -> int:
+        return self.model.n_embd
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """The GGUF's scalar key-values as strings, as llama-cpp-python's ``Llama.metadata``."""
+        return dict(self._metadata)
+
+    # --- embeddings -----------------------------------------------------------------------------------------------
+    def embed(
+        self, input: str | list[str], normalize: bool = True, truncate: bool = True, return_count: bool = False
+    ) -> Any:
+        """Mean-pooled embeddings: the final-layer states after the final norm, averaged over the tokens (BOS
+        included), L2-normalized unless ``normalize`` is False. A list for a string, a list of lists for a list."""
+        import numpy as np
+
+        from .gguf_meta import rms_norm_eps
+
+        texts = [input] if isinstance(input, str) else input
+        _require(isinstance(texts, list) and all(isinstance(t, str) for t in texts),
+                 "input must be a string or a list of strings", "input")  # fmt: skip
+        weight = getattr(self, "_norm_weight", None)
+        if weight is None:
+            weight = self._norm_weight = self.model.tensor("output_norm.weight").astype(np.float32)
+        eps = rms_norm_eps(self._metadata)
+        out: list[list[float]] = []
+        total = 0
+        for i, text in enumerate(texts):
+            _check_unicode(text, f"input[{i}]", "input")
+            ids = self.model.tokenize(text) if text else []
+            _require(bool(ids), f"input[{i}] is empty", "input")
+            if len(ids) > self.model.n_ctx:
+                _require(truncate, f"input[{i}] has {len(ids)} tokens, more than n_ctx {self.model.n_ctx}", "input")
+                ids = ids[: self.model.n_ctx]
+            total += len(ids)
+            h = self.model.hidden_states(ids, [self.model.n_layer])[0].astype(np.float64)
+            h = h / np.sqrt(np.mean(h * h, axis=-1, keepdims=True) + eps) * weight
+            v = h.mean(axis=0)
+            if normalize:
+                v = v / max(float(np.linalg.norm(v)), 1e-12)
+            out.append([float(x) for x in v])
+        result: Any = out[0] if isinstance(input, str) else out
+        return (result, total) if return_count else result
+
+    def create_embedding(self, input: str | list[str], model: str | None = None) -> dict[str, Any]:
+        """OpenAI's embeddings response for ``input`` (see :meth:`embed`)."""
+        texts = [input] if isinstance(input, str) else input
+        vectors, total = self.embed(list(texts) if isinstance(texts, list) else texts, return_count=True)
+        return {
+            "object": "list",
+            "data": [{"object": "embedding", "embedding": v, "index": i} for i, v in enumerate(vectors)],
+            "model": model or self.model_alias,
+            "usage": {"prompt_tokens": total, "total_tokens": total},
+        }
+
     # --- completions ----------------------------------------------------------------------------------------------
-    def __call__(self, prompt: str | bytes | Sequence[int], **kwargs: Any) -> dict[str, Any] | Iterator[dict[str, Any]]:
+    def __call__(self, prompt: str | bytes | Sequence[int], *args: Any, **kwargs: Any) -> Any:
         """Same as :meth:`create_completion`."""
-        return self.create_completion(prompt, **kwargs)
+        return self.create_completion(prompt, *args, **kwargs)
 
     def create_completion(
         self,
         prompt: str | bytes | Sequence[int],
+        suffix: str | None = None,
         max_tokens: int | None = 16,
         temperature: float = 0.8,
         top_p: float = 0.95,
-        top_k: int = 40,
         min_p: float = 0.05,
-        seed: int | None = None,
-        stop: str | Sequence[str] | None = None,
-        stream: bool = False,
+        typical_p: float = 1.0,
+        logprobs: int | None = None,
         echo: bool = False,
+        stop: str | Sequence[str] | None = None,
+        frequency_penalty: float = 0.0,
+        presence_penalty: float = 0.0,
+        repeat_penalty: float = 1.0,
+        top_k: int = 40,
+        stream: bool = False,
+        seed: int | None = None,
+        tfs_z: float = 1.0,
+        mirostat_mode: int = 0,
+        mirostat_tau: float = 5.0,
+        mirostat_eta: float = 0.1,
+        model: str | None = None,
+        stopping_criteria: Any = None,
+        logits_processor: Any = None,
+        grammar: Any = None,
+        logit_bias: dict[Any, float] | None = None,
+        *,
         mode: str | None = None,
         gamma: float | None = None,
         max_pending: int | None = None,
         max_draft: int | None = None,
+        repeat_last_n: int | None = None,
+        response_format: dict[str, Any] | None = None,
+        json_schema: Any = None,
     ) -> dict[str, Any] | Iterator[dict[str, Any]]:
         """Continue ``prompt`` (text, UTF-8 bytes or token ids); an OpenAI ``text_completion`` dict, or its chunks
-        with ``stream``.
+        with ``stream``. The parameters are llama-cpp-python's, with the same defaults.
 
         ``max_tokens`` None or <= 0 means: until the context is full. ``temperature`` 0 is greedy decoding;
         ``top_k`` 0, ``top_p`` 1 and ``min_p`` 0 turn those filters off. ``stop`` strings end the text (they are not
-        part of it). ``echo`` puts the prompt in front of the text. ``mode`` ("standard", "adadecode",
-        "ngram" or "adadecode+ngram"), ``gamma``, ``max_pending`` and ``max_draft`` tune the engine (see
-        ``Model.generate``). ``finish_reason`` is "stop" (end
-        token or stop string) or "length" (``max_tokens`` or the context reached). Statistics are under
+        part of it). ``echo`` puts the prompt in front of the text. ``suffix`` asks a fill-in-the-middle model for
+        the text between ``prompt`` and ``suffix``. ``repeat_penalty``, ``frequency_penalty`` and
+        ``presence_penalty`` act as llama.cpp's over the last ``repeat_last_n`` tokens (default: the constructor's
+        ``last_n_tokens_size``, 64); ``logit_bias`` maps token ids to added logits; ``logits_processor`` is a list
+        of ``fn(input_ids, scores) -> scores``; ``grammar`` (GBNF text or :class:`LlamaGrammar`),
+        ``response_format`` or ``json_schema`` constrain the output (llguidance); ``logprobs`` k returns OpenAI's
+        logprobs with the k most likely tokens. ``typical_p``, ``tfs_z``, mirostat and ``stopping_criteria`` are
+        refused unless left at their defaults. ``mode`` ("standard", "adadecode", "ngram" or "adadecode+ngram"),
+        ``gamma``, ``max_pending`` and ``max_draft`` tune the engine (see ``Model.generate``). ``finish_reason`` is
+        "stop" (end token or stop string) or "length" (``max_tokens`` or the context reached). Statistics are under
         ``result["adadecode"]`` (in the last chunk when streaming).
         """
+        _refuse_sampler_extras(typical_p, tfs_z, mirostat_mode, mirostat_tau, mirostat_eta, stopping_criteria)
         _require(isinstance(prompt, (str, bytes, Sequence)), "prompt must be text or token ids", "prompt")
         if isinstance(prompt, (bytes, bytearray)):  # UTF-8 text, as Model.generate takes it; not token ids
             prompt = _utf8_text(bytes(prompt), "the prompt", "prompt")
-        if isinstance(prompt, str):
+        if suffix is not None:
+            _require(isinstance(prompt, str) and isinstance(suffix, str), "suffix needs a text prompt", "suffix")
+            ids = self.infill_ids(str(prompt), suffix)
+            prompt_text = str(prompt)
+        elif isinstance(prompt, str):
             _require(prompt != "", "the prompt is empty", "prompt")
             _check_unicode(prompt, "the prompt", "prompt")
             ids = self.model.tokenize(prompt)
@@ -233,85 +463,172 @@ class Llama:
             ids = [int(t) for t in prompt]
             _require(bool(ids), "the prompt is empty", "prompt")
             prompt_text = self.model.detokenize(ids)
+        if logprobs is not None:
+            _require(isinstance(logprobs, int) and 0 <= logprobs <= 20, f"logprobs must be in [0, 20], got "
+                     f"{logprobs!r}", "logprobs")  # fmt: skip
         gen_args = self._generation_args(
             ids, max_tokens, temperature, top_p, top_k, min_p, seed, stop, mode, gamma, max_pending, max_draft
         )
+        gen_args["logits_processor"] = self._processor(
+            ids, repeat_penalty, frequency_penalty, presence_penalty, repeat_last_n, logit_bias, logits_processor,
+            grammar, response_format, json_schema,
+        )  # fmt: skip
         prefix = prompt_text if echo else ""
-        meta = self._meta("cmpl", "text_completion")
-        if stream:
+        meta = self._meta("cmpl", "text_completion", model)
+        if stream and logprobs is None:
             return self._completion_chunks(ids, gen_args, meta, prefix)
-        gen = self.model.generate(ids, **gen_args)
-        choice = {"text": prefix + gen.text, "index": 0, "logprobs": None, "finish_reason": _finish_reason(gen)}
-        return {**meta, "choices": [choice], "usage": _usage(len(ids), gen), STATS_KEY: dict(gen.stats)}
+        gen = self._generate(ids, gen_args, logprobs is not None)
+        lp = None
+        if logprobs is not None:
+            from .logits import completion_logprobs
+
+            lp = completion_logprobs(self._entries(gen, logprobs), self._piece, len(prefix))
+        choice = {"text": prefix + gen.text, "index": 0, "logprobs": lp, "finish_reason": _finish_reason(gen)}
+        result = {**meta, "choices": [choice], "usage": _usage(len(ids), gen), STATS_KEY: dict(gen.stats)}
+        if stream:  # with logprobs: generated first, then handed out one token per chunk
+            return self._replay_completion(result)
+        return result
 
     def create_chat_completion(
         self,
         messages: list[Message],
-        max_tokens: int | None = None,
+        functions: list[dict[str, Any]] | None = None,
+        function_call: Any = None,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: Any = None,
         temperature: float = 0.2,
         top_p: float = 0.95,
         top_k: int = 40,
         min_p: float = 0.05,
-        seed: int | None = None,
-        stop: str | Sequence[str] | None = None,
+        typical_p: float = 1.0,
         stream: bool = False,
+        stop: str | Sequence[str] | None = None,
+        seed: int | None = None,
+        response_format: dict[str, Any] | None = None,
+        max_tokens: int | None = None,
+        presence_penalty: float = 0.0,
+        frequency_penalty: float = 0.0,
+        repeat_penalty: float = 1.0,
+        tfs_z: float = 1.0,
+        mirostat_mode: int = 0,
+        mirostat_tau: float = 5.0,
+        mirostat_eta: float = 0.1,
+        model: str | None = None,
+        logits_processor: Any = None,
+        grammar: Any = None,
+        logit_bias: dict[Any, float] | None = None,
+        logprobs: bool | None = None,
+        top_logprobs: int | None = None,
+        *,
         mode: str | None = None,
         gamma: float | None = None,
         max_pending: int | None = None,
         max_draft: int | None = None,
+        repeat_last_n: int | None = None,
+        json_schema: Any = None,
     ) -> dict[str, Any] | Iterator[dict[str, Any]]:
         """Answer a conversation; an OpenAI ``chat.completion`` dict, or ``chat.completion.chunk`` dicts with
-        ``stream``.
+        ``stream``. The parameters are llama-cpp-python's, with the same defaults.
 
-        ``messages`` are ``{"role": "system" | "user" | "assistant", "content": str}`` dicts, rendered with the
-        GGUF's chat template (``tokenizer.chat_template``, jinja2); the reply ends at the model's end-of-turn token.
-        The other arguments are those of :meth:`create_completion`.
+        ``messages`` are OpenAI's message dicts (system, user, assistant with ``tool_calls``, tool), rendered with
+        the GGUF's chat template (``tokenizer.chat_template``, jinja2); the reply ends at the model's end-of-turn
+        token. ``tools`` are given to the template (Qwen2.5's format); ``<tool_call>{json}</tool_call>`` in the reply
+        becomes OpenAI ``tool_calls`` (finish_reason "tool_calls"); ``tool_choice`` "none", "auto", "required" or
+        a named function (the last two force a call with a grammar). ``functions``/``function_call`` are the
+        older spelling of the same. ``logprobs``/``top_logprobs`` return OpenAI's chat logprobs. The other
+        arguments are those of :meth:`create_completion`.
         """
-        ids = self.chat_prompt_ids(messages)
-        gen_args = self._generation_args(
-            ids,
-            max_tokens,
-            temperature,
-            top_p,
-            top_k,
-            min_p,
-            seed,
-            stop,
-            mode,
-            gamma,
-            max_pending,
-            max_draft,
-            prompt_param="messages",
-        )
-        if stream:
-            return self._chat_chunks(ids, gen_args, self._meta("chatcmpl", "chat.completion.chunk"))
-        gen = self.model.generate(ids, **gen_args)
-        choice = {
-            "index": 0,
-            "message": {"role": "assistant", "content": gen.text},
-            "logprobs": None,
-            "finish_reason": _finish_reason(gen),
-        }
-        meta = self._meta("chatcmpl", "chat.completion")
-        return {**meta, "choices": [choice], "usage": _usage(len(ids), gen), STATS_KEY: dict(gen.stats)}
+        from . import tools as tool_mod
 
-    def chat_prompt_ids(self, messages: list[Message]) -> list[int]:
+        _refuse_sampler_extras(typical_p, tfs_z, mirostat_mode, mirostat_tau, mirostat_eta, None)
+        try:
+            tool_list, forced = tool_mod.normalize(
+                tools, tool_choice, functions, function_call, self.model.vocab.token_id
+            )
+        except ValueError as exc:
+            raise InvalidRequestError(str(exc), "tools") from exc
+        if forced is not None:
+            _require(
+                grammar is None and response_format is None and json_schema is None,
+                "a forced tool_choice cannot be combined with grammar or response_format",
+                "tool_choice",
+            )
+            grammar = forced  # fmt: skip
+        if top_logprobs is not None:
+            _require(isinstance(top_logprobs, int) and 0 <= top_logprobs <= 20,
+                     f"top_logprobs must be in [0, 20], got {top_logprobs!r}", "top_logprobs")  # fmt: skip
+            _require(bool(logprobs), "top_logprobs needs logprobs=True", "top_logprobs")
+        ids = self.chat_prompt_ids(messages, tools=tool_list)
+        gen_args = self._generation_args(
+            ids, max_tokens, temperature, top_p, top_k, min_p, seed, stop, mode, gamma, max_pending, max_draft,
+            prompt_param="messages",
+        )  # fmt: skip
+        gen_args["logits_processor"] = self._processor(
+            ids, repeat_penalty, frequency_penalty, presence_penalty, repeat_last_n, logit_bias, logits_processor,
+            grammar, response_format, json_schema,
+        )  # fmt: skip
+        meta = self._meta("chatcmpl", "chat.completion", model)
+        if stream and not logprobs and not tool_list:
+            return self._chat_chunks(ids, gen_args, {**meta, "object": "chat.completion.chunk"})
+        gen = self._generate(ids, gen_args, bool(logprobs))
+        message: dict[str, Any] = {"role": "assistant", "content": gen.text}
+        finish = _finish_reason(gen)
+        if tool_list:
+            # <tool_call> is a special token in Qwen2.5's vocabulary, hidden from the plain text
+            vocab = self.model.vocab
+            raw = vocab.detokenize([t for t in gen.tokens if not vocab.is_eog(t)], True)
+            names = {t["function"]["name"] for t in tool_list}
+            content, calls = tool_mod.parse_tool_calls(raw, names)
+            if calls:
+                message = {"role": "assistant", "content": content or None, "tool_calls": calls}
+                finish = "tool_calls"
+        lp = None
+        if logprobs:
+            from .logits import chat_logprobs
+
+            lp = chat_logprobs(self._entries(gen, top_logprobs or 0), self._piece)
+        choice = {"index": 0, "message": message, "logprobs": lp, "finish_reason": finish}
+        result = {**meta, "choices": [choice], "usage": _usage(len(ids), gen), STATS_KEY: dict(gen.stats)}
+        if stream:  # logprobs or tools: generated first, then handed out as chunks
+            return self._replay_chat(result)
+        return result
+
+    def infill_ids(self, prefix: str, suffix: str) -> list[int]:
+        """The prompt ids of a fill-in-the-middle request, with the model's FIM tokens (Qwen2.5-Coder's
+        ``<|fim_prefix|>``, ``<|fim_suffix|>``, ``<|fim_middle|>``)."""
+        vocab = self.model.vocab
+        names = ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>")
+        tokens = [vocab.token_id(n) for n in names]
+        _require(all(t >= 0 for t in tokens), f"{self.model_alias} has no fill-in-the-middle tokens "
+                 f"({', '.join(names)})", "suffix")  # fmt: skip
+        _check_unicode(prefix, "the prompt", "prompt")
+        _check_unicode(suffix, "the suffix", "suffix")
+        pre = self.model.tokenize(prefix, add_special=False, parse_special=False) if prefix else []
+        suf = self.model.tokenize(suffix, add_special=False, parse_special=False) if suffix else []
+        return [tokens[0], *pre, tokens[1], *suf, tokens[2]]
+
+    def chat_prompt_ids(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> list[int]:
         """The prompt token ids of a conversation, ending with the assistant's turn opening."""
+        from .tools import template_message
+
         _require(isinstance(messages, list) and len(messages) > 0, "messages must be a non-empty list", "messages")
-        plain: list[dict[str, str]] = []
+        plain: list[dict[str, Any]] = []
         for i, m in enumerate(messages):
             _require(isinstance(m, dict), f"messages[{i}] must be an object", "messages")
             role = m.get("role")
             _require(
-                role in ("system", "user", "assistant"),
-                f"messages[{i}].role must be 'system', 'user' or 'assistant', got {role!r}",
+                role in ("system", "user", "assistant", "tool", "developer"),
+                f"messages[{i}].role must be 'system', 'user', 'assistant' or 'tool', got {role!r}",
                 "messages",
             )
             content = _message_text(m, i)
             _check_unicode(content, f"messages[{i}].content", "messages")
-            plain.append({"role": role, "content": content})
+            try:
+                plain.append(template_message(m, "system" if role == "developer" else str(role), content))
+            except ValueError as exc:
+                raise InvalidRequestError(f"messages[{i}]: {exc}", "messages") from exc
         try:
-            text = self.model.apply_chat_template(plain)
+            text = self.model.apply_chat_template(plain, tools=tools)
         except ValueError as exc:
             raise InvalidRequestError(str(exc), "messages") from exc
         except Exception as exc:  # a jinja2 error inside the template, e.g. its raise_exception("...")
@@ -341,6 +658,11 @@ class Llama:
     ) -> dict[str, Any]:
         n_ctx = self.model.n_ctx
         limit = self.max_prompt_tokens
+        if seed is None and self.seed != _DEFAULT_SEED:
+            seed = self.seed
+        if mode is None and self.default_mode is not None:
+            mode = self.default_mode
+            max_draft = max_draft if max_draft is not None else self.default_max_draft
         _require(
             limit is None or len(ids) <= limit,
             f"the prompt has {len(ids)} tokens, more than the limit of {limit}",
@@ -381,13 +703,117 @@ class Llama:
             "max_draft": max_draft,
         }
 
-    def _meta(self, prefix: str, kind: str) -> dict[str, Any]:
+    def _meta(self, prefix: str, kind: str, model: str | None = None) -> dict[str, Any]:
         return {
             "id": f"{prefix}-{uuid.uuid4().hex}",
             "object": kind,
             "created": int(time.time()),
-            "model": self.model_alias,
+            "model": model or self.model_alias,
         }
+
+    def _processor(
+        self, ids: list[int], repeat_penalty: float, frequency_penalty: float, presence_penalty: float,
+        repeat_last_n: int | None, logit_bias: Any, logits_processor: Any, grammar: Any, response_format: Any,
+        json_schema: Any,
+    ) -> Any:  # fmt: skip
+        """The logits processor of a request (user processors, logit bias, penalties, grammar, in that order)."""
+        from . import logits as lg
+        from .grammar import GrammarError, GrammarProcessor, from_request
+
+        for name, value in (("repeat_penalty", repeat_penalty), ("frequency_penalty", frequency_penalty),
+                            ("presence_penalty", presence_penalty)):  # fmt: skip
+            _require(isinstance(value, (int, float)) and math.isfinite(value), f"{name} must be a number", name)
+        _require(repeat_penalty >= 0, f"repeat_penalty must be >= 0, got {repeat_penalty}", "repeat_penalty")
+        last_n = self.last_n_tokens_size if repeat_last_n is None else repeat_last_n
+        _require(isinstance(last_n, int) and last_n >= -1, f"repeat_last_n must be >= -1, got {last_n!r}",
+                 "repeat_last_n")  # fmt: skip
+        parts: list[Any] = []
+        if logits_processor is not None:
+            try:
+                parts.append(lg.UserProcessors(logits_processor))
+            except (ValueError, TypeError) as exc:
+                raise InvalidRequestError(str(exc), "logits_processor") from exc
+        if logit_bias:
+            _require(isinstance(logit_bias, dict), "logit_bias must be a map of token id to bias", "logit_bias")
+            try:
+                parts.append(lg.LogitBias(logit_bias, self.model.n_vocab))
+            except ValueError as exc:
+                raise InvalidRequestError(str(exc), "logit_bias") from exc
+        penalties = lg.Penalties(repeat_penalty, frequency_penalty, presence_penalty, last_n)
+        if penalties.active:
+            parts.append(penalties)
+        try:
+            compiled = from_request(grammar, response_format, json_schema)
+            if compiled is not None:
+                parts.append(GrammarProcessor(self.model, compiled, len(ids)))
+        except GrammarError as exc:
+            param = "grammar" if grammar is not None else "response_format" if response_format else "json_schema"
+            raise InvalidRequestError(str(exc), param) from exc
+        return lg.chain(parts)
+
+    def _piece(self, token: int) -> bytes:
+        return bytes(self.model.vocab.token_to_piece(int(token), False))
+
+    def _generate(self, ids: list[int], gen_args: dict[str, Any], want_logits: bool) -> Generation:
+        gen = self.model.generate(ids, return_logits=want_logits, **gen_args)
+        self._print_timings(len(ids), gen)
+        return gen
+
+    def _print_timings(self, n_prompt: int, gen: Generation) -> None:
+        if not self.verbose:
+            return
+        st = gen.stats
+        pre, dec = float(st.get("prefill_seconds", 0.0)), float(st.get("decode_seconds", 0.0))
+        n = len(gen.tokens)
+        print(f"adadecode: prompt eval time = {pre * 1e3:10.2f} ms / {n_prompt:5d} tokens "
+              f"({n_prompt / pre if pre > 0 else 0.0:8.2f} tokens per second)", file=sys.stderr)  # fmt: skip
+        print(f"adadecode:        eval time = {dec * 1e3:10.2f} ms / {n:5d} tokens "
+              f"({n / dec if dec > 0 else 0.0:8.2f} tokens per second), mode {st.get('mode')}, early exits "
+              f"{100 * float(st.get('early_exit_fraction', 0.0)):.0f}%", file=sys.stderr)  # fmt: skip
+
+    def _entries(self, gen: Generation, top_k: int) -> list[Any]:
+        from .logits import token_logprobs
+
+        assert gen.logits is not None
+        return token_logprobs(gen.logits, gen.tokens, top_k, self._piece)
+
+    def _replay_completion(self, result: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        choice = result["choices"][0]
+        lp = choice["logprobs"]
+        meta = {k: result[k] for k in ("id", "object", "created", "model")}
+        text = choice["text"]
+        done = 0
+        for i, token in enumerate(lp["tokens"]):
+            start = lp["text_offset"][i]
+            piece = text[start : start + len(token)] if i + 1 < len(lp["tokens"]) else text[start:]
+            one = {k: [v[i]] for k, v in lp.items()}
+            yield {**meta, "choices": [{"text": piece, "index": 0, "logprobs": one, "finish_reason": None}]}
+            done = start + len(piece)
+        if done < len(text) and not lp["tokens"]:
+            yield {**meta, "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": None}]}
+        last = {"text": "", "index": 0, "logprobs": None, "finish_reason": choice["finish_reason"]}
+        yield {**meta, "choices": [last], "usage": result["usage"], STATS_KEY: result[STATS_KEY]}
+
+    def _replay_chat(self, result: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        choice = result["choices"][0]
+        meta = {**{k: result[k] for k in ("id", "created", "model")}, "object": "chat.completion.chunk"}
+
+        def chunk(delta: dict[str, Any], finish: str | None, lp: Any = None) -> dict[str, Any]:
+            return {**meta, "choices": [{"index": 0, "delta": delta, "logprobs": lp, "finish_reason": finish}]}
+
+        yield chunk({"role": "assistant", "content": ""}, None)
+        message = choice["message"]
+        if message.get("tool_calls"):
+            if message.get("content"):
+                yield chunk({"content": message["content"]}, None)
+            calls = [{**c, "index": i} for i, c in enumerate(message["tool_calls"])]
+            yield chunk({"tool_calls": calls}, None)
+        elif choice["logprobs"] is not None:
+            for entry in choice["logprobs"]["content"]:
+                yield chunk({"content": entry["token"]}, None, {"content": [entry], "refusal": None})
+        elif message.get("content"):
+            yield chunk({"content": message["content"]}, None)
+        yield {**chunk({}, choice["finish_reason"]), "usage": result["usage"], STATS_KEY: result[STATS_KEY]}
 
     def _completion_chunks(
         self, ids: list[int], gen_args: dict[str, Any], meta: dict[str, Any], prefix: str

@@ -12,7 +12,9 @@ def _raise(message: str) -> None:
     raise ValueError(message)
 
 
-def render_chat_template(model: Model, messages: list[dict[str, Any]], add_generation_prompt: bool = True) -> str:
+def render_chat_template(
+    model: Model, messages: list[dict[str, Any]], add_generation_prompt: bool = True, tools: list[Any] | None = None
+) -> str:
     import jinja2
     import jinja2.sandbox
 
@@ -34,4 +36,5 @@ def render_chat_template(model: Model, messages: list[dict[str, Any]], add_gener
         add_generation_prompt=add_generation_prompt,
         bos_token=piece(vocab.bos),
         eos_token=piece(vocab.eos),
+        **({"tools": tools} if tools else {}),
     )

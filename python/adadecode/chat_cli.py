@@ -10,7 +10,20 @@ import argparse
 import sys
 from typing import Any, TextIO
 
-HELP_LINE = "Ctrl-D or /exit quits, Ctrl-C stops a reply, /reset forgets the conversation."
+HELP_LINE = "Ctrl-D or /exit quits, Ctrl-C stops a reply, /reset forgets the conversation, /help lists commands."
+
+COMMANDS = {
+    "/help": "list these commands (also /?)",
+    "/reset": "forget the conversation (the system message stays)",
+    "/exit": "quit (also /quit or Ctrl-D)",
+}
+
+
+def help_text() -> str:
+    lines = [f"  {name:<8} {what}" for name, what in COMMANDS.items()]
+    lines.append("  Ctrl-C   stop the reply being written")
+    lines.append("  A line starting with // sends the rest, starting with /, as a message.")
+    return "\n".join(lines)
 
 
 def add_chat_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -141,6 +154,14 @@ def cmd_chat(args: argparse.Namespace) -> int:
         if text == "/reset":
             messages = list(system)
             print("[conversation forgotten]", file=sys.stderr, flush=True)
+            continue
+        if text in ("/help", "/?"):
+            print(help_text(), file=sys.stderr, flush=True)
+            continue
+        if text.startswith("//"):
+            line = text[1:]
+        elif text.startswith("/") and " " not in text:  # a mistyped command must not be sent to the model
+            print(f"[unknown command {text}; /help lists the commands]", file=sys.stderr, flush=True)
             continue
         messages.append({"role": "user", "content": line})
         reply = _reply(llm, messages, gen_args, sys.stdout, sys.stderr)

@@ -14,6 +14,7 @@ import os
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
@@ -259,7 +260,9 @@ def add_decoding_options(p: argparse.ArgumentParser) -> None:
         choices=("standard", "adadecode", "ngram", "adadecode+ngram"),
         default=None,
         help="decoding method: standard, adadecode (exit heads), ngram (prompt-lookup drafts) or both "
-        "(default: adadecode when exit heads are available, else standard); all give the same output",
+        "(default: adadecode when exit heads are available, else standard); greedy output (--temp 0) is "
+        "identical in every mode; with sampling every mode draws from the same distribution, but one --seed "
+        "gives different samples in different modes",
     )
     p.add_argument(
         "--gamma",
@@ -519,6 +522,12 @@ def _silence_stdout() -> None:
         pass
 
 
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None,
+                  line: str | None = None) -> None:  # fmt: skip
+    """Python's warnings (-ngl without a GPU, n_ctx past the training context) in the CLI's one-line format."""
+    print(f"{PROG}: warning: {message}", file=sys.stderr if file is None else file, flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI with ``argv`` (default: ``sys.argv[1:]``) and return the exit status."""
     parser = build_parser()
@@ -527,6 +536,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    shown, warnings.showwarning = warnings.showwarning, _show_warning
     try:
         return int(args.func(args))
     except KeyboardInterrupt:
@@ -540,6 +550,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         _error(_one_line(exc))
         return EXIT_ERROR
+    finally:
+        warnings.showwarning = shown
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import os
 import sys
 import threading
@@ -41,6 +42,13 @@ class Generation:
     finish_reason: str
     stats: dict[str, Any] = field(default_factory=dict)
     logits: np.ndarray | None = None  # [n_generated (+1 at an end token), n_vocab] with return_logits=True
+
+
+def _incomplete_utf8_suffix(data: bytes) -> int:
+    """How many bytes at the end of ``data`` start a UTF-8 character that is not complete yet."""
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    decoder.decode(data, final=False)
+    return len(decoder.getstate()[0])
 
 
 def _check_range(name: str, value: float, low: float, high: float) -> None:
@@ -173,10 +181,12 @@ class Model:
     def detokenize(self, ids: Sequence[int], special: bool = False) -> str:
         return self.vocab.detokenize(list(ids), special)
 
-    def apply_chat_template(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+    def apply_chat_template(
+        self, messages: list[dict[str, Any]], add_generation_prompt: bool = True, tools: list[Any] | None = None
+    ) -> str:
         from .chat import render_chat_template
 
-        return render_chat_template(self, messages, add_generation_prompt=add_generation_prompt)
+        return render_chat_template(self, messages, add_generation_prompt=add_generation_prompt, tools=tools)
 
     # --- generation -------------------------------------------------------------------------------------------
     def _prompt_ids(self, prompt: str | bytes | Sequence[int]) -> list[int]:
@@ -376,7 +386,12 @@ class Model:
             )  # fmt: skip
         finally:
             self._generating.release()
-        text = "".join(text_parts) + out["tail"]
+        tail = out["tail"]
+        if tail.endswith("\ufffd") and _incomplete_utf8_suffix(self.vocab.detokenize_bytes(list(out["tokens"]), False)):
+            # The generation stopped inside a multi-byte character: drop the partial character rather than end the
+            # text with a replacement character that the model never produced.
+            tail = tail[:-1]
+        text = "".join(text_parts) + tail
         finish = out["finish_reason"]
         if stopped_at is not None:
             text = text[:stopped_at]

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import queue
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
+
+STATS_KEY = "adadecode"
 
 if TYPE_CHECKING:
     from starlette.types import Receive, Scope, Send
@@ -280,6 +283,19 @@ class _Dispatch:
                 return ("disconnected", None)
 
 
+class _Closing:
+    """An iterator over a generator of chunks whose close() closes the underlying stream too."""
+
+    def __init__(self, gen: Any) -> None:
+        self._gen = gen
+
+    def __iter__(self) -> Any:
+        return self._gen
+
+    def close(self) -> None:
+        self._gen.close()
+
+
 def _as_api_error(exc: BaseException) -> ApiError:
     from .api import InvalidRequestError
 
@@ -296,7 +312,20 @@ def _as_api_error(exc: BaseException) -> ApiError:
 # HTTP
 
 
-_PATHS = ("/health", "/metrics", "/v1/models", "/v1/completions", "/v1/chat/completions")
+_PATHS = (
+    "/health",
+    "/metrics",
+    "/v1/models",
+    "/v1/completions",
+    "/v1/chat/completions",
+    "/v1/embeddings",
+    "/completion",
+    "/infill",
+    "/tokenize",
+    "/detokenize",
+    "/props",
+    "/embedding",
+)
 
 
 class _Gate:
@@ -304,10 +333,27 @@ class _Gate:
     Content-Length) and counts the answered requests by path and status for /metrics. A plain ASGI wrapper rather
     than an HTTP middleware, so that streamed responses and client disconnects pass through untouched."""
 
-    def __init__(self, app: Any, max_bytes: int, metrics: Metrics) -> None:
+    def __init__(self, app: Any, max_bytes: int, metrics: Metrics, api_key: str | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.metrics = metrics
+        self.api_key = api_key
+
+    def _authorized(self, scope: "Scope") -> bool:
+        import hmac
+
+        if not self.api_key or scope.get("path") == "/health":
+            return True
+        for name, value in scope.get("headers", []):
+            if name == b"authorization":
+                return hmac.compare_digest(value, b"Bearer " + self.api_key.encode())
+        return False
+
+    async def _refuse(self, send: Any, err: ApiError, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+        body = json.dumps(err.body()).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": err.status, "headers": headers + (extra or [])})
+        await send({"type": "http.response.body", "body": body})
 
     def _too_large(self) -> ApiError:
         return ApiError(
@@ -329,6 +375,11 @@ class _Gate:
             await send(message)
 
         try:
+            if not self._authorized(scope):
+                err = ApiError(401, "invalid or missing API key (Authorization: Bearer <key>)",
+                               kind="authentication_error", code="invalid_api_key")  # fmt: skip
+                await self._refuse(counting_send, err, [(b"www-authenticate", b"Bearer")])
+                return
             for name, value in scope.get("headers", []):
                 if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
                     err = self._too_large()
@@ -374,7 +425,7 @@ class _Server:
         self.started = time.time()
 
 
-def create_app(llm: "Llama", limits: Limits | None = None) -> Any:
+def create_app(llm: "Llama", limits: Limits | None = None, api_key: str | None = None) -> Any:
     """The ASGI application serving ``llm`` (FastAPI inside a small gate for body limits and request counts); run it
     with uvicorn, as ``adadecode serve`` does."""
     from fastapi import FastAPI, Request
@@ -404,23 +455,46 @@ def create_app(llm: "Llama", limits: Limits | None = None) -> Any:
     served_names = {None, "", llm.model_alias, Path(llm.model.path).name, llm.model.path}
 
     class _Sampling(BaseModel):
-        # Fields OpenAI clients send that we do not use (frequency_penalty, user, ...) are ignored, as llama.cpp does.
-        model_config = ConfigDict(extra="ignore")
+        # Unknown fields are refused with a 400 naming them: a field we silently dropped would change the output
+        # the client asked for. The harmless ones (bookkeeping that does not affect the output) are listed here.
+        model_config = ConfigDict(extra="forbid")
         model: str | None = None
         max_tokens: int | None = Field(default=None, description="tokens to generate at most")
+        n_predict: int | None = Field(default=None, description="llama-server's name for max_tokens")
         temperature: float = 0.8
         top_p: float = 0.95
         top_k: int = 40
         min_p: float = 0.05
+        typical_p: float = 1.0
+        tfs_z: float = 1.0
+        mirostat: int = 0
+        mirostat_mode: int = 0
+        mirostat_tau: float = 5.0
+        mirostat_eta: float = 0.1
         seed: int | None = None
         stop: str | list[str] | None = None
         stream: bool = False
+        stream_options: dict[str, Any] | None = None
         n: int = 1
-        logprobs: Any = None
+        frequency_penalty: float = 0.0
+        presence_penalty: float = 0.0
+        repeat_penalty: float = 1.0
+        repeat_last_n: int | None = None
+        logit_bias: dict[str, float] | list[list[Any]] | None = None
+        grammar: str | None = None
+        json_schema: dict[str, Any] | None = None
+        response_format: dict[str, Any] | None = None
+        n_probs: int = 0
         mode: str | None = None
         gamma: float | None = None
         max_pending: int | None = None
         max_draft: int | None = None
+        # harmless: they do not change the output
+        user: str | None = None
+        cache_prompt: bool = True
+        id_slot: int | None = None
+        metadata: dict[str, Any] | None = None
+        store: bool | None = None
 
         def generation_kwargs(self, default_max_tokens: int) -> dict[str, Any]:
             if self.model not in served_names:
@@ -432,41 +506,109 @@ def create_app(llm: "Llama", limits: Limits | None = None) -> Any:
                 )
             if self.n != 1:
                 raise ApiError(400, f"n must be 1 (one choice per request), got {self.n}", param="n")
-            if self.logprobs not in (None, False, 0):
-                raise ApiError(400, "logprobs are not supported", param="logprobs")
-            max_tokens = default_max_tokens if self.max_tokens is None else self.max_tokens
+            if self.stream_options is not None:
+                unknown = set(self.stream_options) - {"include_usage"}
+                if unknown or not self.stream:
+                    what = f"unknown stream_options {sorted(unknown)}" if unknown else "stream_options needs stream"
+                    raise ApiError(400, what, param="stream_options")
+            max_tokens = self.max_tokens
+            if max_tokens is None:  # llama-server's n_predict -1: as many as allowed
+                n = self.n_predict
+                max_tokens = default_max_tokens if n is None or n < 0 else n
             if not 1 <= max_tokens <= limits.max_tokens:
                 raise ApiError(
                     400, f"max_tokens must be in [1, {limits.max_tokens}], got {max_tokens}", param="max_tokens"
                 )
+            bias = self.logit_bias
+            if isinstance(bias, list):  # llama-server's [[token, bias], ...]; false bans the token
+                try:
+                    bias = {str(int(t)): (-1e30 if b is False else float(b)) for t, b in bias}
+                except (TypeError, ValueError) as exc:
+                    raise ApiError(400, f"logit_bias: {exc}", param="logit_bias") from exc
             return {
                 "max_tokens": max_tokens,
                 "temperature": self.temperature,
                 "top_p": self.top_p,
                 "top_k": self.top_k,
                 "min_p": self.min_p,
+                "typical_p": self.typical_p,
+                "tfs_z": self.tfs_z,
+                "mirostat_mode": self.mirostat_mode or self.mirostat,
+                "mirostat_tau": self.mirostat_tau,
+                "mirostat_eta": self.mirostat_eta,
                 "seed": self.seed,
                 "stop": self.stop,
                 "stream": self.stream,
+                "frequency_penalty": self.frequency_penalty,
+                "presence_penalty": self.presence_penalty,
+                "repeat_penalty": self.repeat_penalty,
+                "repeat_last_n": self.repeat_last_n,
+                "logit_bias": bias,
+                "grammar": self.grammar,
+                "json_schema": self.json_schema,
+                "response_format": self.response_format,
                 "mode": self.mode,
                 "gamma": self.gamma,
                 "max_pending": self.max_pending,
                 "max_draft": self.max_draft,
             }
 
+        def include_usage(self) -> bool:
+            return bool((self.stream_options or {}).get("include_usage"))
+
     class CompletionRequest(_Sampling):
         prompt: str | list[int]
         echo: bool = False
+        suffix: str | None = None
+        logprobs: int | None = None
 
     class ChatMessage(BaseModel):
-        model_config = ConfigDict(extra="ignore")
+        model_config = ConfigDict(extra="forbid")
         role: str
         content: str | list[dict[str, Any]] | None = None
+        name: str | None = None
+        tool_calls: list[dict[str, Any]] | None = None
+        tool_call_id: str | None = None
+        # what the openai client writes back from a response message; only their empty values are accepted
+        refusal: None = None
+        annotations: list[Any] | None = None
+        audio: None = None
+        function_call: None = None
 
     class ChatRequest(_Sampling):
         messages: list[ChatMessage]
         max_completion_tokens: int | None = None
-        tools: Any = None
+        tools: list[dict[str, Any]] | None = None
+        tool_choice: str | dict[str, Any] | None = None
+        parallel_tool_calls: bool | None = None
+        functions: list[dict[str, Any]] | None = None
+        function_call: str | dict[str, Any] | None = None
+        logprobs: bool | None = None
+        top_logprobs: int | None = None
+
+    class NativeCompletion(_Sampling):  # llama-server's /completion and /infill
+        prompt: str | list[int] = ""
+        input_prefix: str | None = None
+        input_suffix: str | None = None
+        input_extra: list[dict[str, Any]] | None = None
+
+    class EmbeddingRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        input: str | list[str] | None = None
+        content: str | list[str] | None = None  # llama-server's /embedding
+        model: str | None = None
+        encoding_format: str = "float"
+        user: str | None = None
+
+    class TokenizeRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        content: str
+        add_special: bool = False
+        with_pieces: bool = False
+
+    class DetokenizeRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        tokens: list[int]
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
@@ -565,23 +707,184 @@ def create_app(llm: "Llama", limits: Limits | None = None) -> Any:
         text = server.metrics.render(server.worker.pending, server.worker.busy)
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
+    def _usage_chunks(chunks: Any, include_usage: bool) -> Any:
+        """OpenAI's streaming usage: only in a separate last chunk with no choices, and only when asked for."""
+        usage = None
+        try:
+            for chunk in chunks:
+                usage = chunk.pop("usage", usage)
+                yield chunk
+        finally:
+            chunks.close()
+        if include_usage and usage is not None:
+            meta = {k: chunk[k] for k in ("id", "object", "created", "model")}
+            yield {**meta, "choices": [], "usage": usage}
+
+    def _streamed(call: Callable[[], Any], include_usage: bool) -> Callable[[], Any]:
+        def run() -> Any:
+            return _Closing(_usage_chunks(call(), include_usage))
+
+        return run
+
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request) -> Any:
         kwargs = body.generation_kwargs(default_max_tokens=16)
-        kwargs["echo"] = body.echo
-        return await _answer(request, lambda: llm.create_completion(body.prompt, **kwargs), body.stream)
+        kwargs.update(echo=body.echo, suffix=body.suffix, logprobs=body.logprobs if body.logprobs else
+                      (body.n_probs or None))  # fmt: skip
+
+        def call() -> Any:
+            return llm.create_completion(body.prompt, **kwargs)
+
+        return await _answer(request, _streamed(call, body.include_usage()) if body.stream else call, body.stream)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatRequest, request: Request) -> Any:
-        if body.tools:
-            raise ApiError(400, "tools are not supported", param="tools")
         if body.max_tokens is None:
             body.max_tokens = body.max_completion_tokens
         kwargs = body.generation_kwargs(default_max_tokens=limits.max_tokens)
-        messages = [m.model_dump() for m in body.messages]
-        return await _answer(request, lambda: llm.create_chat_completion(messages, **kwargs), body.stream)
+        kwargs.update(
+            tools=body.tools,
+            tool_choice=body.tool_choice,
+            functions=body.functions,
+            function_call=body.function_call,
+            logprobs=body.logprobs or bool(body.n_probs) or None,
+            top_logprobs=body.top_logprobs if body.top_logprobs is not None else (body.n_probs or None),
+        )
+        messages = [m.model_dump(exclude_none=True) for m in body.messages]  # fmt: skip
 
-    return _Gate(app, limits.max_body_bytes, server.metrics)
+        def call() -> Any:
+            return llm.create_chat_completion(messages, **kwargs)
+
+        return await _answer(request, _streamed(call, body.include_usage()) if body.stream else call, body.stream)
+
+    def _native(result: dict[str, Any], n_prompt_default: int = 0) -> dict[str, Any]:
+        choice = result["choices"][0]
+        usage = result.get("usage") or {}
+        stats = result.get(STATS_KEY) or {}
+        return {
+            "content": choice["text"],
+            "stop": True,
+            "model": result["model"],
+            "tokens_predicted": usage.get("completion_tokens", 0),
+            "tokens_evaluated": usage.get("prompt_tokens", n_prompt_default),
+            "stop_type": "limit" if choice["finish_reason"] == "length" else "eos",
+            "timings": {
+                "prompt_ms": 1e3 * float(stats.get("prefill_seconds", 0.0)),
+                "predicted_ms": 1e3 * float(stats.get("decode_seconds", 0.0)),
+                "predicted_per_second": float(stats.get("tokens_per_second", 0.0)),
+            },
+            STATS_KEY: stats,
+        }
+
+    def _native_chunks(chunks: Any) -> Any:
+        try:
+            for chunk in chunks:
+                choice = chunk["choices"][0]
+                if choice["finish_reason"] is None:
+                    yield {"content": choice["text"], "stop": False}
+                else:
+                    yield _native(chunk)
+        finally:
+            chunks.close()
+
+    async def _native_completion(body: NativeCompletion, request: Request, infill: bool) -> Any:
+        kwargs = body.generation_kwargs(default_max_tokens=limits.max_tokens)
+        if body.n_probs:
+            kwargs["logprobs"] = body.n_probs
+        if body.input_extra:
+            raise ApiError(400, "input_extra is not supported", param="input_extra")
+        if infill:
+            prefix = body.input_prefix or ""
+            suffix = body.input_suffix or ""
+            prompt: Any = prefix + (body.prompt if isinstance(body.prompt, str) else "")
+            kwargs["suffix"] = suffix
+        else:
+            if body.input_prefix is not None or body.input_suffix is not None:
+                raise ApiError(400, "input_prefix/input_suffix belong to /infill", param="input_prefix")
+            prompt = body.prompt
+
+        def call() -> Any:
+            out = llm.create_completion(prompt, **kwargs)
+            return _Closing(_native_chunks(out)) if body.stream else _native(out)
+
+        return await _answer(request, call, body.stream)
+
+    @app.post("/completion")
+    @app.post("/completions")
+    async def native_completion(body: NativeCompletion, request: Request) -> Any:
+        return await _native_completion(body, request, infill=False)
+
+    @app.post("/infill")
+    async def infill(body: NativeCompletion, request: Request) -> Any:
+        return await _native_completion(body, request, infill=True)
+
+    @app.post("/tokenize")
+    async def tokenize(body: TokenizeRequest) -> dict[str, Any]:
+        ids = llm.model.tokenize(body.content, add_special=body.add_special, parse_special=True)
+        if body.with_pieces:
+            pieces = [{"id": t, "piece": llm.model.vocab.token_to_piece(t, True).decode("utf-8", "replace")}
+                      for t in ids]  # fmt: skip
+            return {"tokens": pieces}
+        return {"tokens": ids}
+
+    @app.post("/detokenize")
+    async def detokenize(body: DetokenizeRequest) -> dict[str, Any]:
+        bad = [t for t in body.tokens if not 0 <= t < llm.model.n_vocab]
+        if bad:
+            raise ApiError(400, f"token ids must be in [0, {llm.model.n_vocab}), got {bad[:5]}", param="tokens")
+        return {"content": llm.model.detokenize(body.tokens)}
+
+    @app.get("/props")
+    async def props() -> dict[str, Any]:
+        m = llm.model
+        return {
+            "default_generation_settings": {"n_ctx": m.n_ctx, "model": llm.model_alias, "temperature": 0.8,
+                                            "top_k": 40, "top_p": 0.95, "min_p": 0.05, "repeat_last_n": 64,
+                                            "repeat_penalty": 1.0},
+            "total_slots": 1,
+            "model_path": m.path,
+            "chat_template": m.vocab.chat_template,
+            "build_info": f"adadecode {__version__}",
+        }  # fmt: skip
+
+    def _embed_inputs(body: EmbeddingRequest) -> list[str]:
+        given = body.input if body.input is not None else body.content
+        if given is None:
+            raise ApiError(400, "input is required", param="input")
+        if body.encoding_format not in ("float", "base64"):
+            raise ApiError(400, "encoding_format must be 'float' or 'base64'", param="encoding_format")
+        if body.model not in served_names:
+            raise ApiError(404, f"the model {body.model!r} does not exist", param="model", code="model_not_found")
+        return [given] if isinstance(given, str) else list(given)
+
+    @app.post("/v1/embeddings")
+    @app.post("/embeddings")
+    async def embeddings(body: EmbeddingRequest, request: Request) -> Any:
+        texts = _embed_inputs(body)
+
+        def call() -> Any:
+            out = llm.create_embedding(texts, model=body.model)
+            if body.encoding_format == "base64":  # what the openai client asks for by default: float32 bytes
+                import base64
+                import struct
+
+                for item in out["data"]:
+                    v = item["embedding"]
+                    item["embedding"] = base64.b64encode(struct.pack(f"<{len(v)}f", *v)).decode("ascii")
+            return out
+
+        return await _answer(request, call, False)
+
+    @app.post("/embedding")
+    async def native_embedding(body: EmbeddingRequest, request: Request) -> Any:
+        texts = _embed_inputs(body)
+
+        def call() -> Any:
+            return [{"index": i, "embedding": v} for i, v in enumerate(llm.embed(texts))]
+
+        return await _answer(request, call, False)
+
+    return _Gate(app, limits.max_body_bytes, server.metrics, api_key)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -620,6 +923,12 @@ def add_serve_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for every interface)")
     p.add_argument("--port", type=int, default=8080, help="TCP port to listen on")
+    p.add_argument(
+        "--api-key",
+        default=None,
+        metavar="KEY",
+        help="require 'Authorization: Bearer KEY' on every request but /health (default: $ADADECODE_API_KEY, or none)",
+    )
     p.add_argument("-t", "--threads", type=int, default=None, metavar="N", help="CPU threads (default: all cores)")
     p.add_argument("-c", "--ctx-size", type=int, default=4096, metavar="N", help="context size in tokens")
     add_device_options(p)
@@ -659,6 +968,19 @@ def add_serve_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         help="uvicorn's log level",
     )
     p.set_defaults(func=cmd_serve)
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+    import socket
+
+    if host == "localhost":
+        return True
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return all(ipaddress.ip_address(info[4][0].split("%")[0]).is_loopback for info in infos)
 
 
 def _check_listen(host: str, port: int) -> None:
@@ -712,7 +1034,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body_bytes,
         max_queue=args.max_queue,
     )
-    app = create_app(llm, limits)
+    import os
+
+    api_key = args.api_key or os.environ.get("ADADECODE_API_KEY") or None
+    if not api_key and not _is_loopback(args.host):
+        print(f"adadecode: warning: listening on {args.host} without --api-key: anyone who can reach this port can "
+              "use the model", file=sys.stderr, flush=True)  # fmt: skip
+    app = create_app(llm, limits, api_key)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=3)
     return EXIT_OK
 

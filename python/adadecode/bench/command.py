@@ -355,6 +355,7 @@ def run_bench(args: argparse.Namespace) -> int:
     except ImportError as exc:
         meta["plots_skipped"] = f"matplotlib is not installed (pip install 'adadecode[bench]'): {exc}"
         meta["plots"] = []
+        print(f"adadecode bench: note: no PNG plots written: {meta['plots_skipped']}", file=sys.stderr, flush=True)
     report.write_json(out_json, doc)
     markdown = report.run_markdown(doc)
     out_json.with_suffix(".md").write_text(markdown, encoding="utf-8")

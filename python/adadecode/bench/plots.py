@@ -21,14 +21,19 @@ def _pyplot() -> Any:
 
 def _title(doc: dict[str, Any]) -> str:
     m = doc["meta"]
-    return f"{m['model_name']} · {m['task']} · {len(doc['prompts'])} prompts · {m['threads']} threads"
+    # Two short lines: on one, a figure with few bars cut the title off at both sides.
+    return f"{m['model_name']} · {m['task']}\n{len(doc['prompts'])} prompts · {m['threads']} threads"
+
+
+def _width(n_bars: int) -> float:
+    return max(5.0, 1.4 * n_bars + 2.5)
 
 
 def tokens_per_second(doc: dict[str, Any], path: Path) -> None:
     plt = _pyplot()
     names = list(doc["summary"])
     tps = [doc["summary"][n]["tokens_per_second"] or 0.0 for n in names]
-    fig, ax = plt.subplots(figsize=(1.4 * len(names) + 2.5, 3.6))
+    fig, ax = plt.subplots(figsize=(_width(len(names)), 3.8))
     bars = ax.bar(names, tps, color=["#4c72b0" if n in doc["meta"]["modes"] else "#999999" for n in names])
     for bar, n in zip(bars, names, strict=True):
         sp = doc["summary"][n].get("speedup_vs_standard")
@@ -48,7 +53,7 @@ def speedup_distribution(doc: dict[str, Any], path: Path) -> bool:
         return False
     plt = _pyplot()
     data = [prompt_speedups(doc, n) for n in names]
-    fig, ax = plt.subplots(figsize=(1.4 * len(names) + 2.5, 3.6))
+    fig, ax = plt.subplots(figsize=(_width(len(names)), 3.8))
     ax.boxplot(data, showmeans=True)
     ax.set_xticks(range(1, len(names) + 1), names)
     for i, values in enumerate(data, 1):
