@@ -70,7 +70,7 @@ void Decoder::prefill(const int32_t *tokens, int n, int pos0, int n_batch, PassR
 }
 
 DecodeResult Decoder::generate(const std::vector<int32_t> &prompt, const DecodeOptions &opt,
-                               const EndOfGeneration &is_eog, const TokenCallback &on_token) {
+                               const EndOfGeneration &is_eog, const TokenCallback &on_token, int n_reuse) {
     const HParams &hp = model_.hparams();
     const int n_layer = hp.n_layer;
     const int n_vocab = hp.n_vocab;
@@ -90,6 +90,10 @@ DecodeResult Decoder::generate(const std::vector<int32_t> &prompt, const DecodeO
     if (!(opt.gamma >= 0.0f && opt.gamma <= 1.0f)) throw Error("gamma must be in [0, 1]");
     if (opt.max_pending < 1) throw Error("max_pending must be at least 1");
     if (opt.n_batch < 1) throw Error("n_batch must be at least 1");
+    if (n_reuse < 0 || n_reuse >= static_cast<int>(prompt.size()) || n_reuse > cache_.valid()) {
+        throw Error("internal: cannot reuse " + std::to_string(n_reuse) + " cached positions for a prompt of " +
+                    std::to_string(prompt.size()) + " tokens");
+    }
 
     // Segment boundaries: the active exit layers, then the top.
     std::vector<int> exits;
@@ -117,15 +121,17 @@ DecodeResult Decoder::generate(const std::vector<int32_t> &prompt, const DecodeO
     DecodeResult result;
     DecodeStats &st = result.stats;
     st.n_prompt = static_cast<int>(prompt.size());
+    st.n_prompt_reused = n_reuse;
     st.exit_layers = exits;
     st.early_per_layer.assign(exits.size(), 0);
     st.accepted_per_layer.assign(exits.size(), 0);
     Sampler sampler(opt.sampling);
 
     const auto t_prefill = Clock::now();
-    cache_.clear();
+    cache_.truncate(n_reuse);
     PassResult pass;
-    prefill(prompt.data(), static_cast<int>(prompt.size()) - 1, 0, opt.n_batch, PassRequest::Logits::none, &pass);
+    prefill(prompt.data() + n_reuse, static_cast<int>(prompt.size()) - 1 - n_reuse, n_reuse, opt.n_batch,
+            PassRequest::Logits::none, &pass);
     st.prefill_seconds = seconds_since(t_prefill);
     const auto t_decode = Clock::now();
 

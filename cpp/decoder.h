@@ -42,6 +42,7 @@ struct DecodeOptions {
 
 struct DecodeStats {
     int n_prompt = 0;
+    int n_prompt_reused = 0;  // prompt tokens whose KV entries were kept from the previous generation
     int n_generated = 0;
     double prefill_seconds = 0.0;
     double decode_seconds = 0.0;
@@ -82,8 +83,11 @@ class Decoder {
 public:
     Decoder(const Model &model, KvCache &cache, Forward &forward, const ExitHeads *heads);
 
+    // The first `n_reuse` positions of the cache must hold the KV entries of prompt[0, n_reuse) in every layer
+    // (Engine tracks which do); only the rest of the prompt is prefilled. n_reuse < prompt.size(): the last prompt
+    // token always runs, for its logits.
     DecodeResult generate(const std::vector<int32_t> &prompt, const DecodeOptions &options,
-                          const EndOfGeneration &is_eog, const TokenCallback &on_token);
+                          const EndOfGeneration &is_eog, const TokenCallback &on_token, int n_reuse = 0);
 
     // Runs `tokens` through every layer into the KV cache from position `pos0`, `n_batch` rows per pass.
     void prefill(const int32_t *tokens, int n, int pos0, int n_batch, PassRequest::Logits logits, PassResult *last);

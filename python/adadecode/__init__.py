@@ -19,14 +19,18 @@ server, needs the ``server`` extra); ``adadecode --help`` lists them all.
 from ._version import __version__
 from .api import InvalidRequestError, Llama
 from .fetch import fetch, known_models, resolve_model
-from .model import Error, Generation, Model, list_devices
+from .model import Error, Generation, Model, PromptState, list_devices
+from .prompt_cache import LlamaDiskCache, LlamaRAMCache
 
 __all__ = [
     "Error",
     "Generation",
     "InvalidRequestError",
     "Llama",
+    "LlamaDiskCache",
+    "LlamaRAMCache",
     "Model",
+    "PromptState",
     "__version__",
     "fetch",
     "known_models",
