@@ -427,3 +427,75 @@ def test_memory_is_flat_over_many_conversations(tiny_llm: Any) -> None:
     assert 0 < len(cache) <= 60
     grown = _rss_bytes() - rss_after_warmup
     assert grown < 16 << 20, f"RSS grew by {grown >> 20} MiB over 800 conversation turns"
+
+
+def test_stream_closed_early_keeps_a_usable_cache(llm: Any, ref: Any) -> None:
+    from adadecode import LlamaRAMCache
+
+    llm.set_cache(LlamaRAMCache(capacity_bytes=64 << 20))
+    try:
+        llm.reset()
+        messages = [{"role": "user", "content": "Count from one to twenty in words."}]
+        chunks = llm.create_chat_completion(messages, max_tokens=40, temperature=0, stream=True)
+        for i, _ in enumerate(chunks):
+            if i == 4:
+                break
+        chunks.close()  # the client went away
+        ids = llm.chat_prompt_ids(messages)
+        assert len(llm.cache) == 1
+        cached = llm.model.cached_tokens
+        want = _fresh(ref, ids, max_tokens=40, temperature=0)
+        assert cached == (ids + want.tokens)[: len(cached)] and len(cached) >= len(ids)
+        out = llm.create_chat_completion(messages, max_tokens=40, temperature=0)
+        assert out["adadecode"]["n_prompt_reused"] == len(ids) - 1
+        assert out["choices"][0]["message"]["content"] == want.text
+    finally:
+        llm.set_cache(None)
+
+
+def test_server_reuses_the_conversation(smollm2_path: Path) -> None:
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from adadecode import Llama, LlamaRAMCache
+    from adadecode.server import create_app
+
+    llm = Llama(smollm2_path, n_ctx=512, n_threads=1, cache=LlamaRAMCache(capacity_bytes=32 << 20))
+    messages = [
+        {"role": "system", "content": "You are a helpful assistant who answers in one short sentence."},
+        {"role": "user", "content": "What is the capital of France?"},
+    ]
+
+    def metrics(client: Any) -> dict[str, float]:
+        lines = client.get("/metrics").text.splitlines()
+        return {k: float(v) for k, v in (line.rsplit(" ", 1) for line in lines if line and line[0] != "#")}
+
+    with TestClient(create_app(llm)) as client:
+        first = client.post("/v1/chat/completions", json={"messages": messages, "max_tokens": 8, "temperature": 0})
+        assert first.status_code == 200, first.text
+        m1 = metrics(client)
+        assert m1["adadecode_prompt_tokens_reused_total"] == 0
+        assert m1["adadecode_prompt_tokens_computed_total"] == first.json()["usage"]["prompt_tokens"]
+        messages += [
+            {"role": "assistant", "content": first.json()["choices"][0]["message"]["content"]},
+            {"role": "user", "content": "And of Germany?"},
+        ]
+        second = client.post("/v1/chat/completions", json={"messages": messages, "max_tokens": 8, "temperature": 0})
+        assert second.status_code == 200, second.text
+        m2 = metrics(client)
+        reused = m2["adadecode_prompt_tokens_reused_total"]
+        computed = m2["adadecode_prompt_tokens_computed_total"] - m1["adadecode_prompt_tokens_computed_total"]
+        assert reused >= first.json()["usage"]["prompt_tokens"], "turn 2 prefilled turn 1 again"
+        assert reused + computed == second.json()["usage"]["prompt_tokens"]
+        assert second.json()["adadecode"]["n_prompt_reused"] == reused
+
+
+def test_serve_refuses_a_bad_cache_budget(smollm2_path: Path) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "adadecode", "serve", "-m", str(smollm2_path), "--cache-ram", "0"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode != 0 and "--cache-ram must be at least 1" in proc.stderr
