@@ -466,14 +466,22 @@ def test_server_reuses_the_conversation(smollm2_path: Path) -> None:
         {"role": "user", "content": "What is the capital of France?"},
     ]
 
-    def metrics(client: Any) -> dict[str, float]:
-        lines = client.get("/metrics").text.splitlines()
-        return {k: float(v) for k, v in (line.rsplit(" ", 1) for line in lines if line and line[0] != "#")}
+    def metrics(client: Any, generations: int) -> dict[str, float]:
+        """/metrics once the worker has counted `generations` (it counts after answering)."""
+        import time
+
+        deadline = time.monotonic() + 60
+        while True:
+            lines = client.get("/metrics").text.splitlines()
+            m = {k: float(v) for k, v in (line.rsplit(" ", 1) for line in lines if line and line[0] != "#")}
+            if m["adadecode_generations_total"] >= generations or time.monotonic() > deadline:
+                return m
+            time.sleep(0.05)
 
     with TestClient(create_app(llm)) as client:
         first = client.post("/v1/chat/completions", json={"messages": messages, "max_tokens": 8, "temperature": 0})
         assert first.status_code == 200, first.text
-        m1 = metrics(client)
+        m1 = metrics(client, 1)
         assert m1["adadecode_prompt_tokens_reused_total"] == 0
         assert m1["adadecode_prompt_tokens_computed_total"] == first.json()["usage"]["prompt_tokens"]
         messages += [
@@ -482,7 +490,7 @@ def test_server_reuses_the_conversation(smollm2_path: Path) -> None:
         ]
         second = client.post("/v1/chat/completions", json={"messages": messages, "max_tokens": 8, "temperature": 0})
         assert second.status_code == 200, second.text
-        m2 = metrics(client)
+        m2 = metrics(client, 2)
         reused = m2["adadecode_prompt_tokens_reused_total"]
         computed = m2["adadecode_prompt_tokens_computed_total"] - m1["adadecode_prompt_tokens_computed_total"]
         assert reused >= first.json()["usage"]["prompt_tokens"], "turn 2 prefilled turn 1 again"
