@@ -159,6 +159,7 @@ private:
 void Generation::prefill_prompt(int n_cached) {
     const auto t_prefill = Clock::now();
     runner_.truncate(n_cached);
+    result_.stats.n_prompt_reused = n_cached;
     const int n = static_cast<int>(seq_.size()) - 1 - n_cached;
     prefill(runner_, seq_.data() + n_cached, n, n_cached, opt_.n_batch, PassRequest::Logits::none, &pass_);
     result_.stats.prefill_seconds = seconds_since(t_prefill);
@@ -397,10 +398,14 @@ void prefill(PassRunner &runner, const int32_t *tokens, int n, int pos0, int n_b
 Decoder::Decoder(PassRunner &runner, const HeadSet *heads) : runner_(runner), heads_(heads) {}
 
 DecodeResult Decoder::generate(const std::vector<int32_t> &prompt, const DecodeOptions &opt,
-                               const EndOfGeneration &is_eog, const TokenCallback &on_token) {
+                               const EndOfGeneration &is_eog, const TokenCallback &on_token, int n_cached) {
     check_arguments(prompt, opt, runner_.dims().n_vocab, runner_.n_ctx(), heads_);
+    if (n_cached < 0 || n_cached >= static_cast<int>(prompt.size())) {
+        throw Error("internal: cannot reuse " + std::to_string(n_cached) + " cached positions for a prompt of " +
+                    std::to_string(prompt.size()) + " tokens");
+    }
     Generation g(runner_, heads_, prompt, opt, is_eog, on_token);
-    g.prefill_prompt(/*n_cached=*/0);
+    g.prefill_prompt(n_cached);
     bool going = opt.max_tokens > 0;
     while (going) {
         g.propose();

@@ -20,8 +20,11 @@ public:
     // `heads` may be null (then only standard decoding and prompt-lookup drafts are possible).
     Decoder(PassRunner &runner, const HeadSet *heads);
 
+    // The first `n_cached` positions of the KV cache must hold prompt[0, n_cached) in every layer (Engine tracks
+    // which do); only the rest of the prompt is prefilled. n_cached < prompt.size(): the last prompt token always
+    // runs, for its logits.
     DecodeResult generate(const std::vector<int32_t> &prompt, const DecodeOptions &options,
-                          const EndOfGeneration &is_eog, const TokenCallback &on_token);
+                          const EndOfGeneration &is_eog, const TokenCallback &on_token, int n_cached = 0);
 
 private:
     PassRunner &runner_;

@@ -9,6 +9,7 @@
 #include "heads.h"
 #include "kv_cache.h"
 #include "model.h"
+#include "prompt_state.h"
 #include "vocab.h"
 
 namespace adadecode {
@@ -29,6 +30,8 @@ struct Engine::Impl {
     std::unique_ptr<Forward> forward;
     std::unique_ptr<ExitHeads> heads;
     std::unique_ptr<Decoder> decoder;
+    std::vector<int32_t> cached_tokens;  // what the cache holds at positions 0, 1, ...
+    mutable uint64_t fingerprint = 0;    // computed on first use
 };
 
 Engine::Engine(const std::string &model_path, const EngineOptions &options) : impl_(std::make_unique<Impl>()) {
@@ -71,8 +74,57 @@ void Engine::load_heads(const std::string &path) {
 
 DecodeResult Engine::generate(const std::vector<int32_t> &prompt, const DecodeOptions &options,
                               const TokenCallback &on_token) {
-    const Vocab &vocab = *impl_->vocab;
-    return impl_->decoder->generate(prompt, options, [&vocab](int32_t t) { return vocab.is_eog(t); }, on_token);
+    Impl &m = *impl_;
+    const Vocab &vocab = *m.vocab;
+    // The longest common prefix with what the cache holds, leaving the last prompt token to run for its logits.
+    size_t n_reuse = 0;
+    const size_t limit = std::min(m.cached_tokens.size(), prompt.empty() ? 0 : prompt.size() - 1);
+    while (n_reuse < limit && m.cached_tokens[n_reuse] == prompt[n_reuse]) ++n_reuse;
+    m.cached_tokens.resize(n_reuse);
+    m.cache->truncate(static_cast<int>(n_reuse));
+    // From here every position >= n_reuse the decoder writes holds a token of `prompt` or one it ran after it.
+    // The emitted tokens are verified, so the prompt followed by them is the decoder's sequence as far as the
+    // cache is valid; rows it ran beyond them (drafts, early tokens) are dropped, which is always safe.
+    std::vector<int32_t> ran = prompt;
+    auto track = [&] {
+        const size_t n = std::min(ran.size(), static_cast<size_t>(m.cache->valid()));
+        m.cached_tokens.assign(ran.begin(), ran.begin() + static_cast<std::ptrdiff_t>(n));
+    };
+    try {
+        DecodeResult r = m.decoder->generate(
+            prompt, options, [&vocab](int32_t t) { return vocab.is_eog(t); },
+            [&](int32_t token) {
+                ran.push_back(token);
+                return on_token(token);
+            },
+            static_cast<int>(n_reuse));
+        track();
+        return r;
+    } catch (...) {
+        track();
+        throw;
+    }
+}
+
+const std::vector<int32_t> &Engine::cached_tokens() const { return impl_->cached_tokens; }
+
+void Engine::reset() {
+    impl_->cached_tokens.clear();
+    impl_->cache->clear();
+}
+
+uint64_t Engine::fingerprint() const {
+    if (impl_->fingerprint == 0) impl_->fingerprint = model_fingerprint(impl_->model->file());
+    return impl_->fingerprint;
+}
+
+std::string Engine::save_state() const {
+    return save_prompt_state(*impl_->cache, hparams(), impl_->cached_tokens, fingerprint());
+}
+
+void Engine::load_state(const std::string &bytes) {
+    const uint64_t fp = fingerprint();
+    impl_->cached_tokens = load_prompt_state(bytes, *impl_->cache, hparams(), fp, impl_->model->file().path());
 }
 
 void Engine::Impl::check_ids(const std::vector<int32_t> &ids) const {
@@ -90,8 +142,9 @@ void Engine::Impl::check_ids(const std::vector<int32_t> &ids) const {
 }
 
 void Engine::Impl::teacher_force(const std::vector<int32_t> &ids, PassRequest request,
-                           const std::function<void(size_t start, int rows, const PassResult &)> &consume) {
+                                   const std::function<void(size_t start, int rows, const PassResult &)> &consume) {
     check_ids(ids);
+    cached_tokens.clear();
     cache->clear();
     PassResult pass;
     for (size_t start = 0; start < ids.size(); start += teacher_forcing_batch) {

@@ -2,6 +2,7 @@
 // layers of deferred rows unwritten for a while; rollback after a failed verification just lowers the levels.
 #pragma once
 
+#include <algorithm>
 #include <vector>
 
 #include "ggml-backend.h"
@@ -30,6 +31,8 @@ public:
     ggml_tensor *v(int layer) const { return v_[layer]; }
 
     int filled(int layer) const { return filled_[layer]; }
+    // Positions filled in every layer: the ones a later generation can reuse.
+    int valid() const { return filled_.empty() ? 0 : *std::min_element(filled_.begin(), filled_.end()); }
     void mark_filled(int layer_begin, int layer_end, int pos_end);
     void truncate(int n_positions);  // forget every position >= n_positions in every layer
     void clear() { truncate(0); }

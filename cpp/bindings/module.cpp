@@ -24,6 +24,7 @@ namespace {
 py::dict stats_to_dict(const DecodeStats &s) {
     py::dict d;
     d["n_prompt"] = s.n_prompt;
+    d["n_prompt_reused"] = s.n_prompt_reused;
     d["n_generated"] = s.n_generated;
     d["prefill_seconds"] = s.prefill_seconds;
     d["decode_seconds"] = s.decode_seconds;
@@ -199,6 +200,31 @@ PYBIND11_MODULE(_core, m) {
             py::arg("ngram_max_draft") = NgramOptions().max_draft, py::arg("adaptive_exits") = true,
             py::arg("logits_processor") = py::none(),
             "Generate after the prompt ids; callback(token, text_piece) -> bool is called for each verified token.")
+        .def_property_readonly("cached_tokens", &Engine::cached_tokens,
+                               "Tokens whose KV entries the cache holds (the next generation reuses their common "
+                               "prefix with its prompt).")
+        .def("reset", &Engine::reset, "Forget the cache: the next generation prefills its whole prompt.")
+        .def(
+            "save_state",
+            [](const Engine &e) {
+                std::string bytes;
+                {
+                    py::gil_scoped_release release;
+                    bytes = e.save_state();
+                }
+                return py::bytes(bytes);
+            },
+            "The cached tokens and their KV entries as bytes, for load_state on this model with the same n_ctx.")
+        .def(
+            "load_state",
+            [](Engine &e, const py::bytes &data) {
+                std::string bytes = data;
+                py::gil_scoped_release release;
+                e.load_state(bytes);
+            },
+            py::arg("state"), "Restore a state from save_state; refuses corrupt bytes and other models' states.")
+        .def_property_readonly("fingerprint", &Engine::fingerprint,
+                               "A 64-bit hash identifying the model's weights (saved states carry it).")
         .def(
             "hidden_states",
             [](Engine &e, const std::vector<int64_t> &ids, const std::vector<int> &layers) {

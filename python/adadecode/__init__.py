@@ -20,7 +20,8 @@ from ._version import __version__
 from .api import InvalidRequestError, Llama
 from .fetch import fetch, known_models, resolve_model
 from .grammar import LlamaGrammar
-from .model import Error, Generation, Model, list_devices
+from .model import Error, Generation, Model, PromptState, list_devices
+from .prompt_cache import LlamaDiskCache, LlamaRAMCache
 
 __all__ = [
     "Error",
@@ -28,7 +29,10 @@ __all__ = [
     "InvalidRequestError",
     "Llama",
     "LlamaGrammar",
+    "LlamaDiskCache",
+    "LlamaRAMCache",
     "Model",
+    "PromptState",
     "__version__",
     "fetch",
     "known_models",

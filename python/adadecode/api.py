@@ -29,7 +29,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .model import MODES, Generation, Model
+from .model import MODES, Error, Generation, Model, PromptState, common_prefix_length
+from .prompt_cache import BaseLlamaCache
 
 STATS_KEY = "adadecode"
 """The key under which results carry the engine's statistics of the generation."""
@@ -178,6 +179,11 @@ class Llama:
     timings on stderr); the batching/memory hints (``n_batch``, ``flash_attn``, ...) change nothing here; any other
     at a non-default value raises :class:`InvalidRequestError` naming it.
 
+    Every generation keeps the KV entries of the prompt's longest common prefix with the previous prompt and reply
+    and prefills only the rest (a chat's earlier turns are not computed again); ``reset()`` forgets them,
+    ``save_state()`` / ``load_state()`` snapshot and restore them. ``cache`` (a :class:`LlamaRAMCache` or
+    :class:`LlamaDiskCache`, also ``set_cache``) keeps such snapshots for several conversations at once.
+
     One ``Llama`` runs one generation at a time: the engine is not reentrant, so threads sharing an instance must
     take turns (the server does this with a single worker thread).
     """
@@ -198,8 +204,11 @@ class Llama:
         device: str | None = None,
         model_alias: str | None = None,
         max_prompt_tokens: int | None = None,
+        cache: BaseLlamaCache | None = None,
         **kwargs: Any,
     ) -> None:
+        self.cache: BaseLlamaCache | None = None
+        self.set_cache(cache)
         hints = {k: kwargs.pop(k) for k in _ENGINE_HINTS if k in kwargs}
         for name, value in kwargs.items():
             if name not in _UNSUPPORTED_INIT:
@@ -272,6 +281,7 @@ class Llama:
         self.last_n_tokens_size = 64
         self.default_mode = None
         self.default_max_draft = None
+        self.cache = None
         return self
 
     @classmethod
@@ -300,6 +310,52 @@ class Llama:
             f"download from model hubs (known models: {', '.join(sorted(known_models()))})",
             "repo_id",
         )
+
+    # --- prompt states ----------------------------------------------------------------------------------------------
+    def set_cache(self, cache: BaseLlamaCache | None) -> None:
+        """Use ``cache`` for prompt states from the next generation on (None: no cache)."""
+        if cache is not None and not isinstance(cache, BaseLlamaCache):
+            raise TypeError(f"cache must be a LlamaRAMCache or LlamaDiskCache, got {type(cache).__name__}")
+        self.cache = cache
+
+    def reset(self) -> None:
+        """Forget the KV cache: the next generation prefills its whole prompt."""
+        self.model.reset()
+
+    def save_state(self) -> PromptState:
+        """A snapshot of the KV cache: the tokens it holds and their KV entries."""
+        return self.model.save_state()
+
+    def load_state(self, state: PromptState) -> None:
+        """Restore a :meth:`save_state` snapshot of this model (same ``n_ctx``)."""
+        self.model.load_state(state)
+
+    def _load_cached_prefix(self, ids: list[int]) -> None:
+        """Before a generation: load the stored state sharing the longest prefix with ``ids``, when that is longer
+        than what the model's own cache shares with it."""
+        if self.cache is None:
+            return
+        try:
+            state = self.cache[ids]
+        except KeyError:
+            return
+        if state.fingerprint != self.model.fingerprint or state.n_ctx != self.model.n_ctx:
+            return  # a cache shared with another model: not this model's entry
+        usable = len(ids) - 1  # the last prompt token always runs
+        here = min(common_prefix_length(self.model.cached_tokens, ids), usable)
+        if min(common_prefix_length(state.tokens, ids), usable) > here:
+            self.model.load_state(state)
+
+    def _store_state(self) -> None:
+        """After a generation (also a stopped or failed one): keep the model's state in the cache."""
+        if self.cache is None:
+            return
+        try:
+            state = self.model.save_state()
+        except Error:  # the model is busy with a generation of another thread: nothing of ours to keep
+            return
+        if state.n_tokens:
+            self.cache[state.tokens] = state
 
     # --- llama-cpp-python helpers -------------------------------------------------------------------------------
     def tokenize(self, text: bytes | str, add_bos: bool = True, special: bool = False) -> list[int]:
@@ -640,6 +696,15 @@ class Llama:
         return self.model.tokenize(text, add_special=add_special, parse_special=True)
 
     # --- internals --------------------------------------------------------------------------------------------
+    def _stream(self, ids: list[int], gen_args: dict[str, Any]) -> Iterator[str]:
+        self._load_cached_prefix(ids)
+        pieces = self.model.generate_stream(ids, **gen_args)
+        try:
+            yield from pieces
+        finally:
+            pieces.close()  # a consumer that stops early stops the engine at its next token
+            self._store_state()
+
     def _generation_args(
         self,
         ids: list[int],
@@ -755,7 +820,11 @@ class Llama:
         return bytes(self.model.vocab.token_to_piece(int(token), False))
 
     def _generate(self, ids: list[int], gen_args: dict[str, Any], want_logits: bool) -> Generation:
-        gen = self.model.generate(ids, return_logits=want_logits, **gen_args)
+        self._load_cached_prefix(ids)
+        try:
+            gen = self.model.generate(ids, return_logits=want_logits, **gen_args)
+        finally:
+            self._store_state()
         self._print_timings(len(ids), gen)
         return gen
 
@@ -823,12 +892,12 @@ class Llama:
 
         if prefix:
             yield chunk(prefix, None)
-        pieces = self.model.generate_stream(ids, **gen_args)
+        pieces = self._stream(ids, gen_args)
         try:
             for piece in pieces:
                 yield chunk(piece, None)
         finally:
-            pieces.close()  # a consumer that stops early stops the engine at its next token
+            pieces.close()
         gen = self.model.last_generation
         assert gen is not None
         yield {**chunk("", _finish_reason(gen)), "usage": _usage(len(ids), gen), STATS_KEY: dict(gen.stats)}
@@ -838,12 +907,12 @@ class Llama:
             return {**meta, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
 
         yield chunk({"role": "assistant", "content": ""}, None)
-        pieces = self.model.generate_stream(ids, **gen_args)
+        pieces = self._stream(ids, gen_args)
         try:
             for piece in pieces:
                 yield chunk({"content": piece}, None)
         finally:
-            pieces.close()  # a consumer that stops early stops the engine at its next token
+            pieces.close()
         gen = self.model.last_generation
         assert gen is not None
         yield {**chunk({}, _finish_reason(gen)), "usage": _usage(len(ids), gen), STATS_KEY: dict(gen.stats)}

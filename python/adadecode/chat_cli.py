@@ -61,7 +61,7 @@ def add_chat_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
 
 
 def stats_line(stats: dict[str, Any], n_tokens: int) -> str:
-    """``[23 tokens, 41.2 tok/s, early exits 35% (accepted 92%)]`` for one reply."""
+    """``[23 tokens, 41.2 tok/s, early exits 35% (accepted 92%), prompt 80 tokens, 52 reused]`` for one reply."""
     parts = [f"{n_tokens} tokens", f"{stats.get('tokens_per_second', 0.0):.1f} tok/s"]
     if str(stats.get("mode", "")).startswith("adadecode"):
         early = f"early exits {100 * stats.get('early_exit_fraction', 0.0):.0f}%"
@@ -72,6 +72,9 @@ def stats_line(stats: dict[str, Any], n_tokens: int) -> str:
         parts.append(f"{stats.get('mode', 'standard')} decoding, no early exits")
     if "ngram" in str(stats.get("mode", "")):
         parts.append(f"drafted {100 * stats.get('ngram_fraction', 0.0):.0f}%")
+    if stats.get("n_prompt"):
+        # From the second turn on only the new messages are prefilled; the earlier ones' KV entries are kept.
+        parts.append(f"prompt {stats['n_prompt']} tokens, {stats.get('n_prompt_reused', 0)} reused")
     return "[" + ", ".join(parts) + "]"
 
 

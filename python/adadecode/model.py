@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import codecs
+import contextlib
 import os
+import struct
 import sys
 import threading
 import warnings
@@ -49,6 +51,70 @@ def _incomplete_utf8_suffix(data: bytes) -> int:
     decoder = codecs.getincrementaldecoder("utf-8")("replace")
     decoder.decode(data, final=False)
     return len(decoder.getstate()[0])
+_STATE_HEADER = struct.Struct("<8sIQiiiiI")  # magic, version, fingerprint, n_ctx, KV type, n_layer, n_embd_kv, n
+_STATE_MAGIC = b"ADASTATE"
+
+
+@dataclass(frozen=True, eq=False)
+class PromptState:
+    """A snapshot of a model's KV cache: the tokens it holds and their KV entries (``data``, the engine's own
+    self-checking format, which also names the model and n_ctx it came from). :meth:`Model.load_state` restores it
+    on the same model with the same ``n_ctx``, so a prompt that starts with ``tokens`` is not prefilled again.
+    ``bytes(state)`` / :meth:`from_bytes` round-trip it through a file."""
+
+    tokens: tuple[int, ...]
+    data: bytes
+    n_ctx: int
+    fingerprint: int
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> PromptState:
+        """Reads the header of saved state bytes; the KV entries are checked when the state is loaded."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"a prompt state is bytes, got {type(data).__name__}")
+        data = bytes(data)
+        if len(data) < _STATE_HEADER.size or not data.startswith(_STATE_MAGIC):
+            raise ValueError("not an adadecode prompt state (bad magic bytes or too short)")
+        _, _, fingerprint, n_ctx, _, _, _, n = _STATE_HEADER.unpack_from(data)
+        end = _STATE_HEADER.size + 4 * n
+        if end > len(data):
+            raise ValueError("the prompt state is truncated or corrupt (it ends inside its tokens)")
+        tokens = tuple(np.frombuffer(data, dtype="<i4", count=n, offset=_STATE_HEADER.size).tolist())
+        return cls(tokens=tokens, data=data, n_ctx=n_ctx, fingerprint=fingerprint)
+
+    def __bytes__(self) -> bytes:
+        return self.data
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def nbytes(self) -> int:
+        """The memory the state takes (its KV bytes and tokens)."""
+        return len(self.data)
+
+    # llama-cpp-python's LlamaState names
+    @property
+    def input_ids(self) -> np.ndarray:
+        return np.asarray(self.tokens, dtype=np.intc)
+
+    @property
+    def llama_state(self) -> bytes:
+        return self.data
+
+    @property
+    def llama_state_size(self) -> int:
+        return len(self.data)
+
+
+def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens ``a`` and ``b`` share."""
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
 
 
 def _check_range(name: str, value: float, low: float, high: float) -> None:
@@ -173,6 +239,56 @@ class Model:
         from .heads import resolve_heads
 
         self._engine.load_heads(str(resolve_heads(str(heads), self.path)))
+
+    # --- the KV cache across generations -----------------------------------------------------------------------
+    # A generation keeps the KV entries of the longest common prefix of its prompt with `cached_tokens` and prefills
+    # only the rest (stats["n_prompt_reused"]); the output is the same as from an empty cache.
+    @property
+    def cached_tokens(self) -> list[int]:
+        """The tokens whose KV entries the cache holds: the last prompt and what was generated after it."""
+        return list(self._engine.cached_tokens)
+
+    @property
+    def fingerprint(self) -> int:
+        """A 64-bit hash of the model's weights; prompt states carry it."""
+        return int(self._engine.fingerprint)
+
+    @contextlib.contextmanager
+    def _exclusive(self, what: str) -> Iterator[None]:
+        if not self._generating.acquire(blocking=False):
+            raise Error(f"this model is generating; call {what} when the generation is over")
+        try:
+            yield
+        finally:
+            self._generating.release()
+
+    def reset(self) -> None:
+        """Forget the KV cache: the next generation prefills its whole prompt."""
+        with self._exclusive("reset()"):
+            self._engine.reset()
+
+    def save_state(self) -> PromptState:
+        """A snapshot of the KV cache (the tokens of :attr:`cached_tokens` and their KV entries)."""
+        with self._exclusive("save_state()"):
+            data = self._engine.save_state()
+        return PromptState.from_bytes(data)
+
+    def load_state(self, state: PromptState | bytes) -> None:
+        """Restore a :meth:`save_state` snapshot (or its bytes) of this model with the same ``n_ctx``; a state of
+        another model or n_ctx, or corrupt bytes, raise :class:`Error` and leave the cache as it was."""
+        if isinstance(state, (bytes, bytearray, memoryview)):
+            try:
+                state = PromptState.from_bytes(bytes(state))
+            except ValueError as exc:
+                raise Error(str(exc)) from exc
+        if not isinstance(state, PromptState):
+            raise TypeError(f"load_state takes a PromptState or its bytes, got {type(state).__name__}")
+        if state.fingerprint != self.fingerprint:
+            raise Error(f"the prompt state was saved from another model than {self.path}")
+        if state.n_ctx != self.n_ctx:
+            raise Error(f"the prompt state was saved with n_ctx {state.n_ctx}, this model has n_ctx {self.n_ctx}")
+        with self._exclusive("load_state()"):
+            self._engine.load_state(state.data)
 
     # --- tokenizer --------------------------------------------------------------------------------------------
     def tokenize(self, text: str | bytes, add_special: bool = True, parse_special: bool = True) -> list[int]:

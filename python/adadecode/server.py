@@ -74,6 +74,7 @@ class Metrics:
         self.generations = 0
         self.cancelled = 0
         self.prompt_tokens = 0
+        self.prompt_tokens_reused = 0  # ... whose KV entries were kept from an earlier request
         self.generated_tokens = 0
         self.prefill_seconds = 0.0
         self.decode_seconds = 0.0
@@ -91,6 +92,7 @@ class Metrics:
             self.generations += 1
             self.cancelled += int(cancelled)
             self.prompt_tokens += int(stats.get("n_prompt", 0))
+            self.prompt_tokens_reused += int(stats.get("n_prompt_reused", 0))
             self.generated_tokens += n_tokens
             self.prefill_seconds += float(stats.get("prefill_seconds", 0.0))
             self.decode_seconds += float(stats.get("decode_seconds", 0.0))
@@ -119,6 +121,18 @@ class Metrics:
                 [("", self.cancelled)],
             )
             metric("prompt_tokens_total", "counter", "Prompt tokens processed.", [("", self.prompt_tokens)])
+            metric(
+                "prompt_tokens_reused_total",
+                "counter",
+                "Prompt tokens whose KV entries were kept from an earlier request (not computed again).",
+                [("", self.prompt_tokens_reused)],
+            )
+            metric(
+                "prompt_tokens_computed_total",
+                "counter",
+                "Prompt tokens run through the model (prefilled).",
+                [("", self.prompt_tokens - self.prompt_tokens_reused)],
+            )
             metric("generated_tokens_total", "counter", "Tokens generated.", [("", self.generated_tokens)])
             metric("prefill_seconds_total", "counter", "Seconds spent on prompts.", [("", self.prefill_seconds)])
             metric("decode_seconds_total", "counter", "Seconds spent generating.", [("", self.decode_seconds)])
@@ -955,6 +969,14 @@ def add_serve_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--max-body-bytes", type=int, default=1 << 20, metavar="N", help="largest request body")
     p.add_argument(
+        "--cache-ram",
+        type=int,
+        default=None,
+        metavar="MiB",
+        help="keep prompt states (KV caches) of earlier requests in up to this much memory, so that several "
+        "conversations taking turns each skip their shared prefix (default: only the last request's is kept)",
+    )
+    p.add_argument(
         "--max-queue",
         type=int,
         default=64,
@@ -1019,6 +1041,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError(f"-t/--threads must be at least 1, got {args.threads}")
     if args.max_prompt_tokens is not None and args.max_prompt_tokens < 1:
         raise UsageError(f"--max-prompt-tokens must be at least 1, got {args.max_prompt_tokens}")
+    if args.cache_ram is not None and args.cache_ram < 1:
+        raise UsageError(f"--cache-ram must be at least 1 (MiB), got {args.cache_ram}")
     try:
         import uvicorn
     except ImportError as exc:
@@ -1026,8 +1050,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _check_listen(args.host, args.port)  # before the model loads: a busy port is a one-line error, not a traceback
     from .api import Llama
     from .cli import model_options
+    from .prompt_cache import LlamaRAMCache
 
-    llm = Llama(args.model, model_alias=args.alias, **model_options(args))
+    cache = LlamaRAMCache(args.cache_ram << 20) if args.cache_ram is not None else None
+    llm = Llama(args.model, model_alias=args.alias, cache=cache, **model_options(args))
     limits = Limits(
         max_tokens=args.max_tokens,
         max_prompt_tokens=args.max_prompt_tokens,

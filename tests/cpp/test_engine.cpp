@@ -106,6 +106,42 @@ int main() {
     }
     std::remove(heads.c_str());
 
+    // Prefix reuse: a prompt extending the last one prefills only its new tokens, with the logits of an empty cache.
+    {
+        auto run = [&](const std::vector<int32_t> &ids, std::vector<float> *logits) {
+            DecodeOptions o = standard;
+            o.max_tokens = 8;
+            o.record_logits = logits;
+            return engine.generate(ids, o, [](int32_t) { return true; });
+        };
+        std::vector<int32_t> longer = prompt;
+        longer.insert(longer.end(), a.tokens.begin(), a.tokens.begin() + 10);
+        std::vector<float> reused_logits, fresh_logits, loaded_logits, scratch;
+        engine.reset();
+        run(prompt, &scratch);
+        CHECK(engine.cached_tokens().size() == prompt.size() + 7);
+        const DecodeResult reused = run(longer, &reused_logits);
+        CHECK(reused.stats.n_prompt_reused == static_cast<int>(prompt.size()) + 7);
+        const std::string state = engine.save_state();
+        const std::vector<int32_t> saved_tokens = engine.cached_tokens();
+        engine.reset();
+        const DecodeResult fresh = run(longer, &fresh_logits);
+        CHECK(fresh.stats.n_prompt_reused == 0);
+        CHECK(fresh.tokens == reused.tokens && fresh_logits == reused_logits);
+        run({1, 2, 3}, &scratch);  // something else in the cache
+        engine.load_state(state);
+        CHECK(engine.cached_tokens() == saved_tokens);
+        const DecodeResult loaded = run(longer, &loaded_logits);
+        CHECK(loaded.stats.n_prompt_reused == static_cast<int>(longer.size()) - 1);
+        CHECK(loaded.tokens == fresh.tokens && loaded_logits == fresh_logits);
+        std::string corrupt = state;
+        corrupt[corrupt.size() / 2] ^= 1;
+        CHECK(throws_error([&] { engine.load_state(corrupt); }, "corrupt"));
+        CHECK(throws_error([&] { engine.load_state(state.substr(0, 30)); }, "corrupt"));
+        CHECK(throws_error([&] { engine.load_state("garbage"); }, "not an adadecode prompt state"));
+        CHECK(engine.cached_tokens().size() == longer.size() + 7);  // refused states leave the cache alone
+    }
+
     CHECK(throws_error([&] { engine.generate({1, 2, hp.n_vocab}, standard, [](int32_t) { return true; }); },
                        "invalid token id"));
     CHECK(throws_error([&] { engine.generate(std::vector<int32_t>(300, 5), standard, [](int32_t) { return true; }); },

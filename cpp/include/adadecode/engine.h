@@ -51,9 +51,22 @@ public:
     void load_heads(const std::string &path);  // replaces the loaded heads
     const ExitHeads *heads() const;            // null when none are loaded
 
-    // Generates after `prompt`; each verified token goes to `on_token` (return false to stop).
+    // Generates after `prompt`; each verified token goes to `on_token` (return false to stop). The KV entries of
+    // the longest common prefix of `prompt` and cached_tokens() are kept (all but the last prompt token at most)
+    // and only the rest of the prompt is prefilled; the output is the same as from an empty cache.
     DecodeResult generate(const std::vector<int32_t> &prompt, const DecodeOptions &options,
                           const TokenCallback &on_token);
+
+    // The tokens whose KV entries the cache holds at positions 0, 1, ...: the last prompt and what was generated
+    // and run after it. After an exception or a stop mid-generation it holds only what is known to be valid.
+    const std::vector<int32_t> &cached_tokens() const;
+    void reset();  // forget the cached tokens: the next generation prefills its whole prompt
+    // The cached tokens and their KV entries as bytes (a self-checking binary format), and back. load_state refuses
+    // with an Error bytes that are corrupt or come from another model or another n_ctx.
+    std::string save_state() const;
+    void load_state(const std::string &bytes);
+    // Identifies the model's weights (file size, tensor directory, a sample of every tensor's bytes).
+    uint64_t fingerprint() const;
 
     // Residual-stream states after each of `layers` (1..n_layer) for teacher-forced `ids`:
     // layers.size() x ids.size() x n_embd floats.

@@ -56,6 +56,7 @@ struct DecodeOptions {
 
 struct DecodeStats {
     int n_prompt = 0;
+    int n_prompt_reused = 0;  // prompt tokens whose KV entries were kept from the previous generation
     int n_generated = 0;
     double prefill_seconds = 0.0;
     double decode_seconds = 0.0;
