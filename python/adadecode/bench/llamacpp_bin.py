@@ -237,6 +237,8 @@ class BinaryAnchor:
         # It stops once it has more than -n tokens: -n max_tokens - 1 gives max_tokens (fewer at an end token).
         assert self.spec_type is not None
         cmd = self.common_args(prompt_file, max_tokens - 1) + ["--spec-type", self.spec_type]
+        # It takes the prompt in one batch and refuses one longer than the batch size (2048 by default).
+        cmd += ["-b", str(max(2048, self.n_ctx))]
         proc = _run(cmd)
         stats = parse_speculative_stderr(proc.stderr.decode("utf-8", "replace"))
         text = speculative_generated_text(proc.stdout, prompt)
