@@ -8,8 +8,9 @@ programs' own timings from stderr, not our wall clock:
   ``--prompt-cache-all`` saves every token the context saw, prompt included, which also checks that llama.cpp
   tokenized the prompt to our ids (``prompt_ids_match``). Decode seconds = its ``eval time`` (sampling is reported
   apart, as ``sampling_seconds``): ``n_eval`` single-token passes, the first over the prompt's last token (the prompt
-  cache splits it off to save the state before it), so one pass more than our modes' decode seconds count (they start
-  at the first token) — under 1 % of a 256-token answer, and against llama.cpp.
+  cache splits it off to save the state before it, as llama-speculative-simple does too, so that both take the same
+  first step), so one pass more than our modes' decode seconds count (they start at the first token) — under 1 % of
+  a 256-token answer, and against llama.cpp.
 - ``llamacpp-bin-ngram`` stands for three anchors, prompt lookup through ``llama-speculative-simple --spec-type T``
   with llama.cpp's default n-gram settings: ``llamacpp-bin-ngram-simple``, ``-ngram-mod`` and ``-ngram-map-k`` (the
   summary shows which is best). Decode seconds = its ``decoded N tokens in S seconds``, which also counts the pass
