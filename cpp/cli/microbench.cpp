@@ -5,12 +5,23 @@
 // With several setups (mmap: our matmul kernel, file: the same without packed weights, ggml: ggml's mul_mat, repack:
 // ggml's extra buffer types), the model
 // is loaded once per setup and they are timed alternately, row count by row count, so all see the same machine load.
+//
+// The roofline: a pass over k rows must read every weight once (weight_bytes_per_pass at read_gbs, the machine's
+// streaming read rate with the same threads) and do k rows' multiply-accumulates (at int8_peak_gmacs, the kernel
+// family's dot-product peak on all threads). A kernel at the roofline takes the larger of the two, so
+// rows[k].roofline_fraction = max(bytes / read rate, k * MACs / peak) / measured seconds (1: at the roof; the
+// measured pass also runs attention, norms and ggml's scheduling, which the floor leaves out).
+#include <immintrin.h>
+
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "device.h"
@@ -66,6 +77,150 @@ struct Setup {
 };
 
 double minimum(const std::vector<double> &v) { return *std::min_element(v.begin(), v.end()); }
+
+// Four independent sums, so that the loads, not the adds' latency, set the pace.
+__attribute__((target("avx2"))) uint64_t sum_words_avx2(const uint64_t *p, size_t n) {
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        a0 = _mm256_add_epi64(a0, _mm256_load_si256(reinterpret_cast<const __m256i *>(p + i)));
+        a1 = _mm256_add_epi64(a1, _mm256_load_si256(reinterpret_cast<const __m256i *>(p + i + 4)));
+        a2 = _mm256_add_epi64(a2, _mm256_load_si256(reinterpret_cast<const __m256i *>(p + i + 8)));
+        a3 = _mm256_add_epi64(a3, _mm256_load_si256(reinterpret_cast<const __m256i *>(p + i + 12)));
+    }
+    alignas(32) uint64_t lanes[4];
+    _mm256_store_si256(reinterpret_cast<__m256i *>(lanes),
+                       _mm256_add_epi64(_mm256_add_epi64(a0, a1), _mm256_add_epi64(a2, a3)));
+    uint64_t total = lanes[0] + lanes[1] + lanes[2] + lanes[3];
+    for (; i < n; ++i) total += p[i];
+    return total;
+}
+
+uint64_t sum_words(const uint64_t *p, size_t n) {
+    uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        a0 += p[i];
+        a1 += p[i + 1];
+        a2 += p[i + 2];
+        a3 += p[i + 3];
+    }
+    for (; i < n; ++i) a0 += p[i];
+    return a0 + a1 + a2 + a3;
+}
+
+struct FreeDeleter {
+    void operator()(void *p) const { std::free(p); }
+};
+
+// The streaming read rate in GB/s (1e9 bytes) with n_threads threads, each summing its share of a buffer far larger
+// than any cache: the best of three reads, after one that pages the buffer in.
+double read_gbs(int n_threads, size_t bytes) {
+    std::unique_ptr<void, FreeDeleter> buffer(std::aligned_alloc(4096, bytes));
+    if (!buffer)
+        throw Error("cannot allocate " + std::to_string(bytes >> 20) + " MiB for the read-bandwidth measurement");
+    std::memset(buffer.get(), 1, bytes);
+    const uint64_t *words = static_cast<const uint64_t *>(buffer.get());
+    const size_t n_words = bytes / sizeof(uint64_t);
+    const size_t share = (n_words / n_threads + 15) / 16 * 16;  // whole 128-byte chunks: aligned loads
+    const bool avx2 = __builtin_cpu_supports("avx2");
+    std::vector<uint64_t> sums(n_threads);
+    double best = 0.0;
+    for (int rep = 0; rep < 4; ++rep) {
+        std::vector<std::thread> threads;
+        const auto start = std::chrono::steady_clock::now();
+        for (int t = 0; t < n_threads; ++t) {
+            threads.emplace_back([&, t]() {
+                const size_t first = std::min(n_words, share * t), n = std::min(n_words, first + share) - first;
+                sums[t] = avx2 ? sum_words_avx2(words + first, n) : sum_words(words + first, n);
+            });
+        }
+        for (std::thread &th : threads) th.join();
+        const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        uint64_t total = 0;
+        for (uint64_t s : sums) total += s;
+        if (total != n_words * 0x0101010101010101ull)  // also keeps the sums from being optimized away
+            throw Error("internal: the read-bandwidth sum is wrong");
+        if (rep > 0)
+            best = std::max(best, static_cast<double>(bytes) / seconds / 1e9);
+    }
+    return best;
+}
+
+// The kernel family's dot-product peak with every thread running it at once (multiply-accumulates per second).
+double peak_all_threads(int n_threads) {
+    std::vector<double> rates(n_threads);
+    std::vector<std::thread> threads;
+    for (int t = 0; t < n_threads; ++t) threads.emplace_back([&rates, t]() { rates[t] = qmatmul_peak_macs_per_second(); });
+    for (std::thread &th : threads) th.join();
+    double total = 0.0;
+    for (double r : rates) total += r;
+    return total;
+}
+
+std::string cpu_model() {
+    FILE *f = std::fopen("/proc/cpuinfo", "r");
+    if (!f) return "unknown";
+    char line[512];
+    std::string model = "unknown";
+    while (std::fgets(line, sizeof(line), f)) {
+        if (std::strncmp(line, "model name", 10) == 0) {
+            const char *colon = std::strchr(line, ':');
+            if (colon) {
+                model = colon + 1;
+                model.erase(0, model.find_first_not_of(" \t"));
+                model.erase(model.find_last_not_of(" \t\n") + 1);
+            }
+            break;
+        }
+    }
+    std::fclose(f);
+    return model;
+}
+
+// For JSON strings: the CPU model and a path are the only free text printed.
+std::string json_escape(const std::string &s) {
+    std::string out;
+    for (char c : s) {
+        if (c == '"' || c == '\\') out += '\\';
+        if (static_cast<unsigned char>(c) < 0x20) continue;
+        out += c;
+    }
+    return out;
+}
+
+// The bytes of weights a pass over all layers reads: the packed copy where there is one, else the tensor itself.
+double weight_bytes_per_pass(const Model &model) {
+    double bytes = 0.0;
+    for (const ggml_tensor *w : model.pass_weights()) {
+        const ggml_tensor *p = model.packed(w);
+        bytes += static_cast<double>(ggml_nbytes(p ? p : w));
+    }
+    return bytes;
+}
+
+struct Roofline {
+    double read_gbs = 0.0;       // streaming read, GB/s
+    double peak_macs = 0.0;      // all threads, per second
+    double macs_per_row = 0.0;
+};
+
+// rows[k]: the full pass with logits over k rows (minimum over the repetitions), relative to one row, as GB/s of
+// weights read, and as a fraction of the roofline.
+void print_rows(const Setup &s, const Roofline &roof) {
+    const double bytes = weight_bytes_per_pass(*s.model);
+    std::printf("\"weight_bytes_per_pass\": %.0f, \"rows\": {", bytes);
+    for (size_t i = 0; i < s.with_logits_min.size(); ++i) {
+        const double seconds = s.with_logits_min[i];
+        const double memory = roof.read_gbs > 0.0 ? bytes / (roof.read_gbs * 1e9) : 0.0;
+        const double arithmetic = roof.peak_macs > 0.0 ? (i + 1) * roof.macs_per_row / roof.peak_macs : 0.0;
+        std::printf("%s\n    \"%zu\": {\"seconds\": %.6f, \"relative_cost\": %.3f, \"gbs\": %.2f, "
+                    "\"memory_floor_seconds\": %.6f, \"arithmetic_floor_seconds\": %.6f, \"roofline_fraction\": %.3f}",
+                    i ? "," : "", i + 1, seconds, seconds / s.with_logits_min[0], bytes / seconds / 1e9, memory,
+                    arithmetic, std::max(memory, arithmetic) / seconds);
+    }
+    std::printf("}");
+}
 
 double time_once(Forward &fw, KvCache &cache, const PassRequest &req) {
     PassResult out;
@@ -172,8 +327,22 @@ int main(int argc, char **argv) {
                 setups[i].without_logits_min.push_back(minimum(without[rows - 1][i]));
             }
         }
-        std::printf("{\"model\": \"%s\", \"n_layer\": %d, \"n_embd\": %d, \"threads\": %d, \"position\": %d",
-                    argv[1], hp.n_layer, hp.n_embd, n_threads, pos);
+        // The roofline's two rates, measured after the passes so that the passes' timings see no warmer machine.
+        for (const Setup &other : setups) other.fw->pause_threads();
+        Roofline roof;
+        constexpr size_t read_bytes = size_t(1) << 30;
+        roof.read_gbs = read_gbs(n_threads, read_bytes);
+        roof.peak_macs = peak_all_threads(n_threads);
+        for (const ggml_tensor *w : setups[0].model->pass_weights())
+            roof.macs_per_row += static_cast<double>(ggml_nelements(w));
+        std::printf("{\"model\": \"%s\", \"n_layer\": %d, \"n_embd\": %d, \"threads\": %d, \"position\": %d, "
+                    "\"reps\": %d,\n \"cpu_model\": \"%s\", \"qmatmul_family\": \"%s\", \"setups\": [",
+                    json_escape(argv[1]).c_str(), hp.n_layer, hp.n_embd, n_threads, pos, reps,
+                    json_escape(cpu_model()).c_str(), qmatmul_family());
+        for (size_t i = 0; i < setups.size(); ++i) std::printf("%s\"%s\"", i ? ", " : "", setups[i].name.c_str());
+        std::printf("],\n \"read_gbs\": %.2f, \"read_bytes\": %zu, \"int8_peak_gmacs\": %.1f, \"macs_per_row\": %.0f,\n ",
+                    roof.read_gbs, read_bytes, roof.peak_macs / 1e9, roof.macs_per_row);
+        print_rows(setups[0], roof);
         for (Setup &s : setups) {
             pause_all_but(s);
             Model &model = *s.model;
@@ -203,6 +372,9 @@ int main(int argc, char **argv) {
                 "\"rss_growth_mib\": %.1f,\n",
                 s.name.c_str(), model.n_repacked(), model.repacked_bytes() / 1048576.0,
                 model.packed_bytes() / 1048576.0, s.rss_growth_kib / 1024.0);
+            std::printf("  ");
+            print_rows(s, roof);
+            std::printf(",\n");
             print_seconds("full_pass_seconds", s.with_logits, 1.0, "%.6f");
             std::printf(",\n");
             print_seconds("relative_cost", s.without_logits, base, "%.3f");
@@ -215,10 +387,9 @@ int main(int argc, char **argv) {
                         no_head, with_head - no_head, (with_head - no_head) / base);
         }
         // The floor under a batch: each extra row's multiply-accumulates at the kernel's peak rate on every thread.
-        const double peak = qmatmul_peak_macs_per_second();
-        double macs_per_row = 0.0;
-        for (const ggml_tensor *w : setups[0].model->pass_weights()) macs_per_row += static_cast<double>(ggml_nelements(w));
-        std::printf(",\n \"int8_peak_gmacs_per_core\": %.1f, \"macs_per_row\": %.0f", peak / 1e9, macs_per_row);
+        const double peak = roof.peak_macs / n_threads;
+        const double macs_per_row = roof.macs_per_row;
+        std::printf(",\n \"int8_peak_gmacs_per_core\": %.1f", peak / 1e9);
         if (peak > 0.0) {
             const double floor_seconds = macs_per_row / (peak * n_threads);
             std::printf(", \"extra_row_floor_seconds\": %.6f, \"extra_row_floor_relative\": %.3f", floor_seconds,

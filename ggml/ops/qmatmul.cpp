@@ -828,6 +828,14 @@ double qmatmul_peak_macs_per_second() {
     return best;
 }
 
+const char *qmatmul_family() {
+    const TypeKernels *table = chosen_table();
+    return table == avx512_vnni_kernels ? "avx512vnni"
+           : table == avx512_kernels    ? "avx512"
+           : table == avx2_kernels      ? "avx2"
+                                        : "off";
+}
+
 bool qmatmul_supports(const ggml_tensor *w) {
     return kernels_for(w) != nullptr && ggml_is_contiguous(w);
 }
@@ -875,6 +883,10 @@ ggml_tensor *qmatmul(ggml_context *ctx, ggml_tensor *w, ggml_tensor *x, ggml_ten
 
 double qmatmul_peak_macs_per_second() {
     return 0.0;
+}
+
+const char *qmatmul_family() {
+    return "off";
 }
 
 bool qmatmul_supports(const ggml_tensor *) {

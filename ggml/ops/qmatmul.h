@@ -31,6 +31,11 @@ ggml_tensor *qmatmul(ggml_context *ctx, ggml_tensor *w, ggml_tensor *x, ggml_ten
 // than the row's multiply-accumulates at this rate: the floor under the layer-parallel scheduler's batches.
 double qmatmul_peak_macs_per_second();
 
+// The kernel family this process multiplies with: "avx512vnni", "avx512", "avx2", or "off" (ggml's matmul: not x86-64,
+// no AVX2, or ADADECODE_QMATMUL=0). Chosen once at start-up, the widest the CPU has unless ADADECODE_QMATMUL names one.
+// (A weight the family cannot take, e.g. rows of an odd number of blocks, still goes to the AVX2 kernel.)
+const char *qmatmul_family();
+
 // Packing: on AVX-512 CPUs, Q4_K, Q6_K, Q5_0, Q8_0 and Q4_1 weights multiply faster from layouts of our own that
 // interleave 16 weight rows (Q4_K: about 1.5x for one row, 3 % larger than the file's layout; Q6_K: 2x for several
 // rows; Q5_0: 4-5x for one row or several; Q8_0: 1.8x for 4-8 rows; all but Q4_K the file's size exactly). The

@@ -64,7 +64,17 @@ def add_bench_parser(subparsers: Any, parents: list[argparse.ArgumentParser] | N
     p.add_argument(
         "--anchors",
         default=DEFAULT_ANCHORS,
-        help="comma-separated, of llamacpp, llamacpp-ngram, llamacpp-spec, transformers; 'none' for none",
+        help="comma-separated, of llamacpp, llamacpp-ngram, llamacpp-spec, transformers (llama.cpp through "
+        "llama-cpp-python and transformers), llamacpp-bin (llama.cpp's llama-completion, greedy), llamacpp-bin-ngram "
+        "(llama-speculative-simple prompt lookup: stands for llamacpp-bin-ngram-simple, -ngram-mod and -ngram-map-k, "
+        "each also by itself); 'none' for none",
+    )
+    p.add_argument(
+        "--llamacpp-bin",
+        metavar="DIR",
+        default=None,
+        help="folder of llama.cpp's programs for the llamacpp-bin anchors (default: $ADADECODE_LLAMACPP_BIN, else "
+        "~/.cache/adadecode/llamacpp-bin/bin, where bench/build_llamacpp.sh puts them)",
     )
     p.add_argument("--draft-model", metavar="M", default=None, help="draft GGUF for llamacpp-spec")
     p.add_argument(
@@ -130,6 +140,12 @@ def _check_args(args: argparse.Namespace) -> None:
     unknown = [a for a in anchors if a not in ANCHORS]
     need(not unknown, f"unknown anchor(s) {', '.join(unknown)} in --anchors (known: {', '.join(ANCHORS)}, none)")
     need(len(set(anchors)) == len(anchors), f"--anchors lists an anchor twice: {args.anchors}")
+    need(
+        args.llamacpp_bin is None or any(a.startswith("llamacpp-bin") for a in anchors),
+        "--llamacpp-bin is only for the llamacpp-bin anchors, and --anchors names none",
+    )
+    if args.llamacpp_bin is not None:
+        need(Path(args.llamacpp_bin).expanduser().is_dir(), f"--llamacpp-bin {args.llamacpp_bin}: no such folder")
     need(bool(modes or anchors), "nothing to run: --modes and --anchors are both empty")
 
 
@@ -146,6 +162,7 @@ def _command(args: argparse.Namespace) -> str:
         ("--draft-model", args.draft_model),
         ("--draft-tokens", args.draft_tokens),
         ("--llamacpp-python", args.llamacpp_python),
+        ("--llamacpp-bin", args.llamacpp_bin),
         ("--gamma", args.gamma),
         ("--max-pending", args.max_pending),
     ):
@@ -211,6 +228,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
     from ..model import Model
     from . import report
+    from .llamacpp_bin import expand
     from .runners import EngineMode, Skipped, WorkerError, start_anchor
     from .tasks import load_prompts, task_name
 
@@ -281,7 +299,7 @@ def run_bench(args: argparse.Namespace) -> int:
             continue
         systems.append(runner)
     progress = not args.no_progress
-    for anchor_name in anchor_names:
+    for anchor_name in expand(anchor_names):
         if progress:
             print(f"adadecode bench: starting anchor {anchor_name} ...", file=sys.stderr, flush=True)
         anchor = start_anchor(
@@ -293,6 +311,8 @@ def run_bench(args: argparse.Namespace) -> int:
             llamacpp_python=args.llamacpp_python,
             draft_model=draft,
             n_draft=args.draft_tokens,
+            llamacpp_bin_dir=args.llamacpp_bin,
+            vocab=vocab,
         )
         if isinstance(anchor, Skipped):
             meta["skipped"][anchor_name] = anchor.reason

@@ -1,7 +1,9 @@
 """``adadecode bench --micro``: the building blocks the layer-parallel scheduler rests on.
 
-- ``adadecode-microbench`` (cpp/cli/microbench.cpp): one batched pass over all layers for 1..8 rows relative to
-  one row, and the cost of one exit check (head transform + output matrix) relative to a token.
+- ``adadecode-microbench`` (cpp/cli/microbench.cpp, installed in adadecode/bin): one batched pass over all layers for
+  1..8 rows relative to one row, and the cost of one exit check (head transform + output matrix) relative to a token;
+  the roofline under those passes (the weights at the machine's streaming read rate, each row's multiply-accumulates
+  at the int8 dot-product peak) and how close each row count comes to it; the CPU and the matmul kernel family.
 - Tokenizer throughput: our tokenizer against Hugging Face ``tokenizers`` (the tokenizer transformers builds from the
   same GGUF), one text at a time on the task's request texts, best-of-N wall time each, alternating; plus how many
   texts both tokenize to the same ids.
@@ -27,11 +29,11 @@ MICROBENCH = "adadecode-microbench"
 def find_microbench(explicit: str | None) -> tuple[str | None, str]:
     """(path, or None, and where it was looked for)."""
     if explicit:
-        return (explicit if os.access(explicit, os.X_OK) else None), explicit
+        return (explicit if os.path.isfile(explicit) and os.access(explicit, os.X_OK) else None), explicit
     package = Path(__file__).resolve().parents[1]
     candidates = [package / "bin" / MICROBENCH, package.parents[1] / "build" / MICROBENCH]
     for c in candidates:
-        if os.access(c, os.X_OK):
+        if c.is_file() and os.access(c, os.X_OK):
             return str(c), str(c)
     on_path = shutil.which(MICROBENCH)
     looked = ", ".join(str(c) for c in candidates) + ", PATH"
@@ -42,7 +44,14 @@ def run_microbench(binary: str, model_path: str, threads: int, reps: int) -> dic
     proc = subprocess.run([binary, model_path, str(threads), str(reps)], capture_output=True, text=True, timeout=1800)
     if proc.returncode != 0:
         raise RuntimeError(f"{binary} exited with status {proc.returncode}: {' '.join(proc.stderr.split())[-300:]}")
-    return json.loads(proc.stdout)
+    try:
+        doc = json.loads(proc.stdout)
+    except json.JSONDecodeError as exc:
+        raise RuntimeError(f"{binary} printed no JSON ({exc}): {' '.join(proc.stdout.split())[:200]!r}") from exc
+    missing = [k for k in ("setups", "rows", "read_gbs", "int8_peak_gmacs", "qmatmul_family") if k not in doc]
+    if missing:
+        raise RuntimeError(f"{binary} is from another version of adadecode: its JSON lacks {', '.join(missing)}")
+    return doc
 
 
 def _texts(model_path: str, task: str, limit: int) -> list[str]:
@@ -101,20 +110,39 @@ def micro_markdown(doc: dict[str, Any]) -> str:
     lines = [f"# Micro-benchmark: {Path(doc['model']).name}, {doc['threads']} threads", "", f"`{doc['command']}`", ""]
     mb = doc.get("microbench")
     if mb:
+        rows = mb["rows"]
+        ks = list(rows)
         lines += [
-            "Batched pass over all layers, cost relative to one row with logits:",
+            f"CPU: {mb['cpu_model']}; matmul kernel family: {mb['qmatmul_family']}; streaming read "
+            f"{mb['read_gbs']:.1f} GB/s, int8 dot-product peak {mb['int8_peak_gmacs']:.0f} GMAC/s "
+            f"(both on {mb['threads']} threads); a pass reads {mb['weight_bytes_per_pass'] / 1e6:.1f} MB of weights "
+            f"and does {mb['macs_per_row'] / 1e6:.1f} M multiply-accumulates per row.",
             "",
-            "| rows | " + " | ".join(mb["relative_cost"]) + " |",
-            "|---" * (len(mb["relative_cost"]) + 1) + "|",
-            "| relative cost | " + " | ".join(f"{v:.2f}" for v in mb["relative_cost"].values()) + " |",
-            "| seconds (with logits) | "
-            + " | ".join(f"{v * 1e3:.1f} ms" for v in mb["full_pass_seconds"].values())
-            + " |",
+            f"Full pass with logits over k rows ({mb['setups'][0]} setup, fastest of {mb['reps']}); roofline = "
+            "max(weight bytes / read rate, k × MACs / peak) / seconds:",
             "",
-            f"Exit check (head + output matrix, one row): {mb['exit_check_seconds'] * 1e3:.2f} ms = "
-            f"{mb['exit_check_relative_to_token']:.3f} of a token's full pass.",
+            "| rows | " + " | ".join(ks) + " |",
+            "|---" * (len(ks) + 1) + "|",
+            "| seconds | " + " | ".join(f"{rows[k]['seconds'] * 1e3:.1f} ms" for k in ks) + " |",
+            "| relative cost | " + " | ".join(f"{rows[k]['relative_cost']:.2f}" for k in ks) + " |",
+            "| GB/s of weights | " + " | ".join(f"{rows[k]['gbs']:.1f}" for k in ks) + " |",
+            "| roofline fraction | " + " | ".join(f"{rows[k]['roofline_fraction']:.2f}" for k in ks) + " |",
             "",
         ]
+        for name in mb["setups"]:
+            st = mb[name]
+            lines += [
+                f"Setup {name}: batched pass over all layers without logits (deferred layers), cost relative to "
+                "one row with logits (median):",
+                "",
+                "| rows | " + " | ".join(st["relative_cost"]) + " |",
+                "|---" * (len(st["relative_cost"]) + 1) + "|",
+                "| relative cost | " + " | ".join(f"{v:.2f}" for v in st["relative_cost"].values()) + " |",
+                "",
+                f"Exit check (head + output matrix, one row): {st['exit_check_seconds'] * 1e3:.2f} ms = "
+                f"{st['exit_check_relative_to_token']:.3f} of a token's full pass.",
+                "",
+            ]
     tk = doc.get("tokenizer")
     if tk:
         lines += [
@@ -155,14 +183,17 @@ def run_micro(model_path: str, args: argparse.Namespace) -> int:
     }
     binary, looked = find_microbench(args.microbench_bin)
     if binary is None:
-        doc["skipped"]["microbench"] = (
-            f"no {MICROBENCH} executable ({looked}); build the C++ targets or pass --microbench-bin"
+        raise ValueError(
+            f"--micro needs the {MICROBENCH} executable and there is none (looked at {looked}); it is installed "
+            "with the package (adadecode/bin) unless the build turned ADADECODE_BUILD_CLI off: reinstall, or build "
+            "the C++ targets (cmake) and pass --microbench-bin PATH"
         )
-    else:
-        try:
-            doc["microbench"] = run_microbench(binary, model_path, args.threads, args.reps)
-        except (RuntimeError, OSError, subprocess.TimeoutExpired, json.JSONDecodeError) as exc:
-            doc["skipped"]["microbench"] = str(exc)
+    try:
+        doc["microbench"] = run_microbench(binary, model_path, args.threads, args.reps)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ValueError(f"{binary}: {exc}") from exc
+    except RuntimeError as exc:
+        raise ValueError(str(exc)) from exc
     model = Model(model_path, n_ctx=256, n_threads=args.threads)
     try:
         texts = _texts(model_path, args.task, args.limit)

@@ -1,9 +1,9 @@
 """Figures of a benchmark run: per-prompt parity, the per-system summary, the JSON file and the Markdown tables.
 
 Decode tokens/s = generated tokens / decode seconds (prefill excluded), summed over the prompts a system ran.
-Parity compares generated token ids with a reference system (our standard decoding; llama.cpp greedy) token for
-token: `match` when identical, else `first_mismatch` = the first position where they differ (or where the shorter
-one ends).
+Parity compares generated token ids with a reference system (our standard decoding; llama.cpp greedy through
+llama-cpp-python, and through its own llama-completion) token for token: `match` when identical, else
+`first_mismatch` = the first position where they differ (or where the shorter one ends).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-PARITY_REFERENCES = ("standard", "llamacpp")
+PARITY_REFERENCES = ("standard", "llamacpp", "llamacpp-bin")
 # Ratios a system reports per prompt: recomputed from the summed counts, never summed themselves.
 _RATIO_SUFFIXES = ("_rate", "_fraction", "per_second")
 
@@ -124,7 +124,7 @@ def summarize(rows: list[dict[str, Any]], systems: list[str]) -> dict[str, Any]:
             s["drafted_fraction"] = _rate(totals["n_draft_accepted"], tokens)
             s["draft_accept_rate"] = s["accept_rate"] = _rate(totals["n_draft_accepted"], totals["n_drafted"])
         summary[name] = s
-    for ref in ("standard", "llamacpp"):
+    for ref in PARITY_REFERENCES:
         base = summary.get(ref, {}).get("tokens_per_second")
         if not base:
             continue

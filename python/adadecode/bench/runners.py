@@ -17,7 +17,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ANCHORS = ("llamacpp", "llamacpp-ngram", "llamacpp-spec", "transformers")
+# The llamacpp-bin* anchors are llama.cpp's own programs (llamacpp_bin.py); llamacpp-bin-ngram is a group of three.
+ANCHORS = (
+    "llamacpp",
+    "llamacpp-ngram",
+    "llamacpp-spec",
+    "transformers",
+    "llamacpp-bin",
+    "llamacpp-bin-ngram",
+    "llamacpp-bin-ngram-simple",
+    "llamacpp-bin-ngram-mod",
+    "llamacpp-bin-ngram-map-k",
+)
 LLAMACPP_PYTHON_ENV = "ADADECODE_LLAMACPP_PYTHON"
 _WORKER_KIND = {"llamacpp": "greedy", "llamacpp-ngram": "ngram", "llamacpp-spec": "spec"}
 
@@ -160,9 +171,20 @@ def start_anchor(
     llamacpp_python: str | None = None,
     draft_model: str | None = None,
     n_draft: int | None = None,
-) -> Anchor | Skipped:
-    """Start anchor `name`, or say why it cannot run."""
+    llamacpp_bin_dir: str | None = None,
+    vocab: Any = None,
+) -> Any:
+    """Start anchor `name` (an `Anchor`, or a `llamacpp_bin.BinaryAnchor`), or say why it cannot run (`Skipped`)."""
     here = Path(__file__).resolve().parent
+    if name.startswith("llamacpp-bin"):
+        from . import llamacpp_bin as binaries
+
+        if name not in binaries.SPEC_TYPES and name != binaries.GREEDY:
+            raise ValueError(f"anchor '{name}' is a group: expand it with llamacpp_bin.expand first")
+        if vocab is None:
+            raise ValueError(f"anchor '{name}' needs the model's vocabulary (vocab=)")
+        anchor, why = binaries.start(name, llamacpp_bin_dir, model_path, threads, n_ctx, vocab)
+        return anchor if anchor is not None else Skipped(name, why)
     if name in _WORKER_KIND:
         python, where = _python(llamacpp_python)
         if python is None:

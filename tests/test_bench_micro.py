@@ -1,0 +1,97 @@
+"""``adadecode bench --micro`` on SmolLM2 with one repetition: the installed adadecode-microbench runs, its roofline
+figures are there and consistent with each other, ADADECODE_QMATMUL picks the kernel family it reports, and a missing
+binary is a clear error. Speed is not asserted."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adadecode import cli
+from adadecode.bench.micro import MICROBENCH, find_microbench
+
+FAMILIES = ("avx512vnni", "avx512", "avx2", "off")
+
+
+@pytest.fixture(scope="module")
+def microbench() -> str:
+    binary, looked = find_microbench(None)
+    if binary is None:
+        pytest.fail(f"{MICROBENCH} is not installed with the package (looked at {looked})")
+    return binary
+
+
+def _check_roofline(mb: dict[str, Any]) -> None:
+    assert mb["cpu_model"]
+    assert mb["qmatmul_family"] in FAMILIES
+    assert mb["read_bytes"] >= 1 << 30
+    assert mb["read_gbs"] > 0
+    assert mb["macs_per_row"] > 0
+    assert mb["weight_bytes_per_pass"] > 0
+    assert list(mb["rows"]) == [str(k) for k in range(1, 9)]
+    peak = mb["int8_peak_gmacs"] * 1e9
+    assert (peak > 0) == (mb["qmatmul_family"] != "off")
+    one = mb["rows"]["1"]["seconds"]
+    for k, row in mb["rows"].items():
+        assert row["seconds"] > 0
+        assert row["relative_cost"] == pytest.approx(row["seconds"] / one, rel=2e-3, abs=2e-3)
+        assert row["gbs"] == pytest.approx(mb["weight_bytes_per_pass"] / row["seconds"] / 1e9, rel=1e-2, abs=1e-2)
+        memory = mb["weight_bytes_per_pass"] / (mb["read_gbs"] * 1e9)
+        arithmetic = int(k) * mb["macs_per_row"] / peak if peak else 0.0
+        assert row["memory_floor_seconds"] == pytest.approx(memory, rel=1e-2)
+        assert row["arithmetic_floor_seconds"] == pytest.approx(arithmetic, rel=1e-2, abs=1e-6)
+        assert row["roofline_fraction"] == pytest.approx(max(memory, arithmetic) / row["seconds"], rel=1e-2, abs=2e-3)
+    # The first setup's figures are the top-level ones.
+    first = mb[mb["setups"][0]]
+    assert first["rows"] == mb["rows"]
+    assert first["weight_bytes_per_pass"] == mb["weight_bytes_per_pass"]
+
+
+def test_micro_command(
+    engine: Any, smollm2_path: Path, microbench: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    task = tmp_path / "texts.jsonl"
+    task.write_text(
+        "".join(json.dumps({"prompt": t}) + "\n" for t in ("def add(a, b):\n    return a + b", "Hello, world!")),
+        encoding="utf-8",
+    )
+    out = tmp_path / "out"
+    code = cli.main(
+        ["bench", "--micro", "-m", str(smollm2_path), "--task", str(task), "-t", "1", "--reps", "1"] + ["-o", str(out)]
+    )
+    _, err = capsys.readouterr()
+    assert code == 0, err
+    doc = json.loads((out / "micro-smollm2-135m.json").read_text(encoding="utf-8"))
+    assert doc["skipped"] == {} or set(doc["skipped"]) == {"tokenizer"}, doc["skipped"]
+    mb = doc["microbench"]
+    assert mb["threads"] == 1 and mb["setups"] == ["mmap"]
+    _check_roofline(mb)
+    md = (out / "micro-smollm2-135m.md").read_text(encoding="utf-8")
+    assert "roofline fraction" in md and mb["qmatmul_family"] in md
+
+
+def test_forced_kernel_family(smollm2_path: Path, microbench: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ADADECODE_QMATMUL", "avx2")
+    proc = subprocess.run([microbench, str(smollm2_path), "1", "1"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    mb = json.loads(proc.stdout)
+    expected = "avx2" if mb["int8_peak_gmacs"] > 0 else "off"  # "off": a CPU without AVX2
+    assert mb["qmatmul_family"] == expected
+    _check_roofline(mb)
+
+
+def test_missing_microbench_is_a_clear_error(
+    engine: Any, smollm2_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "no-such-microbench"
+    code = cli.main(
+        ["bench", "--micro", "-m", str(smollm2_path), "--microbench-bin", str(missing), "-o", str(tmp_path)]
+    )
+    _, err = capsys.readouterr()
+    assert code != 0
+    assert MICROBENCH in err and str(missing) in err
+    assert not list(tmp_path.glob("micro-*.json"))
