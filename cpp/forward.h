@@ -38,6 +38,18 @@ struct PassRequest {
     bool prompt = false;
 };
 
+// One pass as Forward::run saw it, for pricing decoding runs with another machine's pass costs (bench/replay_sim.py).
+struct PassTrace {
+    int layer_begin = 0;
+    int layer_end = 0;
+    int n_rows = 0;
+    int pos0 = 0;
+    int logit_rows = 0;  // rows whose final-layer logits the pass computed
+    bool head = false;   // an exit head ran on the last row
+    bool prompt = false;
+    double seconds = 0.0;
+};
+
 struct PassResult {
     std::vector<float> hidden;                 // n_rows x n_embd
     std::vector<std::vector<float>> captured;  // per capture layer, n_rows x n_embd
@@ -56,6 +68,8 @@ public:
     Forward &operator=(const Forward &) = delete;
 
     void run(const PassRequest &req, PassResult *out);
+    // Appends every pass run from now on to `trace` (nullptr: stop); tracing only observes, it changes no pass.
+    void set_trace(std::vector<PassTrace> *trace) { trace_ = trace; }
     int n_threads() const { return n_threads_; }
     ggml_backend_t backend() const { return backend_; }
     // Lets the CPU worker threads sleep now instead of spinning a while for the next graph (the next pass wakes
@@ -66,6 +80,7 @@ public:
     }
 
 private:
+    void run_pass(const PassRequest &req, PassResult *out);
     ggml_tensor *build_layer(ggml_context *ctx, ggml_cgraph *gf, int il, ggml_tensor *x, ggml_tensor *positions,
                              ggml_tensor *mask, int pos0, int n_rows, int n_kv);
     ggml_tensor *build_norm_output(ggml_context *ctx, ggml_tensor *x, ggml_tensor *out_matrix);
@@ -96,6 +111,7 @@ private:
     std::vector<int32_t> positions_;
     std::vector<float> embeddings_;
     std::vector<int64_t> kv_index_;
+    std::vector<PassTrace> *trace_ = nullptr;
 };
 
 }  // namespace adadecode

@@ -48,9 +48,12 @@ def test_drawing_is_deterministic_per_seed() -> None:
 
 def test_shapes_are_the_real_models() -> None:
     q15, q7, l8 = synth.SHAPES["qwen2.5-1.5b"], synth.SHAPES["qwen2.5-7b"], synth.SHAPES["llama-3.1-8b"]
-    assert (q15.n_layer, q15.n_embd, q15.n_head, q15.n_head_kv, q15.n_ff, q15.n_vocab) == (28, 1536, 12, 2, 8960, 151936)
-    assert (q7.n_layer, q7.n_embd, q7.n_head, q7.n_head_kv, q7.n_ff, q7.n_vocab) == (28, 3584, 28, 4, 18944, 152064)
-    assert (l8.n_layer, l8.n_embd, l8.n_head, l8.n_head_kv, l8.n_ff, l8.n_vocab) == (32, 4096, 32, 8, 14336, 128256)
+    def dims(s: synth.Shape) -> tuple[int, ...]:
+        return (s.n_layer, s.n_embd, s.n_head, s.n_head_kv, s.n_ff, s.n_vocab)
+
+    assert dims(q15) == (28, 1536, 12, 2, 8960, 151936)
+    assert dims(q7) == (28, 3584, 28, 4, 18944, 152064)
+    assert dims(l8) == (32, 4096, 32, 8, 14336, 128256)
     assert l8.head_dim == q7.head_dim == q15.head_dim == 128
     # Parameter counts of the published models (Qwen counts tied embeddings once; 1.54B, 7.62B, 8.03B).
     def params(shape: synth.Shape, tied: bool) -> float:

@@ -311,7 +311,7 @@ def write_synthetic(
     start = time.monotonic()
     total = sum(math.prod(ne) // _BLOCKS[q][1] * _BLOCKS[q][0] for _, ne, q in plan)
     done, shown = 0, 0.0
-    for (name, ne, qtype), child in zip(plan, root.spawn(len(plan))):
+    for (name, ne, qtype), child in zip(plan, root.spawn(len(plan)), strict=True):
         rng = np.random.default_rng(child)
         if name == "rope_freqs.weight":
             data: Any = llama3_rope_factors(shape)
