@@ -57,7 +57,8 @@ public:
     // Seconds of each of `reps` passes over layers [layer_begin, layer_end) for `n_rows` rows at positions
     // `position`, `position` + 1, ... after a prompt of `position` synthetic tokens; with the final logits of
     // `logit_rows` rows (0, 1 = the last, or n_rows; needs layer_end == n_layer) and, with `head`, the exit head of
-    // the first loaded exit layer on the last row. The cache is left empty. (cpp/pass_cost.cpp)
+    // the first loaded exit layer on the last row. The cache is left holding `position` positions, which the next
+    // call reuses (generate() starts from an empty cache anyway). (cpp/pass_cost.cpp)
     std::vector<double> time_pass(int layer_begin, int layer_end, int n_rows, int position, int logit_rows, bool head,
                                   int reps);
 

@@ -208,7 +208,9 @@ void Forward::run(const PassRequest &req, PassResult *out) {
     t.layer_end = req.layer_end;
     t.n_rows = req.n_rows;
     t.pos0 = req.pos0;
-    t.logit_rows = req.logits == PassRequest::Logits::all ? req.n_rows : req.logits == PassRequest::Logits::last ? 1 : 0;
+    t.logit_rows = req.logits == PassRequest::Logits::all    ? req.n_rows
+                   : req.logits == PassRequest::Logits::last ? 1
+                                                             : 0;
     t.head = req.head != nullptr;
     t.prompt = req.prompt;
     t.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
