@@ -47,9 +47,9 @@ def _prompts(model: Any, args: argparse.Namespace) -> list[list[int]]:
     return [model.tokenize(r) for r in requests]
 
 
-def _write(path: Path, doc: Any) -> None:
+def _write(path: Path, doc: Any, indent: int | None = 1) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    tmp.write_text(json.dumps(doc, indent=indent) + "\n")
     tmp.replace(path)
 
 
@@ -79,17 +79,57 @@ def cmd_record(args: argparse.Namespace) -> int:
         "seconds": time.time() - start,
         "prompts": traces,
     }
-    _write(args.output, doc)
+    _write(args.output, doc, indent=None)  # thousands of short lists: one line
     print(f"{args.output}: {len(traces)} prompts x {len(modes)} modes ({', '.join(modes)})")
     return 0
+
+
+def _synthetic_heads(args: argparse.Namespace) -> None:
+    """Identity exit heads at one layer of the model, written next to the output: for timing an exit check on a
+    model without trained heads (a synthetic one)."""
+    import gguf
+    import numpy as np
+
+    from adadecode.heads_format import write_heads
+
+    r = gguf.GGUFReader(str(_model_path(args.model)))
+    arch = str(r.fields["general.architecture"].contents())
+    n_layer = int(r.fields[f"{arch}.block_count"].contents())
+    n_embd = int(r.fields[f"{arch}.embedding_length"].contents())
+    n_vocab = next(int(t.shape[1]) for t in r.tensors if t.name == "token_embd.weight")
+    layer = args.synthetic_heads if args.synthetic_heads > 0 else max(1, n_layer // 4)
+    if not 1 <= layer < n_layer:
+        raise ValueError(f"--synthetic-heads {layer} is outside 1..{n_layer - 1}")
+    path = args.output.with_name(args.output.stem + ".heads.gguf")
+    write_heads(path, arch=arch, n_layer=n_layer, n_embd=n_embd, n_vocab=n_vocab,
+                transforms={layer: np.eye(n_embd, dtype=np.float32)})  # fmt: skip
+    args.heads = str(path)
+
+
+def _model_path(name: str) -> Path:
+    from adadecode.fetch import resolve_model
+
+    return Path(resolve_model(name))
 
 
 def cmd_curve(args: argparse.Namespace) -> int:
     from adadecode.replay import measure_curve
 
+    if args.synthetic_heads is not None:
+        if args.heads:
+            raise ValueError("--heads and --synthetic-heads exclude each other")
+        _synthetic_heads(args)
     model = _model(args)
     rows = list(range(1, args.max_rows + 1))
     curve = measure_curve(model, rows=rows, position=args.position, reps=args.reps, statistic=args.statistic)
+    if args.decode_tokens:
+        # Standard decoding's own rate on this device, next to llama-bench's tg figure for the same file.
+        ids = [(i * 7919 + 13) % model.n_vocab for i in range(args.position)]
+        model.generate(ids, max_tokens=8, mode="standard")  # warm-up: graphs built, weights resident
+        g = model.generate(ids, max_tokens=args.decode_tokens, mode="standard")
+        curve["standard_decode"] = {"prompt_tokens": len(ids), "tokens": g.stats["n_generated"],
+                                    "decode_seconds": g.stats["decode_seconds"],
+                                    "tokens_per_second": g.stats["tokens_per_second"]}  # fmt: skip
     curve["load_average"] = os.getloadavg()[0]
     curve["command"] = " ".join(sys.argv)
     _write(args.output, curve)
@@ -166,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--position", type=int, default=200)
     c.add_argument("--reps", type=int, default=10)
     c.add_argument("--statistic", choices=("min", "median"), default="min")
+    c.add_argument("--synthetic-heads", type=int, nargs="?", const=0, default=None, metavar="LAYER",
+                   help="time the exit check with identity heads at LAYER (default n_layer/4), for synthetic models")
+    c.add_argument("--decode-tokens", type=int, default=0, help="also time standard decoding of N tokens")
     c.set_defaults(func=cmd_curve)
 
     q = sub.add_parser("price", help="price traces with one or more curves")
