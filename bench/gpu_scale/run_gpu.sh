@@ -138,15 +138,17 @@ wait "$SYNTH_PID"
 log "synthetic models: $(cd "$WORK/models" && ls -s --block-size=M *.gguf 2>/dev/null | tr '\n' ' ')"
 cat "$WORK/results/synth.log" >>"$LOG"
 
+HAVE_ADADECODE=1
 if ! "$PYTHON" -c "import adadecode" 2>>"$LOG"; then
     log "adadecode does not import: no curves (see build-adadecode.log)"
-    exit 1
+    HAVE_ADADECODE=0
 fi
 DEVICE=gpu
 [ "$MODE" = cpu ] && DEVICE=CPU
 
 # --- pass-cost curves, then llama-bench, model by model ------------------------------------------------------------
 for spec in $MODELS; do
+    [ "$HAVE_ADADECODE" = 1 ] || break
     model=${spec%%:*} quant=${spec#*:}
     name="$model-$quant${LAYERS:+-${LAYERS}l}"
     file="$WORK/models/$name.gguf"
@@ -177,7 +179,7 @@ fi
 
 # --- the committed CPU traces, priced with every curve ---------------------------------------------------------
 curves=("$WORK"/results/curve-*.json)
-if [ -f "${curves[0]}" ]; then
+if [ "$HAVE_ADADECODE" = 1 ] && [ -f "${curves[0]}" ]; then
     for traces in "$ROOT"/bench/results/gpu_scale/traces-*.json; do
         [ -f "$traces" ] || continue
         stem=$(basename "$traces" .json)
@@ -185,4 +187,5 @@ if [ -f "${curves[0]}" ]; then
             >"$WORK/results/price-${stem#traces-}.md" 2>>"$LOG" || log "pricing $stem failed"
     done
 fi
+[ "$HAVE_ADADECODE" = 1 ] || exit 1
 log "done"
