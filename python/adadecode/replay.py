@@ -245,7 +245,9 @@ def record(
     engine = model._engine
     out = []
     for i, ids in enumerate(prompts):
-        entry: dict[str, Any] = {"index": i, "n_prompt": len(ids), "modes": {}}
+        # The prompt ids too: with a mode's output they let _core.replay_ngram_drafts re-run the drafter's policy
+        # under another machine's relative costs.
+        entry: dict[str, Any] = {"index": i, "n_prompt": len(ids), "prompt": list(ids), "modes": {}}
         for mode in modes:
             engine.take_pass_trace()
             engine.trace_passes(True)
