@@ -1,13 +1,10 @@
 #include "engine.h"
 
-#include <functional>
 #include <thread>
 
-#include "decoder.h"
 #include "device.h"
-#include "forward.h"
+#include "engine_impl.h"
 #include "heads.h"
-#include "kv_cache.h"
 #include "model.h"
 #include "prompt_state.h"
 #include "vocab.h"
@@ -18,21 +15,6 @@ namespace {
 constexpr int teacher_forcing_batch = 512;
 }
 
-struct Engine::Impl {
-    void check_ids(const std::vector<int32_t> &ids) const;
-    // Runs `ids` through every layer from position 0 in batches shaped like `request`; the cache is left empty.
-    void teacher_force(const std::vector<int32_t> &ids, PassRequest request,
-                       const std::function<void(size_t start, int rows, const PassResult &)> &consume);
-
-    std::unique_ptr<Model> model;
-    std::unique_ptr<Vocab> vocab;
-    std::unique_ptr<KvCache> cache;
-    std::unique_ptr<Forward> forward;
-    std::unique_ptr<ExitHeads> heads;
-    std::unique_ptr<Decoder> decoder;
-    std::vector<int32_t> cached_tokens;  // what the cache holds at positions 0, 1, ...
-    mutable uint64_t fingerprint = 0;    // computed on first use
-};
 
 Engine::Engine(const std::string &model_path, const EngineOptions &options) : impl_(std::make_unique<Impl>()) {
     if (options.n_ctx <= 0) throw Error("n_ctx must be positive, got " + std::to_string(options.n_ctx));

@@ -1,6 +1,7 @@
 #include "forward.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -192,6 +193,27 @@ ModelDims Forward::dims() const {
 }
 
 void Forward::run(const PassRequest &req, PassResult *out) {
+    if (!trace_) {
+        run_pass(req, out);
+        return;
+    }
+    const auto start = std::chrono::steady_clock::now();
+    run_pass(req, out);
+    PassTrace t;
+    t.layer_begin = req.layer_begin;
+    t.layer_end = req.layer_end;
+    t.n_rows = req.n_rows;
+    t.pos0 = req.pos0;
+    t.logit_rows = req.logits == PassRequest::Logits::all    ? req.n_rows
+                   : req.logits == PassRequest::Logits::last ? 1
+                                                             : 0;
+    t.head = req.head != nullptr;
+    t.prompt = req.prompt;
+    t.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    trace_->push_back(t);
+}
+
+void Forward::run_pass(const PassRequest &req, PassResult *out) {
     const HParams &hp = model_.hparams();
     const int n = req.n_rows;
     if (n <= 0 || req.layer_begin < 0 || req.layer_end > hp.n_layer || req.layer_begin > req.layer_end) {

@@ -32,6 +32,8 @@ public:
     int n_ctx() const override { return cache_.n_ctx(); }
     void run(const PassRequest &req, PassResult *out) override;
     void truncate(int n_positions) override { cache_.truncate(n_positions); }
+    // Appends every pass run from now on to `trace` (nullptr: stop); tracing only observes, it changes no pass.
+    void set_trace(std::vector<PassTrace> *trace) { trace_ = trace; }
     int n_threads() const { return n_threads_; }
     ggml_backend_t backend() const { return backend_.get(); }
     // Lets the CPU worker threads sleep now instead of spinning a while for the next graph (the next pass wakes
@@ -42,6 +44,7 @@ public:
     }
 
 private:
+    void run_pass(const PassRequest &req, PassResult *out);
     ggml_tensor *build_layer(ggml_context *ctx, ggml_cgraph *gf, int il, ggml_tensor *x, ggml_tensor *positions,
                              ggml_tensor *mask, int pos0, int n_rows, int n_kv);
     ggml_tensor *build_norm_output(ggml_context *ctx, ggml_tensor *x, ggml_tensor *out_matrix);
@@ -75,6 +78,7 @@ private:
     std::vector<int32_t> positions_;
     std::vector<float> embeddings_;
     std::vector<int64_t> kv_index_;
+    std::vector<PassTrace> *trace_ = nullptr;
 };
 
 }  // namespace adadecode

@@ -33,6 +33,18 @@ struct PassRequest {
     bool prompt = false;
 };
 
+// One pass as Forward::run saw it, for pricing decoding runs with another machine's pass costs (bench/replay_sim.py).
+struct PassTrace {
+    int layer_begin = 0;
+    int layer_end = 0;
+    int n_rows = 0;
+    int pos0 = 0;
+    int logit_rows = 0;  // rows whose final-layer logits the pass computed
+    bool head = false;   // an exit head ran on the last row
+    bool prompt = false;
+    double seconds = 0.0;
+};
+
 struct PassResult {
     std::vector<float> hidden;                 // n_rows x n_embd
     std::vector<std::vector<float>> captured;  // per capture layer, n_rows x n_embd

@@ -123,6 +123,32 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("heads_path",
                                [](const Engine &e) { return e.heads() ? e.heads()->path() : std::string(); })
         .def("load_heads", &Engine::load_heads, py::arg("path"), py::call_guard<py::gil_scoped_release>())
+        .def("trace_passes", &Engine::trace_passes, py::arg("on"),
+             "Record every forward pass from now on (False: stop); tracing changes no pass.")
+        .def(
+            "take_pass_trace",
+            [](Engine &e) {
+                py::list out;
+                for (const PassTrace &t : e.take_pass_trace()) {
+                    py::dict d;
+                    d["layer_begin"] = t.layer_begin;
+                    d["layer_end"] = t.layer_end;
+                    d["rows"] = t.n_rows;
+                    d["pos0"] = t.pos0;
+                    d["logit_rows"] = t.logit_rows;
+                    d["head"] = t.head;
+                    d["prompt"] = t.prompt;
+                    d["seconds"] = t.seconds;
+                    out.append(d);
+                }
+                return out;
+            },
+            "The passes recorded since trace_passes(True) (dicts: layer_begin, layer_end, rows, pos0, logit_rows, "
+            "head, prompt, seconds); forgets them.")
+        .def("time_pass", &Engine::time_pass, py::arg("layer_begin"), py::arg("layer_end"), py::arg("rows"),
+             py::arg("position"), py::arg("logit_rows") = 0, py::arg("head") = false, py::arg("reps") = 10,
+             py::call_guard<py::gil_scoped_release>(),
+             "Seconds of each of `reps` passes over layers [layer_begin, layer_end) for `rows` rows at `position`.")
         .def(
             "generate",
             [](Engine &e, const std::vector<int64_t> &prompt, int max_tokens, float temperature, int top_k, float top_p,

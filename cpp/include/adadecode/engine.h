@@ -20,6 +20,7 @@ struct HParams;
 class Model;
 class Vocab;
 class ExitHeads;
+struct PassTrace;  // cpp/pass_runner.h
 
 struct EngineOptions {
     int n_ctx = 4096;          // positions in the KV cache (prompt + generated)
@@ -73,6 +74,17 @@ public:
     std::vector<float> hidden_states(const std::vector<int32_t> &ids, const std::vector<int> &layers);
     // Final-layer logits of every position of teacher-forced `ids`: ids.size() x n_vocab floats.
     std::vector<float> logits(const std::vector<int32_t> &ids);
+
+    // Records every forward pass from now on (on = false: stop), without changing any pass.
+    void trace_passes(bool on);
+    std::vector<PassTrace> take_pass_trace();  // the passes recorded so far; forgets them
+    // Seconds of each of `reps` passes over layers [layer_begin, layer_end) for `n_rows` rows at positions
+    // `position`, `position` + 1, ... after a prompt of `position` synthetic tokens; with the final logits of
+    // `logit_rows` rows (0, 1 = the last, or n_rows; needs layer_end == n_layer) and, with `head`, the exit head of
+    // the first loaded exit layer on the last row. The cache is left holding `position` positions, which the next
+    // call reuses; generate() then starts from an empty cache. (cpp/pass_cost.cpp)
+    std::vector<double> time_pass(int layer_begin, int layer_end, int n_rows, int position, int logit_rows, bool head,
+                                  int reps);
 
 private:
     struct Impl;
