@@ -26,6 +26,7 @@ import json
 import os
 import random
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -131,7 +132,9 @@ def running(cmd: list[str], port: int, log: Path, timeout: float = 300.0) -> Ite
             proc.wait()
 
 
-def one_turn(client: Any, model: str, messages: list[dict[str, str]], max_tokens: int) -> dict[str, Any]:
+def one_turn(
+    client: Any, model: str, messages: list[dict[str, str]], max_tokens: int, mode: str | None
+) -> dict[str, Any]:
     start = time.perf_counter()
     first: float | None = None
     pieces: list[str] = []
@@ -139,7 +142,7 @@ def one_turn(client: Any, model: str, messages: list[dict[str, str]], max_tokens
     n_chunks = 0
     stream = client.chat.completions.create(
         model=model, messages=messages, max_tokens=max_tokens, temperature=0, stream=True,
-        stream_options={"include_usage": True},
+        stream_options={"include_usage": True}, extra_body={"mode": mode} if mode else None,
     )  # fmt: skip
     for chunk in stream:
         if chunk.choices and chunk.choices[0].delta.content:
@@ -163,7 +166,7 @@ def one_turn(client: Any, model: str, messages: list[dict[str, str]], max_tokens
     }
 
 
-def run_sessions(url: str, model: str, args: argparse.Namespace) -> dict[str, Any]:
+def run_sessions(url: str, model: str, args: argparse.Namespace, mode: str | None) -> dict[str, Any]:
     import openai
 
     client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=3600)
@@ -174,10 +177,11 @@ def run_sessions(url: str, model: str, args: argparse.Namespace) -> dict[str, An
     start = time.perf_counter()
     for question in (CODING_QUESTIONS * 2)[: args.turns]:
         messages.append({"role": "user", "content": question})
-        t = one_turn(client, model, messages, args.max_tokens)
-        messages.append({"role": "assistant", "content": t.pop("text")})
+        t = one_turn(client, model, messages, args.max_tokens, mode)
+        t["messages"] = list(messages)
+        messages.append({"role": "assistant", "content": t["text"]})
         turns.append(t)
-        print(f"  coding turn {len(turns)}: {t}", flush=True)
+        print(f"  coding turn {len(turns)}: {_brief(t)}", flush=True)
     results["coding"] = {"turns": turns, "total_s": round(time.perf_counter() - start, 3)}
 
     rng = random.Random(1)
@@ -188,13 +192,100 @@ def run_sessions(url: str, model: str, args: argparse.Namespace) -> dict[str, An
     turns = []
     start = time.perf_counter()
     for step in range(args.agent_steps):
-        t = one_turn(client, model, messages, args.max_tokens)
-        messages.append({"role": "assistant", "content": t.pop("text")})
+        t = one_turn(client, model, messages, args.max_tokens, mode)
+        t["messages"] = list(messages)
+        messages.append({"role": "assistant", "content": t["text"]})
         messages.append({"role": "user", "content": "Tool output:\n" + tool_output(rng, step)})
         turns.append(t)
-        print(f"  agent step {len(turns)}: {t}", flush=True)
+        print(f"  agent step {len(turns)}: {_brief(t)}", flush=True)
     results["agent"] = {"turns": turns, "total_s": round(time.perf_counter() - start, 3)}
     return results
+
+
+def _brief(turn: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in turn.items() if k not in ("text", "messages")}
+
+
+def check_fresh(gguf: str, args: argparse.Namespace, report: dict[str, Any]) -> dict[str, Any]:
+    """Each turn of every adadecode run against our standard decoding from an empty cache on the same messages."""
+    from adadecode import Llama
+
+    llm = Llama(gguf, n_ctx=args.ctx_size, n_threads=args.threads)
+    checked = mismatched = 0
+    reference: dict[str, str] = {}
+    first_mismatch = None
+    for name, res in report["servers"].items():
+        if not name.startswith("adadecode"):
+            continue
+        for session in ("coding", "agent"):
+            for i, turn in enumerate(res[session]["turns"]):
+                key = json.dumps(turn["messages"])
+                if key not in reference:
+                    llm.reset()
+                    out = llm.create_chat_completion(turn["messages"], max_tokens=args.max_tokens, temperature=0,
+                                                     mode="standard")  # fmt: skip
+                    reference[key] = out["choices"][0]["message"]["content"]
+                checked += 1
+                if reference[key] != turn["text"]:
+                    mismatched += 1
+                    first_mismatch = first_mismatch or f"{name} {session} turn {i + 1}"
+    return {"turns_checked": checked, "mismatched": mismatched, "first_mismatch": first_mismatch,
+            "distinct_requests": len(reference)}  # fmt: skip
+
+
+def summary(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per server (and mode) and session: total time, median TTFT of turns >= 2, and their ratios to llama-server."""
+    rows = []
+    servers = report["servers"]
+    for session in ("coding", "agent"):
+        base = servers.get("llama-server", {}).get(session)
+        for name, res in servers.items():
+            turns = res[session]["turns"]
+            ttft = statistics.median(t["ttft_s"] for t in turns[1:]) if len(turns) > 1 else turns[0]["ttft_s"]
+            row = {"server": name, "session": session, "total_s": res[session]["total_s"], "ttft_later_s": ttft,
+                   "prompt_tokens_last": turns[-1]["prompt_tokens"]}  # fmt: skip
+            if base:
+                base_turns = base["turns"]
+                base_ttft = (statistics.median(t["ttft_s"] for t in base_turns[1:]) if len(base_turns) > 1
+                             else base_turns[0]["ttft_s"])  # fmt: skip
+                row["total_vs_llama_server"] = round(res[session]["total_s"] / base["total_s"], 3)
+                row["ttft_later_vs_llama_server"] = round(ttft / base_ttft, 3) if base_ttft > 0 else None
+            rows.append(row)
+    return rows
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = [
+        f"# Sessions through the servers: {Path(report['model']).name}, {report['threads']} threads, "
+        f"{report['max_tokens']} tokens per reply, CPU class {report['cpu_class']}",
+        "",
+        f"Command: `{report['command']}`",
+        "",
+        "| server / mode | session | total s | vs llama-server | TTFT turns >= 2 (median) s | vs llama-server |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in report["summary"]:
+        lines.append(f"| {r['server']} | {r['session']} | {r['total_s']:.2f} | {r.get('total_vs_llama_server', '-')} | "
+                     f"{r['ttft_later_s']:.3f} | {r.get('ttft_later_vs_llama_server', '-')} |")  # fmt: skip
+    fresh = report.get("fresh_check")
+    if fresh:
+        lines += [
+            "",
+            f"Text against our standard decoding from an empty cache on the same messages: "
+            f"{fresh['turns_checked'] - fresh['mismatched']}/{fresh['turns_checked']} turns identical"
+            + (f" (first mismatch: {fresh['first_mismatch']})" if fresh["mismatched"] else "")
+            + ".",
+        ]
+    lines += ["", "Per-turn figures (prompt tokens, TTFT, decode tokens/s) are in the JSON file next to this one."]
+    return "\n".join(lines) + "\n"
+
+
+def cpu_class() -> str:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown"
+    return "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "other"
 
 
 def main() -> int:
@@ -208,6 +299,13 @@ def main() -> int:
     p.add_argument("--max-tokens", type=int, default=128, help="tokens per reply")
     p.add_argument("--cache-ram", type=int, default=2048, metavar="MiB", help="adadecode serve --cache-ram")
     p.add_argument("--servers", default="adadecode,llama-server", help="comma-separated: adadecode, llama-server")
+    p.add_argument(
+        "--modes",
+        default="standard,adadecode,ngram,adadecode+ngram",
+        help="adadecode's decoding modes, one fresh server each (adadecode ones need --heads)",
+    )
+    p.add_argument("--no-fresh-check", action="store_true",
+                   help="skip comparing every reply with standard decoding from an empty cache")  # fmt: skip
     p.add_argument("--llama-server", type=Path, default=LLAMA_SERVER)
     p.add_argument("-o", "--output", type=Path, default=None, help="JSON results file")
     args = p.parse_args()
@@ -219,13 +317,23 @@ def main() -> int:
     if unknown:
         p.error(f"unknown servers {sorted(unknown)}: choose from adadecode, llama-server")
 
+    modes = [m for m in args.modes.split(",") if m]
+    bad = set(modes) - {"standard", "adadecode", "ngram", "adadecode+ngram"}
+    if bad:
+        p.error(f"unknown modes {sorted(bad)}: choose from standard, adadecode, ngram, adadecode+ngram")
+    if any(m.startswith("adadecode") for m in modes) and not args.heads:
+        p.error("the adadecode modes need exit heads: pass --heads auto (or drop them from --modes)")
+
     from adadecode.fetch import resolve_model
 
     gguf = str(resolve_model(args.model))
     report: dict[str, Any] = {"model": gguf, "heads": args.heads, "threads": args.threads, "ctx": args.ctx_size,
-                              "max_tokens": args.max_tokens, "servers": {}}  # fmt: skip
+                              "max_tokens": args.max_tokens, "cpu_class": cpu_class(),
+                              "command": " ".join(["python", *sys.argv]), "servers": {}}  # fmt: skip
     logs = Path(tempfile.mkdtemp(prefix="session_bench_"))
-    for server in servers:
+    runs = [("adadecode", m) for m in modes] if "adadecode" in servers else []
+    runs += [("llama-server", None)] if "llama-server" in servers else []
+    for server, mode in runs:
         port = _free_port()
         if server == "adadecode":
             cmd = [sys.executable, "-m", "adadecode", "serve", "-m", gguf, "-t", str(args.threads),
@@ -239,20 +347,27 @@ def main() -> int:
                 continue
             cmd = [str(args.llama_server), "-m", gguf, "-t", str(args.threads), "-c", str(args.ctx_size),
                    "--port", str(port), "--host", "127.0.0.1", "--cache-reuse", "256", "-np", "1"]  # fmt: skip
-        print(f"{server}: {' '.join(cmd)}", flush=True)
-        with running(cmd, port, logs / f"{server}.log") as url:
-            report["servers"][server] = {"command": cmd, **run_sessions(url, Path(gguf).stem, args)}
+        name = f"adadecode {mode}" if mode else server
+        print(f"{name}: {' '.join(cmd)}", flush=True)
+        with running(cmd, port, logs / f"{name.replace(' ', '_')}.log") as url:
+            report["servers"][name] = {"command": cmd, "mode": mode, **run_sessions(url, Path(gguf).stem, args, mode)}
+    if not args.no_fresh_check and runs and runs[0][0] == "adadecode":
+        print("checking every reply against standard decoding from an empty cache ...", flush=True)
+        report["fresh_check"] = check_fresh(gguf, args, report)
+        print(f"  {report['fresh_check']}", flush=True)
+    report["summary"] = summary(report)
     text = json.dumps(report, indent=2)
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(text + "\n")
-    print("\nserver         session  turn  prompt  TTFT s  decode tok/s")
+        args.output.with_suffix(".md").write_text(markdown(report))
+    print("\nserver                    session  turn  prompt  TTFT s  decode tok/s")
     for server, res in report["servers"].items():
         for session in ("coding", "agent"):
             for i, t in enumerate(res[session]["turns"]):
-                print(f"{server:<14} {session:<8} {i + 1:>4}  {t['prompt_tokens'] or '?':>6}  {t['ttft_s']:>6.3f}  "
+                print(f"{server:<25} {session:<8} {i + 1:>4}  {t['prompt_tokens'] or '?':>6}  {t['ttft_s']:>6.3f}  "
                       f"{t['decode_tokens_per_s'] or 0:>12.1f}")  # fmt: skip
-            print(f"{server:<14} {session:<8} total {res[session]['total_s']:.2f} s")
+            print(f"{server:<25} {session:<8} total {res[session]['total_s']:.2f} s")
     return 0
 
 
