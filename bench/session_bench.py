@@ -106,22 +106,13 @@ def _free_port() -> int:
 
 @contextlib.contextmanager
 def running(cmd: list[str], port: int, log: Path, timeout: float = 300.0) -> Iterator[str]:
-    import httpx
+    from soak_server import _wait_healthy  # bench/ is the script's directory, first on sys.path
 
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{cmd[0]} exited with {proc.returncode}: {log.read_text()[-2000:]}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{cmd[0]} did not come up in {timeout:.0f} s: {log.read_text()[-2000:]}")
-            time.sleep(0.3)
+        _wait_healthy(url, proc, str(log), timeout)
         yield url
     finally:
         proc.terminate()
