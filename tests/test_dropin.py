@@ -251,6 +251,26 @@ def test_grammar_output_is_the_same_in_every_mode(llm: Any, constraint: str) -> 
     assert outs["adadecode"]["adadecode"]["n_verified"] > 0, "no early token went through the grammar's mask"
 
 
+@pytest.mark.slow
+def test_grammar_output_is_the_same_in_every_mode_on_qwen(engine: Any, cache_dir: Path) -> None:
+    path = cache_dir / "models" / "qwen2.5-coder-0.5b.gguf"
+    if not path.is_file():
+        pytest.skip("Qwen2.5-Coder-0.5B is not in the cache")
+    from adadecode import Llama
+
+    qwen = Llama(str(path), n_ctx=1024, n_threads=2, heads="auto")
+    messages = [{"role": "user", "content": "Describe a small software team as JSON."}]
+    fmt = {"type": "json_object", "schema": SCHEMA}
+    outs = {m: qwen.create_chat_completion(messages, max_tokens=48, temperature=0, mode=m, response_format=fmt,
+                                           gamma=0.0 if "ada" in m else None)
+            for m in MODES}  # fmt: skip
+    texts = {m: o["choices"][0]["message"]["content"] for m, o in outs.items()}
+    assert len(set(texts.values())) == 1, texts
+    if outs["standard"]["choices"][0]["finish_reason"] == "stop":
+        assert set(json.loads(texts["standard"])) == {"team_name", "year"}
+    assert outs["adadecode"]["adadecode"]["n_verified"] > 0, "no early token went through the grammar's mask"
+
+
 def test_invalid_grammar_is_a_clear_error(llm: Any) -> None:
     from adadecode import InvalidRequestError
 
