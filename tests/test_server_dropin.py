@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from json_prefix import assert_json_object_or_cut
 
 pytest.importorskip("fastapi")
