@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from .model import Model
+import jinja2.sandbox
+
+
+class TemplatedModel(Protocol):
+    """What rendering needs of a model (an adadecode.Model is one); a protocol, so this module needs no import of
+    the model module, which imports it."""
+
+    path: str
+    vocab: Any  # adadecode._core.Vocab: chat_template, bos, eos, token_to_piece
 
 
 def _raise(message: str) -> None:
@@ -13,11 +20,11 @@ def _raise(message: str) -> None:
 
 
 def render_chat_template(
-    model: Model, messages: list[dict[str, Any]], add_generation_prompt: bool = True, tools: list[Any] | None = None
+    model: TemplatedModel,
+    messages: list[dict[str, Any]],
+    add_generation_prompt: bool = True,
+    tools: list[Any] | None = None,
 ) -> str:
-    import jinja2
-    import jinja2.sandbox
-
     template = model.vocab.chat_template
     if not template:
         raise ValueError(f"'{model.path}' has no chat template (tokenizer.chat_template)")

