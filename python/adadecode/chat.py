@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-import jinja2.sandbox
-
 
 class TemplatedModel(Protocol):
     """What rendering needs of a model (an adadecode.Model is one); a protocol, so this module needs no import of
@@ -25,6 +23,9 @@ def render_chat_template(
     add_generation_prompt: bool = True,
     tools: list[Any] | None = None,
 ) -> str:
+    import jinja2
+    import jinja2.sandbox
+
     template = model.vocab.chat_template
     if not template:
         raise ValueError(f"'{model.path}' has no chat template (tokenizer.chat_template)")

@@ -118,6 +118,7 @@ def add_decoding_options(p: argparse.ArgumentParser) -> None:
         "does not pay for them (default: engine's, 16)",
     )
 
+
 def load_engine() -> tuple[Callable[..., Any], type[BaseException] | None]:
     """The engine's ``Model`` class and its error type."""
     model = getattr(adadecode, "Model", None)
@@ -156,4 +157,3 @@ def validate_run_args(args: argparse.Namespace) -> None:
         _check(args.max_draft is None, "--max-draft applies only to the ngram modes")
     if args.stop is not None:
         _check(all(args.stop), "--stop strings must not be empty")
-

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from . import _core
 from .convert_source import Checkpoint, CheckpointError
@@ -465,6 +464,7 @@ def convert(
         writer.write_ti_data_to_file()
         fout = writer.fout[0]
         total = sum(_nbytes(p.shape, p.ggml_type) for p in plans)
+        from tqdm import tqdm
 
         with tqdm(
             total=total, unit="B", unit_scale=True, desc="convert", disable=not progress or not plans, file=sys.stderr

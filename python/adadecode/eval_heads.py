@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from .fetch import cache_root
 from .heads import resolve_heads
@@ -87,6 +86,8 @@ def task_prompts(task: str, cache: Path) -> list[PromptRecord]:
 def continuations(model: Any, records: list[PromptRecord], gen_tokens: int, cache_file: Path,
                   progress: bool) -> list[dict[str, Any]]:
     """Greedy continuations by the engine (standard decoding), cached per prompt in `cache_file`."""
+    from tqdm import tqdm
+
     done = {r["i"]: r for r in read_jsonl(cache_file)}
     out = []
     for i, rec in enumerate(tqdm(records, desc="generate", unit="prompt", disable=not progress)):
@@ -104,6 +105,7 @@ def evaluate(model: Any, heads_path: str, seqs: list[dict[str, Any]], identity: 
              gammas: tuple[float, ...] = (0.5, 0.75, 0.9)) -> dict[str, Any]:
     """Per exit layer figures of the heads (and of the logit lens when `identity`) over generated positions."""
     import torch
+    from tqdm import tqdm
 
     from .head_math import LayerStats, Readout, output_weights, rms_eps
 

@@ -32,8 +32,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from tqdm import tqdm
-
 __all__ = [
     "FetchError",
     "ModelSpec",
@@ -430,6 +428,11 @@ class _Progress:
 @contextlib.contextmanager
 def _bar(total: int | None, desc: str, enabled: bool) -> Iterator[_Progress]:
     if not enabled:
+        yield _Progress()
+        return
+    try:
+        from tqdm import tqdm
+    except ImportError:
         yield _Progress()
         return
     with tqdm(

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from .fetch import cache_root
 from .heads_format import write_heads
@@ -91,6 +90,8 @@ def parse_layers(spec: str, n_layer: int) -> list[int]:
 
 
 def stage_data(model: Any, cfg: DataConfig, workdir: Path, cache: Path, progress: bool) -> list[dict[str, Any]]:
+    from tqdm import tqdm
+
     prompts_file = workdir / "prompts.jsonl"
     if not prompts_file.exists():
         records = make_prompts(cfg.data, cfg.n_prompts, cfg.seed, cache, cfg.n_texts)
@@ -157,6 +158,8 @@ def train_positions(seq: dict[str, Any], skip: int, n_prompt_pos: int, seed: int
 
 
 def stage_features(model: Any, cfg: DataConfig, seqs: list[dict[str, Any]], workdir: Path, progress: bool) -> None:
+    from tqdm import tqdm
+
     feat_dir = workdir / "features"
     feat_dir.mkdir(exist_ok=True)
     skip = common_prefix_len(seqs)
@@ -286,6 +289,7 @@ def fit_heads(
     `workdir`. `stop_after` > 0 ends this call after that many new steps (saved; a later call continues). The first
     `held_generated_rows` held-out rows come from generated sequences (all when None)."""
     import torch
+    from tqdm import tqdm
 
     from .head_math import evaluate_layers
 

@@ -18,18 +18,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from .._version import __version__
 from ..fetch import cache_root, resolve_model
 from ..heads import shipped_heads
 from ..model import Model
 from . import report
+from .errors import WorkerError
 from .llamacpp_bin import expand
 from .micro import run_micro
 from .plots import make_plots
 from .report import collection_markdown
-from .runners import ANCHORS, EngineMode, Skipped, WorkerError, start_anchor
+from .runners import ANCHORS, EngineMode, Skipped, start_anchor
 from .tasks import load_prompts, task_name
 
 DOC_KIND = "adadecode-bench"
@@ -230,6 +229,8 @@ def run_bench(args: argparse.Namespace) -> int:
     model_path = str(resolve_model(args.model))
     if args.micro:
         return run_micro(model_path, args)
+
+    from tqdm import tqdm
 
     modes, anchor_names = _list(args.modes), _list(args.anchors)
     heads = args.heads or (_default_heads(model_path) if any("adadecode" in m for m in modes) else None)
