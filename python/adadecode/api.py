@@ -29,8 +29,17 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from . import logits as lg
+from . import tools as tool_mod
+from .fetch import known_models, resolve_model
+from .gguf_meta import read_metadata, rms_norm_eps, training_context
+from .grammar import GrammarError, GrammarProcessor, from_request
+from .logits import chat_logprobs, completion_logprobs, token_logprobs
 from .model import MODES, Error, Generation, Model, PromptState, common_prefix_length
 from .prompt_cache import BaseLlamaCache
+from .tools import template_message
 
 STATS_KEY = "adadecode"
 """The key under which results carry the engine's statistics of the generation."""
@@ -119,8 +128,6 @@ def _refuse_sampler_extras(typical_p: float, tfs_z: float, mirostat_mode: int, m
 
 
 def resolve_model_path(model_path: str | os.PathLike[str]) -> str:
-    from .fetch import resolve_model
-
     return str(resolve_model(str(model_path)))
 
 
@@ -233,7 +240,6 @@ class Llama:
             self.default_mode = "ngram"
             self.default_max_draft = max(1, n_pred)
         start = time.perf_counter()
-        from .gguf_meta import read_metadata, training_context
 
         path = resolve_model_path(model_path)
         self._metadata = read_metadata(path)
@@ -269,8 +275,6 @@ class Llama:
     @classmethod
     def from_model(cls, model: Model, model_alias: str | None = None) -> Llama:
         """Wrap an already loaded :class:`Model` (no second copy of the weights)."""
-        from .gguf_meta import read_metadata
-
         self = cls.__new__(cls)
         self.model = model
         self._init_common(model, model_alias)
@@ -289,8 +293,6 @@ class Llama:
         """llama-cpp-python's hub loader, for local files only: ``repo_id`` a directory (``filename`` a file in it,
         a glob allowed) or a known model name (``adadecode.known_models()``). Downloads from model hubs are refused.
         """
-        from .fetch import known_models
-
         for name in ("additional_files", "local_dir", "cache_dir"):
             if kwargs.get(name) is not None:
                 raise InvalidRequestError(f"from_pretrained: {name} is not supported (no hub downloads)", name)
@@ -398,10 +400,6 @@ class Llama:
     ) -> Any:
         """Mean-pooled embeddings: the final-layer states after the final norm, averaged over the tokens (BOS
         included), L2-normalized unless ``normalize`` is False. A list for a string, a list of lists for a list."""
-        import numpy as np
-
-        from .gguf_meta import rms_norm_eps
-
         texts = [input] if isinstance(input, str) else input
         _require(isinstance(texts, list) and all(isinstance(t, str) for t in texts),
                  "input must be a string or a list of strings", "input")  # fmt: skip
@@ -536,8 +534,6 @@ class Llama:
         gen = self._generate(ids, gen_args, logprobs is not None)
         lp = None
         if logprobs is not None:
-            from .logits import completion_logprobs
-
             lp = completion_logprobs(self._entries(gen, logprobs), self._piece, len(prefix))
         choice = {"text": prefix + gen.text, "index": 0, "logprobs": lp, "finish_reason": _finish_reason(gen)}
         result = {**meta, "choices": [choice], "usage": _usage(len(ids), gen), STATS_KEY: dict(gen.stats)}
@@ -594,8 +590,6 @@ class Llama:
         older spelling of the same. ``logprobs``/``top_logprobs`` return OpenAI's chat logprobs. The other
         arguments are those of :meth:`create_completion`.
         """
-        from . import tools as tool_mod
-
         _refuse_sampler_extras(typical_p, tfs_z, mirostat_mode, mirostat_tau, mirostat_eta, None)
         try:
             tool_list, forced = tool_mod.normalize(
@@ -640,8 +634,6 @@ class Llama:
                 finish = "tool_calls"
         lp = None
         if logprobs:
-            from .logits import chat_logprobs
-
             lp = chat_logprobs(self._entries(gen, top_logprobs or 0), self._piece)
         choice = {"index": 0, "message": message, "logprobs": lp, "finish_reason": finish}
         result = {**meta, "choices": [choice], "usage": _usage(len(ids), gen), STATS_KEY: dict(gen.stats)}
@@ -665,8 +657,6 @@ class Llama:
 
     def chat_prompt_ids(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> list[int]:
         """The prompt token ids of a conversation, ending with the assistant's turn opening."""
-        from .tools import template_message
-
         _require(isinstance(messages, list) and len(messages) > 0, "messages must be a non-empty list", "messages")
         plain: list[dict[str, Any]] = []
         for i, m in enumerate(messages):
@@ -782,9 +772,6 @@ class Llama:
         json_schema: Any,
     ) -> Any:  # fmt: skip
         """The logits processor of a request (user processors, logit bias, penalties, grammar, in that order)."""
-        from . import logits as lg
-        from .grammar import GrammarError, GrammarProcessor, from_request
-
         for name, value in (("repeat_penalty", repeat_penalty), ("frequency_penalty", frequency_penalty),
                             ("presence_penalty", presence_penalty)):  # fmt: skip
             _require(isinstance(value, (int, float)) and math.isfinite(value), f"{name} must be a number", name)
@@ -841,8 +828,6 @@ class Llama:
               f"{100 * float(st.get('early_exit_fraction', 0.0)):.0f}%", file=sys.stderr)  # fmt: skip
 
     def _entries(self, gen: Generation, top_k: int) -> list[Any]:
-        from .logits import token_logprobs
-
         assert gen.logits is not None
         return token_logprobs(gen.logits, gen.tokens, top_k, self._piece)
 

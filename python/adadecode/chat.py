@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from .model import Model
+
+class TemplatedModel(Protocol):
+    """What rendering needs of a model (an adadecode.Model is one); a protocol, so this module needs no import of
+    the model module, which imports it."""
+
+    path: str
+    vocab: Any  # adadecode._core.Vocab: chat_template, bos, eos, token_to_piece
 
 
 def _raise(message: str) -> None:
@@ -13,7 +18,10 @@ def _raise(message: str) -> None:
 
 
 def render_chat_template(
-    model: Model, messages: list[dict[str, Any]], add_generation_prompt: bool = True, tools: list[Any] | None = None
+    model: TemplatedModel,
+    messages: list[dict[str, Any]],
+    add_generation_prompt: bool = True,
+    tools: list[Any] | None = None,
 ) -> str:
     import jinja2
     import jinja2.sandbox

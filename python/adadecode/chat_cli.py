@@ -10,6 +10,18 @@ import argparse
 import sys
 from typing import Any, TextIO
 
+from .api import STATS_KEY, InvalidRequestError, Llama
+from .cli_common import (
+    EXIT_OK,
+    HelpFormatter,
+    UsageError,
+    add_decoding_options,
+    add_sampling_options,
+    load_engine,
+    model_options,
+    validate_run_args,
+)
+
 HELP_LINE = "Ctrl-D or /exit quits, Ctrl-C stops a reply, /reset forgets the conversation, /help lists commands."
 
 COMMANDS = {
@@ -27,12 +39,10 @@ def help_text() -> str:
 
 
 def add_chat_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
-    from .cli import _Formatter, add_decoding_options, add_sampling_options
-
     p = sub.add_parser(
         "chat",
         parents=parents,
-        formatter_class=_Formatter,
+        formatter_class=HelpFormatter,
         help="chat with a model in the terminal",
         description="Interactive chat: type a message, the reply streams as it is generated, then a line on stderr "
         "gives its tokens/s and the share of tokens that left early at an exit head. The conversation is "
@@ -80,8 +90,6 @@ def stats_line(stats: dict[str, Any], n_tokens: int) -> str:
 
 def _reply(llm: Any, messages: list[dict[str, str]], gen_args: dict[str, Any], out: TextIO, err: TextIO) -> str | None:
     """Stream one reply to ``out``; returns its text (None when the request was refused)."""
-    from .api import STATS_KEY, InvalidRequestError
-
     try:
         chunks = llm.create_chat_completion(messages, stream=True, **gen_args)
     except InvalidRequestError as exc:
@@ -110,11 +118,8 @@ def _reply(llm: Any, messages: list[dict[str, str]], gen_args: dict[str, Any], o
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    from .api import Llama
-    from .cli import EXIT_OK, UsageError, _engine, model_options, validate_run_args
-
     validate_run_args(args)
-    model_cls, _ = _engine()
+    model_cls, _ = load_engine()
     model = model_cls(args.model, **model_options(args))
     if not model.vocab.chat_template:
         raise UsageError(f"{model.path} has no chat template (tokenizer.chat_template); use 'adadecode run'")

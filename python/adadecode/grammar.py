@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -168,8 +169,6 @@ class GrammarProcessor:
         return True
 
     def __call__(self, context: np.ndarray, logits: np.ndarray) -> None:
-        import time
-
         start = time.perf_counter()
         if not self._sync(context[self.n_prompt :]):
             return  # a rejected provisional token precedes this row: verification discards it

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
+
+from .fetch import known_models
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "heads"
 
@@ -17,10 +20,6 @@ def shipped_heads() -> dict[str, Path]:
 def identify_model(model_path: str | Path) -> str | None:
     """The fetch name of the known model whose file ``model_path`` is, by size then SHA-256 (so a renamed or
     copied GGUF is still recognised); None when it is none of them."""
-    import hashlib
-
-    from .fetch import known_models
-
     path = Path(model_path)
     try:
         size = path.stat().st_size

@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import os
+import queue
 import struct
 import sys
 import threading
@@ -16,6 +17,9 @@ from typing import Any
 import numpy as np
 
 from . import _core
+from .chat import render_chat_template
+from .fetch import resolve_model
+from .heads import resolve_heads
 
 Error = _core.Error
 
@@ -168,8 +172,6 @@ class Model:
         n_gpu_layers: int = 0,
         device: str | None = None,
     ) -> None:
-        from .fetch import resolve_model
-
         if n_threads is not None and n_threads <= 0:
             raise ValueError(f"n_threads must be >= 1, got {n_threads}")
         if not 0 < n_ctx < 2**31:
@@ -177,8 +179,6 @@ class Model:
         self.path = str(resolve_model(str(path)))
         heads_path = ""
         if heads is not None:
-            from .heads import resolve_heads
-
             heads_path = str(resolve_heads(str(heads), self.path))
         self._engine = _core.Engine(
             self.path,
@@ -236,8 +236,6 @@ class Model:
         return list(self._engine.exit_layers)
 
     def load_heads(self, heads: str | os.PathLike[str]) -> None:
-        from .heads import resolve_heads
-
         self._engine.load_heads(str(resolve_heads(str(heads), self.path)))
 
     # --- the KV cache across generations -----------------------------------------------------------------------
@@ -300,8 +298,6 @@ class Model:
     def apply_chat_template(
         self, messages: list[dict[str, Any]], add_generation_prompt: bool = True, tools: list[Any] | None = None
     ) -> str:
-        from .chat import render_chat_template
-
         return render_chat_template(self, messages, add_generation_prompt=add_generation_prompt, tools=tools)
 
     # --- generation -------------------------------------------------------------------------------------------
@@ -344,9 +340,6 @@ class Model:
     ) -> Iterator[str]:
         """Yield the generated text piece by piece (only verified tokens); the full result is then in
         `self.last_generation`."""
-        import queue
-        import threading
-
         pieces: queue.Queue[tuple[str, Any]] = queue.Queue()
         cancelled = threading.Event()
 

@@ -12,9 +12,15 @@ queued requests) answer 4xx with an OpenAI-format JSON error body ``{"error": {"
 
 import argparse
 import asyncio
+import base64
 import contextlib
+import hmac
+import ipaddress
 import json
+import os
 import queue
+import socket
+import struct
 import sys
 import threading
 import time
@@ -24,13 +30,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
+from .api import InvalidRequestError, Llama
+from .cli_common import EXIT_OK, HelpFormatter, UsageError, add_device_options, model_options
+from .prompt_cache import LlamaRAMCache
 
 STATS_KEY = "adadecode"
 
 if TYPE_CHECKING:
     from starlette.types import Receive, Scope, Send
-
-    from .api import Llama
 
 
 @dataclass
@@ -311,8 +318,6 @@ class _Closing:
 
 
 def _as_api_error(exc: BaseException) -> ApiError:
-    from .api import InvalidRequestError
-
     if isinstance(exc, ApiError):
         return exc
     if isinstance(exc, InvalidRequestError):
@@ -354,8 +359,6 @@ class _Gate:
         self.api_key = api_key
 
     def _authorized(self, scope: "Scope") -> bool:
-        import hmac
-
         if not self.api_key or scope.get("path") == "/health":
             return True
         for name, value in scope.get("headers", []):
@@ -431,7 +434,7 @@ class _Gate:
 
 
 class _Server:
-    def __init__(self, llm: "Llama", limits: Limits) -> None:
+    def __init__(self, llm: Llama, limits: Limits) -> None:
         self.llm = llm
         self.limits = limits
         self.metrics = Metrics()
@@ -439,7 +442,7 @@ class _Server:
         self.started = time.time()
 
 
-def create_app(llm: "Llama", limits: Limits | None = None, api_key: str | None = None) -> Any:
+def create_app(llm: Llama, limits: Limits | None = None, api_key: str | None = None) -> Any:
     """The ASGI application serving ``llm`` (FastAPI inside a small gate for body limits and request counts); run it
     with uvicorn, as ``adadecode serve`` does."""
     from fastapi import FastAPI, Request
@@ -879,9 +882,6 @@ def create_app(llm: "Llama", limits: Limits | None = None, api_key: str | None =
         def call() -> Any:
             out = llm.create_embedding(texts, model=body.model)
             if body.encoding_format == "base64":  # what the openai client asks for by default: float32 bytes
-                import base64
-                import struct
-
                 for item in out["data"]:
                     v = item["embedding"]
                     item["embedding"] = base64.b64encode(struct.pack(f"<{len(v)}f", *v)).decode("ascii")
@@ -906,12 +906,10 @@ def create_app(llm: "Llama", limits: Limits | None = None, api_key: str | None =
 
 
 def add_serve_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
-    from .cli import _Formatter, add_device_options
-
     p = sub.add_parser(
         "serve",
         parents=parents,
-        formatter_class=_Formatter,
+        formatter_class=HelpFormatter,
         help="serve a model over an OpenAI-compatible HTTP API",
         description="Serve a model over HTTP with the OpenAI API: /v1/models, /v1/completions, /v1/chat/completions "
         "(streaming with server-sent events), /health and /metrics (Prometheus). Requests run one at a time in "
@@ -993,9 +991,6 @@ def add_serve_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
 
 
 def _is_loopback(host: str) -> bool:
-    import ipaddress
-    import socket
-
     if host == "localhost":
         return True
     try:
@@ -1006,10 +1001,6 @@ def _is_loopback(host: str) -> bool:
 
 
 def _check_listen(host: str, port: int) -> None:
-    import socket
-
-    from .cli import UsageError
-
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as exc:
@@ -1024,8 +1015,6 @@ def _check_listen(host: str, port: int) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .cli import EXIT_OK, UsageError
-
     for flag, value, low in (
         ("--port", args.port, 0),
         ("-c/--ctx-size", args.ctx_size, 1),
@@ -1048,10 +1037,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise UsageError(f"'adadecode serve' needs the server extra: pip install 'adadecode[server]' ({exc})") from exc
     _check_listen(args.host, args.port)  # before the model loads: a busy port is a one-line error, not a traceback
-    from .api import Llama
-    from .cli import model_options
-    from .prompt_cache import LlamaRAMCache
-
     cache = LlamaRAMCache(args.cache_ram << 20) if args.cache_ram is not None else None
     llm = Llama(args.model, model_alias=args.alias, cache=cache, **model_options(args))
     limits = Limits(
@@ -1060,8 +1045,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body_bytes,
         max_queue=args.max_queue,
     )
-    import os
-
     api_key = args.api_key or os.environ.get("ADADECODE_API_KEY") or None
     if not api_key and not _is_loopback(args.host):
         print(f"adadecode: warning: listening on {args.host} without --api-key: anyone who can reach this port can "

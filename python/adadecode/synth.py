@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -228,8 +229,6 @@ _QUANTILES: np.ndarray | None = None
 def _normal_quantiles() -> np.ndarray:
     global _QUANTILES
     if _QUANTILES is None:
-        from statistics import NormalDist
-
         nd = NormalDist()
         _QUANTILES = np.array([nd.inv_cdf((i + 0.5) / 256) for i in range(256)], dtype=np.float32)
     return _QUANTILES

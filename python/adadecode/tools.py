@@ -8,6 +8,8 @@ import re
 import uuid
 from typing import Any
 
+from .grammar import LlamaGrammar
+
 _CALL = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
 
 
@@ -57,8 +59,6 @@ def _tag(text: str, token_id: Any) -> str:
 
 
 def _forced_grammar(functions: list[dict[str, Any]], tags: tuple[str, ...]) -> Any:
-    from .grammar import LlamaGrammar
-
     options = [
         {
             "type": "object",

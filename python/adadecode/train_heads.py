@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import math
 import os
 import shlex
+import shutil
 import sys
 import time
 from collections import Counter
@@ -27,6 +29,9 @@ from typing import Any
 
 import numpy as np
 
+from .fetch import cache_root
+from .heads_format import write_heads
+from .model import Model
 from .train_data import (
     PromptRecord,
     append_jsonl,
@@ -458,8 +463,6 @@ def canonical_command(args: argparse.Namespace) -> str:
 
 
 def _prepare_workdir(workdir: Path, cfg: DataConfig, resume: bool, fresh: bool) -> None:
-    import shutil
-
     cfg_file = workdir / "config.json"
     if fresh and workdir.exists():
         shutil.rmtree(workdir)
@@ -478,10 +481,7 @@ def _prepare_workdir(workdir: Path, cfg: DataConfig, resume: bool, fresh: bool) 
 def train(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from .fetch import cache_root
     from .head_math import Readout, format_table, output_weights, rms_eps
-    from .heads_format import write_heads
-    from .model import Model
 
     threads = args.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
@@ -550,8 +550,6 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
 
 def require_train_extra(command: str) -> None:
     """torch and gguf come with the `train` extra; say so in one line when they are missing."""
-    import importlib.util
-
     missing = [m for m in ("torch", "gguf") if importlib.util.find_spec(m) is None]
     if missing:
         raise ValueError(f"{command} needs {' and '.join(missing)}: pip install 'adadecode[train]'")

@@ -9,6 +9,7 @@ each prompt, which is what ``--resume`` continues from.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shlex
@@ -16,6 +17,19 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from .._version import __version__
+from ..fetch import cache_root, resolve_model
+from ..heads import shipped_heads
+from ..model import Model
+from . import report
+from .errors import WorkerError
+from .llamacpp_bin import expand
+from .micro import run_micro
+from .plots import make_plots
+from .report import collection_markdown
+from .runners import ANCHORS, EngineMode, Skipped, start_anchor
+from .tasks import load_prompts, task_name
 
 DOC_KIND = "adadecode-bench"
 DEFAULT_ANCHORS = "llamacpp,llamacpp-ngram,llamacpp-spec,transformers"
@@ -134,7 +148,6 @@ def _check_args(args: argparse.Namespace) -> None:
         need(args.max_pending >= 1, f"--max-pending must be >= 1, got {args.max_pending}")
     modes = _list(args.modes)
     need(len(set(modes)) == len(modes), f"--modes lists a mode twice: {args.modes}")
-    from .runners import ANCHORS
 
     anchors = _list(args.anchors)
     unknown = [a for a in anchors if a not in ANCHORS]
@@ -173,8 +186,6 @@ def _command(args: argparse.Namespace) -> str:
 
 
 def _default_heads(model_path: str) -> str | None:
-    from ..heads import shipped_heads
-
     stem = Path(model_path).name.removesuffix(".gguf")
     return stem if stem in shipped_heads() else None
 
@@ -191,8 +202,6 @@ def _cpu_name() -> str:
 
 
 def _load_resume(path: Path, meta: dict[str, Any]) -> list[dict[str, Any]]:
-    import json
-
     if not path.is_file():
         return []
     try:
@@ -216,21 +225,12 @@ def _load_resume(path: Path, meta: dict[str, Any]) -> list[dict[str, Any]]:
 
 def run_bench(args: argparse.Namespace) -> int:
     _check_args(args)
-    from ..fetch import cache_root, resolve_model
 
     model_path = str(resolve_model(args.model))
     if args.micro:
-        from .micro import run_micro
-
         return run_micro(model_path, args)
 
     from tqdm import tqdm
-
-    from ..model import Model
-    from . import report
-    from .llamacpp_bin import expand
-    from .runners import EngineMode, Skipped, WorkerError, start_anchor
-    from .tasks import load_prompts, task_name
 
     modes, anchor_names = _list(args.modes), _list(args.anchors)
     heads = args.heads or (_default_heads(model_path) if any("adadecode" in m for m in modes) else None)
@@ -243,8 +243,6 @@ def run_bench(args: argparse.Namespace) -> int:
             f"a prompt of {longest} tokens plus --max-tokens {args.max_tokens} exceeds --ctx-size {args.ctx_size}"
         )
     n_ctx = min(args.ctx_size, longest + args.max_tokens + 16)
-
-    from .._version import __version__
 
     name = task_name(args.task)
     stem = f"{Path(model_path).name.removesuffix('.gguf')}-{name}"
@@ -369,8 +367,6 @@ def run_bench(args: argparse.Namespace) -> int:
     doc = document()
     prefix = out_json.with_suffix("")
     try:
-        from .plots import make_plots
-
         meta["plots"] = [p.name for p in make_plots(doc, prefix)]
     except ImportError as exc:
         meta["plots_skipped"] = f"matplotlib is not installed (pip install 'adadecode[bench]'): {exc}"
@@ -387,10 +383,6 @@ def run_bench(args: argparse.Namespace) -> int:
 
 def write_collection(folder: Path) -> Path:
     """OUT/summary.md: one table over every run in the folder."""
-    import json
-
-    from .report import collection_markdown
-
     docs = []
     for path in sorted(folder.glob("*.json")):
         try:

@@ -29,7 +29,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .runners import WorkerError
+from ..fetch import cache_root
+from .errors import WorkerError
 
 LLAMACPP_BIN_ENV = "ADADECODE_LLAMACPP_BIN"
 GREEDY = "llamacpp-bin"
@@ -64,7 +65,6 @@ def default_bin_dir() -> tuple[Path, str]:
     """(the folder, where the choice came from)."""
     if os.environ.get(LLAMACPP_BIN_ENV):
         return Path(os.environ[LLAMACPP_BIN_ENV]).expanduser(), f"${LLAMACPP_BIN_ENV}"
-    from ..fetch import cache_root
 
     return cache_root() / "llamacpp-bin" / "bin", "the default"
 

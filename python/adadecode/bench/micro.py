@@ -21,6 +21,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..eval_heads import task_prompts
+from ..fetch import cache_root
+from ..model import Model
 from .report import write_json
 
 MICROBENCH = "adadecode-microbench"
@@ -55,9 +58,6 @@ def run_microbench(binary: str, model_path: str, threads: int, reps: int) -> dic
 
 
 def _texts(model_path: str, task: str, limit: int) -> list[str]:
-    from ..eval_heads import task_prompts
-    from ..fetch import cache_root
-
     records = task_prompts(task, cache_root() / "data")[: limit or None]
     return [r.messages[-1]["content"] if r.messages else (r.prompt or r.text or "") for r in records]
 
@@ -165,8 +165,6 @@ def micro_markdown(doc: dict[str, Any]) -> str:
 
 
 def run_micro(model_path: str, args: argparse.Namespace) -> int:
-    from ..model import Model
-
     doc: dict[str, Any] = {
         "kind": "adadecode-microbench",
         "model": model_path,

@@ -17,6 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import llamacpp_bin as binaries
+from .errors import WorkerError
+
 # The llamacpp-bin* anchors are llama.cpp's own programs (llamacpp_bin.py); llamacpp-bin-ngram is a group of three.
 ANCHORS = (
     "llamacpp",
@@ -63,10 +66,6 @@ class EngineMode:
 
     def close(self) -> None:
         pass
-
-
-class WorkerError(RuntimeError):
-    pass
 
 
 class Worker:
@@ -177,8 +176,6 @@ def start_anchor(
     """Start anchor `name` (an `Anchor`, or a `llamacpp_bin.BinaryAnchor`), or say why it cannot run (`Skipped`)."""
     here = Path(__file__).resolve().parent
     if name.startswith("llamacpp-bin"):
-        from . import llamacpp_bin as binaries
-
         if name not in binaries.SPEC_TYPES and name != binaries.GREEDY:
             raise ValueError(f"anchor '{name}' is a group: expand it with llamacpp_bin.expand first")
         if vocab is None:

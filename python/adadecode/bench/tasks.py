@@ -9,6 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..eval_heads import task_prompts
+from ..train_data import record_ids
+
 KNOWN_TASKS = ("humaneval", "mtbench")
 
 
@@ -27,9 +30,6 @@ def task_name(task: str) -> str:
 
 def load_prompts(model: Any, task: str, cache: Path, limit: int = 0) -> list[BenchPrompt]:
     """The first `limit` prompts of `task` (0: all) as token ids for `model` (a `Model`)."""
-    from ..eval_heads import task_prompts
-    from ..train_data import record_ids
-
     if task not in KNOWN_TASKS and not Path(task).is_file():
         raise ValueError(f"--task must be humaneval, mtbench or a JSONL file of prompts; '{task}' is none of these")
     try:
