@@ -1,5 +1,4 @@
 // adadecode-cli: the standalone engine, no Python needed. llama.cpp-style flags.
-#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include <cstdio>
@@ -47,17 +46,6 @@ const char *usage_text =
     "      --json              print one JSON object {tokens, text, stats} instead of streaming text\n"
     "  -h, --help              show this help\n";
 
-// This process's peak resident memory (ru_maxrss: KiB on Linux, bytes on macOS), as `adadecode run --json` reports.
-double peak_rss_mib() {
-    rusage usage{};
-    if (getrusage(RUSAGE_SELF, &usage) != 0) return 0.0;
-#ifdef __APPLE__
-    return static_cast<double>(usage.ru_maxrss) / (1024.0 * 1024.0);
-#else
-    return static_cast<double>(usage.ru_maxrss) / 1024.0;
-#endif
-}
-
 [[noreturn]] void fail(const std::string &message) {
     std::fprintf(stderr, "adadecode-cli: error: %s\n", message.c_str());
     std::exit(1);
@@ -97,32 +85,12 @@ std::string resolve_model(const std::string &name) {
     fail("model '" + name + "' is neither a file nor a fetched model (run `adadecode fetch " + name + "`)");
 }
 
-std::string json_escape(const std::string &s) {
-    std::string out;
-    for (unsigned char c : s) {
-        switch (c) {
-            case '"': out += "\\\""; break;
-            case '\\': out += "\\\\"; break;
-            case '\n': out += "\\n"; break;
-            case '\r': out += "\\r"; break;
-            case '\t': out += "\\t"; break;
-            default:
-                if (c < 0x20) {
-                    char buf[8];
-                    std::snprintf(buf, sizeof buf, "\\u%04x", c);
-                    out += buf;
-                } else {
-                    out += static_cast<char>(c);
-                }
-        }
-    }
-    return out;
-}
-
 }  // namespace
 
 int main(int argc, char **argv) {
-    std::string model, prompt, prompt_file, heads, mode;
+    std::string model, prompt, prompt_file, heads;
+    bool have_mode = false;
+    Mode mode = Mode::standard;
     bool have_prompt = false, json = false;
     EngineOptions eo;
     DecodeOptions d;
@@ -179,9 +147,11 @@ int main(int argc, char **argv) {
         } else if (a == "--heads") {
             heads = value();
         } else if (a == "--mode") {
-            mode = value();
-            if (mode != "standard" && mode != "adadecode" && mode != "ngram" && mode != "adadecode+ngram") {
-                fail("--mode must be standard, adadecode, ngram or adadecode+ngram");
+            try {
+                mode = parse_mode(value());
+                have_mode = true;
+            } catch (const Error &e) {
+                fail("--" + std::string(e.what()));
             }
         } else if (a == "--gamma") {
             d.gamma = static_cast<float>(parse_float(a, value(), 0.0, 1.0));
@@ -204,9 +174,9 @@ int main(int argc, char **argv) {
     }
     if (!have_prompt) fail("no prompt given (-p or -f)");
     if (prompt.empty()) fail("the prompt is empty");
-    if ((mode == "adadecode" || mode == "adadecode+ngram") && heads.empty()) fail("--mode " + mode + " needs --heads");
-    d.layer_parallel = !heads.empty() && (mode.empty() || mode == "adadecode" || mode == "adadecode+ngram");
-    d.ngram = mode == "ngram" || mode == "adadecode+ngram";
+    if (!have_mode) mode = heads.empty() ? Mode::standard : Mode::adadecode;
+    if (mode_uses_heads(mode) && heads.empty()) fail(std::string("--mode ") + mode_name(mode) + " needs --heads");
+    d.set_mode(mode);
 
     try {
         eo.heads_path = heads;
@@ -228,16 +198,7 @@ int main(int argc, char **argv) {
         text += tail;
         const DecodeStats &s = r.stats;
         if (json) {
-            std::printf("{\"tokens\": [");
-            for (size_t i = 0; i < r.tokens.size(); ++i) std::printf("%s%d", i ? ", " : "", r.tokens[i]);
-            std::printf("], \"text\": \"%s\", \"finish_reason\": \"%s\", \"stats\": {\"n_prompt\": %d, "
-                        "\"n_generated\": %d, \"prefill_seconds\": %.6f, \"decode_seconds\": %.6f, "
-                        "\"tokens_per_second\": %.3f, \"early_exit_fraction\": %.6f, \"accept_rate\": %.6f, "
-                        "\"rollbacks\": %d, \"ngram_fraction\": %.6f, \"peak_rss_mib\": %.1f, \"device\": \"%s\"}}\n",
-                        json_escape(text).c_str(), r.finish_reason.c_str(), s.n_prompt, s.n_generated,
-                        s.prefill_seconds, s.decode_seconds, s.tokens_per_second(), s.early_exit_fraction(),
-                        s.accept_rate(), s.n_rollbacks, s.ngram_fraction(), peak_rss_mib(),
-                        json_escape(engine.device()).c_str());
+            std::printf("%s\n", result_json(r, text).c_str());
         } else {
             std::fwrite(tail.data(), 1, tail.size(), stdout);
             std::fprintf(stdout, "\n");
