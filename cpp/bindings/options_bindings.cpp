@@ -144,7 +144,8 @@ Mode mode_from(py::handle value) {
             throw py::value_error(e.what());
         }
     }
-    return value.cast<Mode>();
+    if (py::isinstance<Mode>(value)) return value.cast<Mode>();
+    throw py::value_error("mode must be one of " + mode_choices() + ", got " + std::string(py::repr(value)));
 }
 
 }  // namespace
