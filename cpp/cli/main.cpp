@@ -11,40 +11,52 @@
 
 #include "device.h"
 #include "engine.h"
+#include "options_internal.h"
 #include "vocab.h"
 
 using namespace adadecode;
 
 namespace {
 
-const char *usage_text =
-    "usage: adadecode-cli -m MODEL (-p PROMPT | -f FILE) [options]\n"
-    "\n"
-    "  -m, --model PATH|NAME   GGUF model file, or a name fetched before with `adadecode fetch`\n"
-    "                          (looked up in $ADADECODE_CACHE/models, default ~/.cache/adadecode/models)\n"
-    "  -p, --prompt TEXT       prompt text\n"
-    "  -f, --file FILE         read the prompt from FILE\n"
-    "  -n, --n-predict N       tokens to generate (default 128)\n"
-    "  -t, --threads N         CPU threads (default: all cores)\n"
-    "  -c, --ctx-size N        context size in tokens (default 4096)\n"
-    "  -ngl, --n-gpu-layers N  0: compute on the CPU (default); any other value puts the whole model on the first\n"
-    "                          GPU (no partial offload yet); without a GPU a warning, and the CPU\n"
-    "      --device NAME       compute on this ggml device (see --list-devices); CPU runs ggml's kernels on a copy\n"
-    "      --list-devices      print the devices of this build and exit\n"
-    "      --repack            copy the weights ggml can repack into its multi-row layout (cheaper batched passes,\n"
-    "                          dearer single-row ones)\n"
-    "      --temp T            sampling temperature; 0 = greedy (default 0)\n"
-    "      --top-k N           top-k sampling, 0 = off (default 40)\n"
-    "      --top-p P           top-p sampling, 1 = off (default 0.95)\n"
-    "      --min-p P           min-p sampling, 0 = off (default 0.05)\n"
-    "  -s, --seed N            random seed (default 0)\n"
-    "      --heads PATH        exit-heads GGUF; enables layer-parallel decoding\n"
-    "      --mode M            standard | adadecode | ngram | adadecode+ngram (default: adadecode when heads\n"
-    "                          are given, else standard); ngram adds prompt-lookup drafts\n"
-    "      --gamma G           exit-head confidence threshold in [0, 1] (default 0.75)\n"
-    "      --max-pending K     tokens whose upper layers may be deferred at once (default 5)\n"
-    "      --json              print one JSON object {tokens, text, stats} instead of streaming text\n"
-    "  -h, --help              show this help\n";
+// The defaults shown are the engine's own (options.h, engine.h).
+std::string usage_text() {
+    const DecodeOptions d;
+    const EngineOptions e;
+    const auto num = [](float x) { return shortest_decimal(x); };
+    return "usage: adadecode-cli -m MODEL (-p PROMPT | -f FILE) [options]\n"
+           "\n"
+           "  -m, --model PATH|NAME   GGUF model file, or a name fetched before with `adadecode fetch`\n"
+           "                          (looked up in $ADADECODE_CACHE/models, default ~/.cache/adadecode/models)\n"
+           "  -p, --prompt TEXT       prompt text\n"
+           "  -f, --file FILE         read the prompt from FILE\n"
+           "  -n, --n-predict N       tokens to generate (default " + std::to_string(d.max_tokens) + ")\n"
+           "  -t, --threads N         CPU threads (default: all cores)\n"
+           "  -c, --ctx-size N        context size in tokens (default " + std::to_string(e.n_ctx) + ")\n"
+           "  -ngl, --n-gpu-layers N  0: compute on the CPU (default); any other value puts the whole model on the "
+           "first\n"
+           "                          GPU (no partial offload yet); without a GPU a warning, and the CPU\n"
+           "      --device NAME       compute on this ggml device (see --list-devices); CPU runs ggml's kernels on a "
+           "copy\n"
+           "      --list-devices      print the devices of this build and exit\n"
+           "      --repack            copy the weights ggml can repack into its multi-row layout (cheaper batched "
+           "passes,\n"
+           "                          dearer single-row ones)\n"
+           "      --temp T            sampling temperature; 0 = greedy (default " + num(d.sampling.temperature) + ")\n"
+           "      --top-k N           top-k sampling, 0 = off (default " + std::to_string(d.sampling.top_k) + ")\n"
+           "      --top-p P           top-p sampling, 1 = off (default " + num(d.sampling.top_p) + ")\n"
+           "      --min-p P           min-p sampling, 0 = off (default " + num(d.sampling.min_p) + ")\n"
+           "  -s, --seed N            random seed (default " + std::to_string(d.sampling.seed) + ")\n"
+           "      --heads PATH        exit-heads GGUF; enables layer-parallel decoding\n"
+           "      --mode M            " + mode_choices() + "\n"
+           "                          (default: adadecode when heads are given, else standard); ngram adds\n"
+           "                          prompt-lookup drafts\n"
+           "      --gamma G           exit-head confidence threshold in [0, 1] (default " + num(d.gamma) + ")\n"
+           "      --max-pending K     tokens whose upper layers may be deferred at once (default " +
+           std::to_string(d.max_pending) + ")\n"
+           "      --json              print one JSON object {tokens, text, finish_reason, stats} instead of "
+           "streaming text\n"
+           "  -h, --help              show this help\n";
+}
 
 [[noreturn]] void fail(const std::string &message) {
     std::fprintf(stderr, "adadecode-cli: error: %s\n", message.c_str());
@@ -101,7 +113,7 @@ int main(int argc, char **argv) {
             return argv[++i];
         };
         if (a == "-h" || a == "--help") {
-            std::fputs(usage_text, stdout);
+            std::fputs(usage_text().c_str(), stdout);
             return 0;
         } else if (a == "-m" || a == "--model") {
             model = value();
