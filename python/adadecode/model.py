@@ -321,58 +321,46 @@ class Model:
         return resolved
 
     def config(
-        self,
-        max_tokens: int = _DEFAULTS.max_tokens,
-        temperature: float = _DEFAULTS.sampling.temperature,
-        top_k: int = _DEFAULTS.sampling.top_k,
-        top_p: float = _DEFAULTS.sampling.top_p,
-        min_p: float = _DEFAULTS.sampling.min_p,
-        seed: int | None = None,
-        stop: Sequence[str] | str | None = None,
-        mode: str | Mode | None = None,
-        gamma: float | None = None,
-        max_pending: int | None = None,
-        exit_layers: Sequence[int] | None = None,
-        max_draft: int | None = None,
-        adaptive_exits: bool = _DEFAULTS.adaptive_exits,
-        logits_processor: LogitsProcessor | None = None,
-    ) -> GenerationConfig:
-        """The checked settings of a generation on this model (the keywords of :meth:`generate`); None leaves the
-        engine's default. Values this model can never use are clamped (a budget beyond the context, top_k beyond
-        the vocabulary); values no model can use raise ValueError naming the parameter."""
+        self, max_tokens: int | None = None, temperature: float | None = None, top_k: int | None = None,
+        top_p: float | None = None, min_p: float | None = None, seed: int | None = None,
+        stop: Sequence[str] | str | None = None, mode: str | Mode | None = None, gamma: float | None = None,
+        max_pending: int | None = None, exit_layers: Sequence[int] | None = None, max_draft: int | None = None,
+        adaptive_exits: bool | None = None, logits_processor: LogitsProcessor | None = None,
+    ) -> GenerationConfig:  # fmt: skip
+        """The checked settings of a generation on this model (the keywords of :meth:`generate`); None keeps the
+        engine's default (mode: adadecode with heads, else standard; seed: random when sampling). Values this model
+        can never use are clamped (a budget or draft beyond the context, top_k beyond the vocabulary); values no
+        model can use raise ValueError naming the parameter (the engine's options check them)."""
         o = _core.DecodeOptions()
         o.mode = self._resolve_mode(mode)
+        sp = o.sampling  # a view: setting its fields sets o's
         if max_draft is not None:
-            if int(max_draft) < 1:
-                raise ValueError(f"max_draft must be >= 1, got {max_draft}")
-            # A draft longer than the context can never be proposed.
             o.ngram_options.max_draft = min(int(max_draft), self.n_ctx)
-        if max_tokens < 0:
-            raise ValueError(f"max_tokens must be >= 0, got {max_tokens}")
-        # Generation ends with finish_reason "length" when the context is full, so a larger budget changes nothing.
-        o.max_tokens = min(int(max_tokens), self.n_ctx)
-        if not (0 <= temperature < float("inf")):
-            raise ValueError(f"temperature must be a number >= 0, got {temperature}")
-        if seed is None:
-            seed = int.from_bytes(os.urandom(8), "little") if temperature > 0 else 0
-        if not 0 <= seed < 2**64:
-            raise ValueError(f"seed must be in [0, 2**64), got {seed}")
-        # top_k <= 0 disables top-k; more than the vocabulary is all of it. The engine checks the rest and names it.
-        o.sampling = _core.SamplingParams(
-            temperature=float(temperature), top_k=max(0, min(int(top_k), self.n_vocab)), top_p=float(top_p),
-            min_p=float(min_p), seed=int(seed),
-        )  # fmt: skip
+        if max_tokens is not None:  # the context full ends generation, so a larger budget changes nothing
+            o.max_tokens = min(int(max_tokens), self.n_ctx)
+        if temperature is not None:
+            sp.temperature = float(temperature)
+        if top_k is not None:  # <= 0 disables top-k; more than the vocabulary is all of it
+            sp.top_k = max(0, min(int(top_k), self.n_vocab))
+        if top_p is not None:
+            sp.top_p = float(top_p)
+        if min_p is not None:
+            sp.min_p = float(min_p)
         if gamma is not None:
             o.gamma = float(gamma)
-        if max_pending is not None:
-            if int(max_pending) < 1:
-                raise ValueError(f"max_pending must be >= 1, got {max_pending}")
-            o.max_pending = min(int(max_pending), self.n_ctx)  # more than the context holds can never be pending
+        if max_pending is not None:  # more than the context holds can never be pending
+            o.max_pending = min(int(max_pending), self.n_ctx)
         layers = [int(layer) for layer in exit_layers or []]
         if any(not 0 <= layer < 2**31 for layer in layers):  # the engine's int; in-range mistakes it names itself
             raise ValueError(f"exit_layers must be layer numbers with a loaded head {self.exit_layers}, got {layers}")
         o.active_exits = layers
-        o.adaptive_exits = bool(adaptive_exits)
+        if adaptive_exits is not None:
+            o.adaptive_exits = bool(adaptive_exits)
+        if seed is None:
+            seed = int.from_bytes(os.urandom(8), "little") if sp.temperature > 0 else 0
+        if not 0 <= seed < 2**64:
+            raise ValueError(f"seed must be in [0, 2**64), got {seed}")
+        sp.seed = int(seed)
         stops = [stop] if isinstance(stop, str) else [s for s in (stop or []) if s]
         return GenerationConfig(options=o, stop=stops, logits_processor=logits_processor)
 
