@@ -86,7 +86,7 @@ def test_modes_round_trip() -> None:
     assert _core.MODE_CHOICES == ", ".join(MODES)
     for name in MODES:
         mode = _core.Mode.parse(name)
-        assert str(mode) == name and _core.Mode.parse(mode) is mode
+        assert str(mode) == name and _core.Mode.parse(mode) == mode
         assert _core.DecodeOptions(mode=name).mode == mode
         assert mode.uses_heads == name.startswith("adadecode") and mode.uses_ngram == name.endswith("ngram")
 

@@ -33,6 +33,9 @@ from .model import Error, Generation, GenerationConfig, Mode, Model, PromptState
 from .prompt_cache import BaseLlamaCache
 
 STATS_KEY = "adadecode"
+# The request parameters that Model.config hands to the engine's options, which check them.
+_ENGINE_PARAMS = ("max_tokens", "temperature", "top_p", "top_k", "min_p", "seed", "mode", "gamma", "max_pending",
+                  "max_draft")  # fmt: skip
 """The key under which results carry the engine's statistics of the generation."""
 
 Message = dict[str, Any]
@@ -751,16 +754,15 @@ class Llama:
             except ValueError as exc:
                 raise InvalidRequestError(str(exc), "mode") from exc
             _require(not parsed.uses_heads or bool(self.model.exit_layers), f"mode {mode!r} needs exit heads", "mode")
-        if max_draft is not None:
-            _require(max_draft >= 1, f"max_draft must be >= 1, got {max_draft}", "max_draft")
-        if gamma is not None:
-            _require(0 <= gamma <= 1, f"gamma must be in [0, 1], got {gamma}", "gamma")
-        if max_pending is not None:
-            _require(max_pending >= 1, f"max_pending must be >= 1, got {max_pending}", "max_pending")
-        return self.model.config(
-            max_tokens=n, temperature=float(temperature), top_p=float(top_p), top_k=int(top_k), min_p=float(min_p),
-            seed=seed, stop=_stop_list(stop), mode=mode, gamma=gamma, max_pending=max_pending, max_draft=max_draft,
-        )  # fmt: skip
+        try:
+            return self.model.config(
+                max_tokens=n, temperature=float(temperature), top_p=float(top_p), top_k=int(top_k),
+                min_p=float(min_p), seed=seed, stop=_stop_list(stop), mode=mode, gamma=gamma, max_pending=max_pending,
+                max_draft=max_draft,
+            )  # fmt: skip
+        except ValueError as exc:  # the engine's options check the values; their messages start with the field
+            field = str(exc).split(" ", 1)[0]
+            raise InvalidRequestError(str(exc), field if field in _ENGINE_PARAMS else prompt_param) from exc
 
     def _meta(self, prefix: str, kind: str, model: str | None = None) -> dict[str, Any]:
         return {
