@@ -1,4 +1,4 @@
-// The layer-parallel scheduler (AdaDecode, DESIGN.md §1). Read top to bottom it is the algorithm:
+// The layer-parallel scheduler (AdaDecode, docs/design.md §1). Read top to bottom it is the algorithm:
 //
 //   x = last prompt token; P = [] (pending rows: provisional tokens whose upper layers are deferred)
 //   loop: propose  - a drafter may propose the tokens after x: x and all drafted tokens but the last join P at
@@ -49,11 +49,8 @@ void check_arguments(const std::vector<int32_t> &prompt, const DecodeOptions &op
         throw Error("the prompt has " + std::to_string(prompt.size()) + " tokens but the context holds " +
                     std::to_string(n_ctx) + ": no room to generate (raise n_ctx or shorten the prompt)");
     }
-    if (opt.max_tokens < 0) throw Error("max_tokens must be >= 0");
+    check_options(opt);
     if (opt.layer_parallel && !heads) throw Error("layer-parallel decoding needs exit heads: load a heads file");
-    if (!(opt.gamma >= 0.0f && opt.gamma <= 1.0f)) throw Error("gamma must be in [0, 1]");
-    if (opt.max_pending < 1) throw Error("max_pending must be at least 1");
-    if (opt.n_batch < 1) throw Error("n_batch must be at least 1");
 }
 
 // The exit layers that check tokens in this generation, and the index of each one's head.

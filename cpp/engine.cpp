@@ -81,6 +81,9 @@ DecodeResult Engine::generate(const std::vector<int32_t> &prompt, const DecodeOp
             },
             static_cast<int>(n_reuse));
         track();
+        r.stats.mode = options.mode();
+        r.stats.device = device();
+        r.stats.peak_rss_mib = process_peak_rss_mib();
         return r;
     } catch (...) {
         track();

@@ -11,6 +11,7 @@
 #include "heads.h"
 #include "kv_cache.h"
 #include "model.h"
+#include "options_internal.h"
 #include "vocab.h"
 
 namespace adadecode {

@@ -1,4 +1,4 @@
-// Verification of provisional tokens against the final layer (DESIGN.md §1): greedy keeps a token when it is the
+// Verification of provisional tokens against the final layer (docs/design.md §1): greedy keeps a token when it is the
 // final layer's argmax; sampling keeps a token y proposed from q with probability min(1, p(y)/q(y)), p being the
 // distribution standard sampling draws from, and on a rejection draws the correction from (p - q)+, so the emitted
 // tokens follow p exactly. A drafted token is a deterministic proposal: q is one-hot on it.

@@ -5,6 +5,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <variant>
+
 #include "device.h"
 #include "engine.h"
 #include "heads.h"
@@ -18,31 +20,16 @@ using namespace adadecode;
 void bind_vocab(py::module_ &m);
 void bind_quantize(py::module_ &m);
 void bind_ngram(py::module_ &m);
+void bind_options(py::module_ &m);
 
 namespace {
 
+// The one statistics serializer (options.cpp) as a dict.
 py::dict stats_to_dict(const DecodeStats &s) {
     py::dict d;
-    d["n_prompt"] = s.n_prompt;
-    d["n_prompt_reused"] = s.n_prompt_reused;
-    d["n_generated"] = s.n_generated;
-    d["prefill_seconds"] = s.prefill_seconds;
-    d["decode_seconds"] = s.decode_seconds;
-    d["tokens_per_second"] = s.tokens_per_second();
-    d["n_passes"] = s.n_passes;
-    d["rows_per_pass"] = s.rows_per_pass;
-    d["exit_layers"] = s.exit_layers;
-    d["early_per_layer"] = s.early_per_layer;
-    d["accepted_per_layer"] = s.accepted_per_layer;
-    d["n_verified"] = s.n_verified;
-    d["n_accepted"] = s.n_accepted;
-    d["rollbacks"] = s.n_rollbacks;
-    d["accept_rate"] = s.accept_rate();
-    d["early_exit_fraction"] = s.early_exit_fraction();
-    d["ngram_drafts"] = s.ngram_drafts;
-    d["ngram_drafted"] = s.ngram_drafted;
-    d["ngram_accepted"] = s.ngram_accepted;
-    d["ngram_fraction"] = s.ngram_fraction();
+    for (const auto &[key, value] : stats_fields(s)) {
+        d[key.c_str()] = std::visit([](const auto &v) { return py::cast(v); }, value);
+    }
     return d;
 }
 
@@ -92,6 +79,7 @@ PYBIND11_MODULE(_core, m) {
     bind_vocab(m);
     bind_quantize(m);
     bind_ngram(m);
+    bind_options(m);
 
     py::class_<Engine>(m, "Engine")
         .def(py::init([](const std::string &path, int n_ctx, int n_threads, const std::string &heads, bool repack,
@@ -151,25 +139,10 @@ PYBIND11_MODULE(_core, m) {
              "Seconds of each of `reps` passes over layers [layer_begin, layer_end) for `rows` rows at `position`.")
         .def(
             "generate",
-            [](Engine &e, const std::vector<int64_t> &prompt, int max_tokens, float temperature, int top_k, float top_p,
-               float min_p, uint64_t seed, bool layer_parallel, float gamma, int max_pending,
-               const std::vector<int> &active_exits, const std::function<bool(int, const std::string &)> &callback,
-               bool return_logits, bool ngram, int ngram_max_draft, bool adaptive_exits,
+            [](Engine &e, const std::vector<int64_t> &prompt, const DecodeOptions &options,
+               const std::function<bool(int, const std::string &)> &callback, bool return_logits,
                const py::object &logits_processor) {
-                DecodeOptions o;
-                o.max_tokens = max_tokens;
-                o.sampling.temperature = temperature;
-                o.sampling.top_k = top_k;
-                o.sampling.top_p = top_p;
-                o.sampling.min_p = min_p;
-                o.sampling.seed = seed;
-                o.layer_parallel = layer_parallel;
-                o.gamma = gamma;
-                o.max_pending = max_pending;
-                o.active_exits = active_exits;
-                o.ngram = ngram;
-                o.ngram_options.max_draft = ngram_max_draft;
-                o.adaptive_exits = adaptive_exits;
+                DecodeOptions o = options;  // the logits' recording and the processor belong to this call
                 std::vector<float> recorded;
                 if (return_logits)
                     o.record_logits = &recorded;
@@ -219,13 +192,10 @@ PYBIND11_MODULE(_core, m) {
                 }
                 return d;
             },
-            py::arg("prompt"), py::arg("max_tokens") = 128, py::arg("temperature") = 0.0f, py::arg("top_k") = 40,
-            py::arg("top_p") = 0.95f, py::arg("min_p") = 0.05f, py::arg("seed") = 0, py::arg("layer_parallel") = false,
-            py::arg("gamma") = 0.75f, py::arg("max_pending") = 5, py::arg("active_exits") = std::vector<int>{},
-            py::arg("callback") = nullptr, py::arg("return_logits") = false, py::arg("ngram") = false,
-            py::arg("ngram_max_draft") = NgramOptions().max_draft, py::arg("adaptive_exits") = true,
-            py::arg("logits_processor") = py::none(),
-            "Generate after the prompt ids; callback(token, text_piece) -> bool is called for each verified token.")
+            py::arg("prompt"), py::arg("options") = DecodeOptions(), py::arg("callback") = nullptr,
+            py::arg("return_logits") = false, py::arg("logits_processor") = py::none(),
+            "Generate after the prompt ids with `options` (a DecodeOptions); callback(token, text_piece) -> bool is "
+            "called for each verified token.")
         .def_property_readonly("cached_tokens", &Engine::cached_tokens,
                                "Tokens whose KV entries the cache holds (the next generation reuses their common "
                                "prefix with its prompt).")

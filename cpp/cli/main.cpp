@@ -1,5 +1,4 @@
 // adadecode-cli: the standalone engine, no Python needed. llama.cpp-style flags.
-#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include <cstdio>
@@ -12,50 +11,51 @@
 
 #include "device.h"
 #include "engine.h"
+#include "options_internal.h"
 #include "vocab.h"
 
 using namespace adadecode;
 
 namespace {
 
-const char *usage_text =
-    "usage: adadecode-cli -m MODEL (-p PROMPT | -f FILE) [options]\n"
-    "\n"
-    "  -m, --model PATH|NAME   GGUF model file, or a name fetched before with `adadecode fetch`\n"
-    "                          (looked up in $ADADECODE_CACHE/models, default ~/.cache/adadecode/models)\n"
-    "  -p, --prompt TEXT       prompt text\n"
-    "  -f, --file FILE         read the prompt from FILE\n"
-    "  -n, --n-predict N       tokens to generate (default 128)\n"
-    "  -t, --threads N         CPU threads (default: all cores)\n"
-    "  -c, --ctx-size N        context size in tokens (default 4096)\n"
-    "  -ngl, --n-gpu-layers N  0: compute on the CPU (default); any other value puts the whole model on the first\n"
-    "                          GPU (no partial offload yet); without a GPU a warning, and the CPU\n"
-    "      --device NAME       compute on this ggml device (see --list-devices); CPU runs ggml's kernels on a copy\n"
-    "      --list-devices      print the devices of this build and exit\n"
-    "      --repack            copy the weights ggml can repack into its multi-row layout (cheaper batched passes,\n"
-    "                          dearer single-row ones)\n"
-    "      --temp T            sampling temperature; 0 = greedy (default 0)\n"
-    "      --top-k N           top-k sampling, 0 = off (default 40)\n"
-    "      --top-p P           top-p sampling, 1 = off (default 0.95)\n"
-    "      --min-p P           min-p sampling, 0 = off (default 0.05)\n"
-    "  -s, --seed N            random seed (default 0)\n"
-    "      --heads PATH        exit-heads GGUF; enables layer-parallel decoding\n"
-    "      --mode M            standard | adadecode | ngram | adadecode+ngram (default: adadecode when heads\n"
-    "                          are given, else standard); ngram adds prompt-lookup drafts\n"
-    "      --gamma G           exit-head confidence threshold in [0, 1] (default 0.75)\n"
-    "      --max-pending K     tokens whose upper layers may be deferred at once (default 5)\n"
-    "      --json              print one JSON object {tokens, text, stats} instead of streaming text\n"
-    "  -h, --help              show this help\n";
-
-// This process's peak resident memory (ru_maxrss: KiB on Linux, bytes on macOS), as `adadecode run --json` reports.
-double peak_rss_mib() {
-    rusage usage{};
-    if (getrusage(RUSAGE_SELF, &usage) != 0) return 0.0;
-#ifdef __APPLE__
-    return static_cast<double>(usage.ru_maxrss) / (1024.0 * 1024.0);
-#else
-    return static_cast<double>(usage.ru_maxrss) / 1024.0;
-#endif
+// The defaults shown are the engine's own (options.h, engine.h).
+std::string usage_text() {
+    const DecodeOptions d;
+    const EngineOptions e;
+    const auto num = [](float x) { return shortest_decimal(x); };
+    return "usage: adadecode-cli -m MODEL (-p PROMPT | -f FILE) [options]\n"
+           "\n"
+           "  -m, --model PATH|NAME   GGUF model file, or a name fetched before with `adadecode fetch`\n"
+           "                          (looked up in $ADADECODE_CACHE/models, default ~/.cache/adadecode/models)\n"
+           "  -p, --prompt TEXT       prompt text\n"
+           "  -f, --file FILE         read the prompt from FILE\n"
+           "  -n, --n-predict N       tokens to generate (default " + std::to_string(d.max_tokens) + ")\n"
+           "  -t, --threads N         CPU threads (default: all cores)\n"
+           "  -c, --ctx-size N        context size in tokens (default " + std::to_string(e.n_ctx) + ")\n"
+           "  -ngl, --n-gpu-layers N  0: compute on the CPU (default); any other value puts the whole model on the "
+           "first\n"
+           "                          GPU (no partial offload yet); without a GPU a warning, and the CPU\n"
+           "      --device NAME       compute on this ggml device (see --list-devices); CPU runs ggml's kernels on a "
+           "copy\n"
+           "      --list-devices      print the devices of this build and exit\n"
+           "      --repack            copy the weights ggml can repack into its multi-row layout (cheaper batched "
+           "passes,\n"
+           "                          dearer single-row ones)\n"
+           "      --temp T            sampling temperature; 0 = greedy (default " + num(d.sampling.temperature) + ")\n"
+           "      --top-k N           top-k sampling, 0 = off (default " + std::to_string(d.sampling.top_k) + ")\n"
+           "      --top-p P           top-p sampling, 1 = off (default " + num(d.sampling.top_p) + ")\n"
+           "      --min-p P           min-p sampling, 0 = off (default " + num(d.sampling.min_p) + ")\n"
+           "  -s, --seed N            random seed (default " + std::to_string(d.sampling.seed) + ")\n"
+           "      --heads PATH        exit-heads GGUF; enables layer-parallel decoding\n"
+           "      --mode M            " + mode_choices() + "\n"
+           "                          (default: adadecode when heads are given, else standard); ngram adds\n"
+           "                          prompt-lookup drafts\n"
+           "      --gamma G           exit-head confidence threshold in [0, 1] (default " + num(d.gamma) + ")\n"
+           "      --max-pending K     tokens whose upper layers may be deferred at once (default " +
+           std::to_string(d.max_pending) + ")\n"
+           "      --json              print one JSON object {tokens, text, finish_reason, stats} instead of "
+           "streaming text\n"
+           "  -h, --help              show this help\n";
 }
 
 [[noreturn]] void fail(const std::string &message) {
@@ -97,32 +97,12 @@ std::string resolve_model(const std::string &name) {
     fail("model '" + name + "' is neither a file nor a fetched model (run `adadecode fetch " + name + "`)");
 }
 
-std::string json_escape(const std::string &s) {
-    std::string out;
-    for (unsigned char c : s) {
-        switch (c) {
-            case '"': out += "\\\""; break;
-            case '\\': out += "\\\\"; break;
-            case '\n': out += "\\n"; break;
-            case '\r': out += "\\r"; break;
-            case '\t': out += "\\t"; break;
-            default:
-                if (c < 0x20) {
-                    char buf[8];
-                    std::snprintf(buf, sizeof buf, "\\u%04x", c);
-                    out += buf;
-                } else {
-                    out += static_cast<char>(c);
-                }
-        }
-    }
-    return out;
-}
-
 }  // namespace
 
 int main(int argc, char **argv) {
-    std::string model, prompt, prompt_file, heads, mode;
+    std::string model, prompt, prompt_file, heads;
+    bool have_mode = false;
+    Mode mode = Mode::standard;
     bool have_prompt = false, json = false;
     EngineOptions eo;
     DecodeOptions d;
@@ -133,7 +113,7 @@ int main(int argc, char **argv) {
             return argv[++i];
         };
         if (a == "-h" || a == "--help") {
-            std::fputs(usage_text, stdout);
+            std::fputs(usage_text().c_str(), stdout);
             return 0;
         } else if (a == "-m" || a == "--model") {
             model = value();
@@ -179,9 +159,11 @@ int main(int argc, char **argv) {
         } else if (a == "--heads") {
             heads = value();
         } else if (a == "--mode") {
-            mode = value();
-            if (mode != "standard" && mode != "adadecode" && mode != "ngram" && mode != "adadecode+ngram") {
-                fail("--mode must be standard, adadecode, ngram or adadecode+ngram");
+            try {
+                mode = parse_mode(value());
+                have_mode = true;
+            } catch (const Error &e) {
+                fail("--" + std::string(e.what()));
             }
         } else if (a == "--gamma") {
             d.gamma = static_cast<float>(parse_float(a, value(), 0.0, 1.0));
@@ -204,9 +186,9 @@ int main(int argc, char **argv) {
     }
     if (!have_prompt) fail("no prompt given (-p or -f)");
     if (prompt.empty()) fail("the prompt is empty");
-    if ((mode == "adadecode" || mode == "adadecode+ngram") && heads.empty()) fail("--mode " + mode + " needs --heads");
-    d.layer_parallel = !heads.empty() && (mode.empty() || mode == "adadecode" || mode == "adadecode+ngram");
-    d.ngram = mode == "ngram" || mode == "adadecode+ngram";
+    if (!have_mode) mode = heads.empty() ? Mode::standard : Mode::adadecode;
+    if (mode_uses_heads(mode) && heads.empty()) fail(std::string("--mode ") + mode_name(mode) + " needs --heads");
+    d.set_mode(mode);
 
     try {
         eo.heads_path = heads;
@@ -228,16 +210,7 @@ int main(int argc, char **argv) {
         text += tail;
         const DecodeStats &s = r.stats;
         if (json) {
-            std::printf("{\"tokens\": [");
-            for (size_t i = 0; i < r.tokens.size(); ++i) std::printf("%s%d", i ? ", " : "", r.tokens[i]);
-            std::printf("], \"text\": \"%s\", \"finish_reason\": \"%s\", \"stats\": {\"n_prompt\": %d, "
-                        "\"n_generated\": %d, \"prefill_seconds\": %.6f, \"decode_seconds\": %.6f, "
-                        "\"tokens_per_second\": %.3f, \"early_exit_fraction\": %.6f, \"accept_rate\": %.6f, "
-                        "\"rollbacks\": %d, \"ngram_fraction\": %.6f, \"peak_rss_mib\": %.1f, \"device\": \"%s\"}}\n",
-                        json_escape(text).c_str(), r.finish_reason.c_str(), s.n_prompt, s.n_generated,
-                        s.prefill_seconds, s.decode_seconds, s.tokens_per_second(), s.early_exit_fraction(),
-                        s.accept_rate(), s.n_rollbacks, s.ngram_fraction(), peak_rss_mib(),
-                        json_escape(engine.device()).c_str());
+            std::printf("%s\n", result_json(r, text).c_str());
         } else {
             std::fwrite(tail.data(), 1, tail.size(), stdout);
             std::fprintf(stdout, "\n");

@@ -37,12 +37,15 @@ from .fetch import known_models, resolve_model
 from .gguf_meta import read_metadata, rms_norm_eps, training_context
 from .grammar import GrammarError, GrammarProcessor, from_request
 from .logits import chat_logprobs, completion_logprobs, token_logprobs
-from .model import MODES, Error, Generation, Model, PromptState, common_prefix_length
+from .model import Error, Generation, GenerationConfig, Mode, Model, PromptState, common_prefix_length
 from .prompt_cache import BaseLlamaCache
 from .tools import template_message
 
 STATS_KEY = "adadecode"
 """The key under which results carry the engine's statistics of the generation."""
+# The request parameters that Model.config hands to the engine's options, which check them.
+_ENGINE_PARAMS = ("max_tokens", "temperature", "top_p", "top_k", "min_p", "seed", "mode", "gamma", "max_pending",
+                  "max_draft")  # fmt: skip
 
 Message = dict[str, Any]
 
@@ -520,18 +523,18 @@ class Llama:
         if logprobs is not None:
             _require(isinstance(logprobs, int) and 0 <= logprobs <= 20, f"logprobs must be in [0, 20], got "
                      f"{logprobs!r}", "logprobs")  # fmt: skip
-        gen_args = self._generation_args(
+        config = self._generation_config(
             ids, max_tokens, temperature, top_p, top_k, min_p, seed, stop, mode, gamma, max_pending, max_draft
         )
-        gen_args["logits_processor"] = self._processor(
+        config.logits_processor = self._processor(
             ids, repeat_penalty, frequency_penalty, presence_penalty, repeat_last_n, logit_bias, logits_processor,
             grammar, response_format, json_schema,
         )  # fmt: skip
         prefix = prompt_text if echo else ""
         meta = self._meta("cmpl", "text_completion", model)
         if stream and logprobs is None:
-            return self._completion_chunks(ids, gen_args, meta, prefix)
-        gen = self._generate(ids, gen_args, logprobs is not None)
+            return self._completion_chunks(ids, config, meta, prefix)
+        gen = self._generate(ids, config, logprobs is not None)
         lp = None
         if logprobs is not None:
             lp = completion_logprobs(self._entries(gen, logprobs), self._piece, len(prefix))
@@ -609,18 +612,18 @@ class Llama:
                      f"top_logprobs must be in [0, 20], got {top_logprobs!r}", "top_logprobs")  # fmt: skip
             _require(bool(logprobs), "top_logprobs needs logprobs=True", "top_logprobs")
         ids = self.chat_prompt_ids(messages, tools=tool_list)
-        gen_args = self._generation_args(
+        config = self._generation_config(
             ids, max_tokens, temperature, top_p, top_k, min_p, seed, stop, mode, gamma, max_pending, max_draft,
             prompt_param="messages",
         )  # fmt: skip
-        gen_args["logits_processor"] = self._processor(
+        config.logits_processor = self._processor(
             ids, repeat_penalty, frequency_penalty, presence_penalty, repeat_last_n, logit_bias, logits_processor,
             grammar, response_format, json_schema,
         )  # fmt: skip
         meta = self._meta("chatcmpl", "chat.completion", model)
         if stream and not logprobs and not tool_list:
-            return self._chat_chunks(ids, gen_args, {**meta, "object": "chat.completion.chunk"})
-        gen = self._generate(ids, gen_args, bool(logprobs))
+            return self._chat_chunks(ids, config, {**meta, "object": "chat.completion.chunk"})
+        gen = self._generate(ids, config, bool(logprobs))
         message: dict[str, Any] = {"role": "assistant", "content": gen.text}
         finish = _finish_reason(gen)
         if tool_list:
@@ -686,16 +689,16 @@ class Llama:
         return self.model.tokenize(text, add_special=add_special, parse_special=True)
 
     # --- internals --------------------------------------------------------------------------------------------
-    def _stream(self, ids: list[int], gen_args: dict[str, Any]) -> Iterator[str]:
+    def _stream(self, ids: list[int], config: GenerationConfig) -> Iterator[str]:
         self._load_cached_prefix(ids)
-        pieces = self.model.generate_stream(ids, **gen_args)
+        pieces = self.model.run_stream(ids, config)
         try:
             yield from pieces
         finally:
             pieces.close()  # a consumer that stops early stops the engine at its next token
             self._store_state()
 
-    def _generation_args(
+    def _generation_config(
         self,
         ids: list[int],
         max_tokens: int | None,
@@ -710,7 +713,8 @@ class Llama:
         max_pending: int | None,
         max_draft: int | None,
         prompt_param: str = "prompt",
-    ) -> dict[str, Any]:
+    ) -> GenerationConfig:
+        """The checked settings of a request (errors name its parameter); the logits processor is added later."""
         n_ctx = self.model.n_ctx
         limit = self.max_prompt_tokens
         if seed is None and self.seed != _DEFAULT_SEED:
@@ -735,28 +739,20 @@ class Llama:
         room = n_ctx - len(ids)
         n = room if max_tokens is None or max_tokens <= 0 else min(int(max_tokens), room)
         if mode is not None:
-            _require(mode in MODES, f"mode must be one of {', '.join(MODES)}, got {mode!r}", "mode")
-            _require(not mode.startswith("adadecode") or bool(self.model.exit_layers),
-                     f"mode {mode!r} needs exit heads", "mode")  # fmt: skip
-        if max_draft is not None:
-            _require(max_draft >= 1, f"max_draft must be >= 1, got {max_draft}", "max_draft")
-        if gamma is not None:
-            _require(0 <= gamma <= 1, f"gamma must be in [0, 1], got {gamma}", "gamma")
-        if max_pending is not None:
-            _require(max_pending >= 1, f"max_pending must be >= 1, got {max_pending}", "max_pending")
-        return {
-            "max_tokens": n,
-            "temperature": float(temperature),
-            "top_p": float(top_p),
-            "top_k": int(top_k),
-            "min_p": float(min_p),
-            "seed": seed,
-            "stop": _stop_list(stop),
-            "mode": mode,
-            "gamma": gamma,
-            "max_pending": max_pending,
-            "max_draft": max_draft,
-        }
+            try:
+                parsed = Mode.parse(mode)
+            except ValueError as exc:
+                raise InvalidRequestError(str(exc), "mode") from exc
+            _require(not parsed.uses_heads or bool(self.model.exit_layers), f"mode {mode!r} needs exit heads", "mode")
+        try:
+            return self.model.config(
+                max_tokens=n, temperature=float(temperature), top_p=float(top_p), top_k=int(top_k),
+                min_p=float(min_p), seed=seed, stop=_stop_list(stop), mode=mode, gamma=gamma, max_pending=max_pending,
+                max_draft=max_draft,
+            )  # fmt: skip
+        except ValueError as exc:  # the engine's options check the values; their messages start with the field
+            field = str(exc).split(" ", 1)[0]
+            raise InvalidRequestError(str(exc), field if field in _ENGINE_PARAMS else prompt_param) from exc
 
     def _meta(self, prefix: str, kind: str, model: str | None = None) -> dict[str, Any]:
         return {
@@ -806,10 +802,10 @@ class Llama:
     def _piece(self, token: int) -> bytes:
         return bytes(self.model.vocab.token_to_piece(int(token), False))
 
-    def _generate(self, ids: list[int], gen_args: dict[str, Any], want_logits: bool) -> Generation:
+    def _generate(self, ids: list[int], config: GenerationConfig, want_logits: bool) -> Generation:
         self._load_cached_prefix(ids)
         try:
-            gen = self.model.generate(ids, return_logits=want_logits, **gen_args)
+            gen = self.model.run(ids, config, return_logits=want_logits)
         finally:
             self._store_state()
         self._print_timings(len(ids), gen)
@@ -870,14 +866,14 @@ class Llama:
         yield {**chunk({}, choice["finish_reason"]), "usage": result["usage"], STATS_KEY: result[STATS_KEY]}
 
     def _completion_chunks(
-        self, ids: list[int], gen_args: dict[str, Any], meta: dict[str, Any], prefix: str
+        self, ids: list[int], config: GenerationConfig, meta: dict[str, Any], prefix: str
     ) -> Iterator[dict[str, Any]]:
         def chunk(text: str, finish: str | None) -> dict[str, Any]:
             return {**meta, "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish}]}
 
         if prefix:
             yield chunk(prefix, None)
-        pieces = self._stream(ids, gen_args)
+        pieces = self._stream(ids, config)
         try:
             for piece in pieces:
                 yield chunk(piece, None)
@@ -887,12 +883,12 @@ class Llama:
         assert gen is not None
         yield {**chunk("", _finish_reason(gen)), "usage": _usage(len(ids), gen), STATS_KEY: dict(gen.stats)}
 
-    def _chat_chunks(self, ids: list[int], gen_args: dict[str, Any], meta: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    def _chat_chunks(self, ids: list[int], config: GenerationConfig, meta: dict[str, Any]) -> Iterator[dict[str, Any]]:
         def chunk(delta: dict[str, str], finish: str | None) -> dict[str, Any]:
             return {**meta, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
 
         yield chunk({"role": "assistant", "content": ""}, None)
-        pieces = self._stream(ids, gen_args)
+        pieces = self._stream(ids, config)
         try:
             for piece in pieces:
                 yield chunk({"content": piece}, None)

@@ -14,6 +14,9 @@ from typing import Any
 
 import adadecode
 
+from ._core import DecodeOptions, Mode
+from .model import MODES
+
 PROG = "adadecode"
 
 EXIT_OK = 0
@@ -86,9 +89,10 @@ def add_sampling_options(p: argparse.ArgumentParser, *, temp: float) -> None:
 
 def add_decoding_options(p: argparse.ArgumentParser) -> None:
     """The flags that choose the decoding method and tune it (shared by run and chat)."""
+    engine = DecodeOptions()  # the defaults shown are the engine's own
     p.add_argument(
         "--mode",
-        choices=("standard", "adadecode", "ngram", "adadecode+ngram"),
+        choices=MODES,
         default=None,
         help="decoding method: standard, adadecode (exit heads), ngram (prompt-lookup drafts) or both "
         "(default: adadecode when exit heads are available, else standard); greedy output (--temp 0) is "
@@ -100,14 +104,16 @@ def add_decoding_options(p: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         metavar="G",
-        help="adadecode: confidence in [0, 1] an exit head needs to emit a token early (default: engine's, 0.75)",
+        help="adadecode: confidence in [0, 1] an exit head needs to emit a token early "
+        f"(default: engine's, {engine.gamma})",
     )
     p.add_argument(
         "--max-pending",
         type=int,
         default=None,
         metavar="K",
-        help="adadecode: at most K tokens with deferred upper layers at once (default: engine's, 5)",
+        help="adadecode: at most K tokens with deferred upper layers at once "
+        f"(default: engine's, {engine.max_pending})",
     )
     p.add_argument(
         "--max-draft",
@@ -115,7 +121,7 @@ def add_decoding_options(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="D",
         help="ngram: at most D tokens per prompt-lookup draft; fewer are proposed when measured acceptance "
-        "does not pay for them (default: engine's, 16)",
+        f"does not pay for them (default: engine's, {engine.ngram_options.max_draft})",
     )
 
 
@@ -148,12 +154,13 @@ def validate_run_args(args: argparse.Namespace) -> None:
         _check(args.max_pending >= 1, f"--max-pending must be at least 1, got {args.max_pending}")
     if args.max_draft is not None:
         _check(args.max_draft >= 1, f"--max-draft must be at least 1, got {args.max_draft}")
-    if args.mode in ("adadecode", "adadecode+ngram"):
+    mode = None if args.mode is None else Mode.parse(args.mode)  # argparse's choices admit only the engine's names
+    if mode is not None and mode.uses_heads:
         _check(args.heads is not None, f"--mode {args.mode} needs --heads")
-    if args.mode in ("standard", "ngram"):
+    if mode is not None and not mode.uses_heads:
         _check(args.gamma is None, "--gamma applies only to the adadecode modes")
         _check(args.max_pending is None, "--max-pending applies only to the adadecode modes")
-    if args.mode not in ("ngram", "adadecode+ngram"):
+    if mode is None or not mode.uses_ngram:
         _check(args.max_draft is None, "--max-draft applies only to the ngram modes")
     if args.stop is not None:
         _check(all(args.stop), "--stop strings must not be empty")

@@ -7,7 +7,6 @@ import contextlib
 import os
 import queue
 import struct
-import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -23,20 +22,23 @@ from .heads import resolve_heads
 
 Error = _core.Error
 
-MODES = ("standard", "adadecode", "ngram", "adadecode+ngram")
+Mode = _core.Mode
+MODES = tuple(str(m) for m in Mode.__members__.values())  # the names users write, in the engine's order
+# The engine's default options (C++, options.h): the one source of Python's defaults too.
+_DEFAULTS = _core.DecodeOptions()
 
 # (context ids up to and including a position, that position's final-layer logits to edit in place) -> None
 LogitsProcessor = Callable[[np.ndarray, np.ndarray], None]
 
 
-def peak_rss_mib() -> float | None:
-    """This process's peak resident memory so far in MiB (ru_maxrss), or None where the OS does not report it."""
-    try:
-        import resource
-    except ImportError:  # Windows
-        return None
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(peak / (2**20 if sys.platform == "darwin" else 1024), 1)  # bytes on macOS, KiB on Linux
+@dataclass
+class GenerationConfig:
+    """One generation's settings on their way to the engine (:meth:`Model.config` makes them): the engine's options
+    (a ``DecodeOptions`` of the C++ engine), the stop strings and the logits processor."""
+
+    options: _core.DecodeOptions
+    stop: list[str] = field(default_factory=list)
+    logits_processor: LogitsProcessor | None = None
 
 
 @dataclass
@@ -119,11 +121,6 @@ def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
     while i < n and a[i] == b[i]:
         i += 1
     return i
-
-
-def _check_range(name: str, value: float, low: float, high: float) -> None:
-    if not (low <= value <= high):
-        raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
 
 
 def list_devices() -> list[dict[str, str]]:
@@ -311,23 +308,66 @@ class Model:
             raise ValueError("the prompt is empty")
         return ids
 
-    def _resolve_mode(self, mode: str | None) -> str:
+    def _resolve_mode(self, mode: str | Mode | None) -> Mode:
         if mode is None:
-            return "adadecode" if self.exit_layers else "standard"
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-        if mode.startswith("adadecode") and not self.exit_layers:
-            raise ValueError(f"mode {mode!r} needs exit heads: pass heads=... or load_heads(...)")
-        return mode
+            return Mode.adadecode if self.exit_layers else Mode.standard
+        resolved = Mode.parse(mode)
+        if resolved.uses_heads and not self.exit_layers:
+            raise ValueError(f"mode {str(resolved)!r} needs exit heads: pass heads=... or load_heads(...)")
+        return resolved
+
+    def config(
+        self, max_tokens: int | None = None, temperature: float | None = None, top_k: int | None = None,
+        top_p: float | None = None, min_p: float | None = None, seed: int | None = None,
+        stop: Sequence[str] | str | None = None, mode: str | Mode | None = None, gamma: float | None = None,
+        max_pending: int | None = None, exit_layers: Sequence[int] | None = None, max_draft: int | None = None,
+        adaptive_exits: bool | None = None, logits_processor: LogitsProcessor | None = None,
+    ) -> GenerationConfig:  # fmt: skip
+        """The checked settings of a generation on this model (the keywords of :meth:`generate`); None keeps the
+        engine's default (mode: adadecode with heads, else standard; seed: random when sampling). Values this model
+        can never use are clamped (a budget or draft beyond the context, top_k beyond the vocabulary); values no
+        model can use raise ValueError naming the parameter (the engine's options check them)."""
+        o = _core.DecodeOptions()
+        o.mode = self._resolve_mode(mode)
+        sp = o.sampling  # a view: setting its fields sets o's
+        if max_draft is not None:
+            o.ngram_options.max_draft = min(int(max_draft), self.n_ctx)
+        if max_tokens is not None:  # the context full ends generation, so a larger budget changes nothing
+            o.max_tokens = min(int(max_tokens), self.n_ctx)
+        if temperature is not None:
+            sp.temperature = float(temperature)
+        if top_k is not None:  # <= 0 disables top-k; more than the vocabulary is all of it
+            sp.top_k = max(0, min(int(top_k), self.n_vocab))
+        if top_p is not None:
+            sp.top_p = float(top_p)
+        if min_p is not None:
+            sp.min_p = float(min_p)
+        if gamma is not None:
+            o.gamma = float(gamma)
+        if max_pending is not None:  # more than the context holds can never be pending
+            o.max_pending = min(int(max_pending), self.n_ctx)
+        layers = [int(layer) for layer in exit_layers or []]
+        if any(not 0 <= layer < 2**31 for layer in layers):  # the engine's int; in-range mistakes it names itself
+            raise ValueError(f"exit_layers must be layer numbers with a loaded head {self.exit_layers}, got {layers}")
+        o.active_exits = layers
+        if adaptive_exits is not None:
+            o.adaptive_exits = bool(adaptive_exits)
+        if seed is None:
+            seed = int.from_bytes(os.urandom(8), "little") if sp.temperature > 0 else 0
+        if not 0 <= seed < 2**64:
+            raise ValueError(f"seed must be in [0, 2**64), got {seed}")
+        sp.seed = int(seed)
+        stops = [stop] if isinstance(stop, str) else [s for s in (stop or []) if s]
+        return GenerationConfig(options=o, stop=stops, logits_processor=logits_processor)
 
     def generate_stream(
         self,
         prompt: str | Sequence[int],
-        max_tokens: int = 128,
-        temperature: float = 0.0,
-        top_k: int = 40,
-        top_p: float = 0.95,
-        min_p: float = 0.05,
+        max_tokens: int = _DEFAULTS.max_tokens,
+        temperature: float = _DEFAULTS.sampling.temperature,
+        top_k: int = _DEFAULTS.sampling.top_k,
+        top_p: float = _DEFAULTS.sampling.top_p,
+        min_p: float = _DEFAULTS.sampling.min_p,
         seed: int | None = None,
         stop: Sequence[str] | str | None = None,
         mode: str | None = None,
@@ -335,21 +375,26 @@ class Model:
         max_pending: int | None = None,
         exit_layers: Sequence[int] | None = None,
         max_draft: int | None = None,
-        adaptive_exits: bool = True,
+        adaptive_exits: bool = _DEFAULTS.adaptive_exits,
         logits_processor: LogitsProcessor | None = None,
     ) -> Iterator[str]:
         """Yield the generated text piece by piece (only verified tokens); the full result is then in
-        `self.last_generation`."""
+        `self.last_generation`. Bad settings raise when the first piece is asked for."""
+        config = self.config(
+            max_tokens, temperature, top_k, top_p, min_p, seed, stop, mode, gamma, max_pending, exit_layers,
+            max_draft, adaptive_exits, logits_processor,
+        )  # fmt: skip
+        yield from self.run_stream(prompt, config)
+
+    def run_stream(self, prompt: str | Sequence[int], config: GenerationConfig) -> Iterator[str]:
+        """:meth:`generate_stream` with its settings made by :meth:`config`."""
         pieces: queue.Queue[tuple[str, Any]] = queue.Queue()
         cancelled = threading.Event()
 
         def work() -> None:
             try:
-                gen = self.generate(
-                    prompt, max_tokens, temperature, top_k, top_p, min_p, seed, stop, mode, gamma, max_pending,
-                    exit_layers, max_draft=max_draft, adaptive_exits=adaptive_exits,
-                    logits_processor=logits_processor,
-                    _on_text=lambda piece: (pieces.put(("piece", piece)), not cancelled.is_set())[1],
+                gen = self.run(
+                    prompt, config, _on_text=lambda piece: (pieces.put(("piece", piece)), not cancelled.is_set())[1]
                 )
                 pieces.put(("done", gen))
             except BaseException as exc:  # handed to the consumer thread
@@ -383,11 +428,11 @@ class Model:
     def generate(
         self,
         prompt: str | Sequence[int],
-        max_tokens: int = 128,
-        temperature: float = 0.0,
-        top_k: int = 40,
-        top_p: float = 0.95,
-        min_p: float = 0.05,
+        max_tokens: int = _DEFAULTS.max_tokens,
+        temperature: float = _DEFAULTS.sampling.temperature,
+        top_k: int = _DEFAULTS.sampling.top_k,
+        top_p: float = _DEFAULTS.sampling.top_p,
+        min_p: float = _DEFAULTS.sampling.min_p,
         seed: int | None = None,
         stop: Sequence[str] | str | None = None,
         mode: str | None = None,
@@ -395,7 +440,7 @@ class Model:
         max_pending: int | None = None,
         exit_layers: Sequence[int] | None = None,
         max_draft: int | None = None,
-        adaptive_exits: bool = True,
+        adaptive_exits: bool = _DEFAULTS.adaptive_exits,
         _on_text: Any = None,
         return_logits: bool = False,
         logits_processor: LogitsProcessor | None = None,
@@ -415,37 +460,18 @@ class Model:
         the same in every mode. Both arrays are only valid during the call.
         """
         ids = self._prompt_ids(prompt)
-        resolved_mode = self._resolve_mode(mode)
-        draft_options: dict[str, int] = {}  # none: the engine's default
-        if max_draft is not None:
-            if int(max_draft) < 1:
-                raise ValueError(f"max_draft must be >= 1, got {max_draft}")
-            # A draft longer than the context can never be proposed.
-            draft_options["ngram_max_draft"] = min(int(max_draft), self.n_ctx)
-        if max_tokens < 0:
-            raise ValueError(f"max_tokens must be >= 0, got {max_tokens}")
-        # Generation ends with finish_reason "length" when the context is full, so a larger budget changes nothing.
-        max_tokens = min(int(max_tokens), self.n_ctx)
-        if not (0 <= temperature < float("inf")):
-            raise ValueError(f"temperature must be a number >= 0, got {temperature}")
-        top_k = max(0, min(int(top_k), self.n_vocab))  # <= 0 disables top-k; more than the vocabulary is all of it
-        _check_range("top_p", top_p, 0.0, 1.0)
-        _check_range("min_p", min_p, 0.0, 1.0)
-        g = 0.75 if gamma is None else float(gamma)
-        _check_range("gamma", g, 0.0, 1.0)
-        k = 5 if max_pending is None else int(max_pending)
-        if k < 1:
-            raise ValueError(f"max_pending must be >= 1, got {k}")
-        k = min(k, self.n_ctx)  # more tokens than the context holds can never be pending
-        layers = [int(layer) for layer in exit_layers or []]
-        if any(not 0 <= layer < 2**31 for layer in layers):  # the engine's int; in-range mistakes it names itself
-            raise ValueError(f"exit_layers must be layer numbers with a loaded head {self.exit_layers}, got {layers}")
-        stops = [stop] if isinstance(stop, str) else [s for s in (stop or []) if s]
-        if seed is None:
-            seed = int.from_bytes(os.urandom(8), "little") if temperature > 0 else 0
-        if not 0 <= seed < 2**64:
-            raise ValueError(f"seed must be in [0, 2**64), got {seed}")
+        config = self.config(
+            max_tokens, temperature, top_k, top_p, min_p, seed, stop, mode, gamma, max_pending, exit_layers,
+            max_draft, adaptive_exits, logits_processor,
+        )  # fmt: skip
+        return self.run(ids, config, return_logits=return_logits, _on_text=_on_text)
 
+    def run(
+        self, prompt: str | Sequence[int], config: GenerationConfig, return_logits: bool = False, _on_text: Any = None
+    ) -> Generation:
+        """:meth:`generate` with its settings made by :meth:`config`."""
+        ids = self._prompt_ids(prompt)
+        stops = config.stop
         text_parts: list[str] = []
         length = 0  # characters generated so far
         emitted = 0  # characters already handed to _on_text
@@ -487,12 +513,7 @@ class Model:
             raise Error("this model is already generating (in another thread, or a stream that was neither "
                         "finished nor closed); it runs one generation at a time")  # fmt: skip
         try:
-            out = self._engine.generate(
-                ids, max_tokens, float(temperature), int(top_k), float(top_p), float(min_p), int(seed),
-                resolved_mode.startswith("adadecode"), g, k, layers, on_token, return_logits,
-                ngram=resolved_mode.endswith("ngram"), adaptive_exits=bool(adaptive_exits),
-                logits_processor=logits_processor, **draft_options,
-            )  # fmt: skip
+            out = self._engine.generate(ids, config.options, on_token, return_logits, config.logits_processor)
         finally:
             self._generating.release()
         tail = out["tail"]
@@ -507,12 +528,9 @@ class Model:
             finish = "stop"
         elif _on_text is not None and len(text) > emitted:
             _on_text(text[emitted:])
-        stats = dict(out["stats"])
-        stats["mode"] = resolved_mode
-        stats["device"] = self.device
-        stats["peak_rss_mib"] = peak_rss_mib()  # of the whole process: the mapped model, KV cache and Python
+        # The engine's statistics, peak_rss_mib of the whole process: the mapped model, KV cache and Python.
         gen = Generation(
-            tokens=list(out["tokens"]), text=text, finish_reason=finish, stats=stats, logits=out.get("logits")
+            tokens=list(out["tokens"]), text=text, finish_reason=finish, stats=out["stats"], logits=out.get("logits")
         )
         self.last_generation = gen
         return gen

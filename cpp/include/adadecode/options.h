@@ -6,9 +6,23 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <utility>
+#include <variant>
 #include <vector>
 
 namespace adadecode {
+
+// The decoding methods, spelled as users write them (the CLIs' --mode, Python's mode=, stats "mode"):
+// "standard", "adadecode" (exit heads), "ngram" (prompt-lookup drafts), "adadecode+ngram" (both).
+enum class Mode { standard, adadecode, ngram, adadecode_ngram };
+
+const char *mode_name(Mode mode);
+// The mode spelled `name`; an Error naming the choices otherwise.
+Mode parse_mode(const std::string &name);
+// "standard, adadecode, ngram, adadecode+ngram": the choices, for messages and help texts.
+std::string mode_choices();
+inline bool mode_uses_heads(Mode mode) { return mode == Mode::adadecode || mode == Mode::adadecode_ngram; }
+inline bool mode_uses_ngram(Mode mode) { return mode == Mode::ngram || mode == Mode::adadecode_ngram; }
 
 struct SamplingParams {
     float temperature = 0.0f;  // 0 = greedy
@@ -52,7 +66,17 @@ struct DecodeOptions {
     // each, in order): the parity tests compare these bitwise between decoding modes.
     std::vector<float> *record_logits = nullptr;  // after logits_processor
     LogitsProcessor logits_processor;             // empty: none
+
+    // The decoding method these options select (layer_parallel, ngram), and selecting one.
+    Mode mode() const;
+    void set_mode(Mode mode);
 };
+
+// Throw an Error naming the first field that holds a value generate() cannot use (e.g. "gamma must be in [0, 1],
+// got 1.5"); what needs the model (heads, context size) is checked by generate() itself.
+void check_sampling(const SamplingParams &sampling);
+void check_ngram_options(const NgramOptions &ngram);
+void check_options(const DecodeOptions &options);
 
 struct DecodeStats {
     int n_prompt = 0;
@@ -71,6 +95,11 @@ struct DecodeStats {
     int n_verified = 0;                      // provisional tokens (early or drafted) checked against the final layer
     int n_accepted = 0;
     int n_rollbacks = 0;
+    // Filled by Engine::generate: how it ran, and this process's peak resident memory after it (MiB; < 0 where
+    // the OS does not report it).
+    Mode mode = Mode::standard;
+    std::string device;
+    double peak_rss_mib = -1.0;
 
     double tokens_per_second() const { return decode_seconds > 0 ? n_generated / decode_seconds : 0.0; }
     double accept_rate() const { return n_verified ? static_cast<double>(n_accepted) / n_verified : 0.0; }
@@ -87,6 +116,16 @@ struct DecodeResult {
     std::string finish_reason;    // "stop" (end of generation or the callback said stop) or "length"
     DecodeStats stats;
 };
+
+// One statistic as the serializers name it: a count, a number, a list of counts, text, or null (not measured).
+using StatValue = std::variant<std::nullptr_t, int64_t, double, std::vector<int>, std::string>;
+using StatFields = std::vector<std::pair<std::string, StatValue>>;
+
+// The statistics of a generation as named values: the one key set that Python's stats dict (the bindings) and
+// adadecode-cli --json both report.
+StatFields stats_fields(const DecodeStats &stats);
+// One JSON object {"tokens", "text", "finish_reason", "stats"} for a result whose tokens read as `text`.
+std::string result_json(const DecodeResult &result, const std::string &text);
 
 // Receives each verified token in order; returns false to stop generating.
 using TokenCallback = std::function<bool(int32_t token)>;
