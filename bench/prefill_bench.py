@@ -30,6 +30,8 @@ from typing import Any
 from adadecode.bench.llamacpp_bin import default_bin_dir
 from adadecode.fetch import resolve_model
 
+_CACHE_VAR = "ADADECODE_CACHE"  # where models live: no setting of the engine
+
 # One timed prefill in a process of its own: prints the seconds the engine reports for the prompt pass.
 _OURS_SCRIPT = """
 import sys
@@ -155,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         "family": args.family or "default (widest)",
         "own_attention": not args.no_own_attention,
         "llama_bench": str(exe),
+        "adadecode_env": {k: v for k, v in sorted(env.items()) if k.startswith("ADADECODE_") and k != _CACHE_VAR},
         "load_average": os.getloadavg(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "command": " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).as_posix(), *(argv or sys.argv[1:])]),
@@ -170,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"CPU: {doc['cpu_model']} ({doc['cpu_class']}{', VNNI' if doc['avx512_vnni'] else ''}); {args.threads} threads;"
         f" our kernel family: {doc['family']}; our attention: {'ours' if doc['own_attention'] else 'ggml'};"
+        f" environment: {' '.join(f'{k}={v}' for k, v in doc['adadecode_env'].items()) or 'no ADADECODE_ settings'};"
         f" llama-bench: `{exe}`; {args.reps} repetitions alternating, medians; load average at the end"
         f" {doc['load_average'][0]:.1f} (a shared machine: the ratios, measured side by side, are what to read).",
         "",
