@@ -151,15 +151,15 @@ def kquant_metadata() -> dict[str, Any]:
 
 
 def cpu_packs() -> bool:
-    """Whether the engine's K-quant packing can be on here: the packed kernels are AVX-512 (F, BW, VL) only."""
-    if os.environ.get("ADADECODE_QMATMUL", "") in ("0", "off", "avx2"):
-        return False  # the kernel off, or its AVX2 family forced
+    """Whether the engine's packing can be on here: the packed kernels need AVX2, FMA and F16C (or AVX-512)."""
+    if os.environ.get("ADADECODE_QMATMUL", "") in ("0", "off"):
+        return False  # the kernel off
     try:
         cpuinfo = Path("/proc/cpuinfo").read_text()
     except OSError:
         return False  # not Linux: cannot tell, so do not claim it
     flags = {f for line in cpuinfo.splitlines() if line.startswith("flags") for f in line.split(":", 1)[1].split()}
-    return {"avx512f", "avx512bw", "avx512vl"} <= flags
+    return {"avx2", "fma", "f16c"} <= flags
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -313,7 +313,7 @@ def test_packed_close_to_file_layout(layouts: dict[bool, np.ndarray]) -> None:
 
 def test_packing_is_used(model: Any, kquant_path: Path) -> None:
     if not cpu_packs():
-        pytest.skip("K-quant packing needs AVX-512 (F, BW, VL); this CPU computes from the file layout")
+        pytest.skip("packing needs AVX2, FMA and F16C; this CPU computes from the file layout")
     if os.environ.get("ADADECODE_QMATMUL_PACK", "") in ("0", "off"):
         pytest.skip("ADADECODE_QMATMUL_PACK turns packing off in this environment")
     # Every quantized matmul weight whose row count is a multiple of 16 is packed (all but the 273-row output
@@ -332,7 +332,7 @@ def test_tied_output_is_packed(engine: Any, smollm2_path: Path) -> None:
     """SmolLM2 multiplies by its token embeddings (Q8_0) for the logits: that matrix is packed too, while the
     embedding lookup keeps the file's layout. Its Q4_1 matrices are packed as well."""
     if not cpu_packs():
-        pytest.skip("packing needs AVX-512 (F, BW, VL); this CPU computes from the file layout")
+        pytest.skip("packing needs AVX2, FMA and F16C; this CPU computes from the file layout")
     if os.environ.get("ADADECODE_QMATMUL_PACK", "") in ("0", "off"):
         pytest.skip("ADADECODE_QMATMUL_PACK turns packing off in this environment")
     tensors = gguf.GGUFReader(smollm2_path).tensors
@@ -346,3 +346,46 @@ def test_tied_output_is_packed(engine: Any, smollm2_path: Path) -> None:
     # The lookup still reads the file layout: a prompt's logits come out as finite, spread values.
     logits = model.logits(model.tokenize("The capital of France is"))
     assert np.isfinite(logits).all() and float(logits.std()) > 1.0
+
+
+def _families_here() -> list[str]:
+    """The kernel families this CPU can run (ADADECODE_QMATMUL's values), narrowest first."""
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    flags = {f for line in cpuinfo.splitlines() if line.startswith("flags") for f in line.split(":", 1)[1].split()}
+    families = []
+    if {"avx2", "fma", "f16c"} <= flags:
+        families.append("avx2")
+        if {"avx512f", "avx512bw", "avx512vl"} <= flags:
+            families.append("avx512")
+            if "avx512_vnni" in flags:
+                families.append("avx512vnni")
+    return families
+
+
+def test_packed_kernels_agree_across_families(engine: Any, smollm2_path: Path, tmp_path: Path) -> None:
+    """Every SmolLM2 matmul weight is packed (rows multiples of 16), and the packed kernels of every family do the
+    same exact integer sums and the same float operations per output: the logits are bitwise equal whether the AVX2,
+    AVX-512 or AVX-512 VNNI kernels compute them. (The family is chosen once per process: one process each.)"""
+    if os.environ.get("ADADECODE_QMATMUL_PACK", "") in ("0", "off") or os.environ.get("ADADECODE_QMATMUL"):
+        pytest.skip("the environment fixes the kernel family or turns packing off")
+    families = _families_here()
+    if len(families) < 2:
+        pytest.skip(f"this CPU runs only the kernel families {families}: nothing to compare")
+    probe = engine(smollm2_path, n_ctx=64, n_threads=1)
+    ids = ",".join(str(i) for i in probe.tokenize("def add(a, b):\n    return a + b\n\nprint(add(2, 3))"))
+    procs = {}
+    for family in families:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        env["ADADECODE_QMATMUL"] = family
+        argv = [sys.executable, "-c", _LOGITS_SCRIPT, str(smollm2_path), "64", str(tmp_path / f"{family}.npy"), ids]
+        procs[family] = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
+    for family, proc in procs.items():
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, f"ADADECODE_QMATMUL={family}: {err}"
+    logits = {family: np.load(tmp_path / f"{family}.npy") for family in families}
+    for family in families[1:]:
+        assert np.array_equal(logits[family], logits[families[0]]), f"{family} differs from {families[0]}"

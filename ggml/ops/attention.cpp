@@ -69,11 +69,13 @@ void attend_one(const float *query, const ggml_fp16_t *keys, size_t key_stride, 
     const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
     const float neg_inf = -std::numeric_limits<float>::infinity();
     float max_score = neg_inf;
+    int64_t live_end = 0;  // one past the last position the mask lets through
     for (int64_t j = 0; j < n_kv; ++j) {
         if (mask[j] == neg_inf) {
             probs[j] = neg_inf;
             continue;
         }
+        live_end = j + 1;
         const ggml_fp16_t *key = keys + j * key_stride;
         __m512 acc = _mm512_mul_ps(load_f16(key), q[0]);
         for (int c = 1; c < chunks; ++c) acc = _mm512_fmadd_ps(load_f16(key + 16 * c), q[c], acc);
@@ -86,6 +88,11 @@ void attend_one(const float *query, const ggml_fp16_t *keys, size_t key_stride, 
         std::memset(out, 0, sizeof(float) * head_dim);
         return;
     }
+    // Past the last live position every probability is exactly 0 and adds nothing to a sum: the loops below stop
+    // at the 16-position chunk that holds it (whole chunks, so each lane sums the same terms in the same order).
+    // A causal prompt pass (every row's mask ends at its own position) so does about half the work on the values,
+    // and a row computes the same whether the pass's keys reach beyond its position or not.
+    n_kv = std::min(n_kv, (live_end + 15) / 16 * 16);
     const int64_t full = n_kv / 16 * 16;
     const __m512 max_v = _mm512_set1_ps(max_score);
     __m512 sum_v = _mm512_setzero_ps();

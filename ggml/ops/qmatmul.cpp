@@ -623,6 +623,278 @@ inline __m512i join(__m256i low, __m256i high) {
 
 #pragma GCC pop_options
 
+// The packed layouts on AVX2: each 64-byte register of a 16-row group is taken as two halves of 8 rows (rows 0-7,
+// then 8-15), and each half runs through every block on its own. Per 32-bit lane (one output) the integer sums are
+// exact and equal to the AVX-512 kernels' (the same pair sums in int16 as their non-VNNI variant, which no value can
+// saturate), and the float operations are the same, in the same order: the results are bitwise those of the AVX-512
+// packed kernels, and per activation row independent of NR. Four activation rows per call fit in 16 registers.
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+
+// Lanes 0..7 of one half of a packed group's outputs (acc[r], lane i: weight row 8 half + i times activation row r)
+// into the tile order, out[i * NR + r].
+template <int NR>
+void store_packed_half_avx2(const __m256 *acc, int half, float *out) {
+    alignas(32) float by_row[8 * NR];
+    for (int r = 0; r < NR; ++r) _mm256_store_ps(by_row + 8 * r, acc[r]);
+    for (int i = 0; i < 8; ++i) {
+        for (int r = 0; r < NR; ++r) out[(8 * half + i) * NR + r] = by_row[8 * r + i];
+    }
+}
+
+// 8 f16 values (one half of a packed group's 16 row scales) as f32.
+inline __m256 f16x8(const uint8_t *p) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p)));
+}
+
+inline __m256i broadcast4(const int8_t *q) {
+    int32_t four;
+    std::memcpy(&four, q, 4);
+    return _mm256_set1_epi32(four);
+}
+
+// Bit i of `bits` -> byte i all ones (0xFF) or zero, for the 32 bytes of a register.
+inline __m256i expand_bits(uint32_t bits) {
+    const __m256i byte_of_bit = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);
+    const __m256i bit_in_byte = _mm256_set1_epi64x(static_cast<int64_t>(0x8040201008040201ULL));
+    const __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(bits)), byte_of_bit);
+    return _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit_in_byte), bit_in_byte);
+}
+
+template <int NR>
+void packed_q4_k_avx2(const uint8_t *w0, size_t, int64_t, const uint8_t *const *act, int64_t n_blocks, float *out) {
+    const ActBlock256 *a[NR];
+    for (int r = 0; r < NR; ++r) a[r] = reinterpret_cast<const ActBlock256 *>(act[r]);
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    for (int half = 0; half < 2; ++half) {
+        __m256 acc[NR];
+        for (int r = 0; r < NR; ++r) acc[r] = _mm256_setzero_ps();
+        const uint8_t *w = w0;
+        for (int64_t b = 0; b < n_blocks; ++b, w += q4_k_packed_bytes) {
+            __m256i sums[NR], offsets[NR];
+            for (int r = 0; r < NR; ++r) sums[r] = offsets[r] = _mm256_setzero_si256();
+            for (int sub = 0; sub < 8; ++sub) {
+                const __m256i scale32 = _mm256_cvtepu8_epi32(
+                    _mm_loadl_epi64(reinterpret_cast<const __m128i *>(w + packed_scales + 16 * sub + 8 * half)));
+                const __m256i scale = _mm256_or_si256(scale32, _mm256_slli_epi32(scale32, 16));
+                const uint8_t *qs = w + packed_qs + 256 * sub;
+                if constexpr (NR >= packed_prefetch_min_rows) {
+                    if (half == 0) {
+                        if (sub < 5)
+                            prefetch_line(w + packed_prefetch_distance + 64 * sub);
+                        for (int t = 0; t < 4; ++t) prefetch_line(qs + packed_prefetch_distance + 64 * t);
+                    }
+                }
+                __m256i dots[NR];
+                for (int t = 0; t < 4; ++t) {
+                    const __m256i packed = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(qs + 64 * t + 32 * half));
+                    const __m256i low = _mm256_and_si256(packed, m4);
+                    const __m256i high = _mm256_and_si256(_mm256_srli_epi16(packed, 4), m4);
+                    for (int r = 0; r < NR; ++r) {
+                        const int8_t *q = a[r][b].q + 32 * sub + 8 * t;
+                        const __m256i x = _mm256_add_epi16(_mm256_maddubs_epi16(low, broadcast4(q)),
+                                                           _mm256_maddubs_epi16(high, broadcast4(q + 4)));
+                        dots[r] = t == 0 ? x : _mm256_add_epi16(dots[r], x);
+                    }
+                }
+                for (int r = 0; r < NR; ++r) sums[r] = _mm256_add_epi32(sums[r], _mm256_madd_epi16(dots[r], scale));
+            }
+            for (int pair = 0; pair < 4; ++pair) {
+                const __m256i mins = _mm256_cvtepu8_epi16(
+                    _mm_loadu_si128(reinterpret_cast<const __m128i *>(w + packed_mins + 32 * pair + 16 * half)));
+                for (int r = 0; r < NR; ++r) {
+                    int32_t act_sums;
+                    std::memcpy(&act_sums, a[r][b].sums32 + 2 * pair, 4);
+                    offsets[r] = _mm256_add_epi32(offsets[r], _mm256_madd_epi16(mins, _mm256_set1_epi32(act_sums)));
+                }
+            }
+            const __m256 d = f16x8(w + 16 * half), dmin = f16x8(w + packed_dmin + 16 * half);
+            for (int r = 0; r < NR; ++r) {
+                const __m256 act_scale = _mm256_set1_ps(a[r][b].d);
+                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums[r]), _mm256_mul_ps(d, act_scale), acc[r]);
+                acc[r] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(offsets[r]), _mm256_mul_ps(dmin, act_scale), acc[r]);
+            }
+        }
+        store_packed_half_avx2<NR>(acc, half, out);
+    }
+}
+
+template <int NR>
+void packed_q6_k_avx2(const uint8_t *w0, size_t, int64_t, const uint8_t *const *act, int64_t n_blocks, float *out) {
+    const ActBlock256 *a[NR];
+    for (int r = 0; r < NR; ++r) a[r] = reinterpret_cast<const ActBlock256 *>(act[r]);
+    const __m256i m4 = _mm256_set1_epi8(0x0F), top = _mm256_set1_epi8(0x30), ones16 = _mm256_set1_epi16(1);
+    for (int half = 0; half < 2; ++half) {
+        __m256 acc[NR];
+        for (int r = 0; r < NR; ++r) acc[r] = _mm256_setzero_ps();
+        const uint8_t *w = w0;
+        for (int64_t b = 0; b < n_blocks; ++b, w += q6_k_packed_bytes) {
+            __m256i sums[NR], offsets[NR];
+            for (int r = 0; r < NR; ++r) sums[r] = offsets[r] = _mm256_setzero_si256();
+            for (int pair = 0; pair < 8; ++pair) {
+                const uint8_t *pair_data = w + q6_packed_pairs + q6_packed_pair_bytes * pair;
+                if constexpr (NR >= packed_prefetch_min_rows) {
+                    if (half == 0) {
+                        for (size_t line = 0; line < q6_packed_pair_bytes + 64; line += 64)
+                            prefetch_line(pair_data + packed_prefetch_distance + line);
+                    }
+                }
+                // int16 lanes 2i, 2i+1: row 8 half + i's scales of sub-blocks 2 pair and 2 pair + 1.
+                const __m256i scale_pairs =
+                    _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i *>(pair_data + 16 * half)));
+                for (int s = 0; s < 2; ++s) {
+                    const int sub = 2 * pair + s;
+                    const __m256i scale32 = s ? _mm256_srai_epi32(scale_pairs, 16)
+                                              : _mm256_srai_epi32(_mm256_slli_epi32(scale_pairs, 16), 16);
+                    const uint8_t *sub_data = pair_data + 32 + q6_packed_sub_bytes * s + 32 * half;
+                    const __m256i low0 = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(sub_data));
+                    const __m256i low1 = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(sub_data + 64));
+                    const __m256i high = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(sub_data + 128));
+                    const __m256i v[4] = {
+                        _mm256_or_si256(_mm256_and_si256(low0, m4), _mm256_and_si256(_mm256_slli_epi16(high, 4), top)),
+                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(low0, 4), m4),
+                                        _mm256_and_si256(_mm256_slli_epi16(high, 2), top)),
+                        _mm256_or_si256(_mm256_and_si256(low1, m4), _mm256_and_si256(high, top)),
+                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(low1, 4), m4),
+                                        _mm256_and_si256(_mm256_srli_epi16(high, 2), top)),
+                    };
+                    for (int r = 0; r < NR; ++r) {
+                        const int8_t *q = a[r][b].q + 16 * sub;
+                        // Pairs of 6-bit weights times int8 in int16 (at most 2 x 63 x 128), then pairs of those.
+                        const __m256i x01 = _mm256_add_epi16(_mm256_maddubs_epi16(v[0], broadcast4(q)),
+                                                             _mm256_maddubs_epi16(v[1], broadcast4(q + 4)));
+                        const __m256i x23 = _mm256_add_epi16(_mm256_maddubs_epi16(v[2], broadcast4(q + 8)),
+                                                             _mm256_maddubs_epi16(v[3], broadcast4(q + 12)));
+                        const __m256i dot = _mm256_add_epi32(_mm256_madd_epi16(x01, ones16), _mm256_madd_epi16(x23, ones16));
+                        sums[r] = _mm256_add_epi32(sums[r], _mm256_mullo_epi32(dot, scale32));
+                    }
+                }
+                for (int r = 0; r < NR; ++r) {
+                    int32_t act_sums;
+                    std::memcpy(&act_sums, a[r][b].sums16 + 2 * pair, 4);
+                    offsets[r] =
+                        _mm256_add_epi32(offsets[r], _mm256_madd_epi16(scale_pairs, _mm256_set1_epi32(act_sums)));
+                }
+            }
+            const __m256 d = f16x8(w + 16 * half);
+            for (int r = 0; r < NR; ++r) {
+                const __m256i total = _mm256_sub_epi32(sums[r], _mm256_slli_epi32(offsets[r], 5));
+                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(total), _mm256_mul_ps(d, _mm256_set1_ps(a[r][b].d)), acc[r]);
+            }
+        }
+        store_packed_half_avx2<NR>(acc, half, out);
+    }
+}
+
+template <int NR, bool fifth_bits>
+void packed_nibbles_32_avx2(const uint8_t *w0, const uint8_t *const *act, int64_t n_blocks, float *out) {
+    constexpr size_t block_bytes = fifth_bits ? q5_0_packed_bytes : q4_1_packed_bytes;
+    constexpr size_t qs_offset = fifth_bits ? q5_packed_qs : q4_1_packed_qs;
+    Act32 a[NR];
+    for (int r = 0; r < NR; ++r) a[r] = Act32(act[r], n_blocks);
+    const __m256i m4 = _mm256_set1_epi8(0x0F), sixteen = _mm256_set1_epi8(16), ones16 = _mm256_set1_epi16(1);
+    for (int half = 0; half < 2; ++half) {
+        __m256 acc[NR];
+        for (int r = 0; r < NR; ++r) acc[r] = _mm256_setzero_ps();
+        const uint8_t *w = w0;
+        for (int64_t b = 0; b < n_blocks; ++b, w += block_bytes) {
+            if constexpr (NR >= packed_prefetch_min_rows) {
+                if (half == 0)
+                    prefetch_row(w + packed_prefetch_distance, block_bytes);
+            }
+            uint64_t masks[8] = {};
+            if constexpr (fifth_bits)
+                std::memcpy(masks, w + q5_packed_masks, sizeof(masks));
+            __m256i dots[NR];
+            for (int t = 0; t < 4; ++t) {
+                const __m256i packed =
+                    _mm256_loadu_si256(reinterpret_cast<const __m256i *>(w + qs_offset + 64 * t + 32 * half));
+                __m256i low = _mm256_and_si256(packed, m4);
+                __m256i high = _mm256_and_si256(_mm256_srli_epi16(packed, 4), m4);
+                if constexpr (fifth_bits) {
+                    const uint32_t low_bits = static_cast<uint32_t>(masks[t] >> (32 * half));
+                    const uint32_t high_bits = static_cast<uint32_t>(masks[t + 4] >> (32 * half));
+                    low = _mm256_add_epi8(low, _mm256_and_si256(expand_bits(low_bits), sixteen));
+                    high = _mm256_add_epi8(high, _mm256_and_si256(expand_bits(high_bits), sixteen));
+                }
+                for (int r = 0; r < NR; ++r) {
+                    const __m256i x = _mm256_add_epi16(_mm256_maddubs_epi16(low, broadcast4(a[r].q + 32 * b + 4 * t)),
+                                                       _mm256_maddubs_epi16(high, broadcast4(a[r].q + 32 * b + 16 + 4 * t)));
+                    const __m256i x32 = _mm256_madd_epi16(x, ones16);
+                    dots[r] = t == 0 ? x32 : _mm256_add_epi32(dots[r], x32);
+                }
+            }
+            const __m256 d = f16x8(w + 16 * half);
+            __m256 mins = _mm256_setzero_ps();
+            if constexpr (!fifth_bits)
+                mins = f16x8(w + q4_1_packed_mins + 16 * half);
+            for (int r = 0; r < NR; ++r) {
+                const __m256 scale = _mm256_mul_ps(d, _mm256_set1_ps(a[r].d[b]));
+                if constexpr (fifth_bits) {
+                    const __m256i total = _mm256_sub_epi32(dots[r], _mm256_set1_epi32(16 * a[r].sum[b]));
+                    acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(total), scale, acc[r]);
+                } else {
+                    acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots[r]), scale, acc[r]);
+                    acc[r] = _mm256_fmadd_ps(mins, _mm256_set1_ps(a[r].d[b] * static_cast<float>(a[r].sum[b])), acc[r]);
+                }
+            }
+        }
+        store_packed_half_avx2<NR>(acc, half, out);
+    }
+}
+
+template <int NR>
+void packed_q5_0_avx2(const uint8_t *w, size_t, int64_t, const uint8_t *const *act, int64_t n_blocks, float *out) {
+    packed_nibbles_32_avx2<NR, true>(w, act, n_blocks, out);
+}
+
+template <int NR>
+void packed_q4_1_avx2(const uint8_t *w, size_t, int64_t, const uint8_t *const *act, int64_t n_blocks, float *out) {
+    packed_nibbles_32_avx2<NR, false>(w, act, n_blocks, out);
+}
+
+template <int NR>
+void packed_q8_0_avx2(const uint8_t *w0, size_t, int64_t, const uint8_t *const *act, int64_t n_blocks, float *out) {
+    Act32 a[NR];
+    for (int r = 0; r < NR; ++r) a[r] = Act32(act[r], n_blocks);
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const __m256i ones16 = _mm256_set1_epi16(1), sixteens16 = _mm256_set1_epi16(16);
+    for (int half = 0; half < 2; ++half) {
+        __m256 acc[NR];
+        for (int r = 0; r < NR; ++r) acc[r] = _mm256_setzero_ps();
+        const uint8_t *w = w0;
+        for (int64_t b = 0; b < n_blocks; ++b, w += q8_0_packed_bytes) {
+            if constexpr (NR >= packed_prefetch_min_rows) {
+                if (half == 0)
+                    prefetch_row(w + packed_prefetch_distance, q8_0_packed_bytes);
+            }
+            __m256i dots[NR];
+            for (int t = 0; t < 8; ++t) {
+                // Unsigned weights up to 255: their nibbles go separately so that the int16 pair sums cannot
+                // saturate, the high ones weighted 16 on widening.
+                const __m256i u =
+                    _mm256_loadu_si256(reinterpret_cast<const __m256i *>(w + q8_packed_qs + 64 * t + 32 * half));
+                const __m256i low = _mm256_and_si256(u, m4);
+                const __m256i high = _mm256_and_si256(_mm256_srli_epi16(u, 4), m4);
+                for (int r = 0; r < NR; ++r) {
+                    const __m256i q = broadcast4(a[r].q + 32 * b + 4 * t);
+                    const __m256i x = _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(low, q), ones16),
+                                                       _mm256_madd_epi16(_mm256_maddubs_epi16(high, q), sixteens16));
+                    dots[r] = t == 0 ? x : _mm256_add_epi32(dots[r], x);
+                }
+            }
+            const __m256 d = f16x8(w + 16 * half);
+            for (int r = 0; r < NR; ++r) {
+                const __m256i total = _mm256_sub_epi32(dots[r], _mm256_set1_epi32(128 * a[r].sum[b]));
+                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(total), _mm256_mul_ps(d, _mm256_set1_ps(a[r].d[b])), acc[r]);
+            }
+        }
+        store_packed_half_avx2<NR>(acc, half, out);
+    }
+}
+
+#pragma GCC pop_options
+
 // out[i * NR + r]: weight row i (of n_rows, row_bytes apart) times activation row r.
 using TileKernel = void (*)(const uint8_t *w, size_t row_bytes, int64_t n_rows, const uint8_t *const *act,
                             int64_t n_blocks, float *out);
@@ -683,6 +955,15 @@ const TypeKernels packed_tables_512[] = {
     {GGML_TYPE_Q8_0, q8_0_packed_bytes, 32, 8, ADADECODE_PACKED8(packed_q8_0_512)},
     {GGML_TYPE_Q4_1, q4_1_packed_bytes, 32, 8, ADADECODE_PACKED8(packed_q4_1_512)},
 };
+#define ADADECODE_PACKED4(kernel) {kernel<1>, kernel<2>, kernel<3>, kernel<4>}
+const TypeKernels packed_tables_avx2[] = {
+    {GGML_TYPE_Q4_K, q4_k_packed_bytes, 256, 4, ADADECODE_PACKED4(packed_q4_k_avx2)},
+    {GGML_TYPE_Q6_K, q6_k_packed_bytes, 256, 4, ADADECODE_PACKED4(packed_q6_k_avx2)},
+    {GGML_TYPE_Q5_0, q5_0_packed_bytes, 32, 4, ADADECODE_PACKED4(packed_q5_0_avx2)},
+    {GGML_TYPE_Q8_0, q8_0_packed_bytes, 32, 4, ADADECODE_PACKED4(packed_q8_0_avx2)},
+    {GGML_TYPE_Q4_1, q4_1_packed_bytes, 32, 4, ADADECODE_PACKED4(packed_q4_1_avx2)},
+};
+#undef ADADECODE_PACKED4
 const TypeKernels packed_tables_vnni[] = {
     {GGML_TYPE_Q4_K, q4_k_packed_bytes, 256, 8, ADADECODE_PACKED8(packed_q4_k_vnni)},
     {GGML_TYPE_Q6_K, q6_k_packed_bytes, 256, 8, ADADECODE_PACKED8(packed_q6_k_vnni)},
@@ -731,6 +1012,8 @@ const TypeKernels *packed_kernels(ggml_type type) {
             return packed_tables_vnni;
         if (table == avx512_kernels)
             return packed_tables_512;
+        if (table == avx2_kernels)
+            return packed_tables_avx2;
         return nullptr;
     }();
     if (!tables)

@@ -36,13 +36,15 @@ double qmatmul_peak_macs_per_second();
 // (A weight the family cannot take, e.g. rows of an odd number of blocks, still goes to the AVX2 kernel.)
 const char *qmatmul_family();
 
-// Packing: on AVX-512 CPUs, Q4_K, Q6_K, Q5_0, Q8_0 and Q4_1 weights multiply faster from layouts of our own that
-// interleave 16 weight rows (Q4_K: about 1.5x for one row, 3 % larger than the file's layout; Q6_K: 2x for several
-// rows; Q5_0: 4-5x for one row or several; Q8_0: 1.8x for 4-8 rows; all but Q4_K the file's size exactly). The
-// model loader copies those weights into them once. qmatmul_packs(w): w can be packed here (one of those types, rows a
-// multiple of 16, an AVX-512 kernel family chosen, and ADADECODE_QMATMUL_PACK is not 0). qmatmul_pack writes
+// Packing: Q4_K, Q6_K, Q5_0, Q8_0 and Q4_1 weights multiply faster from layouts of our own that interleave 16 weight
+// rows (AVX-512: Q4_K about 1.5x for one row, 3 % larger than the file's layout; Q6_K: 2x for several rows; Q5_0:
+// 4-5x for one row or several; Q8_0: 1.8x for 4-8 rows; all but Q4_K the file's size exactly. AVX2, measured on Zen 4
+// running the AVX2 family, 4-8 rows: Q5_0 1.85x, Q4_K and Q6_K 1.7x, Q8_0 1.2-1.4x; one row 1.2-2.3x). The model
+// loader copies those weights into them once. qmatmul_packs(w): w can be packed here (one of those types, rows a
+// multiple of 16, a kernel family other than off, and ADADECODE_QMATMUL_PACK is not 0). qmatmul_pack writes
 // qmatmul_packed_size(w) bytes to dst from w's bytes in the file layout. Results are bitwise the same for any batch, as
-// with the file layout (but not equal to it).
+// with the file layout (but not equal to it), and the same in every family: the AVX2 packed kernels do the AVX-512
+// ones' exact integer sums and float operations on 8 of the 16 rows at a time.
 bool qmatmul_packs(const ggml_tensor *w);
 size_t qmatmul_packed_size(const ggml_tensor *w);
 void qmatmul_pack(const ggml_tensor *w, const void *file_data, void *dst);
