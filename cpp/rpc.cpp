@@ -49,7 +49,11 @@ std::string rpc_protocol_version() { no_rpc(); }
 
 namespace {
 
-// The sockets of ggml's RPC client whose connection failed (a send or receive error, or the peer closed it).
+// The sockets of ggml's RPC client whose connection failed (a send or receive error, or the peer closed it). From
+// then on they carry nothing and read as zeros: every reply then comes back with the size 0, which ggml's client
+// takes as success only for the commands that have no reply (freeing a buffer: so a model on a dead server can be
+// dropped) and as a failure for all others (ggml_abort below: an Error). A socket never fails the send itself, so
+// that ggml never aborts half-way through a command, but it fails the reply.
 std::mutex g_broken_mutex;
 std::set<int> g_broken_fds;
 
@@ -71,7 +75,11 @@ extern "C" {
 ssize_t adadecode_rpc_send(int fd, const void *data, size_t n, int flags) {
     if (is_broken(fd)) return static_cast<ssize_t>(n);  // the connection is gone: nothing to send it to
     const ssize_t k = ::send(fd, data, n, flags | MSG_NOSIGNAL);  // a dead peer is an error, not SIGPIPE
-    if (k <= 0 && !(k < 0 && errno == EINTR)) mark_broken(fd);
+    if (k < 0 && errno == EINTR) return k;
+    if (k <= 0) {
+        mark_broken(fd);
+        return static_cast<ssize_t>(n);  // the command's reply (below) tells the client it failed
+    }
     return k;
 }
 
@@ -81,7 +89,12 @@ ssize_t adadecode_rpc_recv(int fd, void *data, size_t n, int flags) {
         return static_cast<ssize_t>(n);
     }
     const ssize_t k = ::recv(fd, data, n, flags);
-    if (k <= 0 && !(k < 0 && errno == EINTR)) mark_broken(fd);
+    if (k < 0 && errno == EINTR) return k;
+    if (k <= 0) {
+        mark_broken(fd);
+        std::memset(data, 0, n);
+        return static_cast<ssize_t>(n);
+    }
     return k;
 }
 
@@ -152,6 +165,12 @@ private:
 
 using Clock = std::chrono::steady_clock;
 
+std::string seconds(double s) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%g s", s);
+    return buf;
+}
+
 int ms_left(Clock::time_point deadline) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
     return left > 0 ? static_cast<int>(left) : 0;
@@ -206,7 +225,7 @@ void probe(const std::string &endpoint, double timeout_s) {
     }
     pollfd pfd{fd.get(), POLLOUT, 0};
     if (::poll(&pfd, 1, ms_left(deadline)) <= 0) {
-        throw Error("cannot reach " + where + ": no answer within " + std::to_string(timeout_s) + " s");
+        throw Error("cannot reach " + where + ": no answer within " + seconds(timeout_s));
     }
     int err = 0;
     socklen_t len = sizeof err;
@@ -227,7 +246,7 @@ void probe(const std::string &endpoint, double timeout_s) {
         !transfer(fd.get(), &reply_size, 8, false, deadline)) {
         if (errno == ETIMEDOUT) {
             throw Error(where + " accepted the connection but did not answer the handshake within " +
-                        std::to_string(timeout_s) + " s (it serves one client at a time: is another one connected?)");
+                        seconds(timeout_s) + " (it serves one client at a time: is another one connected?)");
         }
         throw Error(where + " closed the connection during the handshake: it likely speaks another RPC protocol "
                     "version than this build's " + ours + " (build both from the same ggml version)");
