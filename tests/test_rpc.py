@@ -109,7 +109,13 @@ def test_remote_device_is_used(remote: Any) -> None:
     assert remote.device.startswith("RPC")
     from adadecode import list_devices
 
-    assert any(d["name"] == remote.device for d in list_devices())
+    assert {"name": remote.device, "kind": "rpc"}.items() <= next(
+        d for d in list_devices() if d["name"] == remote.device
+    ).items()
+    from adadecode import _core
+
+    # A remote device is never taken for "the GPU" (-ngl, device="gpu"), though ggml types it as one.
+    assert _core.has_gpu() == any(d["kind"] in ("gpu", "igpu") for d in list_devices())
 
 
 def test_remote_logits_equal_the_local_cpu_device_bitwise(engine: Any, smollm2_path: Path, remote: Any) -> None:
@@ -278,6 +284,20 @@ def test_server_killed_mid_generation(smollm2_path: Path) -> None:
     assert out.returncode == 0, out.stderr[-2000:]
     assert "ERROR after 3 tokens" in out.stdout and "RPC failure" in out.stdout, out.stdout
     assert "LOCAL [" in out.stdout
+
+
+def test_model_that_does_not_fit_is_a_clear_error(engine: Any, smollm2_path: Path) -> None:
+    """A server reporting 50 MiB (--mem) refuses SmolLM2's ~92 MiB of weights before any is sent; then the process
+    loads the model locally."""
+    from adadecode import Error
+
+    small = Server("--mem", "50")
+    try:
+        with pytest.raises(Error, match=r"the weights need \d+ MiB but RPC\d+ \(127\.0\.0\.1:\d+\) has 50 MiB free"):
+            engine(smollm2_path, n_ctx=64, rpc_servers=small.endpoint)
+    finally:
+        assert small.stop()[0] == 0
+    assert engine(smollm2_path, n_ctx=64, n_threads=1).generate("Hi", max_tokens=1, mode="standard").tokens
 
 
 # --- the server command --------------------------------------------------------------------------------------------

@@ -123,7 +123,8 @@ def _check_range(name: str, value: float, low: float, high: float) -> None:
 
 
 def list_devices() -> list[dict[str, str]]:
-    """The ggml devices of this build: dicts with ``name``, ``description`` and ``kind`` (cpu, gpu, igpu, accel)."""
+    """The ggml devices of this build: dicts with ``name``, ``description`` and ``kind`` (cpu, gpu, igpu, accel; rpc
+    for those of rpc-servers added in this process)."""
     return list(_core.list_devices())
 
 
