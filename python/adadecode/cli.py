@@ -280,14 +280,16 @@ def _add_run(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def model_options(args: argparse.Namespace) -> dict[str, Any]:
     """The Model / Llama keyword arguments that run, chat and serve take from their shared flags."""
-    return {
+    options = {
         "n_ctx": args.ctx_size,
         "n_threads": args.threads,
         "heads": args.heads,
         "n_gpu_layers": args.n_gpu_layers,
         "device": args.device,
-        "rpc_servers": args.rpc,
     }
+    if args.rpc is not None:
+        options["rpc_servers"] = args.rpc
+    return options
 
 
 def add_device_options(p: argparse.ArgumentParser) -> None:
