@@ -165,6 +165,15 @@ def test_two_remote_devices_are_refused_for_now(engine: Any, smollm2_path: Path)
         assert [s.stop()[0] for s in servers] == [0, 0]
 
 
+def test_a_local_device_with_rpc_servers_is_refused(engine: Any, smollm2_path: Path) -> None:
+    s = Server()
+    try:
+        with pytest.raises(ValueError, match="is not a device of rpc_servers"):
+            engine(smollm2_path, n_ctx=64, rpc_servers=s.endpoint, device="CPU")
+    finally:
+        assert s.stop()[0] == 0
+
+
 def test_busy_server_is_an_error_within_the_timeout(server: Server, remote: Any) -> None:
     """An rpc-server serves one client at a time: a second one (another process) gets a clear error in bounded time,
     not a wait without end."""

@@ -209,6 +209,10 @@ class Model:
 
             heads_path = str(resolve_heads(str(heads), self.path))
         remote = add_rpc_servers(rpc_servers)
+        if remote and device and device.lower() not in (r.lower() for r in remote):
+            raise ValueError(
+                f"device={device!r} is not a device of rpc_servers ({', '.join(remote)}): the servers would go unused"
+            )
         if remote and not device:
             if len(remote) > 1:
                 raise ValueError(
