@@ -14,8 +14,15 @@ std::string lower(std::string s) {
     return s;
 }
 
-const char *kind_name(enum ggml_backend_dev_type t) {
-    switch (t) {
+// ggml's RPC devices present themselves as GPUs whatever the server serves: they are "rpc" here, never "the GPU".
+bool is_remote(ggml_backend_dev_t dev) {
+    ggml_backend_reg_t reg = ggml_backend_dev_backend_reg(dev);
+    return reg && std::string(ggml_backend_reg_name(reg)) == "RPC";
+}
+
+const char *kind_name(ggml_backend_dev_t dev) {
+    if (is_remote(dev)) return "rpc";
+    switch (ggml_backend_dev_type(dev)) {
     case GGML_BACKEND_DEVICE_TYPE_CPU:
         return "cpu";
     case GGML_BACKEND_DEVICE_TYPE_GPU:
@@ -28,6 +35,7 @@ const char *kind_name(enum ggml_backend_dev_type t) {
 }
 
 bool is_gpu(ggml_backend_dev_t dev) {
+    if (is_remote(dev)) return false;
     const enum ggml_backend_dev_type t = ggml_backend_dev_type(dev);
     return t == GGML_BACKEND_DEVICE_TYPE_GPU || t == GGML_BACKEND_DEVICE_TYPE_IGPU;
 }
@@ -45,7 +53,7 @@ std::vector<DeviceInfo> list_devices() {
     for (size_t i = 0; i < ggml_backend_dev_count(); ++i) {
         ggml_backend_dev_t dev = ggml_backend_dev_get(i);
         out.push_back({ggml_backend_dev_name(dev), ggml_backend_dev_description(dev),
-                       kind_name(ggml_backend_dev_type(dev))});
+                       kind_name(dev)});
     }
     return out;
 }

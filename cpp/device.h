@@ -13,7 +13,7 @@ namespace adadecode {
 struct DeviceInfo {
     std::string name;         // as ggml names it: "CPU", "CUDA0", ...
     std::string description;  // e.g. the GPU's model
-    std::string kind;         // "cpu", "gpu", "igpu" or "accel"
+    std::string kind;         // "cpu", "gpu", "igpu", "accel", or "rpc" (another host's, see rpc.h)
 };
 
 // Every device of every backend this build of ggml registered.

@@ -249,6 +249,16 @@ ggml_tensor *Model::packed(const ggml_tensor *w) const {
 void Model::copy_weights_to_device() {
     const std::string &path = file_->path();
     ggml_backend_buffer_type_t buft = ggml_backend_dev_buffer_type(device_);
+    // Refuse up front what cannot fit: a remote (RPC) device's allocator would only fail once the bytes are sent, a
+    // GPU's after a partial copy. Devices that report no memory (0) are left to their allocator.
+    size_t free_bytes = 0, total_bytes = 0;
+    ggml_backend_dev_memory(device_, &free_bytes, &total_bytes);
+    const size_t needed = ggml_backend_alloc_ctx_tensors_from_buft_size(file_->tensor_meta(), buft);
+    if (total_bytes > 0 && needed > free_bytes) {
+        throw Error("'" + path + "': the weights need " + std::to_string(needed >> 20) + " MiB but " +
+                    ggml_backend_dev_name(device_) + " (" + ggml_backend_dev_description(device_) + ") has " +
+                    std::to_string(free_bytes >> 20) + " MiB free");
+    }
     weights_buffer_.reset(ggml_backend_alloc_ctx_tensors_from_buft(file_->tensor_meta(), buft));
     if (!weights_buffer_) {
         throw Error("'" + path + "': cannot allocate " + std::to_string(mapping_.size >> 20) + " MiB for the weights on " +

@@ -8,6 +8,7 @@
 
 set(ADADECODE_GGML_SOURCE_DIR "" CACHE PATH "ggml source tree to build instead of the prebuilt wheel")
 set(ADADECODE_GGML_PREFIX "" CACHE PATH "prefix of a prebuilt ggml (the libggml package directory)")
+option(ADADECODE_RPC "compile ggml's RPC backend (adadecode rpc-server, --rpc; see ggml/rpc.cmake)" ON)
 
 if(ADADECODE_GGML_SOURCE_DIR)
     if(NOT EXISTS "${ADADECODE_GGML_SOURCE_DIR}/CMakeLists.txt")

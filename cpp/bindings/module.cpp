@@ -8,6 +8,7 @@
 #include <variant>
 
 #include "device.h"
+#include "rpc.h"
 #include "engine.h"
 #include "heads.h"
 #include "model.h"
@@ -75,6 +76,25 @@ PYBIND11_MODULE(_core, m) {
         return out;
     }, "The ggml devices of this build: dicts with name, description and kind (cpu, gpu, igpu, accel).");
     m.def("has_gpu", &has_gpu, "True when this build of ggml has a GPU device.");
+    m.def("rpc_available", &rpc_available, "True when this build has ggml's RPC backend (ADADECODE_RPC).");
+    m.def("rpc_protocol_version", &rpc_protocol_version, "The RPC protocol version this build speaks.");
+    m.def("rpc_add_server", &rpc_add_server, py::arg("endpoint"), py::arg("timeout_s") = 10.0,
+          py::call_guard<py::gil_scoped_release>(),
+          "Connect to an rpc-server at host:port and register its devices; returns their names.");
+    m.def("rpc_device_names", &rpc_device_names, "The devices of every RPC server added so far, in order.");
+    m.def("rpc_serve",
+          [](const std::string &host, int port, int n_threads, const std::string &device, size_t mem_mib) {
+              RpcServerOptions o;
+              o.host = host;
+              o.port = port;
+              o.n_threads = n_threads;
+              o.device = device;
+              o.mem_mib = mem_mib;
+              py::gil_scoped_release release;
+              rpc_serve(o);
+          },
+          py::arg("host"), py::arg("port"), py::arg("n_threads") = 0, py::arg("device") = "", py::arg("mem_mib") = 0,
+          "Serve this host's device to RPC clients; runs until the process ends, raises if it cannot start.");
 
     bind_vocab(m);
     bind_quantize(m);

@@ -156,7 +156,7 @@ _UNSUPPORTED_INIT: dict[str, Any] = {
     "rope_freq_scale": 0.0, "yarn_ext_factor": -1.0, "yarn_attn_factor": 1.0, "yarn_beta_fast": 32.0,
     "yarn_beta_slow": 1.0, "yarn_orig_ctx": 0, "lora_base": None, "lora_scale": 1.0, "lora_path": None,
     "numa": False, "chat_format": None, "chat_handler": None, "tokenizer": None, "type_k": None, "type_v": None,
-    "spm_infill": False, "rpc_servers": None,
+    "spm_infill": False,
 }  # fmt: skip
 # ... and those that only tune llama.cpp's batching, memory or kernels: any value gives the same output here, where
 # the engine batches prompts, maps the file and picks its kernels itself (verbose=True lists them).
@@ -212,6 +212,7 @@ class Llama:
         verbose: bool = False,
         heads: str | os.PathLike[str] | None = None,
         device: str | None = None,
+        rpc_servers: str | Sequence[str] | None = None,
         model_alias: str | None = None,
         max_prompt_tokens: int | None = None,
         cache: BaseLlamaCache | None = None,
@@ -254,7 +255,13 @@ class Llama:
             warnings.warn(f"n_ctx={n_ctx} is larger than the model's training context {n_train}; "
                           "quality may degrade past it", UserWarning, stacklevel=2)  # fmt: skip
         self.model = Model(
-            path, n_ctx=n_ctx, n_threads=n_threads, heads=heads, n_gpu_layers=n_gpu_layers, device=device
+            path,
+            n_ctx=n_ctx,
+            n_threads=n_threads,
+            heads=heads,
+            n_gpu_layers=n_gpu_layers,
+            device=device,
+            rpc_servers=rpc_servers,
         )
         self._init_common(self.model, model_alias)
         self.max_prompt_tokens = max_prompt_tokens

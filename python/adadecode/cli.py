@@ -10,13 +10,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
 import warnings
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from adadecode import _core
 from adadecode._version import __version__
 from adadecode.bench.command import add_bench_parser
 from adadecode.chat_cli import add_chat_parser
@@ -75,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_fetch(sub, common)
     _add_devices(sub, common)
+    _add_rpc_server(sub, common)
     _add_run(sub, common)
     _add_heads_commands(sub, common)
     _add_api_commands(sub, common)
@@ -136,6 +140,71 @@ def _add_devices(sub: Any, common: argparse.ArgumentParser) -> None:
         description="List the ggml devices of this build (name, kind, description); a name goes to --device.",
     )
     p.set_defaults(func=cmd_devices)
+
+
+def _add_rpc_server(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "rpc-server",
+        parents=[common],
+        formatter_class=HelpFormatter,
+        help="serve this host's device to adadecode clients on other hosts (ggml's RPC backend)",
+        description="Serve this host's CPU (or --device) over ggml's RPC protocol to clients that pass --rpc "
+        "HOST:PORT. The protocol has NO authentication and NO encryption: anyone who can reach the port can run "
+        "code-like workloads and read or write the served memory. Keep it on loopback or a private, trusted "
+        "network (docs/rpc.md). One client at a time; Ctrl-C stops it.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    p.add_argument("--port", type=int, default=50052, help="TCP port to listen on")
+    p.add_argument("-t", "--threads", type=int, default=0, metavar="N", help="CPU threads (default: all cores)")
+    p.add_argument("--device", default=None, metavar="NAME", help="the device to serve (default: the CPU)")
+    p.add_argument(
+        "--mem", type=int, default=0, metavar="MiB", help="memory to report to clients (default: the device's own)"
+    )
+    p.set_defaults(func=cmd_rpc_server)
+
+
+def cmd_rpc_server(args: argparse.Namespace) -> int:
+    if not 1 <= args.port <= 65535:
+        raise UsageError(f"--port must be in [1, 65535], got {args.port}")
+    if args.threads < 0:
+        raise UsageError(f"--threads must be >= 0, got {args.threads}")
+    if args.mem < 0:
+        raise UsageError(f"--mem must be >= 0, got {args.mem}")
+    if not _core.rpc_available():
+        _core.rpc_serve(args.host, args.port)  # raises the error that names the build option
+    loopback = args.host == "localhost" or args.host.startswith("127.")
+    if not loopback:
+        print(
+            f"adadecode rpc-server: WARNING: listening on {args.host}, not loopback. ggml's RPC protocol has no "
+            "authentication and no encryption: anyone who can reach this port can use this machine's device and "
+            "memory. Use it only on a private, trusted network.",
+            file=sys.stderr,
+            flush=True,
+        )
+    failure: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            _core.rpc_serve(args.host, args.port, args.threads, args.device or "", args.mem)
+        except BaseException as e:  # noqa: BLE001 - reported by the main thread
+            failure.append(e)
+
+    # ggml's server loop never returns while it serves: it runs on a daemon thread, and the main thread waits for
+    # Ctrl-C (or SIGTERM) and then ends the process.
+    thread = threading.Thread(target=serve, name="rpc-server", daemon=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    thread.start()
+    try:
+        while thread.is_alive() and not stop.wait(0.2):
+            pass
+    except KeyboardInterrupt:
+        pass
+    if failure:
+        raise failure[0]
+    print("adadecode rpc-server: stopped", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(0)  # the server thread is inside ggml's accept loop, which has no stop call
 
 
 def cmd_devices(args: argparse.Namespace) -> int:

@@ -43,13 +43,16 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 def model_options(args: argparse.Namespace) -> dict[str, Any]:
     """The Model / Llama keyword arguments that run, chat and serve take from their shared flags."""
-    return {
+    options: dict[str, Any] = {
         "n_ctx": args.ctx_size,
         "n_threads": args.threads,
         "heads": args.heads,
         "n_gpu_layers": args.n_gpu_layers,
         "device": args.device,
     }
+    if args.rpc is not None:
+        options["rpc_servers"] = args.rpc
+    return options
 
 
 def add_device_options(p: argparse.ArgumentParser) -> None:
@@ -68,6 +71,13 @@ def add_device_options(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="NAME",
         help="compute on this ggml device (`adadecode devices` lists them; CPU runs ggml's kernels on a copy)",
+    )
+    p.add_argument(
+        "--rpc",
+        default=None,
+        metavar="HOST:PORT[,...]",
+        help="compute on the devices of `adadecode rpc-server` processes (for now: the whole model on one remote "
+        "device; see docs/rpc.md)",
     )
 
 

@@ -124,7 +124,8 @@ def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
 
 
 def list_devices() -> list[dict[str, str]]:
-    """The ggml devices of this build: dicts with ``name``, ``description`` and ``kind`` (cpu, gpu, igpu, accel)."""
+    """The ggml devices of this build: dicts with ``name``, ``description`` and ``kind`` (cpu, gpu, igpu, accel; rpc
+    for those of rpc-servers added in this process)."""
     return list(_core.list_devices())
 
 
@@ -149,6 +150,29 @@ def choose_device(n_gpu_layers: int = 0, device: str | None = None) -> str:
     return ""
 
 
+def parse_rpc_servers(rpc_servers: str | Sequence[str] | None) -> list[str]:
+    """``"host:port,host:port"`` (llama.cpp's form) or a list of ``host:port`` -> the list; None or "" -> []."""
+    if rpc_servers is None:
+        return []
+    items = rpc_servers.split(",") if isinstance(rpc_servers, str) else list(rpc_servers)
+    out = [str(s).strip() for s in items]
+    if any(not s for s in out):
+        raise ValueError(f"rpc_servers: an empty entry in {rpc_servers!r} (expected host:port[,host:port...])")
+    return out
+
+
+def add_rpc_servers(rpc_servers: str | Sequence[str] | None, timeout_s: float = 10.0) -> list[str]:
+    """Connect to each rpc-server (``adadecode rpc-server``) and return the names of the devices they serve.
+
+    Raises :class:`Error` within ``timeout_s`` per server when one is unreachable, busy with another client or
+    speaks another protocol version, and when this build has no RPC backend (the ``ADADECODE_RPC`` build option).
+    """
+    names: list[str] = []
+    for endpoint in parse_rpc_servers(rpc_servers):
+        names.extend(_core.rpc_add_server(endpoint, timeout_s))
+    return names
+
+
 class Model:
     """A GGUF model on the adadecode engine.
 
@@ -157,6 +181,9 @@ class Model:
 
     ``n_gpu_layers`` (llama.cpp's flag; any non-zero value offloads the whole model) or ``device`` (a name from
     :func:`list_devices`, or ``"gpu"``) move the weights to a ggml device and compute there with ggml's kernels.
+    ``rpc_servers`` (``"host:port"``, a comma-separated list, or a list) computes on the devices of
+    ``adadecode rpc-server`` processes on other hosts; for now the whole model goes to one remote device (the
+    first, unless ``device`` names another, e.g. ``"RPC0"``); see docs/rpc.md.
     """
 
     def __init__(
@@ -168,6 +195,7 @@ class Model:
         repack: bool = False,
         n_gpu_layers: int = 0,
         device: str | None = None,
+        rpc_servers: str | Sequence[str] | None = None,
     ) -> None:
         if n_threads is not None and n_threads <= 0:
             raise ValueError(f"n_threads must be >= 1, got {n_threads}")
@@ -177,6 +205,18 @@ class Model:
         heads_path = ""
         if heads is not None:
             heads_path = str(resolve_heads(str(heads), self.path))
+        remote = add_rpc_servers(rpc_servers)
+        if remote and device and device.lower() not in (r.lower() for r in remote):
+            raise ValueError(
+                f"device={device!r} is not a device of rpc_servers ({', '.join(remote)}): the servers would go unused"
+            )
+        if remote and not device:
+            if len(remote) > 1:
+                raise ValueError(
+                    f"rpc_servers: {len(remote)} remote devices ({', '.join(remote)}), but splitting a model across "
+                    "several devices is not implemented yet: give one server, or name one with device="
+                )
+            device = remote[0]
         self._engine = _core.Engine(
             self.path,
             n_ctx=n_ctx,

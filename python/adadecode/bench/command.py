@@ -67,6 +67,12 @@ def add_bench_parser(subparsers: Any, parents: list[argparse.ArgumentParser] | N
         default=None,
         help="exit heads (file or shipped name; default: the heads shipped for the model, if any)",
     )
+    p.add_argument(
+        "--rpc",
+        default=None,
+        metavar="HOST:PORT",
+        help="run our modes on the device of an `adadecode rpc-server` (docs/rpc.md); anchors stay local",
+    )
     p.add_argument("--task", default="humaneval", help="humaneval, mtbench, or a JSONL file of prompt records")
     p.add_argument("--limit", type=int, default=0, metavar="N", help="first N prompts of the task (0: all)")
     p.add_argument("--max-tokens", type=int, default=256, metavar="N", help="new tokens per prompt at most")
@@ -228,6 +234,8 @@ def run_bench(args: argparse.Namespace) -> int:
 
     model_path = str(resolve_model(args.model))
     if args.micro:
+        if args.rpc:
+            raise ValueError("--rpc applies to the decoding benchmark, not to --micro (local building blocks)")
         return run_micro(model_path, args)
 
     from tqdm import tqdm
@@ -235,7 +243,7 @@ def run_bench(args: argparse.Namespace) -> int:
     modes, anchor_names = _list(args.modes), _list(args.anchors)
     heads = args.heads or (_default_heads(model_path) if any("adadecode" in m for m in modes) else None)
     draft = str(resolve_model(args.draft_model)) if args.draft_model and "llamacpp-spec" in anchor_names else None
-    model = Model(model_path, n_ctx=args.ctx_size, n_threads=args.threads, heads=heads)
+    model = Model(model_path, n_ctx=args.ctx_size, n_threads=args.threads, heads=heads, rpc_servers=args.rpc)
     prompts = load_prompts(model, args.task, cache_root() / "data", args.limit)
     longest = max(len(p.ids) for p in prompts)
     if longest + args.max_tokens > args.ctx_size:
