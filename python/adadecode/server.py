@@ -30,11 +30,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
-from .api import InvalidRequestError, Llama
+from .api import STATS_KEY, InvalidRequestError, Llama
 from .cli_common import EXIT_OK, HelpFormatter, UsageError, add_device_options, model_options
 from .prompt_cache import LlamaRAMCache
-
-STATS_KEY = "adadecode"
 
 if TYPE_CHECKING:
     from starlette.types import Receive, Scope, Send
