@@ -361,13 +361,34 @@ def test_chat_help_is_not_sent_to_the_model(smollm2_path: Path) -> None:
     assert child.exitstatus == 0 and "tok/s" not in transcript
 
 
+def test_n_batch_is_the_prefill_chunk_and_changes_no_output(engine: Any, smollm2_path: Path) -> None:
+    from adadecode import InvalidRequestError, Llama
+
+    prompt = "The quick brown fox jumps over the lazy dog. " * 3
+    outputs, prefill_rows = [], []
+    for n_batch in (512, 5):
+        llm = Llama(str(smollm2_path), n_ctx=256, n_batch=n_batch)
+        llm.model._engine.trace_passes(True)
+        out = llm(prompt, max_tokens=8, temperature=0)
+        n_prompt = out["usage"]["prompt_tokens"]
+        # the prompt's last token goes through the first decoding pass; the ones before it are the prefill
+        rows = [t["rows"] for t in llm.model._engine.take_pass_trace() if t["pos0"] < n_prompt - 1]
+        outputs.append(out["choices"][0]["text"])
+        prefill_rows.append(rows)
+    assert outputs[0] == outputs[1]
+    assert prefill_rows == [[30], [5] * 6]
+    for bad in (0, -1, 2.5):
+        with pytest.raises(InvalidRequestError, match="n_batch"):
+            Llama(str(smollm2_path), n_ctx=64, n_batch=bad)
+
+
 def test_constructor_extras(engine: Any, smollm2_path: Path, capsys: Any) -> None:
     from adadecode import Llama
 
     class LlamaPromptLookupDecoding:  # llama-cpp-python's draft model, as scripts pass it
         num_pred_tokens = 4
 
-    llm = Llama(str(smollm2_path), n_ctx=0, verbose=True, seed=7, n_batch=256,
+    llm = Llama(str(smollm2_path), n_ctx=0, verbose=True, seed=7, n_ubatch=256,
                 draft_model=LlamaPromptLookupDecoding())  # fmt: skip
     assert llm.n_ctx() == int(llm.metadata["llama.context_length"]) == 8192
     assert llm.token_eos() == llm.model.vocab.eos and llm.token_bos() == llm.model.vocab.bos
@@ -375,7 +396,7 @@ def test_constructor_extras(engine: Any, smollm2_path: Path, capsys: Any) -> Non
     assert out["adadecode"]["mode"] == "ngram"
     assert out["choices"][0]["text"] == llm("Once upon a time", max_tokens=8)["choices"][0]["text"]  # seed=7
     err = capsys.readouterr().err
-    assert "loaded" in err and "eval time" in err and "n_batch=256" in err
+    assert "loaded" in err and "eval time" in err and "n_ubatch=256" in err
     with pytest.warns(UserWarning, match="training context"):
         Llama(str(smollm2_path), n_ctx=9000)
     assert Llama.from_pretrained(str(smollm2_path.parent), smollm2_path.name, n_ctx=64).n_ctx() == 64

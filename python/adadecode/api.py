@@ -160,7 +160,7 @@ _UNSUPPORTED_INIT: dict[str, Any] = {
 }  # fmt: skip
 # ... and those that only tune llama.cpp's batching, memory or kernels: any value gives the same output here, where
 # the engine batches prompts, maps the file and picks its kernels itself (verbose=True lists them).
-_ENGINE_HINTS = ("n_batch", "n_ubatch", "logits_all", "embedding", "offload_kqv", "flash_attn", "op_offload",
+_ENGINE_HINTS = ("n_ubatch", "logits_all", "embedding", "offload_kqv", "flash_attn", "op_offload",
                  "swa_full", "no_perf")  # fmt: skip
 
 
@@ -186,7 +186,8 @@ class Llama:
     llama-cpp-python's other constructor parameters are accepted: ``seed`` (default seed of the calls),
     ``last_n_tokens_size`` (the window of the repetition penalties), ``draft_model`` (a
     ``LlamaPromptLookupDecoding``: prompt-lookup drafts, the "ngram" mode), ``verbose`` (load information and
-    timings on stderr); the batching/memory hints (``n_batch``, ``flash_attn``, ...) change nothing here; any other
+    timings on stderr), ``n_batch`` (prompt tokens per prefill pass, default 512: memory and speed, never the
+    output); the batching/memory hints (``n_ubatch``, ``flash_attn``, ...) change nothing here; any other
     at a non-default value raises :class:`InvalidRequestError` naming it.
 
     Every generation keeps the KV entries of the prompt's longest common prefix with the previous prompt and reply
@@ -213,6 +214,7 @@ class Llama:
         heads: str | os.PathLike[str] | None = None,
         device: str | None = None,
         rpc_servers: str | Sequence[str] | None = None,
+        n_batch: int = 512,
         model_alias: str | None = None,
         max_prompt_tokens: int | None = None,
         cache: BaseLlamaCache | None = None,
@@ -231,6 +233,8 @@ class Llama:
                 "n_threads_batch",
             )
         n_threads = n_threads or n_threads_batch
+        _require(isinstance(n_batch, int) and n_batch >= 1, f"n_batch must be an integer >= 1, got {n_batch!r}",
+                 "n_batch")  # fmt: skip
         _require(last_n_tokens_size >= -1, f"last_n_tokens_size must be >= -1, got {last_n_tokens_size}",
                  "last_n_tokens_size")  # fmt: skip
         self.default_mode: str | None = None
@@ -267,6 +271,7 @@ class Llama:
         self.max_prompt_tokens = max_prompt_tokens
         self.verbose = verbose
         self.seed = seed
+        self.n_batch = n_batch
         self.last_n_tokens_size = last_n_tokens_size
         if verbose:
             m = self.model
@@ -292,6 +297,7 @@ class Llama:
         self.max_prompt_tokens = None
         self.verbose = False
         self.seed = _DEFAULT_SEED
+        self.n_batch = 512
         self.last_n_tokens_size = 64
         self.default_mode = None
         self.default_max_draft = None
@@ -752,11 +758,13 @@ class Llama:
                 raise InvalidRequestError(str(exc), "mode") from exc
             _require(not parsed.uses_heads or bool(self.model.exit_layers), f"mode {mode!r} needs exit heads", "mode")
         try:
-            return self.model.config(
+            config = self.model.config(
                 max_tokens=n, temperature=float(temperature), top_p=float(top_p), top_k=int(top_k),
                 min_p=float(min_p), seed=seed, stop=_stop_list(stop), mode=mode, gamma=gamma, max_pending=max_pending,
                 max_draft=max_draft,
             )  # fmt: skip
+            config.options.n_batch = self.n_batch
+            return config
         except ValueError as exc:  # the engine's options check the values; their messages start with the field
             field = str(exc).split(" ", 1)[0]
             raise InvalidRequestError(str(exc), field if field in _ENGINE_PARAMS else prompt_param) from exc
