@@ -93,10 +93,7 @@ DecodeResult Engine::generate(const std::vector<int32_t> &prompt, const DecodeOp
 
 const std::vector<int32_t> &Engine::cached_tokens() const { return impl_->cached_tokens; }
 
-void Engine::reset() {
-    impl_->cached_tokens.clear();
-    impl_->cache->clear();
-}
+void Engine::reset() { impl_->forget_cache(); }
 
 uint64_t Engine::fingerprint() const {
     if (impl_->fingerprint == 0) impl_->fingerprint = model_fingerprint(impl_->model->file());
@@ -129,8 +126,7 @@ void Engine::Impl::check_ids(const std::vector<int32_t> &ids) const {
 void Engine::Impl::teacher_force(const std::vector<int32_t> &ids, PassRequest request,
                                    const std::function<void(size_t start, int rows, const PassResult &)> &consume) {
     check_ids(ids);
-    cached_tokens.clear();
-    cache->clear();
+    forget_cache();
     PassResult pass;
     for (size_t start = 0; start < ids.size(); start += teacher_forcing_batch) {
         request.layer_end = model->hparams().n_layer;
@@ -141,7 +137,7 @@ void Engine::Impl::teacher_force(const std::vector<int32_t> &ids, PassRequest re
         forward->run(request, &pass);
         consume(start, request.n_rows, pass);
     }
-    cache->clear();
+    forget_cache();
 }
 
 std::vector<float> Engine::hidden_states(const std::vector<int32_t> &ids, const std::vector<int> &layers) {

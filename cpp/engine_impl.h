@@ -18,6 +18,11 @@ namespace adadecode {
 
 struct Engine::Impl {
     void check_ids(const std::vector<int32_t> &ids) const;
+    // Empties the KV cache and the record of what it held, so that no later prompt reuses a stale prefix.
+    void forget_cache() {
+        cached_tokens.clear();
+        cache->clear();
+    }
     // Runs `ids` through every layer from position 0 in batches shaped like `request`; the cache is left empty.
     void teacher_force(const std::vector<int32_t> &ids, PassRequest request,
                        const std::function<void(size_t start, int rows, const PassResult &)> &consume);

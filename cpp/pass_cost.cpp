@@ -46,7 +46,7 @@ std::vector<double> Engine::time_pass(int layer_begin, int layer_end, int n_rows
     PassResult out;
     m.cached_tokens.clear();  // the synthetic tokens are not worth reusing for a generation
     if (!filled) {
-        m.cache->clear();
+        m.forget_cache();
         PassRequest fill;
         fill.layer_end = hp.n_layer;
         fill.n_rows = position;
