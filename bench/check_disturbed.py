@@ -7,6 +7,10 @@ anchor: a x tokens). A prompt whose seconds lie more than `--z` robust standard 
 absolute deviation of the logarithms) above what the model predicts is listed. Delete listed prompts from the JSON
 and run `adadecode bench ... --resume` to redo them.
 
+Session runs (bench/session_bench.py) carry a direct measurement instead: the CPU time other processes spent
+while each server's session ran. A session where they used more than `--other-cores` cores on average is listed;
+rerun the whole file.
+
     python3 bench/check_disturbed.py bench/results/full/qwen2.5-coder-1.5b-humaneval.json
 """
 
@@ -85,13 +89,35 @@ def outliers(doc: dict[str, Any], z_limit: float) -> list[tuple[int, str, float,
     return sorted(found)
 
 
+def disturbed_sessions(doc: dict[str, Any], limit: float) -> list[tuple[str, str, float, float]]:
+    """(server, session, other processes' cores, steal cores) of every session of a session_bench run over the
+    limit, or without the measurement (a run from before it was recorded)."""
+    found = []
+    for name, res in doc["servers"].items():
+        for session in ("coding", "agent"):
+            other, steal = res[session].get("other_cores", math.inf), res[session].get("steal_cores", math.inf)
+            if other > limit or steal > limit:
+                found.append((name, session, other, steal))
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path, help="JSON files written by adadecode bench")
     parser.add_argument("--z", type=float, default=5.0, help="robust z-score above which a prompt is listed")
+    parser.add_argument("--other-cores", type=float, default=0.15, metavar="C",
+                        help="session runs: cores other processes may use before a session is listed")  # fmt: skip
     args = parser.parse_args(argv)
     for path in args.runs:
         doc = json.loads(path.read_text())
+        if "servers" in doc:
+            sessions = disturbed_sessions(doc, args.other_cores)
+            print(f"{path}: {len(doc['servers'])} server runs, {len(sessions)} sessions flagged")
+            for name, session, other, steal in sessions:
+                measured = f"other processes {other:.2f} cores, steal {steal:.2f}" if math.isfinite(other) else (
+                    "not measured (a run from before session_bench recorded other processes' CPU time)")
+                print(f"  {name} {session}: {measured}")
+            continue
         flagged = outliers(doc, args.z)
         print(f"{path}: {len(doc['prompts'])} prompts, {len({i for i, *_ in flagged})} flagged")
         for index, name, z, ratio in flagged:

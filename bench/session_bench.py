@@ -104,8 +104,36 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class OtherCpu:
+    """The CPU time that processes other than the server under test and this client spend while a session runs, in
+    cores averaged over it (and the hypervisor's steal): turns are timed one after the other, so anything else that
+    runs meanwhile slows one server's figures and not the other's. bench/check_disturbed.py lists such sessions."""
+
+    def __init__(self, server_pid: int) -> None:
+        self.server_pid = server_pid
+        self.ticks = os.sysconf("SC_CLK_TCK")
+        self.start = self._read()
+
+    def _read(self) -> tuple[float, float, float, float]:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+        busy, steal = sum(fields[i] for i in (0, 1, 2, 5, 6)), fields[7]  # user nice system irq softirq; steal
+        with open(f"/proc/{self.server_pid}/stat") as f:
+            stat = f.read().rsplit(")", 1)[1].split()
+        server = sum(int(v) for v in stat[11:15])  # utime stime cutime cstime
+        mine = os.times()
+        own = (mine.user + mine.system + mine.children_user + mine.children_system) * self.ticks
+        return busy - server - own, steal, time.perf_counter(), 0.0
+
+    def cores(self) -> dict[str, float]:
+        other, steal, wall, _ = self._read()
+        seconds = max(1e-9, wall - self.start[2]) * self.ticks
+        return {"other_cores": round(max(0.0, other - self.start[0]) / seconds, 3),
+                "steal_cores": round((steal - self.start[1]) / seconds, 3)}  # fmt: skip
+
+
 @contextlib.contextmanager
-def running(cmd: list[str], port: int, log: Path, timeout: float = 300.0) -> Iterator[str]:
+def running(cmd: list[str], port: int, log: Path, timeout: float = 300.0) -> Iterator[tuple[str, int]]:
     from soak_server import _wait_healthy  # bench/ is the script's directory, first on sys.path
 
     with open(log, "w") as out:
@@ -113,7 +141,7 @@ def running(cmd: list[str], port: int, log: Path, timeout: float = 300.0) -> Ite
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(url, proc, str(log), timeout)
-        yield url
+        yield url, proc.pid
     finally:
         proc.terminate()
         try:
@@ -157,7 +185,7 @@ def one_turn(
     }
 
 
-def run_sessions(url: str, model: str, args: argparse.Namespace, mode: str | None) -> dict[str, Any]:
+def run_sessions(url: str, pid: int, model: str, args: argparse.Namespace, mode: str | None) -> dict[str, Any]:
     import openai
 
     client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=3600)
@@ -165,7 +193,7 @@ def run_sessions(url: str, model: str, args: argparse.Namespace, mode: str | Non
 
     messages = [{"role": "system", "content": coding_system_prompt()}]
     turns = []
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), OtherCpu(pid)
     for question in (CODING_QUESTIONS * 2)[: args.turns]:
         messages.append({"role": "user", "content": question})
         t = one_turn(client, model, messages, args.max_tokens, mode)
@@ -173,7 +201,7 @@ def run_sessions(url: str, model: str, args: argparse.Namespace, mode: str | Non
         messages.append({"role": "assistant", "content": t["text"]})
         turns.append(t)
         print(f"  coding turn {len(turns)}: {_brief(t)}", flush=True)
-    results["coding"] = {"turns": turns, "total_s": round(time.perf_counter() - start, 3)}
+    results["coding"] = {"turns": turns, "total_s": round(time.perf_counter() - start, 3), **cpu.cores()}
 
     rng = random.Random(1)
     messages = [
@@ -181,7 +209,7 @@ def run_sessions(url: str, model: str, args: argparse.Namespace, mode: str | Non
         {"role": "user", "content": AGENT_TASK},
     ]
     turns = []
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), OtherCpu(pid)
     for step in range(args.agent_steps):
         t = one_turn(client, model, messages, args.max_tokens, mode)
         t["messages"] = list(messages)
@@ -189,7 +217,7 @@ def run_sessions(url: str, model: str, args: argparse.Namespace, mode: str | Non
         messages.append({"role": "user", "content": "Tool output:\n" + tool_output(rng, step)})
         turns.append(t)
         print(f"  agent step {len(turns)}: {_brief(t)}", flush=True)
-    results["agent"] = {"turns": turns, "total_s": round(time.perf_counter() - start, 3)}
+    results["agent"] = {"turns": turns, "total_s": round(time.perf_counter() - start, 3), **cpu.cores()}
     return results
 
 
@@ -267,6 +295,12 @@ def markdown(report: dict[str, Any]) -> str:
             + (f" (first mismatch: {fresh['first_mismatch']})" if fresh["mismatched"] else "")
             + ".",
         ]
+    watched = [(res[s]["other_cores"], res[s]["steal_cores"]) for res in report["servers"].values()
+               for s in ("coding", "agent") if "other_cores" in res[s]]  # fmt: skip
+    if watched:
+        lines += ["", f"Other processes on the machine during the sessions: at most {max(o for o, _ in watched):.2f} "
+                  f"cores (steal at most {max(t for _, t in watched):.2f}); `bench/check_disturbed.py` lists sessions "
+                  "over its limit."]  # fmt: skip
     lines += ["", "Per-turn figures (prompt tokens, TTFT, decode tokens/s) are in the JSON file next to this one."]
     return "\n".join(lines) + "\n"
 
@@ -340,8 +374,9 @@ def main() -> int:
                    "--port", str(port), "--host", "127.0.0.1", "--cache-reuse", "256", "-np", "1"]  # fmt: skip
         name = f"adadecode {mode}" if mode else server
         print(f"{name}: {' '.join(cmd)}", flush=True)
-        with running(cmd, port, logs / f"{name.replace(' ', '_')}.log") as url:
-            report["servers"][name] = {"command": cmd, "mode": mode, **run_sessions(url, Path(gguf).stem, args, mode)}
+        with running(cmd, port, logs / f"{name.replace(' ', '_')}.log") as (url, pid):
+            sessions = run_sessions(url, pid, Path(gguf).stem, args, mode)
+            report["servers"][name] = {"command": cmd, "mode": mode, **sessions}
     if not args.no_fresh_check and runs and runs[0][0] == "adadecode":
         print("checking every reply against standard decoding from an empty cache ...", flush=True)
         report["fresh_check"] = check_fresh(gguf, args, report)
