@@ -5,6 +5,7 @@
 #include "device.h"
 #include "engine_impl.h"
 #include "heads.h"
+#include "layer_split.h"
 #include "model.h"
 #include "prompt_state.h"
 #include "vocab.h"
@@ -23,15 +24,32 @@ Engine::Engine(const std::string &model_path, const EngineOptions &options) : im
     const int n_threads = options.n_threads > 0
                               ? options.n_threads
                               : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
-    impl_->model = std::make_unique<Model>(model_path, options.repack, find_device(options.device));
+    if (!options.split_devices.empty()) {
+        if (options.repack || !options.device.empty()) {
+            throw Error("a model split across devices takes neither repack nor a device");
+        }
+        std::vector<ggml_backend_dev_t> devices;
+        for (const std::string &name : options.split_devices) devices.push_back(find_device(name));
+        const std::vector<float> proportions =
+            options.tensor_split.empty() ? free_memory_proportions(devices) : options.tensor_split;
+        impl_->model = std::make_unique<Model>(model_path, devices, proportions);
+    } else if (!options.tensor_split.empty()) {
+        throw Error("tensor_split needs a model split across devices (more than one device)");
+    } else {
+        impl_->model = std::make_unique<Model>(model_path, options.repack, find_device(options.device));
+    }
     impl_->vocab = Vocab::from_gguf(impl_->model->file());
     if (impl_->vocab->n_tokens() > hparams().n_vocab) {
         throw Error("'" + model_path + "': the tokenizer has " + std::to_string(impl_->vocab->n_tokens()) +
                     " tokens but the output layer only " + std::to_string(hparams().n_vocab));
     }
     impl_->cache = std::make_unique<KvCache>(*impl_->model, options.n_ctx);
-    impl_->forward = std::make_unique<Forward>(*impl_->model, *impl_->cache, n_threads);
-    impl_->decoder = std::make_unique<Decoder>(*impl_->forward, nullptr);
+    if (impl_->model->split().empty()) {
+        impl_->forward = std::make_unique<Forward>(*impl_->model, *impl_->cache, n_threads);
+    } else {
+        impl_->split = std::make_unique<SplitRunner>(*impl_->model, *impl_->cache, n_threads);
+    }
+    impl_->decoder = std::make_unique<Decoder>(impl_->runner(), nullptr);
     if (!options.heads_path.empty()) load_heads(options.heads_path);
 }
 
@@ -42,15 +60,24 @@ const Vocab &Engine::vocab() const { return *impl_->vocab; }
 const Model &Engine::model() const { return *impl_->model; }
 const ExitHeads *Engine::heads() const { return impl_->heads.get(); }
 int Engine::n_ctx() const { return impl_->cache->n_ctx(); }
-int Engine::n_threads() const { return impl_->forward->n_threads(); }
+int Engine::n_threads() const { return impl_->split ? impl_->split->n_threads() : impl_->forward->n_threads(); }
 std::string Engine::device() const {
     const Model &m = *impl_->model;
+    if (!m.split().empty()) {
+        // e.g. "CPU[0,10)+RPC0[10,20)+RPC1[20,30)"
+        std::string out;
+        for (const LayerRange &r : m.split()) {
+            out += (out.empty() ? "" : "+") + std::string(ggml_backend_dev_name(r.device)) + "[" +
+                   std::to_string(r.layer_begin) + "," + std::to_string(r.layer_end) + ")";
+        }
+        return out;
+    }
     return m.device() ? ggml_backend_dev_name(m.device()) : "CPU (mapped file)";
 }
 
 void Engine::load_heads(const std::string &path) {
     auto heads = std::make_unique<ExitHeads>(path, *impl_->model);
-    impl_->decoder = std::make_unique<Decoder>(*impl_->forward, heads.get());
+    impl_->decoder = std::make_unique<Decoder>(impl_->runner(), heads.get());
     impl_->heads = std::move(heads);
 }
 
@@ -134,7 +161,7 @@ void Engine::Impl::teacher_force(const std::vector<int32_t> &ids, PassRequest re
         request.n_rows = static_cast<int>(std::min<size_t>(teacher_forcing_batch, ids.size() - start));
         request.tokens = ids.data() + start;
         request.prompt = true;
-        forward->run(request, &pass);
+        runner().run(request, &pass);
         consume(start, request.n_rows, pass);
     }
     forget_cache();

@@ -12,6 +12,7 @@
 #include "kv_cache.h"
 #include "model.h"
 #include "options_internal.h"
+#include "split_runner.h"
 #include "vocab.h"
 
 namespace adadecode {
@@ -30,7 +31,9 @@ struct Engine::Impl {
     std::unique_ptr<Model> model;
     std::unique_ptr<Vocab> vocab;
     std::unique_ptr<KvCache> cache;
-    std::unique_ptr<Forward> forward;
+    std::unique_ptr<Forward> forward;      // a model on one device
+    std::unique_ptr<SplitRunner> split;    // or a model split across devices
+    PassRunner &runner() const { return split ? static_cast<PassRunner &>(*split) : *forward; }
     std::unique_ptr<ExitHeads> heads;
     std::unique_ptr<Decoder> decoder;
     std::vector<int32_t> cached_tokens;  // what the cache holds at positions 0, 1, ...

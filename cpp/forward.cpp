@@ -33,21 +33,22 @@ int kv_positions(int pos_end, int n_alloc) {
 }
 }  // namespace
 
-Forward::Forward(const Model &model, KvCache &cache, int n_threads, bool own_matmul)
-    : model_(model), cache_(cache), n_threads_(n_threads), own_matmul_(own_matmul) {
+Forward::Forward(const Model &model, KvCache &cache, int n_threads, bool own_matmul, ggml_backend_dev_t device)
+    : model_(model), cache_(cache), device_(device ? device : model.device()), n_threads_(n_threads),
+      own_matmul_(own_matmul) {
     if (n_threads <= 0 || n_threads > GGML_MAX_N_THREADS) {
         throw Error("n_threads must be between 1 and " + std::to_string(GGML_MAX_N_THREADS) + ", got " +
                     std::to_string(n_threads));
     }
-    if (model.device()) {
+    if (device_) {
         own_matmul_ = false;
-        backend_.reset(ggml_backend_dev_init(model.device(), nullptr));
+        backend_.reset(ggml_backend_dev_init(device_, nullptr));
     } else {
         backend_.reset(ggml_backend_cpu_init());
     }
     if (!backend_) {
         throw Error(std::string("cannot initialise the ggml backend of ") +
-                    (model.device() ? ggml_backend_dev_name(model.device()) : "the CPU"));
+                    (device_ ? ggml_backend_dev_name(device_) : "the CPU"));
     }
     if (ggml_backend_is_cpu(backend_.get())) {
         // A persistent thread pool: ggml would otherwise start and join threads for every graph, and the
@@ -71,7 +72,7 @@ std::string Forward::structure_of(const PassRequest &req) {
 Forward::GraphSlot &Forward::slot_for(const PassRequest &req, const std::string &structure) {
     // On the CPU one slot serves every pass; on a device, decode passes of one shape share a slot (so their graphs
     // are built at the same addresses every time) and prompt passes share another.
-    const std::string key = !model_.device() ? "" : req.prompt ? "prompt" : structure;
+    const std::string key = !device_ ? "" : req.prompt ? "prompt" : structure;
     auto found = slots_.find(key);
     if (found == slots_.end()) {
         if (slots_.size() >= max_graph_slots) slots_.clear();
@@ -235,13 +236,13 @@ void Forward::run_pass(const PassRequest &req, PassResult *out) {
     }
     // A device's decode passes attend over the whole cache (masked): then no kernel depends on the position, the
     // number of rows or where a block of positions ends, and the graph is the same from token to token.
-    device_decode_ = model_.device() && !req.prompt;
+    device_decode_ = device_ && !req.prompt;
     const int n_kv = device_decode_ ? cache_.n_alloc() : kv_positions(req.pos0 + n, cache_.n_alloc());
     const std::string structure = structure_of(req);
     GraphSlot &slot = slot_for(req, structure);
     // A device gets the embedding rows from the host: ggml's GPU backends cannot gather rows of every quantized
     // type (CUDA has no K-quant get_rows), and the file is mapped anyway.
-    const bool embed_on_host = model_.device() && req.layer_begin == 0 && req.tokens;
+    const bool embed_on_host = device_ && req.layer_begin == 0 && req.tokens;
     if (req.layer_begin == 0 && req.tokens) {
         for (int i = 0; i < n; ++i) {
             if (req.tokens[i] < 0 || req.tokens[i] >= hp.n_vocab) {
@@ -278,13 +279,19 @@ void Forward::run_pass(const PassRequest &req, PassResult *out) {
         ggml_set_input(hidden_in);
         x = hidden_in;
     }
-    ggml_tensor *positions = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, n);
-    ggml_set_input(positions);
-    ggml_tensor *mask = device_decode_ ? ggml_new_tensor_4d(ctx, GGML_TYPE_F32, n_kv, 1, 1, n)
-                                       : ggml_new_tensor_2d(ctx, GGML_TYPE_F32, n_kv, n);
-    ggml_set_input(mask);
+    // A pass without layers (the exit head of a split model on the device holding the output, see SplitRunner)
+    // has no positions, mask or KV writes: inputs outside the graph would get no memory.
+    const bool has_layers = req.layer_end > req.layer_begin;
+    ggml_tensor *positions = nullptr, *mask = nullptr;
+    if (has_layers) {
+        positions = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, n);
+        ggml_set_input(positions);
+        mask = device_decode_ ? ggml_new_tensor_4d(ctx, GGML_TYPE_F32, n_kv, 1, 1, n)
+                              : ggml_new_tensor_2d(ctx, GGML_TYPE_F32, n_kv, n);
+        ggml_set_input(mask);
+    }
     kv_rows_in_ = v_index_in_ = nullptr;
-    if (model_.device()) {
+    if (device_ && has_layers) {
         kv_rows_in_ = ggml_new_tensor_1d(ctx, GGML_TYPE_I64, n);
         v_index_in_ = ggml_new_tensor_1d(ctx, GGML_TYPE_I64, static_cast<int64_t>(hp.n_embd_kv()) * n);
         ggml_set_input(kv_rows_in_);
@@ -312,7 +319,7 @@ void Forward::run_pass(const PassRequest &req, PassResult *out) {
     ggml_tensor *last = n == 1 ? x : ggml_view_2d(ctx, x, hp.n_embd, 1, x->nb[1], (n - 1) * x->nb[1]);
     if (req.head) {
         ggml_tensor *h =
-            model_.device() ? ggml_mul_mat(ctx, req.head->transform, last) : matmul(ctx, req.head->transform, last);
+            device_ ? ggml_mul_mat(ctx, req.head->transform, last) : matmul(ctx, req.head->transform, last);
         head_logits = build_norm_output(ctx, h, req.head->output_rows);
         ggml_set_output(head_logits);
         ggml_build_forward_expand(gf, head_logits);
@@ -342,15 +349,17 @@ void Forward::run_pass(const PassRequest &req, PassResult *out) {
     if (hidden_in) {
         ggml_backend_tensor_set(hidden_in, hidden, 0, static_cast<size_t>(n) * hp.n_embd * sizeof(float));
     }
-    positions_.resize(n);
-    for (int i = 0; i < n; ++i) positions_[i] = req.pos0 + i;
-    ggml_backend_tensor_set(positions, positions_.data(), 0, n * sizeof(int32_t));
-    mask_.assign(static_cast<size_t>(n_kv) * n, -std::numeric_limits<float>::infinity());
-    for (int i = 0; i < n; ++i) {
-        std::fill(mask_.begin() + static_cast<size_t>(i) * n_kv,
-                  mask_.begin() + static_cast<size_t>(i) * n_kv + req.pos0 + i + 1, 0.0f);
+    if (has_layers) {
+        positions_.resize(n);
+        for (int i = 0; i < n; ++i) positions_[i] = req.pos0 + i;
+        ggml_backend_tensor_set(positions, positions_.data(), 0, n * sizeof(int32_t));
+        mask_.assign(static_cast<size_t>(n_kv) * n, -std::numeric_limits<float>::infinity());
+        for (int i = 0; i < n; ++i) {
+            std::fill(mask_.begin() + static_cast<size_t>(i) * n_kv,
+                      mask_.begin() + static_cast<size_t>(i) * n_kv + req.pos0 + i + 1, 0.0f);
+        }
+        ggml_backend_tensor_set(mask, mask_.data(), 0, mask_.size() * sizeof(float));
     }
-    ggml_backend_tensor_set(mask, mask_.data(), 0, mask_.size() * sizeof(float));
     if (kv_rows_in_) {
         // V is stored transposed ([position, channel] with positions fastest): element (e, row r) goes to
         // e * n_alloc + position.

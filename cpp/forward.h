@@ -24,7 +24,9 @@ public:
     // own_matmul: multiply quantized weights with our batch-invariant small-batch kernel (ggml/ops/qmatmul.h) where
     // it supports the type, instead of ggml's mul_mat. Off only to measure ggml's kernels side by side. A model on
     // a device runs on that device's backend with ggml's kernels.
-    Forward(const Model &model, KvCache &cache, int n_threads, bool own_matmul = true);
+    // `device`: the device to run on when it is not the model's (one range of a split model, see SplitRunner).
+    Forward(const Model &model, KvCache &cache, int n_threads, bool own_matmul = true,
+            ggml_backend_dev_t device = nullptr);
     Forward(const Forward &) = delete;
     Forward &operator=(const Forward &) = delete;
 
@@ -61,6 +63,7 @@ private:
 
     const Model &model_;
     KvCache &cache_;
+    ggml_backend_dev_t device_;  // nullptr: the CPU computing from the mapped file
     int n_threads_;
     bool own_matmul_;
     // A decode pass on a device: ggml's device kernels are chosen by row count, so such a pass is built from pieces

@@ -41,7 +41,7 @@ private:
     int n_ctx_;
     int n_alloc_;
     ggml_context_ptr ctx_;
-    ggml_backend_buffer_ptr buffer_;
+    std::vector<ggml_backend_buffer_ptr> buffers_;
     std::vector<ggml_tensor *> k_, v_;
     std::vector<int> filled_;
 };

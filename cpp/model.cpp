@@ -7,11 +7,13 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <thread>
 
 #include "ggml-alloc.h"
 #include "ggml-cpu.h"
+#include "layer_split.h"
 #include "ops/qmatmul.h"
 #include "repack.h"
 
@@ -83,6 +85,21 @@ Model::Model(const std::string &path, bool repack, ggml_backend_dev_t device, bo
         if (pack && !repack)
             pack_weights();
     }
+}
+
+Model::Model(const std::string &path, const std::vector<ggml_backend_dev_t> &devices,
+             const std::vector<float> &proportions) {
+    file_ = std::make_unique<GgufFile>(path);
+    read_hparams();
+    split_ = split_layers(hp_.n_layer, devices, proportions);
+    device_ = split_.back().device;
+    map_weights();
+    bind_tensors();
+    if (rope_freqs && split_.size() > 1) {
+        // Every layer's rope reads it, and a tensor lives in one device's memory.
+        throw Error("'" + path + "': splitting a model with rope_freqs.weight across devices is not supported yet");
+    }
+    copy_weights_to_split();
 }
 
 Model::Mapping::~Mapping() {
@@ -246,19 +263,75 @@ ggml_tensor *Model::packed(const ggml_tensor *w) const {
     return found == packed_.end() ? nullptr : found->second;
 }
 
+// Refuses up front what cannot fit: a remote (RPC) device's allocator would only fail once the bytes are sent, a
+// GPU's after a partial copy. Devices that report no memory (0) are left to their allocator.
+void Model::check_fits(ggml_backend_dev_t device, size_t needed) const {
+    size_t free_bytes = 0, total_bytes = 0;
+    ggml_backend_dev_memory(device, &free_bytes, &total_bytes);
+    if (total_bytes > 0 && needed > free_bytes) {
+        throw Error("'" + file_->path() + "': the weights " + (split_.size() > 1 ? "of its layers on " : "") +
+                    "need " + std::to_string(needed >> 20) + " MiB but " + ggml_backend_dev_name(device) + " (" +
+                    ggml_backend_dev_description(device) + ") has " + std::to_string(free_bytes >> 20) +
+                    " MiB free");
+    }
+}
+
+void Model::copy_weights_to_split() {
+    const std::string &path = file_->path();
+    // Which range each tensor goes to: a layer's to the range holding the layer, the output's to the last, the rest
+    // (untied token embeddings) to the first.
+    std::vector<std::vector<ggml_tensor *>> placed(split_.size());
+    for (const GgufFile::TensorInfo &info : file_->tensors()) {
+        ggml_tensor *t = ggml_get_tensor(file_->tensor_meta(), info.name.c_str());
+        if (!t || ggml_nbytes(t) != info.nbytes) {
+            throw Error("'" + path + "': tensor '" + info.name + "' has an inconsistent size");
+        }
+        size_t range = 0;
+        int layer = -1;
+        if (std::sscanf(info.name.c_str(), "blk.%d.", &layer) == 1) {
+            while (range + 1 < split_.size() && layer >= split_[range].layer_end) ++range;
+        } else if (info.name.rfind("output", 0) == 0 || t == output) {
+            range = split_.size() - 1;  // tied embeddings are the output matrix (the lookup reads the file anyway)
+        }
+        placed[range].push_back(t);
+    }
+    for (size_t r = 0; r < split_.size(); ++r) {
+        ggml_backend_dev_t dev = split_[r].device;
+        ggml_backend_buffer_type_t buft = ggml_backend_dev_buffer_type(dev);
+        const size_t align = ggml_backend_buft_get_alignment(buft);
+        size_t needed = align;
+        for (const ggml_tensor *t : placed[r]) needed += GGML_PAD(ggml_backend_buft_get_alloc_size(buft, t), align);
+        check_fits(dev, needed);
+        ggml_backend_buffer_t buffer = ggml_backend_buft_alloc_buffer(buft, needed);
+        if (!buffer) {
+            throw Error("'" + path + "': cannot allocate " + std::to_string(needed >> 20) + " MiB for the weights on " +
+                        ggml_backend_dev_name(dev) + " (" + ggml_backend_dev_description(dev) + ")");
+        }
+        split_buffers_.emplace_back(buffer);
+        ggml_backend_buffer_set_usage(buffer, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
+        ggml_tallocr alloc = ggml_tallocr_new(buffer);
+        for (ggml_tensor *t : placed[r]) {
+            if (ggml_tallocr_alloc(&alloc, t) != GGML_STATUS_SUCCESS) {
+                throw Error("'" + path + "': tensor '" + std::string(t->name) + "' cannot be placed on " +
+                            ggml_backend_dev_name(dev));
+            }
+            ggml_backend_tensor_set(t, file_data(t), 0, ggml_nbytes(t));
+        }
+    }
+}
+
+ggml_backend_buffer_type_t Model::layer_buffer_type(int il) const {
+    for (const LayerRange &r : split_) {
+        if (il < r.layer_end) return ggml_backend_dev_buffer_type(r.device);
+    }
+    return buffer_type();
+}
+
 void Model::copy_weights_to_device() {
     const std::string &path = file_->path();
     ggml_backend_buffer_type_t buft = ggml_backend_dev_buffer_type(device_);
-    // Refuse up front what cannot fit: a remote (RPC) device's allocator would only fail once the bytes are sent, a
-    // GPU's after a partial copy. Devices that report no memory (0) are left to their allocator.
-    size_t free_bytes = 0, total_bytes = 0;
-    ggml_backend_dev_memory(device_, &free_bytes, &total_bytes);
     const size_t needed = ggml_backend_alloc_ctx_tensors_from_buft_size(file_->tensor_meta(), buft);
-    if (total_bytes > 0 && needed > free_bytes) {
-        throw Error("'" + path + "': the weights need " + std::to_string(needed >> 20) + " MiB but " +
-                    ggml_backend_dev_name(device_) + " (" + ggml_backend_dev_description(device_) + ") has " +
-                    std::to_string(free_bytes >> 20) + " MiB free");
-    }
+    check_fits(device_, needed);
     weights_buffer_.reset(ggml_backend_alloc_ctx_tensors_from_buft(file_->tensor_meta(), buft));
     if (!weights_buffer_) {
         throw Error("'" + path + "': cannot allocate " + std::to_string(mapping_.size >> 20) + " MiB for the weights on " +

@@ -48,6 +48,13 @@ struct LayerWeights {
     ggml_tensor *ffn_gate = nullptr, *ffn_up = nullptr, *ffn_down = nullptr;
 };
 
+// One device's share of a model split across devices: layers [layer_begin, layer_end) with their KV cache.
+struct LayerRange {
+    ggml_backend_dev_t device = nullptr;
+    int layer_begin = 0;
+    int layer_end = 0;
+};
+
 class Model {
 public:
     // Loads `path`; weights stay in the page cache through mmap. With `repack`, the matmul weights that one of
@@ -57,6 +64,11 @@ public:
     // that our matmul kernel multiplies faster in a layout of its own (qmatmul_packs) are copied into it.
     // Throws Error naming the problem.
     explicit Model(const std::string &path, bool repack = false, ggml_backend_dev_t device = nullptr, bool pack = true);
+    // A model split across `devices` in whole layers, in proportion to `proportions` (split_layers in
+    // layer_split.h): each range's layers go to its device, the token embeddings to the first range's and the
+    // output norm and matrix (which exit heads use too) to the last range's.
+    Model(const std::string &path, const std::vector<ggml_backend_dev_t> &devices,
+          const std::vector<float> &proportions);
     Model(const Model &) = delete;
     Model &operator=(const Model &) = delete;
 
@@ -64,7 +76,12 @@ public:
     const GgufFile &file() const { return *file_; }
     ggml_backend_buffer_type_t buffer_type() const;
     // The device the weights were copied to, or nullptr when the CPU computes from the mapping.
+    // For a split model, the device of the last range (the output's, where exit heads live too).
     ggml_backend_dev_t device() const { return device_; }
+    // The ranges of a split model; empty for a model on one device.
+    const std::vector<LayerRange> &split() const { return split_; }
+    // Where layer il's weights and KV cache live.
+    ggml_backend_buffer_type_t layer_buffer_type(int il) const;
 
     ggml_tensor *tok_embd = nullptr;
     ggml_tensor *output_norm = nullptr;
@@ -94,6 +111,8 @@ private:
     void bind_tensors();
     void place_weights(bool repack);
     void copy_weights_to_device();
+    void copy_weights_to_split();
+    void check_fits(ggml_backend_dev_t device, size_t needed) const;
     void pack_weights();
     void release_file_pages(const ggml_tensor *t);
     std::vector<ggml_tensor *> matmul_weights() const;
@@ -113,7 +132,9 @@ private:
     };
     Mapping mapping_;
     ggml_backend_dev_t device_ = nullptr;
+    std::vector<LayerRange> split_;
     ggml_backend_buffer_ptr weights_buffer_;
+    std::vector<ggml_backend_buffer_ptr> split_buffers_;  // one per range of a split model
     std::vector<ggml_backend_buffer_ptr> extra_buffers_;
     int n_repacked_ = 0;
     ggml_context_ptr packed_ctx_;

@@ -6,7 +6,14 @@
 
 namespace adadecode {
 
-void Engine::trace_passes(bool on) { impl_->forward->set_trace(on ? &impl_->pass_trace : nullptr); }
+void Engine::trace_passes(bool on) {
+    std::vector<PassTrace> *trace = on ? &impl_->pass_trace : nullptr;
+    if (impl_->split) {
+        impl_->split->set_trace(trace);
+    } else {
+        impl_->forward->set_trace(trace);
+    }
+}
 
 std::vector<PassTrace> Engine::take_pass_trace() {
     std::vector<PassTrace> out;
@@ -52,7 +59,7 @@ std::vector<double> Engine::time_pass(int layer_begin, int layer_end, int n_rows
         fill.n_rows = position;
         fill.tokens = ids.data();
         fill.prompt = true;
-        m.forward->run(fill, &out);
+        m.runner().run(fill, &out);
     }
 
     std::vector<float> hidden;
@@ -76,7 +83,7 @@ std::vector<double> Engine::time_pass(int layer_begin, int layer_end, int n_rows
     for (int r = 0; r < reps; ++r) {
         m.cache->truncate(position);
         const auto start = std::chrono::steady_clock::now();
-        m.forward->run(req, &out);
+        m.runner().run(req, &out);
         seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     }
     m.cache->truncate(position);

@@ -103,10 +103,13 @@ PYBIND11_MODULE(_core, m) {
 
     py::class_<Engine>(m, "Engine")
         .def(py::init([](const std::string &path, int n_ctx, int n_threads, const std::string &heads, bool repack,
-                         const std::string &device) {
+                         const std::string &device, const std::vector<std::string> &split_devices,
+                         const std::vector<float> &tensor_split) {
                  EngineOptions o;
                  o.repack = repack;
                  o.device = device;
+                 o.split_devices = split_devices;
+                 o.tensor_split = tensor_split;
                  o.n_ctx = n_ctx;
                  o.n_threads = n_threads;
                  o.heads_path = heads;
@@ -114,7 +117,8 @@ PYBIND11_MODULE(_core, m) {
                  return std::make_unique<Engine>(path, o);
              }),
              py::arg("path"), py::arg("n_ctx") = 4096, py::arg("n_threads") = 0, py::arg("heads") = "",
-             py::arg("repack") = false, py::arg("device") = "")
+             py::arg("repack") = false, py::arg("device") = "", py::arg("split_devices") = std::vector<std::string>{},
+             py::arg("tensor_split") = std::vector<float>{})
         .def_property_readonly("arch", [](const Engine &e) { return e.hparams().arch; })
         .def_property_readonly("n_layer", [](const Engine &e) { return e.hparams().n_layer; })
         .def_property_readonly("n_embd", [](const Engine &e) { return e.hparams().n_embd; })
@@ -123,6 +127,16 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("n_ctx", &Engine::n_ctx)
         .def_property_readonly("n_threads", &Engine::n_threads)
         .def_property_readonly("device", &Engine::device)
+        .def_property_readonly(
+            "split",
+            [](const Engine &e) {
+                py::list out;
+                for (const LayerRange &r : e.model().split()) {
+                    out.append(py::make_tuple(std::string(ggml_backend_dev_name(r.device)), r.layer_begin, r.layer_end));
+                }
+                return out;
+            },
+            "For a model split across devices, (device, layer_begin, layer_end) per range; empty otherwise.")
         .def_property_readonly("n_repacked", [](const Engine &e) { return e.model().n_repacked(); })
         .def_property_readonly("packed_bytes", [](const Engine &e) { return e.model().packed_bytes(); })
         .def_property_readonly("vocab", &Engine::vocab, py::return_value_policy::reference_internal)

@@ -32,6 +32,10 @@ struct EngineOptions {
     // A ggml device to copy the weights to and compute on ("gpu" for the first GPU, or a name from
     // list_devices()); empty: the CPU computes from the mapped file with our own kernels.
     std::string device;
+    // Split the model's layers across these devices (in this order; e.g. "CPU", "RPC0", "RPC1") in proportion to
+    // `tensor_split` (one value >= 0 per device), or to the devices' free memory when it is empty. Empty: no split.
+    std::vector<std::string> split_devices;
+    std::vector<float> tensor_split;
 };
 
 class Engine {
