@@ -1,6 +1,6 @@
 """ggml's RPC backend: `adadecode rpc-server` processes on 127.0.0.1 and a model computing on them (docs/rpc.md).
 
-Phase 1: the whole model on one remote device. Its logits are bitwise those of the same model on the local CPU device
+Phase 1: the whole model on one remote device (the split across several devices: test_rpc_split.py). Its logits are bitwise those of the same model on the local CPU device
 (`device="CPU"`: ggml's kernels on both sides), and its tokens those of a local run in every decoding mode. Faults (no
 server, a server speaking another protocol, a server killed mid-generation) are clear errors in bounded time, and the
 process stays usable.
@@ -154,15 +154,6 @@ def test_cli_run_with_rpc(smollm2_path: Path) -> None:
     assert local.returncode == 0 and remote.returncode == 0, (local.stderr, remote.stderr)
     assert server.stop()[0] == 0
     assert remote.stdout == local.stdout and remote.stdout.strip()
-
-
-def test_two_remote_devices_are_refused_for_now(engine: Any, smollm2_path: Path) -> None:
-    servers = [Server(), Server()]
-    try:
-        with pytest.raises(ValueError, match="splitting a model across several devices is not implemented yet"):
-            engine(smollm2_path, n_ctx=64, rpc_servers=",".join(s.endpoint for s in servers))
-    finally:
-        assert [s.stop()[0] for s in servers] == [0, 0]
 
 
 def test_a_local_device_with_rpc_servers_is_refused(engine: Any, smollm2_path: Path) -> None:

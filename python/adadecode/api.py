@@ -151,7 +151,7 @@ _DEFAULT_SEED = 0xFFFFFFFF  # llama.cpp's LLAMA_DEFAULT_SEED: a random seed
 
 # llama-cpp-python constructor parameters that adadecode cannot honour: accepted only at their default value.
 _UNSUPPORTED_INIT: dict[str, Any] = {
-    "split_mode": 1, "main_gpu": 0, "tensor_split": None, "vocab_only": False, "use_mmap": True, "use_mlock": False,
+    "split_mode": 1, "main_gpu": 0, "vocab_only": False, "use_mmap": True, "use_mlock": False,
     "kv_overrides": None, "rope_scaling_type": -1, "pooling_type": -1, "attention_type": -1, "rope_freq_base": 0.0,
     "rope_freq_scale": 0.0, "yarn_ext_factor": -1.0, "yarn_attn_factor": 1.0, "yarn_beta_fast": 32.0,
     "yarn_beta_slow": 1.0, "yarn_orig_ctx": 0, "lora_base": None, "lora_scale": 1.0, "lora_path": None,
@@ -214,6 +214,7 @@ class Llama:
         heads: str | os.PathLike[str] | None = None,
         device: str | None = None,
         rpc_servers: str | Sequence[str] | None = None,
+        tensor_split: str | Sequence[float] | None = None,
         n_batch: int = 512,
         model_alias: str | None = None,
         max_prompt_tokens: int | None = None,
@@ -266,6 +267,7 @@ class Llama:
             n_gpu_layers=n_gpu_layers,
             device=device,
             rpc_servers=rpc_servers,
+            tensor_split=tensor_split,
         )
         self._init_common(self.model, model_alias)
         self.max_prompt_tokens = max_prompt_tokens

@@ -52,6 +52,8 @@ def model_options(args: argparse.Namespace) -> dict[str, Any]:
     }
     if args.rpc is not None:
         options["rpc_servers"] = args.rpc
+    if args.tensor_split is not None:
+        options["tensor_split"] = args.tensor_split
     return options
 
 
@@ -76,8 +78,21 @@ def add_device_options(p: argparse.ArgumentParser) -> None:
         "--rpc",
         default=None,
         metavar="HOST:PORT[,...]",
-        help="compute on the devices of `adadecode rpc-server` processes (for now: the whole model on one remote "
-        "device; see docs/rpc.md)",
+        help="compute on the devices of `adadecode rpc-server` processes: one server holds the whole model, "
+        "several (or --tensor-split) split its layers across the local CPU and the servers; see docs/rpc.md",
+    )
+    add_tensor_split_option(p)
+
+
+def add_tensor_split_option(p: argparse.ArgumentParser) -> None:
+    """--tensor-split, as in llama.cpp (run, chat, serve, bench)."""
+    p.add_argument(
+        "-ts",
+        "--tensor-split",
+        default=None,
+        metavar="A,B,...",
+        help="with --rpc: the share of layers for each device, the local CPU first, then each server's "
+        "(default: in proportion to their free memory); e.g. 1,2,2",
     )
 
 

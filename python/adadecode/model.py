@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import math
 import os
 import queue
 import struct
@@ -173,6 +174,29 @@ def add_rpc_servers(rpc_servers: str | Sequence[str] | None, timeout_s: float = 
     return names
 
 
+def parse_tensor_split(tensor_split: str | Sequence[float] | None) -> list[float]:
+    """``"a,b,c"`` (llama.cpp's --tensor-split) or a list of floats -> the list; None, "" or [] -> [].
+
+    Raises ValueError for a value that is not a number, negative or not finite, and for all zeros."""
+    if tensor_split is None:
+        return []
+    items = tensor_split.split(",") if isinstance(tensor_split, str) else list(tensor_split)
+    if isinstance(tensor_split, str) and not tensor_split.strip():
+        return []
+    out: list[float] = []
+    for item in items:
+        try:
+            value = float(item)
+        except (TypeError, ValueError):
+            raise ValueError(f"tensor_split: {item!r} is not a number (expected a,b,c: one share per device)") from None
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"tensor_split: values must be finite and >= 0, got {item!r}")
+        out.append(value)
+    if out and not any(out):
+        raise ValueError(f"tensor_split: {tensor_split!r} gives no device a share (all values are 0)")
+    return out
+
+
 class Model:
     """A GGUF model on the adadecode engine.
 
@@ -182,8 +206,12 @@ class Model:
     ``n_gpu_layers`` (llama.cpp's flag; any non-zero value offloads the whole model) or ``device`` (a name from
     :func:`list_devices`, or ``"gpu"``) move the weights to a ggml device and compute there with ggml's kernels.
     ``rpc_servers`` (``"host:port"``, a comma-separated list, or a list) computes on the devices of
-    ``adadecode rpc-server`` processes on other hosts; for now the whole model goes to one remote device (the
-    first, unless ``device`` names another, e.g. ``"RPC0"``); see docs/rpc.md.
+    ``adadecode rpc-server`` processes on other hosts. With one server the whole model goes to its device; with
+    several (or with ``tensor_split``) the layers, with their KV cache, are split in whole contiguous ranges across
+    the local CPU and the servers' devices, in that order, in proportion to their free memory or to
+    ``tensor_split`` (one share per device, e.g. ``[1, 2, 2]``; ``"1,2,2"`` too). ``device`` naming one of the
+    servers' devices (``"RPC0"``) puts the whole model there instead. :attr:`split` lists the ranges. See
+    docs/rpc.md.
     """
 
     def __init__(
@@ -196,6 +224,7 @@ class Model:
         n_gpu_layers: int = 0,
         device: str | None = None,
         rpc_servers: str | Sequence[str] | None = None,
+        tensor_split: str | Sequence[float] | None = None,
     ) -> None:
         if n_threads is not None and n_threads <= 0:
             raise ValueError(f"n_threads must be >= 1, got {n_threads}")
@@ -205,25 +234,37 @@ class Model:
         heads_path = ""
         if heads is not None:
             heads_path = str(resolve_heads(str(heads), self.path))
+        shares = parse_tensor_split(tensor_split)
+        if shares and not rpc_servers:
+            raise ValueError("tensor_split splits a model across the local CPU and rpc_servers; give rpc_servers")
+        if shares and (device or n_gpu_layers or repack):
+            raise ValueError("tensor_split takes neither device, n_gpu_layers nor repack (it splits across the "
+                             "local CPU and the rpc_servers' devices)")  # fmt: skip
         remote = add_rpc_servers(rpc_servers)
         if remote and device and device.lower() not in (r.lower() for r in remote):
             raise ValueError(
                 f"device={device!r} is not a device of rpc_servers ({', '.join(remote)}): the servers would go unused"
             )
+        split_devices: list[str] = []
         if remote and not device:
-            if len(remote) > 1:
-                raise ValueError(
-                    f"rpc_servers: {len(remote)} remote devices ({', '.join(remote)}), but splitting a model across "
-                    "several devices is not implemented yet: give one server, or name one with device="
-                )
-            device = remote[0]
+            if len(remote) == 1 and not shares:
+                device = remote[0]
+            else:
+                split_devices = ["CPU", *remote]
+        if shares and len(shares) != len(split_devices):
+            raise ValueError(
+                f"tensor_split has {len(shares)} entries but the model is split across {len(split_devices)} devices "
+                f"({', '.join(split_devices)}: the local CPU, then each rpc-server's)"
+            )
         self._engine = _core.Engine(
             self.path,
             n_ctx=n_ctx,
             n_threads=n_threads or 0,
             heads=heads_path,
             repack=repack,
-            device=choose_device(n_gpu_layers, device),
+            device="" if split_devices else choose_device(n_gpu_layers, device),
+            split_devices=split_devices,
+            tensor_split=shares,
         )
         # The engine is not reentrant: a second generation while one runs (another thread, or the worker thread of
         # a stream nobody closed) is refused with a clear error instead of corrupting the KV cache.
@@ -252,6 +293,12 @@ class Model:
     def device(self) -> str:
         """Where the model computes: a ggml device name, or "CPU (mapped file)" for the default path."""
         return str(self._engine.device)
+
+    @property
+    def split(self) -> list[tuple[str, int, int]]:
+        """For a model split across devices, ``(device, layer_begin, layer_end)`` per range in layer order (the
+        layers ``layer_begin <= i < layer_end`` and their KV cache live on ``device``); empty otherwise."""
+        return [(str(d), int(b), int(e)) for d, b, e in self._engine.split]
 
     @property
     def n_repacked(self) -> int:

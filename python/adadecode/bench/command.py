@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .._version import __version__
+from ..cli_common import add_tensor_split_option
 from ..fetch import cache_root, resolve_model
 from ..heads import shipped_heads
 from ..model import Model
@@ -70,9 +71,11 @@ def add_bench_parser(subparsers: Any, parents: list[argparse.ArgumentParser] | N
     p.add_argument(
         "--rpc",
         default=None,
-        metavar="HOST:PORT",
-        help="run our modes on the device of an `adadecode rpc-server` (docs/rpc.md); anchors stay local",
+        metavar="HOST:PORT[,...]",
+        help="run our modes on the devices of `adadecode rpc-server` processes (several, or --tensor-split: split "
+        "across the local CPU and them; docs/rpc.md); anchors stay local",
     )
+    add_tensor_split_option(p)
     p.add_argument("--task", default="humaneval", help="humaneval, mtbench, or a JSONL file of prompt records")
     p.add_argument("--limit", type=int, default=0, metavar="N", help="first N prompts of the task (0: all)")
     p.add_argument("--max-tokens", type=int, default=256, metavar="N", help="new tokens per prompt at most")
@@ -234,8 +237,10 @@ def run_bench(args: argparse.Namespace) -> int:
 
     model_path = str(resolve_model(args.model))
     if args.micro:
-        if args.rpc:
-            raise ValueError("--rpc applies to the decoding benchmark, not to --micro (local building blocks)")
+        if args.rpc or args.tensor_split:
+            raise ValueError(
+                "--rpc and --tensor-split apply to the decoding benchmark, not to --micro (local building blocks)"
+            )
         return run_micro(model_path, args)
 
     from tqdm import tqdm
@@ -243,7 +248,8 @@ def run_bench(args: argparse.Namespace) -> int:
     modes, anchor_names = _list(args.modes), _list(args.anchors)
     heads = args.heads or (_default_heads(model_path) if any("adadecode" in m for m in modes) else None)
     draft = str(resolve_model(args.draft_model)) if args.draft_model and "llamacpp-spec" in anchor_names else None
-    model = Model(model_path, n_ctx=args.ctx_size, n_threads=args.threads, heads=heads, rpc_servers=args.rpc)
+    model = Model(model_path, n_ctx=args.ctx_size, n_threads=args.threads, heads=heads, rpc_servers=args.rpc,
+                  tensor_split=args.tensor_split)
     prompts = load_prompts(model, args.task, cache_root() / "data", args.limit)
     longest = max(len(p.ids) for p in prompts)
     if longest + args.max_tokens > args.ctx_size:
