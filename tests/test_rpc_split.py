@@ -50,7 +50,7 @@ def local_cpu_device(engine: Any, smollm2_path: Path) -> Any:
 
 def _check_ranges(ranges: list[tuple[str, int, int]]) -> None:
     assert ranges[0][1] == 0 and ranges[-1][2] == N_LAYER
-    assert all(a[2] == b[1] for a, b in zip(ranges, ranges[1:]))
+    assert all(a[2] == b[1] for a, b in zip(ranges, ranges[1:], strict=False))
     assert all(b < e for _, b, e in ranges)
 
 
@@ -145,10 +145,9 @@ def test_tensor_split_needs_rpc_servers(engine: Any, smollm2_path: Path, endpoin
 
 
 def test_more_devices_than_layers_is_refused(engine: Any, endpoints: str, tmp_path: Path) -> None:
+    from adadecode import Error
     from tiny_gguf import N_LAYER as TINY_LAYERS
     from tiny_gguf import write_tiny_model
-
-    from adadecode import Error
 
     assert TINY_LAYERS == 2
     with pytest.raises(Error, match="cannot split 2 layers across 3 devices: each needs at least one whole layer"):
@@ -160,8 +159,8 @@ def test_more_devices_than_layers_is_refused(engine: Any, endpoints: str, tmp_pa
 
 def test_split_that_does_not_fit_is_a_clear_error(engine: Any, smollm2_path: Path) -> None:
     """The second server reports 20 MiB (--mem): its third of the layers with the output matrix (~49 MiB) does not
-    fit; refused before any weight is sent to any device, naming the range and both sizes. The process then loads the model
-    locally."""
+    fit; refused before any weight is sent to any device, naming the range and both sizes. The process then loads
+    the model locally."""
     from adadecode import Error
 
     big, small = Server(), Server("--mem", "20")
