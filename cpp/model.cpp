@@ -265,12 +265,12 @@ ggml_tensor *Model::packed(const ggml_tensor *w) const {
 
 // Refuses up front what cannot fit: a remote (RPC) device's allocator would only fail once the bytes are sent, a
 // GPU's after a partial copy. Devices that report no memory (0) are left to their allocator.
-void Model::check_fits(ggml_backend_dev_t device, size_t needed) const {
+void Model::check_fits(ggml_backend_dev_t device, size_t needed, const std::string &what) const {
     size_t free_bytes = 0, total_bytes = 0;
     ggml_backend_dev_memory(device, &free_bytes, &total_bytes);
     if (total_bytes > 0 && needed > free_bytes) {
-        throw Error("'" + file_->path() + "': the weights " + (split_.size() > 1 ? "of its layers on " : "") +
-                    "need " + std::to_string(needed >> 20) + " MiB but " + ggml_backend_dev_name(device) + " (" +
+        throw Error("'" + file_->path() + "': the weights " + what + "need " + std::to_string(needed >> 20) +
+                    " MiB but " + ggml_backend_dev_name(device) + " (" +
                     ggml_backend_dev_description(device) + ") has " + std::to_string(free_bytes >> 20) +
                     " MiB free");
     }
@@ -295,14 +295,22 @@ void Model::copy_weights_to_split() {
         }
         placed[range].push_back(t);
     }
+    // Every range is checked before any weight is sent anywhere.
+    std::vector<size_t> sizes;
     for (size_t r = 0; r < split_.size(); ++r) {
-        ggml_backend_dev_t dev = split_[r].device;
-        ggml_backend_buffer_type_t buft = ggml_backend_dev_buffer_type(dev);
+        ggml_backend_buffer_type_t buft = ggml_backend_dev_buffer_type(split_[r].device);
         const size_t align = ggml_backend_buft_get_alignment(buft);
         size_t needed = align;
         for (const ggml_tensor *t : placed[r]) needed += GGML_PAD(ggml_backend_buft_get_alloc_size(buft, t), align);
-        check_fits(dev, needed);
-        ggml_backend_buffer_t buffer = ggml_backend_buft_alloc_buffer(buft, needed);
+        check_fits(split_[r].device, needed,
+                   "of layers [" + std::to_string(split_[r].layer_begin) + ", " + std::to_string(split_[r].layer_end) +
+                       ")" + (r + 1 == split_.size() ? " and the output " : " "));
+        sizes.push_back(needed);
+    }
+    for (size_t r = 0; r < split_.size(); ++r) {
+        ggml_backend_dev_t dev = split_[r].device;
+        const size_t needed = sizes[r];
+        ggml_backend_buffer_t buffer = ggml_backend_buft_alloc_buffer(ggml_backend_dev_buffer_type(dev), needed);
         if (!buffer) {
             throw Error("'" + path + "': cannot allocate " + std::to_string(needed >> 20) + " MiB for the weights on " +
                         ggml_backend_dev_name(dev) + " (" + ggml_backend_dev_description(dev) + ")");
@@ -331,7 +339,7 @@ void Model::copy_weights_to_device() {
     const std::string &path = file_->path();
     ggml_backend_buffer_type_t buft = ggml_backend_dev_buffer_type(device_);
     const size_t needed = ggml_backend_alloc_ctx_tensors_from_buft_size(file_->tensor_meta(), buft);
-    check_fits(device_, needed);
+    check_fits(device_, needed, "");
     weights_buffer_.reset(ggml_backend_alloc_ctx_tensors_from_buft(file_->tensor_meta(), buft));
     if (!weights_buffer_) {
         throw Error("'" + path + "': cannot allocate " + std::to_string(mapping_.size >> 20) + " MiB for the weights on " +

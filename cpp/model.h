@@ -112,7 +112,7 @@ private:
     void place_weights(bool repack);
     void copy_weights_to_device();
     void copy_weights_to_split();
-    void check_fits(ggml_backend_dev_t device, size_t needed) const;
+    void check_fits(ggml_backend_dev_t device, size_t needed, const std::string &what) const;
     void pack_weights();
     void release_file_pages(const ggml_tensor *t);
     std::vector<ggml_tensor *> matmul_weights() const;

@@ -2,9 +2,8 @@
 
 Phase 1: the whole model on one remote device (the split across several devices: test_rpc_split.py). Its logits
 are bitwise those of the same model on the local CPU device (`device="CPU"`: ggml's kernels on both sides), and its
-tokens those of a local run in every decoding mode. Faults (no
-server, a server speaking another protocol, a server killed mid-generation) are clear errors in bounded time, and the
-process stays usable.
+tokens those of a local run in every decoding mode. Faults (no server, a server speaking another protocol, a server
+killed mid-generation) are clear errors in bounded time, and the process stays usable.
 """
 
 from __future__ import annotations
