@@ -2,8 +2,8 @@
 `adadecode rpc-server` processes (docs/rpc.md), and the bytes each server reads and writes per generated token.
 
 Every configuration runs in a fresh child process with 1 thread (each server too: `-t 1`); a split pass computes on
-one device at a time, so the processes never compete for a core. The bytes are the servers' socket traffic, read from
-/proc/PID/io (rchar/wchar) around the timed generations.
+one device at a time, so the processes never compete for a core. The bytes are each server's TCP traffic (the kernel's
+byte counters of its connection, `ss -i`) around the timed generations, divided by the tokens generated.
 
     python bench/rpc_split_bench.py -m qwen2.5-coder-0.5b --out bench/results/rpc
 """
@@ -31,15 +31,18 @@ import json, sys, time
 from adadecode import Model
 cfg = json.loads(sys.argv[1])
 m = Model(cfg["model"], n_ctx=1024, n_threads=1, **cfg["options"])
-def io(pid):
-    if pid is None:
-        return 0, 0
-    fields = dict(line.split(": ") for line in open(f"/proc/{pid}/io").read().splitlines())
-    return int(fields["rchar"]), int(fields["wchar"])
+import re, subprocess
+def io(port):
+    # The server side of the connections to `port`: TCP's own byte counters (ss -i), received and sent.
+    text = subprocess.run(["ss", "-tinH", "state", "established", f"( sport = :{port} )"],
+                          capture_output=True, text=True).stdout
+    received = sum(int(x) for x in re.findall(r"bytes_received:(\d+)", text))
+    sent = sum(int(x) for x in re.findall(r"bytes_sent:(\d+)", text))
+    return received, sent
 out = {"split": m.split, "device": m.device, "runs": {}}
 for mode in cfg["modes"]:
     m.generate(cfg["prompts"][0], max_tokens=8, mode=mode)  # warm-up: graphs planned, pages touched
-    before = [io(p) for p in cfg["server_pids"]]
+    before = [io(p) for p in cfg["server_ports"]]
     tokens, seconds = 0, 0.0
     for prompt in cfg["prompts"]:
         m.reset()
@@ -47,7 +50,7 @@ for mode in cfg["modes"]:
         g = m.generate(prompt, max_tokens=cfg["max_tokens"], mode=mode)
         seconds += time.perf_counter() - start
         tokens += len(g.tokens)
-    after = [io(p) for p in cfg["server_pids"]]
+    after = [io(p) for p in cfg["server_ports"]]
     out["runs"][mode] = {
         "tokens": tokens, "seconds": seconds, "tok_s": tokens / seconds,
         "server_bytes_in_per_token": [(a[0] - b[0]) / tokens for a, b in zip(after, before)],
@@ -89,7 +92,7 @@ def run_config(name: str, model: str, options: dict[str, Any], n_servers: int, a
             options = {**options, "rpc_servers": ",".join(e for _, e in servers)}
         cfg = {
             "model": model, "options": options, "modes": args.modes, "prompts": PROMPTS,
-            "max_tokens": args.max_tokens, "server_pids": [p.pid for p, _ in servers],
+            "max_tokens": args.max_tokens, "server_ports": [int(e.rsplit(":", 1)[1]) for _, e in servers],
         }  # fmt: skip
         out = subprocess.run(
             [sys.executable, "-c", CHILD, json.dumps(cfg)], capture_output=True, text=True, timeout=1800
