@@ -72,6 +72,25 @@ def test_split_logits_equal_the_local_cpu_device_bitwise(split: Any, local_cpu_d
         assert a.shape == b.shape and np.array_equal(a, b), (prompt, float(np.abs(a - b).max()))
 
 
+def test_split_hidden_states_equal_local(split: Any, local_cpu_device: Any) -> None:
+    """States captured on every device (layers on both sides of each boundary) in one pass."""
+    ids = split.tokenize(PARITY_PROMPTS[4])
+    layers = [0, 1, 9, 10, 11, 19, 20, 21, 30]
+    assert np.array_equal(split.hidden_states(ids, layers), local_cpu_device.hidden_states(ids, layers))
+
+
+def test_split_prompt_state_round_trip(split: Any) -> None:
+    """A saved state reads every device's KV cache and loading it writes them back."""
+    prompt = PARITY_PROMPTS[5]
+    split.reset()
+    want = split.generate(prompt, max_tokens=12, mode="standard").tokens
+    state = split.save_state()
+    split.reset()
+    split.load_state(state)
+    again = split.generate(prompt, max_tokens=12, mode="standard")
+    assert again.tokens == want and again.stats["n_prompt_reused"] > 0
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_split_tokens_equal_local_in_every_mode(split: Any, local_cpu_device: Any, mode: str) -> None:
     for prompt in PARITY_PROMPTS[:3]:
@@ -242,3 +261,16 @@ def test_cli_run_with_a_split(smollm2_path: Path) -> None:
     assert local.returncode == 0 and split.returncode == 0, (local.stderr, split.stderr)
     assert split.stdout == local.stdout and split.stdout.strip()
     assert bad.returncode != 0 and "tensor_split has 2 entries" in bad.stderr, bad.stderr
+
+
+def test_llama_with_tensor_split(smollm2_path: Path, endpoints: str, local_cpu_device: Any) -> None:
+    """llama-cpp-python's tensor_split (a list of floats) with rpc_servers: the same completion as the local CPU
+    device."""
+    from adadecode import Llama
+
+    llm = Llama(str(smollm2_path), n_ctx=256, n_threads=1, rpc_servers=endpoints, tensor_split=[0.5, 0.25, 0.25])
+    assert [(b, e) for _, b, e in llm.model.split] == [(0, 15), (15, 23), (23, 30)]  # 0.75 * 30 = 22.5 -> 23
+    prompt = PARITY_PROMPTS[3]
+    got = llm.create_completion(prompt, max_tokens=16, temperature=0.0)["choices"][0]["text"]
+    want = local_cpu_device.generate(prompt, max_tokens=16, mode="standard").text
+    assert got == want
