@@ -8,6 +8,7 @@ them) and bad values are refused; a server killed mid-generation is a clear erro
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -247,7 +248,7 @@ def test_cli_run_with_a_split(smollm2_path: Path) -> None:
             [sys.executable, "-m", "adadecode", "run", *args, "--device", "CPU"], capture_output=True, text=True
         )
         split = subprocess.run(
-            [sys.executable, "-m", "adadecode", "run", *args, *rpc, "--tensor-split", "2,1,1"],
+            [sys.executable, "-m", "adadecode", "run", *args, *rpc, "--tensor-split", "2,1,1", "-v"],
             capture_output=True,
             text=True,
         )
@@ -260,6 +261,7 @@ def test_cli_run_with_a_split(smollm2_path: Path) -> None:
         assert [s.stop()[0] for s in pair] == [0, 0]
     assert local.returncode == 0 and split.returncode == 0, (local.stderr, split.stderr)
     assert split.stdout == local.stdout and split.stdout.strip()
+    assert re.search(r"device=CPU\[0,15\)\+RPC\d+\[15,23\)\+RPC\d+\[23,30\)", split.stderr), split.stderr
     assert bad.returncode != 0 and "tensor_split has 2 entries" in bad.stderr, bad.stderr
 
 

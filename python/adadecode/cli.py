@@ -374,7 +374,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _describe_model(model: Any, path: Any, seconds: float) -> None:
-    info = [f"{name}={getattr(model, name)}" for name in ("arch", "n_layer", "n_embd", "n_ctx", "n_threads")
+    info = [f"{name}={getattr(model, name)}" for name in ("arch", "n_layer", "n_embd", "n_ctx", "n_threads", "device")
             if hasattr(model, name)]  # fmt: skip
     exits = getattr(model, "exit_layers", None)
     if exits:
