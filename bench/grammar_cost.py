@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from adadecode import Llama
+from adadecode.bench.machine import cpu_class
 from adadecode.grammar import GrammarProcessor, from_request
 
 SCHEMA = {
@@ -37,10 +38,6 @@ PROMPTS = [
     "Invent a musician and describe them in JSON: name, age, skills, city.",
 ]
 
-
-def cpu_class() -> str:
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    return "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "other"
 
 
 def run_model(name: str, args: argparse.Namespace) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from adadecode.bench.llamacpp_bin import default_bin_dir
+from adadecode.bench.machine import cpu_class, cpu_flags, cpu_name
 from adadecode.fetch import resolve_model
 
 _CACHE_VAR = "ADADECODE_CACHE"  # where models live: no setting of the engine
@@ -46,23 +47,6 @@ gen = model.generate(ids, max_tokens=1, mode="standard")  # the last id runs as 
 print(gen.stats["prefill_seconds"])
 """
 
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
-
-
-def _cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    return {f for line in text.splitlines() if line.startswith("flags") for f in line.split(":", 1)[1].split()}
 
 
 def run_ours(model: str, n_tokens: int, threads: int, env: dict[str, str]) -> float:
@@ -145,11 +129,11 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
 
-    flags = _cpu_flags()
+    flags = cpu_flags()
     doc = {
         "label": args.label,
-        "cpu_model": _cpu_name(),
-        "cpu_class": "AVX-512" if {"avx512f", "avx512bw", "avx512vl"} <= flags else "AVX2" if "avx2" in flags else "",
+        "cpu_model": cpu_name(),
+        "cpu_class": cpu_class(flags),
         "avx512_vnni": "avx512_vnni" in flags,
         "threads": args.threads,
         "n_prompt": args.n_prompt,

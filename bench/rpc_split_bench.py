@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import socket
 import subprocess
@@ -19,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from adadecode.bench.machine import cpu_class, cpu_name
 
 PROMPTS = [
     "def quicksort(arr):\n",
@@ -131,7 +134,7 @@ def main() -> int:
     stem = f"split-{Path(model).stem}"
     meta = {
         "model": Path(model).name, "max_tokens": args.max_tokens, "prompts": PROMPTS, "threads": 1,
-        "machine": platform.platform(), "cpu_count": __import__("os").cpu_count(),
+        "machine": platform.platform(), "cpu_count": os.cpu_count(), "cpu_class": cpu_class(), "cpu": cpu_name(),
         "command": "python bench/rpc_split_bench.py " + " ".join(sys.argv[1:]),
     }  # fmt: skip
     (out_dir / f"{stem}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
@@ -139,7 +142,8 @@ def main() -> int:
         f"# {Path(model).name}: local vs split across loopback rpc-servers",
         "",
         f"`{meta['command']}`; 1 thread per process, {args.max_tokens} greedy tokens after each of "
-        f"{len(PROMPTS)} code prompts, on {meta['cpu_count']} shared cores ({meta['machine']}).",
+        f"{len(PROMPTS)} code prompts, on {meta['cpu_count']} shared cores, CPU class {meta['cpu_class']} "
+        f"({meta['cpu']}).",
         "",
         "| configuration | layer ranges | " + " | ".join(f"{m} tok/s" for m in args.modes)
         + " | bytes per token in / out, each server (" + args.modes[0] + ") |",

@@ -35,6 +35,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from adadecode.bench.machine import cpu_class
+
 CACHE = Path(os.environ.get("ADADECODE_CACHE", Path.home() / ".cache/adadecode"))
 LLAMA_SERVER = CACHE / "llamacpp-bin/bin/llama-server"
 
@@ -304,13 +306,6 @@ def markdown(report: dict[str, Any]) -> str:
     lines += ["", "Per-turn figures (prompt tokens, TTFT, decode tokens/s) are in the JSON file next to this one."]
     return "\n".join(lines) + "\n"
 
-
-def cpu_class() -> str:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "unknown"
-    return "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "other"
 
 
 def main() -> int:

@@ -1,7 +1,6 @@
 #include "forward.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -194,24 +193,7 @@ ModelDims Forward::dims() const {
 }
 
 void Forward::run(const PassRequest &req, PassResult *out) {
-    if (!trace_) {
-        run_pass(req, out);
-        return;
-    }
-    const auto start = std::chrono::steady_clock::now();
-    run_pass(req, out);
-    PassTrace t;
-    t.layer_begin = req.layer_begin;
-    t.layer_end = req.layer_end;
-    t.n_rows = req.n_rows;
-    t.pos0 = req.pos0;
-    t.logit_rows = req.logits == PassRequest::Logits::all    ? req.n_rows
-                   : req.logits == PassRequest::Logits::last ? 1
-                                                             : 0;
-    t.head = req.head != nullptr;
-    t.prompt = req.prompt;
-    t.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    trace_->push_back(t);
+    run_traced(trace_, req, [&] { run_pass(req, out); });
 }
 
 void Forward::run_pass(const PassRequest &req, PassResult *out) {

@@ -3,6 +3,7 @@
 // ExitHeads). Behind these two interfaces a test can put a toy model and check every scheduler path in milliseconds.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -44,6 +45,29 @@ struct PassTrace {
     bool prompt = false;
     double seconds = 0.0;
 };
+
+// Runs a pass through `run` and, when `trace` is set, appends it as the scheduler asked for it, with its wall time.
+template <class Run>
+void run_traced(std::vector<PassTrace> *trace, const PassRequest &req, Run &&run) {
+    if (!trace) {
+        run();
+        return;
+    }
+    const auto start = std::chrono::steady_clock::now();
+    run();
+    PassTrace t;
+    t.layer_begin = req.layer_begin;
+    t.layer_end = req.layer_end;
+    t.n_rows = req.n_rows;
+    t.pos0 = req.pos0;
+    t.logit_rows = req.logits == PassRequest::Logits::all    ? req.n_rows
+                   : req.logits == PassRequest::Logits::last ? 1
+                                                             : 0;
+    t.head = req.head != nullptr;
+    t.prompt = req.prompt;
+    t.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    trace->push_back(t);
+}
 
 struct PassResult {
     std::vector<float> hidden;                 // n_rows x n_embd

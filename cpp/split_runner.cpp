@@ -1,7 +1,6 @@
 #include "split_runner.h"
 
 #include <algorithm>
-#include <chrono>
 
 #include "error.h"
 
@@ -15,24 +14,7 @@ SplitRunner::SplitRunner(const Model &model, KvCache &cache, int n_threads) : mo
 }
 
 void SplitRunner::run(const PassRequest &req, PassResult *out) {
-    if (!trace_) {
-        run_parts(req, out);
-        return;
-    }
-    const auto start = std::chrono::steady_clock::now();
-    run_parts(req, out);
-    PassTrace t;
-    t.layer_begin = req.layer_begin;
-    t.layer_end = req.layer_end;
-    t.n_rows = req.n_rows;
-    t.pos0 = req.pos0;
-    t.logit_rows = req.logits == PassRequest::Logits::all    ? req.n_rows
-                   : req.logits == PassRequest::Logits::last ? 1
-                                                             : 0;
-    t.head = req.head != nullptr;
-    t.prompt = req.prompt;
-    t.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    trace_->push_back(t);
+    run_traced(trace_, req, [&] { run_parts(req, out); });
 }
 
 void SplitRunner::run_parts(const PassRequest &req, PassResult *out) {

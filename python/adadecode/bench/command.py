@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import sys
 import time
@@ -26,6 +25,7 @@ from ..model import Model
 from . import report
 from .errors import WorkerError
 from .llamacpp_bin import expand
+from .machine import cpu_class, cpu_name
 from .micro import run_micro
 from .plots import make_plots
 from .report import collection_markdown
@@ -199,16 +199,6 @@ def _default_heads(model_path: str) -> str | None:
     return stem if stem in shipped_heads() else None
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
 
 def _load_resume(path: Path, meta: dict[str, Any]) -> list[dict[str, Any]]:
     if not path.is_file():
@@ -283,7 +273,7 @@ def run_bench(args: argparse.Namespace) -> int:
         "n_ctx_anchors": n_ctx,
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "load_average": round(os.getloadavg()[0], 2),
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(), "cpu_class": cpu_class(),
         "cpu_count": os.cpu_count(),
         "python": sys.version.split()[0],
         "skipped": {},

@@ -1,0 +1,33 @@
+"""What machine a benchmark ran on: every speed figure names its CPU class (AVX-512 and AVX2-only CPUs of one machine
+kind differ by up to 2x), so results carry the class, the CPU's name and its flags."""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+_AVX512 = {"avx512f", "avx512bw", "avx512vl"}  # what our AVX-512 kernels need
+
+
+def cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    return {f for line in text.splitlines() if line.startswith("flags") for f in line.split(":", 1)[1].split()}
+
+
+def cpu_class(flags: set[str] | None = None) -> str:
+    """"AVX-512", "AVX2" or "other": the kernel family our engine picks on this CPU."""
+    flags = cpu_flags() if flags is None else flags
+    return "AVX-512" if _AVX512 <= flags else "AVX2" if "avx2" in flags else "other"
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
