@@ -343,3 +343,12 @@ def test_check_disturbed_flags_a_slowed_prompt_not_a_heavy_one() -> None:
     flagged = check.outliers({"prompts": prompts}, 5.0)
     assert [(index, name) for index, name, _, _ in flagged] == [(7, "ngram")]
     assert 2.2 < flagged[0][3] < 2.8
+
+
+def test_cpu_class_names_the_kernel_family() -> None:
+    from adadecode.bench.machine import cpu_class, cpu_name
+
+    assert cpu_class({"avx2", "avx512f", "avx512bw", "avx512vl"}) == "AVX-512"
+    assert cpu_class({"avx2", "avx512f"}) == "AVX2"  # AVX-512F alone lacks what the kernels use
+    assert cpu_class({"avx2", "fma"}) == "AVX2" and cpu_class({"neon"}) == "other"
+    assert cpu_class() in ("AVX-512", "AVX2", "other") and cpu_name()
