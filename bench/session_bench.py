@@ -116,7 +116,7 @@ class OtherCpu:
         self.ticks = os.sysconf("SC_CLK_TCK")
         self.start = self._read()
 
-    def _read(self) -> tuple[float, float, float, float]:
+    def _read(self) -> tuple[float, float, float]:
         with open("/proc/stat") as f:
             fields = [int(v) for v in f.readline().split()[1:]]
         busy, steal = sum(fields[i] for i in (0, 1, 2, 5, 6)), fields[7]  # user nice system irq softirq; steal
@@ -125,10 +125,10 @@ class OtherCpu:
         server = sum(int(v) for v in stat[11:15])  # utime stime cutime cstime
         mine = os.times()
         own = (mine.user + mine.system + mine.children_user + mine.children_system) * self.ticks
-        return busy - server - own, steal, time.perf_counter(), 0.0
+        return busy - server - own, steal, time.perf_counter()
 
     def cores(self) -> dict[str, float]:
-        other, steal, wall, _ = self._read()
+        other, steal, wall = self._read()
         seconds = max(1e-9, wall - self.start[2]) * self.ticks
         return {"other_cores": round(max(0.0, other - self.start[0]) / seconds, 3),
                 "steal_cores": round((steal - self.start[1]) / seconds, 3)}  # fmt: skip
