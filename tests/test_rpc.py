@@ -250,15 +250,16 @@ def test_bad_endpoints_are_refused() -> None:
             _core.rpc_add_server(bad, 1.0)
 
 
-def test_server_killed_mid_generation(smollm2_path: Path) -> None:
-    """SIGKILL the server while tokens stream: a clear Error, no hang, no crash; the model can be dropped and the
-    same process then runs a local model. In a child process, so that a crash would fail this test, not pytest."""
-    victim = Server()
+def run_killing_a_server(smollm2_path: Path, victim: Server, model_args: str, generate_args: str = "") -> str:
+    """In a child process (so that a crash fails the test, not pytest): load SmolLM2 with `model_args`, SIGKILL
+    `victim` on the third token, expect a clear Error, then run a local model in the same process. Returns stdout
+    (with the model's split after "SPLIT") once the error and the local run are checked."""
     script = textwrap.dedent(
         f"""
         import os, signal, time
         from adadecode import Error, Model
-        m = Model({str(smollm2_path)!r}, n_ctx=512, n_threads=1, rpc_servers={victim.endpoint!r})
+        m = Model({str(smollm2_path)!r}, n_ctx=512, n_threads=1, {model_args})
+        print("SPLIT", m.split)
         calls = []
 
         def kill_on_third_token(ids, scores):  # runs between passes, on the generating thread
@@ -267,7 +268,7 @@ def test_server_killed_mid_generation(smollm2_path: Path) -> None:
                 os.kill({victim.proc.pid}, signal.SIGKILL)
 
         try:
-            m.generate("The capital of France is", max_tokens=60, logits_processor=kill_on_third_token)
+            m.generate("The capital of France is", max_tokens=60, logits_processor=kill_on_third_token{generate_args})
             print("NO ERROR after", len(calls), "tokens")
         except Error as e:
             print("ERROR after", len(calls), "tokens in", round(time.monotonic() - calls[2], 2), "s:", e)
@@ -276,14 +277,22 @@ def test_server_killed_mid_generation(smollm2_path: Path) -> None:
         print("LOCAL", local.generate("Hello", max_tokens=2, mode="standard").tokens)
         """
     )
-    try:
-        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    finally:
-        victim.proc.kill()
-        victim.proc.communicate()
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "ERROR after 3 tokens" in out.stdout and "RPC failure" in out.stdout, out.stdout
     assert "LOCAL [" in out.stdout
+    return out.stdout
+
+
+def test_server_killed_mid_generation(smollm2_path: Path) -> None:
+    """SIGKILL the server while tokens stream: a clear Error, no hang, no crash; the model can be dropped and the
+    same process then runs a local model."""
+    victim = Server()
+    try:
+        run_killing_a_server(smollm2_path, victim, f"rpc_servers={victim.endpoint!r}")
+    finally:
+        victim.proc.kill()
+        victim.proc.communicate()
 
 
 def test_model_that_does_not_fit_is_a_clear_error(engine: Any, smollm2_path: Path) -> None:
