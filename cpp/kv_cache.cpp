@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "buffer_placement.h"
 #include "error.h"
 #include "ggml-alloc.h"
 
@@ -33,6 +34,8 @@ KvCache::KvCache(const Model &model, int n_ctx) : n_ctx_(n_ctx) {
     for (int il = 0; il < hp.n_layer; ++il) {
         k_.push_back(ggml_new_tensor_2d(ctx_.get(), type, hp.n_embd_kv(), n_alloc_));
         v_.push_back(ggml_new_tensor_2d(ctx_.get(), type, n_alloc_, hp.n_embd_kv()));
+        ggml_format_name(k_.back(), "cache_k.%d", il);  // named in placement errors
+        ggml_format_name(v_.back(), "cache_v.%d", il);
     }
     if (model.split().size() <= 1) {
         buffers_.emplace_back(ggml_backend_alloc_ctx_tensors_from_buft(ctx_.get(), model.buffer_type()));
@@ -47,26 +50,15 @@ KvCache::KvCache(const Model &model, int n_ctx) : n_ctx_(n_ctx) {
         ggml_backend_buffer_type_t buft = model.layer_buffer_type(begin);
         int end = begin + 1;
         while (end < hp.n_layer && model.layer_buffer_type(end) == buft) ++end;
-        const size_t align = ggml_backend_buft_get_alignment(buft);
-        size_t size = align;
-        for (int il = begin; il < end; ++il) {
-            size += GGML_PAD(ggml_backend_buft_get_alloc_size(buft, k_[il]), align) +
-                    GGML_PAD(ggml_backend_buft_get_alloc_size(buft, v_[il]), align);
-        }
-        ggml_backend_buffer_t buffer = ggml_backend_buft_alloc_buffer(buft, size);
-        if (!buffer) {
+        std::vector<ggml_tensor *> tensors;
+        for (int il = begin; il < end; ++il) tensors.insert(tensors.end(), {k_[il], v_[il]});
+        buffers_.push_back(place_tensors(buft, tensors));
+        if (!buffers_.back()) {
             throw Error("cannot allocate the KV cache for " + std::to_string(n_ctx) + " positions (" +
-                        std::to_string(size >> 20) + " MiB in " + ggml_backend_buft_name(buft) + ")");
+                        std::to_string(placement_bytes(buft, tensors) >> 20) + " MiB in " +
+                        ggml_backend_buft_name(buft) + ")");
         }
-        buffers_.emplace_back(buffer);
-        ggml_tallocr alloc = ggml_tallocr_new(buffer);
-        for (int il = begin; il < end; ++il) {
-            if (ggml_tallocr_alloc(&alloc, k_[il]) != GGML_STATUS_SUCCESS ||
-                ggml_tallocr_alloc(&alloc, v_[il]) != GGML_STATUS_SUCCESS) {
-                throw Error("cannot place the KV cache of layer " + std::to_string(il));
-            }
-        }
-        ggml_backend_buffer_clear(buffer, 0);  // as above
+        ggml_backend_buffer_clear(buffers_.back().get(), 0);  // as above
         begin = end;
     }
     filled_.assign(hp.n_layer, 0);

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "ggml-alloc.h"
+#include "buffer_placement.h"
 #include "ggml-cpu.h"
 #include "layer_split.h"
 #include "ops/qmatmul.h"
@@ -155,24 +156,16 @@ void Model::place_weights(bool repack) {
     QuietDebugLog quiet;
     for (size_t i = 0; i < moved.size();) {
         ggml_backend_buffer_type_t buft = moved[i].second;
-        const size_t align = ggml_backend_buft_get_alignment(buft);
-        size_t total = 0;
-        size_t j = i;
-        for (; j < moved.size() && moved[j].second == buft; ++j) {
-            total += GGML_PAD(ggml_backend_buft_get_alloc_size(buft, moved[j].first), align);
+        std::vector<ggml_tensor *> tensors;
+        for (size_t j = i; j < moved.size() && moved[j].second == buft; ++j) tensors.push_back(moved[j].first);
+        extra_buffers_.push_back(place_tensors(buft, tensors));
+        if (!extra_buffers_.back()) {
+            throw Error("'" + path + "': cannot allocate " + std::to_string(placement_bytes(buft, tensors) >> 20) +
+                        " MiB for repacked weights");
         }
-        ggml_backend_buffer_t buffer = ggml_backend_buft_alloc_buffer(buft, total);
-        if (!buffer) {
-            throw Error("'" + path + "': cannot allocate " + std::to_string(total >> 20) + " MiB for repacked weights");
-        }
-        extra_buffers_.emplace_back(buffer);
-        ggml_backend_buffer_set_usage(buffer, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
-        ggml_tallocr alloc = ggml_tallocr_new(buffer);
-        for (; i < j; ++i) {
-            ggml_tensor *t = moved[i].first;
-            if (ggml_tallocr_alloc(&alloc, t) != GGML_STATUS_SUCCESS) {
-                throw Error("'" + path + "': tensor '" + std::string(t->name) + "' cannot be placed for repacking");
-            }
+        ggml_backend_buffer_set_usage(extra_buffers_.back().get(), GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
+        i += tensors.size();
+        for (ggml_tensor *t : tensors) {
             const GgufFile::TensorInfo *info = file_->find_tensor(t->name);
             ggml_backend_tensor_set(t, static_cast<const char *>(mapping_.data) + info->offset, 0, info->nbytes);
             release_file_pages(t);
@@ -296,35 +289,22 @@ void Model::copy_weights_to_split() {
         placed[range].push_back(t);
     }
     // Every range is checked before any weight is sent anywhere.
-    std::vector<size_t> sizes;
     for (size_t r = 0; r < split_.size(); ++r) {
-        ggml_backend_buffer_type_t buft = ggml_backend_dev_buffer_type(split_[r].device);
-        const size_t align = ggml_backend_buft_get_alignment(buft);
-        size_t needed = align;
-        for (const ggml_tensor *t : placed[r]) needed += GGML_PAD(ggml_backend_buft_get_alloc_size(buft, t), align);
-        check_fits(split_[r].device, needed,
+        check_fits(split_[r].device, placement_bytes(ggml_backend_dev_buffer_type(split_[r].device), placed[r]),
                    "of layers [" + std::to_string(split_[r].layer_begin) + ", " + std::to_string(split_[r].layer_end) +
                        ")" + (r + 1 == split_.size() ? " and the output " : " "));
-        sizes.push_back(needed);
     }
     for (size_t r = 0; r < split_.size(); ++r) {
         ggml_backend_dev_t dev = split_[r].device;
-        const size_t needed = sizes[r];
-        ggml_backend_buffer_t buffer = ggml_backend_buft_alloc_buffer(ggml_backend_dev_buffer_type(dev), needed);
-        if (!buffer) {
-            throw Error("'" + path + "': cannot allocate " + std::to_string(needed >> 20) + " MiB for the weights on " +
-                        ggml_backend_dev_name(dev) + " (" + ggml_backend_dev_description(dev) + ")");
+        ggml_backend_buffer_type_t buft = ggml_backend_dev_buffer_type(dev);
+        split_buffers_.push_back(place_tensors(buft, placed[r]));
+        if (!split_buffers_.back()) {
+            throw Error("'" + path + "': cannot allocate " + std::to_string(placement_bytes(buft, placed[r]) >> 20) +
+                        " MiB for the weights on " + ggml_backend_dev_name(dev) + " (" +
+                        ggml_backend_dev_description(dev) + ")");
         }
-        split_buffers_.emplace_back(buffer);
-        ggml_backend_buffer_set_usage(buffer, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
-        ggml_tallocr alloc = ggml_tallocr_new(buffer);
-        for (ggml_tensor *t : placed[r]) {
-            if (ggml_tallocr_alloc(&alloc, t) != GGML_STATUS_SUCCESS) {
-                throw Error("'" + path + "': tensor '" + std::string(t->name) + "' cannot be placed on " +
-                            ggml_backend_dev_name(dev));
-            }
-            ggml_backend_tensor_set(t, file_data(t), 0, ggml_nbytes(t));
-        }
+        ggml_backend_buffer_set_usage(split_buffers_.back().get(), GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
+        for (ggml_tensor *t : placed[r]) ggml_backend_tensor_set(t, file_data(t), 0, ggml_nbytes(t));
     }
 }
 
