@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from adadecode import cli
-from adadecode.bench.micro import MICROBENCH, find_microbench
+from adadecode.bench.micro import MICROBENCH, find_microbench, floor_relative_cost
 
 FAMILIES = ("avx512vnni", "avx512", "avx2", "off")
 
@@ -72,6 +72,10 @@ def test_micro_command(
     _check_roofline(mb)
     md = (out / "micro-smollm2-135m.md").read_text(encoding="utf-8")
     assert "roofline fraction" in md and mb["qmatmul_family"] in md
+    eight = mb["rows"]["8"]
+    floor = max(eight["memory_floor_seconds"], eight["arithmetic_floor_seconds"]) / mb["rows"]["1"]["seconds"]
+    assert floor_relative_cost(mb["rows"], "8") == pytest.approx(floor)
+    assert "| roofline floor, relative | " in md and f"{floor:.2f} |" in md
 
 
 def test_forced_kernel_family(smollm2_path: Path, microbench: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -106,6 +106,12 @@ def tokenizer_throughput(model: Any, texts: list[str], reps: int) -> dict[str, A
     }
 
 
+def floor_relative_cost(rows: dict[str, dict[str, float]], k: str) -> float:
+    """The least a pass over k rows can cost relative to the measured one-row pass: its memory or arithmetic floor."""
+    row = rows[k]
+    return max(row["memory_floor_seconds"], row["arithmetic_floor_seconds"]) / rows["1"]["seconds"]
+
+
 def micro_markdown(doc: dict[str, Any]) -> str:
     lines = [f"# Micro-benchmark: {Path(doc['model']).name}, {doc['threads']} threads", "", f"`{doc['command']}`", ""]
     mb = doc.get("microbench")
@@ -127,6 +133,11 @@ def micro_markdown(doc: dict[str, Any]) -> str:
             "| relative cost | " + " | ".join(f"{rows[k]['relative_cost']:.2f}" for k in ks) + " |",
             "| GB/s of weights | " + " | ".join(f"{rows[k]['gbs']:.1f}" for k in ks) + " |",
             "| roofline fraction | " + " | ".join(f"{rows[k]['roofline_fraction']:.2f}" for k in ks) + " |",
+            "| roofline floor, relative | " + " | ".join(f"{floor_relative_cost(rows, k):.2f}" for k in ks) + " |",
+            "",
+            "The floor row is the least a k-row pass could cost relative to the measured one-row pass: the larger of "
+            "its two roofline floors over the one-row seconds. A relative-cost target below it cannot be met on "
+            "this machine at this thread count.",
             "",
         ]
         for name in mb["setups"]:
