@@ -102,7 +102,7 @@ def continuations(model: Any, records: list[PromptRecord], gen_tokens: int, cach
 
 
 def evaluate(model: Any, heads_path: str, seqs: list[dict[str, Any]], identity: bool, progress: bool,
-             gammas: tuple[float, ...] = (0.5, 0.75, 0.9)) -> dict[str, Any]:
+             gammas: tuple[float, ...] = (0.5, 0.75, 0.9), costs: Any = None, gamma: float = 0.75) -> dict[str, Any]:
     """Per exit layer figures of the heads (and of the logit lens when `identity`) over generated positions."""
     import torch
     from tqdm import tqdm
@@ -115,22 +115,46 @@ def evaluate(model: Any, heads_path: str, seqs: list[dict[str, Any]], identity: 
     full = Readout(torch.from_numpy(w_out), torch.from_numpy(norm_w), rms_eps(model.path))
     readout = full.with_vocab(heads.vocab)
     transforms = {layer: torch.from_numpy(heads.transforms[layer]) for layer in layers}
+    gammas = tuple(sorted({*gammas, gamma}))
     stats = {layer: LayerStats(gammas) for layer in layers}
     lens = {layer: LayerStats(gammas) for layer in layers}
+    confs: dict[int, list[np.ndarray]] = {layer: [] for layer in layers}
+    hits: dict[int, list[np.ndarray]] = {layer: [] for layer in layers}
     with torch.no_grad():
         for seq in tqdm(seqs, desc="evaluate", unit="seq", disable=not progress):
             hs = model.hidden_states(seq["ids"], [*layers, model.n_layer])
             pos = np.arange(seq["prompt_len"] - 1, len(seq["ids"]))
             h = torch.from_numpy(np.ascontiguousarray(hs[:, pos]))
             final = full.full_logits(h[-1])
+            target = final.argmax(-1)
             for k, layer in enumerate(layers):
-                stats[layer].add(final, readout.head_logits(h[k], transforms[layer]), readout.vocab)
+                hl = readout.head_logits(h[k], transforms[layer])
+                stats[layer].add(final, hl, readout.vocab)
+                conf, idx = torch.softmax(hl, -1).max(-1)
+                tok = idx if readout.vocab is None else readout.vocab[idx]
+                confs[layer].append(conf.numpy())
+                hits[layer].append((tok == target).numpy())
                 if identity:
                     lens[layer].add(final, full.head_logits(h[k]), None)
     result: dict[str, Any] = {"layers": layers, "heads": {str(k): v.summary() for k, v in stats.items()},
                               "vocab_subset": None if heads.vocab is None else len(heads.vocab)}
     if identity:
         result["identity"] = {str(k): v.summary() for k, v in lens.items()}
+    if costs is not None:
+        from .saving import Q8_0_BYTES, expected_saving, model_bytes
+
+        _, row_bytes, _ = model_bytes(model.path)
+        k_rows = len(heads.vocab) if heads.vocab is not None else model.n_vocab
+        cbytes = [model.n_embd**2 * Q8_0_BYTES + k_rows * row_bytes for _ in layers]
+        conf = np.stack([np.concatenate(confs[layer]) for layer in layers])
+        hit = np.stack([np.concatenate(hits[layer]) for layer in layers])
+        for i, layer in enumerate(layers):
+            alone = expected_saving(conf[i:i + 1], hit[i:i + 1], [layer], gamma, costs, [cbytes[i]])
+            result["heads"][str(layer)]["saving"] = alone["saving"]
+            result["heads"][str(layer)]["check_cost"] = costs.check_cost(cbytes[i])
+        every = expected_saving(conf, hit, layers, gamma, costs, cbytes)
+        result["expected_saving"] = {"gamma": gamma, "saving": every["saving"], "speedup": every["speedup"],
+                                     "cascade": every["per_layer"], "cost_model": costs.__dict__}
     return result
 
 
@@ -141,6 +165,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=20, help="number of prompts (0: all)")
     p.add_argument("--gen-tokens", type=int, default=128, help="greedy tokens generated per prompt")
     p.add_argument("--identity", action="store_true", help="also report the logit lens (identity heads, full vocab)")
+    p.add_argument("--curve", default="auto", metavar="FILE",
+                   help="pass-cost curve for the expected saving (microbench JSON or replay curve; 'auto': "
+                        "bench/results/packed/microbench-<model>-t2.json; 'none': skip)")
+    p.add_argument("--gamma", type=float, default=0.75, help="confidence threshold of the expected saving")
     p.add_argument("--json-out", metavar="FILE", default=None, help="write the figures as JSON")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -179,7 +207,12 @@ def run_eval_heads(args: argparse.Namespace) -> int:
     cache_file.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     seqs = continuations(model, records, args.gen_tokens, cache_file, progress)
-    result = evaluate(model, heads_path, seqs, args.identity, progress)
+    costs = None
+    if args.curve != "none":
+        from .train_heads import load_costs
+
+        costs, curve_path = load_costs(args.curve, model)
+    result = evaluate(model, heads_path, seqs, args.identity, progress, costs=costs, gamma=args.gamma)
     result.update({"model": Path(model.path).name, "heads": result["heads"], "heads_file": heads_path,
                    "task": task_name, "prompts": len(seqs), "gen_tokens": args.gen_tokens,
                    "seconds": round(time.time() - t0, 1)})
@@ -187,6 +220,15 @@ def run_eval_heads(args: argparse.Namespace) -> int:
     if result["vocab_subset"]:
         title += f" (vocabulary subset {result['vocab_subset']})"
     print(format_table({int(k): v for k, v in result["heads"].items()}, title=title + ":"))
+    if costs is not None:
+        es = result["expected_saving"]
+        print(f"expected saving per token at gamma {args.gamma} on {curve_path.name} (fraction of a standard token; "
+              f"check cost {result['heads'][str(result['layers'][0])]['check_cost']:.4f} each):")
+        for layer in result["layers"]:
+            r = result["heads"][str(layer)]
+            print(f"  layer {layer:>3} alone: S = {r['saving']:+.4f}")
+        casc = ", ".join(f"{c['layer']}: {c['exit']:.3f} exit, prec {c['precision']:.3f}" for c in es["cascade"])
+        print(f"  all layers (cascade {casc}): S = {es['saving']:+.4f}, about {es['speedup']:.3f}x")
     if args.identity:
         print(format_table({int(k): v for k, v in result["identity"].items()},
                            title="identity heads (logit lens), full vocabulary:"))
