@@ -169,6 +169,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="pass-cost curve for the expected saving (microbench JSON or replay curve; 'auto': "
                         "bench/results/packed/microbench-<model>-t2.json; 'none': skip)")
     p.add_argument("--gamma", type=float, default=0.75, help="confidence threshold of the expected saving")
+    p.add_argument("--features", metavar="DIR", default=None,
+                   help="evaluate on the held-out windows of a collect-features directory instead of --task")
+    p.add_argument("--holdout-every", type=int, default=10, help="with --features: its held-out windows")
+    p.add_argument("--heldout-rows", type=int, default=8192, help="with --features: rows evaluated")
     p.add_argument("--json-out", metavar="FILE", default=None, help="write the figures as JSON")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -198,6 +202,8 @@ def run_eval_heads(args: argparse.Namespace) -> int:
     progress = not args.no_progress
     model = Model(args.model, n_ctx=2048, n_threads=threads)
     heads_path = str(resolve_heads(args.heads, model.path))
+    if args.features:
+        return eval_on_features(args, model, heads_path)
     records = task_prompts(args.task, cache_root() / "data")
     if args.limit > 0:
         records = records[: args.limit]
@@ -234,6 +240,39 @@ def run_eval_heads(args: argparse.Namespace) -> int:
                            title="identity heads (logit lens), full vocabulary:"))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(result, indent=1))
+    return 0
+
+
+def eval_on_features(args: argparse.Namespace, model: Any, heads_path: str) -> int:
+    """The heads file on the held-out rows of a feature directory: KL, agreement, cov/prec and expected saving per
+    layer, for the whole set and for the best subset of its layers."""
+    import torch
+
+    from .collect_features import check_model, read_manifest
+    from .fit_features import FeatureFitConfig, FeatureSet, evaluate_heads, format_report
+    from .head_designs import Dense
+    from .head_math import Readout, output_weights, rms_eps
+    from .saving import model_bytes
+    from .train_heads import load_costs
+
+    feat_dir = Path(args.features)
+    check_model(read_manifest(feat_dir), model, feat_dir)
+    heads = read_heads(heads_path)
+    costs, _ = load_costs(args.curve if args.curve != "none" else "auto", model)
+    w_out, norm_w = output_weights(model)
+    readout = Readout(torch.from_numpy(w_out), torch.from_numpy(norm_w), rms_eps(model.path)).with_vocab(heads.vocab)
+    fs = FeatureSet(feat_dir, heads.layers, args.holdout_every)
+    cfg = FeatureFitConfig(layers=heads.layers, designs=["file"], steps=0, lr=0.0, batch=1, seed=0, init="identity",
+                           holdout_every=args.holdout_every, heldout_rows=args.heldout_rows,
+                           vocab_k=readout.w_sub.shape[0], matmul="f32", checkpoint_every=1)
+    file_heads = {"file": {la: Dense(model.n_embd, heads.transforms[la]) for la in heads.layers}}
+    report = evaluate_heads(fs, readout, file_heads, cfg, costs, model_bytes(model.path)[1], args.gamma,
+                            len(heads.layers))
+    report["heads_file"] = heads_path
+    print(f"heads {Path(heads_path).name} on the held-out windows of {feat_dir}:")
+    print(format_report(report))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(report, indent=1))
     return 0
 
 

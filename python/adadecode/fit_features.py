@@ -146,24 +146,6 @@ def pick_vocab(fs: FeatureSet, readout: Readout, k: int, sample: int = 16384) ->
     return np.sort(np.asarray(order[:k], dtype=np.int32))
 
 
-def outcomes(readout: Readout, h: torch.Tensor, final: torch.Tensor, head: HeadDesign | None,
-             stats: LayerStats) -> tuple[np.ndarray, np.ndarray]:
-    """(confidence, hit) per row of a head on held-out rows; `stats` accumulates KL, agreement, cov/prec."""
-    confs, hits = [], []
-    with torch.no_grad():
-        for s in range(0, len(final), 512):
-            fl = readout.full_logits(final[s:s + 512])
-            z = h[s:s + 512] if head is None else head(h[s:s + 512])
-            hl = readout.head_logits(z)
-            stats.add(fl, hl, readout.vocab)
-            q = torch.softmax(hl, -1)
-            c, i = q.max(-1)
-            tok = i if readout.vocab is None else readout.vocab[i]
-            confs.append(c.numpy())
-            hits.append((tok == fl.argmax(-1)).numpy())
-    return np.concatenate(confs), np.concatenate(hits)
-
-
 def lstsq_start(fs: FeatureSet, n_exit: int, seed: int, rows: int = 16384, ridge: float = 1e-2) -> list[np.ndarray]:
     from .train_heads import lstsq_init
 
@@ -186,7 +168,7 @@ def check_bytes(head: HeadDesign | None, vocab_k: int, row_bytes: int) -> float:
 
 def fit_features(feat_dir: Path, readout: Readout, cfg: FeatureFitConfig, costs: CostModel, row_bytes: int,
                  workdir: Path, progress: bool = True, stop_after: int = 0, gamma: float = 0.75,
-                 log: Any = print) -> tuple[dict[str, dict[int, HeadDesign]], dict[str, Any]]:
+                 log: Any = print, max_exits: int = 3) -> tuple[dict[str, dict[int, HeadDesign]], dict[str, Any]]:
     """Train every (design, layer) head at once; returns the heads and a report with held-out figures."""
     from tqdm import tqdm
 
@@ -260,7 +242,7 @@ def fit_features(feat_dir: Path, readout: Readout, cfg: FeatureFitConfig, costs:
             log(f"fit: step {step}/{cfg.steps}, mean train KL {np.mean(losses[-cfg.checkpoint_every:]):.4f}, "
                 f"{(time.time() - t0) / len(losses):.2f} s/step")
     bar.close()
-    report = evaluate_heads(fs, readout, heads, cfg, costs, row_bytes, gamma)
+    report = evaluate_heads(fs, readout, heads, cfg, costs, row_bytes, gamma, max_exits)
     report["steps"] = step
     report["train_rows"] = fs.n_train
     report["fit_seconds"] = time.time() - t0
@@ -269,29 +251,46 @@ def fit_features(feat_dir: Path, readout: Readout, cfg: FeatureFitConfig, costs:
 
 
 def evaluate_heads(fs: FeatureSet, readout: Readout, heads: dict[str, dict[int, HeadDesign]],
-                   cfg: FeatureFitConfig, costs: CostModel, row_bytes: int, gamma: float) -> dict[str, Any]:
+                   cfg: FeatureFitConfig, costs: CostModel, row_bytes: int, gamma: float,
+                   max_exits: int = 3) -> dict[str, Any]:
+    """Held-out figures per (design, layer) and the expected saving alone, of all layers and of the best subset;
+    "identity" is the logit lens over the same vocabulary subset."""
     held, n_held = fs.heldout(cfg.heldout_rows)
     n_exit = len(cfg.layers)
-    final = torch.from_numpy(held[n_exit].astype(np.float32))
     k = readout.w_sub.shape[0]
+    gammas = tuple(sorted({*GAMMAS, gamma}))
+    specs: list[tuple[str, dict[int, HeadDesign] | None]] = [("identity", None), *heads.items()]
+    stats = {(spec, la): LayerStats(gammas) for spec, _ in specs for la in cfg.layers}
+    confs: dict[tuple[str, int], list[np.ndarray]] = {key: [] for key in stats}
+    hits: dict[tuple[str, int], list[np.ndarray]] = {key: [] for key in stats}
+    with torch.no_grad():
+        for s in range(0, n_held, 512):
+            final = torch.from_numpy(held[n_exit, s:s + 512].astype(np.float32))
+            fl = readout.full_logits(final)  # once per chunk for every head: the full-vocabulary product dominates
+            target = fl.argmax(-1)
+            for i, layer in enumerate(cfg.layers):
+                h = torch.from_numpy(held[i, s:s + 512].astype(np.float32))
+                for spec, per in specs:
+                    hl = readout.head_logits(h if per is None else per[layer](h))
+                    stats[(spec, layer)].add(fl, hl, readout.vocab)
+                    c, idx = torch.softmax(hl, -1).max(-1)
+                    tok = idx if readout.vocab is None else readout.vocab[idx]
+                    confs[(spec, layer)].append(c.numpy())
+                    hits[(spec, layer)].append((tok == target).numpy())
     report: dict[str, Any] = {"heldout_rows": n_held, "gamma": gamma, "cost_model": asdict(costs), "designs": {}}
-    for spec, per in [("identity", None), *heads.items()]:
+    for spec, per in specs:
         rows: dict[str, Any] = {}
-        confs, hits, cbytes = [], [], []
+        conf = np.stack([np.concatenate(confs[(spec, la)]) for la in cfg.layers])
+        hit = np.stack([np.concatenate(hits[(spec, la)]) for la in cfg.layers])
+        cbytes = [check_bytes(None if per is None else per[la], k, row_bytes) for la in cfg.layers]
         for i, layer in enumerate(cfg.layers):
-            head = None if per is None else per[layer]
-            st = LayerStats(tuple(sorted({*GAMMAS, gamma})))
-            c, h = outcomes(readout, torch.from_numpy(held[i].astype(np.float32)), final, head, st)
-            cb = check_bytes(head, k, row_bytes)
-            alone = expected_saving(c[None], h[None], [layer], gamma, costs, [cb])
-            rows[str(layer)] = {**st.summary(), "saving": alone["saving"], "check_cost": costs.check_cost(cb)}
-            confs.append(c)
-            hits.append(h)
-            cbytes.append(cb)
-        conf, hit = np.stack(confs), np.stack(hits)
+            alone = expected_saving(conf[i:i + 1], hit[i:i + 1], [layer], gamma, costs, [cbytes[i]])
+            rows[str(layer)] = {**stats[(spec, layer)].summary(), "saving": alone["saving"],
+                                "check_cost": costs.check_cost(cbytes[i])}
         every = expected_saving(conf, hit, cfg.layers, gamma, costs, cbytes)
-        best, best_r = best_layer_set(conf, hit, cfg.layers, gamma, costs, cbytes)
-        report["designs"][spec] = {"layers": rows, "all_layers_saving": every["saving"], "best_layers": best,
+        best, best_r = best_layer_set(conf, hit, cfg.layers, gamma, costs, cbytes, max_exits)
+        report["designs"][spec] = {"layers": rows, "all_layers_saving": every["saving"],
+                                   "all_layers_cascade": every["per_layer"], "best_layers": best,
                                    "best_saving": best_r["saving"], "best_speedup": best_r["speedup"],
                                    "engine_runs": per is None or next(iter(per.values())).engine_runs}
     return report

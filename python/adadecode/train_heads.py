@@ -475,6 +475,9 @@ def canonical_command(args: argparse.Namespace) -> str:
         parts += ["--vocab-subset", str(args.vocab_subset), "--loss-vocab", args.loss_vocab]
     if args.matmul != "bf16":
         parts += ["--matmul", args.matmul]
+    if getattr(args, "features", None):
+        parts += ["--features", Path(args.features).name, "--designs", args.designs, "--gamma", str(args.gamma),
+                  "--heldout-rows", str(args.heldout_rows), "--max-exits", str(args.max_exits)]
     return shlex.join(parts)
 
 
@@ -523,6 +526,8 @@ def train_from_features(args: argparse.Namespace, model: Any, threads: int) -> d
     designs = parse_designs(args.designs, model.n_embd)
     if not 0.0 < args.gamma < 1.0:
         raise ValueError(f"--gamma must lie in (0, 1), got {args.gamma}")
+    if args.max_exits < 1:
+        raise ValueError(f"--max-exits must be >= 1, got {args.max_exits}")
     costs, curve_path = load_costs(args.curve, model)
     stem = Path(model.path).name.removesuffix(".gguf")
     workdir = Path(args.workdir) if args.workdir else cache_root() / "train" / f"{stem}-features"
@@ -557,7 +562,7 @@ def train_from_features(args: argparse.Namespace, model: Any, threads: int) -> d
         readout = readout.with_vocab(vocab)
     _, row_bytes, _ = model_bytes(model.path)
     heads, report = fit_features(feat_dir, readout, cfg, costs, row_bytes, workdir, not args.no_progress,
-                                 args.stop_after, args.gamma, say)
+                                 args.stop_after, args.gamma, say, args.max_exits)
     print(format_report(report))
     designs_r = report["designs"]
     if args.write_design == "best":
