@@ -31,7 +31,7 @@ CURVE = REPO / "bench" / "results" / "packed" / "microbench-qwen2.5-coder-0.5b-t
 
 def _cfg(model: Any, **kw: Any) -> CollectConfig:
     base = dict(model=Path(model.path).name, fingerprint=int(model.fingerprint), n_layer=model.n_layer,
-                n_embd=model.n_embd, layers=[15, 22], window=128, skip=8, shard_windows=2, seed=3, sources=["code"],
+                n_embd=model.n_embd, layers=[8, 15, 22], window=128, skip=8, shard_windows=2, seed=3, sources=["code"],
                 code_share=1.0, heldout_package="networkx", self_prompts=0, gen_tokens=0, max_doc_tokens=400)
     base.update(kw)
     return CollectConfig(**base)
@@ -67,7 +67,7 @@ def test_collection_resumes_to_identical_shards(smol: Any, features: Path, tmp_p
     assert _files(out) == _files(features)
     meta = complete_shards(out)[0]
     states, rows = load_shard(out, meta)
-    assert states.dtype == np.float16 and states.shape == (3, 240, smol.n_embd)
+    assert states.dtype == np.float16 and states.shape == (4, 240, smol.n_embd)
     # the stored rows are the engine's teacher-forced states, the last one before the final norm
     assert rows[0, 1] == 8 and rows[-1, 0] == 1
 
@@ -140,6 +140,23 @@ def test_feature_training_rejects_another_models_features(engine: Any, smollm2_p
         train(_train_args(smollm2_path, tmp_path, tmp_path / "w2", tmp_path / "h.gguf"))
     with pytest.raises(FeatureError, match="holds the layers"):
         train(_train_args(smollm2_path, features, tmp_path / "w3", tmp_path / "h.gguf", "--layers", "10"))
+    with pytest.raises(ValueError, match="--n-prompts: not used with --features"):
+        train(_train_args(smollm2_path, features, tmp_path / "w4", tmp_path / "h.gguf", "--n-prompts", "5"))
+
+
+def test_eval_heads_on_features(smollm2_path: Path, features: Path, tmp_path: Path) -> None:
+    """The shipped SmolLM2 heads (8, 15, 22) on the held-out windows: per-layer figures and the expected saving."""
+    from adadecode.eval_heads import main
+
+    out = tmp_path / "r.json"
+    assert main(["-m", str(smollm2_path), "--heads", "smollm2-135m", "--features", str(features), "--holdout-every",
+                 "5", "--curve", str(CURVE), "--threads", "2", "--json-out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert set(r["designs"]) == {"identity", "file"} and r["heldout_rows"] == 480
+    layers = r["designs"]["file"]["layers"]
+    assert set(layers) == {"8", "15", "22"} and all(np.isfinite(v["saving"]) for v in layers.values())
+    # trained heads beat the logit lens on KL at every layer
+    assert all(layers[k]["kl"] < r["designs"]["identity"]["layers"][k]["kl"] for k in layers)
 
 
 def test_expected_saving_formula() -> None:

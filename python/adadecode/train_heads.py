@@ -519,6 +519,15 @@ def train_from_features(args: argparse.Namespace, model: Any, threads: int) -> d
     from .head_math import Readout, output_weights, rms_eps
     from .saving import model_bytes
 
+    unused = [f"--{k.replace('_', '-')}" for k, default in (("data", "mixed"), ("n_prompts", 200), ("n_texts", 0),
+              ("gen_tokens", 160), ("prompt_positions", 16)) if getattr(args, k) != default]
+    if args.loss_vocab != "subset":
+        unused.append("--loss-vocab full")
+    if args.weight_decay:
+        unused.append("--weight-decay")
+    if unused:
+        raise ValueError(f"{', '.join(unused)}: not used with --features (the data comes from the feature directory; "
+                         "the loss is KL over the vocabulary subset)")
     feat_dir = Path(args.features)
     manifest = read_manifest(feat_dir)
     check_model(manifest, model, feat_dir)
