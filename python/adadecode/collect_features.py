@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from .fetch import cache_root
+from .model import Model
 from .train_data import append_jsonl, iter_sharegpt, make_prompts, read_jsonl, record_ids, sharegpt_path
 
 MANIFEST_VERSION = 1
@@ -395,9 +396,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace, model: Any) -> CollectConfig:
-    from .train_heads import parse_layers
-
-    layers = wide_layers(model.n_layer) if args.layers == "wide" else parse_layers(args.layers, model.n_layer)
+    if args.layers == "wide":
+        layers = wide_layers(model.n_layer)
+    else:
+        try:
+            layers = sorted({int(x) for x in args.layers.split(",") if x.strip()})
+        except ValueError:
+            raise ValueError(f"--layers must be 'wide' or comma-separated integers, got '{args.layers}'") from None
+        if not layers or layers[0] < 1 or layers[-1] >= model.n_layer:
+            raise ValueError(f"--layers must lie in 1..{model.n_layer - 1}, got '{args.layers}'")
     sources = [s.strip() for s in args.sources.split(",") if s.strip()]
     bad = [s for s in sources if s not in ("code", "chat", "self")]
     if bad or not sources:
@@ -419,8 +426,6 @@ def config_from_args(args: argparse.Namespace, model: Any) -> CollectConfig:
 
 
 def run_collect(args: argparse.Namespace) -> int:
-    from .model import Model
-
     threads = args.threads or os.cpu_count() or 1
     model = Model(args.model, n_ctx=max(2048, args.window), n_threads=threads)
     cfg = config_from_args(args, model)

