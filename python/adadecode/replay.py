@@ -154,7 +154,6 @@ def curve_from_microbench(doc: dict[str, Any], setup: str | None = None) -> dict
         "version": 1,
         "model": doc.get("model"),
         "n_layer": n_layer,
-        "n_embd": doc.get("n_embd"),
         "device": setup,
         "threads": doc.get("threads"),
         "position": doc.get("position"),
