@@ -458,17 +458,17 @@ int main() {
                     const uint32_t salt = rng();
                     const int max_len = 1 + static_cast<int>(rng() % 4);
                     const int draft_every = 1 + static_cast<int>(rng() % 3);
-                    const int wrong_draft = static_cast<int>(rng() % 4), wrong_head = static_cast<int>(rng() % 4);
-                    const int unsure = static_cast<int>(rng() % 3);
-                    auto mix = [salt](int a, int b) { return (static_cast<uint32_t>(a) * 2654435761u ^ salt) + b * 40503u; };
+                    const uint32_t wrong_draft = rng() % 4, wrong_head = rng() % 4, unsure = rng() % 3;
+                    // A hash of (position, what is asked): the same answer whenever the scheduler asks again.
+                    auto mix = [salt](int pos, int what) {
+                        return (static_cast<uint32_t>(pos) * 2654435761u ^ salt) + static_cast<uint32_t>(what) * 40503u;
+                    };
                     drafter.length = [=](int pos) {
                         return pos % draft_every == 0 ? 1 + static_cast<int>(mix(pos, 1) % max_len) : 0;
                     };
-                    drafter.wrong = [=](int pos) { return wrong_draft > 0 && mix(pos, 2) % 7 < static_cast<uint32_t>(wrong_draft); };
-                    heads.wrong = [=](int pos, int layer) {
-                        return wrong_head > 0 && mix(pos, 3 + layer) % 7 < static_cast<uint32_t>(wrong_head);
-                    };
-                    heads.confident = [=](int pos, int layer) { return mix(pos, 9 + layer) % 4 >= static_cast<uint32_t>(unsure); };
+                    drafter.wrong = [=](int pos) { return mix(pos, 2) % 7 < wrong_draft; };
+                    heads.wrong = [=](int pos, int layer) { return mix(pos, 3 + layer) % 7 < wrong_head; };
+                    heads.confident = [=](int pos, int layer) { return mix(pos, 9 + layer) % 4 >= unsure; };
                     DecodeOptions o = mode(true, true);
                     o.gamma = 0.5f;
                     o.max_pending = 1 + static_cast<int>(rng() % 6);
@@ -484,7 +484,7 @@ int main() {
                     // Heads held back while drafts are in flight: the same tokens, and no exit on a draft's rows.
                     o.exits_in_drafts = false;
                     const Outcome held = decode(c, o, &heads, &drafter);
-                    CHECK(same(want, held, describe(c, o, "scripted drafts, heads held, trial " + std::to_string(trial))));
+                    CHECK(same(want, held, describe(c, o, "scripted drafts, held, trial " + std::to_string(trial))));
                     CHECK(held.stats.early_in_drafts == 0);
                 }
             }
