@@ -11,8 +11,8 @@
 #   scripts/test_arm.sh                 build (incremental) and run everything
 #   JOBS=4 scripts/test_arm.sh          parallel build jobs (default 2)
 #   ADADECODE_GGML_SOURCE_DIR=/path     a ggml source tree of the version we link (default: the pinned
-#                                       libggml-python sdist that ggml/rpc.cmake names, reused from an x86 build
-#                                       directory or downloaded from PyPI, SHA-256 checked)
+#                                       libggml-python sdist that ggml/rpc.cmake names, downloaded once from PyPI
+#                                       into build-arm/ggml-src, SHA-256 checked)
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -37,16 +37,12 @@ ggml_src=${ADADECODE_GGML_SOURCE_DIR:-}
 cached=$(sed -n 's/^ADADECODE_GGML_SOURCE_DIR:PATH=//p' "$build/CMakeCache.txt" 2>/dev/null || true)
 if [ -n "$cached" ] && [ -n "$ggml_src" ] && [ "$cached" != "$ggml_src" ]; then
     rm -rf "$build"  # ggml's targets cannot move to another source tree in an existing build directory
-elif [ -z "$ggml_src" ] && [ -f "$cached/CMakeLists.txt" ]; then
+elif [ -z "$ggml_src" ] && [ -f "$cached/src/ggml-cpu/ggml-cpu.c" ]; then
     ggml_src=$cached
 fi
-if [ -z "$ggml_src" ]; then
-    for candidate in "$build/ggml-src/$sdist/ggml" "$root"/build*/rpc-src/unpacked/"$sdist"/ggml; do
-        if [ -f "$candidate/CMakeLists.txt" ]; then
-            ggml_src=$candidate
-            break
-        fi
-    done
+# (The x86 build's rpc-src holds only the RPC backend's part of that sdist, not a tree to build ggml from.)
+if [ -z "$ggml_src" ] && [ -f "$build/ggml-src/$sdist/ggml/src/ggml-cpu/ggml-cpu.c" ]; then
+    ggml_src="$build/ggml-src/$sdist/ggml"
 fi
 if [ -z "$ggml_src" ]; then
     url=$(sed -n '/set(ADADECODE_RPC_SDIST_URL\|string(CONCAT ADADECODE_RPC_SDIST_URL/,/)/p' "$root/ggml/rpc.cmake" |
@@ -69,12 +65,14 @@ if [ -z "$ggml_src" ]; then
 fi
 
 start=$(date +%s)
+mkdir -p "$build"
 # Plain ARMv8-A for ggml too (GGML_NATIVE would ask the x86 host), so that every binary runs on the CPU without the
 # dot product. Only what the test links: no Python, CLI, RPC backend or llamafile kernels.
 cmake -S "$root" -B "$build" -DCMAKE_TOOLCHAIN_FILE="$root/cmake/aarch64-linux-gnu.cmake" \
     -DCMAKE_BUILD_TYPE=Release -DADADECODE_GGML_SOURCE_DIR="$ggml_src" -DADADECODE_RPC=OFF \
-    -DADADECODE_BUILD_CLI=OFF -DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8-a -DGGML_LLAMAFILE=OFF >"$build.configure.log" 2>&1 || {
-    cat "$build.configure.log" >&2
+    -DADADECODE_BUILD_CLI=OFF -DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8-a -DGGML_LLAMAFILE=OFF \
+    >"$build/configure.log" 2>&1 || {
+    cat "$build/configure.log" >&2
     echo "test_arm.sh: configuring the cross build failed" >&2
     exit 1
 }

@@ -310,8 +310,9 @@ int main(int argc, char **argv) {
             return 2;
         }
         std::ofstream out(argv[2]);
-        out << "# Checksums of qmatmul's outputs on integer-made weights and activations (tests/cpp/test_qmatmul.cpp),\n"
-               "# computed by the x86 AVX2 family: type, layout, inputs per row, FNV-1a of the output floats.\n";
+        out << "# Checksums of qmatmul's outputs on integer-made weights and activations\n"
+               "# (tests/cpp/test_qmatmul.cpp), computed by the x86 AVX2 family: type, layout, inputs per row,\n"
+               "# FNV-1a of the output floats.\n";
         for (const auto &[key, sum] : cross_arch_checksums()) out << key << " " << hex(sum) << "\n";
         return out ? 0 : 1;
     }
