@@ -8,7 +8,10 @@
 # families (tests/cpp/qmatmul_x86_checksums.txt). Any failure ends the script with a non-zero status.
 # Emulation says nothing about speed. Needs: cmake, g++-aarch64-linux-gnu, qemu-user (Debian/Ubuntu package names).
 #
-#   scripts/test_arm.sh                 build (incremental) and run everything
+#   scripts/test_arm.sh                 build (incremental) and run the kernel test
+#   scripts/test_arm.sh --model         also the forward pass's batch invariance on SmolLM2 (test_batch_invariance,
+#                                       -cpu max, the model's weights packed for the NEON kernels; ~5 more minutes;
+#                                       needs $ADADECODE_CACHE/models/smollm2-135m.gguf: adadecode fetch smollm2-135m)
 #   JOBS=4 scripts/test_arm.sh          parallel build jobs (default 2)
 #   ADADECODE_GGML_SOURCE_DIR=/path     a ggml source tree of the version we link (default: the pinned
 #                                       libggml-python sdist that ggml/rpc.cmake names, downloaded once from PyPI
@@ -16,6 +19,21 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
+with_model=0
+for arg in "$@"; do
+    case $arg in
+        --model) with_model=1 ;;
+        *)
+            echo "test_arm.sh: unknown argument '$arg' (usage: scripts/test_arm.sh [--model])" >&2
+            exit 2
+            ;;
+    esac
+done
+cache=${ADADECODE_CACHE:-$HOME/.cache/adadecode}
+if [ $with_model = 1 ] && [ ! -f "$cache/models/smollm2-135m.gguf" ]; then
+    echo "test_arm.sh: --model needs $cache/models/smollm2-135m.gguf (adadecode fetch smollm2-135m)" >&2
+    exit 2
+fi
 build="$root/build-arm"
 jobs=${JOBS:-2}
 sysroot=/usr/aarch64-linux-gnu
@@ -76,7 +94,9 @@ cmake -S "$root" -B "$build" -DCMAKE_TOOLCHAIN_FILE="$root/cmake/aarch64-linux-g
     echo "test_arm.sh: configuring the cross build failed" >&2
     exit 1
 }
-cmake --build "$build" -j "$jobs" --target test_qmatmul
+targets=(test_qmatmul)
+[ $with_model = 0 ] || targets+=(test_batch_invariance)
+cmake --build "$build" -j "$jobs" --target "${targets[@]}"
 built=$(date +%s)
 
 failures=0
@@ -101,6 +121,15 @@ run max neondot neondot
 run max neon neon
 run cortex-a57 "" neon
 run cortex-a57 neon neon
+if [ $with_model = 1 ]; then
+    t0=$(date +%s)
+    if ADADECODE_CACHE=$cache qemu-aarch64 -cpu max -L "$sysroot" "$build/test_batch_invariance"; then
+        echo "PASS  -cpu max test_batch_invariance ($(($(date +%s) - t0)) s)"
+    else
+        echo "FAIL  -cpu max test_batch_invariance"
+        failures=$((failures + 1))
+    fi
+fi
 
 echo "test_arm.sh: build $((built - start)) s, tests $(($(date +%s) - built)) s"
 if [ $failures -gt 0 ]; then

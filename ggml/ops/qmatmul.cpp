@@ -985,6 +985,10 @@ const TypeKernels packed_tables_vnni[] = {
     {GGML_TYPE_Q4_1, q4_1_packed_bytes, 32, 8, ADADECODE_PACKED8(packed_q4_1_vnni)},
 };
 #undef ADADECODE_PACKED8
+static_assert(std::size(avx2_kernels) == n_kernel_types && std::size(avx512_kernels) == n_kernel_types &&
+                  std::size(avx512_vnni_kernels) == n_kernel_types && std::size(packed_tables_512) == n_kernel_types &&
+                  std::size(packed_tables_avx2) == n_kernel_types && std::size(packed_tables_vnni) == n_kernel_types,
+              "every family has a kernel for every type");
 
 // The kernel family, chosen once per process: ADADECODE_QMATMUL=0 (off: ggml's matmul), avx2, avx512 (without
 // VNNI), avx512vnni; by default the widest the CPU has.
