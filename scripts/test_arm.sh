@@ -15,7 +15,7 @@
 #   JOBS=4 scripts/test_arm.sh          parallel build jobs (default 2)
 #   ADADECODE_GGML_SOURCE_DIR=/path     a ggml source tree of the version we link (default: the pinned
 #                                       libggml-python sdist that ggml/rpc.cmake names, downloaded once from PyPI
-#                                       into build-arm/ggml-src, SHA-256 checked)
+#                                       into $ADADECODE_CACHE/ggml-src, SHA-256 checked)
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -58,9 +58,12 @@ if [ -n "$cached" ] && [ -n "$ggml_src" ] && [ "$cached" != "$ggml_src" ]; then
 elif [ -z "$ggml_src" ] && [ -f "$cached/src/ggml-cpu/ggml-cpu.c" ]; then
     ggml_src=$cached
 fi
-# (The x86 build's rpc-src holds only the RPC backend's part of that sdist, not a tree to build ggml from.)
-if [ -z "$ggml_src" ] && [ -f "$build/ggml-src/$sdist/ggml/src/ggml-cpu/ggml-cpu.c" ]; then
-    ggml_src="$build/ggml-src/$sdist/ggml"
+# Kept outside the repository: ggml's CMake stamps ggml-base with the commit of the git tree around its source, which
+# would rebuild it after every commit of ours. (The x86 build's rpc-src holds only the RPC backend's part of the
+# sdist, not a tree to build ggml from.)
+src_dir="$cache/ggml-src"
+if [ -z "$ggml_src" ] && [ -f "$src_dir/$sdist/ggml/src/ggml-cpu/ggml-cpu.c" ]; then
+    ggml_src="$src_dir/$sdist/ggml"
 fi
 if [ -z "$ggml_src" ]; then
     url=$(sed -n '/set(ADADECODE_RPC_SDIST_URL\|string(CONCAT ADADECODE_RPC_SDIST_URL/,/)/p' "$root/ggml/rpc.cmake" |
@@ -70,16 +73,17 @@ if [ -z "$ggml_src" ]; then
         echo "test_arm.sh: cannot read the ggml sdist's address from ggml/rpc.cmake" >&2
         exit 1
     fi
-    mkdir -p "$build/ggml-src"
+    mkdir -p "$src_dir"
     echo "test_arm.sh: downloading $url"
     python3 -c 'import sys, urllib.request; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])' \
-        "$url" "$build/ggml-src/$sdist.tar.gz"
-    echo "$sha  $build/ggml-src/$sdist.tar.gz" | sha256sum -c --quiet - || {
-        echo "test_arm.sh: SHA-256 mismatch for $build/ggml-src/$sdist.tar.gz" >&2
+        "$url" "$src_dir/$sdist.tar.gz"
+    echo "$sha  $src_dir/$sdist.tar.gz" | sha256sum -c --quiet - || {
+        echo "test_arm.sh: SHA-256 mismatch for $src_dir/$sdist.tar.gz" >&2
         exit 1
     }
-    tar -xzf "$build/ggml-src/$sdist.tar.gz" -C "$build/ggml-src"
-    ggml_src="$build/ggml-src/$sdist/ggml"
+    tar -xzf "$src_dir/$sdist.tar.gz" -C "$src_dir"
+    rm "$src_dir/$sdist.tar.gz"
+    ggml_src="$src_dir/$sdist/ggml"
 fi
 
 start=$(date +%s)
