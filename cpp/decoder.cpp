@@ -5,7 +5,10 @@
 //                    layer 0, the last one is the new x, and they travel up together
 //         climb    - run x through the segments between exit layers; each segment's pass also carries the pending
 //                    rows that have reached its first layer. At an exit layer a confident head emits x's successor
-//                    early: x joins P and the successor starts at layer 0 (back to propose)
+//                    early: x joins P and the successor starts at layer 0 (back to propose). x may be a draft's
+//                    last row: the draft's rows then wait at the exit layer with it (docs/design.md §1, "Exits and
+//                    drafts"), and the exit policy weighs the draft's acceptance and the drafted rows a rejection
+//                    of the exit would void
 //         verify   - x reached the top, and every pending row with it: check them in order against the final layer
 //         commit   - emit what matched; replace the first mismatch and roll the KV back to it, or, when all
 //                    matched, sample x's successor
@@ -81,6 +84,7 @@ ActiveExits active_exits(const DecodeOptions &opt, const HeadSet *heads) {
 // A prompt-lookup draft awaiting verification, and what verification made of it.
 struct DraftRecord {
     int key;  // from Drafter::propose
+    int length = 0;
     int checked = 0;
     int accepted = 0;
 };
@@ -98,11 +102,11 @@ struct PassPlan {
 // The state of one generation and its steps.
 class Generation {
 public:
-    Generation(PassRunner &runner, const HeadSet *heads, const std::vector<int32_t> &prompt, const DecodeOptions &opt,
-               const EndOfGeneration &is_eog, const TokenCallback &on_token)
+    Generation(PassRunner &runner, const HeadSet *heads, Drafter *drafter, const std::vector<int32_t> &prompt,
+               const DecodeOptions &opt, const EndOfGeneration &is_eog, const TokenCallback &on_token)
         : runner_(runner), heads_(heads), opt_(opt), is_eog_(is_eog), on_token_(on_token), dims_(runner.dims()),
           exits_(active_exits(opt, heads)), sampler_(opt.sampling), ngram_(opt.ngram_options),
-          drafter_(opt.ngram ? &ngram_ : nullptr),
+          drafter_(opt.ngram ? (drafter ? drafter : &ngram_) : nullptr),
           exit_policy_(exits_.layers, dims_.n_layer, exits_.layers.empty() ? 0.0 : heads->check_cost(exits_.heads[0])),
           seq_(prompt) {
         boundaries_ = exits_.layers;
@@ -126,6 +130,8 @@ private:
     int x_pos() const { return static_cast<int>(seq_.size()) - 1; }
     int room() const;
     PassPlan plan(int layer, size_t *segment);
+    bool head_checks(size_t segment);
+    ExitContext exit_context() const;
     void run(const PassPlan &plan);
     bool check_exit(const PassPlan &plan);
     const float *final_logits(size_t row);
@@ -180,6 +186,7 @@ void Generation::propose() {
             drafts_.push_back(DraftRecord{key});
             ++result_.stats.ngram_drafts;
         }
+        ++drafts_.back().length;
         const RowSource source = RowSource::draft(static_cast<int>(drafts_.size()) - 1);
         pending_.add(PendingRow{x_pos(), proposal[i], source, 0, {}, {}});
         seq_.push_back(proposal[i]);
@@ -206,17 +213,6 @@ PassPlan Generation::plan(int layer, size_t *segment) {
     p.begin = layer;
     p.first = pending_.first_at(layer);
     p.n_rows = static_cast<int>(pending_.size() - p.first) + 1;
-    // Adaptive exits: while a prompt-lookup draft is in flight its rows already fill the passes, and an early exit
-    // on top of it would hold the draft's verification back and, on a rejected draft, be thrown away with it
-    // (measured: exits alongside drafts made adadecode+ngram 0.6-0.8x ngram alone); otherwise the exit policy
-    // decides, last, because its "no" counts as a skipped check.
-    const bool heads_may_check = pending_.count_heads() < opt_.max_pending;
-    const bool draft_in_flight = pending_.count_drafts() > 0;
-    auto head_checks = [&](size_t s) {
-        return heads_may_check && room() > 0 &&
-               (!opt_.adaptive_exits ||
-                (!draft_in_flight && exit_policy_.allow(s, ngram_.relative_cost(2) - 1.0)));
-    };
     size_t &s = *segment;
     for (; boundaries_[s] != dims_.n_layer; ++s) {
         if (head_checks(s)) {
@@ -227,6 +223,26 @@ PassPlan Generation::plan(int layer, size_t *segment) {
     }
     p.end = boundaries_[s];
     return p;
+}
+
+// Does the head after segment `s` check x? The exit policy decides last, because its "no" counts as a skipped check.
+bool Generation::head_checks(size_t s) {
+    if (pending_.count_heads() >= opt_.max_pending || room() <= 0) return false;
+    if (!opt_.exits_in_drafts && pending_.count_drafts() > 0) return false;
+    return !opt_.adaptive_exits || exit_policy_.allow(s, ngram_.relative_cost(2) - 1.0, exit_context());
+}
+
+// An exit now rides on every draft in flight (all their rows must be accepted for it to count: each is the last
+// row of a draft or follows one), and the drafter will propose after its token (docs/design.md §1, "Exits and
+// drafts"). Without drafts in flight or a drafter this is the plain case, and the policy prices exits as it always
+// did.
+ExitContext Generation::exit_context() const {
+    ExitContext context;
+    if (!drafter_) return context;
+    for (const DraftRecord &d : drafts_) context.upstream_acceptance *= drafter_->acceptance_of(d.key, d.length);
+    const int draft_room = std::min(room() - 1, opt_.ngram_options.max_draft - pending_.count_drafts());
+    context.voided_rows = std::min(drafter_->expected_draft(), static_cast<double>(std::max(0, draft_room)));
+    return context;
 }
 
 void Generation::run(const PassPlan &p) {
@@ -280,6 +296,7 @@ bool Generation::check_exit(const PassPlan &p) {
     const bool exits_now = confidence >= opt_.gamma && !is_eog_(successor);
     exit_policy_.record_check(p.exit, exits_now);
     if (!exits_now) return false;
+    result_.stats.early_in_drafts += pending_.count_drafts() > 0;
     pending_.add(PendingRow{x_pos(), successor, RowSource::head(p.exit), p.end, x_hidden_, std::move(q)});
     ++result_.stats.early_per_layer[p.exit];
     seq_.push_back(successor);
@@ -392,7 +409,8 @@ void prefill(PassRunner &runner, const int32_t *tokens, int n, int pos0, int n_b
     }
 }
 
-Decoder::Decoder(PassRunner &runner, const HeadSet *heads) : runner_(runner), heads_(heads) {}
+Decoder::Decoder(PassRunner &runner, const HeadSet *heads, Drafter *drafter)
+    : runner_(runner), heads_(heads), drafter_(drafter) {}
 
 DecodeResult Decoder::generate(const std::vector<int32_t> &prompt, const DecodeOptions &opt,
                                const EndOfGeneration &is_eog, const TokenCallback &on_token, int n_cached) {
@@ -401,7 +419,7 @@ DecodeResult Decoder::generate(const std::vector<int32_t> &prompt, const DecodeO
         throw Error("internal: cannot reuse " + std::to_string(n_cached) + " cached positions for a prompt of " +
                     std::to_string(prompt.size()) + " tokens");
     }
-    Generation g(runner_, heads_, prompt, opt, is_eog, on_token);
+    Generation g(runner_, heads_, drafter_, prompt, opt, is_eog, on_token);
     g.prefill_prompt(n_cached);
     bool going = opt.max_tokens > 0;
     while (going) {

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "drafter.h"
 #include "options.h"
 #include "pass_runner.h"
 
@@ -17,8 +18,9 @@ void prefill(PassRunner &runner, const int32_t *tokens, int n, int pos0, int n_b
 
 class Decoder {
 public:
-    // `heads` may be null (then only standard decoding and prompt-lookup drafts are possible).
-    Decoder(PassRunner &runner, const HeadSet *heads);
+    // `heads` may be null (then only standard decoding and prompt-lookup drafts are possible). `drafter`, when
+    // given, proposes the drafts that options.ngram asks for in place of prompt lookup (a test's scripted drafts).
+    Decoder(PassRunner &runner, const HeadSet *heads, Drafter *drafter = nullptr);
 
     // The first `n_cached` positions of the KV cache must hold prompt[0, n_cached) in every layer (Engine tracks
     // which do); only the rest of the prompt is prefilled. n_cached < prompt.size(): the last prompt token always
@@ -29,6 +31,7 @@ public:
 private:
     PassRunner &runner_;
     const HeadSet *heads_;
+    Drafter *drafter_;
 };
 
 }  // namespace adadecode

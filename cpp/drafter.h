@@ -17,6 +17,12 @@ public:
     // Verification compared `checked` tokens of the draft proposed with `key` against the final layer (up to and
     // including the first mismatch); `accepted` of them matched.
     virtual void record(int key, int checked, int accepted) = 0;
+    // The chance that all `length` tokens of the draft proposed with `key` will be accepted: an exit head's token
+    // after them is only worth something if they are (ExitContext::upstream_acceptance).
+    virtual double acceptance_of(int key, int length) const = 0;
+    // Tokens a call of propose() yields on average, empty proposals included: what is expected to ride after a
+    // provisional token, and to be thrown away with it (ExitContext::voided_rows).
+    virtual double expected_draft() const = 0;
 };
 
 }  // namespace adadecode

@@ -22,11 +22,11 @@ ExitPolicy::ExitPolicy(const std::vector<int> &exit_layers, int n_layer, double 
       skipped_(exit_layers.size(), 0) {}
 
 double ExitPolicy::break_even(int exit_layer, int n_layer, double marginal_row_cost, double check_cost,
-                              double exit_rate) {
+                              double exit_rate, double voided_rows) {
     const double m = std::clamp(marginal_row_cost, 0.0, 1.0);
     const double upper = static_cast<double>(n_layer - exit_layer) / n_layer;
     const double gain = upper * (1.0 - m);
-    const double loss = static_cast<double>(exit_layer) / n_layer + m * upper;
+    const double loss = static_cast<double>(exit_layer) / n_layer + m * upper + m * std::max(0.0, voided_rows);
     // Above 1 when the checks cost more than exits could ever save: the layer only runs its probes.
     const double per_exit_check_cost = check_cost / std::max(exit_rate, 1e-3);
     return gain + loss > 0.0 ? (loss + per_exit_check_cost) / (gain + loss) : 1.0;
@@ -40,8 +40,10 @@ double ExitPolicy::acceptance(size_t slot) const {
     return (accepted_[slot] + kPriorAccepted) / (checked_[slot] + kPriorChecked);
 }
 
-bool ExitPolicy::allow(size_t slot, double marginal_row_cost) {
-    if (acceptance(slot) >= break_even(layers_[slot], n_layer_, marginal_row_cost, check_cost_, exit_rate(slot))) {
+bool ExitPolicy::allow(size_t slot, double marginal_row_cost, const ExitContext &context) {
+    const double u = std::clamp(context.upstream_acceptance, 0.0, 1.0);
+    if (u * acceptance(slot) >= break_even(layers_[slot], n_layer_, marginal_row_cost, check_cost_, exit_rate(slot),
+                                           context.voided_rows)) {
         skipped_[slot] = 0;
         return true;
     }

@@ -7,6 +7,12 @@
 // ones less. The check itself costs c of a token whatever its outcome, and only a fraction x of checks is confident
 // enough to exit, so the bar is x * (p * gain - (1 - p) * loss) > c. A layer below it sits out, but is tried again
 // every `probe_every` checks it skipped, so that it can come back when the text gets easier.
+//
+// Alongside prompt-lookup drafts (docs/design.md §1, "Exits and drafts") two more terms enter. An exit on the last
+// row of a draft in flight only pays if every provisional row before it is accepted too: the gain is weighed with
+// the chance u that they all are (a rejection before it voids the exit). And the drafter goes on proposing after
+// the exit's token: a rejected exit voids those v drafted rows, each m of a pass over every layer, so the loss
+// grows by v * m. The bar becomes u * p > (loss + v m + c / x) / (gain + loss + v m).
 #pragma once
 
 #include <cstddef>
@@ -14,13 +20,19 @@
 
 namespace adadecode {
 
+// What an exit would ride on and what its rejection would void (see above); the defaults: nothing in flight.
+struct ExitContext {
+    double upstream_acceptance = 1.0;  // u: chance that every provisional row before x is accepted
+    double voided_rows = 0.0;          // v: drafted rows expected to ride after the exit's token
+};
+
 class ExitPolicy {
 public:
     // check_cost: c above, one head check relative to a one-row pass over every layer.
     ExitPolicy(const std::vector<int> &exit_layers, int n_layer, double check_cost = 0.0);
 
     // May the head at exit slot `slot` emit now? `marginal_row_cost` is m above. A "no" counts as a skipped check.
-    bool allow(size_t slot, double marginal_row_cost);
+    bool allow(size_t slot, double marginal_row_cost, const ExitContext &context = ExitContext{});
 
     // Verification checked an early token from `slot`.
     void record(size_t slot, bool accepted);
@@ -34,9 +46,10 @@ public:
     // Share of `slot`'s checks that emitted a token (recent ones weigh more; 1/2 before any evidence).
     double exit_rate(size_t slot) const;
 
-    // The acceptance a layer needs: without check cost (or when every check exits), p * gain = (1 - p) * loss.
+    // The acceptance a layer needs: without check cost (or when every check exits), p * gain = (1 - p) * loss;
+    // `voided_rows` adds their cost to the loss.
     static double break_even(int exit_layer, int n_layer, double marginal_row_cost, double check_cost = 0.0,
-                             double exit_rate = 1.0);
+                             double exit_rate = 1.0, double voided_rows = 0.0);
 
 private:
     std::vector<int> layers_;

@@ -22,6 +22,7 @@ constexpr int kContextCap = 32;
 constexpr double kAssumedCostPerExtraRow = 0.3;
 constexpr int kCostWarmupSamples = 8;  // plain mean over the first samples, then an exponential moving average
 constexpr double kCostSmoothing = 0.1;
+constexpr double kDraftLengthSmoothing = 0.1;  // about the last 10 proposals count
 
 }  // namespace
 
@@ -39,6 +40,12 @@ std::vector<int32_t> NgramDrafter::propose(const std::vector<int32_t> &seq, int 
     *match_length = 0;
     limit = std::min(limit, options_.max_draft);
     if (limit <= 0) return {};
+    std::vector<int32_t> proposal = lookup(seq, limit, match_length);
+    mean_draft_ += kDraftLengthSmoothing * (static_cast<double>(proposal.size()) - mean_draft_);
+    return proposal;
+}
+
+std::vector<int32_t> NgramDrafter::lookup(const std::vector<int32_t> &seq, int limit, int *match_length) {
     const int size = static_cast<int>(seq.size());
     for (int n = std::min(options_.max_match, size - 1); n >= options_.min_match; --n) {
         const int32_t *suffix = seq.data() + size - n;
@@ -94,6 +101,12 @@ void NgramDrafter::record_pass_cost(int rows, double seconds_per_layer) {
 double NgramDrafter::acceptance(int match_length) const {
     // A prior of one accepted and one rejected token: an untried match length starts at 1/2.
     return (accepted_[match_length] + 1.0) / (checked_[match_length] + 2.0);
+}
+
+double NgramDrafter::acceptance_of(int match_length, int length) const {
+    if (length <= 0) return 1.0;
+    if (match_length < options_.min_match || match_length > options_.max_match) return 0.0;
+    return std::pow(acceptance(match_length), length);
 }
 
 double NgramDrafter::relative_cost(int rows) const {

@@ -31,6 +31,11 @@ public:
     // layer (up to and including the first mismatch), `accepted` of them matched.
     void record(int match_length, int checked, int accepted) override;
 
+    // Per-token acceptance for `match_length`, to the power `length` (draft tokens treated as independent, as
+    // the draft length choice does).
+    double acceptance_of(int match_length, int length) const override;
+    double expected_draft() const override { return mean_draft_; }
+
     // Cost of one pass over `rows` rows, in seconds per layer, as measured by the scheduler.
     void record_pass_cost(int rows, double seconds_per_layer);
 
@@ -39,6 +44,7 @@ public:
     double relative_cost(int rows) const;
 
 private:
+    std::vector<int32_t> lookup(const std::vector<int32_t> &seq, int limit, int *match_length);
     double acceptance(int match_length) const;
     int best_draft_length(double acceptance, int available) const;
 
@@ -48,6 +54,7 @@ private:
     std::vector<int> declined_;           // drafts not made since the last one, per match length (for probing)
     std::vector<double> cost_per_row_;    // running mean seconds per layer of a pass over r rows
     std::vector<int> cost_samples_;
+    double mean_draft_ = 0.0;  // exponentially decayed mean of the proposal lengths
 };
 
 }  // namespace adadecode

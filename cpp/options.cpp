@@ -151,6 +151,7 @@ StatFields stats_fields(const DecodeStats &s) {
         {"ngram_drafted", int64_t{s.ngram_drafted}},
         {"ngram_accepted", int64_t{s.ngram_accepted}},
         {"ngram_fraction", s.ngram_fraction()},
+        {"early_in_drafts", int64_t{s.early_in_drafts}},
         {"mode", std::string(mode_name(s.mode))},
         {"device", s.device},
         {"peak_rss_mib", rss},

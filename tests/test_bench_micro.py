@@ -14,7 +14,7 @@ import pytest
 from adadecode import cli
 from adadecode.bench.micro import MICROBENCH, find_microbench, floor_relative_cost
 
-FAMILIES = ("avx512vnni", "avx512", "avx2", "off")
+FAMILIES = ("avx512vnni", "avx512", "avx2", "neondot", "neon", "off")
 
 
 @pytest.fixture(scope="module")

@@ -219,3 +219,68 @@ def test_replay_of_a_recorded_output(plain: Any) -> None:
         _core.replay_ngram_drafts(prompt, output, [1.5, 2.0])
     with pytest.raises(Error, match="max_draft"):
         _core.replay_ngram_drafts(prompt, output, cost, 0)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# exit heads on the rows of a draft in flight (docs/design.md §1, "Exits and drafts")
+
+
+def _exits_on_drafts(model: Any, prompts: list[Any], max_tokens: int, **kwargs: Any) -> int:
+    """Parity of adadecode+ngram with heads checking while drafts are in flight, and with them held back; returns
+    how many early tokens were emitted while a draft was in flight."""
+    in_drafts = 0
+    for prompt in prompts:
+        std = model.generate(prompt, mode="standard", return_logits=True, max_tokens=max_tokens)
+        both = model.generate(
+            prompt, mode="adadecode+ngram", return_logits=True, max_tokens=max_tokens, exits_in_drafts=True, **kwargs
+        )
+        _assert_same(std, both)
+        s = both.stats
+        assert sum(s["accepted_per_layer"]) + s["ngram_accepted"] == s["n_accepted"]
+        assert s["early_in_drafts"] <= sum(s["early_per_layer"])
+        in_drafts += s["early_in_drafts"]
+        held = model.generate(
+            prompt, mode="adadecode+ngram", return_logits=True, max_tokens=max_tokens, exits_in_drafts=False, **kwargs
+        )
+        _assert_same(std, held)
+        assert held.stats["early_in_drafts"] == 0
+    return in_drafts
+
+
+def _code_prompts(model: Any) -> list[Any]:
+    chat = [model.apply_chat_template([{"role": "user", "content": p}]) for p in PARITY_PROMPTS[:3]]
+    return [CODE_PROMPT, *MISLEADING_PROMPTS, *chat]
+
+
+def test_exits_on_draft_rows_parity_shipped_heads(engine: Any, smollm2_path: Path) -> None:
+    from adadecode.heads import shipped_heads
+
+    heads = shipped_heads().get("smollm2-135m")
+    if heads is None:
+        pytest.skip("no shipped heads for smollm2-135m")
+    model = engine(smollm2_path, n_ctx=512, n_threads=2, heads=heads)
+    prompts = _code_prompts(model)
+    # The policy off: every confident head emits, on drafts' rows too; then the shipped configuration.
+    assert _exits_on_drafts(model, [prompts[0], prompts[1], prompts[4]], 48, adaptive_exits=False) > 0
+    _exits_on_drafts(model, prompts[:1], 48)
+
+
+def test_exits_on_draft_rows_parity_identity_heads_gamma_zero(with_heads: Any) -> None:
+    # γ = 0: a head's token on the last row of every draft, drafts after it, rejections of both kinds.
+    assert _exits_on_drafts(with_heads, [CODE_PROMPT, MISLEADING_PROMPTS[0]], 40, gamma=0.0, adaptive_exits=False) > 0
+
+
+@pytest.mark.slow
+def test_exits_on_draft_rows_parity_qwen(engine: Any, cache_dir: Path) -> None:
+    from adadecode.heads import shipped_heads
+
+    path = cache_dir / "models" / "qwen2.5-coder-0.5b.gguf"
+    if not path.exists():
+        pytest.skip(f"{path} not present (`adadecode fetch qwen2.5-coder-0.5b`)")
+    heads = shipped_heads().get("qwen2.5-coder-0.5b")
+    if heads is None:
+        pytest.skip("no shipped heads for qwen2.5-coder-0.5b")
+    model = engine(path, n_ctx=1024, n_threads=2, heads=heads)
+    prompts = _code_prompts(model)[:1] + _code_prompts(model)[4:]
+    assert _exits_on_drafts(model, prompts, 64, adaptive_exits=False) > 0
+    _exits_on_drafts(model, prompts[:1], 64)

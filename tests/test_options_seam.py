@@ -27,6 +27,7 @@ ENGINE_DEFAULTS = {
     "top_p": lambda o: o.sampling.top_p,
     "min_p": lambda o: o.sampling.min_p,
     "adaptive_exits": lambda o: o.adaptive_exits,
+    "exits_in_drafts": lambda o: o.exits_in_drafts,
 }
 
 

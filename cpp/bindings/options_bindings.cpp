@@ -196,6 +196,8 @@ void bind_options(py::module_ &m) {
         .add("active_exits", &DecodeOptions::active_exits, "subset of the heads' exit layers; empty = all")
         .add("adaptive_exits", &DecodeOptions::adaptive_exits,
              "exit layers whose early tokens fail verification too often sit out")
+        .add("exits_in_drafts", &DecodeOptions::exits_in_drafts,
+             "heads may emit while a prompt-lookup draft is in flight")
         .add("ngram_options", &DecodeOptions::ngram_options, "an NgramOptions")
         .add("n_batch", &DecodeOptions::n_batch, "prefill chunk")
         .finish();

@@ -11,7 +11,9 @@
 // family's dot-product peak on all threads). A kernel at the roofline takes the larger of the two, so
 // rows[k].roofline_fraction = max(bytes / read rate, k * MACs / peak) / measured seconds (1: at the roof; the
 // measured pass also runs attention, norms and ggml's scheduling, which the floor leaves out).
+#if defined(__x86_64__)
 #include <immintrin.h>
+#endif
 
 #include <algorithm>
 #include <chrono>
@@ -78,6 +80,7 @@ struct Setup {
 
 double minimum(const std::vector<double> &v) { return *std::min_element(v.begin(), v.end()); }
 
+#if defined(__x86_64__)
 // Four independent sums, so that the loads, not the adds' latency, set the pace. With prefetch_bytes > 0 each
 // 128-byte step also asks for the two cache lines that far ahead, as the matmul kernels do: on some machines the
 // hardware prefetcher alone keeps too few lines in flight, and a roof below what the kernels reach is no roof.
@@ -102,6 +105,8 @@ __attribute__((target("avx2"))) uint64_t sum_words_avx2(const uint64_t *p, size_
     for (; i < n; ++i) total += p[i];
     return total;
 }
+
+#endif
 
 uint64_t sum_words(const uint64_t *p, size_t n) {
     uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
@@ -131,7 +136,11 @@ double read_gbs(int n_threads, size_t bytes) {
     const uint64_t *words = static_cast<const uint64_t *>(buffer.get());
     const size_t n_words = bytes / sizeof(uint64_t);
     const size_t share = (n_words / n_threads + 15) / 16 * 16;  // whole 128-byte chunks: aligned loads
+#if defined(__x86_64__)
     const bool avx2 = __builtin_cpu_supports("avx2");
+#else
+    const bool avx2 = false;
+#endif
     std::vector<uint64_t> sums(n_threads);
     double best = 0.0;
     const size_t prefetch_distances[] = {0, 1024, 2048, 4096};
@@ -142,7 +151,12 @@ double read_gbs(int n_threads, size_t bytes) {
         for (int t = 0; t < n_threads; ++t) {
             threads.emplace_back([&, t]() {
                 const size_t first = std::min(n_words, share * t), n = std::min(n_words, first + share) - first;
+#if defined(__x86_64__)
                 sums[t] = avx2 ? sum_words_avx2(words + first, n, prefetch_bytes) : sum_words(words + first, n);
+#else
+                (void)prefetch_bytes;
+                sums[t] = sum_words(words + first, n);  // the compiler vectorises it (NEON on aarch64)
+#endif
             });
         }
         for (std::thread &th : threads) th.join();

@@ -16,11 +16,14 @@
 // GCC 12's AVX-512 intrinsics build their results from a deliberately undefined register and warn about it.
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#elif defined(__aarch64__) && (defined(__GNUC__) || defined(__clang__))
+#define ADADECODE_QMATMUL_ARM 1
+#include <arm_neon.h>
 #endif
 
 namespace adadecode {
 
-#ifdef ADADECODE_QMATMUL_X86
+#if defined(ADADECODE_QMATMUL_X86) || defined(ADADECODE_QMATMUL_ARM)
 
 namespace {
 
@@ -102,6 +105,154 @@ constexpr size_t q4_1_packed_bytes = 320;
 // Exactly the file's 16 x 34 bytes.
 constexpr size_t q8_packed_qs = 32;
 constexpr size_t q8_0_packed_bytes = 544;
+
+// The 8 six-bit scales and 8 six-bit minimums of a Q4_K block, packed in 12 bytes as words a, b, c: scale j < 4
+// is the low 6 bits of byte j of a, minimum j < 4 those of b; scale j >= 4 takes its low 4 bits from byte j-4 of c
+// and its top 2 bits from the top of byte j-4 of a, minimum j >= 4 the high nibble of c's byte and b's top bits.
+inline void q4_k_scales(const uint8_t *packed, uint8_t scales[8], uint8_t mins[8]) {
+    uint32_t a, b, c;
+    std::memcpy(&a, packed, 4);
+    std::memcpy(&b, packed + 4, 4);
+    std::memcpy(&c, packed + 8, 4);
+    const uint32_t scales_low = a & 0x3F3F3F3F, mins_low = b & 0x3F3F3F3F;
+    const uint32_t scales_high = (c & 0x0F0F0F0F) | ((a >> 2) & 0x30303030);
+    const uint32_t mins_high = ((c >> 4) & 0x0F0F0F0F) | ((b >> 2) & 0x30303030);
+    std::memcpy(scales, &scales_low, 4);
+    std::memcpy(scales + 4, &scales_high, 4);
+    std::memcpy(mins, &mins_low, 4);
+    std::memcpy(mins + 4, &mins_high, 4);
+}
+
+// One block of 16 rows from the file layout into the packed one (see q4_k_packed_bytes).
+void pack_q4_k_block(const uint8_t *first_row, size_t row_bytes, uint8_t *out) {
+    for (int64_t r = 0; r < packed_rows; ++r) {
+        const uint8_t *block = first_row + r * row_bytes;
+        std::memcpy(out + 2 * r, block, 2);
+        std::memcpy(out + packed_dmin + 2 * r, block + 2, 2);
+        uint8_t scales[8], mins[8];
+        q4_k_scales(block + 4, scales, mins);
+        for (int sub = 0; sub < 8; ++sub) {
+            out[packed_scales + packed_rows * sub + r] = scales[sub];
+            out[packed_mins + 2 * packed_rows * (sub / 2) + 2 * r + sub % 2] = mins[sub];
+        }
+        // The file: byte l of the 32-byte run j holds value 64j + l (low nibble) and 64j + 32 + l (high nibble).
+        const uint8_t *qs = block + 16;
+        for (int sub = 0; sub < 8; ++sub) {
+            uint8_t values[32];
+            const int shift = 4 * (sub % 2);
+            for (int l = 0; l < 32; ++l) values[l] = (qs[32 * (sub / 2) + l] >> shift) & 0x0F;
+            uint8_t *dst = out + packed_qs + 256 * sub + 4 * r;
+            for (int t = 0; t < 4; ++t) {
+                for (int i = 0; i < 4; ++i) dst[64 * t + i] = values[8 * t + i] | (values[8 * t + 4 + i] << 4);
+            }
+        }
+    }
+}
+
+// One block of 16 rows from the file layout into the packed one (see q5_0_packed_bytes). In the file, value i < 16
+// has its low 4 bits in the low nibble of qs[i], value 16 + i in the high nibble, and value j its fifth bit at bit
+// j of the 32-bit qh.
+void pack_q5_0_block(const uint8_t *first_row, size_t row_bytes, uint8_t *out) {
+    uint64_t masks[8] = {};
+    for (int64_t r = 0; r < packed_rows; ++r) {
+        const uint8_t *block = first_row + r * row_bytes;
+        std::memcpy(out + 2 * r, block, 2);
+        uint32_t high_bits;
+        std::memcpy(&high_bits, block + 2, sizeof(high_bits));
+        for (int g = 0; g < 8; ++g) {
+            for (int i = 0; i < 4; ++i) {
+                if (high_bits >> (4 * g + i) & 1u)
+                    masks[g] |= uint64_t(1) << (4 * r + i);
+            }
+        }
+        for (int t = 0; t < 4; ++t) std::memcpy(out + q5_packed_qs + 64 * t + 4 * r, block + 6 + 4 * t, 4);
+    }
+    std::memcpy(out + q5_packed_masks, masks, sizeof(masks));
+}
+
+// One block of 16 rows from the file layout into the packed one (see q4_1_packed_bytes).
+void pack_q4_1_block(const uint8_t *first_row, size_t row_bytes, uint8_t *out) {
+    for (int64_t r = 0; r < packed_rows; ++r) {
+        const uint8_t *block = first_row + r * row_bytes;
+        std::memcpy(out + 2 * r, block, 2);
+        std::memcpy(out + q4_1_packed_mins + 2 * r, block + 2, 2);
+        for (int t = 0; t < 4; ++t) std::memcpy(out + q4_1_packed_qs + 64 * t + 4 * r, block + 4 + 4 * t, 4);
+    }
+}
+
+// One block of 16 rows from the file layout into the packed one (see q8_0_packed_bytes).
+void pack_q8_0_block(const uint8_t *first_row, size_t row_bytes, uint8_t *out) {
+    for (int64_t r = 0; r < packed_rows; ++r) {
+        const uint8_t *block = first_row + r * row_bytes;
+        std::memcpy(out + 2 * r, block, 2);
+        for (int t = 0; t < 8; ++t) {
+            for (int i = 0; i < 4; ++i) out[q8_packed_qs + 64 * t + 4 * r + i] = block[2 + 4 * t + i] ^ 0x80;
+        }
+    }
+}
+
+// One block of 16 rows from the file layout into the packed one (see q6_k_packed_bytes). In the file, value
+// 128h + 32k + l (h, k < 2 halves and quarters of a half, l < 32) has its low 4 bits in ql[64h + l + 32 (k % 2)]
+// (low nibble for k < 2, high for k >= 2) and its top 2 bits at bits 2k of qh[32h + l].
+void pack_q6_k_block(const uint8_t *first_row, size_t row_bytes, uint8_t *out) {
+    for (int64_t r = 0; r < packed_rows; ++r) {
+        const uint8_t *block = first_row + r * row_bytes;
+        const uint8_t *ql = block, *qh = block + 128;
+        std::memcpy(out + 2 * r, block + 208, 2);
+        for (int sub = 0; sub < 16; ++sub) {
+            out[q6_packed_pairs + q6_packed_pair_bytes * (sub / 2) + 2 * r + sub % 2] = block[192 + sub];
+        }
+        uint8_t values[256];
+        for (int h = 0; h < 2; ++h) {
+            for (int k = 0; k < 4; ++k) {
+                for (int l = 0; l < 32; ++l) {
+                    const uint8_t low = ql[64 * h + l + 32 * (k % 2)] >> (4 * (k / 2)) & 0x0F;
+                    const uint8_t top = qh[32 * h + l] >> (2 * k) & 0x03;
+                    values[128 * h + 32 * k + l] = static_cast<uint8_t>(low | top << 4);
+                }
+            }
+        }
+        for (int sub = 0; sub < 16; ++sub) {
+            const uint8_t *v = values + 16 * sub;
+            uint8_t *sub_out =
+                out + q6_packed_pairs + q6_packed_pair_bytes * (sub / 2) + 32 + q6_packed_sub_bytes * (sub % 2);
+            for (int j = 0; j < 2; ++j) {
+                uint8_t *dst = sub_out + 64 * j + 4 * r;
+                for (int i = 0; i < 4; ++i) dst[i] = (v[8 * j + i] & 0x0F) | (v[8 * j + 4 + i] & 0x0F) << 4;
+            }
+            uint8_t *high = sub_out + 128 + 4 * r;
+            for (int i = 0; i < 4; ++i) {
+                high[i] = 0;
+                for (int t = 0; t < 4; ++t) high[i] |= static_cast<uint8_t>((v[4 * t + i] >> 4) << (2 * t));
+            }
+        }
+    }
+}
+
+// out[i * NR + r]: weight row i (of n_rows, row_bytes apart) times activation row r.
+using TileKernel = void (*)(const uint8_t *w, size_t row_bytes, int64_t n_rows, const uint8_t *const *act,
+                            int64_t n_blocks, float *out);
+constexpr int max_group = 8;         // most activation rows per kernel call
+constexpr int64_t weight_tile = 16;  // weight rows kept hot in cache while the activation groups pass over them
+constexpr int64_t act_chunk = 64;    // activation rows per pass over the weights (prefill)
+
+struct TypeKernels {
+    ggml_type type;
+    size_t block_bytes;
+    int block_values;  // 32, or 256 for the K-quants
+    int group_size;    // activation rows per call: 4 fit in AVX2's 16 registers, 8 in AVX-512's 32
+    TileKernel group[max_group];
+    bool block_pairs;  // takes blocks two at a time: rows with an odd number of blocks go to the AVX2 kernel
+};
+constexpr size_t n_kernel_types = 5;  // entries in every table of a family: Q4_1, Q5_0, Q8_0, Q4_K, Q6_K (any order)
+
+}  // namespace
+
+#endif
+
+#ifdef ADADECODE_QMATMUL_X86
+
+namespace {
 
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c")
@@ -277,128 +428,6 @@ void dot_q8_0(const uint8_t *w, const uint8_t *const *act, int64_t n_blocks, flo
     dot_signed_blocks<NR, q8_0_bytes, load_q8_0>(w, act, n_blocks, out);
 }
 
-// The 8 six-bit scales and 8 six-bit minimums of a Q4_K block, packed in 12 bytes as words a, b, c: scale j < 4
-// is the low 6 bits of byte j of a, minimum j < 4 those of b; scale j >= 4 takes its low 4 bits from byte j-4 of c
-// and its top 2 bits from the top of byte j-4 of a, minimum j >= 4 the high nibble of c's byte and b's top bits.
-inline void q4_k_scales(const uint8_t *packed, uint8_t scales[8], uint8_t mins[8]) {
-    uint32_t a, b, c;
-    std::memcpy(&a, packed, 4);
-    std::memcpy(&b, packed + 4, 4);
-    std::memcpy(&c, packed + 8, 4);
-    const uint32_t scales_low = a & 0x3F3F3F3F, mins_low = b & 0x3F3F3F3F;
-    const uint32_t scales_high = (c & 0x0F0F0F0F) | ((a >> 2) & 0x30303030);
-    const uint32_t mins_high = ((c >> 4) & 0x0F0F0F0F) | ((b >> 2) & 0x30303030);
-    std::memcpy(scales, &scales_low, 4);
-    std::memcpy(scales + 4, &scales_high, 4);
-    std::memcpy(mins, &mins_low, 4);
-    std::memcpy(mins + 4, &mins_high, 4);
-}
-
-// One block of 16 rows from the file layout into the packed one (see q4_k_packed_bytes).
-void pack_q4_k_block(const uint8_t *first_row, size_t row_bytes, uint8_t *out) {
-    for (int64_t r = 0; r < packed_rows; ++r) {
-        const uint8_t *block = first_row + r * row_bytes;
-        std::memcpy(out + 2 * r, block, 2);
-        std::memcpy(out + packed_dmin + 2 * r, block + 2, 2);
-        uint8_t scales[8], mins[8];
-        q4_k_scales(block + 4, scales, mins);
-        for (int sub = 0; sub < 8; ++sub) {
-            out[packed_scales + packed_rows * sub + r] = scales[sub];
-            out[packed_mins + 2 * packed_rows * (sub / 2) + 2 * r + sub % 2] = mins[sub];
-        }
-        // The file: byte l of the 32-byte run j holds value 64j + l (low nibble) and 64j + 32 + l (high nibble).
-        const uint8_t *qs = block + 16;
-        for (int sub = 0; sub < 8; ++sub) {
-            uint8_t values[32];
-            const int shift = 4 * (sub % 2);
-            for (int l = 0; l < 32; ++l) values[l] = (qs[32 * (sub / 2) + l] >> shift) & 0x0F;
-            uint8_t *dst = out + packed_qs + 256 * sub + 4 * r;
-            for (int t = 0; t < 4; ++t) {
-                for (int i = 0; i < 4; ++i) dst[64 * t + i] = values[8 * t + i] | (values[8 * t + 4 + i] << 4);
-            }
-        }
-    }
-}
-
-// One block of 16 rows from the file layout into the packed one (see q5_0_packed_bytes). In the file, value i < 16
-// has its low 4 bits in the low nibble of qs[i], value 16 + i in the high nibble, and value j its fifth bit at bit
-// j of the 32-bit qh.
-void pack_q5_0_block(const uint8_t *first_row, size_t row_bytes, uint8_t *out) {
-    uint64_t masks[8] = {};
-    for (int64_t r = 0; r < packed_rows; ++r) {
-        const uint8_t *block = first_row + r * row_bytes;
-        std::memcpy(out + 2 * r, block, 2);
-        uint32_t high_bits;
-        std::memcpy(&high_bits, block + 2, sizeof(high_bits));
-        for (int g = 0; g < 8; ++g) {
-            for (int i = 0; i < 4; ++i) {
-                if (high_bits >> (4 * g + i) & 1u)
-                    masks[g] |= uint64_t(1) << (4 * r + i);
-            }
-        }
-        for (int t = 0; t < 4; ++t) std::memcpy(out + q5_packed_qs + 64 * t + 4 * r, block + 6 + 4 * t, 4);
-    }
-    std::memcpy(out + q5_packed_masks, masks, sizeof(masks));
-}
-
-// One block of 16 rows from the file layout into the packed one (see q4_1_packed_bytes).
-void pack_q4_1_block(const uint8_t *first_row, size_t row_bytes, uint8_t *out) {
-    for (int64_t r = 0; r < packed_rows; ++r) {
-        const uint8_t *block = first_row + r * row_bytes;
-        std::memcpy(out + 2 * r, block, 2);
-        std::memcpy(out + q4_1_packed_mins + 2 * r, block + 2, 2);
-        for (int t = 0; t < 4; ++t) std::memcpy(out + q4_1_packed_qs + 64 * t + 4 * r, block + 4 + 4 * t, 4);
-    }
-}
-
-// One block of 16 rows from the file layout into the packed one (see q8_0_packed_bytes).
-void pack_q8_0_block(const uint8_t *first_row, size_t row_bytes, uint8_t *out) {
-    for (int64_t r = 0; r < packed_rows; ++r) {
-        const uint8_t *block = first_row + r * row_bytes;
-        std::memcpy(out + 2 * r, block, 2);
-        for (int t = 0; t < 8; ++t) {
-            for (int i = 0; i < 4; ++i) out[q8_packed_qs + 64 * t + 4 * r + i] = block[2 + 4 * t + i] ^ 0x80;
-        }
-    }
-}
-
-// One block of 16 rows from the file layout into the packed one (see q6_k_packed_bytes). In the file, value
-// 128h + 32k + l (h, k < 2 halves and quarters of a half, l < 32) has its low 4 bits in ql[64h + l + 32 (k % 2)]
-// (low nibble for k < 2, high for k >= 2) and its top 2 bits at bits 2k of qh[32h + l].
-void pack_q6_k_block(const uint8_t *first_row, size_t row_bytes, uint8_t *out) {
-    for (int64_t r = 0; r < packed_rows; ++r) {
-        const uint8_t *block = first_row + r * row_bytes;
-        const uint8_t *ql = block, *qh = block + 128;
-        std::memcpy(out + 2 * r, block + 208, 2);
-        for (int sub = 0; sub < 16; ++sub) {
-            out[q6_packed_pairs + q6_packed_pair_bytes * (sub / 2) + 2 * r + sub % 2] = block[192 + sub];
-        }
-        uint8_t values[256];
-        for (int h = 0; h < 2; ++h) {
-            for (int k = 0; k < 4; ++k) {
-                for (int l = 0; l < 32; ++l) {
-                    const uint8_t low = ql[64 * h + l + 32 * (k % 2)] >> (4 * (k / 2)) & 0x0F;
-                    const uint8_t top = qh[32 * h + l] >> (2 * k) & 0x03;
-                    values[128 * h + 32 * k + l] = static_cast<uint8_t>(low | top << 4);
-                }
-            }
-        }
-        for (int sub = 0; sub < 16; ++sub) {
-            const uint8_t *v = values + 16 * sub;
-            uint8_t *sub_out =
-                out + q6_packed_pairs + q6_packed_pair_bytes * (sub / 2) + 32 + q6_packed_sub_bytes * (sub % 2);
-            for (int j = 0; j < 2; ++j) {
-                uint8_t *dst = sub_out + 64 * j + 4 * r;
-                for (int i = 0; i < 4; ++i) dst[i] = (v[8 * j + i] & 0x0F) | (v[8 * j + 4 + i] & 0x0F) << 4;
-            }
-            uint8_t *high = sub_out + 128 + 4 * r;
-            for (int i = 0; i < 4; ++i) {
-                high[i] = 0;
-                for (int t = 0; t < 4; ++t) high[i] |= static_cast<uint8_t>((v[4 * t + i] >> 4) << (2 * t));
-            }
-        }
-    }
-}
 
 template <int NR>
 void dot_q4_k(const uint8_t *w, const uint8_t *const *act, int64_t n_blocks, float *out) {
@@ -895,22 +924,6 @@ void packed_q8_0_avx2(const uint8_t *w0, size_t, int64_t, const uint8_t *const *
 
 #pragma GCC pop_options
 
-// out[i * NR + r]: weight row i (of n_rows, row_bytes apart) times activation row r.
-using TileKernel = void (*)(const uint8_t *w, size_t row_bytes, int64_t n_rows, const uint8_t *const *act,
-                            int64_t n_blocks, float *out);
-constexpr int max_group = 8;         // most activation rows per kernel call
-constexpr int64_t weight_tile = 16;  // weight rows kept hot in cache while the activation groups pass over them
-constexpr int64_t act_chunk = 64;    // activation rows per pass over the weights (prefill)
-
-struct TypeKernels {
-    ggml_type type;
-    size_t block_bytes;
-    int block_values;  // 32, or 256 for the K-quants
-    int group_size;    // activation rows per call: 4 fit in AVX2's 16 registers, 8 in AVX-512's 32
-    TileKernel group[max_group];
-    bool block_pairs;  // takes blocks two at a time: rows with an odd number of blocks go to the AVX2 kernel
-};
-
 #define ADADECODE_GROUP4(kernel) \
     {rows_avx2<1, kernel<1>>, rows_avx2<2, kernel<2>>, rows_avx2<3, kernel<3>>, rows_avx2<4, kernel<4>>}
 #define ADADECODE_GROUP8(rows, kernel)                                               \
@@ -972,6 +985,10 @@ const TypeKernels packed_tables_vnni[] = {
     {GGML_TYPE_Q4_1, q4_1_packed_bytes, 32, 8, ADADECODE_PACKED8(packed_q4_1_vnni)},
 };
 #undef ADADECODE_PACKED8
+static_assert(std::size(avx2_kernels) == n_kernel_types && std::size(avx512_kernels) == n_kernel_types &&
+                  std::size(avx512_vnni_kernels) == n_kernel_types && std::size(packed_tables_512) == n_kernel_types &&
+                  std::size(packed_tables_avx2) == n_kernel_types && std::size(packed_tables_vnni) == n_kernel_types,
+              "every family has a kernel for every type");
 
 // The kernel family, chosen once per process: ADADECODE_QMATMUL=0 (off: ggml's matmul), avx2, avx512 (without
 // VNNI), avx512vnni; by default the widest the CPU has.
@@ -1018,7 +1035,7 @@ const TypeKernels *packed_kernels(ggml_type type) {
     }();
     if (!tables)
         return nullptr;
-    for (size_t i = 0; i < std::size(packed_tables_vnni); ++i) {
+    for (size_t i = 0; i < n_kernel_types; ++i) {
         if (tables[i].type == type)
             return &tables[i];
     }
@@ -1035,7 +1052,7 @@ const TypeKernels *kernels_for(const ggml_tensor *w) {
     const TypeKernels *table = chosen_table();
     if (!table)
         return nullptr;
-    for (size_t i = 0; i < std::size(avx2_kernels); ++i) {
+    for (size_t i = 0; i < n_kernel_types; ++i) {
         if (table[i].type != w->type)
             continue;
         const bool odd_blocks = (w->ne[0] / table[i].block_values) % 2 != 0;
@@ -1044,6 +1061,34 @@ const TypeKernels *kernels_for(const ggml_tensor *w) {
     }
     return nullptr;
 }
+
+// The family's name, as qmatmul_family() reports it.
+const char *family_name(const TypeKernels *table) {
+    return table == avx512_vnni_kernels ? "avx512vnni"
+           : table == avx512_kernels    ? "avx512"
+           : table == avx2_kernels      ? "avx2"
+                                        : "off";
+}
+
+// See peak_macs_per_second in qmatmul_avx512.inc.
+double peak_macs_per_second(const TypeKernels *table, long iterations) {
+    return table == avx512_vnni_kernels ? peak_macs_per_second_vnni(iterations)
+           : table == avx512_kernels    ? peak_macs_per_second_512(iterations)
+                                        : peak_macs_per_second_avx2(iterations);
+}
+
+}  // namespace
+
+#elif defined(ADADECODE_QMATMUL_ARM)
+
+// The NEON kernel families: quantization, kernels, tables, family choice (same names as the x86 section above).
+#include "qmatmul_neon.inc"
+
+#endif
+
+#if defined(ADADECODE_QMATMUL_X86) || defined(ADADECODE_QMATMUL_ARM)
+
+namespace {
 
 // src: the weight, the activations and, for packed kernels, the packed weight (whose data the kernels read).
 void compute(ggml_tensor *dst, int ith, int nth, void *userdata) {
@@ -1103,20 +1148,14 @@ double qmatmul_peak_macs_per_second() {
     constexpr long iterations = 2000000;  // ~20-50 ms
     double best = 0.0;
     for (int rep = 0; rep < 3; ++rep) {  // the best of three: another process can only slow a run down
-        const double rate = table == avx512_vnni_kernels ? peak_macs_per_second_vnni(iterations)
-                            : table == avx512_kernels    ? peak_macs_per_second_512(iterations)
-                                                         : peak_macs_per_second_avx2(iterations);
-        best = std::max(best, rate);
+        best = std::max(best, peak_macs_per_second(table, iterations));
     }
     return best;
 }
 
 const char *qmatmul_family() {
     const TypeKernels *table = chosen_table();
-    return table == avx512_vnni_kernels ? "avx512vnni"
-           : table == avx512_kernels    ? "avx512"
-           : table == avx2_kernels      ? "avx2"
-                                        : "off";
+    return table ? family_name(table) : "off";
 }
 
 bool qmatmul_supports(const ggml_tensor *w) {
@@ -1162,7 +1201,7 @@ ggml_tensor *qmatmul(ggml_context *ctx, ggml_tensor *w, ggml_tensor *x, ggml_ten
                           kernels);
 }
 
-#else  // not x86-64: ggml's own matmul everywhere
+#else  // neither x86-64 nor aarch64: ggml's own matmul everywhere
 
 double qmatmul_peak_macs_per_second() {
     return 0.0;

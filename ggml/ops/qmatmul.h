@@ -4,7 +4,7 @@
 // Why: the layer-parallel scheduler is only worth running if a pass over k rows costs little more than a pass over
 // one. ggml's CPU matmul computes every (weight row, activation row) dot product on its own and so unpacks each
 // quantized weight block once per activation row; on a 2-core machine that unpacking, not memory, bounds decoding.
-// This kernel unpacks a weight block once and multiplies it with up to 8 activation rows (4 with AVX2) while it
+// This kernel unpacks a weight block once and multiplies it with up to 8 activation rows (4 with AVX2 or NEON) while it
 // sits in registers.
 //
 // Exactness: every output element is computed by the same sequence of operations whatever the number of rows, the
@@ -16,8 +16,9 @@
 
 namespace adadecode {
 
-// True when qmatmul can multiply a weight of this tensor's type on this CPU (x86-64 with AVX2, FMA and F16C; the
-// types Q4_1, Q5_0, Q8_0, Q4_K and Q6_K). ADADECODE_QMATMUL=0 in the environment turns the kernel off.
+// True when qmatmul can multiply a weight of this tensor's type on this CPU (x86-64 with AVX2, FMA and F16C, or any
+// aarch64 CPU; the types Q4_1, Q5_0, Q8_0, Q4_K and Q6_K). ADADECODE_QMATMUL=0 in the environment turns the kernel
+// off.
 bool qmatmul_supports(const ggml_tensor *w);
 
 // w [n_in, n_out] (quantized, contiguous rows) times x [n_in, n_rows] (f32) -> [n_out, n_rows] f32, like
@@ -31,9 +32,10 @@ ggml_tensor *qmatmul(ggml_context *ctx, ggml_tensor *w, ggml_tensor *x, ggml_ten
 // than the row's multiply-accumulates at this rate: the floor under the layer-parallel scheduler's batches.
 double qmatmul_peak_macs_per_second();
 
-// The kernel family this process multiplies with: "avx512vnni", "avx512", "avx2", or "off" (ggml's matmul: not x86-64,
-// no AVX2, or ADADECODE_QMATMUL=0). Chosen once at start-up, the widest the CPU has unless ADADECODE_QMATMUL names one.
-// (A weight the family cannot take, e.g. rows of an odd number of blocks, still goes to the AVX2 kernel.)
+// The kernel family this process multiplies with: "avx512vnni", "avx512", "avx2" (x86-64), "neondot" (aarch64 with the
+// ARMv8.2 dot product), "neon" (any aarch64), or "off" (ggml's matmul: another architecture, x86-64 without AVX2, or
+// ADADECODE_QMATMUL=0). Chosen once at start-up, the widest the CPU has unless ADADECODE_QMATMUL names one.
+// (A weight an AVX-512 family cannot take, e.g. rows of an odd number of blocks, still goes to the AVX2 kernel.)
 const char *qmatmul_family();
 
 // Packing: Q4_K, Q6_K, Q5_0, Q8_0 and Q4_1 weights multiply faster from layouts of our own that interleave 16 weight
@@ -44,7 +46,8 @@ const char *qmatmul_family();
 // multiple of 16, a kernel family other than off, and ADADECODE_QMATMUL_PACK is not 0). qmatmul_pack writes
 // qmatmul_packed_size(w) bytes to dst from w's bytes in the file layout. Results are bitwise the same for any batch, as
 // with the file layout (but not equal to it), and the same in every family: the AVX2 packed kernels do the AVX-512
-// ones' exact integer sums and float operations on 8 of the 16 rows at a time.
+// ones' exact integer sums and float operations on 8 of the 16 rows at a time, the NEON ones on 4 (qmatmul_neon.inc).
+// In the file layout the NEON families equal the AVX2 one bitwise (test_qmatmul checks both against x86 checksums).
 bool qmatmul_packs(const ggml_tensor *w);
 size_t qmatmul_packed_size(const ggml_tensor *w);
 void qmatmul_pack(const ggml_tensor *w, const void *file_data, void *dst);

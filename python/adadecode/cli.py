@@ -38,6 +38,7 @@ from adadecode.cli_common import (
     validate_run_args,
 )
 from adadecode.cli_common import load_engine as _engine  # a module global, so tests can swap in a fake engine
+from adadecode.collect_features import add_collect_parser
 from adadecode.convert import add_convert_parser
 from adadecode.eval_heads import add_eval_heads_parser
 from adadecode.fetch import FetchError, cache_root, fetch, known_models, model_path, resolve_model
@@ -103,6 +104,7 @@ def _add_bench(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def _add_heads_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     # These modules import torch only when a command runs, and say then if the `train` extra is missing.
+    add_collect_parser(sub, [common])
     add_train_heads_parser(sub, [common])
     add_eval_heads_parser(sub, [common])
 

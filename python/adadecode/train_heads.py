@@ -29,9 +29,12 @@ from typing import Any
 
 import numpy as np
 
+from .collect_features import FeatureError, check_model, read_manifest
 from .fetch import cache_root
 from .heads_format import write_heads
 from .model import Model
+from .replay import load_curve
+from .saving import cost_model, default_curve_path, model_bytes
 from .train_data import (
     PromptRecord,
     append_jsonl,
@@ -429,6 +432,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --workdir")
     p.add_argument("--fresh", action="store_true", help="discard what --workdir holds and start over")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    g = p.add_argument_group("training on collected features (adadecode collect-features)")
+    g.add_argument("--features", metavar="DIR", default=None,
+                   help="train on this feature directory instead of stages 1-2 (--layers: 'auto' = all it holds)")
+    g.add_argument("--designs", default="dense",
+                   help="head designs trained side by side: dense, lowrank:R, mlp:R (comma-separated)")
+    g.add_argument("--curve", default="auto", metavar="FILE",
+                   help="pass-cost curve (microbench JSON or replay curve) for the expected saving; 'auto': "
+                        "bench/results/packed/microbench-<model>-t2.json")
+    g.add_argument("--gamma", type=float, default=0.75, help="the runtime confidence threshold the saving assumes")
+    g.add_argument("--heldout-rows", type=int, default=8192, help="held-out rows evaluated")
+    g.add_argument("--max-exits", type=int, default=3, help="most exit layers in the written set")
+    g.add_argument("--write-design", default="best",
+                   help="design written: 'best' (the engine-runnable design with the largest expected saving) or a "
+                        "spec from --designs")
+    g.add_argument("--write-layers", default="best",
+                   help="'best' (the set with the largest expected saving) or comma-separated layers")
 
 
 def add_train_heads_parser(subparsers: Any, parents: list[argparse.ArgumentParser] | None = None) -> None:
@@ -459,6 +478,9 @@ def canonical_command(args: argparse.Namespace) -> str:
         parts += ["--vocab-subset", str(args.vocab_subset), "--loss-vocab", args.loss_vocab]
     if args.matmul != "bf16":
         parts += ["--matmul", args.matmul]
+    if getattr(args, "features", None):
+        parts += ["--features", Path(args.features).name, "--designs", args.designs, "--gamma", str(args.gamma),
+                  "--heldout-rows", str(args.heldout_rows), "--max-exits", str(args.max_exits)]
     return shlex.join(parts)
 
 
@@ -478,6 +500,119 @@ def _prepare_workdir(workdir: Path, cfg: DataConfig, resume: bool, fresh: bool) 
         cfg_file.write_text(json.dumps(asdict(cfg), indent=1))
 
 
+def load_costs(curve_arg: str, model: Any) -> Any:
+
+    path = default_curve_path(model.path) if curve_arg == "auto" else Path(curve_arg)
+    if path is None:
+        raise ValueError("no pass-cost curve found for this model: pass --curve FILE (an adadecode-microbench JSON "
+                         "or a replay curve)")
+    if not path.is_file():
+        raise ValueError(f"--curve: '{path}' does not exist")
+    return cost_model(load_curve(path), model.n_layer, model.path), path
+
+
+def train_from_features(args: argparse.Namespace, model: Any, threads: int) -> dict[str, Any]:
+    import torch
+
+    from .fit_features import FeatureFitConfig, fit_features, format_report, pick_vocab
+    from .head_designs import parse_designs
+    from .head_math import Readout, output_weights, rms_eps
+
+    unused = [f"--{k.replace('_', '-')}" for k, default in (("data", "mixed"), ("n_prompts", 200), ("n_texts", 0),
+              ("gen_tokens", 160), ("prompt_positions", 16)) if getattr(args, k) != default]
+    if args.loss_vocab != "subset":
+        unused.append("--loss-vocab full")
+    if args.weight_decay:
+        unused.append("--weight-decay")
+    if unused:
+        raise ValueError(f"{', '.join(unused)}: not used with --features (the data comes from the feature directory; "
+                         "the loss is KL over the vocabulary subset)")
+    feat_dir = Path(args.features)
+    manifest = read_manifest(feat_dir)
+    check_model(manifest, model, feat_dir)
+    layers = list(manifest["layers"]) if args.layers == "auto" else parse_layers(args.layers, model.n_layer)
+    designs = parse_designs(args.designs, model.n_embd)
+    if not 0.0 < args.gamma < 1.0:
+        raise ValueError(f"--gamma must lie in (0, 1), got {args.gamma}")
+    if args.max_exits < 1:
+        raise ValueError(f"--max-exits must be >= 1, got {args.max_exits}")
+    costs, curve_path = load_costs(args.curve, model)
+    stem = Path(model.path).name.removesuffix(".gguf")
+    workdir = Path(args.workdir) if args.workdir else cache_root() / "train" / f"{stem}-features"
+    if args.fresh and workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    if (workdir / "fit-features.pt").exists() and not args.resume:
+        raise ValueError(f"'{workdir}' already holds a run: pass --resume to continue it or --fresh to discard it")
+
+    def say(message: str) -> None:
+        log(workdir, message)
+
+    say(f"train-heads on features {feat_dir}: layers {layers}, designs {designs}, curve {curve_path} "
+        f"({costs.source}); layer share {costs.layer_share:.3f}, marginal row {costs.marginal_row:.3f}")
+    w_out, norm_w = output_weights(model)
+    readout = Readout(torch.from_numpy(w_out), torch.from_numpy(norm_w), rms_eps(model.path))
+    cfg = FeatureFitConfig(layers=layers, designs=designs, steps=args.steps, lr=args.lr, batch=args.batch,
+                           seed=args.seed, init=args.init, holdout_every=args.holdout_every,
+                           heldout_rows=args.heldout_rows, vocab_k=min(args.vocab_subset, model.n_vocab),
+                           matmul=args.matmul, checkpoint_every=args.checkpoint_every)
+    from .fit_features import FeatureSet
+
+    vocab = None
+    if cfg.vocab_k:
+        vfile = workdir / f"vocab-{cfg.vocab_k}.json"
+        if vfile.exists():
+            vocab = np.asarray(json.loads(vfile.read_text()), dtype=np.int32)
+        else:
+            vocab = pick_vocab(FeatureSet(feat_dir, layers, cfg.holdout_every), readout, cfg.vocab_k)
+            vfile.write_text(json.dumps(vocab.tolist()))
+        readout = readout.with_vocab(vocab)
+    _, row_bytes, _ = model_bytes(model.path)
+    heads, report = fit_features(feat_dir, readout, cfg, costs, row_bytes, workdir, not args.no_progress,
+                                 args.stop_after, args.gamma, say, args.max_exits)
+    print(format_report(report))
+    designs_r = report["designs"]
+    if args.write_design == "best":
+        runnable = [s for s in designs if designs_r[s]["engine_runs"]]
+        if not runnable:
+            raise FeatureError("none of --designs can run in the engine (mlp is Python-only): nothing to write")
+        spec = max(runnable, key=lambda s: designs_r[s]["best_saving"])
+    else:
+        spec = args.write_design
+        if spec not in designs:
+            raise ValueError(f"--write-design {spec} is not one of --designs {designs}")
+        if not designs_r[spec]["engine_runs"]:
+            raise ValueError(f"--write-design {spec}: the engine cannot run this design; it is evaluated only")
+    out_layers = designs_r[spec]["best_layers"] if args.write_layers == "best" else parse_layers(
+        args.write_layers, model.n_layer)
+    if not set(out_layers) <= set(layers):
+        raise ValueError(f"--write-layers {out_layers} are not all among the trained layers {layers}")
+    transforms = {layer: heads[spec][layer].dense() for layer in out_layers}
+    held = designs_r[spec]["layers"]
+    metadata = {
+        "command": canonical_command(args),
+        "data": f"features {feat_dir.name}: {manifest['model']}, sources {','.join(manifest['sources'])}, "
+                f"window {manifest['window']}, held-out package {manifest['heldout_package']}; every "
+                f"{cfg.holdout_every}th window held out",
+        "design": spec,
+        "seed": str(args.seed),
+        "steps": str(report["steps"]),
+        "train_tokens": str(report["train_rows"]),
+        "heldout_tokens": str(report["heldout_rows"]),
+        "heldout_kl": ",".join(f"{held[str(la)]['kl']:.4f}" for la in out_layers),
+        "agreement": ",".join(f"{held[str(la)]['agreement']:.4f}" for la in out_layers),
+        "expected_saving": f"{designs_r[spec]['best_saving']:.4f} at gamma {args.gamma} on {curve_path.name}",
+        "base_model": Path(model.path).name,
+    }
+    if vocab is not None:
+        metadata["vocab_subset"] = f"{len(vocab)} tokens the model predicts most often on the training rows"
+    out = write_heads(args.output, arch=model.arch, n_layer=model.n_layer, n_embd=model.n_embd,
+                      n_vocab=model.n_vocab, transforms=transforms, vocab=vocab, metadata=metadata, dtype=args.dtype)
+    digest = hashlib.sha256(out.read_bytes()).hexdigest()
+    say(f"wrote {out} ({spec}, layers {out_layers}, sha256 {digest})")
+    return {"output": str(out), "sha256": digest, "report": report, "metadata": metadata}
+
+
 def train(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
@@ -488,6 +623,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     progress = not args.no_progress
     t_start = time.time()
     model = Model(args.model, n_ctx=2048, n_threads=threads)
+    if args.features:
+        return train_from_features(args, model, threads)
     layers = parse_layers(args.layers, model.n_layer)
     stem = Path(model.path).name.removesuffix(".gguf")
     workdir = Path(args.workdir) if args.workdir else cache_root() / "train" / stem

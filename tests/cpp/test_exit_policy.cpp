@@ -32,6 +32,21 @@ int main() {
         CHECK(!costly.allow(0, 0.3));
     }
 
+    // Alongside drafts: drafted rows voided with a rejected exit add v * m to the loss; an exit on a draft's row
+    // counts only if the draft is accepted too, so u * p must clear the bar.
+    const double voided = ExitPolicy::break_even(18, 24, 0.3, 0.0, 1.0, 4.0);
+    const double expected_voided = (0.75 + 0.3 * 0.25 + 4 * 0.3) / (0.25 * 0.7 + 0.75 + 0.3 * 0.25 + 4 * 0.3);
+    CHECK(voided > expected_voided - 1e-12 && voided < expected_voided + 1e-12);
+    CHECK(ExitPolicy::break_even(18, 24, 0.3, 0.0, 1.0, 0.0) == late);
+    {
+        ExitPolicy sure({6}, 24);
+        for (int i = 0; i < 40; ++i) sure.record(0, true);
+        CHECK(sure.allow(0, 0.3, ExitContext{1.0, 0.0}));
+        CHECK(sure.allow(0, 0.3, ExitContext{0.9, 2.0}));
+        CHECK(!sure.allow(0, 0.3, ExitContext{0.2, 0.0}));   // the draft under it is likely rejected
+        CHECK(!sure.allow(0, 0.3, ExitContext{0.9, 40.0}));  // a rejection would void many drafted rows
+    }
+
     ExitPolicy policy({6, 18}, 24);
     CHECK(policy.allow(0, 0.3) && policy.allow(1, 0.3));  // optimistic before any evidence
     for (int i = 0; i < 6; ++i) policy.record(1, false);

@@ -7,11 +7,20 @@
 //  - batch invariance: a row's outputs are bitwise equal whether it is multiplied alone or among 2..11 rows, at any
 //    position in the batch, with 1, 2 or 3 threads;
 //  - the same for Q4_K, Q6_K, Q5_0, Q8_0 and Q4_1 weights packed into the kernel's own layout (qmatmul_pack), where the
-//    CPU has that kernel.
+//    CPU has that kernel;
+//  - the same results on every architecture: on weights and activations made from integers alone (the same bytes on
+//    any machine), a checksum of the outputs must equal the one the x86 families computed, kept in
+//    qmatmul_x86_checksums.txt (packed layouts: every family; file layout: the AVX2 family and the ARM ones, which sum
+//    in its order). `test_qmatmul --write-checksums FILE` writes that file (run it with ADADECODE_QMATMUL=avx2).
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
+#include <map>
 #include <random>
+#include <sstream>
+#include <string>
 #include <vector>
 
 #include "check.h"
@@ -162,9 +171,157 @@ void check_type(ggml_type type, int n_in, std::mt19937 &rng, bool pack = false) 
     CHECK(mismatches == 0);
 }
 
+// ---- The same results on every architecture.
+
+// Weights and activations from a 64-bit integer generator: no library float function (a normal distribution,
+// ggml's quantizer) whose last bits could differ between machines.
+struct SplitMix {
+    uint64_t state;
+    uint64_t next() {
+        uint64_t z = (state += 0x9E3779B97F4A7C15ULL);
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+        return z ^ (z >> 31);
+    }
+};
+
+// A normal f16 of either sign between 2^-8 and 2^-1 (no subnormals, infinities or NaNs).
+uint16_t random_f16(SplitMix &rng) {
+    const uint64_t v = rng.next();
+    return static_cast<uint16_t>((v & 0x8000) | ((7 + v % 7) << 10) | ((v >> 8) & 0x3FF));
+}
+
+// Random bytes for every block, with valid f16 scales where the format has them.
+Problem make_integer_problem(ggml_type type, int n_in, int n_out, uint64_t seed) {
+    SplitMix rng{seed};
+    Problem p{type, n_in, n_out, {}, {}, {}};
+    p.weights.resize(ggml_row_size(type, n_in) * n_out);
+    for (uint8_t &byte : p.weights) byte = static_cast<uint8_t>(rng.next());
+    const size_t block = ggml_type_size(type);
+    for (size_t at = 0; at < p.weights.size(); at += block) {
+        std::vector<size_t> f16_offsets = {0};  // Q5_0, Q8_0: d
+        if (type == GGML_TYPE_Q4_1 || type == GGML_TYPE_Q4_K)
+            f16_offsets = {0, 2};  // d and m / dmin
+        if (type == GGML_TYPE_Q6_K)
+            f16_offsets = {208};
+        for (size_t off : f16_offsets) {
+            const uint16_t h = random_f16(rng);
+            std::memcpy(p.weights.data() + at + off, &h, 2);
+        }
+    }
+    p.x.resize(static_cast<size_t>(max_rows) * n_in);
+    for (size_t i = 0; i < p.x.size(); ++i) {
+        const int v = static_cast<int>(rng.next() % 4001) - 2000;
+        p.x[i] = static_cast<float>(v) / 512.0f * (i % 97 == 0 ? 8.0f : 1.0f);
+    }
+    return p;
+}
+
+uint64_t fnv1a(const std::vector<float> &values) {
+    uint64_t h = 0xCBF29CE484222325ULL;
+    for (float v : values) {
+        uint32_t bits;
+        std::memcpy(&bits, &v, 4);
+        for (int i = 0; i < 4; ++i) {
+            h ^= (bits >> (8 * i)) & 0xFF;
+            h *= 0x100000001B3ULL;
+        }
+    }
+    return h;
+}
+
+// "Q4_K packed 768" -> checksum of all max_rows rows in one batch, for the cases this CPU runs.
+std::map<std::string, uint64_t> cross_arch_checksums() {
+    std::map<std::string, uint64_t> sums;
+    const std::string family = qmatmul_family();
+    // The AVX-512 families sum a file-layout row's lanes in another order (and send odd block counts to AVX2).
+    const bool file_layout_comparable = family == "avx2" || family == "neon" || family == "neondot";
+    const int n_out = 32;
+    uint64_t seed = 1;
+    for (ggml_type type : {GGML_TYPE_Q4_1, GGML_TYPE_Q5_0, GGML_TYPE_Q8_0, GGML_TYPE_Q4_K, GGML_TYPE_Q6_K}) {
+        const bool k_quant = ggml_blck_size(type) == 256;
+        for (int n_in : k_quant ? std::vector<int>{256, 768} : std::vector<int>{32, 800}) {
+            const Problem p = make_integer_problem(type, n_in, n_out, seed++);
+            ggml_tensor probe{};
+            probe.type = type;
+            probe.ne[0] = n_in;
+            probe.ne[1] = n_out;
+            probe.ne[2] = probe.ne[3] = 1;
+            probe.nb[0] = ggml_type_size(type);
+            probe.nb[1] = ggml_row_size(type, n_in);
+            probe.nb[2] = probe.nb[3] = probe.nb[1] * n_out;
+            const std::string name = std::string(ggml_type_name(type)) + " ";
+            if (file_layout_comparable && qmatmul_supports(&probe))
+                sums[name + "file " + std::to_string(n_in)] = fnv1a(multiply(p, 0, max_rows, 2, Kernel::ours));
+            if (qmatmul_packs(&probe))
+                sums[name + "packed " + std::to_string(n_in)] = fnv1a(multiply(p, 0, max_rows, 2, Kernel::packed));
+        }
+    }
+    return sums;
+}
+
+std::string hex(uint64_t v) {
+    char text[17];
+    std::snprintf(text, sizeof(text), "%016llx", static_cast<unsigned long long>(v));
+    return text;
+}
+
+void check_cross_arch(const char *path) {
+    std::ifstream in(path);
+    if (!in) {
+        std::fprintf(stderr, "cannot read %s\n", path);
+        CHECK(false);
+        return;
+    }
+    std::map<std::string, std::string> expected;
+    std::string line;
+    while (std::getline(in, line)) {
+        if (line.empty() || line[0] == '#')
+            continue;
+        std::istringstream fields(line);
+        std::string type, layout, n_in, sum;
+        fields >> type >> layout >> n_in >> sum;
+        expected[type + " " + layout + " " + n_in] = sum;
+    }
+    int compared = 0;
+    for (const auto &[key, sum] : cross_arch_checksums()) {
+        const auto it = expected.find(key);
+        if (it == expected.end()) {
+            std::fprintf(stderr, "%s: no x86 checksum in %s\n", key.c_str(), path);
+            CHECK(false);
+            continue;
+        }
+        ++compared;
+        if (it->second != hex(sum)) {
+            std::fprintf(stderr, "%s (%s): checksum %s, x86 %s\n", key.c_str(), qmatmul_family(), hex(sum).c_str(),
+                         it->second.c_str());
+            CHECK(false);
+        }
+    }
+    std::printf("family %s: %d output checksums compared with x86's\n", qmatmul_family(), compared);
+}
+
 }  // namespace
 
-int main() {
+int main(int argc, char **argv) {
+    if (argc == 3 && std::string(argv[1]) == "--write-checksums") {
+        if (std::string(qmatmul_family()) != "avx2") {
+            std::fprintf(stderr, "--write-checksums needs ADADECODE_QMATMUL=avx2 (family now: %s)\n", qmatmul_family());
+            return 2;
+        }
+        std::ofstream out(argv[2]);
+        out << "# Checksums of qmatmul's outputs on integer-made weights and activations\n"
+               "# (tests/cpp/test_qmatmul.cpp), computed by the x86 AVX2 family: type, layout, inputs per row,\n"
+               "# FNV-1a of the output floats.\n";
+        for (const auto &[key, sum] : cross_arch_checksums()) out << key << " " << hex(sum) << "\n";
+        return out ? 0 : 1;
+    }
+    if (argc != 1) {
+        std::fprintf(stderr, "usage: test_qmatmul [--write-checksums FILE]\n");
+        return 2;
+    }
+    if (std::string(qmatmul_family()) != "off")
+        check_cross_arch(ADADECODE_TEST_DATA_DIR "/qmatmul_x86_checksums.txt");
     std::mt19937 rng(1234);
     for (ggml_type type : {GGML_TYPE_Q4_1, GGML_TYPE_Q5_0, GGML_TYPE_Q8_0, GGML_TYPE_Q4_K, GGML_TYPE_Q6_K}) {
         check_type(type, 768, rng);  // three 256-blocks, 24 32-blocks

@@ -57,9 +57,12 @@ struct DecodeOptions {
     int max_pending = 5;             // tokens whose upper layers may be deferred at once
     std::vector<int> active_exits;   // subset of the heads' exit layers; empty = all
     bool adaptive_exits = true;      // exit layers whose early tokens fail verification too often sit out
-                                     // (ExitPolicy), and heads wait while a prompt-lookup draft is in flight;
-                                     // false: every active exit layer always checks
+                                     // (ExitPolicy); false: every active exit layer always checks
     bool ngram = false;              // prompt-lookup drafts enter at layer 0 (works with or without heads)
+    // Heads may also emit while a prompt-lookup draft is in flight: on the draft's last row, and on the rows that
+    // follow it before the draft is verified (adaptive exits price them: docs/design.md §1, "Exits and drafts").
+    // false: heads wait until the draft is verified.
+    bool exits_in_drafts = true;
     NgramOptions ngram_options;
     int n_batch = 512;               // prefill chunk
     // When set, receives for every generated token the final-layer logits it was chosen from (n_vocab floats
@@ -92,6 +95,7 @@ struct DecodeStats {
     int ngram_drafts = 0;                    // prompt-lookup drafts made
     int ngram_drafted = 0;                   // tokens they proposed
     int ngram_accepted = 0;                  // ... of which verification accepted
+    int early_in_drafts = 0;                 // early tokens emitted while a draft was in flight
     int n_verified = 0;                      // provisional tokens (early or drafted) checked against the final layer
     int n_accepted = 0;
     int n_rollbacks = 0;

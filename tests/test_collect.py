@@ -1,0 +1,178 @@
+"""Exit-head data at scale: teacher-forced feature collection (resumable, identical after an interruption), the
+online trainer over head designs (better than the identity start, resumes to the same heads), the expected time
+saved per token, and clear errors on bad feature directories."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("gguf")
+torch = pytest.importorskip("torch")
+
+from adadecode.collect_features import (  # noqa: E402
+    CollectConfig,
+    FeatureError,
+    collect,
+    complete_shards,
+    load_shard,
+)
+from adadecode.saving import CostModel, best_layer_set, expected_saving  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+CURVE = REPO / "bench" / "results" / "packed" / "microbench-qwen2.5-coder-0.5b-t2.json"
+
+
+def _cfg(model: Any, **kw: Any) -> CollectConfig:
+    base = dict(model=Path(model.path).name, fingerprint=int(model.fingerprint), n_layer=model.n_layer,
+                n_embd=model.n_embd, layers=[8, 15, 22], window=128, skip=8, shard_windows=2, seed=3, sources=["code"],
+                code_share=1.0, heldout_package="networkx", self_prompts=0, gen_tokens=0, max_doc_tokens=400)
+    base.update(kw)
+    return CollectConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def smol(engine: Any, smollm2_path: Path) -> Any:
+    return engine(str(smollm2_path), n_ctx=256, n_threads=2)
+
+
+@pytest.fixture(scope="module")
+def features(smol: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("feat") / "a"
+    r = collect(smol, _cfg(smol), out, positions=2400, progress=False)
+    assert r["rows"] >= 2400 and r["shards"] == 10
+    return out
+
+
+def _files(d: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(d.glob("shard-*"))}
+
+
+def test_collection_resumes_to_identical_shards(smol: Any, features: Path, tmp_path: Path) -> None:
+    out = tmp_path / "b"
+    cfg = _cfg(smol)
+    r = collect(smol, cfg, out, positions=2400, progress=False, stop_after_shards=3)
+    assert r["shards"] == 3
+    # a shard torn by a kill: its arrays without the metadata that marks it complete -> redone
+    shutil.copy(features / "shard-00003.npy", out / "shard-00003.npy")
+    (out / "shard-00003.rows.npy").write_bytes(b"garbage")
+    r = collect(smol, cfg, out, positions=2400, progress=False)
+    assert r["shards"] == 10 and r["new_rows"] == 7 * 240
+    assert _files(out) == _files(features)
+    meta = complete_shards(out)[0]
+    states, rows = load_shard(out, meta)
+    assert states.dtype == np.float16 and states.shape == (4, 240, smol.n_embd)
+    # the stored rows are the engine's teacher-forced states, the last one before the final norm
+    assert rows[0, 1] == 8 and rows[-1, 0] == 1
+
+
+def test_collection_refuses_other_settings_and_corrupt_shards(smol: Any, features: Path, tmp_path: Path) -> None:
+    with pytest.raises(FeatureError, match="other settings"):
+        collect(smol, _cfg(smol, window=64), features, positions=2400, progress=False)
+    bad = tmp_path / "bad"
+    shutil.copytree(features, bad)
+    data = (bad / "shard-00002.npy").read_bytes()
+    (bad / "shard-00002.npy").write_bytes(data[: len(data) // 2])
+    with pytest.raises(FeatureError, match="shard 2 .* corrupt"):
+        load_shard(bad, complete_shards(bad)[2])
+
+
+def _train_args(model_path: Path, feats: Path, work: Path, out: Path, *extra: str) -> argparse.Namespace:
+    from adadecode.train_heads import add_arguments
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    return p.parse_args([
+        "-m", str(model_path), "-o", str(out), "--features", str(feats), "--layers", "15,22",
+        "--designs", "dense,lowrank:32,mlp:32", "--steps", "30", "--batch", "64", "--lr", "3e-3",
+        "--vocab-subset", "4096", "--holdout-every", "5", "--threads", "2", "--no-progress", "--curve", str(CURVE),
+        "--workdir", str(work), "--checkpoint-every", "10", *extra,
+    ])
+
+
+def test_feature_training_beats_identity_and_resumes_bitwise(engine: Any, smollm2_path: Path, features: Path,
+                                                             tmp_path: Path) -> None:
+    from adadecode.heads_format import read_heads
+    from adadecode.train_heads import train
+
+    a = train(_train_args(smollm2_path, features, tmp_path / "wa", tmp_path / "a.gguf"))
+    rep = a["report"]["designs"]
+    for spec in ("dense", "lowrank:32", "mlp:32"):
+        for layer in ("15", "22"):
+            assert rep[spec]["layers"][layer]["kl"] < rep["identity"]["layers"][layer]["kl"], (spec, layer)
+        assert rep[spec]["best_saving"] > rep["identity"]["best_saving"], spec
+    assert not rep["mlp:32"]["engine_runs"]
+    # interrupted after 10 steps, then resumed: the same heads to the bit
+    train(_train_args(smollm2_path, features, tmp_path / "wb", tmp_path / "b.gguf", "--stop-after", "10"))
+    b = train(_train_args(smollm2_path, features, tmp_path / "wb", tmp_path / "b.gguf", "--resume"))
+    assert a["metadata"]["design"] == b["metadata"]["design"]
+    ha, hb = read_heads(tmp_path / "a.gguf"), read_heads(tmp_path / "b.gguf")
+    assert ha.layers == hb.layers
+    for layer in ha.layers:
+        np.testing.assert_array_equal(ha.transforms[layer], hb.transforms[layer])
+    # the engine runs what was written (dense or a materialised low-rank head), with output identical to standard
+    m = engine(str(smollm2_path), n_ctx=256, heads=str(tmp_path / "a.gguf"))
+    assert m.exit_layers == ha.layers
+    ids = m.tokenize(m.apply_chat_template([{"role": "user", "content": "Write a Python function that adds."}]))
+    assert m.generate(ids, max_tokens=24, mode="adadecode").tokens == m.generate(ids, max_tokens=24,
+                                                                                 mode="standard").tokens
+
+
+def test_feature_training_rejects_another_models_features(engine: Any, smollm2_path: Path, features: Path,
+                                                          tmp_path: Path) -> None:
+    from adadecode.train_heads import train
+
+    other = tmp_path / "other"
+    shutil.copytree(features, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["fingerprint"] ^= 1
+    manifest["model"] = "qwen2.5-coder-0.5b.gguf"
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(FeatureError, match="collected with qwen2.5-coder-0.5b.gguf"):
+        train(_train_args(smollm2_path, other, tmp_path / "w", tmp_path / "h.gguf"))
+    with pytest.raises(FeatureError, match="not a feature directory"):
+        train(_train_args(smollm2_path, tmp_path, tmp_path / "w2", tmp_path / "h.gguf"))
+    with pytest.raises(FeatureError, match="holds the layers"):
+        train(_train_args(smollm2_path, features, tmp_path / "w3", tmp_path / "h.gguf", "--layers", "10"))
+    with pytest.raises(ValueError, match="--n-prompts: not used with --features"):
+        train(_train_args(smollm2_path, features, tmp_path / "w4", tmp_path / "h.gguf", "--n-prompts", "5"))
+
+
+def test_eval_heads_on_features(smollm2_path: Path, features: Path, tmp_path: Path) -> None:
+    """The shipped SmolLM2 heads (8, 15, 22) on the held-out windows: per-layer figures and the expected saving."""
+    from adadecode.eval_heads import main
+
+    out = tmp_path / "r.json"
+    assert main(["-m", str(smollm2_path), "--heads", "smollm2-135m", "--features", str(features), "--holdout-every",
+                 "5", "--curve", str(CURVE), "--threads", "2", "--json-out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert set(r["designs"]) == {"identity", "file"} and r["heldout_rows"] == 480
+    layers = r["designs"]["file"]["layers"]
+    assert set(layers) == {"8", "15", "22"} and all(np.isfinite(v["saving"]) for v in layers.values())
+    # trained heads beat the logit lens on KL at every layer
+    assert all(layers[k]["kl"] < r["designs"]["identity"]["layers"][k]["kl"] for k in layers)
+
+
+def test_expected_saving_formula() -> None:
+    costs = CostModel(n_layer=24, layer_share=0.75, marginal_row=0.3, check_per_byte=1e-9)
+    gain = 0.75 * (18 / 24) * 0.7
+    loss = 0.75 * (6 / 24 + 0.3 * 18 / 24)
+    conf = np.array([[0.9, 0.9, 0.1, 0.1]])
+    hit = np.array([[True, False, True, True]])
+    r = expected_saving(conf, hit, [6], 0.75, costs, [1e6])
+    assert r["saving"] == pytest.approx((gain - loss) / 4 - 1e-3)
+    assert r["per_layer"][0]["exit"] == 0.5 and r["per_layer"][0]["precision"] == 0.5
+    # a cascade: the second layer is only checked (and paid for) where the first did not exit
+    conf2 = np.array([[0.9, 0.1, 0.1, 0.1], [0.0, 0.9, 0.9, 0.1]])
+    hit2 = np.array([[True, False, False, False], [True, True, False, True]])
+    r2 = expected_saving(conf2, hit2, [6, 12], 0.75, costs, [1e6, 2e6])
+    g12, l12 = 0.75 * 0.5 * 0.7, 0.75 * (0.5 + 0.3 * 0.5)
+    assert r2["saving"] == pytest.approx((gain + g12 - l12 - 4 * 1e-3 - 3 * 2e-3) / 4)
+    layers, best = best_layer_set(conf2, hit2, [6, 12], 0.75, costs, [1e6, 2e6])
+    assert best["saving"] >= r2["saving"] and layers == [6]
