@@ -15,7 +15,7 @@ ADADECODE_QMATMUL=avx2 adadecode bench --micro -m $M -t 2 --reps 9 --no-progress
 
 # Standard decoding and prompt lookup against llama.cpp's own greedy and prompt-lookup programs.
 adadecode bench -m $M --task humaneval --limit 9 --max-tokens 256 -t 2 --no-progress \
-    --modes standard,adadecode,ngram,adadecode+ngram --anchors llamacpp-bin,llamacpp-bin-ngram -o "$OUT/decode-$LABEL"
+    --modes standard,ngram,adadecode+ngram --anchors llamacpp-bin,llamacpp-bin-ngram -o "$OUT/decode-$LABEL"
 ADADECODE_QMATMUL=avx2 adadecode bench -m $M --task humaneval --limit 9 --max-tokens 256 -t 2 --no-progress \
     --modes standard,ngram --anchors llamacpp-bin,llamacpp-bin-ngram --llamacpp-bin "$LLAMACPP_AVX2_BIN" \
     -o "$OUT/decode-avx2-family-on-$LABEL"
