@@ -9,7 +9,6 @@ Per (design, layer): held-out KL, agreement, coverage/precision at gamma and the
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from collections import Counter
@@ -22,7 +21,7 @@ import torch
 
 from .collect_features import FeatureError, complete_shards, load_shard, read_manifest
 from .head_designs import Q8_0_BYTES, HeadDesign, make_design
-from .head_math import GAMMAS, LayerStats, Readout
+from .head_math import GAMMAS, LayerStats, Readout, lstsq_init, warmup_cosine_lr
 from .saving import CostModel, best_layer_set, expected_saving
 
 
@@ -146,19 +145,6 @@ def pick_vocab(fs: FeatureSet, readout: Readout, k: int, sample: int = 16384) ->
     return np.sort(np.asarray(order[:k], dtype=np.int32))
 
 
-def lstsq_init(h: np.ndarray, h_last: np.ndarray, ridge: float = 1e-2) -> np.ndarray:
-    """T minimising ||T x - y||^2 + ridge ||T - I||^2 over RMS-normalised exit (x) and last-layer (y) states (the
-    trainer's closed-form start, as train_heads.lstsq_init)."""
-    x = h.astype(np.float64)
-    y = h_last.astype(np.float64)
-    x /= np.sqrt((x * x).mean(-1, keepdims=True) + 1e-6)
-    y /= np.sqrt((y * y).mean(-1, keepdims=True) + 1e-6)
-    lam = ridge * len(x)
-    a = x.T @ x + lam * np.eye(x.shape[1])
-    b = x.T @ y + lam * np.eye(x.shape[1])
-    return np.linalg.solve(a, b).T.astype(np.float32)
-
-
 def lstsq_start(fs: FeatureSet, n_exit: int, seed: int, rows: int = 16384, ridge: float = 1e-2) -> list[np.ndarray]:
     got = []
     n = 0
@@ -212,12 +198,6 @@ def fit_features(feat_dir: Path, readout: Readout, cfg: FeatureFitConfig, costs:
     mm = torch.bfloat16 if cfg.matmul == "bf16" else torch.float32
     w_loss = readout.w_sub.to(mm)
 
-    def lr_at(s: int) -> float:
-        warm = max(1, cfg.steps // 20)
-        if s < warm:
-            return cfg.lr * (s + 1) / warm
-        return cfg.lr * 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, cfg.steps - warm)))
-
     def save() -> None:
         tmp = ckpt.with_suffix(".tmp")
         torch.save({"config": tag, "step": step, "opt": opt.state_dict(),
@@ -233,7 +213,7 @@ def fit_features(feat_dir: Path, readout: Readout, cfg: FeatureFitConfig, costs:
             logp = torch.log_softmax((readout.normed(x[n_exit]).to(mm) @ w_loss.T).float(), -1)
             p = logp.exp()
         for g in opt.param_groups:
-            g["lr"] = lr_at(step)
+            g["lr"] = warmup_cosine_lr(step, cfg.steps, cfg.lr)
         opt.zero_grad(set_to_none=True)
         total = 0.0
         for per in heads.values():

@@ -7,6 +7,7 @@ next-token choice: the argmax of the final layer's logits over the whole vocabul
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -158,3 +159,25 @@ def format_table(results: dict[int, dict[str, Any]], gammas: tuple[float, ...] =
         row += "".join(f" {r[f'coverage@{g}']:>8.3f} {r[f'precision@{g}']:>9.3f}" for g in gammas)
         lines.append(row)
     return "\n".join(lines)
+
+
+def lstsq_init(h: np.ndarray, h_last: np.ndarray, ridge: float = 1e-2) -> np.ndarray:
+    """T minimising ||T x - y||^2 + ridge ||T - I||^2 over RMS-normalised states x (exit layer) and y (last
+    layer): a cheap closed-form start (the final norm makes the head blind to the scale of T x)."""
+    x = h.astype(np.float64)
+    y = h_last.astype(np.float64)
+    x /= np.sqrt((x * x).mean(-1, keepdims=True) + 1e-6)
+    y /= np.sqrt((y * y).mean(-1, keepdims=True) + 1e-6)
+    d = x.shape[1]
+    lam = ridge * len(x)
+    a = x.T @ x + lam * np.eye(d)
+    b = x.T @ y + lam * np.eye(d)
+    return np.linalg.solve(a, b).T.astype(np.float32)
+
+
+def warmup_cosine_lr(step: int, steps: int, lr: float) -> float:
+    """The trainers' learning rate at `step` of `steps`: linear warm-up over the first 5 %, then a cosine to 0."""
+    warm = max(1, steps // 20)
+    if step < warm:
+        return lr * (step + 1) / warm
+    return lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, steps - warm)))

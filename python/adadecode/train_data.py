@@ -126,19 +126,28 @@ def _collect_stdlib_functions() -> list[tuple[str, str, str, str]]:
                     members += [(f"{name}.{m}", f) for m, f in sorted(vars(obj).items())
                                 if not m.startswith("_") and inspect.isfunction(f)]
                 for qual, fn in members:
-                    doc = inspect.getdoc(fn)
-                    if not doc or len(doc) < 20:
+                    described = _signature_and_doc(fn, min_doc=20)
+                    if described is None:
                         continue
-                    try:
-                        sig = str(inspect.signature(fn))
-                    except (TypeError, ValueError):
-                        continue
+                    sig, doc = described
                     try:
                         source = textwrap.dedent(inspect.getsource(fn))
                     except (OSError, TypeError):
                         source = ""
-                    found.setdefault(qual, (qual, sig, _first_paragraph(doc), source))
+                    found.setdefault(qual, (qual, sig, doc, source))
     return [found[k] for k in sorted(found)]
+
+
+def _signature_and_doc(fn: Any, min_doc: int) -> tuple[str, str] | None:
+    """A function's signature and the first paragraph of its docstring, or None when it has no signature or its
+    docstring is shorter than `min_doc` characters (too little to make a request from)."""
+    doc = inspect.getdoc(fn)
+    if not doc or len(doc) < min_doc:
+        return None
+    try:
+        return str(inspect.signature(fn)), _first_paragraph(doc)
+    except (TypeError, ValueError):
+        return None
 
 
 def code_prompts(n: int, seed: int, n_forced: int = 0, max_source: int = 1500) -> list[PromptRecord]:
@@ -174,16 +183,13 @@ def package_code_prompts(package: str, n: int, seed: int) -> list[PromptRecord]:
             fn = getattr(module, name, None)
             if name.startswith("_") or not inspect.isfunction(fn):
                 continue
-            doc = inspect.getdoc(fn)
-            if not doc or len(doc) < 40:
+            described = _signature_and_doc(fn, min_doc=40)
+            if described is None:
                 continue
-            try:
-                sig = str(inspect.signature(fn))
-            except (TypeError, ValueError):
-                continue
+            sig, doc = described
             # networkx's dispatch machinery adds these to every signature; they are not part of the task
             sig = sig.replace(", *, backend=None, **backend_kwargs", "").replace(", backend=None, **backend_kwargs", "")
-            found.setdefault(name, (name, sig, _first_paragraph(doc)))
+            found.setdefault(name, (name, sig, doc))
     funcs = [found[k] for k in sorted(found)]
     rng = random.Random(seed)
     rng.shuffle(funcs)

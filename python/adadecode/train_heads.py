@@ -263,20 +263,6 @@ class FitConfig:
     checkpoint_every: int
 
 
-def lstsq_init(h: np.ndarray, h_last: np.ndarray, ridge: float = 1e-2) -> np.ndarray:
-    """T minimising ||T x - y||^2 + ridge ||T - I||^2 over RMS-normalised states x (exit layer) and y (last
-    layer): a cheap closed-form start (the final norm makes the head blind to the scale of T x)."""
-    x = h.astype(np.float64)
-    y = h_last.astype(np.float64)
-    x /= np.sqrt((x * x).mean(-1, keepdims=True) + 1e-6)
-    y /= np.sqrt((y * y).mean(-1, keepdims=True) + 1e-6)
-    d = x.shape[1]
-    lam = ridge * len(x)
-    a = x.T @ x + lam * np.eye(d)
-    b = x.T @ y + lam * np.eye(d)
-    return np.linalg.solve(a, b).T.astype(np.float32)
-
-
 def fit_heads(
     readout: Any,
     layers: list[int],
@@ -294,7 +280,7 @@ def fit_heads(
     import torch
     from tqdm import tqdm
 
-    from .head_math import evaluate_layers
+    from .head_math import evaluate_layers, lstsq_init, warmup_cosine_lr
 
     torch.manual_seed(cfg.seed)
     n_exit = len(layers)
@@ -344,12 +330,6 @@ def fit_heads(
         step = int(state["step"])
         log(workdir, f"fit: resumed at step {step}/{cfg.steps}")
 
-    def lr_at(s: int) -> float:
-        warm = max(1, cfg.steps // 20)
-        if s < warm:
-            return cfg.lr * (s + 1) / warm
-        return cfg.lr * 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, cfg.steps - warm)))
-
     def save() -> None:
         tmp = ckpt.with_suffix(".tmp")
         torch.save({"weights": weights.detach().clone(), "opt": opt.state_dict(), "rng": gen.get_state(),
@@ -366,7 +346,7 @@ def fit_heads(
             logp = torch.log_softmax((z_last[idx].to(mm_dtype) @ w_loss.T).float(), -1)
             p = logp.exp()
         for g in opt.param_groups:
-            g["lr"] = lr_at(step)
+            g["lr"] = warmup_cosine_lr(step, cfg.steps, cfg.lr)
         opt.zero_grad(set_to_none=True)
         total = 0.0
         for i in range(n_exit):
@@ -606,9 +586,7 @@ def train_from_features(args: argparse.Namespace, model: Any, threads: int) -> d
     }
     if vocab is not None:
         metadata["vocab_subset"] = f"{len(vocab)} tokens the model predicts most often on the training rows"
-    out = write_heads(args.output, arch=model.arch, n_layer=model.n_layer, n_embd=model.n_embd,
-                      n_vocab=model.n_vocab, transforms=transforms, vocab=vocab, metadata=metadata, dtype=args.dtype)
-    digest = hashlib.sha256(out.read_bytes()).hexdigest()
+    out, digest = write_heads_file(args, model, transforms, vocab, metadata)
     say(f"wrote {out} ({spec}, layers {out_layers}, sha256 {digest})")
     return {"output": str(out), "sha256": digest, "report": report, "metadata": metadata}
 
@@ -678,11 +656,17 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     }
     if vocab is not None:
         metadata["vocab_subset"] = f"{len(vocab)} most frequent generated tokens; loss {fit_cfg.loss_vocab}"
-    out = write_heads(args.output, arch=model.arch, n_layer=model.n_layer, n_embd=model.n_embd,
-                      n_vocab=model.n_vocab, transforms=transforms, vocab=vocab, metadata=metadata, dtype=args.dtype)
-    digest = hashlib.sha256(out.read_bytes()).hexdigest()
+    out, digest = write_heads_file(args, model, transforms, vocab, metadata)
     log(workdir, f"wrote {out} ({out.stat().st_size} bytes, sha256 {digest}) in {time.time() - t_start:.0f} s total")
     return {"output": str(out), "sha256": digest, "report": report, "counts": counts, "metadata": metadata}
+
+
+def write_heads_file(args: argparse.Namespace, model: Any, transforms: Any, vocab: Any,
+                     metadata: dict[str, str]) -> tuple[Path, str]:
+    """The sidecar heads file for `model` at args.output (args.dtype), and its SHA-256."""
+    out = write_heads(args.output, arch=model.arch, n_layer=model.n_layer, n_embd=model.n_embd,
+                      n_vocab=model.n_vocab, transforms=transforms, vocab=vocab, metadata=metadata, dtype=args.dtype)
+    return out, hashlib.sha256(out.read_bytes()).hexdigest()
 
 
 def require_train_extra(command: str) -> None:
