@@ -495,7 +495,7 @@ def train_from_features(args: argparse.Namespace, model: Any, threads: int) -> d
     import torch
 
     from .fit_features import FeatureFitConfig, fit_features, format_report, pick_vocab
-    from .head_designs import parse_designs
+    from .head_designs import file_parts, parse_designs
     from .head_math import Readout, output_weights, rms_eps
 
     unused = [f"--{k.replace('_', '-')}" for k, default in (("data", "mixed"), ("n_prompts", 200), ("n_texts", 0),
@@ -555,7 +555,7 @@ def train_from_features(args: argparse.Namespace, model: Any, threads: int) -> d
     if args.write_design == "best":
         runnable = [s for s in designs if designs_r[s]["engine_runs"]]
         if not runnable:
-            raise FeatureError("none of --designs can run in the engine (mlp is Python-only): nothing to write")
+            raise FeatureError("none of --designs can run in the engine: nothing to write")
         spec = max(runnable, key=lambda s: designs_r[s]["best_saving"])
     else:
         spec = args.write_design
@@ -567,7 +567,7 @@ def train_from_features(args: argparse.Namespace, model: Any, threads: int) -> d
         args.write_layers, model.n_layer)
     if not set(out_layers) <= set(layers):
         raise ValueError(f"--write-layers {out_layers} are not all among the trained layers {layers}")
-    transforms = {layer: heads[spec][layer].dense() for layer in out_layers}
+    transforms, mlps = file_parts({layer: heads[spec][layer] for layer in out_layers})
     held = designs_r[spec]["layers"]
     metadata = {
         "command": canonical_command(args),
@@ -586,7 +586,7 @@ def train_from_features(args: argparse.Namespace, model: Any, threads: int) -> d
     }
     if vocab is not None:
         metadata["vocab_subset"] = f"{len(vocab)} tokens the model predicts most often on the training rows"
-    out, digest = write_heads_file(args, model, transforms, vocab, metadata)
+    out, digest = write_heads_file(args, model, transforms, vocab, metadata, mlps)
     say(f"wrote {out} ({spec}, layers {out_layers}, sha256 {digest})")
     return {"output": str(out), "sha256": digest, "report": report, "metadata": metadata}
 
@@ -662,10 +662,11 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def write_heads_file(args: argparse.Namespace, model: Any, transforms: Any, vocab: Any,
-                     metadata: dict[str, str]) -> tuple[Path, str]:
+                     metadata: dict[str, str], mlps: Any = None) -> tuple[Path, str]:
     """The sidecar heads file for `model` at args.output (args.dtype), and its SHA-256."""
     out = write_heads(args.output, arch=model.arch, n_layer=model.n_layer, n_embd=model.n_embd,
-                      n_vocab=model.n_vocab, transforms=transforms, vocab=vocab, metadata=metadata, dtype=args.dtype)
+                      n_vocab=model.n_vocab, transforms=transforms, vocab=vocab, metadata=metadata, dtype=args.dtype,
+                      mlps=mlps)
     return out, hashlib.sha256(out.read_bytes()).hexdigest()
 
 
