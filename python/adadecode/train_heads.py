@@ -494,7 +494,7 @@ def load_costs(curve_arg: str, model: Any) -> Any:
 def train_from_features(args: argparse.Namespace, model: Any, threads: int) -> dict[str, Any]:
     import torch
 
-    from .fit_features import FeatureFitConfig, fit_features, format_report, pick_vocab
+    from .fit_features import FeatureFitConfig, FeatureSet, fit_features, format_report, pick_vocab
     from .head_designs import file_parts, parse_designs
     from .head_math import Readout, output_weights, rms_eps
 
@@ -511,6 +511,7 @@ def train_from_features(args: argparse.Namespace, model: Any, threads: int) -> d
     manifest = read_manifest(feat_dir)
     check_model(manifest, model, feat_dir)
     layers = list(manifest["layers"]) if args.layers == "auto" else parse_layers(args.layers, model.n_layer)
+    fs = FeatureSet(feat_dir, layers, args.holdout_every)  # checks the layers and shards before any heavy work
     designs = parse_designs(args.designs, model.n_embd)
     if not 0.0 < args.gamma < 1.0:
         raise ValueError(f"--gamma must lie in (0, 1), got {args.gamma}")
@@ -536,15 +537,13 @@ def train_from_features(args: argparse.Namespace, model: Any, threads: int) -> d
                            seed=args.seed, init=args.init, holdout_every=args.holdout_every,
                            heldout_rows=args.heldout_rows, vocab_k=min(args.vocab_subset, model.n_vocab),
                            matmul=args.matmul, checkpoint_every=args.checkpoint_every)
-    from .fit_features import FeatureSet
-
     vocab = None
     if cfg.vocab_k:
         vfile = workdir / f"vocab-{cfg.vocab_k}.json"
         if vfile.exists():
             vocab = np.asarray(json.loads(vfile.read_text()), dtype=np.int32)
         else:
-            vocab = pick_vocab(FeatureSet(feat_dir, layers, cfg.holdout_every), readout, cfg.vocab_k)
+            vocab = pick_vocab(fs, readout, cfg.vocab_k)
             vfile.write_text(json.dumps(vocab.tolist()))
         readout = readout.with_vocab(vocab)
     _, row_bytes, _ = model_bytes(model.path)
