@@ -206,4 +206,32 @@ std::vector<float> Engine::logits(const std::vector<int32_t> &ids) {
     return out;
 }
 
+std::vector<float> Engine::head_logits(int index, const std::vector<float> &hidden, int n_rows) {
+    const ExitHeads *heads = impl_->heads.get();
+    if (!heads) throw Error("no exit heads are loaded");
+    if (index < 0 || index >= static_cast<int>(heads->layers().size())) {
+        throw Error("exit head index " + std::to_string(index) + " is outside 0.." +
+                    std::to_string(static_cast<int>(heads->layers().size()) - 1));
+    }
+    const size_t d = hparams().n_embd;
+    if (n_rows < 0 || hidden.size() != static_cast<size_t>(n_rows) * d) {
+        throw Error("head_logits needs n_rows x " + std::to_string(d) + " hidden-state values, got " +
+                    std::to_string(hidden.size()) + " for " + std::to_string(n_rows) + " rows");
+    }
+    const size_t k = heads->head_vocab_size();
+    std::vector<float> out(static_cast<size_t>(n_rows) * k);
+    // A pass without layers runs the head on its one input row, the last row of a decode pass; no KV is written.
+    PassRequest request;
+    request.layer_begin = request.layer_end = heads->layers()[index];
+    request.n_rows = 1;
+    request.head = &heads->head(index);
+    PassResult pass;
+    for (int r = 0; r < n_rows; ++r) {
+        request.hidden = hidden.data() + static_cast<size_t>(r) * d;
+        impl_->runner().run(request, &pass);
+        std::copy(pass.head_logits.begin(), pass.head_logits.end(), out.begin() + static_cast<size_t>(r) * k);
+    }
+    return out;
+}
+
 }  // namespace adadecode

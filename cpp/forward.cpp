@@ -182,6 +182,20 @@ ggml_tensor *Forward::build_layer(ggml_context *ctx, ggml_cgraph *gf, int il, gg
     return ggml_add(ctx, x, matmul(ctx, w.ffn_down, ggml_mul(ctx, gate, up)));
 }
 
+ggml_tensor *Forward::build_head_state(ggml_context *ctx, const HeadWeights &head, ggml_tensor *h) const {
+    if (!head.w1) return device_ ? ggml_mul_mat(ctx, head.transform, h) : matmul(ctx, head.transform, h);
+    // The two-layer head of python/adadecode/head_designs.py (TwoLayer): normalised before the nonlinearity, the
+    // residual states having a few huge channels, and scaled back by the state's RMS. float16 weights through
+    // ggml's own product (not converted to Q8_0 like the dense transform: R need not be a multiple of 32).
+    constexpr float mlp_eps = 1e-6f;
+    ggml_tensor *x = ggml_rms_norm(ctx, h, mlp_eps);
+    ggml_tensor *inner = ggml_gelu_erf(ctx, ggml_mul_mat(ctx, head.w1, x));
+    ggml_tensor *update = ggml_mul_mat(ctx, head.w2, inner);
+    ggml_tensor *rms =
+        ggml_sqrt(ctx, ggml_scale(ctx, ggml_sum_rows(ctx, ggml_sqr(ctx, h)), 1.0f / static_cast<float>(h->ne[0])));
+    return ggml_add(ctx, h, ggml_mul(ctx, update, rms));
+}
+
 ggml_tensor *Forward::build_norm_output(ggml_context *ctx, ggml_tensor *x, ggml_tensor *out_matrix) {
     ggml_tensor *cur = ggml_mul(ctx, ggml_rms_norm(ctx, x, model_.hparams().rms_eps), model_.output_norm);
     return matmul(ctx, out_matrix, cur);
@@ -300,9 +314,7 @@ void Forward::run_pass(const PassRequest &req, PassResult *out) {
     }
     ggml_tensor *last = n == 1 ? x : ggml_view_2d(ctx, x, hp.n_embd, 1, x->nb[1], (n - 1) * x->nb[1]);
     if (req.head) {
-        ggml_tensor *h =
-            device_ ? ggml_mul_mat(ctx, req.head->transform, last) : matmul(ctx, req.head->transform, last);
-        head_logits = build_norm_output(ctx, h, req.head->output_rows);
+        head_logits = build_norm_output(ctx, build_head_state(ctx, *req.head, last), req.head->output_rows);
         ggml_set_output(head_logits);
         ggml_build_forward_expand(gf, head_logits);
     }

@@ -11,6 +11,8 @@ namespace adadecode {
 
 namespace {
 
+constexpr int64_t heads_format_version = 2;
+
 void read_exact(const std::string &path, size_t offset, void *dst, size_t n) {
     FILE *f = fopen(path.c_str(), "rb");
     if (!f) throw Error("cannot open '" + path + "'");
@@ -80,8 +82,26 @@ void ExitHeads::load(const Model &model) {
     }
     head_vocab_ = vocab_.empty() ? hp.n_vocab : static_cast<int>(vocab_.size());
 
+    // Format 1 holds dense transforms only; format 2 tags each layer with its design (docs/heads_format.md).
+    const int64_t version = file.get_int("exit_heads.version", 1);
+    if (version < 1 || version > heads_format_version) {
+        throw Error(what + " has heads format version " + std::to_string(version) + "; this engine reads versions 1.." +
+                    std::to_string(heads_format_version) + " (a newer adadecode wrote it?)");
+    }
+    std::vector<std::string> designs(layers_.size(), "dense");
+    if (version >= 2) {
+        if (file.get_array_size("exit_heads.designs") != layers_.size()) {
+            throw Error(what + ": format version 2 needs 'exit_heads.designs', one design tag per exit layer (" +
+                        std::to_string(layers_.size()) + "), but it holds " +
+                        std::to_string(file.get_array_size("exit_heads.designs")));
+        }
+        designs = file.get_string_array("exit_heads.designs");
+    } else if (file.get_array_size("exit_heads.designs") != 0) {
+        throw Error(what + ": 'exit_heads.designs' needs 'exit_heads.version' 2");
+    }
+
     ggml_init_params params{};
-    params.mem_size = ggml_tensor_overhead() * (layers_.size() + 3);
+    params.mem_size = ggml_tensor_overhead() * (2 * layers_.size() + 3);
     params.no_alloc = true;
     ctx_.reset(ggml_init(params));
     // On the CPU the transforms are stored as Q8_0 for our own kernel, half the bytes of ggml's F16 product (Qwen 1.5B
@@ -89,20 +109,47 @@ void ExitHeads::load(const Model &model) {
     // tokens, which verification checks, so their rounding cannot change the output.
     ggml_tensor *probe = ggml_new_tensor_2d(ctx_.get(), GGML_TYPE_Q8_0, hp.n_embd, hp.n_embd);
     const bool to_q8_0 = !model.device() && hp.n_embd % ggml_blck_size(GGML_TYPE_Q8_0) == 0 && qmatmul_supports(probe);
-    std::vector<std::pair<ggml_tensor *, const GgufFile::TensorInfo *>> transforms;
-    for (int l : layers_) {
-        const std::string name = "exit." + std::to_string(l) + ".weight";
+    // (tensor, its file entry, convert to Q8_0) for every head matrix; heads_ gets one entry per layer.
+    struct Matrix {
+        ggml_tensor *tensor;
+        const GgufFile::TensorInfo *info;
+        bool q8_0;
+    };
+    std::vector<Matrix> matrices;
+    auto matrix = [&](const std::string &name, int64_t rows, int64_t cols, bool q8_0) {
         const GgufFile::TensorInfo *info = file.find_tensor(name);
         if (!info) throw Error(what + ": tensor '" + name + "' is missing");
-        if (info->ne[0] != hp.n_embd || info->ne[1] != hp.n_embd || info->ne[2] != 1 || info->ne[3] != 1) {
-            throw Error(what + ": tensor '" + name + "' must be " + std::to_string(hp.n_embd) + " x " +
-                        std::to_string(hp.n_embd));
+        // ggml's order: ne[0] is the input width (columns), ne[1] the outputs (rows).
+        if (info->ne[0] != cols || (rows > 0 && info->ne[1] != rows) || info->ne[1] < 1 || info->ne[2] != 1 ||
+            info->ne[3] != 1) {
+            throw Error(what + ": tensor '" + name + "' must be " + (rows > 0 ? std::to_string(rows) : "R") + " x " +
+                        std::to_string(cols) + " (rows x columns), not " + std::to_string(info->ne[1]) + " x " +
+                        std::to_string(info->ne[0]));
         }
         if (info->type != GGML_TYPE_F32 && info->type != GGML_TYPE_F16) {
             throw Error(what + ": tensor '" + name + "' must be f32 or f16");
         }
-        ggml_tensor *t = ggml_new_tensor_2d(ctx_.get(), to_q8_0 ? GGML_TYPE_Q8_0 : info->type, hp.n_embd, hp.n_embd);
-        transforms.emplace_back(t, info);
+        ggml_tensor *t = ggml_new_tensor_2d(ctx_.get(), q8_0 ? GGML_TYPE_Q8_0 : info->type, info->ne[0], info->ne[1]);
+        matrices.push_back({t, info, q8_0});
+        return t;
+    };
+    for (size_t i = 0; i < layers_.size(); ++i) {
+        const std::string base = "exit." + std::to_string(layers_[i]) + ".";
+        HeadWeights head;
+        if (designs[i] == "dense") {
+            head.transform = matrix(base + "weight", hp.n_embd, hp.n_embd, to_q8_0);
+        } else if (designs[i] == "mlp") {
+            if (file.find_tensor(base + "weight")) {
+                throw Error(what + ": exit layer " + std::to_string(layers_[i]) + " is tagged 'mlp' but also holds "
+                            "a dense transform '" + base + "weight'");
+            }
+            head.w1 = matrix(base + "w1", 0, hp.n_embd, false);
+            head.w2 = matrix(base + "w2", hp.n_embd, head.w1->ne[1], false);
+        } else {
+            throw Error(what + ": exit layer " + std::to_string(layers_[i]) + " has head design '" + designs[i] +
+                        "', which this engine does not know (it runs 'dense' and 'mlp')");
+        }
+        heads_.push_back(head);
     }
     ggml_tensor *subset = nullptr;
     if (!vocab_.empty()) {
@@ -111,18 +158,19 @@ void ExitHeads::load(const Model &model) {
     buffer_.reset(ggml_backend_alloc_ctx_tensors_from_buft(ctx_.get(), model.buffer_type()));
     if (!buffer_) throw Error("cannot allocate memory for the exit heads");
     std::vector<uint8_t> bytes;
-    for (auto &[t, info] : transforms) {
-        bytes.resize(info->nbytes);
-        read_exact(path, info->offset, bytes.data(), bytes.size());
-        std::vector<float> values = to_f32(bytes, info->type);
+    for (const Matrix &m : matrices) {
+        bytes.resize(m.info->nbytes);
+        read_exact(path, m.info->offset, bytes.data(), bytes.size());
+        std::vector<float> values = to_f32(bytes, m.info->type);
         if (!std::all_of(values.begin(), values.end(), [](float v) { return std::isfinite(v); })) {
-            throw Error(what + ": tensor '" + info->name + "' holds NaN or infinite values");
+            throw Error(what + ": tensor '" + m.info->name + "' holds NaN or infinite values");
         }
-        if (t->type == GGML_TYPE_Q8_0) {
-            bytes.resize(ggml_nbytes(t));
-            ggml_quantize_chunk(GGML_TYPE_Q8_0, values.data(), bytes.data(), 0, hp.n_embd, hp.n_embd, nullptr);
+        if (m.q8_0) {
+            bytes.resize(ggml_nbytes(m.tensor));
+            ggml_quantize_chunk(GGML_TYPE_Q8_0, values.data(), bytes.data(), 0, m.tensor->ne[1], m.tensor->ne[0],
+                                nullptr);
         }
-        ggml_backend_tensor_set(t, bytes.data(), 0, bytes.size());
+        ggml_backend_tensor_set(m.tensor, bytes.data(), 0, bytes.size());
     }
     if (subset) {
         // Quantized rows are self-contained blocks, so a row subset of the output matrix is a byte copy.
@@ -138,10 +186,11 @@ void ExitHeads::load(const Model &model) {
     // to the model's (decoding streams the weights).
     size_t model_bytes = 0;
     for (const ggml_tensor *w : model.pass_weights()) model_bytes += ggml_nbytes(w);
-    for (auto &[t, info] : transforms) {
-        heads_.push_back(HeadWeights{t, subset ? subset : model.output});
-        check_cost_.push_back(static_cast<double>(ggml_nbytes(t) + ggml_nbytes(heads_.back().output_rows)) /
-                              static_cast<double>(model_bytes));
+    for (HeadWeights &head : heads_) {
+        head.output_rows = subset ? subset : model.output;
+        size_t bytes_read = ggml_nbytes(head.output_rows);
+        for (const ggml_tensor *t : {head.transform, head.w1, head.w2}) bytes_read += t ? ggml_nbytes(t) : 0;
+        check_cost_.push_back(static_cast<double>(bytes_read) / static_cast<double>(model_bytes));
     }
 }
 

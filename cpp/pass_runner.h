@@ -12,10 +12,13 @@ struct ggml_tensor;
 
 namespace adadecode {
 
-// An exit head at one layer: logits = output_rows · norm(transform · h).
+// An exit head at one layer: logits = output_rows · norm(f(h)), with f(h) = transform · h (dense), or, when w1 is
+// set, the two-layer design f(h) = h + rms(h) · w2 · gelu(w1 · (h / sqrt(mean(h²) + 1e-6))) (heads format 2, "mlp").
 struct HeadWeights {
-    ggml_tensor *transform = nullptr;    // [n_embd, n_embd]
+    ggml_tensor *transform = nullptr;    // [n_embd, n_embd] (dense)
     ggml_tensor *output_rows = nullptr;  // [n_embd, n_head_vocab]: the model's output matrix or a subset of its rows
+    ggml_tensor *w1 = nullptr;           // [n_embd, R] (mlp)
+    ggml_tensor *w2 = nullptr;           // [R, n_embd] (mlp)
 };
 
 struct PassRequest {

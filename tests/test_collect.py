@@ -5,6 +5,7 @@ saved per token, and clear errors on bad feature directories."""
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -29,12 +30,33 @@ REPO = Path(__file__).resolve().parent.parent
 CURVE = REPO / "bench" / "results" / "packed" / "microbench-qwen2.5-coder-0.5b-t2.json"
 
 
+# Small on purpose (this file once took ~6 minutes): windows of 64 tokens, 56 rows each after the skipped 8, two
+# windows a shard, six shards; every 5th window held out (windows 4 and 9: 112 rows), 560 training rows.
+WINDOW, SKIP, SHARD_WINDOWS, SHARDS = 64, 8, 2, 6
+SHARD_ROWS = (WINDOW - SKIP) * SHARD_WINDOWS
+POSITIONS = SHARDS * SHARD_ROWS
+
+
 def _cfg(model: Any, **kw: Any) -> CollectConfig:
     base = dict(model=Path(model.path).name, fingerprint=int(model.fingerprint), n_layer=model.n_layer,
-                n_embd=model.n_embd, layers=[8, 15, 22], window=128, skip=8, shard_windows=2, seed=3, sources=["code"],
-                code_share=1.0, heldout_package="networkx", self_prompts=0, gen_tokens=0, max_doc_tokens=400)
+                n_embd=model.n_embd, layers=[8, 15, 22], window=WINDOW, skip=SKIP, shard_windows=SHARD_WINDOWS, seed=3,
+                sources=["code"], code_share=1.0, heldout_package="networkx", self_prompts=0, gen_tokens=0,
+                max_doc_tokens=400)
     base.update(kw)
     return CollectConfig(**base)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def scan_code_once() -> Any:
+    """The site-packages scan (seconds) once for the module, not once per collection: the same sorted list."""
+    import adadecode.collect_features as cf
+
+    original = cf.code_files
+    scan = functools.cache(lambda held: tuple(original(held)))
+    mp = pytest.MonkeyPatch()
+    mp.setattr(cf, "code_files", lambda held: list(scan(held)))  # a fresh list: DocStream shuffles it in place
+    yield
+    mp.undo()
 
 
 @pytest.fixture(scope="module")
@@ -44,10 +66,33 @@ def smol(engine: Any, smollm2_path: Path) -> Any:
 
 @pytest.fixture(scope="module")
 def features(smol: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One collection shared by every test here (they copy it before changing anything)."""
     out = tmp_path_factory.mktemp("feat") / "a"
-    r = collect(smol, _cfg(smol), out, positions=2400, progress=False)
-    assert r["rows"] >= 2400 and r["shards"] == 10
+    r = collect(smol, _cfg(smol), out, positions=POSITIONS, progress=False)
+    assert r["rows"] == POSITIONS and r["shards"] == SHARDS
     return out
+
+
+def test_sources_leave_out_the_heldout_package_and_benchmarks() -> None:
+    from adadecode.collect_features import DocStream, code_files
+
+    files = code_files("networkx")
+    assert files == sorted(files) and len(files) > 100
+    parts = [[p.lower() for p in f.parts] for f in files]
+    assert not any("networkx" in ps for ps in parts)
+    banned = ("human_eval", "humaneval", "mbpp", "mt_bench", "tests")
+    assert not any(b in part for ps in parts for part in ps[-3:] for b in banned)
+    assert any(f.name == "json" or f.parent.name == "json" for f in files)  # the stdlib is there
+    # self-generated answers: one document in 8 while they last, after the code files' seeded order
+    cfg = CollectConfig(model="m", fingerprint=0, n_layer=4, n_embd=8, layers=[2], window=16, skip=0,
+                        shard_windows=1, seed=3, sources=["code", "self"], code_share=1.0, heldout_package="networkx",
+                        self_prompts=3, gen_tokens=4, max_doc_tokens=50)
+    stream = DocStream(cfg, Path("/nonexistent"), [{"ids": [1, 2]}] * 3)
+    assert [i for i, (src, _) in enumerate(stream.plan) if src == "self"] == [7, 15, 23]
+    assert {src for src, _ in stream.plan} == {"code", "self"} and len(stream.plan) == len(files) + 3
+    assert [k for src, k in stream.plan if src == "code"] == list(range(len(files)))
+    again = DocStream(cfg, Path("/nonexistent"), [{"ids": [1, 2]}] * 3)
+    assert again.code == stream.code and again.code != files  # seeded shuffle, the same every time
 
 
 def _files(d: Path) -> dict[str, bytes]:
@@ -57,24 +102,24 @@ def _files(d: Path) -> dict[str, bytes]:
 def test_collection_resumes_to_identical_shards(smol: Any, features: Path, tmp_path: Path) -> None:
     out = tmp_path / "b"
     cfg = _cfg(smol)
-    r = collect(smol, cfg, out, positions=2400, progress=False, stop_after_shards=3)
-    assert r["shards"] == 3
+    r = collect(smol, cfg, out, positions=POSITIONS, progress=False, stop_after_shards=2)
+    assert r["shards"] == 2
     # a shard torn by a kill: its arrays without the metadata that marks it complete -> redone
-    shutil.copy(features / "shard-00003.npy", out / "shard-00003.npy")
-    (out / "shard-00003.rows.npy").write_bytes(b"garbage")
-    r = collect(smol, cfg, out, positions=2400, progress=False)
-    assert r["shards"] == 10 and r["new_rows"] == 7 * 240
+    shutil.copy(features / "shard-00002.npy", out / "shard-00002.npy")
+    (out / "shard-00002.rows.npy").write_bytes(b"garbage")
+    r = collect(smol, cfg, out, positions=POSITIONS, progress=False)
+    assert r["shards"] == SHARDS and r["new_rows"] == (SHARDS - 2) * SHARD_ROWS
     assert _files(out) == _files(features)
     meta = complete_shards(out)[0]
     states, rows = load_shard(out, meta)
-    assert states.dtype == np.float16 and states.shape == (4, 240, smol.n_embd)
+    assert states.dtype == np.float16 and states.shape == (4, SHARD_ROWS, smol.n_embd)
     # the stored rows are the engine's teacher-forced states, the last one before the final norm
     assert rows[0, 1] == 8 and rows[-1, 0] == 1
 
 
 def test_collection_refuses_other_settings_and_corrupt_shards(smol: Any, features: Path, tmp_path: Path) -> None:
     with pytest.raises(FeatureError, match="other settings"):
-        collect(smol, _cfg(smol, window=64), features, positions=2400, progress=False)
+        collect(smol, _cfg(smol, window=32), features, positions=POSITIONS, progress=False)
     bad = tmp_path / "bad"
     shutil.copytree(features, bad)
     data = (bad / "shard-00002.npy").read_bytes()
@@ -90,9 +135,9 @@ def _train_args(model_path: Path, feats: Path, work: Path, out: Path, *extra: st
     add_arguments(p)
     return p.parse_args([
         "-m", str(model_path), "-o", str(out), "--features", str(feats), "--layers", "15,22",
-        "--designs", "dense,lowrank:32,mlp:32", "--steps", "30", "--batch", "64", "--lr", "3e-3",
-        "--vocab-subset", "4096", "--holdout-every", "5", "--threads", "2", "--no-progress", "--curve", str(CURVE),
-        "--workdir", str(work), "--checkpoint-every", "10", *extra,
+        "--designs", "dense,lowrank:32,mlp:32", "--steps", "16", "--batch", "64", "--lr", "3e-3",
+        "--vocab-subset", "2048", "--holdout-every", "5", "--threads", "2", "--no-progress", "--curve", str(CURVE),
+        "--workdir", str(work), "--checkpoint-every", "6", *extra,
     ])
 
 
@@ -101,22 +146,25 @@ def test_feature_training_beats_identity_and_resumes_bitwise(engine: Any, smollm
     from adadecode.heads_format import read_heads
     from adadecode.train_heads import train
 
-    a = train(_train_args(smollm2_path, features, tmp_path / "wa", tmp_path / "a.gguf"))
+    # the two-layer design is written (heads format 2), so the whole chain to the engine is exercised for it
+    write = ("--write-design", "mlp:32")
+    a = train(_train_args(smollm2_path, features, tmp_path / "wa", tmp_path / "a.gguf", *write))
     rep = a["report"]["designs"]
     for spec in ("dense", "lowrank:32", "mlp:32"):
         for layer in ("15", "22"):
             assert rep[spec]["layers"][layer]["kl"] < rep["identity"]["layers"][layer]["kl"], (spec, layer)
         assert rep[spec]["best_saving"] > rep["identity"]["best_saving"], spec
-    assert not rep["mlp:32"]["engine_runs"]
-    # interrupted after 10 steps, then resumed: the same heads to the bit
-    train(_train_args(smollm2_path, features, tmp_path / "wb", tmp_path / "b.gguf", "--stop-after", "10"))
-    b = train(_train_args(smollm2_path, features, tmp_path / "wb", tmp_path / "b.gguf", "--resume"))
-    assert a["metadata"]["design"] == b["metadata"]["design"]
+        assert rep[spec]["engine_runs"], spec
+    # interrupted after 6 steps (a checkpoint), then resumed: the same heads to the bit
+    train(_train_args(smollm2_path, features, tmp_path / "wb", tmp_path / "b.gguf", *write, "--stop-after", "6"))
+    b = train(_train_args(smollm2_path, features, tmp_path / "wb", tmp_path / "b.gguf", *write, "--resume"))
+    assert a["metadata"]["design"] == b["metadata"]["design"] == "mlp:32"
     ha, hb = read_heads(tmp_path / "a.gguf"), read_heads(tmp_path / "b.gguf")
-    assert ha.layers == hb.layers
+    assert ha.layers == hb.layers and all(ha.design(la) == "mlp" for la in ha.layers)
     for layer in ha.layers:
-        np.testing.assert_array_equal(ha.transforms[layer], hb.transforms[layer])
-    # the engine runs what was written (dense or a materialised low-rank head), with output identical to standard
+        for wa, wb in zip(ha.mlps[layer], hb.mlps[layer], strict=True):
+            np.testing.assert_array_equal(wa, wb)
+    # the engine runs what was written, with output identical to standard decoding
     m = engine(str(smollm2_path), n_ctx=256, heads=str(tmp_path / "a.gguf"))
     assert m.exit_layers == ha.layers
     ids = m.tokenize(m.apply_chat_template([{"role": "user", "content": "Write a Python function that adds."}]))
@@ -152,7 +200,7 @@ def test_eval_heads_on_features(smollm2_path: Path, features: Path, tmp_path: Pa
     assert main(["-m", str(smollm2_path), "--heads", "smollm2-135m", "--features", str(features), "--holdout-every",
                  "5", "--curve", str(CURVE), "--threads", "2", "--json-out", str(out)]) == 0
     r = json.loads(out.read_text())
-    assert set(r["designs"]) == {"identity", "file"} and r["heldout_rows"] == 480
+    assert set(r["designs"]) == {"identity", "file"} and r["heldout_rows"] == 2 * (WINDOW - SKIP)
     layers = r["designs"]["file"]["layers"]
     assert set(layers) == {"8", "15", "22"} and all(np.isfinite(v["saving"]) for v in layers.values())
     # trained heads beat the logit lens on KL at every layer

@@ -269,6 +269,25 @@ PYBIND11_MODULE(_core, m) {
             },
             py::arg("ids"), py::arg("layers"))
         .def(
+            "head_logits",
+            [](Engine &e, int index, const py::array_t<float, py::array::c_style | py::array::forcecast> &hidden) {
+                if (hidden.ndim() != 2 || hidden.shape(1) != e.hparams().n_embd) {
+                    throw Error("head_logits: hidden must be a [rows, " + std::to_string(e.hparams().n_embd) +
+                                "] array");
+                }
+                const int rows = static_cast<int>(hidden.shape(0));
+                std::vector<float> h(hidden.data(), hidden.data() + hidden.size());
+                std::vector<float> l;
+                {
+                    py::gil_scoped_release release;
+                    l = e.head_logits(index, h, rows);
+                }
+                const py::ssize_t k = e.heads() ? e.heads()->head_vocab_size() : 0;
+                return to_array(std::move(l), {static_cast<py::ssize_t>(rows), k});
+            },
+            py::arg("index"), py::arg("hidden"),
+            "Exit head `index`'s logits over its vocabulary for each row of `hidden` [rows, n_embd].")
+        .def(
             "logits",
             [](Engine &e, const std::vector<int64_t> &ids) {
                 const std::vector<int32_t> tokens = to_ids(ids);

@@ -29,7 +29,7 @@ from .fetch import cache_root
 from .heads import resolve_heads
 from .heads_format import read_heads
 from .model import Model
-from .saving import Q8_0_BYTES, expected_saving, model_bytes
+from .saving import expected_saving, model_bytes
 from .train_data import PromptRecord, append_jsonl, file_prompts, read_jsonl, record_ids
 from .train_heads import load_costs, require_train_extra
 
@@ -109,6 +109,8 @@ def evaluate(model: Any, heads_path: str, seqs: list[dict[str, Any]], identity: 
     import torch
     from tqdm import tqdm
 
+    from .fit_features import check_bytes
+    from .head_designs import from_heads_file
     from .head_math import LayerStats, Readout, output_weights, rms_eps
 
     heads = read_heads(heads_path)
@@ -116,7 +118,7 @@ def evaluate(model: Any, heads_path: str, seqs: list[dict[str, Any]], identity: 
     w_out, norm_w = output_weights(model)
     full = Readout(torch.from_numpy(w_out), torch.from_numpy(norm_w), rms_eps(model.path))
     readout = full.with_vocab(heads.vocab)
-    transforms = {layer: torch.from_numpy(heads.transforms[layer]) for layer in layers}
+    modules = {layer: from_heads_file(heads, layer) for layer in layers}
     gammas = tuple(sorted({*gammas, gamma}))
     stats = {layer: LayerStats(gammas) for layer in layers}
     lens = {layer: LayerStats(gammas) for layer in layers}
@@ -130,7 +132,7 @@ def evaluate(model: Any, heads_path: str, seqs: list[dict[str, Any]], identity: 
             final = full.full_logits(h[-1])
             target = final.argmax(-1)
             for k, layer in enumerate(layers):
-                hl = readout.head_logits(h[k], transforms[layer])
+                hl = readout.head_logits(modules[layer](h[k]))
                 stats[layer].add(final, hl, readout.vocab)
                 conf, idx = torch.softmax(hl, -1).max(-1)
                 tok = idx if readout.vocab is None else readout.vocab[idx]
@@ -146,7 +148,7 @@ def evaluate(model: Any, heads_path: str, seqs: list[dict[str, Any]], identity: 
 
         _, row_bytes, _ = model_bytes(model.path)
         k_rows = len(heads.vocab) if heads.vocab is not None else model.n_vocab
-        cbytes = [model.n_embd**2 * Q8_0_BYTES + k_rows * row_bytes for _ in layers]
+        cbytes = [check_bytes(modules[layer], k_rows, row_bytes) for layer in layers]
         conf = np.stack([np.concatenate(confs[layer]) for layer in layers])
         hit = np.stack([np.concatenate(hits[layer]) for layer in layers])
         for i, layer in enumerate(layers):
@@ -249,7 +251,7 @@ def eval_on_features(args: argparse.Namespace, model: Any, heads_path: str) -> i
     import torch
 
     from .fit_features import FeatureFitConfig, FeatureSet, evaluate_heads, format_report
-    from .head_designs import Dense
+    from .head_designs import from_heads_file
     from .head_math import Readout, output_weights, rms_eps
 
     feat_dir = Path(args.features)
@@ -262,7 +264,7 @@ def eval_on_features(args: argparse.Namespace, model: Any, heads_path: str) -> i
     cfg = FeatureFitConfig(layers=heads.layers, designs=["file"], steps=0, lr=0.0, batch=1, seed=0, init="identity",
                            holdout_every=args.holdout_every, heldout_rows=args.heldout_rows,
                            vocab_k=readout.w_sub.shape[0], matmul="f32", checkpoint_every=1)
-    file_heads = {"file": {la: Dense(model.n_embd, heads.transforms[la]) for la in heads.layers}}
+    file_heads = {"file": {la: from_heads_file(heads, la) for la in heads.layers}}
     report = evaluate_heads(fs, readout, file_heads, cfg, costs, model_bytes(model.path)[1], args.gamma,
                             len(heads.layers))
     report["heads_file"] = heads_path

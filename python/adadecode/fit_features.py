@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .collect_features import FeatureError, complete_shards, load_shard, read_manifest
-from .head_designs import Q8_0_BYTES, HeadDesign, make_design
+from .head_designs import HeadDesign, make_design
 from .head_math import GAMMAS, LayerStats, Readout, lstsq_init, warmup_cosine_lr
 from .saving import CostModel, best_layer_set, expected_saving
 
@@ -159,8 +159,7 @@ def lstsq_start(fs: FeatureSet, n_exit: int, seed: int, rows: int = 16384, ridge
 
 
 def check_bytes(head: HeadDesign | None, vocab_k: int, row_bytes: int) -> float:
-    params = 0 if head is None else head.check_params()
-    return params * Q8_0_BYTES + vocab_k * row_bytes
+    return (0.0 if head is None else head.check_params() * head.bytes_per_param) + vocab_k * row_bytes
 
 
 def fit_features(feat_dir: Path, readout: Readout, cfg: FeatureFitConfig, costs: CostModel, row_bytes: int,

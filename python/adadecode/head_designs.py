@@ -5,24 +5,34 @@ and output matrix read (``logits = W_out[S] . rmsnorm(head(h_l)) * g``).
 - ``lowrank:R``: ``a * h + U (V h)``, a diagonal plus a rank-R update (2 d R + d parameters). It is a d x d matrix
   ``diag(a) + U V``, so it is written in the dense format and runs unchanged in the engine (at the dense cost; the
   cheaper native check is evaluated in Python only).
-- ``mlp:R``: ``h + W2 gelu(W1 h)``, two layers with a nonlinearity (2 d R parameters). Not linear: the engine
-  cannot run it yet, so it is trained and evaluated in Python only and not written to a heads file.
+- ``mlp:R``: ``h + rms(h) W2 gelu(W1 (h / rms(h)))``, two layers with a nonlinearity (2 d R parameters). Not
+  linear: written as its two matrices (heads format version 2, design tag "mlp"), which the engine runs with ggml's
+  ops in float16 (cpp/forward.cpp: the same formula, erf GELU, epsilon heads_format.MLP_EPS).
 
 Every design starts at the identity (the logit lens) unless ``init_from`` gives it a least-squares start.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 
-# Bytes per parameter of a head on the CPU engine (Q8_0, cpp/heads.cpp).
+if TYPE_CHECKING:
+    from .heads_format import HeadsFile
+
+# Bytes per parameter of a head on the CPU engine: dense transforms are converted to Q8_0 (cpp/heads.cpp), mlp
+# heads run from their float16 matrices.
 Q8_0_BYTES = 34 / 32
+F16_BYTES = 2.0
+MLP_EPS = 1e-6  # = heads_format.MLP_EPS
 
 
 class HeadDesign(torch.nn.Module):
     spec: str = ""
-    engine_runs: bool = True  # the C++ engine can load and run it (as a dense transform)
+    engine_runs: bool = True  # the C++ engine can load and run it
+    bytes_per_param: float = Q8_0_BYTES  # what one parameter costs a check in the engine
 
     def check_params(self) -> int:
         """Parameters one check reads natively (besides the output rows)."""
@@ -74,18 +84,27 @@ class LowRankDiag(HeadDesign):
 
 
 class TwoLayer(HeadDesign):
-    engine_runs = False
+    bytes_per_param = F16_BYTES
 
-    def __init__(self, d: int, rank: int, gen: torch.Generator) -> None:
+    def __init__(self, d: int, rank: int, gen: torch.Generator | None = None,
+                 weights: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         super().__init__()
         self.spec = f"mlp:{rank}"
-        self.w1 = torch.nn.Parameter(torch.randn(rank, d, generator=gen) / d**0.5)
-        self.w2 = torch.nn.Parameter(torch.zeros(d, rank))
+        if weights is None:
+            w1, w2 = torch.randn(rank, d, generator=gen) / d**0.5, torch.zeros(d, rank)
+        else:
+            w1, w2 = (torch.from_numpy(np.asarray(w, dtype=np.float32)).clone() for w in weights)
+        self.w1 = torch.nn.Parameter(w1)
+        self.w2 = torch.nn.Parameter(w2)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         # The residual states of these models have a few huge channels: normalise before the nonlinearity.
-        x = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-6)
+        x = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + MLP_EPS)
         return h + torch.nn.functional.gelu(x @ self.w1.T) @ self.w2.T * h.pow(2).mean(-1, keepdim=True).sqrt()
+
+    def weights(self) -> tuple[np.ndarray, np.ndarray]:
+        """(w1 [R, d], w2 [d, R]) as the heads file stores them."""
+        return self.w1.detach().numpy().copy(), self.w2.detach().numpy().copy()
 
 
 def parse_designs(spec: str, d: int) -> list[str]:
@@ -110,6 +129,29 @@ def parse_designs(spec: str, d: int) -> list[str]:
     if not out:
         raise ValueError("no head design given")
     return out
+
+
+def from_heads_file(heads: HeadsFile, layer: int) -> HeadDesign:
+    """The head a heads file holds at `layer`, as a module."""
+    if layer in heads.mlps:
+        w1, w2 = heads.mlps[layer]
+        return TwoLayer(heads.n_embd, w1.shape[0], weights=(w1, w2))
+    return Dense(heads.n_embd, heads.transforms[layer])
+
+
+def file_parts(heads: dict[int, HeadDesign]) -> tuple[dict[int, np.ndarray], dict[int, tuple[np.ndarray, np.ndarray]]]:
+    """(dense transforms, mlp weights) of trained heads, as write_heads takes them."""
+    transforms: dict[int, np.ndarray] = {}
+    mlps: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for layer, h in heads.items():
+        if isinstance(h, TwoLayer):
+            mlps[layer] = h.weights()
+        else:
+            dense = h.dense()
+            if dense is None:
+                raise ValueError(f"the {h.spec} head of layer {layer} has no file form")
+            transforms[layer] = dense
+    return transforms, mlps
 
 
 def make_design(spec: str, d: int, gen: torch.Generator, init: np.ndarray | None = None) -> HeadDesign:

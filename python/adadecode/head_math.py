@@ -31,12 +31,11 @@ class WeightSource(Protocol):
 
 def rms_eps(model_path: str) -> float:
     """The model's RMS-norm epsilon from its GGUF metadata (1e-6 when absent, as the engine assumes)."""
-    import gguf
+    from .gguf_meta import read_metadata
 
-    reader = gguf.GGUFReader(model_path)
-    arch = reader.fields["general.architecture"].contents()
-    f = reader.fields.get(f"{arch}.attention.layer_norm_rms_epsilon")
-    return float(f.contents()) if f is not None else 1e-6  # type: ignore[arg-type]
+    meta = read_metadata(model_path)  # the header only: gguf.GGUFReader would parse the whole vocabulary too
+    value = meta.get(f"{meta.get('general.architecture', '')}.attention.layer_norm_rms_epsilon")
+    return float(value) if value is not None else 1e-6
 
 
 def output_weights(model: WeightSource) -> tuple[np.ndarray, np.ndarray]:

@@ -638,6 +638,12 @@ class Model:
         """Final-layer logits for every position of teacher-forced `ids`: array [len(ids), n_vocab]."""
         return self._engine.logits([int(t) for t in ids])
 
+    def head_logits(self, index: int, hidden: np.ndarray) -> np.ndarray:
+        """Exit head `index` (of `exit_layers`) on residual states after its layer, as decoding computes it: array
+        [rows, head vocabulary] for `hidden` [rows, n_embd] (the head vocabulary is the heads file's ``exit.vocab``,
+        or the whole vocabulary)."""
+        return self._engine.head_logits(int(index), np.ascontiguousarray(hidden, dtype=np.float32))
+
     def tensor(self, name: str) -> np.ndarray:
         """A weight dequantized to float32, shaped like the PyTorch weight ([out, in] for matrices)."""
         return self._engine.tensor(name)

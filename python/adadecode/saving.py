@@ -19,8 +19,10 @@ every given layer open, and a check costs in proportion to the bytes it reads (h
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +59,14 @@ class CostModel:
 def model_bytes(model_path: str) -> tuple[int, int, int]:
     """(bytes one decoding pass reads, bytes of one output-matrix row, n_vocab) from a GGUF file: every tensor but
     the token embedding (unless it doubles as the output matrix)."""
+    path = os.fspath(model_path)
+    st = os.stat(path)
+    return _model_bytes(path, st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _model_bytes(model_path: str, mtime_ns: int, size: int) -> tuple[int, int, int]:
+    # gguf.GGUFReader parses every metadata array (a vocabulary: seconds); once per file and version, not per call.
     import gguf
 
     reader = gguf.GGUFReader(model_path)

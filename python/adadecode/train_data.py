@@ -172,9 +172,11 @@ def code_prompts(n: int, seed: int, n_forced: int = 0, max_source: int = 1500) -
     return out
 
 
-def package_code_prompts(package: str, n: int, seed: int) -> list[PromptRecord]:
+def package_code_prompts(package: str, n: int, seed: int, strip_dispatch: bool = True) -> list[PromptRecord]:
     """`n` code requests made from the documented public functions of an installed package (seeded order and
-    wording): the held-out evaluation prompts, from a package collect-features never trains on."""
+    wording): the held-out evaluation prompts, from a package collect-features never trains on. `strip_dispatch`
+    drops networkx's ``backend=None, **backend_kwargs`` from the signatures; the committed
+    bench/heldout/networkx-code.jsonl keeps them (bench/heldout/make_heldout.py pins how it was made)."""
     module = importlib.import_module(package)
     found: dict[str, tuple[str, str, str]] = {}
     with warnings.catch_warnings():
@@ -188,7 +190,9 @@ def package_code_prompts(package: str, n: int, seed: int) -> list[PromptRecord]:
                 continue
             sig, doc = described
             # networkx's dispatch machinery adds these to every signature; they are not part of the task
-            sig = sig.replace(", *, backend=None, **backend_kwargs", "").replace(", backend=None, **backend_kwargs", "")
+            if strip_dispatch:
+                for extra in (", *, backend=None, **backend_kwargs", ", backend=None, **backend_kwargs"):
+                    sig = sig.replace(extra, "")
             found.setdefault(name, (name, sig, doc))
     funcs = [found[k] for k in sorted(found)]
     rng = random.Random(seed)

@@ -494,8 +494,8 @@ def load_costs(curve_arg: str, model: Any) -> Any:
 def train_from_features(args: argparse.Namespace, model: Any, threads: int) -> dict[str, Any]:
     import torch
 
-    from .fit_features import FeatureFitConfig, fit_features, format_report, pick_vocab
-    from .head_designs import parse_designs
+    from .fit_features import FeatureFitConfig, FeatureSet, fit_features, format_report, pick_vocab
+    from .head_designs import file_parts, parse_designs
     from .head_math import Readout, output_weights, rms_eps
 
     unused = [f"--{k.replace('_', '-')}" for k, default in (("data", "mixed"), ("n_prompts", 200), ("n_texts", 0),
@@ -511,6 +511,7 @@ def train_from_features(args: argparse.Namespace, model: Any, threads: int) -> d
     manifest = read_manifest(feat_dir)
     check_model(manifest, model, feat_dir)
     layers = list(manifest["layers"]) if args.layers == "auto" else parse_layers(args.layers, model.n_layer)
+    fs = FeatureSet(feat_dir, layers, args.holdout_every)  # checks the layers and shards before any heavy work
     designs = parse_designs(args.designs, model.n_embd)
     if not 0.0 < args.gamma < 1.0:
         raise ValueError(f"--gamma must lie in (0, 1), got {args.gamma}")
@@ -536,15 +537,13 @@ def train_from_features(args: argparse.Namespace, model: Any, threads: int) -> d
                            seed=args.seed, init=args.init, holdout_every=args.holdout_every,
                            heldout_rows=args.heldout_rows, vocab_k=min(args.vocab_subset, model.n_vocab),
                            matmul=args.matmul, checkpoint_every=args.checkpoint_every)
-    from .fit_features import FeatureSet
-
     vocab = None
     if cfg.vocab_k:
         vfile = workdir / f"vocab-{cfg.vocab_k}.json"
         if vfile.exists():
             vocab = np.asarray(json.loads(vfile.read_text()), dtype=np.int32)
         else:
-            vocab = pick_vocab(FeatureSet(feat_dir, layers, cfg.holdout_every), readout, cfg.vocab_k)
+            vocab = pick_vocab(fs, readout, cfg.vocab_k)
             vfile.write_text(json.dumps(vocab.tolist()))
         readout = readout.with_vocab(vocab)
     _, row_bytes, _ = model_bytes(model.path)
@@ -555,7 +554,7 @@ def train_from_features(args: argparse.Namespace, model: Any, threads: int) -> d
     if args.write_design == "best":
         runnable = [s for s in designs if designs_r[s]["engine_runs"]]
         if not runnable:
-            raise FeatureError("none of --designs can run in the engine (mlp is Python-only): nothing to write")
+            raise FeatureError("none of --designs can run in the engine: nothing to write")
         spec = max(runnable, key=lambda s: designs_r[s]["best_saving"])
     else:
         spec = args.write_design
@@ -567,7 +566,7 @@ def train_from_features(args: argparse.Namespace, model: Any, threads: int) -> d
         args.write_layers, model.n_layer)
     if not set(out_layers) <= set(layers):
         raise ValueError(f"--write-layers {out_layers} are not all among the trained layers {layers}")
-    transforms = {layer: heads[spec][layer].dense() for layer in out_layers}
+    transforms, mlps = file_parts({layer: heads[spec][layer] for layer in out_layers})
     held = designs_r[spec]["layers"]
     metadata = {
         "command": canonical_command(args),
@@ -586,7 +585,7 @@ def train_from_features(args: argparse.Namespace, model: Any, threads: int) -> d
     }
     if vocab is not None:
         metadata["vocab_subset"] = f"{len(vocab)} tokens the model predicts most often on the training rows"
-    out, digest = write_heads_file(args, model, transforms, vocab, metadata)
+    out, digest = write_heads_file(args, model, transforms, vocab, metadata, mlps)
     say(f"wrote {out} ({spec}, layers {out_layers}, sha256 {digest})")
     return {"output": str(out), "sha256": digest, "report": report, "metadata": metadata}
 
@@ -662,10 +661,11 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def write_heads_file(args: argparse.Namespace, model: Any, transforms: Any, vocab: Any,
-                     metadata: dict[str, str]) -> tuple[Path, str]:
+                     metadata: dict[str, str], mlps: Any = None) -> tuple[Path, str]:
     """The sidecar heads file for `model` at args.output (args.dtype), and its SHA-256."""
     out = write_heads(args.output, arch=model.arch, n_layer=model.n_layer, n_embd=model.n_embd,
-                      n_vocab=model.n_vocab, transforms=transforms, vocab=vocab, metadata=metadata, dtype=args.dtype)
+                      n_vocab=model.n_vocab, transforms=transforms, vocab=vocab, metadata=metadata, dtype=args.dtype,
+                      mlps=mlps)
     return out, hashlib.sha256(out.read_bytes()).hexdigest()
 
 

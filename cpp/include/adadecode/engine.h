@@ -78,6 +78,10 @@ public:
     std::vector<float> hidden_states(const std::vector<int32_t> &ids, const std::vector<int> &layers);
     // Final-layer logits of every position of teacher-forced `ids`: ids.size() x n_vocab floats.
     std::vector<float> logits(const std::vector<int32_t> &ids);
+    // The loaded exit head `index`'s logits (over its vocabulary: head_vocab_size() entries, token ids by
+    // ExitHeads::token_of) for each of `n_rows` residual states after its layer (n_rows x n_embd floats), exactly
+    // as decoding computes them: n_rows x head_vocab_size() floats. The KV cache is not touched.
+    std::vector<float> head_logits(int index, const std::vector<float> &hidden, int n_rows);
 
     // Records every forward pass from now on (on = false: stop), without changing any pass.
     void trace_passes(bool on);
