@@ -15,6 +15,8 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from .gguf_meta import read_metadata
+
 GAMMAS = (0.5, 0.75, 0.9)
 
 
@@ -31,8 +33,6 @@ class WeightSource(Protocol):
 
 def rms_eps(model_path: str) -> float:
     """The model's RMS-norm epsilon from its GGUF metadata (1e-6 when absent, as the engine assumes)."""
-    from .gguf_meta import read_metadata
-
     meta = read_metadata(model_path)  # the header only: gguf.GGUFReader would parse the whole vocabulary too
     value = meta.get(f"{meta.get('general.architecture', '')}.attention.layer_norm_rms_epsilon")
     return float(value) if value is not None else 1e-6
