@@ -14,19 +14,15 @@ Every design starts at the identity (the logit lens) unless ``init_from`` gives 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import torch
 
-if TYPE_CHECKING:
-    from .heads_format import HeadsFile
+from .heads_format import MLP_EPS, HeadsFile
 
 # Bytes per parameter of a head on the CPU engine: dense transforms are converted to Q8_0 (cpp/heads.cpp), mlp
 # heads run from their float16 matrices.
 Q8_0_BYTES = 34 / 32
 F16_BYTES = 2.0
-MLP_EPS = 1e-6  # = heads_format.MLP_EPS
 
 
 class HeadDesign(torch.nn.Module):
