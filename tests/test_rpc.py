@@ -8,6 +8,7 @@ killed mid-generation) are clear errors in bounded time, and the process stays u
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -341,9 +342,10 @@ def test_servers_die_with_the_process_that_started_them(tmp_path: Path) -> None:
         """
     )
     child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    pids: list[int] = []
     try:
         assert child.stdout is not None
-        pids = [int(p) for p in child.stdout.readline().split()]
+        pids += [int(p) for p in child.stdout.readline().split()]
         assert len(pids) == 2 and all(is_running(p) for p in pids), pids
         child.kill()
         child.wait()
@@ -354,6 +356,8 @@ def test_servers_die_with_the_process_that_started_them(tmp_path: Path) -> None:
     finally:
         child.kill()
         child.communicate()
+        for pid in filter(is_running, pids):  # orphans of a failed check: not this process's children
+            os.kill(pid, signal.SIGKILL)
 
 
 @needs_proc
