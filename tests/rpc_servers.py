@@ -3,7 +3,8 @@
 Every server is started through `Server`, which never leaves a process behind: a server that does not start in time
 is killed before the error is raised, `stop()` kills one that does not stop in time (then fails), `kill()` is the
 fixtures' teardown on every path, an atexit hook kills what a crashed run left, and each server dies with the
-process that started it (Linux PR_SET_PDEATHSIG), so even a test run killed by a CI timeout leaves none.
+process that started it (Linux PR_SET_PDEATHSIG), so even a test run killed by a CI timeout leaves none. (The
+signal follows the *thread* that started the server: start servers from the main thread, or one that outlives them.)
 
 Why the bootstrap sets SIGINT's disposition: a process started with SIGINT ignored (a background job of a
 non-interactive shell, as CI scripts often run pytest) passes that on to its children, and Python then installs no
