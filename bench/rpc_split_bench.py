@@ -84,14 +84,32 @@ def start_server() -> tuple[subprocess.Popen[str], str]:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
             return proc, f"127.0.0.1:{port}"
         except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError("rpc-server did not start") from None
+            if proc.poll() is not None or time.monotonic() > deadline:
+                stop_server(proc)
+                raise RuntimeError(f"rpc-server 127.0.0.1:{port} did not start within 60 s "
+                                   f"(exit status {proc.returncode})") from None  # fmt: skip
             time.sleep(0.1)
+        except BaseException:  # Ctrl-C while waiting: the server must not outlive the benchmark
+            stop_server(proc)
+            raise
+
+
+def stop_server(proc: subprocess.Popen[str]) -> None:
+    """SIGTERM (the server's clean stop, which works even when SIGINT is ignored), SIGKILL after 30 s."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def run_config(name: str, model: str, options: dict[str, Any], n_servers: int, args: argparse.Namespace) -> Any:
-    servers = [start_server() for _ in range(n_servers)]
+    servers: list[tuple[subprocess.Popen[str], str]] = []
     try:
+        for _ in range(n_servers):
+            servers.append(start_server())  # one at a time: a failed second start still stops the first
         if servers:
             options = {**options, "rpc_servers": ",".join(e for _, e in servers)}
         cfg = {
@@ -109,8 +127,7 @@ def run_config(name: str, model: str, options: dict[str, Any], n_servers: int, a
         return result
     finally:
         for proc, _ in servers:
-            proc.terminate()
-            proc.wait(timeout=30)
+            stop_server(proc)
 
 
 def main() -> int:

@@ -339,6 +339,10 @@ void rpc_serve(const RpcServerOptions &o) {
     const std::string endpoint = o.host + ":" + std::to_string(o.port);
     // A client that disconnects mid-reply must not kill the server with SIGPIPE.
     std::signal(SIGPIPE, SIG_IGN);
+    // ggml prints its banner (endpoint, devices, then "transport" just before it listens) without flushing: on a
+    // pipe or file stdout is block-buffered, so a supervisor waiting for the banner would wait forever, and the
+    // process ends with _exit (the serve loop has no stop call), which drops whatever is still buffered.
+    std::setvbuf(stdout, nullptr, _IOLBF, 0);
     ggml_backend_rpc_start_server(endpoint.c_str(), nullptr, static_cast<size_t>(threads), 1, &dev);
     throw Error("rpc-server could not start on " + endpoint + " (address in use, or not an address of this host?)");
 }

@@ -8,6 +8,7 @@ killed mid-generation) are clear errors in bounded time, and the process stays u
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -15,7 +16,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import numpy as np
 import pytest
 
 from prompts import PARITY_PROMPTS
+from rpc_servers import Server, ServerError, free_port, is_running, running_rpc_servers
 
 MODES = ["standard", "adadecode", "ngram", "adadecode+ngram"]
 
@@ -35,65 +37,26 @@ def _rpc_available() -> bool:
     return bool(_core.rpc_available())
 
 
-pytestmark = pytest.mark.skipif(
-    not _rpc_available(),
-    reason="this build has no RPC backend (CMake option ADADECODE_RPC, on by default; it needs the ggml source, "
-    "downloaded from PyPI at build time or given with ADADECODE_RPC_SOURCE)",
-)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
-    """One `adadecode rpc-server` process on 127.0.0.1."""
-
-    def __init__(self, *extra: str) -> None:
-        self.port = _free_port()
-        self.endpoint = f"127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "adadecode", "rpc-server", "--port", str(self.port), "-t", "1", *extra],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.stdout = ""
-        deadline = time.monotonic() + 60
-        while "transport" not in self.stdout:  # ggml prints it just before it listens
-            line = self.proc.stdout.readline() if self.proc.stdout else ""
-            if not line:
-                raise RuntimeError(f"rpc-server did not start: {self.proc.communicate()}")
-            self.stdout += line
-            assert time.monotonic() < deadline, "rpc-server took over 60 s to start"
-        self._wait_listening()
-
-    def _wait_listening(self) -> None:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("rpc-server does not listen")
-
-    def stop(self) -> tuple[int, str]:
-        """Ctrl-C, as a user stops it: returns (exit status, stderr)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-        _, err = self.proc.communicate(timeout=20)
-        return self.proc.returncode, err
+pytestmark = [
+    pytest.mark.skipif(
+        not _rpc_available(),
+        reason="this build has no RPC backend (CMake option ADADECODE_RPC, on by default; it needs the ggml source, "
+        "downloaded from PyPI at build time or given with ADADECODE_RPC_SOURCE)",
+    ),
+    # Every rpc-server a test (or a module fixture) starts is gone when it ends, pass or fail (conftest.py).
+    pytest.mark.usefixtures("no_rpc_server_outlives_the_module", "no_rpc_server_outlives_its_test"),
+]
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[Server]:
     s = Server()
-    yield s
-    rc, err = s.stop()
-    assert rc == 0 and "rpc-server: stopped" in err, (rc, err)
+    try:
+        yield s
+        rc, err = s.stop()
+        assert rc == 0 and "rpc-server: stopped" in err, (rc, err)
+    finally:
+        s.kill()
 
 
 @pytest.fixture(scope="module")
@@ -142,8 +105,8 @@ def test_remote_tokens_equal_local_in_every_mode(remote: Any, local_cpu_device: 
         assert got.tokens == want, (prompt, mode)
 
 
-def test_cli_run_with_rpc(smollm2_path: Path) -> None:
-    server = Server()  # its own: the module's server serves the `remote` model (one client at a time)
+def test_cli_run_with_rpc(smollm2_path: Path, start_rpc_server: Callable[..., Server]) -> None:
+    server = start_rpc_server()  # its own: the module's server serves the `remote` model (one client at a time)
     args = ["-m", str(smollm2_path), "-p", "The capital of France is", "-n", "8", "--temp", "0", "-c", "256"]
     local = subprocess.run(
         [sys.executable, "-m", "adadecode", "run", *args, "--device", "CPU"], capture_output=True, text=True
@@ -156,13 +119,13 @@ def test_cli_run_with_rpc(smollm2_path: Path) -> None:
     assert remote.stdout == local.stdout and remote.stdout.strip()
 
 
-def test_a_local_device_with_rpc_servers_is_refused(engine: Any, smollm2_path: Path) -> None:
-    s = Server()
-    try:
-        with pytest.raises(ValueError, match="is not a device of rpc_servers"):
-            engine(smollm2_path, n_ctx=64, rpc_servers=s.endpoint, device="CPU")
-    finally:
-        assert s.stop()[0] == 0
+def test_a_local_device_with_rpc_servers_is_refused(
+    engine: Any, smollm2_path: Path, start_rpc_server: Callable[..., Server]
+) -> None:
+    s = start_rpc_server()
+    with pytest.raises(ValueError, match="is not a device of rpc_servers"):
+        engine(smollm2_path, n_ctx=64, rpc_servers=s.endpoint, device="CPU")
+    assert s.stop()[0] == 0
 
 
 def test_busy_server_is_an_error_within_the_timeout(server: Server, remote: Any) -> None:
@@ -183,7 +146,7 @@ def test_unreachable_server_is_a_clear_error_at_once(engine: Any, smollm2_path: 
     from adadecode import Error
 
     start = time.monotonic()
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     with pytest.raises(Error, match=rf"cannot reach rpc-server 127\.0\.0\.1:{port}: Connection refused"):
         engine(smollm2_path, n_ctx=64, rpc_servers=f"127.0.0.1:{port}")
     assert time.monotonic() - start < 5
@@ -284,28 +247,24 @@ def run_killing_a_server(smollm2_path: Path, victim: Server, model_args: str, ge
     return out.stdout
 
 
-def test_server_killed_mid_generation(smollm2_path: Path) -> None:
+def test_server_killed_mid_generation(smollm2_path: Path, start_rpc_server: Callable[..., Server]) -> None:
     """SIGKILL the server while tokens stream: a clear Error, no hang, no crash; the model can be dropped and the
     same process then runs a local model."""
-    victim = Server()
-    try:
-        run_killing_a_server(smollm2_path, victim, f"rpc_servers={victim.endpoint!r}")
-    finally:
-        victim.proc.kill()
-        victim.proc.communicate()
+    victim = start_rpc_server()
+    run_killing_a_server(smollm2_path, victim, f"rpc_servers={victim.endpoint!r}")
 
 
-def test_model_that_does_not_fit_is_a_clear_error(engine: Any, smollm2_path: Path) -> None:
+def test_model_that_does_not_fit_is_a_clear_error(
+    engine: Any, smollm2_path: Path, start_rpc_server: Callable[..., Server]
+) -> None:
     """A server reporting 50 MiB (--mem) refuses SmolLM2's ~92 MiB of weights before any is sent; then the process
     loads the model locally."""
     from adadecode import Error
 
-    small = Server("--mem", "50")
-    try:
-        with pytest.raises(Error, match=r"the weights need \d+ MiB but RPC\d+ \(127\.0\.0\.1:\d+\) has 50 MiB free"):
-            engine(smollm2_path, n_ctx=64, rpc_servers=small.endpoint)
-    finally:
-        assert small.stop()[0] == 0
+    small = start_rpc_server("--mem", "50")
+    with pytest.raises(Error, match=r"the weights need \d+ MiB but RPC\d+ \(127\.0\.0\.1:\d+\) has 50 MiB free"):
+        engine(smollm2_path, n_ctx=64, rpc_servers=small.endpoint)
+    assert small.stop()[0] == 0
     assert engine(smollm2_path, n_ctx=64, n_threads=1).generate("Hi", max_tokens=1, mode="standard").tokens
 
 
@@ -315,7 +274,7 @@ def test_model_that_does_not_fit_is_a_clear_error(engine: Any, smollm2_path: Pat
 def test_non_loopback_address_warns_and_a_bind_failure_is_an_error() -> None:
     # 192.0.2.1 (TEST-NET-1) is no address of this host: the warning is printed, then binding fails cleanly.
     out = subprocess.run(
-        [sys.executable, "-m", "adadecode", "rpc-server", "--host", "192.0.2.1", "--port", str(_free_port())],
+        [sys.executable, "-m", "adadecode", "rpc-server", "--host", "192.0.2.1", "--port", str(free_port())],
         capture_output=True,
         text=True,
         timeout=60,
@@ -324,12 +283,10 @@ def test_non_loopback_address_warns_and_a_bind_failure_is_an_error() -> None:
     assert out.returncode != 0 and "could not start on 192.0.2.1" in out.stderr
 
 
-def test_mem_is_reported_to_clients() -> None:
-    s = Server("--mem", "123")
-    try:
-        assert "(123 MiB, 123 MiB free)" in s.stdout
-    finally:
-        assert s.stop()[0] == 0
+def test_mem_is_reported_to_clients(start_rpc_server: Callable[..., Server]) -> None:
+    s = start_rpc_server("--mem", "123")
+    assert "(123 MiB, 123 MiB free)" in s.stdout
+    assert s.stop()[0] == 0
 
 
 def test_bad_server_options_are_usage_errors() -> None:
@@ -338,3 +295,76 @@ def test_bad_server_options_are_usage_errors() -> None:
             [sys.executable, "-m", "adadecode", "rpc-server", *bad], capture_output=True, text=True, timeout=60
         )
         assert out.returncode != 0 and bad[0] in out.stderr, (bad, out.stderr)
+
+
+# --- no server outlives its test (rpc_servers.py) -----------------------------------------------------------------
+
+needs_proc = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds processes through Linux's /proc")
+
+
+@needs_proc
+def test_a_server_that_does_not_start_in_time_is_killed() -> None:
+    before = set(running_rpc_servers())
+    with pytest.raises(ServerError, match=r"rpc-server 127\.0\.0\.1:\d+ did not start within the timeout"):
+        Server(start_timeout_s=0.001)  # Python alone takes longer to start
+    assert set(running_rpc_servers()) <= before
+
+
+@needs_proc
+def test_a_server_that_ignores_sigint_is_killed_by_stop() -> None:
+    """What a CI run of pytest as a background job of a non-interactive shell does to every server: SIGINT ignored.
+    stop() times out, kills it and says so; nothing is left running."""
+    s = Server(sigint="ignore")
+    with pytest.raises(ServerError, match=rf"rpc-server {s.endpoint} did not stop within 2 s of SIGINT \(killed\)"):
+        s.stop(timeout_s=2)
+    assert s.proc.returncode == -signal.SIGKILL and not is_running(s.pid)
+    assert s.pid not in running_rpc_servers()
+
+
+def test_sigterm_stops_a_server_that_ignores_sigint(start_rpc_server: Callable[..., Server]) -> None:
+    """A background job (SIGINT ignored, as for any program started so) still stops cleanly on SIGTERM."""
+    s = start_rpc_server(sigint="ignore")
+    rc, err = s.stop(sig=signal.SIGTERM)
+    assert rc == 0 and "rpc-server: stopped" in err, (rc, err)
+
+
+@needs_proc
+def test_servers_die_with_the_process_that_started_them(tmp_path: Path) -> None:
+    """A test run killed outright (a CI timeout: no teardown, no atexit) takes its servers with it."""
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from rpc_servers import Server
+        servers = [Server(), Server()]
+        print(" ".join(str(s.pid) for s in servers), flush=True)
+        time.sleep(600)
+        """
+    )
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    pids: list[int] = []
+    try:
+        assert child.stdout is not None
+        pids += [int(p) for p in child.stdout.readline().split()]
+        assert len(pids) == 2 and all(is_running(p) for p in pids), pids
+        child.kill()
+        child.wait()
+        deadline = time.monotonic() + 30
+        while any(is_running(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(is_running(p) for p in pids), pids
+    finally:
+        child.kill()
+        child.communicate()
+        for pid in filter(is_running, pids):  # orphans of a failed check: not this process's children
+            os.kill(pid, signal.SIGKILL)
+
+
+@needs_proc
+def test_banner_arrives_without_pythonunbuffered(start_rpc_server: Callable[..., Server]) -> None:
+    """Without PYTHONUNBUFFERED (a user's shell) C's stdout is block-buffered on a pipe: the server line-buffers it,
+    so a supervisor reads its banner before any client connects (rpc_servers.Server waits for it first)."""
+    s = start_rpc_server()
+    env = Path(f"/proc/{s.pid}/environ").read_bytes().split(b"\0")
+    assert not any(e.startswith(b"PYTHONUNBUFFERED=") for e in env)
+    assert "Starting RPC server v" in s.stdout and "transport" in s.stdout

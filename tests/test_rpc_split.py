@@ -12,7 +12,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +20,21 @@ import numpy as np
 import pytest
 
 from prompts import PARITY_PROMPTS
-from test_rpc import MODES, Server, pytestmark, run_killing_a_server  # noqa: F401  (pytestmark: skipped without the RPC backend)
+from rpc_servers import Server, kill_all
+from test_rpc import MODES, pytestmark, run_killing_a_server  # noqa: F401  (pytestmark: RPC backend, no server left over)
 
 N_LAYER = 30  # SmolLM2-135M
 
 
 @pytest.fixture(scope="module")
 def servers() -> Iterator[list[Server]]:
-    pair = [Server(), Server()]
-    yield pair
-    assert [s.stop()[0] for s in pair] == [0, 0]
+    pair: list[Server] = []
+    try:
+        pair += [Server(), Server()]
+        yield pair
+        assert [s.stop()[0] for s in pair] == [0, 0]
+    finally:
+        kill_all(pair)
 
 
 @pytest.fixture(scope="module")
@@ -176,64 +181,59 @@ def test_more_devices_than_layers_is_refused(engine: Any, endpoints: str, tmp_pa
     assert [(b, e) for _, b, e in tiny.split] == [(0, 1), (1, 2)]
 
 
-def test_split_that_does_not_fit_is_a_clear_error(engine: Any, smollm2_path: Path) -> None:
+def test_split_that_does_not_fit_is_a_clear_error(
+    engine: Any, smollm2_path: Path, start_rpc_server: Callable[..., Server]
+) -> None:
     """The second server reports 20 MiB (--mem): its third of the layers with the output matrix (~49 MiB) does not
     fit; refused before any weight is sent to any device, naming the range and both sizes. The process then loads
     the model locally."""
     from adadecode import Error
 
-    big, small = Server(), Server("--mem", "20")
-    try:
-        with pytest.raises(
-            Error,
-            match=r"the weights of layers \[20, 30\) and the output need \d+ MiB but RPC\d+ \(127\.0\.0\.1:\d+\) has "
-            r"20 MiB free",
-        ):
-            engine(smollm2_path, n_ctx=64, rpc_servers=f"{big.endpoint},{small.endpoint}", tensor_split=[1, 1, 1])
-    finally:
-        assert [big.stop()[0], small.stop()[0]] == [0, 0]
+    big, small = start_rpc_server(), start_rpc_server("--mem", "20")
+    with pytest.raises(
+        Error,
+        match=r"the weights of layers \[20, 30\) and the output need \d+ MiB but RPC\d+ \(127\.0\.0\.1:\d+\) has "
+        r"20 MiB free",
+    ):
+        engine(smollm2_path, n_ctx=64, rpc_servers=f"{big.endpoint},{small.endpoint}", tensor_split=[1, 1, 1])
+    assert [big.stop()[0], small.stop()[0]] == [0, 0]
     assert engine(smollm2_path, n_ctx=64, n_threads=1).generate("Hi", max_tokens=1, mode="standard").tokens
 
 
 @pytest.mark.parametrize("mode", ["standard", "adadecode+ngram"])
-def test_server_killed_mid_generation_in_a_split(smollm2_path: Path, mode: str) -> None:
+def test_server_killed_mid_generation_in_a_split(
+    smollm2_path: Path, mode: str, start_rpc_server: Callable[..., Server]
+) -> None:
     """SIGKILL the last server (which holds the output) while tokens stream: a clear Error at the next pass, no hang;
     the model can be dropped and the same process then runs a local model."""
-    first, victim = Server(), Server()
+    first, victim = start_rpc_server(), start_rpc_server()
     start = time.monotonic()
-    try:
-        stdout = run_killing_a_server(
-            smollm2_path, victim, f'heads="auto", rpc_servers={first.endpoint + "," + victim.endpoint!r}',
-            f", mode={mode!r}",
-        )  # fmt: skip
-    finally:
-        for s in (first, victim):
-            s.proc.kill()
-            s.proc.communicate()
+    stdout = run_killing_a_server(
+        smollm2_path, victim, f'heads="auto", rpc_servers={first.endpoint + "," + victim.endpoint!r}',
+        f", mode={mode!r}",
+    )  # fmt: skip
     assert "SPLIT [('CPU', 0," in stdout, stdout
     assert time.monotonic() - start < 60
 
 
-def test_cli_run_with_a_split(smollm2_path: Path) -> None:
-    pair = [Server(), Server()]  # their own: the module's servers serve this process's models
+def test_cli_run_with_a_split(smollm2_path: Path, start_rpc_server: Callable[..., Server]) -> None:
+    pair = [start_rpc_server(), start_rpc_server()]  # their own: the module's servers serve this process's models
     args = ["-m", str(smollm2_path), "-p", "The capital of France is", "-n", "8", "--temp", "0", "-c", "256"]
     rpc = ["--rpc", ",".join(s.endpoint for s in pair)]
-    try:
-        local = subprocess.run(
-            [sys.executable, "-m", "adadecode", "run", *args, "--device", "CPU"], capture_output=True, text=True
-        )
-        split = subprocess.run(
-            [sys.executable, "-m", "adadecode", "run", *args, *rpc, "--tensor-split", "2,1,1", "-v"],
-            capture_output=True,
-            text=True,
-        )
-        bad = subprocess.run(
-            [sys.executable, "-m", "adadecode", "run", *args, *rpc, "--tensor-split", "1,1"],
-            capture_output=True,
-            text=True,
-        )
-    finally:
-        assert [s.stop()[0] for s in pair] == [0, 0]
+    local = subprocess.run(
+        [sys.executable, "-m", "adadecode", "run", *args, "--device", "CPU"], capture_output=True, text=True
+    )
+    split = subprocess.run(
+        [sys.executable, "-m", "adadecode", "run", *args, *rpc, "--tensor-split", "2,1,1", "-v"],
+        capture_output=True,
+        text=True,
+    )
+    bad = subprocess.run(
+        [sys.executable, "-m", "adadecode", "run", *args, *rpc, "--tensor-split", "1,1"],
+        capture_output=True,
+        text=True,
+    )
+    assert [s.stop()[0] for s in pair] == [0, 0]
     assert local.returncode == 0 and split.returncode == 0, (local.stderr, split.stderr)
     assert split.stdout == local.stdout and split.stdout.strip()
     assert re.search(r"device=CPU\[0,15\)\+RPC\d+\[15,23\)\+RPC\d+\[23,30\)", split.stderr), split.stderr

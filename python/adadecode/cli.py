@@ -192,12 +192,14 @@ def cmd_rpc_server(args: argparse.Namespace) -> int:
             failure.append(e)
 
     # ggml's server loop never returns while it serves: it runs on a daemon thread, and the main thread waits for
-    # Ctrl-C (or SIGTERM) and then ends the process.
+    # Ctrl-C (or SIGTERM) and then ends the process. A process started with SIGINT ignored (a background job of a
+    # non-interactive shell) keeps ignoring it, as Python leaves it: SIGTERM is the way to stop one (docs/rpc.md).
     thread = threading.Thread(target=serve, name="rpc-server", daemon=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    thread.start()
     try:
+        thread.start()  # inside the try: a Ctrl-C at any point from here on ends in os._exit below, never in a
+        # normal interpreter shutdown that would run C++ static destructors under the still-serving thread
         while thread.is_alive() and not stop.wait(0.2):
             pass
     except KeyboardInterrupt:
