@@ -686,12 +686,13 @@ inline __m256i broadcast4(const int8_t *q) {
     return _mm256_set1_epi32(four);
 }
 
-// Bit i of `bits` -> byte i all ones (0xFF) or zero, for the 32 bytes of a register.
-inline __m256i expand_bits(uint32_t bits) {
-    const __m256i byte_of_bit = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);
+// Bit i of the 32-bit word `half` of a Q5_0 mask (see q5_0_packed_bytes) -> byte i all ones (0xFF) or zero, for the 32
+// bytes of a register. The mask comes in every 64-bit lane, loaded once for both halves.
+inline __m256i expand_bits(__m256i mask64, int half) {
+    const int64_t step = 0x0101010101010101, first = 4 * half * step;
+    const __m256i byte_of_bit = _mm256_set_epi64x(first + 3 * step, first + 2 * step, first + step, first);
     const __m256i bit_in_byte = _mm256_set1_epi64x(static_cast<int64_t>(0x8040201008040201ULL));
-    const __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(bits)), byte_of_bit);
-    return _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit_in_byte), bit_in_byte);
+    return _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(mask64, byte_of_bit), bit_in_byte), bit_in_byte);
 }
 
 template <int NR>
@@ -871,22 +872,23 @@ void packed_nibbles_32_avx2(const uint8_t *w, const uint8_t *const *act, int64_t
     for (int64_t b = 0; b < n_blocks; ++b, w += block_bytes) {
         if constexpr (NR >= packed_prefetch_min_rows)
             prefetch_row(w + packed_prefetch_distance, block_bytes);
-        uint64_t masks[8] = {};
-        if constexpr (fifth_bits)
-            std::memcpy(masks, w + q5_packed_masks, sizeof(masks));
         __m256i dots[2][NR], pairs[2][NR];
         for (int t = 0; t < 4; ++t) {
-            __m256i low[2], high[2];
+            __m256i low[2], high[2], low_mask = _mm256_setzero_si256(), high_mask = _mm256_setzero_si256();
+            if constexpr (fifth_bits) {
+                const uint8_t *masks = w + q5_packed_masks;
+                low_mask = _mm256_broadcastq_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(masks + 8 * t)));
+                high_mask =
+                    _mm256_broadcastq_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(masks + 8 * t + 32)));
+            }
             for (int half = 0; half < 2; ++half) {
                 const __m256i packed =
                     _mm256_loadu_si256(reinterpret_cast<const __m256i *>(w + qs_offset + 64 * t + 32 * half));
                 low[half] = _mm256_and_si256(packed, m4);
                 high[half] = _mm256_and_si256(_mm256_srli_epi16(packed, 4), m4);
                 if constexpr (fifth_bits) {
-                    const uint32_t low_bits = static_cast<uint32_t>(masks[t] >> (32 * half));
-                    const uint32_t high_bits = static_cast<uint32_t>(masks[t + 4] >> (32 * half));
-                    low[half] = _mm256_add_epi8(low[half], _mm256_and_si256(expand_bits(low_bits), sixteen));
-                    high[half] = _mm256_add_epi8(high[half], _mm256_and_si256(expand_bits(high_bits), sixteen));
+                    low[half] = _mm256_add_epi8(low[half], _mm256_and_si256(expand_bits(low_mask, half), sixteen));
+                    high[half] = _mm256_add_epi8(high[half], _mm256_and_si256(expand_bits(high_mask, half), sixteen));
                 }
             }
             for (int r = 0; r < NR; ++r) {
