@@ -660,7 +660,7 @@ inline __m512i join(__m256i low, __m256i high) {
 // exact and equal to the AVX-512 kernels' (the same pair sums in int16 as their non-VNNI variant, which no value can
 // saturate), and the float operations are the same, in the same order: the results are bitwise those of the AVX-512
 // packed kernels, and per activation row independent of NR. Four activation rows per call fit in 16 registers (the
-// Q4_K and Q6_K kernels' per-block sums spill at four, which costs less than a second pass over the block).
+// per-block sums of both halves spill at four, which costs less than a second pass over the block).
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c")
 
@@ -675,9 +675,27 @@ void store_packed_half_avx2(const __m256 *acc, int half, float *out) {
     }
 }
 
+// Both halves of a packed group's outputs into the tile order. The accumulators go through a copy: with their own
+// address passed on, GCC 12 kept them in memory through the whole loop over the blocks.
+template <int NR>
+void store_packed_avx2(const __m256 (&acc)[2][NR], float *out) {
+    for (int half = 0; half < 2; ++half) {
+        __m256 copy[NR];
+        for (int r = 0; r < NR; ++r) copy[r] = acc[half][r];
+        store_packed_half_avx2<NR>(copy, half, out);
+    }
+}
+
 // 8 f16 values (one half of a packed group's 16 row scales) as f32.
 inline __m256 f16x8(const uint8_t *p) {
     return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p)));
+}
+
+// v, computed here: integer additions are associative, and GCC 12 turned a running sum over 8 registers into a
+// tree over all 32 products of a Q8_0 block, which for one row spilled half of them to the stack.
+inline __m256i in_register(__m256i v) {
+    asm("" : "+x"(v));
+    return v;
 }
 
 inline __m256i broadcast4(const int8_t *q) {
@@ -764,8 +782,7 @@ void packed_q4_k_avx2(const uint8_t *w, size_t, int64_t, const uint8_t *const *a
             }
         }
     }
-    store_packed_half_avx2<NR>(acc[0], 0, out);
-    store_packed_half_avx2<NR>(acc[1], 1, out);
+    store_packed_avx2<NR>(acc, out);
 }
 
 template <int NR>
@@ -851,8 +868,7 @@ void packed_q6_k_avx2(const uint8_t *w, size_t, int64_t, const uint8_t *const *a
             }
         }
     }
-    store_packed_half_avx2<NR>(acc[0], 0, out);
-    store_packed_half_avx2<NR>(acc[1], 1, out);
+    store_packed_avx2<NR>(acc, out);
 }
 
 // Both halves of a block in the same pass, as packed_q4_k_avx2. Pair sums of two registers add up in int16 before
@@ -924,8 +940,7 @@ void packed_nibbles_32_avx2(const uint8_t *w, const uint8_t *const *act, int64_t
             }
         }
     }
-    store_packed_half_avx2<NR>(acc[0], 0, out);
-    store_packed_half_avx2<NR>(acc[1], 1, out);
+    store_packed_avx2<NR>(acc, out);
 }
 
 template <int NR>
@@ -967,8 +982,8 @@ void packed_q8_0_avx2(const uint8_t *w, size_t, int64_t, const uint8_t *const *a
                 for (int half = 0; half < 2; ++half) {
                     const __m256i x_low = _mm256_maddubs_epi16(low[half], q);
                     const __m256i x_high = _mm256_maddubs_epi16(high[half], q);
-                    lows[half][r] = t == 0 ? x_low : _mm256_add_epi16(lows[half][r], x_low);
-                    highs[half][r] = t == 0 ? x_high : _mm256_add_epi16(highs[half][r], x_high);
+                    lows[half][r] = t == 0 ? x_low : in_register(_mm256_add_epi16(lows[half][r], x_low));
+                    highs[half][r] = t == 0 ? x_high : in_register(_mm256_add_epi16(highs[half][r], x_high));
                 }
             }
         }
@@ -983,8 +998,7 @@ void packed_q8_0_avx2(const uint8_t *w, size_t, int64_t, const uint8_t *const *a
             }
         }
     }
-    store_packed_half_avx2<NR>(acc[0], 0, out);
-    store_packed_half_avx2<NR>(acc[1], 1, out);
+    store_packed_avx2<NR>(acc, out);
 }
 
 #pragma GCC pop_options
