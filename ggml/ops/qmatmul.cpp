@@ -656,9 +656,10 @@ inline __m512i join(__m256i low, __m256i high) {
 // then 8-15). The kernels work on both halves side by side, so that every cache line is used whole the one time it
 // comes from memory and each activation broadcast serves 16 rows: run one half through every block and then the
 // other, and the one-row pass over the 1.5B model's matrices streamed at about 2/3 of the speed (1 thread, 1536 x
-// 65536 from memory: Q4_K 2.95 -> 1.98 ms, Q6_K 5.3 -> 3.1 ms). Per 32-bit lane (one output) the integer sums are
-// exact and equal to the AVX-512 kernels' (the same pair sums in int16 as their non-VNNI variant, which no value can
-// saturate), and the float operations are the same, in the same order: the results are bitwise those of the AVX-512
+// 65536 from memory: Q4_K 2.95 -> 1.98 ms, Q6_K 5.3 -> 3.1 ms), and over the 0.5B's (896 x 65536) at about 1/2 to
+// 2/3 (Q5_0 2.8-4.6 -> 1.7-2.0 ms, Q8_0 3.7-5.2 -> 2.4-2.5 ms). Per 32-bit lane (one output) the integer sums are
+// exact and equal to the AVX-512 kernels' (partial sums in int16 that no value can saturate, widened to int32), and
+// the float operations are the same, in the same order: the results are bitwise those of the AVX-512
 // packed kernels, and per activation row independent of NR. Four activation rows per call fit in 16 registers (the
 // per-block sums of both halves spill at four, which costs less than a second pass over the block).
 #pragma GCC push_options
