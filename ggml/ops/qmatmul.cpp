@@ -653,15 +653,15 @@ inline __m512i join(__m256i low, __m256i high) {
 #pragma GCC pop_options
 
 // The packed layouts on AVX2: each 64-byte register of a 16-row group is taken as two halves of 8 rows (rows 0-7,
-// then 8-15). The Q4_K and Q6_K kernels (most of a K-quant model's bytes) work on both halves side by side, so that
-// every cache line is used whole the one time it comes from memory and each activation broadcast serves 16 rows:
-// run one half through every block and then the other, and the one-row pass over the 1.5B model's matrices streamed
-// at about 2/3 of the speed (1 thread, 1536 x 65536 from memory: Q4_K 2.95 -> 1.98 ms, Q6_K 5.3 -> 3.1 ms). The
-// 32-value block types still run the halves one after the other. Per 32-bit lane (one output) the integer sums are
-// exact and equal to the AVX-512 kernels' (the same pair sums in int16 as their non-VNNI variant, which no value can
-// saturate), and the float operations are the same, in the same order: the results are bitwise those of the AVX-512
+// then 8-15). The kernels work on both halves side by side, so that every cache line is used whole the one time it
+// comes from memory and each activation broadcast serves 16 rows: run one half through every block and then the
+// other, and the one-row pass over the 1.5B model's matrices streamed at about 2/3 of the speed (1 thread, 1536 x
+// 65536 from memory: Q4_K 2.95 -> 1.98 ms, Q6_K 5.3 -> 3.1 ms), and over the 0.5B's (896 x 65536) at about 1/2 to
+// 2/3 (Q5_0 2.8-4.6 -> 1.7-2.0 ms, Q8_0 3.7-5.2 -> 2.4-2.5 ms). Per 32-bit lane (one output) the integer sums are
+// exact and equal to the AVX-512 kernels' (partial sums in int16 that no value can saturate, widened to int32), and
+// the float operations are the same, in the same order: the results are bitwise those of the AVX-512
 // packed kernels, and per activation row independent of NR. Four activation rows per call fit in 16 registers (the
-// Q4_K and Q6_K kernels' per-block sums spill at four, which costs less than a second pass over the block).
+// per-block sums of both halves spill at four, which costs less than a second pass over the block).
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c")
 
@@ -676,9 +676,27 @@ void store_packed_half_avx2(const __m256 *acc, int half, float *out) {
     }
 }
 
+// Both halves of a packed group's outputs into the tile order. The accumulators go through a copy: with their own
+// address passed on, GCC 12 kept them in memory through the whole loop over the blocks.
+template <int NR>
+void store_packed_avx2(const __m256 (&acc)[2][NR], float *out) {
+    for (int half = 0; half < 2; ++half) {
+        __m256 copy[NR];
+        for (int r = 0; r < NR; ++r) copy[r] = acc[half][r];
+        store_packed_half_avx2<NR>(copy, half, out);
+    }
+}
+
 // 8 f16 values (one half of a packed group's 16 row scales) as f32.
 inline __m256 f16x8(const uint8_t *p) {
     return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p)));
+}
+
+// v, computed here: integer additions are associative, and GCC 12 turned a running sum over 8 registers into a
+// tree over all 32 products of a Q8_0 block, which for one row spilled half of them to the stack.
+inline __m256i in_register(__m256i v) {
+    asm("" : "+x"(v));
+    return v;
 }
 
 inline __m256i broadcast4(const int8_t *q) {
@@ -687,12 +705,13 @@ inline __m256i broadcast4(const int8_t *q) {
     return _mm256_set1_epi32(four);
 }
 
-// Bit i of `bits` -> byte i all ones (0xFF) or zero, for the 32 bytes of a register.
-inline __m256i expand_bits(uint32_t bits) {
-    const __m256i byte_of_bit = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);
+// Bit i of the 32-bit word `half` of a Q5_0 mask (see q5_0_packed_bytes) -> byte i all ones (0xFF) or zero, for the 32
+// bytes of a register. The mask comes in every 64-bit lane, loaded once for both halves.
+inline __m256i expand_bits(__m256i mask64, int half) {
+    const int64_t step = 0x0101010101010101, first = 4 * half * step;
+    const __m256i byte_of_bit = _mm256_set_epi64x(first + 3 * step, first + 2 * step, first + step, first);
     const __m256i bit_in_byte = _mm256_set1_epi64x(static_cast<int64_t>(0x8040201008040201ULL));
-    const __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(bits)), byte_of_bit);
-    return _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit_in_byte), bit_in_byte);
+    return _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(mask64, byte_of_bit), bit_in_byte), bit_in_byte);
 }
 
 template <int NR>
@@ -764,8 +783,7 @@ void packed_q4_k_avx2(const uint8_t *w, size_t, int64_t, const uint8_t *const *a
             }
         }
     }
-    store_packed_half_avx2<NR>(acc[0], 0, out);
-    store_packed_half_avx2<NR>(acc[1], 1, out);
+    store_packed_avx2<NR>(acc, out);
 }
 
 template <int NR>
@@ -851,48 +869,61 @@ void packed_q6_k_avx2(const uint8_t *w, size_t, int64_t, const uint8_t *const *a
             }
         }
     }
-    store_packed_half_avx2<NR>(acc[0], 0, out);
-    store_packed_half_avx2<NR>(acc[1], 1, out);
+    store_packed_avx2<NR>(acc, out);
 }
 
+// Both halves of a block in the same pass, as packed_q4_k_avx2. Pair sums of two registers add up in int16 before
+// one widening multiply-add: at most 8 products of 31 x 127 (31,496) per int16 lane, so none saturates, and the
+// int32 sums are those of widening every register on its own.
 template <int NR, bool fifth_bits>
-void packed_nibbles_32_avx2(const uint8_t *w0, const uint8_t *const *act, int64_t n_blocks, float *out) {
+void packed_nibbles_32_avx2(const uint8_t *w, const uint8_t *const *act, int64_t n_blocks, float *out) {
     constexpr size_t block_bytes = fifth_bits ? q5_0_packed_bytes : q4_1_packed_bytes;
     constexpr size_t qs_offset = fifth_bits ? q5_packed_qs : q4_1_packed_qs;
     Act32 a[NR];
-    for (int r = 0; r < NR; ++r) a[r] = Act32(act[r], n_blocks);
+    __m256 acc[2][NR];
+    for (int r = 0; r < NR; ++r) {
+        a[r] = Act32(act[r], n_blocks);
+        acc[0][r] = acc[1][r] = _mm256_setzero_ps();
+    }
     const __m256i m4 = _mm256_set1_epi8(0x0F), sixteen = _mm256_set1_epi8(16), ones16 = _mm256_set1_epi16(1);
-    for (int half = 0; half < 2; ++half) {
-        __m256 acc[NR];
-        for (int r = 0; r < NR; ++r) acc[r] = _mm256_setzero_ps();
-        const uint8_t *w = w0;
-        for (int64_t b = 0; b < n_blocks; ++b, w += block_bytes) {
-            if constexpr (NR >= packed_prefetch_min_rows) {
-                if (half == 0)
-                    prefetch_row(w + packed_prefetch_distance, block_bytes);
+    for (int64_t b = 0; b < n_blocks; ++b, w += block_bytes) {
+        if constexpr (NR >= packed_prefetch_min_rows)
+            prefetch_row(w + packed_prefetch_distance, block_bytes);
+        __m256i dots[2][NR], pairs[2][NR];
+        for (int t = 0; t < 4; ++t) {
+            __m256i low[2], high[2], low_mask = _mm256_setzero_si256(), high_mask = _mm256_setzero_si256();
+            if constexpr (fifth_bits) {
+                const uint8_t *masks = w + q5_packed_masks;
+                low_mask = _mm256_broadcastq_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(masks + 8 * t)));
+                high_mask =
+                    _mm256_broadcastq_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(masks + 8 * t + 32)));
             }
-            uint64_t masks[8] = {};
-            if constexpr (fifth_bits)
-                std::memcpy(masks, w + q5_packed_masks, sizeof(masks));
-            __m256i dots[NR];
-            for (int t = 0; t < 4; ++t) {
+            for (int half = 0; half < 2; ++half) {
                 const __m256i packed =
                     _mm256_loadu_si256(reinterpret_cast<const __m256i *>(w + qs_offset + 64 * t + 32 * half));
-                __m256i low = _mm256_and_si256(packed, m4);
-                __m256i high = _mm256_and_si256(_mm256_srli_epi16(packed, 4), m4);
+                low[half] = _mm256_and_si256(packed, m4);
+                high[half] = _mm256_and_si256(_mm256_srli_epi16(packed, 4), m4);
                 if constexpr (fifth_bits) {
-                    const uint32_t low_bits = static_cast<uint32_t>(masks[t] >> (32 * half));
-                    const uint32_t high_bits = static_cast<uint32_t>(masks[t + 4] >> (32 * half));
-                    low = _mm256_add_epi8(low, _mm256_and_si256(expand_bits(low_bits), sixteen));
-                    high = _mm256_add_epi8(high, _mm256_and_si256(expand_bits(high_bits), sixteen));
-                }
-                for (int r = 0; r < NR; ++r) {
-                    const __m256i x = _mm256_add_epi16(_mm256_maddubs_epi16(low, broadcast4(a[r].q + 32 * b + 4 * t)),
-                                                       _mm256_maddubs_epi16(high, broadcast4(a[r].q + 32 * b + 16 + 4 * t)));
-                    const __m256i x32 = _mm256_madd_epi16(x, ones16);
-                    dots[r] = t == 0 ? x32 : _mm256_add_epi32(dots[r], x32);
+                    low[half] = _mm256_add_epi8(low[half], _mm256_and_si256(expand_bits(low_mask, half), sixteen));
+                    high[half] = _mm256_add_epi8(high[half], _mm256_and_si256(expand_bits(high_mask, half), sixteen));
                 }
             }
+            for (int r = 0; r < NR; ++r) {
+                const __m256i q_low = broadcast4(a[r].q + 32 * b + 4 * t);
+                const __m256i q_high = broadcast4(a[r].q + 32 * b + 16 + 4 * t);
+                for (int half = 0; half < 2; ++half) {
+                    const __m256i x = _mm256_add_epi16(_mm256_maddubs_epi16(low[half], q_low),
+                                                       _mm256_maddubs_epi16(high[half], q_high));
+                    if (t % 2 == 0) {
+                        pairs[half][r] = x;
+                    } else {
+                        const __m256i x32 = _mm256_madd_epi16(_mm256_add_epi16(pairs[half][r], x), ones16);
+                        dots[half][r] = t == 1 ? x32 : _mm256_add_epi32(dots[half][r], x32);
+                    }
+                }
+            }
+        }
+        for (int half = 0; half < 2; ++half) {
             const __m256 d = f16x8(w + 16 * half);
             __m256 mins = _mm256_setzero_ps();
             if constexpr (!fifth_bits)
@@ -900,16 +931,17 @@ void packed_nibbles_32_avx2(const uint8_t *w0, const uint8_t *const *act, int64_
             for (int r = 0; r < NR; ++r) {
                 const __m256 scale = _mm256_mul_ps(d, _mm256_set1_ps(a[r].d[b]));
                 if constexpr (fifth_bits) {
-                    const __m256i total = _mm256_sub_epi32(dots[r], _mm256_set1_epi32(16 * a[r].sum[b]));
-                    acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(total), scale, acc[r]);
+                    const __m256i total = _mm256_sub_epi32(dots[half][r], _mm256_set1_epi32(16 * a[r].sum[b]));
+                    acc[half][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(total), scale, acc[half][r]);
                 } else {
-                    acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots[r]), scale, acc[r]);
-                    acc[r] = _mm256_fmadd_ps(mins, _mm256_set1_ps(a[r].d[b] * static_cast<float>(a[r].sum[b])), acc[r]);
+                    acc[half][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots[half][r]), scale, acc[half][r]);
+                    acc[half][r] = _mm256_fmadd_ps(
+                        mins, _mm256_set1_ps(a[r].d[b] * static_cast<float>(a[r].sum[b])), acc[half][r]);
                 }
             }
         }
-        store_packed_half_avx2<NR>(acc, half, out);
     }
+    store_packed_avx2<NR>(acc, out);
 }
 
 template <int NR>
@@ -922,44 +954,52 @@ void packed_q4_1_avx2(const uint8_t *w, size_t, int64_t, const uint8_t *const *a
     packed_nibbles_32_avx2<NR, false>(w, act, n_blocks, out);
 }
 
+// Both halves of a block in the same pass, as packed_q4_k_avx2. Unsigned weights up to 255: their nibbles go
+// separately so that the int16 pair sums cannot saturate, and those of all 8 registers add up in int16 (at most 16
+// products of 15 x 127, 30,480) before one widening multiply-add each, the high ones weighted 16: the same int32
+// sums as widening every register on its own.
 template <int NR>
-void packed_q8_0_avx2(const uint8_t *w0, size_t, int64_t, const uint8_t *const *act, int64_t n_blocks, float *out) {
+void packed_q8_0_avx2(const uint8_t *w, size_t, int64_t, const uint8_t *const *act, int64_t n_blocks, float *out) {
     Act32 a[NR];
-    for (int r = 0; r < NR; ++r) a[r] = Act32(act[r], n_blocks);
+    __m256 acc[2][NR];
+    for (int r = 0; r < NR; ++r) {
+        a[r] = Act32(act[r], n_blocks);
+        acc[0][r] = acc[1][r] = _mm256_setzero_ps();
+    }
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     const __m256i ones16 = _mm256_set1_epi16(1), sixteens16 = _mm256_set1_epi16(16);
-    for (int half = 0; half < 2; ++half) {
-        __m256 acc[NR];
-        for (int r = 0; r < NR; ++r) acc[r] = _mm256_setzero_ps();
-        const uint8_t *w = w0;
-        for (int64_t b = 0; b < n_blocks; ++b, w += q8_0_packed_bytes) {
-            if constexpr (NR >= packed_prefetch_min_rows) {
-                if (half == 0)
-                    prefetch_row(w + packed_prefetch_distance, q8_0_packed_bytes);
-            }
-            __m256i dots[NR];
-            for (int t = 0; t < 8; ++t) {
-                // Unsigned weights up to 255: their nibbles go separately so that the int16 pair sums cannot
-                // saturate, the high ones weighted 16 on widening.
-                const __m256i u =
-                    _mm256_loadu_si256(reinterpret_cast<const __m256i *>(w + q8_packed_qs + 64 * t + 32 * half));
-                const __m256i low = _mm256_and_si256(u, m4);
-                const __m256i high = _mm256_and_si256(_mm256_srli_epi16(u, 4), m4);
-                for (int r = 0; r < NR; ++r) {
-                    const __m256i q = broadcast4(a[r].q + 32 * b + 4 * t);
-                    const __m256i x = _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(low, q), ones16),
-                                                       _mm256_madd_epi16(_mm256_maddubs_epi16(high, q), sixteens16));
-                    dots[r] = t == 0 ? x : _mm256_add_epi32(dots[r], x);
+    for (int64_t b = 0; b < n_blocks; ++b, w += q8_0_packed_bytes) {
+        if constexpr (NR >= packed_prefetch_min_rows)
+            prefetch_row(w + packed_prefetch_distance, q8_0_packed_bytes);
+        __m256i lows[2][NR], highs[2][NR];
+        for (int t = 0; t < 8; ++t) {
+            const __m256i u0 = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(w + q8_packed_qs + 64 * t));
+            const __m256i u1 = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(w + q8_packed_qs + 64 * t + 32));
+            const __m256i low[2] = {_mm256_and_si256(u0, m4), _mm256_and_si256(u1, m4)};
+            const __m256i high[2] = {_mm256_and_si256(_mm256_srli_epi16(u0, 4), m4),
+                                     _mm256_and_si256(_mm256_srli_epi16(u1, 4), m4)};
+            for (int r = 0; r < NR; ++r) {
+                const __m256i q = broadcast4(a[r].q + 32 * b + 4 * t);
+                for (int half = 0; half < 2; ++half) {
+                    const __m256i x_low = _mm256_maddubs_epi16(low[half], q);
+                    const __m256i x_high = _mm256_maddubs_epi16(high[half], q);
+                    lows[half][r] = t == 0 ? x_low : in_register(_mm256_add_epi16(lows[half][r], x_low));
+                    highs[half][r] = t == 0 ? x_high : in_register(_mm256_add_epi16(highs[half][r], x_high));
                 }
             }
+        }
+        for (int half = 0; half < 2; ++half) {
             const __m256 d = f16x8(w + 16 * half);
             for (int r = 0; r < NR; ++r) {
-                const __m256i total = _mm256_sub_epi32(dots[r], _mm256_set1_epi32(128 * a[r].sum[b]));
-                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(total), _mm256_mul_ps(d, _mm256_set1_ps(a[r].d[b])), acc[r]);
+                const __m256i dots = _mm256_add_epi32(_mm256_madd_epi16(lows[half][r], ones16),
+                                                      _mm256_madd_epi16(highs[half][r], sixteens16));
+                const __m256i total = _mm256_sub_epi32(dots, _mm256_set1_epi32(128 * a[r].sum[b]));
+                acc[half][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(total), _mm256_mul_ps(d, _mm256_set1_ps(a[r].d[b])),
+                                               acc[half][r]);
             }
         }
-        store_packed_half_avx2<NR>(acc, half, out);
     }
+    store_packed_avx2<NR>(acc, out);
 }
 
 #pragma GCC pop_options
