@@ -1,7 +1,7 @@
 #!/bin/bash
 set -e
 # with adadecode installed; training paused (SIGSTOP) during the run
-cd /work/main
+cd "$(dirname "$0")/../../../.."  # the repository root
 O=bench/results/roofline/after-merges-2026-12-03e
 uptime > $O/uptime.txt
 adadecode bench --micro -m qwen2.5-coder-1.5b -t 2 --reps 7 --no-progress -o $O/micro-avx512-zen4
