@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from adadecode.bench.machine import cpu_class, cpu_name
+from adadecode.bench.processes import stop_process
 
 PROMPTS = [
     "def quicksort(arr):\n",
@@ -85,24 +86,13 @@ def start_server() -> tuple[subprocess.Popen[str], str]:
             return proc, f"127.0.0.1:{port}"
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
-                stop_server(proc)
+                stop_process(proc, 30)
                 raise RuntimeError(f"rpc-server 127.0.0.1:{port} did not start within 60 s "
                                    f"(exit status {proc.returncode})") from None  # fmt: skip
             time.sleep(0.1)
         except BaseException:  # Ctrl-C while waiting: the server must not outlive the benchmark
-            stop_server(proc)
+            stop_process(proc, 30)
             raise
-
-
-def stop_server(proc: subprocess.Popen[str]) -> None:
-    """SIGTERM (the server's clean stop, which works even when SIGINT is ignored), SIGKILL after 30 s."""
-    if proc.poll() is None:
-        proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def run_config(name: str, model: str, options: dict[str, Any], n_servers: int, args: argparse.Namespace) -> Any:
@@ -127,7 +117,7 @@ def run_config(name: str, model: str, options: dict[str, Any], n_servers: int, a
         return result
     finally:
         for proc, _ in servers:
-            stop_server(proc)
+            stop_process(proc, 30)
 
 
 def main() -> int:

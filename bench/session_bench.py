@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from adadecode.bench.machine import cpu_class
+from adadecode.bench.processes import stop_process
 
 CACHE = Path(os.environ.get("ADADECODE_CACHE", Path.home() / ".cache/adadecode"))
 LLAMA_SERVER = CACHE / "llamacpp-bin/bin/llama-server"
@@ -145,12 +146,7 @@ def running(cmd: list[str], port: int, log: Path, timeout: float = 300.0) -> Ite
         _wait_healthy(url, proc, str(log), timeout)
         yield url, proc.pid
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 20)
 
 
 def one_turn(
