@@ -266,8 +266,14 @@ void Generation::run(const PassPlan &p) {
     req.logits = at_top ? PassRequest::Logits::all : PassRequest::Logits::none;
     const auto t_pass = Clock::now();
     runner_.run(req, &pass_);
-    // Timings decide draft lengths; with sampling they would make a seeded output depend on the machine.
-    if (opt_.sampling.greedy()) ngram_.record_pass_cost(p.n_rows, seconds_since(t_pass) / (p.end - p.begin));
+    // Timings decide draft lengths; with sampling they would make a seeded output depend on the machine. Per share
+    // of a whole pass, not per layer: the output matrix alone weighs as much as 14 of the 0.5B's 24 layers, so per
+    // layer a short pass that ends with logits (deferred rows finishing) looked dear and the exit policy, reading
+    // those costs, closed exits that pay.
+    if (opt_.sampling.greedy()) {
+        const double check = p.exit >= 0 ? heads_->check_cost(exits_.heads[p.exit]) : 0.0;
+        ngram_.record_pass_cost(p.n_rows, seconds_since(t_pass) / pass_share(dims_, p.begin, p.end, at_top, check));
+    }
     DecodeStats &st = result_.stats;
     ++st.n_passes;
     if (static_cast<int>(st.rows_per_pass.size()) <= p.n_rows) st.rows_per_pass.resize(p.n_rows + 1, 0);

@@ -87,15 +87,15 @@ void NgramDrafter::record(int match_length, int checked, int accepted) {
     accepted_[match_length] = accepted_[match_length] * kAcceptanceDecay + accepted;
 }
 
-void NgramDrafter::record_pass_cost(int rows, double seconds_per_layer) {
-    if (rows < 1 || !(seconds_per_layer > 0.0)) return;
+void NgramDrafter::record_pass_cost(int rows, double seconds_per_share) {
+    if (rows < 1 || !(seconds_per_share > 0.0)) return;
     if (static_cast<int>(cost_per_row_.size()) <= rows) {
         cost_per_row_.resize(rows + 1, 0.0);
         cost_samples_.resize(rows + 1, 0);
     }
     const int n = ++cost_samples_[rows];
     const double weight = n <= kCostWarmupSamples ? 1.0 / n : kCostSmoothing;
-    cost_per_row_[rows] += weight * (seconds_per_layer - cost_per_row_[rows]);
+    cost_per_row_[rows] += weight * (seconds_per_share - cost_per_row_[rows]);
 }
 
 double NgramDrafter::acceptance(int match_length) const {

@@ -36,8 +36,9 @@ public:
     double acceptance_of(int match_length, int length) const override;
     double expected_draft() const override { return mean_draft_; }
 
-    // Cost of one pass over `rows` rows, in seconds per layer, as measured by the scheduler.
-    void record_pass_cost(int rows, double seconds_per_layer);
+    // Cost of one pass over `rows` rows as measured by the scheduler: its seconds divided by its pass_share(), so
+    // passes over different layer ranges, with or without logits, are comparable.
+    void record_pass_cost(int rows, double seconds_per_share);
 
     // Cost of a pass over `rows` rows relative to one row: measured when record_pass_cost() has seen both, else
     // an assumed 1 + 0.3 per extra row. The exit policy reads it too.

@@ -84,7 +84,18 @@ struct ModelDims {
     int n_layer = 0;
     int n_embd = 0;
     int n_vocab = 0;
+    // The output matrix's share of the weight bytes a one-row pass over every layer reads, logits included (0: not
+    // known, every layer's share 1/n_layer). Decoding is bound by reading weights, so this prices a pass that ends
+    // with logits against one that does not.
+    double output_share = 0.0;
 };
+
+// A pass's share of a one-row pass over every layer with logits, by the weights it reads: its layers, the output
+// matrix when it computes logits, and the exit head that checks at its end (`check_cost`, see HeadSet).
+inline double pass_share(const ModelDims &dims, int layer_begin, int layer_end, bool logits, double check_cost) {
+    const double layers = static_cast<double>(layer_end - layer_begin) / dims.n_layer * (1.0 - dims.output_share);
+    return layers + (logits ? dims.output_share : 0.0) + check_cost;
+}
 
 class PassRunner {
 public:

@@ -1,11 +1,13 @@
 // The prompt-lookup drafter on its own: what it proposes for a sequence, and how measured acceptance and pass
 // costs change how much it proposes.
+#include <cmath>
 #include <cstdio>
 #include <vector>
 
 #include "error.h"
 #include "ngram_draft.h"
 #include "ngram_replay.h"
+#include "pass_runner.h"
 
 #include "check.h"
 
@@ -108,6 +110,33 @@ void test_costs_shape_the_draft() {
     CHECK(dear.propose(seq, 8, &match).empty());
 }
 
+// The passes of layer-parallel decoding differ in what they read: a token's climb to its exit layer (plus the head's
+// check), the deferred rows' finish over the top layers with logits, a whole pass. Timed per share of a whole pass
+// they give the true cost of an extra row; timed per layer (as before) the short passes that end with logits looked
+// more than twice as dear, which closed exits that pay.
+void test_costs_of_unequal_passes() {
+    const ModelDims dims{24, 896, 151936, 0.37};  // about Qwen2.5-Coder-0.5B: the output matrix is 37 % of a pass
+    CHECK(std::abs(pass_share(dims, 0, 24, true, 0.0) - 1.0) < 1e-12);
+    CHECK(std::abs(pass_share(dims, 0, 24, false, 0.0) - 0.63) < 1e-12);
+    CHECK(std::abs(pass_share(dims, 18, 24, true, 0.0) - (0.25 * 0.63 + 0.37)) < 1e-12);
+    CHECK(std::abs(pass_share(dims, 0, 18, false, 0.016) - (0.75 * 0.63 + 0.016)) < 1e-12);
+
+    const double extra_row = 0.3, whole_pass_seconds = 0.014;
+    auto seconds = [&](int rows, int begin, int end, bool logits, double check) {
+        return whole_pass_seconds * (1.0 + extra_row * (rows - 1)) * pass_share(dims, begin, end, logits, check);
+    };
+    NgramDrafter d(NgramOptions{});
+    for (int i = 0; i < 20; ++i) {
+        d.record_pass_cost(1, seconds(1, 0, 18, false, 0.016) / pass_share(dims, 0, 18, false, 0.016));
+        d.record_pass_cost(1, seconds(1, 0, 24, true, 0.0) / pass_share(dims, 0, 24, true, 0.0));
+        d.record_pass_cost(2, seconds(2, 18, 24, true, 0.0) / pass_share(dims, 18, 24, true, 0.0));
+    }
+    CHECK(std::abs(d.relative_cost(2) - (1.0 + extra_row)) < 1e-9);
+    // Per layer the same timings say an extra row costs more than a whole row.
+    const double per_layer_one = seconds(1, 0, 24, true, 0.0) / 24, per_layer_two = seconds(2, 18, 24, true, 0.0) / 6;
+    CHECK(per_layer_two / per_layer_one > 2.0);
+}
+
 void test_replay() {
     const std::vector<double> cost{1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.7, 1.8};
     // An output that copies the prompt: drafts pay, and every step yields its accepted tokens plus one.
@@ -176,6 +205,7 @@ int main() {
     test_context_picks_the_occurrence();
     test_acceptance_shapes_the_draft();
     test_costs_shape_the_draft();
+    test_costs_of_unequal_passes();
     test_replay();
     test_bad_options();
     if (g_failures) {
