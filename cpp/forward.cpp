@@ -203,8 +203,7 @@ ggml_tensor *Forward::build_norm_output(ggml_context *ctx, ggml_tensor *x, ggml_
 
 ModelDims Forward::dims() const {
     const HParams &hp = model_.hparams();
-    size_t pass_bytes = 0;
-    for (const ggml_tensor *w : model_.pass_weights()) pass_bytes += ggml_nbytes(w);
+    const size_t pass_bytes = model_.pass_bytes();
     const double output_share = pass_bytes > 0 ? static_cast<double>(ggml_nbytes(model_.output)) / pass_bytes : 0.0;
     return ModelDims{hp.n_layer, hp.n_embd, hp.n_vocab, std::min(output_share, 1.0)};
 }

@@ -184,8 +184,7 @@ void ExitHeads::load(const Model &model) {
     }
     // A check reads the head's transform and output rows: its cost next to a one-row pass is about their bytes next
     // to the model's (decoding streams the weights).
-    size_t model_bytes = 0;
-    for (const ggml_tensor *w : model.pass_weights()) model_bytes += ggml_nbytes(w);
+    const size_t model_bytes = model.pass_bytes();
     for (HeadWeights &head : heads_) {
         head.output_rows = subset ? subset : model.output;
         size_t bytes_read = ggml_nbytes(head.output_rows);

@@ -356,6 +356,12 @@ std::vector<const ggml_tensor *> Model::pass_weights() const {
     return out;
 }
 
+size_t Model::pass_bytes() const {
+    size_t bytes = 0;
+    for (const ggml_tensor *w : pass_weights()) bytes += ggml_nbytes(w);
+    return bytes;
+}
+
 const void *Model::file_data(const ggml_tensor *t) const {
     const GgufFile::TensorInfo *info = file_->find_tensor(t->name);
     if (!info) {

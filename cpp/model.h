@@ -99,6 +99,8 @@ public:
     size_t packed_bytes() const { return packed_buffer_ ? ggml_backend_buffer_get_size(packed_buffer_.get()) : 0; }
     // The weight matrices a pass over every layer multiplies, output matrix included (what one row reads).
     std::vector<const ggml_tensor *> pass_weights() const;
+    // Their bytes in the file's layout: what one row of such a pass reads, the unit check and pass costs are priced in.
+    size_t pass_bytes() const;
 
     // The token embeddings of `ids` as float32 rows (n x n_embd), read from the file on the host.
     void embed(const int32_t *ids, int n, float *dst) const;
