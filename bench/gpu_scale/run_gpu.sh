@@ -99,10 +99,12 @@ if [ "$MODE" = gpu ]; then
         BUILD_PIDS+=($!)
     fi
     if [ "$LLAMA" = 1 ] && [ ! -x "$WORK/build-llama/bin/llama-bench" ]; then
-        log "building llama.cpp's llama-bench with CUDA"
+        # FlashAttention off here too: adadecode never uses it, so both engines run the same attention (and its 82
+        # of ggml-cuda's 121 template instances would double the build's time on a lease counted in minutes).
+        log "building llama.cpp's llama-bench with CUDA (FlashAttention kernels off, as in adadecode's build)"
         (
             cmake -S "$TREE" -B "$WORK/build-llama" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON \
-                -DCMAKE_CUDA_ARCHITECTURES=90 -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+                -DCMAKE_CUDA_ARCHITECTURES=90 -DGGML_CUDA_FA=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
                 -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
                 -DBUILD_SHARED_LIBS=OFF &&
                 cmake --build "$WORK/build-llama" -j "$JOBS" --target llama-bench
@@ -170,7 +172,7 @@ if [ "$MODE" = gpu ] && [ "$LLAMA" = 1 ] && [ -x "$WORK/build-llama/bin/llama-be
         [ -f "$out" ] || [ ! -f "$WORK/models/$name.gguf" ] && continue
         if [ "$(left)" -lt 60 ]; then log "$name: llama-bench left for the next call (budget)"; continue; fi
         log "$name: llama-bench (tg128; prompt batches of 1, 2, 4, 8 tokens = passes over that many rows)"
-        "$WORK/build-llama/bin/llama-bench" -m "$WORK/models/$name.gguf" -ngl 99 -p 1,2,4,8 -n 128 -r 5 -o json \
+        "$WORK/build-llama/bin/llama-bench" -m "$WORK/models/$name.gguf" -ngl 99 -fa off -p 1,2,4,8 -n 128 -r 5 -o json \
             >"$out.tmp" 2>>"$LOG" && mv "$out.tmp" "$out" || log "$name: llama-bench failed"
     done
 elif [ "$MODE" = gpu ] && [ "$LLAMA" = 1 ]; then
