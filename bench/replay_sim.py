@@ -11,6 +11,8 @@ pass-cost curve (seconds of a pass over layers [a, b) for k rows), and prices th
     python3 bench/replay_sim.py curve -m smollm2-135m --heads smollm2-135m -t 1 -o curve.json
     # predicted speedups over standard decoding, per curve (adadecode-microbench JSON works as a curve too)
     python3 bench/replay_sim.py price traces.json curve.json bench/results/gpu/microbench-smollm2-h100.json
+    # what-if: the same curve with k-row passes costing what llama.cpp's k-token batches cost on that file
+    python3 bench/replay_sim.py rescale curve.json --like llama-bench.json -o curve-like-llama.json
 
 `price` prints one table: per mode the measured speedup (decode seconds of the recorded run), the traced speedup
 (the recorded passes' own seconds) and the predicted speedup under each curve, and writes JSON with -o.
@@ -180,6 +182,54 @@ def cmd_price(args: argparse.Namespace) -> int:
     return 0
 
 
+def rescale_rows(curve: dict[str, Any], relative: dict[int, float]) -> dict[str, Any]:
+    """`curve` with each row count's pass costs scaled so that k rows cost relative[k] x one row (a what-if: the
+    multi-row cost of another engine on the same file, the one-row pass kept). Row counts between two measured ones
+    are interpolated linearly; beyond the largest, refused."""
+    known = sorted(relative)
+    if not known or known[0] != 1 or relative[1] != 1.0:
+        raise ValueError("the relative costs must start at 1 row = 1.0")
+
+    def rel(k: int) -> float:
+        if k in relative:
+            return relative[k]
+        hi = next((r for r in known if r > k), None)
+        if hi is None:
+            raise ValueError(f"no relative cost at or beyond {k} rows (measured: {known})")
+        lo = max(r for r in known if r < k)
+        return relative[lo] + (relative[hi] - relative[lo]) * (k - lo) / (hi - lo)
+
+    out = json.loads(json.dumps(curve))
+    one = float(curve["rows"]["1"]["full_pass_seconds"])
+    for key, entry in out["rows"].items():
+        k = int(key)
+        factor = rel(k) * one / float(curve["rows"][key]["full_pass_seconds"])
+        for field in ("base_seconds", "layer_seconds", "full_pass_seconds", "full_pass_with_logits_seconds"):
+            if field in entry:
+                entry[field] = float(entry[field]) * factor
+        if key in out.get("logits_seconds", {}):
+            out["logits_seconds"][key] = float(out["logits_seconds"][key]) * factor
+    out["rescaled_rows"] = {str(k): rel(k) for k in sorted(int(r) for r in out["rows"])}
+    return out
+
+
+def cmd_rescale(args: argparse.Namespace) -> int:
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "gpu_scale"))
+    from collect import llama_bench_summary
+
+    curve = json.loads(args.curve.read_text())
+    bench = llama_bench_summary(json.loads(args.like.read_text()))
+    ms = {int(k[2:]): v["pass_ms"] for k, v in bench.items() if k.startswith("pp") and v.get("pass_ms")}
+    if 1 not in ms:
+        raise ValueError(f"{args.like}: no one-token prompt batch (llama-bench -p 1,...)")
+    out = rescale_rows(curve, {k: t / ms[1] for k, t in ms.items()})
+    out["rescaled_like"] = str(args.like)
+    _write(args.output, out)
+    print(f"{args.output}: {curve.get('model')} with rows costing " +
+          ", ".join(f"{k}: {v:.2f}x" for k, v in out["rescaled_rows"].items()))  # fmt: skip
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="replay_sim", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -217,6 +267,12 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--setup", default=None, help="which setup of a microbench JSON (default: its first)")
     q.add_argument("-o", "--output", type=Path, default=None)
     q.set_defaults(func=cmd_price)
+
+    s = sub.add_parser("rescale", help="a curve whose k-row passes cost what llama-bench's k-token batches do")
+    s.add_argument("curve", type=Path)
+    s.add_argument("--like", type=Path, required=True, help="llama-bench -o json with -p 1,2,4,8 on the same file")
+    s.add_argument("-o", "--output", type=Path, required=True)
+    s.set_defaults(func=cmd_rescale)
 
     args = p.parse_args(argv)
     try:

@@ -69,3 +69,47 @@ def test_collect_reads_llama_bench_json(tmp_path: Path) -> None:
     assert s["pp4"]["pass_ms"] == pytest.approx(10.0) and s["tg128"]["ms_per_token"] == pytest.approx(4.0)
     assert s["gpu_info"] == "H200"
     assert "error" in collect.llama_bench_summary({"not": "a list"})
+    # With the repetitions: their median (the first, a warm-up on the GPU, would drag the mean)
+    samples = [12_100_000, 4_550_000, 4_480_000, 4_480_000, 4_470_000]
+    s = collect.llama_bench_summary([{"n_prompt": 2, "n_gen": 0, "avg_ts": 300.0, "samples_ns": samples}])
+    assert s["pp2"]["pass_ms"] == pytest.approx(4.48) and s["pp2"]["tokens_per_second"] == pytest.approx(2 / 4.48e-3)
+
+
+_NCU_HEADER = ('"ID","Process ID","Process Name","Host Name","Kernel Name","Context","Stream","Block Size","Grid Size",'
+               '"Device","CC","Section Name","Metric Name","Metric Unit","Metric Value"')  # fmt: skip
+
+
+def _ncu_csv(path: Path, launches: list[tuple[str, str]]) -> Path:
+    fixed = '"(32, 4, 1)","(64, 1, 1)","0","9.0","Command line profiler metrics","gpu__time_duration.sum","ns"'
+    rows = [f'"{i}","7","python3","host","{name}","1","7",{fixed},"{ns}"' for i, (name, ns) in enumerate(launches)]
+    path.write_text("==PROF== Connected to process 7\n" + "\n".join([_NCU_HEADER, *rows]) + "\n==PROF== Disconnected\n")
+    return path
+
+
+def test_kernel_profile_tabulates_ncu_csv(tmp_path: Path) -> None:
+    script = ROOT / "bench" / "gpu_scale" / "kernel_profile.py"
+    mmvq = "void mul_mat_vec_q<(ggml_type)12, 1, false>(const void *, const void *, float *, int)"
+    one = _ncu_csv(tmp_path / "rows1.csv", [(mmvq, "5,120"), ("rms_norm_f32(const float *, float *)", "2,000")])
+    two = _ncu_csv(tmp_path / "rows2.csv", [(mmvq, "6,000"), (mmvq, "1,000"), ("k_set_rows(float *)", "900")])
+    r = subprocess.run([sys.executable, str(script), "--summarize", str(one), str(two)], capture_output=True,
+                       text=True, check=True)  # fmt: skip
+    lines = r.stdout.splitlines()
+    assert lines[0] == "| kernel | rows1: launches, us | rows2: launches, us |"
+    assert "| mul_mat_vec_q<(ggml_type)12, 1, false> | 1, 5.1 | 2, 7.0 |" in lines
+    assert "| rms_norm_f32 | 1, 2.0 |  |" in lines and "| k_set_rows |  | 1, 0.9 |" in lines
+    assert lines[-2] == "| **total launches** | **2** | **3** |"
+    assert lines[-1] == "| **total kernel time, us** | **7.1** | **7.9** |"
+    bad = tmp_path / "bad.csv"
+    bad.write_text("no profile here\n")
+    r = subprocess.run([sys.executable, str(script), "--summarize", str(bad)], capture_output=True, text=True)
+    assert r.returncode != 0 and "no ncu CSV header" in r.stderr
+
+
+def test_kernel_profile_drives_passes_on_the_cpu(tmp_path: Path) -> None:
+    model = tmp_path / "m.gguf"
+    subprocess.run([sys.executable, str(ROOT / "bench" / "synth_gguf.py"), "qwen2.5-1.5b", "q4_k_m", "-o", str(model),
+                    "-q", "--layers", "2"], check=True)  # fmt: skip
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_scale" / "kernel_profile.py"), str(model),
+                        "--device", "CPU", "--no-profiler", "--rows", "1,3"], capture_output=True, text=True,
+                       check=True)  # fmt: skip
+    assert [line.split(":")[0] for line in r.stderr.splitlines() if line.startswith("rows")] == ["rows 1", "rows 3"]
