@@ -113,3 +113,25 @@ def test_kernel_profile_drives_passes_on_the_cpu(tmp_path: Path) -> None:
                         "--device", "CPU", "--no-profiler", "--rows", "1,3"], capture_output=True, text=True,
                        check=True)  # fmt: skip
     assert [line.split(":")[0] for line in r.stderr.splitlines() if line.startswith("rows")] == ["rows 1", "rows 3"]
+
+
+def test_rescale_gives_the_other_engines_row_costs(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from replay_sim import rescale_rows
+    finally:
+        sys.path.pop(0)
+    rows = {str(k): {"base_seconds": 0.1 * k, "layer_seconds": 0.2 * k, "full_pass_seconds": 1.0 * k,
+                     "full_pass_with_logits_seconds": 1.5 * k} for k in (1, 2, 3, 4)}  # fmt: skip
+    curve = {"n_layer": 4, "rows": rows, "logits_seconds": {str(k): 0.5 * k for k in (1, 2, 3, 4)}}
+    out = rescale_rows(curve, {1: 1.0, 2: 1.1, 4: 1.5})
+    assert out["rows"]["1"] == rows["1"]  # one row kept
+    assert out["rows"]["2"]["full_pass_seconds"] == pytest.approx(1.1)
+    assert out["rows"]["3"]["full_pass_seconds"] == pytest.approx(1.3)  # between 2 and 4
+    assert out["rows"]["4"]["layer_seconds"] == pytest.approx(0.8 * 1.5 / 4)
+    assert out["logits_seconds"]["4"] == pytest.approx(2.0 * 1.5 / 4)
+    assert curve["rows"]["4"]["full_pass_seconds"] == 4.0  # the input untouched
+    with pytest.raises(ValueError, match="no relative cost at or beyond 3 rows"):
+        rescale_rows(curve, {1: 1.0, 2: 1.1})
+    with pytest.raises(ValueError, match="must start at 1 row"):
+        rescale_rows(curve, {2: 1.1, 4: 1.5})
