@@ -224,3 +224,18 @@ def test_expected_saving_formula() -> None:
     assert r2["saving"] == pytest.approx((gain + g12 - l12 - 4 * 1e-3 - 3 * 2e-3) / 4)
     layers, best = best_layer_set(conf2, hit2, [6, 12], 0.75, costs, [1e6, 2e6])
     assert best["saving"] >= r2["saving"] and layers == [6]
+
+
+def test_recorded_command_names_the_flags_that_shaped_the_heads(tmp_path: Path) -> None:
+    from adadecode.train_heads import add_arguments, canonical_command
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    feats = canonical_command(_train_args(tmp_path / "m.gguf", tmp_path / "feats", tmp_path / "w",
+                                          tmp_path / "h.gguf", "--write-layers", "15"))  # fmt: skip
+    assert "--features feats --designs dense,lowrank:32,mlp:32" in feats and "--write-layers 15" in feats
+    assert f"--curve {CURVE.name}" in feats and "--vocab-subset 2048" in feats
+    for generation_only in ("--data", "--n-prompts", "--gen-tokens", "--n-texts", "--holdout-every"):
+        assert generation_only not in feats
+    gen = canonical_command(p.parse_args(["-m", "m.gguf", "-o", "h.gguf", "--n-prompts", "12", "--holdout-every", "4"]))
+    assert "--n-prompts 12" in gen and "--holdout-every 4" in gen and "--features" not in gen

@@ -443,24 +443,35 @@ def add_train_heads_parser(subparsers: Any, parents: list[argparse.ArgumentParse
 
 
 def canonical_command(args: argparse.Namespace) -> str:
+    """The command that reproduces these heads, with only the flags that shaped them: on collected features the
+    generation stage does not run, so its flags (--data, --n-prompts, ...) are left out and the feature run's are in."""
     parts = ["adadecode", "train-heads", "-m", Path(args.model).name, "-o", Path(args.output).name,
-             "--layers", args.layers, "--data", Path(args.data).name if os.path.isfile(args.data) else args.data,
-             "--n-prompts", str(args.n_prompts), "--n-texts", str(args.n_texts), "--gen-tokens", str(args.gen_tokens),
-             "--steps", str(args.steps),
-             "--lr", str(args.lr), "--batch", str(args.batch), "--init", args.init, "--seed", str(args.seed)]
-    if args.holdout_every != 10:
-        parts += ["--holdout-every", str(args.holdout_every)]
-    if args.prompt_positions != 16:
-        parts += ["--prompt-positions", str(args.prompt_positions)]
+             "--layers", args.layers]  # fmt: skip
+    features = getattr(args, "features", None)
+    if features:
+        parts += ["--features", Path(features).name, "--designs", args.designs, "--gamma", str(args.gamma),
+                  "--heldout-rows", str(args.heldout_rows), "--max-exits", str(args.max_exits)]  # fmt: skip
+        if args.curve != "auto":
+            parts += ["--curve", Path(args.curve).name]
+        for flag, value in (("--write-design", args.write_design), ("--write-layers", args.write_layers)):
+            if value != "best":
+                parts += [flag, value]
+    else:
+        parts += ["--data", Path(args.data).name if os.path.isfile(args.data) else args.data,
+                  "--n-prompts", str(args.n_prompts), "--n-texts", str(args.n_texts),
+                  "--gen-tokens", str(args.gen_tokens)]  # fmt: skip
+        if args.holdout_every != 10:
+            parts += ["--holdout-every", str(args.holdout_every)]
+        if args.prompt_positions != 16:
+            parts += ["--prompt-positions", str(args.prompt_positions)]
+    parts += ["--steps", str(args.steps), "--lr", str(args.lr), "--batch", str(args.batch), "--init", args.init,
+              "--seed", str(args.seed)]  # fmt: skip
     if args.weight_decay:
         parts += ["--weight-decay", str(args.weight_decay)]
     if args.vocab_subset:
         parts += ["--vocab-subset", str(args.vocab_subset), "--loss-vocab", args.loss_vocab]
     if args.matmul != "bf16":
         parts += ["--matmul", args.matmul]
-    if getattr(args, "features", None):
-        parts += ["--features", Path(args.features).name, "--designs", args.designs, "--gamma", str(args.gamma),
-                  "--heldout-rows", str(args.heldout_rows), "--max-exits", str(args.max_exits)]
     return shlex.join(parts)
 
 
