@@ -24,6 +24,7 @@ done
 OUT=${OUT:-$ROOT/gpu_profile_out}
 WORK=${WORK:-$ROOT/.gpu_work}
 PYTHON=${PYTHON:-python3}
+DEVICE=${DEVICE:-gpu} # CPU: a dry run of the bundle where there is no GPU (with any `ncu` on PATH)
 mkdir -p "$OUT" "$WORK/prebuilt" "$WORK/models"
 LOG="$OUT/profile.log"
 START=$(date +%s)
@@ -45,9 +46,9 @@ MODEL="$WORK/models/llama-3.1-8b-q4_k_m-${LAYERS}l.gguf"
 log "model $(du -h "$MODEL" | cut -f1); passes with CUDA graphs on:"
 for logits in 0 8; do
     "$PYTHON" "$ROOT/bench/gpu_scale/kernel_profile.py" "$MODEL" --rows "${ROWS// /,}" --logit-rows $logits \
-        --no-profiler 2>&1 | tee -a "$LOG"
+        --device "$DEVICE" --no-profiler 2>&1 | tee -a "$LOG"
     GGML_CUDA_DISABLE_GRAPHS=1 "$PYTHON" "$ROOT/bench/gpu_scale/kernel_profile.py" "$MODEL" --rows "${ROWS// /,}" \
-        --logit-rows $logits --no-profiler 2>&1 | sed 's/^/graphs off: /' | tee -a "$LOG"
+        --logit-rows $logits --device "$DEVICE" --no-profiler 2>&1 | sed 's/^/graphs off: /' | tee -a "$LOG"
 done
 
 # One process per pass: the 1-row pass with its logits (what standard decoding runs per token), then k rows.
@@ -56,7 +57,7 @@ for k in 1L $ROWS; do
     log "ncu, $k rows"
     GGML_CUDA_DISABLE_GRAPHS=1 timeout 120 ncu --profile-from-start off --clock-control none \
         --metrics gpu__time_duration.sum --csv --print-units base \
-        "$PYTHON" "$ROOT/bench/gpu_scale/kernel_profile.py" "$MODEL" --rows "${k%L}" \
+        "$PYTHON" "$ROOT/bench/gpu_scale/kernel_profile.py" "$MODEL" --rows "${k%L}" --device "$DEVICE" \
         --logit-rows "$([ "$k" = 1L ] && echo 1 || echo 0)" >"$OUT/ncu-rows$k.csv" 2>>"$LOG" ||
         log "ncu for $k rows failed (rc $?)"
     csvs+=("$OUT/ncu-rows$k.csv")
