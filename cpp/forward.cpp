@@ -16,7 +16,7 @@ namespace {
 // Graph nodes and tensors per pass: a layer builds about 40, plus a few per group of rows in a device's decode
 // pass (`grouped_rows`), so size by depth and groups; the floor covers the extras.
 size_t graph_size_for(int n_layers, int grouped_rows) {
-    return 1024 + (64 + 8 * static_cast<size_t>(grouped_rows / 4)) * static_cast<size_t>(n_layers);
+    return 1024 + (64 + 12 * static_cast<size_t>(grouped_rows)) * static_cast<size_t>(n_layers);
 }
 
 // A device keeps one graph buffer and allocator per pass shape, at most this many: ggml's CUDA backend recognises
@@ -26,6 +26,18 @@ constexpr size_t max_graph_slots = 96;
 // ggml's CUDA kernels for quantized weights (mmvq) keep each output's arithmetic the same for 1 to 4 rows and
 // change it from 5; float weights change kernels from 2 rows. Rows are multiplied in groups no wider than this.
 int64_t invariant_rows(const ggml_tensor *w) { return ggml_is_quantized(w->type) ? 4 : 1; }
+
+// ggml's CUDA kernel for float vectors (mmvf) computes each output column in the same order for 1 to 3 columns (the
+// block size follows the row length alone; every column has its own accumulator and reduction), and takes f32
+// products of up to 3 columns on Ampere and newer. So up to 3 rows can share one attention product, where a row
+// each costs a block per key position, head and row (+26 % of a whole 8B pass for a second row on an H200).
+constexpr int64_t cuda_attention_rows = 3;
+
+int64_t attention_rows_per_product(ggml_backend_dev_t device, ggml_type kv_type) {
+    if (!device || kv_type != GGML_TYPE_F32) return 1;
+    ggml_backend_reg_t reg = ggml_backend_dev_backend_reg(device);
+    return reg && std::strcmp(ggml_backend_reg_name(reg), "CUDA") == 0 ? cuda_attention_rows : 1;
+}
 
 int kv_positions(int pos_end, int n_alloc) {
     return std::min(n_alloc, (pos_end + KvCache::kv_block - 1) / KvCache::kv_block * KvCache::kv_block);
@@ -49,6 +61,7 @@ Forward::Forward(const Model &model, KvCache &cache, int n_threads, bool own_mat
         throw Error(std::string("cannot initialise the ggml backend of ") +
                     (device_ ? ggml_backend_dev_name(device_) : "the CPU"));
     }
+    attention_group_ = attention_rows_per_product(device_, cache_.k(0)->type);
     if (ggml_backend_is_cpu(backend_.get())) {
         // A persistent thread pool: ggml would otherwise start and join threads for every graph, and the
         // layer-parallel scheduler runs several small graphs per token.
@@ -114,16 +127,34 @@ ggml_tensor *Forward::attention(ggml_context *ctx, int il, ggml_tensor *q, ggml_
     ggml_tensor *keys = ggml_view_3d(ctx, k_cache, hd, n_kv, hp.n_head_kv, k_cache->nb[1], hd * k_cache->nb[0], 0);
     ggml_tensor *values =
         ggml_view_3d(ctx, v_cache, n_kv, hd, hp.n_head_kv, v_cache->nb[1], hd * v_cache->nb[1], 0);
-    if (device_decode_) {
+    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    if (device_decode_ && (n_rows == 1 || attention_group_ == 1)) {
         // Rows go into the outermost dimension, so every product has one query column whatever the number of rows
         // and ggml picks the same kernel (and partitioning) for a pass of one row or of eight.
         ggml_tensor *kq = ggml_mul_mat(ctx, keys, ggml_reshape_4d(ctx, q, hd, 1, hp.n_head, n_rows));
-        kq = ggml_soft_max_ext(ctx, kq, mask, 1.0f / std::sqrt(static_cast<float>(hd)), 0.0f);
+        kq = ggml_soft_max_ext(ctx, kq, mask, scale, 0.0f);
         return ggml_reshape_2d(ctx, ggml_mul_mat(ctx, values, kq), hp.n_embd_q(), n_rows);
+    }
+    if (device_decode_) {
+        // Groups of rows as the query columns of one product (attention_rows_per_product says why that keeps each
+        // row's arithmetic); the groups' outputs side by side.
+        ggml_tensor *out = nullptr;
+        for (int64_t r = 0; r < n_rows; r += attention_group_) {
+            const int64_t g = std::min(attention_group_, n_rows - r);
+            ggml_tensor *q_rows = ggml_view_3d(ctx, q, hd, hp.n_head, g, q->nb[1], q->nb[2], r * q->nb[2]);
+            ggml_tensor *mask_rows = ggml_view_2d(ctx, mask, mask->ne[0], g, mask->nb[3], r * mask->nb[3]);
+            ggml_tensor *kq = ggml_mul_mat(ctx, keys, ggml_permute(ctx, q_rows, 0, 2, 1, 3));  // [n_kv, g, n_head]
+            kq = ggml_soft_max_ext(ctx, kq, mask_rows, scale, 0.0f);
+            ggml_tensor *kqv = ggml_mul_mat(ctx, values, kq);  // [hd, g, n_head]
+            ggml_tensor *part = g == 1 ? ggml_reshape_2d(ctx, kqv, hp.n_embd_q(), 1)
+                                       : ggml_cont_2d(ctx, ggml_permute(ctx, kqv, 0, 2, 1, 3), hp.n_embd_q(), g);
+            out = out ? ggml_concat(ctx, out, part, 1) : part;
+        }
+        return out;
     }
     ggml_tensor *qp = ggml_permute(ctx, q, 0, 2, 1, 3);  // [hd, n_rows, n_head]
     ggml_tensor *kq = ggml_mul_mat(ctx, keys, qp);       // [n_kv, n_rows, n_head]
-    kq = ggml_soft_max_ext(ctx, kq, mask, 1.0f / std::sqrt(static_cast<float>(hd)), 0.0f);
+    kq = ggml_soft_max_ext(ctx, kq, mask, scale, 0.0f);
     ggml_tensor *kqv = ggml_mul_mat(ctx, values, kq);  // [hd, n_rows, n_head]
     return ggml_cont_2d(ctx, ggml_permute(ctx, kqv, 0, 2, 1, 3), hp.n_embd_q(), n_rows);
 }

@@ -71,6 +71,9 @@ private:
     // A decode pass on a device: ggml's device kernels are chosen by row count, so such a pass is built from pieces
     // whose kernels a one-row pass also uses (see Forward::run). Set per pass, with the pass's KV index inputs.
     bool device_decode_ = false;
+    // Rows of a device decode pass that share one attention product (see Forward::attention): 1 where the device's
+    // kernels give no such guarantee.
+    int64_t attention_group_ = 1;
     ggml_tensor *kv_rows_in_ = nullptr;
     ggml_tensor *v_index_in_ = nullptr;
     struct ThreadpoolDeleter {

@@ -135,3 +135,21 @@ def test_rescale_gives_the_other_engines_row_costs(tmp_path: Path) -> None:
         rescale_rows(curve, {1: 1.0, 2: 1.1})
     with pytest.raises(ValueError, match="must start at 1 row"):
         rescale_rows(curve, {2: 1.1, 4: 1.5})
+
+
+@pytest.mark.slow
+def test_parity_check_runs_on_the_cpu_device(tmp_path: Path) -> None:
+    """The GPU's bitwise parity check (identity heads, every exit emitting, up to 8 rows per pass), on ggml's CPU
+    device: every mode equal to standard decoding, and passes of several rows did happen."""
+    model = tmp_path / "m.gguf"
+    subprocess.run([sys.executable, str(ROOT / "bench" / "synth_gguf.py"), "qwen2.5-1.5b", "q4_k_m", "-o", str(model),
+                    "-q", "--layers", "2"], check=True)  # fmt: skip
+    out = tmp_path / "parity.json"
+    script = ROOT / "bench" / "gpu_scale" / "parity_check.py"
+    r = subprocess.run([sys.executable, str(script), str(model), "--device", "CPU", "--tokens", "8", "-o", str(out)],
+                       capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    doc = json.loads(out.read_text())
+    assert doc["parity"] and doc["device"] == "CPU" and len(doc["cases"]) == 6
+    assert all(c["tokens_equal"] and c["logits_bitwise_equal"] for c in doc["cases"].values())
+    assert any(sum(c["rows_per_pass"][2:]) > 0 for c in doc["cases"].values())

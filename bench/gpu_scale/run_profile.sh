@@ -4,18 +4,21 @@
 # comes prebuilt from this machine in .gpu_carry/prebuilt.tar.xz, gguf-py in .gpu_carry/gguf-py.tar.gz
 # (bench/gpu_scale/pack_prebuilt.sh makes both). Writes a synthetic Llama-3.1-8B (Q4_K_M mix, --layers N), then
 # per row count one `ncu` process timing every kernel of one pass (CUDA graphs off so that ncu sees the kernels;
-# their durations do not depend on graphs), and the pass itself with graphs on.
+# their durations do not depend on graphs), and the pass itself with graphs on. First, parity_check.py: multi-row
+# passes bitwise equal to one-row decoding on that model.
 #
-#   bash bench/gpu_scale/run_profile.sh [--layers N] [--rows "1 2 4 8"]
+#   bash bench/gpu_scale/run_profile.sh [--layers N] [--rows "1 2 4 8"] [--no-logits-pass]
 #   device call: carry [".gpu_carry/prebuilt.tar.xz", ".gpu_carry/gguf-py.tar.gz"], timeout_s <= 300
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 LAYERS=4
 ROWS="1 2 4 8"
+LOGITS_PASS=1 # also the one-row pass with logits under ncu
 while [ $# -gt 0 ]; do
     case "$1" in
     --layers) LAYERS=$2; shift ;;
     --rows) ROWS=$2; shift ;;
+    --no-logits-pass) LOGITS_PASS=0 ;;
     -h | --help) sed -n 2,10p "$0"; exit 0 ;;
     *) echo "run_profile.sh: unknown argument '$1'" >&2; exit 2 ;;
     esac
@@ -43,7 +46,10 @@ export LD_LIBRARY_PATH="$WORK/prebuilt${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 MODEL="$WORK/models/llama-3.1-8b-q4_k_m-${LAYERS}l.gguf"
 [ -f "$MODEL" ] || "$PYTHON" "$ROOT/bench/synth_gguf.py" llama-3.1-8b q4_k_m -o "$MODEL" -q --layers "$LAYERS" \
     >>"$LOG" 2>&1 || { log "synth failed"; exit 1; }
-log "model $(du -h "$MODEL" | cut -f1); passes with CUDA graphs on:"
+log "model $(du -h "$MODEL" | cut -f1); bitwise parity of multi-row passes (parity_check.py):"
+"$PYTHON" "$ROOT/bench/gpu_scale/parity_check.py" "$MODEL" --device "$DEVICE" -o "$OUT/parity.json" 2>&1 |
+    grep -v "^ggml_backend_cuda_graph_compute" | tee -a "$LOG"
+log "passes with CUDA graphs on:"
 for logits in 0 8; do
     "$PYTHON" "$ROOT/bench/gpu_scale/kernel_profile.py" "$MODEL" --rows "${ROWS// /,}" --logit-rows $logits \
         --device "$DEVICE" --no-profiler 2>&1 | tee -a "$LOG"
@@ -53,7 +59,7 @@ done
 
 # One process per pass: the 1-row pass with its logits (what standard decoding runs per token), then k rows.
 csvs=()
-for k in 1L $ROWS; do
+for k in $([ "$LOGITS_PASS" = 1 ] && echo 1L) $ROWS; do
     log "ncu, $k rows"
     GGML_CUDA_DISABLE_GRAPHS=1 timeout 120 ncu --profile-from-start off --clock-control none \
         --metrics gpu__time_duration.sum --csv --print-units base \
