@@ -124,34 +124,44 @@ ggml_tensor *Forward::attention(ggml_context *ctx, int il, ggml_tensor *q, ggml_
         v_cache->type == GGML_TYPE_F16 && mask->type == GGML_TYPE_F32 && ggml_is_contiguous(q)) {
         return cpu_attention(ctx, q, k_cache, v_cache, mask);
     }
-    ggml_tensor *keys = ggml_view_3d(ctx, k_cache, hd, n_kv, hp.n_head_kv, k_cache->nb[1], hd * k_cache->nb[0], 0);
-    ggml_tensor *values =
-        ggml_view_3d(ctx, v_cache, n_kv, hd, hp.n_head_kv, v_cache->nb[1], hd * v_cache->nb[1], 0);
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-    if (device_decode_ && (n_rows == 1 || attention_group_ == 1)) {
-        // Rows go into the outermost dimension, so every product has one query column whatever the number of rows
-        // and ggml picks the same kernel (and partitioning) for a pass of one row or of eight.
-        ggml_tensor *kq = ggml_mul_mat(ctx, keys, ggml_reshape_4d(ctx, q, hd, 1, hp.n_head, n_rows));
-        kq = ggml_soft_max_ext(ctx, kq, mask, scale, 0.0f);
-        return ggml_reshape_2d(ctx, ggml_mul_mat(ctx, values, kq), hp.n_embd_q(), n_rows);
-    }
     if (device_decode_) {
-        // Groups of rows as the query columns of one product (attention_rows_per_product says why that keeps each
-        // row's arithmetic); the groups' outputs side by side.
+        // A row attends over the cache positions its own position rounds up to (kv_positions), whichever pass
+        // computes it, so its arithmetic is the same in a pass of one row or of eight; rows sharing that length
+        // share the products (attention_rows_per_product). The graph changes once every kv_block positions.
         ggml_tensor *out = nullptr;
-        for (int64_t r = 0; r < n_rows; r += attention_group_) {
-            const int64_t g = std::min(attention_group_, n_rows - r);
+        for (const AttentionGroup &group : attention_groups_) {
+            const int64_t r = group.first_row, g = group.rows;
+            ggml_tensor *keys =
+                ggml_view_3d(ctx, k_cache, hd, group.n_kv, hp.n_head_kv, k_cache->nb[1], hd * k_cache->nb[0], 0);
+            ggml_tensor *values =
+                ggml_view_3d(ctx, v_cache, group.n_kv, hd, hp.n_head_kv, v_cache->nb[1], hd * v_cache->nb[1], 0);
             ggml_tensor *q_rows = ggml_view_3d(ctx, q, hd, hp.n_head, g, q->nb[1], q->nb[2], r * q->nb[2]);
-            ggml_tensor *mask_rows = ggml_view_2d(ctx, mask, mask->ne[0], g, mask->nb[3], r * mask->nb[3]);
-            ggml_tensor *kq = ggml_mul_mat(ctx, keys, ggml_permute(ctx, q_rows, 0, 2, 1, 3));  // [n_kv, g, n_head]
-            kq = ggml_soft_max_ext(ctx, kq, mask_rows, scale, 0.0f);
-            ggml_tensor *kqv = ggml_mul_mat(ctx, values, kq);  // [hd, g, n_head]
-            ggml_tensor *part = g == 1 ? ggml_reshape_2d(ctx, kqv, hp.n_embd_q(), 1)
-                                       : ggml_cont_2d(ctx, ggml_permute(ctx, kqv, 0, 2, 1, 3), hp.n_embd_q(), g);
+            ggml_tensor *part = nullptr;
+            if (attention_group_ == 1) {
+                // Rows in the outermost dimension: every product has one query column whatever the number of rows.
+                const size_t row_bytes = static_cast<size_t>(group.n_kv) * sizeof(float);
+                ggml_tensor *mask_rows = ggml_view_4d(ctx, mask, group.n_kv, 1, 1, g, row_bytes, row_bytes, row_bytes,
+                                                      group.mask_offset * sizeof(float));
+                ggml_tensor *kq = ggml_mul_mat(ctx, keys, ggml_reshape_4d(ctx, q_rows, hd, 1, hp.n_head, g));
+                kq = ggml_soft_max_ext(ctx, kq, mask_rows, scale, 0.0f);
+                part = ggml_reshape_2d(ctx, ggml_mul_mat(ctx, values, kq), hp.n_embd_q(), g);
+            } else {
+                ggml_tensor *mask_rows = ggml_view_2d(ctx, mask, group.n_kv, g, group.n_kv * sizeof(float),
+                                                      group.mask_offset * sizeof(float));
+                ggml_tensor *kq = ggml_mul_mat(ctx, keys, ggml_permute(ctx, q_rows, 0, 2, 1, 3));  // [n_kv, g, n_head]
+                kq = ggml_soft_max_ext(ctx, kq, mask_rows, scale, 0.0f);
+                ggml_tensor *kqv = ggml_mul_mat(ctx, values, kq);  // [hd, g, n_head]
+                part = g == 1 ? ggml_reshape_2d(ctx, kqv, hp.n_embd_q(), 1)
+                              : ggml_cont_2d(ctx, ggml_permute(ctx, kqv, 0, 2, 1, 3), hp.n_embd_q(), g);
+            }
             out = out ? ggml_concat(ctx, out, part, 1) : part;
         }
         return out;
     }
+    ggml_tensor *keys = ggml_view_3d(ctx, k_cache, hd, n_kv, hp.n_head_kv, k_cache->nb[1], hd * k_cache->nb[0], 0);
+    ggml_tensor *values =
+        ggml_view_3d(ctx, v_cache, n_kv, hd, hp.n_head_kv, v_cache->nb[1], hd * v_cache->nb[1], 0);
     ggml_tensor *qp = ggml_permute(ctx, q, 0, 2, 1, 3);  // [hd, n_rows, n_head]
     ggml_tensor *kq = ggml_mul_mat(ctx, keys, qp);       // [n_kv, n_rows, n_head]
     kq = ggml_soft_max_ext(ctx, kq, mask, scale, 0.0f);
@@ -263,12 +273,32 @@ void Forward::run_pass(const PassRequest &req, PassResult *out) {
     if (req.logits != PassRequest::Logits::none && req.layer_end != hp.n_layer) {
         throw Error("internal: logits requested before the last layer");
     }
-    // A device's decode passes attend over the whole cache (masked): then no kernel depends on the position, the
-    // number of rows or where a block of positions ends, and the graph is the same from token to token.
+    // A device's decode passes: each row attends over the positions its own position rounds up to (see
+    // Forward::attention), in groups of rows; the mask input holds each group's rows at that length.
     device_decode_ = device_ && !req.prompt;
     const int n_kv = device_decode_ ? cache_.n_alloc() : kv_positions(req.pos0 + n, cache_.n_alloc());
     const std::string structure = structure_of(req);
     GraphSlot &slot = slot_for(req, structure);
+    // The allocator's plan follows the graph, which also changes with the rows' attention lengths.
+    std::string plan = structure;
+    attention_groups_.clear();
+    std::vector<int> row_kv(n, n_kv);  // positions each row's mask spans
+    if (device_decode_) {
+        size_t mask_offset = 0;
+        for (int r = 0; r < n; ++r) {
+            row_kv[r] = kv_positions(req.pos0 + r + 1, cache_.n_alloc());
+            AttentionGroup *last = attention_groups_.empty() ? nullptr : &attention_groups_.back();
+            if (last && last->n_kv == row_kv[r] && (attention_group_ == 1 || last->rows < attention_group_)) {
+                ++last->rows;
+            } else {
+                attention_groups_.push_back({r, 1, row_kv[r], mask_offset});
+                plan += ";" + std::to_string(row_kv[r]);
+            }
+            mask_offset += static_cast<size_t>(row_kv[r]);
+        }
+    }
+    size_t mask_elements = 0;
+    for (int kv : row_kv) mask_elements += static_cast<size_t>(kv);
     // A device gets the embedding rows from the host: ggml's GPU backends cannot gather rows of every quantized
     // type (CUDA has no K-quant get_rows), and the file is mapped anyway.
     const bool embed_on_host = device_ && req.layer_begin == 0 && req.tokens;
@@ -315,7 +345,7 @@ void Forward::run_pass(const PassRequest &req, PassResult *out) {
     if (has_layers) {
         positions = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, n);
         ggml_set_input(positions);
-        mask = device_decode_ ? ggml_new_tensor_4d(ctx, GGML_TYPE_F32, n_kv, 1, 1, n)
+        mask = device_decode_ ? ggml_new_tensor_1d(ctx, GGML_TYPE_F32, static_cast<int64_t>(mask_elements))
                               : ggml_new_tensor_2d(ctx, GGML_TYPE_F32, n_kv, n);
         ggml_set_input(mask);
     }
@@ -361,11 +391,11 @@ void Forward::run_pass(const PassRequest &req, PassResult *out) {
     // ggml's allocator re-plans by itself only when node sizes outgrow the plan: it matches the graph's inputs to the
     // plan by position, so a graph of another structure with the same node and input counts would get another's
     // plan. Re-plan whenever the structure changes.
-    if (slot.structure != structure) {
+    if (slot.structure != plan) {
         if (!ggml_gallocr_reserve(slot.allocator.get(), gf)) {
             throw Error("cannot allocate compute memory for a pass over " + std::to_string(n) + " rows");
         }
-        slot.structure = structure;
+        slot.structure = plan;
     }
     if (!ggml_gallocr_alloc_graph(slot.allocator.get(), gf)) {
         throw Error("cannot allocate compute memory for a pass over " + std::to_string(n) + " rows");
@@ -380,10 +410,11 @@ void Forward::run_pass(const PassRequest &req, PassResult *out) {
         positions_.resize(n);
         for (int i = 0; i < n; ++i) positions_[i] = req.pos0 + i;
         ggml_backend_tensor_set(positions, positions_.data(), 0, n * sizeof(int32_t));
-        mask_.assign(static_cast<size_t>(n_kv) * n, -std::numeric_limits<float>::infinity());
+        mask_.assign(mask_elements, -std::numeric_limits<float>::infinity());
+        auto row_begin = mask_.begin();
         for (int i = 0; i < n; ++i) {
-            std::fill(mask_.begin() + static_cast<size_t>(i) * n_kv,
-                      mask_.begin() + static_cast<size_t>(i) * n_kv + req.pos0 + i + 1, 0.0f);
+            std::fill(row_begin, row_begin + req.pos0 + i + 1, 0.0f);
+            row_begin += row_kv[i];
         }
         ggml_backend_tensor_set(mask, mask_.data(), 0, mask_.size() * sizeof(float));
     }

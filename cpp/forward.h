@@ -74,6 +74,15 @@ private:
     // Rows of a device decode pass that share one attention product (see Forward::attention): 1 where the device's
     // kernels give no such guarantee.
     int64_t attention_group_ = 1;
+    // A device decode pass's rows in attention groups: consecutive rows attending over the same number of cache
+    // positions (kv_positions of the row's own position), at most attention_group_ rows as columns of a product.
+    struct AttentionGroup {
+        int64_t first_row;
+        int64_t rows;
+        int n_kv;
+        size_t mask_offset;  // elements into the mask input, which holds each group's [n_kv, rows] in turn
+    };
+    std::vector<AttentionGroup> attention_groups_;
     ggml_tensor *kv_rows_in_ = nullptr;
     ggml_tensor *v_index_in_ = nullptr;
     struct ThreadpoolDeleter {

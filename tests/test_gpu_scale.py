@@ -150,6 +150,6 @@ def test_parity_check_runs_on_the_cpu_device(tmp_path: Path) -> None:
                        capture_output=True, text=True)  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr
     doc = json.loads(out.read_text())
-    assert doc["parity"] and doc["device"] == "CPU" and len(doc["cases"]) == 6
+    assert doc["parity"] and doc["device"] == "CPU" and len(doc["cases"]) == 9
     assert all(c["tokens_equal"] and c["logits_bitwise_equal"] for c in doc["cases"].values())
     assert any(sum(c["rows_per_pass"][2:]) > 0 for c in doc["cases"].values())

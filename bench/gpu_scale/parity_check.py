@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Bitwise parity of multi-row passes on a device, on a synthetic model (no real model fits a device call).
 
-Identity exit heads at a quarter of the depth; then per prompt, standard decoding against adadecode with every exit
+Identity exit heads at a quarter of the depth; then per prompt (one of them decoding across position 256, where
+a row's attention length grows), standard decoding against adadecode with every exit
 check emitting and up to 8 rows per pass, prompt lookup, and both: the tokens and every logit must be equal, bit for
 bit. Random weights make the argmax margins small, so a changed bit anywhere in a pass shows. Exits 1 on a mismatch.
 
@@ -52,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     model = Model(str(args.model), n_ctx=512, n_threads=2, device=args.device, heads=str(heads))
     rng = np.random.default_rng(0)
     pattern = [int(t) for t in rng.integers(100, model.n_vocab, 12)]
-    prompts = {"random": [int(t) for t in rng.integers(100, model.n_vocab, 40)], "repeated": pattern * 4}
+    # "across": decoding crosses position 256, where a row's attention length (a multiple of 256) grows.
+    prompts = {"random": [int(t) for t in rng.integers(100, model.n_vocab, 40)], "repeated": pattern * 4,
+               "across": [int(t) for t in rng.integers(100, model.n_vocab, 256 - args.tokens // 2)]}  # fmt: skip
     results, ok = {}, True
     for name, ids in prompts.items():
         std = model.generate(ids, max_tokens=args.tokens, mode="standard", return_logits=True)
