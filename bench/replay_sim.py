@@ -89,22 +89,13 @@ def cmd_record(args: argparse.Namespace) -> int:
 def _synthetic_heads(args: argparse.Namespace) -> None:
     """Identity exit heads at one layer of the model, written next to the output: for timing an exit check on a
     model without trained heads (a synthetic one)."""
-    import gguf
-    import numpy as np
+    from adadecode.heads_format import write_identity_heads
 
-    from adadecode.heads_format import write_heads
-
-    r = gguf.GGUFReader(str(_model_path(args.model)))
-    arch = str(r.fields["general.architecture"].contents())
-    n_layer = int(r.fields[f"{arch}.block_count"].contents())
-    n_embd = int(r.fields[f"{arch}.embedding_length"].contents())
-    n_vocab = next(int(t.shape[1]) for t in r.tensors if t.name == "token_embd.weight")
-    layer = args.synthetic_heads if args.synthetic_heads > 0 else max(1, n_layer // 4)
-    if not 1 <= layer < n_layer:
-        raise ValueError(f"--synthetic-heads {layer} is outside 1..{n_layer - 1}")
     path = args.output.with_name(args.output.stem + ".heads.gguf")
-    write_heads(path, arch=arch, n_layer=n_layer, n_embd=n_embd, n_vocab=n_vocab,
-                transforms={layer: np.eye(n_embd, dtype=np.float32)})  # fmt: skip
+    try:
+        write_identity_heads(_model_path(args.model), path, args.synthetic_heads)
+    except ValueError as e:
+        raise ValueError(f"--synthetic-heads: {e}") from e
     args.heads = str(path)
 
 

@@ -25,21 +25,6 @@ CASES = {
 }
 
 
-def identity_heads(model_path: Path, out: Path) -> Path:
-    import gguf
-
-    from adadecode.heads_format import write_heads
-
-    r = gguf.GGUFReader(str(model_path))
-    arch = str(r.fields["general.architecture"].contents())
-    n_layer = int(r.fields[f"{arch}.block_count"].contents())
-    n_embd = int(r.fields[f"{arch}.embedding_length"].contents())
-    n_vocab = next(int(t.shape[1]) for t in r.tensors if t.name == "token_embd.weight")
-    write_heads(out, arch=arch, n_layer=n_layer, n_embd=n_embd, n_vocab=n_vocab,
-                transforms={max(1, n_layer // 4): np.eye(n_embd, dtype=np.float32)})  # fmt: skip
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", type=Path)
@@ -48,8 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-o", "--output", type=Path, default=None)
     args = p.parse_args(argv)
     from adadecode import Model
+    from adadecode.heads_format import write_identity_heads
 
-    heads = identity_heads(args.model, args.model.with_suffix(".identity-heads.gguf"))
+    heads = write_identity_heads(args.model, args.model.with_suffix(".identity-heads.gguf"))
     model = Model(str(args.model), n_ctx=512, n_threads=2, device=args.device, heads=str(heads))
     rng = np.random.default_rng(0)
     pattern = [int(t) for t in rng.integers(100, model.n_vocab, 12)]

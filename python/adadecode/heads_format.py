@@ -118,6 +118,23 @@ def write_heads(
     return path
 
 
+def write_identity_heads(model: str | os.PathLike[str], path: str | os.PathLike[str], layer: int = 0) -> Path:
+    """Identity exit heads (the logit lens) at one layer of the GGUF `model` (default: a quarter of its depth): for
+    timing an exit check, or forcing exits, on a model without trained heads, such as a synthetic one."""
+    import gguf
+
+    r = gguf.GGUFReader(str(model))
+    arch = str(r.fields["general.architecture"].contents())
+    n_layer = int(r.fields[f"{arch}.block_count"].contents())
+    n_embd = int(r.fields[f"{arch}.embedding_length"].contents())
+    n_vocab = next(int(t.shape[1]) for t in r.tensors if t.name == "token_embd.weight")
+    layer = layer if layer > 0 else max(1, n_layer // 4)
+    if not 1 <= layer < n_layer:
+        raise ValueError(f"identity heads at layer {layer}: outside 1..{n_layer - 1}")
+    return write_heads(path, arch=arch, n_layer=n_layer, n_embd=n_embd, n_vocab=n_vocab,
+                       transforms={layer: np.eye(n_embd, dtype=np.float32)})  # fmt: skip
+
+
 def read_heads(path: str | os.PathLike[str]) -> HeadsFile:
     import gguf
 
