@@ -125,6 +125,13 @@ ggml_tensor *Forward::attention(ggml_context *ctx, int il, ggml_tensor *q, ggml_
         return cpu_attention(ctx, q, k_cache, v_cache, mask);
     }
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    // The first `positions` of the cache as keys [hd, positions, n_head_kv] and values [positions, hd, n_head_kv].
+    auto keys_over = [&](int positions) {
+        return ggml_view_3d(ctx, k_cache, hd, positions, hp.n_head_kv, k_cache->nb[1], hd * k_cache->nb[0], 0);
+    };
+    auto values_over = [&](int positions) {
+        return ggml_view_3d(ctx, v_cache, positions, hd, hp.n_head_kv, v_cache->nb[1], hd * v_cache->nb[1], 0);
+    };
     if (device_decode_) {
         // A row attends over the cache positions its own position rounds up to (kv_positions), whichever pass
         // computes it, so its arithmetic is the same in a pass of one row or of eight; rows sharing that length
@@ -132,10 +139,8 @@ ggml_tensor *Forward::attention(ggml_context *ctx, int il, ggml_tensor *q, ggml_
         ggml_tensor *out = nullptr;
         for (const AttentionGroup &group : attention_groups_) {
             const int64_t r = group.first_row, g = group.rows;
-            ggml_tensor *keys =
-                ggml_view_3d(ctx, k_cache, hd, group.n_kv, hp.n_head_kv, k_cache->nb[1], hd * k_cache->nb[0], 0);
-            ggml_tensor *values =
-                ggml_view_3d(ctx, v_cache, group.n_kv, hd, hp.n_head_kv, v_cache->nb[1], hd * v_cache->nb[1], 0);
+            ggml_tensor *keys = keys_over(group.n_kv);
+            ggml_tensor *values = values_over(group.n_kv);
             ggml_tensor *q_rows = ggml_view_3d(ctx, q, hd, hp.n_head, g, q->nb[1], q->nb[2], r * q->nb[2]);
             ggml_tensor *part = nullptr;
             if (attention_group_ == 1) {
@@ -159,13 +164,10 @@ ggml_tensor *Forward::attention(ggml_context *ctx, int il, ggml_tensor *q, ggml_
         }
         return out;
     }
-    ggml_tensor *keys = ggml_view_3d(ctx, k_cache, hd, n_kv, hp.n_head_kv, k_cache->nb[1], hd * k_cache->nb[0], 0);
-    ggml_tensor *values =
-        ggml_view_3d(ctx, v_cache, n_kv, hd, hp.n_head_kv, v_cache->nb[1], hd * v_cache->nb[1], 0);
     ggml_tensor *qp = ggml_permute(ctx, q, 0, 2, 1, 3);  // [hd, n_rows, n_head]
-    ggml_tensor *kq = ggml_mul_mat(ctx, keys, qp);       // [n_kv, n_rows, n_head]
+    ggml_tensor *kq = ggml_mul_mat(ctx, keys_over(n_kv), qp);  // [n_kv, n_rows, n_head]
     kq = ggml_soft_max_ext(ctx, kq, mask, scale, 0.0f);
-    ggml_tensor *kqv = ggml_mul_mat(ctx, values, kq);  // [hd, n_rows, n_head]
+    ggml_tensor *kqv = ggml_mul_mat(ctx, values_over(n_kv), kq);  // [hd, n_rows, n_head]
     return ggml_cont_2d(ctx, ggml_permute(ctx, kqv, 0, 2, 1, 3), hp.n_embd_q(), n_rows);
 }
 
@@ -276,7 +278,8 @@ void Forward::run_pass(const PassRequest &req, PassResult *out) {
     // A device's decode passes: each row attends over the positions its own position rounds up to (see
     // Forward::attention), in groups of rows; the mask input holds each group's rows at that length.
     device_decode_ = device_ && !req.prompt;
-    const int n_kv = device_decode_ ? cache_.n_alloc() : kv_positions(req.pos0 + n, cache_.n_alloc());
+    // The pass's attention length; a device decode pass's rows each attend over their own (below).
+    const int n_kv = kv_positions(req.pos0 + n, cache_.n_alloc());
     const std::string structure = structure_of(req);
     GraphSlot &slot = slot_for(req, structure);
     // The allocator's plan follows the graph, which also changes with the rows' attention lengths.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,10 +31,9 @@ def llama_bench_summary(doc: Any) -> dict[str, Any]:
     for t in doc:
         # The median of the repetitions, not llama-bench's mean: on the GPU its first repetition of each test is
         # 2-3x the others (12.6 ms against 4.3 for one token on the H200), and the mean carries that.
-        samples = sorted(float(x) for x in t.get("samples_ns") or [])
+        samples = [float(x) for x in t.get("samples_ns") or []]
         if samples:
-            n = len(samples)
-            seconds = (samples[n // 2] if n % 2 else (samples[n // 2 - 1] + samples[n // 2]) / 2) / 1e9
+            seconds = statistics.median(samples) / 1e9
         else:
             tps_mean = float(t.get("avg_ts", 0.0))
             tokens = t.get("n_prompt", 0) + t.get("n_gen", 0)
