@@ -99,6 +99,10 @@ def test_microbench_json_reads_as_a_curve() -> None:
     assert c.seconds(0, 1) == pytest.approx(base)
     with pytest.raises(ValueError, match="setup 'mmap' is not in"):
         curve_from_microbench(doc, "mmap")
+    # `adadecode bench --micro` writes the binary's JSON inside a report of its own; it is a curve as it stands.
+    report = ROOT / "bench" / "results" / "roofline" / "after-merges-2026-12-03e" / "micro-avx512-zen4"
+    report_doc = json.loads((report / "micro-qwen2.5-coder-1.5b.json").read_text())
+    assert load_curve(report / "micro-qwen2.5-coder-1.5b.json") == curve_from_microbench(report_doc["microbench"])
     with pytest.raises(ValueError, match="not an adadecode-microbench result"):
         curve_from_microbench({"n_layer": 3})
     with pytest.raises(ValueError, match="layer_seconds must be a finite number"):

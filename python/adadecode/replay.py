@@ -171,6 +171,8 @@ def load_curve(path: str | Path, setup: str | None = None) -> dict[str, Any]:
     if doc.get("kind") == CURVE_KIND:
         check_curve(doc)
         return doc
+    if isinstance(doc.get("microbench"), dict):  # `adadecode bench --micro`'s report wraps the binary's JSON
+        doc = doc["microbench"]
     curve = curve_from_microbench(doc, setup)
     check_curve(curve)
     return curve
