@@ -136,7 +136,7 @@ private:
     bool check_exit(const PassPlan &plan);
     const float *final_logits(size_t row);
     void process(size_t row);
-    bool emit(int32_t token, const float *logits);
+    bool emit(int32_t token, const float *logits, char source);
 
     PassRunner &runner_;
     const HeadSet *heads_;
@@ -354,7 +354,7 @@ bool Generation::commit(const Verdict &verdict) {
     const size_t n_vocab = static_cast<size_t>(dims_.n_vocab);
     bool keep_going = true;
     for (size_t i = 0; i < verdict.kept && keep_going; ++i) {
-        keep_going = emit(pending_[i].successor, logits + i * n_vocab);
+        keep_going = emit(pending_[i].successor, logits + i * n_vocab, pending_[i].source.is_head() ? 'e' : 'd');
     }
     if (keep_going && verdict.rejected()) {
         // Positions after the mismatch are void in every layer; decoding resumes right after it.
@@ -362,12 +362,12 @@ bool Generation::commit(const Verdict &verdict) {
         const int resume_pos = pending_[verdict.kept].pos + 1;
         runner_.truncate(resume_pos);
         seq_.resize(resume_pos);
-        keep_going = emit(verdict.correction, logits + verdict.kept * n_vocab);
+        keep_going = emit(verdict.correction, logits + verdict.kept * n_vocab, 'f');
         seq_.push_back(verdict.correction);
     } else if (keep_going) {
         const float *x_logits = final_logits(pending_.size());
         const int32_t next_token = sampler_.sample(x_logits, dims_.n_vocab);
-        keep_going = emit(next_token, x_logits);
+        keep_going = emit(next_token, x_logits, 'f');
         seq_.push_back(next_token);
     }
     pending_.clear();
@@ -378,14 +378,16 @@ bool Generation::commit(const Verdict &verdict) {
     return keep_going;
 }
 
-// Appends one verified token chosen from `logits`; returns false when generation is over.
-bool Generation::emit(int32_t token, const float *logits) {
+// Appends one verified token chosen from `logits` (its source as DecodeResult::token_sources names it); returns false
+// when generation is over.
+bool Generation::emit(int32_t token, const float *logits, char source) {
     if (opt_.record_logits) opt_.record_logits->insert(opt_.record_logits->end(), logits, logits + dims_.n_vocab);
     if (is_eog_(token)) {
         result_.finish_reason = "stop";
         return false;
     }
     result_.tokens.push_back(token);
+    result_.token_sources.push_back(source);
     if (!on_token_(token)) {
         result_.finish_reason = "stop";
         return false;

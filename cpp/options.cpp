@@ -165,6 +165,8 @@ std::string result_json(const DecodeResult &r, const std::string &text) {
     append_json_string(out, text);
     out += ", \"finish_reason\": ";
     append_json_string(out, r.finish_reason);
+    out += ", \"token_sources\": ";
+    append_json_string(out, r.token_sources);
     out += ", \"stats\": {";
     bool first = true;
     for (const auto &[key, value] : stats_fields(r.stats)) {

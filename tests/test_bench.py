@@ -352,3 +352,25 @@ def test_cpu_class_names_the_kernel_family() -> None:
     assert cpu_class({"avx2", "avx512f"}) == "AVX2"  # AVX-512F alone lacks what the kernels use
     assert cpu_class({"avx2", "fma"}) == "AVX2" and cpu_class({"neon"}) == "other"
     assert cpu_class() in ("AVX-512", "AVX2", "other") and cpu_name()
+
+
+def test_exit_draft_overlap_counts_shared_positions() -> None:
+    def row(ada: str, ngram: str, same: bool = True) -> dict[str, Any]:
+        tokens = list(range(len(ada)))
+        return {
+            "systems": {
+                "adadecode": {"tokens": tokens, "token_sources": ada},
+                "ngram": {"tokens": tokens if same else tokens[::-1], "token_sources": ngram},
+            }
+        }
+
+    rows = [row("feef", "fddf"), row("eeff", "ffdd"), row("eeee", "dddd", same=False)]
+    got = report.exit_draft_overlap(rows)
+    assert got is not None and got["prompts"] == 2 and got["tokens"] == 8  # outputs that differ are left out
+    assert got["adadecode_early"] == 4 and got["also_drafted_by_ngram"] == 2
+    assert got["shared_fraction_of_early"] == pytest.approx(0.5)
+    assert got["early_outside_drafts_fraction"] == pytest.approx(2 / 8)
+    assert report.exit_draft_overlap([{"systems": {"adadecode": {"tokens": [1], "token_sources": "e"}}}]) is None
+    doc = {"meta": {"model_name": "m", "task": "t", "max_tokens": 4, "threads": 1, "command": "c", "date": "d"},
+           "summary": {}, "prompts": rows, "exit_draft_overlap": got}  # fmt: skip
+    assert "50.0% sit where ngram drafted the same token; the rest, 25.0% of all tokens" in report.run_markdown(doc)

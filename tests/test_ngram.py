@@ -103,6 +103,12 @@ def test_adadecode_plus_ngram_parity(with_heads: Any, prompt: str) -> None:
     s = both.stats
     assert s["mode"] == "adadecode+ngram"
     assert sum(s["accepted_per_layer"]) + s["ngram_accepted"] == s["n_accepted"]
+    # Every token names its source; accepted provisional tokens past the end of the generation are not emitted.
+    assert std.token_sources == "f" * len(std.tokens)
+    assert len(both.token_sources) == len(both.tokens) and set(both.token_sources) <= set("fed")
+    assert both.token_sources.count("e") <= sum(s["accepted_per_layer"])
+    assert both.token_sources.count("d") <= s["ngram_accepted"]
+    assert both.token_sources.count("f") >= len(both.tokens) - s["n_accepted"]
 
 
 def test_adadecode_plus_ngram_gamma_zero_every_row_provisional(with_heads: Any) -> None:

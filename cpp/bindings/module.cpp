@@ -218,6 +218,7 @@ PYBIND11_MODULE(_core, m) {
                 py::dict d;
                 d["tokens"] = r.tokens;
                 d["finish_reason"] = r.finish_reason;
+                d["token_sources"] = r.token_sources;
                 d["tail"] = text.flush();
                 d["stats"] = stats_to_dict(r.stats);
                 if (return_logits) {

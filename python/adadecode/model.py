@@ -50,6 +50,9 @@ class Generation:
     text: str
     finish_reason: str
     stats: dict[str, Any] = field(default_factory=dict)
+    # Per token, where it came from (all verified by the final layer): 'f' the final layer chose it, 'e' an exit
+    # head proposed it early, 'd' a prompt-lookup draft proposed it.
+    token_sources: str = ""
     logits: np.ndarray | None = None  # [n_generated (+1 at an end token), n_vocab] with return_logits=True
 
 
@@ -623,7 +626,8 @@ class Model:
             _on_text(text[emitted:])
         # The engine's statistics, peak_rss_mib of the whole process: the mapped model, KV cache and Python.
         gen = Generation(
-            tokens=list(out["tokens"]), text=text, finish_reason=finish, stats=out["stats"], logits=out.get("logits")
+            tokens=list(out["tokens"]), text=text, finish_reason=finish, stats=out["stats"], logits=out.get("logits"),
+            token_sources=out["token_sources"],
         )
         self.last_generation = gen
         return gen

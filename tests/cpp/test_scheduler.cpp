@@ -4,6 +4,7 @@
 // inside a pending window, the context limit, max_pending 1..8, gamma 0, exit subsets, drafts, logits processors,
 // and exits on and after the rows of scripted drafts, with a rejection of every kind of row in every kind of
 // company. Runs in well under a second.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -229,6 +230,7 @@ struct Outcome {
     std::string finish_reason;
     std::vector<float> logits;
     DecodeStats stats;
+    std::string sources;
 };
 
 // Standard decoding of the toy without any of the scheduler's machinery.
@@ -274,6 +276,7 @@ Outcome decode(const Case &c, DecodeOptions opt, const ToyHeads *heads, ToyDraft
         o.tokens = r.tokens;
         o.finish_reason = r.finish_reason;
         o.stats = r.stats;
+        o.sources = r.token_sources;
     } catch (const Error &e) {
         o.finish_reason = std::string("error: ") + e.what();
         std::fprintf(stderr, "%s\n", e.what());
@@ -288,6 +291,15 @@ bool same(const Outcome &want, const Outcome &got, const std::string &what) {
     const bool ok = want.tokens == got.tokens && want.finish_reason == got.finish_reason && want.logits == got.logits;
     if (!ok) std::fprintf(stderr, "differs from standard decoding: %s\n", what.c_str());
     return ok;
+}
+
+// Each token names its source, and no more tokens came from a source than verification accepted from it.
+bool sources_consistent(const Outcome &o) {
+    int accepted_early = 0;
+    for (int n : o.stats.accepted_per_layer) accepted_early += n;
+    const auto count = [&o](char source) { return static_cast<int>(std::count(o.sources.begin(), o.sources.end(), source)); };
+    return o.sources.size() == o.tokens.size() && count('f') + count('e') + count('d') == static_cast<int>(o.tokens.size()) &&
+           count('e') <= accepted_early && count('d') <= o.stats.ngram_accepted;
 }
 
 // The statistics add up: every verified token was provisional, every rollback followed a rejection.
@@ -360,10 +372,12 @@ int main() {
                         o.gamma = gamma;
                         const Outcome got = decode(c, o, &heads);
                         CHECK(same(want, got, describe(c, o, name)));
-                        CHECK(consistent(got.stats));
+                        CHECK(consistent(got.stats) && sources_consistent(got));
+                        if (name == "always wrong") CHECK(got.sources.find('e') == std::string::npos);
                         if (name == "always wrong" && gamma == 0.0f) CHECK(got.stats.n_rollbacks > 0);
                         if (name == "always right" && gamma == 0.0f && !ngram) {
                             CHECK(got.stats.n_rollbacks == 0 && got.stats.n_accepted > 0);
+                            CHECK(got.sources.find('e') != std::string::npos && got.sources.find('d') == std::string::npos);
                         }
                     }
                 }

@@ -117,6 +117,9 @@ private:
 
 struct DecodeResult {
     std::vector<int32_t> tokens;  // generated tokens, without the end-of-generation token
+    // Where each of `tokens` came from, one character per token, all of them verified by the final layer: 'f' the
+    // final layer chose it, 'e' an exit head proposed it early, 'd' a prompt-lookup draft proposed it.
+    std::string token_sources;
     std::string finish_reason;    // "stop" (end of generation or the callback said stop) or "length"
     DecodeStats stats;
 };

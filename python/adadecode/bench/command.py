@@ -326,7 +326,11 @@ def run_bench(args: argparse.Namespace) -> int:
     names = [s.name for s in systems]
 
     def document() -> dict[str, Any]:
-        return {"meta": meta, "summary": report.summarize(rows, names), "prompts": rows}
+        doc = {"meta": meta, "summary": report.summarize(rows, names), "prompts": rows}
+        overlap = report.exit_draft_overlap(rows)
+        if overlap:
+            doc["exit_draft_overlap"] = overlap
+        return doc
 
     try:
         todo = [p for p in prompts if p.index not in done]

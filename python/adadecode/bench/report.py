@@ -138,6 +138,34 @@ def summarize(rows: list[dict[str, Any]], systems: list[str]) -> dict[str, Any]:
     return summary
 
 
+def exit_draft_overlap(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """What exit heads can add to prompt lookup: of the tokens the adadecode mode took from exit heads, how many sit
+    where the ngram mode took a drafted token (greedy outputs are the same token for token, so positions match).
+    Only early tokens outside the drafts can save time beyond prompt lookup; None without both modes' sources."""
+    early = shared = tokens = prompts = 0
+    for row in rows:
+        ada, ngram = row["systems"].get("adadecode"), row["systems"].get("ngram")
+        if not ada or not ngram or ada["tokens"] != ngram["tokens"]:
+            continue
+        sa, sn = ada.get("token_sources"), ngram.get("token_sources")
+        if not sa or not sn or len(sa) != len(sn):
+            continue
+        prompts += 1
+        tokens += len(sa)
+        early += sa.count("e")
+        shared += sum(1 for a, n in zip(sa, sn, strict=True) if a == "e" and n == "d")
+    if not prompts:
+        return None
+    return {
+        "prompts": prompts,
+        "tokens": tokens,
+        "adadecode_early": early,
+        "also_drafted_by_ngram": shared,
+        "shared_fraction_of_early": _rate(shared, early),
+        "early_outside_drafts_fraction": _rate(early - shared, tokens),
+    }
+
+
 def _prompt_speedup(row: dict[str, Any], name: str, ref: str) -> float | None:
     a, b = row["systems"].get(name), row["systems"].get(ref)
     if not a or not b or not a["decode_seconds"] or not b["decode_seconds"] or not a["tokens"] or not b["tokens"]:
@@ -245,6 +273,13 @@ def run_markdown(doc: dict[str, Any]) -> str:
         src = _sources(s)
         if src:
             lines.append(f"\n{name} token sources: {src}")
+    overlap = doc.get("exit_draft_overlap")
+    if overlap and overlap["adadecode_early"]:
+        lines.append(
+            f"\nExits and drafts overlap: of adadecode's {overlap['adadecode_early']} early tokens, "
+            f"{overlap['shared_fraction_of_early']:.1%} sit where ngram drafted the same token; the rest, "
+            f"{overlap['early_outside_drafts_fraction']:.1%} of all tokens, is what exits can add to prompt lookup."
+        )
     for name, why in meta.get("skipped", {}).items():
         lines.append(f"\n**{name}: skipped** — {why}")
     for name in meta.get("plots", []):

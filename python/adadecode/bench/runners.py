@@ -59,6 +59,7 @@ class EngineMode:
         return {
             "tokens": [int(t) for t in g.tokens],
             "finish_reason": g.finish_reason,
+            "token_sources": g.token_sources,
             "prefill_seconds": float(g.stats["prefill_seconds"]),
             "decode_seconds": float(g.stats["decode_seconds"]),
             "stats": stats,
