@@ -58,12 +58,15 @@ int main() {
     DecodeResult r;
     r.tokens = {1, 2};
     r.finish_reason = "length";
+    r.token_sources = "fe";
     r.stats.n_generated = 2;
     r.stats.exit_layers = {4, 8};
     r.stats.mode = Mode::adadecode_ngram;
     r.stats.device = "CPU \"mapped\"";
     const std::string json = result_json(r, "a\nb");
-    CHECK(json.rfind("{\"tokens\": [1, 2], \"text\": \"a\\nb\", \"finish_reason\": \"length\", \"stats\": {", 0) == 0);
+    CHECK(json.rfind("{\"tokens\": [1, 2], \"text\": \"a\\nb\", \"finish_reason\": \"length\", "
+                     "\"token_sources\": \"fe\", \"stats\": {",
+                     0) == 0);
     size_t at = 0;
     for (const auto &field : stats_fields(r.stats)) {  // every key, in the serializer's order
         const size_t found = json.find("\"" + field.first + "\": ", at);
