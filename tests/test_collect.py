@@ -155,9 +155,18 @@ def test_feature_training_beats_identity_and_resumes_bitwise(engine: Any, smollm
             assert rep[spec]["layers"][layer]["kl"] < rep["identity"]["layers"][layer]["kl"], (spec, layer)
         assert rep[spec]["best_saving"] > rep["identity"]["best_saving"], spec
         assert rep[spec]["engine_runs"], spec
-    # interrupted after 6 steps (a checkpoint), then resumed: the same heads to the bit
-    train(_train_args(smollm2_path, features, tmp_path / "wb", tmp_path / "b.gguf", *write, "--stop-after", "6"))
-    b = train(_train_args(smollm2_path, features, tmp_path / "wb", tmp_path / "b.gguf", *write, "--resume"))
+    # interrupted after 6 steps (a checkpoint), then resumed while the collection has grown by a shard: the same
+    # heads to the bit (the resumed fit reads the shards it started with)
+    growing = tmp_path / "growing"
+    shutil.copytree(features, growing)
+    train(_train_args(smollm2_path, growing, tmp_path / "wb", tmp_path / "b.gguf", *write, "--stop-after", "6"))
+    last = max(int(p.stem.split("-")[1]) for p in growing.glob("shard-*.json"))
+    meta = json.loads((growing / f"shard-{last:05d}.json").read_text())
+    for suffix in (".npy", ".rows.npy"):
+        shutil.copy(growing / f"shard-{last:05d}{suffix}", growing / f"shard-{last + 1:05d}{suffix}")
+    (growing / f"shard-{last + 1:05d}.json").write_text(json.dumps({**meta, "shard": last + 1}))
+    b = train(_train_args(smollm2_path, growing, tmp_path / "wb", tmp_path / "b.gguf", *write, "--resume"))
+    assert b["report"]["train_rows"] == a["report"]["train_rows"]
     assert a["metadata"]["design"] == b["metadata"]["design"] == "mlp:32"
     ha, hb = read_heads(tmp_path / "a.gguf"), read_heads(tmp_path / "b.gguf")
     assert ha.layers == hb.layers and all(ha.design(la) == "mlp" for la in ha.layers)

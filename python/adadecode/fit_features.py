@@ -44,7 +44,7 @@ class FeatureFitConfig:
 class FeatureSet:
     """The shards of a feature directory with a held-out split by window (every `holdout_every`-th window)."""
 
-    def __init__(self, feat_dir: Path, layers: list[int], holdout_every: int) -> None:
+    def __init__(self, feat_dir: Path, layers: list[int], holdout_every: int, n_shards: int | None = None) -> None:
         self.dir = Path(feat_dir)
         self.manifest = read_manifest(self.dir)
         stored = [*self.manifest["layers"], self.manifest["n_layer"]]
@@ -55,6 +55,11 @@ class FeatureSet:
         self.shards = complete_shards(self.dir)
         if not self.shards:
             raise FeatureError(f"'{feat_dir}' holds no complete shard")
+        if n_shards is not None:
+            if len(self.shards) < n_shards:
+                raise FeatureError(f"'{feat_dir}' holds {len(self.shards)} complete shards, fewer than the "
+                                   f"{n_shards} this fit started with; collect them again or use --fresh")
+            self.shards = self.shards[:n_shards]
         self.holdout_every = holdout_every
         self.train_rows: list[np.ndarray] = []
         for meta in self.shards:
@@ -169,24 +174,27 @@ def fit_features(feat_dir: Path, readout: Readout, cfg: FeatureFitConfig, costs:
     from tqdm import tqdm
 
     workdir.mkdir(parents=True, exist_ok=True)
-    fs = FeatureSet(feat_dir, cfg.layers, cfg.holdout_every)
+    tag = json.dumps(asdict(cfg), sort_keys=True)
+    ckpt = workdir / "fit-features.pt"
+    state = torch.load(ckpt, weights_only=False) if ckpt.exists() else None
+    if state is not None and state["config"] != tag:
+        raise FeatureError(f"'{ckpt}' belongs to a run with other settings; use another --workdir or --fresh")
+    # The collection may still be growing: a resumed fit reads the shards it started with, so that it ends with the
+    # heads an uninterrupted run makes (checkpoints from before n_shards was kept read every shard).
+    fs = FeatureSet(feat_dir, cfg.layers, cfg.holdout_every, state.get("n_shards") if state else None)
     d = int(fs.manifest["n_embd"])
     n_exit = len(cfg.layers)
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    inits = lstsq_start(fs, n_exit, cfg.seed) if cfg.init == "lstsq" else [None] * n_exit
+    fresh_lstsq = cfg.init == "lstsq" and state is None  # a resumed fit loads its heads: no start to compute
+    inits = lstsq_start(fs, n_exit, cfg.seed) if fresh_lstsq else [None] * n_exit
     heads: dict[str, dict[int, HeadDesign]] = {
         spec: {layer: make_design(spec, d, gen, inits[i] if not spec.startswith("mlp") else None)
                for i, layer in enumerate(cfg.layers)} for spec in cfg.designs}
     params = [p for per in heads.values() for h in per.values() for p in h.parameters()]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-    tag = json.dumps(asdict(cfg), sort_keys=True)
-    ckpt = workdir / "fit-features.pt"
     step = 0
-    if ckpt.exists():
-        state = torch.load(ckpt, weights_only=False)
-        if state["config"] != tag:
-            raise FeatureError(f"'{ckpt}' belongs to a run with other settings; use another --workdir or --fresh")
+    if state is not None:
         for spec, per in heads.items():
             for layer, h in per.items():
                 h.load_state_dict(state["heads"][spec][layer])
@@ -199,7 +207,7 @@ def fit_features(feat_dir: Path, readout: Readout, cfg: FeatureFitConfig, costs:
 
     def save() -> None:
         tmp = ckpt.with_suffix(".tmp")
-        torch.save({"config": tag, "step": step, "opt": opt.state_dict(),
+        torch.save({"config": tag, "step": step, "n_shards": len(fs.shards), "opt": opt.state_dict(),
                     "heads": {s: {la: h.state_dict() for la, h in per.items()} for s, per in heads.items()}}, tmp)
         os.replace(tmp, ckpt)
 
