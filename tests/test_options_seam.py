@@ -183,9 +183,10 @@ def test_stats_keys_equal_between_python_and_cpp_cli(model: Any, smollm2_path: P
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
-    assert list(doc) == ["tokens", "text", "finish_reason", "stats"]
+    assert list(doc) == ["tokens", "text", "finish_reason", "token_sources", "stats"]
     assert list(doc["stats"]) == list(gen.stats)
     assert doc["tokens"] == gen.tokens and doc["text"] == gen.text and doc["finish_reason"] == gen.finish_reason
+    assert len(doc["token_sources"]) == len(doc["tokens"]) and set(doc["token_sources"]) <= set("fed")
     for key in ("n_prompt", "n_generated", "mode", "device", "exit_layers"):
         assert doc["stats"][key] == gen.stats[key], key
 
