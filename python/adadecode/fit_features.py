@@ -44,7 +44,7 @@ class FeatureFitConfig:
 class FeatureSet:
     """The shards of a feature directory with a held-out split by window (every `holdout_every`-th window)."""
 
-    def __init__(self, feat_dir: Path, layers: list[int], holdout_every: int, n_shards: int | None = None) -> None:
+    def __init__(self, feat_dir: Path, layers: list[int], holdout_every: int) -> None:
         self.dir = Path(feat_dir)
         self.manifest = read_manifest(self.dir)
         stored = [*self.manifest["layers"], self.manifest["n_layer"]]
@@ -55,17 +55,20 @@ class FeatureSet:
         self.shards = complete_shards(self.dir)
         if not self.shards:
             raise FeatureError(f"'{feat_dir}' holds no complete shard")
-        if n_shards is not None:
-            if len(self.shards) < n_shards:
-                raise FeatureError(f"'{feat_dir}' holds {len(self.shards)} complete shards, fewer than the "
-                                   f"{n_shards} this fit started with; collect them again or use --fresh")
-            self.shards = self.shards[:n_shards]
         self.holdout_every = holdout_every
         self.train_rows: list[np.ndarray] = []
         for meta in self.shards:
             rows = np.load(self.dir / f"shard-{meta['shard']:05d}.rows.npy")
             self.train_rows.append(np.flatnonzero(~self.is_held(rows[:, 0])))
         self._cache: dict[int, np.ndarray] = {}
+
+    def keep_first(self, n_shards: int) -> None:
+        """Read only the first `n_shards` shards (a fit resumed while the collection went on)."""
+        if len(self.shards) < n_shards:
+            raise FeatureError(f"'{self.dir}' holds {len(self.shards)} complete shards, fewer than the {n_shards} "
+                               "this fit started with; collect them again or use --fresh")
+        self.shards, self.train_rows = self.shards[:n_shards], self.train_rows[:n_shards]
+        self._cache.clear()
 
     def is_held(self, window: np.ndarray) -> np.ndarray:
         if self.holdout_every <= 0:
@@ -167,10 +170,11 @@ def check_bytes(head: HeadDesign | None, vocab_k: int, row_bytes: int) -> float:
     return (0.0 if head is None else head.check_params() * head.bytes_per_param) + vocab_k * row_bytes
 
 
-def fit_features(feat_dir: Path, readout: Readout, cfg: FeatureFitConfig, costs: CostModel, row_bytes: int,
+def fit_features(fs: FeatureSet, readout: Readout, cfg: FeatureFitConfig, costs: CostModel, row_bytes: int,
                  workdir: Path, progress: bool = True, stop_after: int = 0, gamma: float = 0.75,
                  log: Any = print, max_exits: int = 3) -> tuple[dict[str, dict[int, HeadDesign]], dict[str, Any]]:
-    """Train every (design, layer) head at once; returns the heads and a report with held-out figures."""
+    """Train every (design, layer) head at once on `fs` (read with cfg.layers); returns the heads and a report with
+    held-out figures."""
     from tqdm import tqdm
 
     workdir.mkdir(parents=True, exist_ok=True)
@@ -181,7 +185,8 @@ def fit_features(feat_dir: Path, readout: Readout, cfg: FeatureFitConfig, costs:
         raise FeatureError(f"'{ckpt}' belongs to a run with other settings; use another --workdir or --fresh")
     # The collection may still be growing: a resumed fit reads the shards it started with, so that it ends with the
     # heads an uninterrupted run makes (checkpoints from before n_shards was kept read every shard).
-    fs = FeatureSet(feat_dir, cfg.layers, cfg.holdout_every, state.get("n_shards") if state else None)
+    if state is not None and state.get("n_shards") is not None:
+        fs.keep_first(int(state["n_shards"]))
     d = int(fs.manifest["n_embd"])
     n_exit = len(cfg.layers)
     torch.manual_seed(cfg.seed)

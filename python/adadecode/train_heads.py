@@ -522,7 +522,8 @@ def train_from_features(args: argparse.Namespace, model: Any, threads: int) -> d
     manifest = read_manifest(feat_dir)
     check_model(manifest, model, feat_dir)
     layers = list(manifest["layers"]) if args.layers == "auto" else parse_layers(args.layers, model.n_layer)
-    fs = FeatureSet(feat_dir, layers, args.holdout_every)  # checks the layers and shards before any heavy work
+    # Checks the layers and shards before any heavy work; the vocabulary subset and the fit read the same shards.
+    fs = FeatureSet(feat_dir, layers, args.holdout_every)
     designs = parse_designs(args.designs, model.n_embd)
     if not 0.0 < args.gamma < 1.0:
         raise ValueError(f"--gamma must lie in (0, 1), got {args.gamma}")
@@ -558,7 +559,7 @@ def train_from_features(args: argparse.Namespace, model: Any, threads: int) -> d
             vfile.write_text(json.dumps(vocab.tolist()))
         readout = readout.with_vocab(vocab)
     _, row_bytes, _ = model_bytes(model.path)
-    heads, report = fit_features(feat_dir, readout, cfg, costs, row_bytes, workdir, not args.no_progress,
+    heads, report = fit_features(fs, readout, cfg, costs, row_bytes, workdir, not args.no_progress,
                                  args.stop_after, args.gamma, say, args.max_exits)
     print(format_report(report))
     designs_r = report["designs"]
