@@ -1,6 +1,8 @@
 """Decode a task's prompts with subsets of a model's shipped exit layers, side by side with standard decoding.
 
-    python bench/probe_exit_layers.py TASK N [MODEL]
+    python bench/probe_exit_layers.py TASK N [MODEL] [SUBSETS]
+
+SUBSETS: exit-layer subsets separated by ';', e.g. "7,14,21;21" (default: every subset of the model's layers).
 
 For each prompt every configuration runs once, in an order that rotates from prompt to prompt; outputs must equal
 standard decoding token for token. Prints tokens/s summed over prompts, the ratio to standard (summed and median per
@@ -20,13 +22,16 @@ from adadecode.model import Model
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) not in (2, 3):
+    if len(argv) not in (2, 3, 4):
         print(__doc__, file=sys.stderr)
         return 2
     task, n = argv[0], int(argv[1])
-    model = Model(argv[2] if len(argv) == 3 else "qwen2.5-coder-1.5b", n_threads=2, heads="auto")
+    model = Model(argv[2] if len(argv) >= 3 else "qwen2.5-coder-1.5b", n_threads=2, heads="auto")
     layers = list(model.exit_layers)
-    subsets = [list(c) for k in range(len(layers), 0, -1) for c in combinations(layers, k)]
+    if len(argv) == 4:
+        subsets = [[int(x) for x in part.split(",")] for part in argv[3].split(";")]
+    else:
+        subsets = [list(c) for k in range(len(layers), 0, -1) for c in combinations(layers, k)]
     configs: dict[str, dict[str, object]] = {"standard": {"mode": "standard"}}
     configs.update({",".join(map(str, s)): {"mode": "adadecode", "exit_layers": s} for s in subsets})
     names = list(configs)

@@ -107,7 +107,8 @@ public:
         : runner_(runner), heads_(heads), opt_(opt), is_eog_(is_eog), on_token_(on_token), dims_(runner.dims()),
           exits_(active_exits(opt, heads)), sampler_(opt.sampling), ngram_(opt.ngram_options),
           drafter_(opt.ngram ? (drafter ? drafter : &ngram_) : nullptr),
-          exit_policy_(exits_.layers, dims_.n_layer, exits_.layers.empty() ? 0.0 : heads->check_cost(exits_.heads[0])),
+          exit_policy_(exits_.layers, dims_.n_layer, dims_.output_share,
+                       exits_.layers.empty() ? 0.0 : heads->check_cost(exits_.heads[0])),
           seq_(prompt) {
         boundaries_ = exits_.layers;
         boundaries_.push_back(dims_.n_layer);

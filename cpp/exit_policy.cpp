@@ -9,31 +9,45 @@ constexpr double kDecay = 0.95;  // about the last 20 early tokens of a layer co
 constexpr int kProbeEvery = 16;
 // Prior: two accepted tokens, so that every layer starts open and a couple of rejections do not close it.
 constexpr double kPriorAccepted = 2.0, kPriorChecked = 2.0;
+// Exit rate: about the last 30 checks, and a prior worth one check at 1/2 (see the header).
+constexpr double kRateDecay = 0.97;
+constexpr double kPriorExits = 0.5, kPriorChecks = 1.0;
 }  // namespace
 
-ExitPolicy::ExitPolicy(const std::vector<int> &exit_layers, int n_layer, double check_cost)
+ExitPolicy::ExitPolicy(const std::vector<int> &exit_layers, int n_layer, double output_share, double check_cost)
     : layers_(exit_layers),
       n_layer_(n_layer),
+      output_share_(std::clamp(output_share, 0.0, 1.0)),
       check_cost_(std::max(0.0, check_cost)),
       checked_(exit_layers.size(), 0.0),
       accepted_(exit_layers.size(), 0.0),
       checks_(exit_layers.size(), 0.0),
       exits_(exit_layers.size(), 0.0),
-      skipped_(exit_layers.size(), 0) {}
+      skipped_(exit_layers.size(), 0),
+      open_(exit_layers.size(), 1) {}
 
-double ExitPolicy::break_even(int exit_layer, int n_layer, double marginal_row_cost, double check_cost,
-                              double exit_rate, double voided_rows) {
-    const double m = std::clamp(marginal_row_cost, 0.0, 1.0);
-    const double upper = static_cast<double>(n_layer - exit_layer) / n_layer;
-    const double gain = upper * (1.0 - m);
-    const double loss = static_cast<double>(exit_layer) / n_layer + m * upper + m * std::max(0.0, voided_rows);
-    // Above 1 when the checks cost more than exits could ever save: the layer only runs its probes.
-    const double per_exit_check_cost = check_cost / std::max(exit_rate, 1e-3);
+double ExitPolicy::break_even(double lower, double later_lower, const ExitTerms &terms) {
+    const double m = std::clamp(terms.marginal_row_cost, 0.0, 1.0);
+    const double gain = std::max(0.0, later_lower - lower) * (1.0 - m);
+    const double loss = lower + m * (1.0 - lower) + m * std::max(0.0, terms.voided_rows);
+    const double per_exit_check_cost = terms.check_cost / std::max(terms.exit_rate, 1e-3);
     return gain + loss > 0.0 ? (loss + per_exit_check_cost) / (gain + loss) : 1.0;
 }
 
+double ExitPolicy::share_below(int layer) const {
+    if (layer >= n_layer_) return 1.0;
+    return static_cast<double>(layer) / n_layer_ * (1.0 - output_share_);
+}
+
 double ExitPolicy::exit_rate(size_t slot) const {
-    return (exits_[slot] + 1.0) / (checks_[slot] + 2.0);
+    return (exits_[slot] + kPriorExits) / (checks_[slot] + kPriorChecks);
+}
+
+int ExitPolicy::later_exit(size_t slot) const {
+    for (size_t s = slot + 1; s < layers_.size(); ++s) {
+        if (open_[s]) return layers_[s];
+    }
+    return n_layer_;
 }
 
 double ExitPolicy::acceptance(size_t slot) const {
@@ -42,8 +56,9 @@ double ExitPolicy::acceptance(size_t slot) const {
 
 bool ExitPolicy::allow(size_t slot, double marginal_row_cost, const ExitContext &context) {
     const double u = std::clamp(context.upstream_acceptance, 0.0, 1.0);
-    if (u * acceptance(slot) >= break_even(layers_[slot], n_layer_, marginal_row_cost, check_cost_, exit_rate(slot),
-                                           context.voided_rows)) {
+    const ExitTerms terms{marginal_row_cost, check_cost_, exit_rate(slot), context.voided_rows};
+    open_[slot] = u * acceptance(slot) >= break_even(share_below(layers_[slot]), share_below(later_exit(slot)), terms);
+    if (open_[slot]) {
         skipped_[slot] = 0;
         return true;
     }
@@ -60,8 +75,8 @@ void ExitPolicy::record(size_t slot, bool accepted) {
 }
 
 void ExitPolicy::record_check(size_t slot, bool exited) {
-    checks_[slot] = kDecay * checks_[slot] + 1.0;
-    exits_[slot] = kDecay * exits_[slot] + (exited ? 1.0 : 0.0);
+    checks_[slot] = kRateDecay * checks_[slot] + 1.0;
+    exits_[slot] = kRateDecay * exits_[slot] + (exited ? 1.0 : 0.0);
 }
 
 }  // namespace adadecode

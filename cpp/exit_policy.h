@@ -1,18 +1,27 @@
 // Which exit layers may emit early tokens, decided from what verification made of their earlier ones.
 //
-// An early token at exit layer e (of L layers) that verification accepts saves about (L - e)/L * (1 - m) of a
-// token's compute: its upper layers ride along in the next token's pass, where a row costs m of a one-row pass
-// extra. One that is rejected wastes about (e + m (L - e))/L: the successor's pass is thrown away. So a layer
-// pays while its acceptance p satisfies p * gain > (1 - p) * loss: late exits (small gain) need a high p, early
-// ones less. The check itself costs c of a token whatever its outcome, and only a fraction x of checks is confident
-// enough to exit, so the bar is x * (p * gain - (1 - p) * loss) > c. A layer below it sits out, but is tried again
-// every `probe_every` checks it skipped, so that it can come back when the text gets easier.
+// Costs are shares of a one-row pass over every layer with logits, by the weights read: below exit layer e lies
+// lower(e) = e/L * (1 - o), where o is the output matrix's share (on the 1.5B about a fifth, on the 0.5B over a
+// third). An early token at e that verification accepts lets its successor start sooner, and everything above e,
+// the logits included, rides along in the successor's pass, where a row costs m extra. Against a token that climbs
+// to the top, that saves (1 - lower(e)) * (1 - m). But a token an early head is sure of, the next open exit layer
+// e' above is almost always sure of too, so an exit at e only gains what e' would not: (lower(e') - lower(e)) *
+// (1 - m) (measured on the 1.5B's chat prompts: layer 7 beside layer 21 cost 5 %; priced against the top it looked
+// worth its checks). An early token that is rejected wastes lower(e) + m * (1 - lower(e)): the successor's pass is
+// thrown away. So a layer pays while its acceptance p satisfies p * gain > (1 - p) * loss. The check itself costs c
+// whatever its outcome, and only a fraction x of checks is confident enough to exit, so the bar is
+// x * (p * gain - (1 - p) * loss) > c. A layer below it sits out, but is tried again every `probe_every` checks it
+// skipped, so that it can come back when the text gets easier.
+//
+// x is estimated over about the last 30 checks with a prior worth one check at 1/2: a head that exits on 5 % of
+// chat tokens must be seen as such within a few dozen tokens, or its checks (3 % of a pass each on the 1.5B) eat
+// what its exits save.
 //
 // Alongside prompt-lookup drafts (docs/design.md §1, "Exits and drafts") two more terms enter. An exit on the last
 // row of a draft in flight only pays if every provisional row before it is accepted too: the gain is weighed with
 // the chance u that they all are (a rejection before it voids the exit). And the drafter goes on proposing after
-// the exit's token: a rejected exit voids those v drafted rows, each m of a pass over every layer, so the loss
-// grows by v * m. The bar becomes u * p > (loss + v m + c / x) / (gain + loss + v m).
+// the exit's token: a rejected exit voids those v drafted rows, each m of a pass, so the loss grows by v * m. The
+// bar becomes u * p > (loss + v m + c / x) / (gain + loss + v m).
 #pragma once
 
 #include <cstddef>
@@ -26,10 +35,18 @@ struct ExitContext {
     double voided_rows = 0.0;          // v: drafted rows expected to ride after the exit's token
 };
 
+// The terms of the bar above besides the two shares.
+struct ExitTerms {
+    double marginal_row_cost = 0.0;  // m
+    double check_cost = 0.0;         // c
+    double exit_rate = 1.0;          // x
+    double voided_rows = 0.0;        // v
+};
+
 class ExitPolicy {
 public:
-    // check_cost: c above, one head check relative to a one-row pass over every layer.
-    ExitPolicy(const std::vector<int> &exit_layers, int n_layer, double check_cost = 0.0);
+    // output_share: o above (0: unknown, layers alone). check_cost: c above.
+    ExitPolicy(const std::vector<int> &exit_layers, int n_layer, double output_share = 0.0, double check_cost = 0.0);
 
     // May the head at exit slot `slot` emit now? `marginal_row_cost` is m above. A "no" counts as a skipped check.
     bool allow(size_t slot, double marginal_row_cost, const ExitContext &context = ExitContext{});
@@ -46,18 +63,26 @@ public:
     // Share of `slot`'s checks that emitted a token (recent ones weigh more; 1/2 before any evidence).
     double exit_rate(size_t slot) const;
 
-    // The acceptance a layer needs: without check cost (or when every check exits), p * gain = (1 - p) * loss;
-    // `voided_rows` adds their cost to the loss.
-    static double break_even(int exit_layer, int n_layer, double marginal_row_cost, double check_cost = 0.0,
-                             double exit_rate = 1.0, double voided_rows = 0.0);
+    // The exit layer whose exits one at `slot` would pre-empt: the next layer above that is open (its last decision,
+    // probes aside, was yes), or n_layer.
+    int later_exit(size_t slot) const;
+
+    // lower(layer) above; 1 at the top, where a token's successor waits for the logits too.
+    double share_below(int layer) const;
+
+    // The acceptance a layer needs, from lower(e) and lower(e'): without check cost (or when every check exits),
+    // p * gain = (1 - p) * loss. Above 1 when the checks cost more than its exits could ever save.
+    static double break_even(double lower, double later_lower, const ExitTerms &terms);
 
 private:
     std::vector<int> layers_;
     int n_layer_;
+    double output_share_;
     double check_cost_;
     std::vector<double> checked_, accepted_;  // exponentially decayed counts
     std::vector<double> checks_, exits_;
     std::vector<int> skipped_;
+    std::vector<char> open_;
 };
 
 }  // namespace adadecode

@@ -1,5 +1,6 @@
-// The exit policy: break-even acceptance from the cost model (check cost included), retiring a layer whose early
-// tokens fail or whose checks seldom exit, probing it, and letting it back in when they pass again.
+// The exit policy: break-even acceptance from the cost model (check cost included, gain up to the next open exit
+// layer, the output matrix's share), retiring a layer whose early tokens fail or whose checks seldom exit, probing
+// it, and letting it back in when they pass again.
 #include <cstdio>
 
 #include "exit_policy.h"
@@ -8,23 +9,35 @@
 
 using namespace adadecode;
 
+namespace {
+bool near(double a, double b) { return a > b - 1e-12 && a < b + 1e-12; }
+}  // namespace
+
 int main() {
-    // Late exits save little, so they need more acceptance than early ones; dearer extra rows raise the bar.
-    const double early = ExitPolicy::break_even(6, 24, 0.3), late = ExitPolicy::break_even(18, 24, 0.3);
+    // Shares without an output matrix: layer e of 24 lies at e / 24. Late exits save little, so they need more
+    // acceptance than early ones; dearer extra rows raise the bar.
+    const ExitTerms m3{0.3};
+    const double early = ExitPolicy::break_even(6 / 24.0, 1.0, m3), late = ExitPolicy::break_even(18 / 24.0, 1.0, m3);
     CHECK(early > 0.0 && early < late && late < 1.0);
-    CHECK(ExitPolicy::break_even(18, 24, 0.6) > late);
+    CHECK(ExitPolicy::break_even(18 / 24.0, 1.0, ExitTerms{0.6}) > late);
     // At m = 0.3 and layer 18 of 24: gain 0.25 * 0.7, loss 0.75 + 0.3 * 0.25 -> p > 0.825 / 1.0.
-    const double expected = (0.75 + 0.3 * 0.25) / (0.25 * 0.7 + 0.75 + 0.3 * 0.25);
-    CHECK(late > expected - 1e-12 && late < expected + 1e-12);
+    CHECK(near(late, (0.75 + 0.3 * 0.25) / (0.25 * 0.7 + 0.75 + 0.3 * 0.25)));
+    {
+        // The output matrix rides along with an accepted exit's upper layers: with o = 0.2 layer 18 lies at 0.6,
+        // and everything above it (0.4 of a pass) is what an exit there saves.
+        const ExitPolicy with_output({18}, 24, 0.2);
+        CHECK(near(with_output.share_below(18), 0.6) && with_output.share_below(24) == 1.0);
+        const double bar = ExitPolicy::break_even(0.6, 1.0, m3);
+        CHECK(near(bar, (0.6 + 0.3 * 0.4) / (0.4 * 0.7 + 0.6 + 0.3 * 0.4)) && bar < late);
+    }
 
     // A check costs c whatever comes of it; rarely confident heads pay it for few exits: the bar rises with c / x.
-    CHECK(ExitPolicy::break_even(18, 24, 0.3, 0.0, 0.2) == late);
-    const double with_checks = ExitPolicy::break_even(18, 24, 0.3, 0.02, 0.2);
-    const double expected_checks = (0.75 + 0.3 * 0.25 + 0.02 / 0.2) / (0.25 * 0.7 + 0.75 + 0.3 * 0.25);
-    CHECK(with_checks > expected_checks - 1e-12 && with_checks < expected_checks + 1e-12);
-    CHECK(ExitPolicy::break_even(18, 24, 0.3, 0.02, 1.0) < with_checks);
+    CHECK(ExitPolicy::break_even(0.75, 1.0, ExitTerms{0.3, 0.0, 0.2}) == late);
+    const double with_checks = ExitPolicy::break_even(0.75, 1.0, ExitTerms{0.3, 0.02, 0.2});
+    CHECK(near(with_checks, (0.75 + 0.3 * 0.25 + 0.02 / 0.2) / (0.25 * 0.7 + 0.75 + 0.3 * 0.25)));
+    CHECK(ExitPolicy::break_even(0.75, 1.0, ExitTerms{0.3, 0.02, 1.0}) < with_checks);
     {
-        ExitPolicy costly({18}, 24, 0.02);
+        ExitPolicy costly({18}, 24, 0.0, 0.02);
         for (int i = 0; i < 40; ++i) costly.record(0, i % 10 != 0);  // 90 % accepted: above `late`
         CHECK(costly.allow(0, 0.3));
         for (int i = 0; i < 60; ++i) costly.record_check(0, i % 20 == 0);  // but only 1 check in 20 exits
@@ -32,12 +45,28 @@ int main() {
         CHECK(!costly.allow(0, 0.3));
     }
 
+    // Below an open later exit layer an exit only gains the layers between the two: at layer 6 under 18 (of 24),
+    // gain 12/24 * 0.7 instead of 18/24 * 0.7.
+    const double under = ExitPolicy::break_even(0.25, 0.75, m3);
+    CHECK(near(under, (0.25 + 0.3 * 0.75) / (0.5 * 0.7 + 0.25 + 0.3 * 0.75)) && under > early);
+    {
+        // A head right 92 % of the time that exits on 8 % of its checks (checks 3 % of a pass): worth it alone,
+        // not under an open later layer; once that layer's tokens fail and it closes, worth it again.
+        ExitPolicy pair({6, 18}, 24, 0.0, 0.03);
+        for (int i = 0; i < 100; ++i) pair.record(0, i % 14 != 0);
+        for (int i = 0; i < 100; ++i) pair.record_check(0, i % 12 == 0);
+        CHECK(pair.later_exit(0) == 18);
+        CHECK(!pair.allow(0, 0.3));
+        for (int i = 0; i < 6; ++i) pair.record(1, false);
+        CHECK(!pair.allow(1, 0.3));
+        CHECK(pair.later_exit(0) == 24);
+        CHECK(pair.allow(0, 0.3));
+    }
+
     // Alongside drafts: drafted rows voided with a rejected exit add v * m to the loss; an exit on a draft's row
     // counts only if the draft is accepted too, so u * p must clear the bar.
-    const double voided = ExitPolicy::break_even(18, 24, 0.3, 0.0, 1.0, 4.0);
-    const double expected_voided = (0.75 + 0.3 * 0.25 + 4 * 0.3) / (0.25 * 0.7 + 0.75 + 0.3 * 0.25 + 4 * 0.3);
-    CHECK(voided > expected_voided - 1e-12 && voided < expected_voided + 1e-12);
-    CHECK(ExitPolicy::break_even(18, 24, 0.3, 0.0, 1.0, 0.0) == late);
+    const double voided = ExitPolicy::break_even(0.75, 1.0, ExitTerms{0.3, 0.0, 1.0, 4.0});
+    CHECK(near(voided, (0.75 + 0.3 * 0.25 + 4 * 0.3) / (0.25 * 0.7 + 0.75 + 0.3 * 0.25 + 4 * 0.3)));
     {
         ExitPolicy sure({6}, 24);
         for (int i = 0; i < 40; ++i) sure.record(0, true);

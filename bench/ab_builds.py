@@ -1,0 +1,91 @@
+"""Decode a task's prompts with two (or more) builds of adadecode side by side, in one run.
+
+    python bench/ab_builds.py TASK N MODEL NAME=SITE:MODE[:LAYERS] ...
+
+SITE is a directory put first on PYTHONPATH for that configuration's worker process (a `pip install --target` of a
+build, with its `libggml` next to it), or a path that does not exist for the installed package. The first
+configuration is the reference: every other one must produce its tokens exactly. Per prompt each configuration runs
+once, in an order that rotates from prompt to prompt, so that a burst of load hits all alike; prints tokens/s, the
+ratio to the reference (summed and median per prompt) and the share of tokens from exit heads. Machine state moves
+whole-run figures by 5-25 % here: compare builds only within one run of this script.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+from typing import Any
+
+from adadecode.bench.tasks import load_prompts
+from adadecode.fetch import cache_root
+from adadecode.model import Model
+
+WORKER = """
+import json, sys
+from adadecode.model import Model
+m = Model(sys.argv[1], n_threads=2, heads="auto")
+print("ready", flush=True)
+for line in sys.stdin:
+    req = json.loads(line)
+    g = m.generate(req["ids"], max_tokens=256, **req["config"])
+    print(json.dumps({"tokens": list(g.tokens), "seconds": g.stats["decode_seconds"],
+                      "early": g.token_sources.count("e")}), flush=True)
+"""
+
+
+def parse(spec: str) -> tuple[str, str, dict[str, Any]]:
+    name, rest = spec.split("=", 1)
+    parts = rest.split(":")
+    config: dict[str, Any] = {"mode": parts[1]}
+    if len(parts) > 2:
+        config["exit_layers"] = [int(x) for x in parts[2].split(",")]
+    return name, parts[0], config
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) < 5:
+        print(__doc__, file=sys.stderr)
+        return 2
+    task, n, model = argv[0], int(argv[1]), argv[2]
+    specs = [parse(s) for s in argv[3:]]
+    workers = {}
+    for site in {site for _, site, _ in specs}:
+        env = dict(os.environ, PYTHONPATH=site)
+        cmd = [sys.executable, "-c", WORKER, model]
+        workers[site] = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        workers[site].stdout.readline()  # type: ignore[union-attr]
+
+    def decode(site: str, ids: list[int], config: dict[str, Any]) -> dict[str, Any]:
+        w = workers[site]
+        w.stdin.write(json.dumps({"ids": ids, "config": config}) + "\n")  # type: ignore[union-attr]
+        w.stdin.flush()  # type: ignore[union-attr]
+        return json.loads(w.stdout.readline())  # type: ignore[union-attr]
+
+    names = [s[0] for s in specs]
+    tokens, seconds, early = dict.fromkeys(names, 0), dict.fromkeys(names, 0.0), dict.fromkeys(names, 0)
+    per_prompt: dict[str, list[float]] = {k: [] for k in names}
+    for i, prompt in enumerate(load_prompts(Model(model, n_threads=1), task, cache_root() / "data", n)):
+        order = specs[i % len(specs) :] + specs[: i % len(specs)]
+        results = {name: decode(site, list(prompt.ids), config) for name, site, config in order}
+        for name, r in results.items():
+            if r["tokens"] != results[names[0]]["tokens"]:
+                raise SystemExit(f"prompt {i}: {name} differs from {names[0]}")
+            tokens[name] += len(r["tokens"])
+            seconds[name] += r["seconds"]
+            early[name] += r["early"]
+            per_prompt[name].append(len(r["tokens"]) / r["seconds"])
+    base = tokens[names[0]] / seconds[names[0]]
+    print(f"| config | tok/s | x {names[0]} (sum) | x {names[0]} (median per prompt) | early |")
+    print("|---|---|---|---|---|")
+    for k in names:
+        tps = tokens[k] / seconds[k]
+        median = statistics.median(a / b for a, b in zip(per_prompt[k], per_prompt[names[0]], strict=True))
+        print(f"| {k} | {tps:.2f} | {tps / base:.3f} | {median:.3f} | {early[k] / tokens[k]:.1%} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
