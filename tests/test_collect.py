@@ -217,9 +217,11 @@ def test_eval_heads_on_features(smollm2_path: Path, features: Path, tmp_path: Pa
 
 
 def test_expected_saving_formula() -> None:
-    costs = CostModel(n_layer=24, layer_share=0.75, marginal_row=0.3, check_per_byte=1e-9)
-    gain = 0.75 * (18 / 24) * 0.7
-    loss = 0.75 * (6 / 24 + 0.3 * 18 / 24)
+    # the logits (0.2 of a token, a second row 0.6 extra) ride along with an accepted exit's upper layers
+    costs = CostModel(n_layer=24, layer_share=0.75, marginal_row=0.3, check_per_byte=1e-9, logits_share=0.2,
+                      logits_marginal_row=0.6)
+    gain = 0.75 * (18 / 24) * 0.7 + 0.2 * 0.4
+    loss = 0.75 * (6 / 24 + 0.3 * 18 / 24) + 0.2 * 0.6
     conf = np.array([[0.9, 0.9, 0.1, 0.1]])
     hit = np.array([[True, False, True, True]])
     r = expected_saving(conf, hit, [6], 0.75, costs, [1e6])
@@ -229,7 +231,7 @@ def test_expected_saving_formula() -> None:
     conf2 = np.array([[0.9, 0.1, 0.1, 0.1], [0.0, 0.9, 0.9, 0.1]])
     hit2 = np.array([[True, False, False, False], [True, True, False, True]])
     r2 = expected_saving(conf2, hit2, [6, 12], 0.75, costs, [1e6, 2e6])
-    g12, l12 = 0.75 * 0.5 * 0.7, 0.75 * (0.5 + 0.3 * 0.5)
+    g12, l12 = 0.75 * 0.5 * 0.7 + 0.2 * 0.4, 0.75 * (0.5 + 0.3 * 0.5) + 0.2 * 0.6
     assert r2["saving"] == pytest.approx((gain + g12 - l12 - 4 * 1e-3 - 3 * 2e-3) / 4)
     layers, best = best_layer_set(conf2, hit2, [6, 12], 0.75, costs, [1e6, 2e6])
     assert best["saving"] >= r2["saving"] and layers == [6]

@@ -1,13 +1,17 @@
 """Expected time saved per token by a set of exit heads, on a measured pass-cost curve (docs/heads_format.md).
 
-The model is the runtime exit policy's (cpp/exit_policy.h), priced with a curve (replay.py: a microbench JSON or a
-pass-cost curve). Per generated token the heads are checked in layer order; the first whose confidence is >= gamma
-emits the token early (a cascade, as the engine runs them). With L layers, e the exit layer, t1 the seconds of one
-layer for one row, m the extra seconds of a second row in the same pass (t2 - t1), T a standard token (one row
-through all layers plus the logits):
+The model is the runtime exit policy's (cpp/exit_policy.h, which prices the logits with the layers' m), priced
+with a curve (replay.py: a microbench JSON or a pass-cost curve). Per generated token the heads are checked in layer
+order; the first whose confidence is >= gamma emits the token early (a cascade, as the engine runs them). With L
+layers, e the exit layer, t1 the seconds of one layer for one row, m the extra seconds of a second row in the same
+pass (t2 - t1), T a standard token (one row through all layers plus the logits), lower(e) = e t1 / T the share of a
+token spent in the layers below e, upper(e) = (L - e) t1 / T the share in the layers above it, o the share of the
+logits and m_o the extra cost of a second row in the logits product relative to the first (on the CPU the output
+matrix's multi-row product is dearer than a layer's: measured 0.5-0.8 against 0.0-0.2):
 
-- an accepted early token saves gain(e) = (L - e) (t1 - m) / T: its upper layers ride along in the next pass;
-- a rejected one costs loss(e) = (e t1 + (L - e) m) / T: the successor's pass is thrown away;
+- an accepted early token saves gain(e) = upper(e) (1 - m / t1) + o (1 - m_o): its upper layers and its logits
+  ride along in the next pass;
+- a rejected one costs loss(e) = lower(e) + upper(e) m / t1 + o m_o: the successor's pass is thrown away;
 - every check costs c_l, whatever its outcome.
 
 saving per token S = mean over tokens of [ - sum of c_l over the layers checked + gain(e) if the early token is
@@ -43,14 +47,17 @@ class CostModel:
     marginal_row: float  # m / t1: extra cost of a second row in a pass, per layer, relative to the first
     check_per_byte: float  # a check's cost per byte read, as a fraction of a standard token
     source: str = ""
+    logits_share: float = 0.0  # o: share of a standard token spent on the logits
+    logits_marginal_row: float = 0.0  # m_o: extra cost of a second row's logits, relative to the first's
 
     def gain(self, e: int) -> float:
-        upper = (self.n_layer - e) / self.n_layer
-        return self.layer_share * upper * (1.0 - self.marginal_row)
+        upper = self.layer_share * (self.n_layer - e) / self.n_layer
+        return upper * (1.0 - self.marginal_row) + self.logits_share * (1.0 - self.logits_marginal_row)
 
     def loss(self, e: int) -> float:
-        upper = (self.n_layer - e) / self.n_layer
-        return self.layer_share * (e / self.n_layer + self.marginal_row * upper)
+        upper = self.layer_share * (self.n_layer - e) / self.n_layer
+        lower = self.layer_share * e / self.n_layer
+        return lower + upper * self.marginal_row + self.logits_share * self.logits_marginal_row
 
     def check_cost(self, check_bytes: float) -> float:
         return self.check_per_byte * check_bytes
@@ -100,8 +107,11 @@ def cost_model(curve: dict[str, Any], n_layer: int, model_path: str) -> CostMode
     else:
         per_byte = (lc * t1 + float(one["base_seconds"])) / token / pass_bytes
         source = "check cost = bytes read / bytes of a pass"
+    logits = {k: float(v) for k, v in curve.get("logits_seconds", {}).items()}
+    o1, o2 = logits.get("1", 0.0), logits.get("2", 0.0)
     return CostModel(n_layer=n_layer, layer_share=lc * t1 / token, marginal_row=max(0.0, (t2 - t1) / t1),
-                     check_per_byte=per_byte, source=source)
+                     check_per_byte=per_byte, source=source, logits_share=o1 / token,
+                     logits_marginal_row=min(1.0, max(0.0, (o2 - o1) / o1)) if o1 > 0 and o2 > 0 else 1.0)
 
 
 def default_curve_path(model_path: str, search: Sequence[Path] = ()) -> Path | None:
