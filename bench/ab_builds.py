@@ -1,9 +1,10 @@
 """Decode a task's prompts with two (or more) builds of adadecode side by side, in one run.
 
-    python bench/ab_builds.py TASK N MODEL NAME=SITE:MODE[:LAYERS] ...
+    python bench/ab_builds.py TASK N MODEL NAME=SITE:MODE[:LAYERS][:KEY=VALUE...] ...
 
 SITE is a directory put first on PYTHONPATH for that configuration's worker process (a `pip install --target` of a
-build, with its `libggml` next to it), or a path that does not exist for the installed package. The first
+build, with its `libggml` next to it), or a path that does not exist for the installed package. LAYERS: exit
+layers separated by commas; KEY=VALUE: a number passed to `Model.generate` (e.g. gamma=0.5). The first
 configuration is the reference: every other one must produce its tokens exactly. Per prompt each configuration runs
 once, in an order that rotates from prompt to prompt, so that a burst of load hits all alike; prints tokens/s, the
 ratio to the reference (summed and median per prompt) and the share of tokens from exit heads. Machine state moves
@@ -40,8 +41,12 @@ def parse(spec: str) -> tuple[str, str, dict[str, Any]]:
     name, rest = spec.split("=", 1)
     parts = rest.split(":")
     config: dict[str, Any] = {"mode": parts[1]}
-    if len(parts) > 2:
-        config["exit_layers"] = [int(x) for x in parts[2].split(",")]
+    for part in parts[2:]:
+        if "=" in part:
+            key, value = part.split("=", 1)
+            config[key] = float(value) if "." in value else int(value)
+        else:
+            config["exit_layers"] = [int(x) for x in part.split(",")]
     return name, parts[0], config
 
 
