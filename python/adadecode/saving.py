@@ -6,8 +6,9 @@ order; the first whose confidence is >= gamma emits the token early (a cascade, 
 layers, e the exit layer, t1 the seconds of one layer for one row, m the extra seconds of a second row in the same
 pass (t2 - t1), T a standard token (one row through all layers plus the logits), lower(e) = e t1 / T the share of a
 token spent in the layers below e, upper(e) = (L - e) t1 / T the share in the layers above it, o the share of the
-logits and m_o the extra cost of a second row in the logits product relative to the first (on the CPU the output
-matrix's multi-row product is dearer than a layer's: measured 0.5-0.8 against 0.0-0.2):
+logits and m_o the extra cost of a second row in the logits product relative to the first (dearer than a layer's:
+on the 1.5B, AVX-512, 0.20 measured directly against 0.005-0.07; the curve's own figure is the difference of two
+full passes and noisy: 0.49 in bench/results/roofline/after-merges-2026-12-03e):
 
 - an accepted early token saves gain(e) = upper(e) (1 - m / t1) + o (1 - m_o): its upper layers and its logits
   ride along in the next pass;
