@@ -3,7 +3,7 @@
     python bench/ab_builds.py TASK N MODEL NAME=SITE:MODE[:LAYERS][:KEY=VALUE...] ...
 
 SITE is a directory put first on PYTHONPATH for that configuration's worker process (a `pip install --target` of a
-build, with its `libggml` next to it), or a path that does not exist for the installed package. LAYERS: exit
+build, with its `libggml` next to it); empty (or a path that does not exist): the installed package. LAYERS: exit
 layers separated by commas; KEY=VALUE: a number passed to `Model.generate` (e.g. gamma=0.5). The first
 configuration is the reference: every other one must produce its tokens exactly. Per prompt each configuration runs
 once, in an order that rotates from prompt to prompt, so that a burst of load hits all alike; prints tokens/s, the
@@ -54,11 +54,15 @@ def main(argv: list[str]) -> int:
     if len(argv) < 5:
         print(__doc__, file=sys.stderr)
         return 2
-    task, n, model = argv[0], int(argv[1]), argv[2]
-    specs = [parse(s) for s in argv[3:]]
+    compare(argv[0], int(argv[1]), argv[2], [parse(s) for s in argv[3:]])
+    return 0
+
+
+def compare(task: str, n: int, model: str, specs: list[tuple[str, str, dict[str, Any]]]) -> None:
+    """Decode `n` prompts of `task` with every (name, site, generate options) of `specs`; print the table."""
     workers = {}
     for site in {site for _, site, _ in specs}:
-        env = dict(os.environ, PYTHONPATH=site)
+        env = dict(os.environ, PYTHONPATH=site) if site else dict(os.environ)
         cmd = [sys.executable, "-c", WORKER, model]
         workers[site] = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         workers[site].stdout.readline()  # type: ignore[union-attr]
@@ -89,7 +93,6 @@ def main(argv: list[str]) -> int:
         tps = tokens[k] / seconds[k]
         median = statistics.median(a / b for a, b in zip(per_prompt[k], per_prompt[names[0]], strict=True))
         print(f"| {k} | {tps:.2f} | {tps / base:.3f} | {median:.3f} | {early[k] / tokens[k]:.1%} |")
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,14 +1,23 @@
-import sys, statistics
+"""What k rows of logits cost: passes over the last layer with and without logits (README.md here).
+
+    python logits_cost.py MODEL.gguf REPS
+"""
+
+import statistics
+import sys
+
 import adadecode
-m = adadecode.Model(sys.argv[1], n_ctx=1024, n_threads=2)
-e = m._engine; L = m.n_layer
-res = {}
-for rep in range(int(sys.argv[2])):
+
+model = adadecode.Model(sys.argv[1], n_ctx=1024, n_threads=2)
+engine, n_layer = model._engine, model.n_layer
+times: dict[int, list[tuple[float, float]]] = {}
+for _ in range(int(sys.argv[2])):
     for k in (1, 2, 3, 4, 8):
-        a = e.time_pass(L - 1, L, k, 300, logit_rows=0, head=False, reps=1)[0]
-        b = e.time_pass(L - 1, L, k, 300, logit_rows=k, head=False, reps=1)[0]
-        res.setdefault(k, []).append((a, b))
-for k, v in res.items():
-    a = min(x for x, _ in v); b = min(y for _, y in v)
-    d = sorted(y - x for x, y in v)
-    print(f"k={k}: last layer {a*1e3:.3f} ms, with logits {b*1e3:.3f} ms, logits (min diff) {(b-a)*1e3:.3f} ms, median diff {statistics.median(d)*1e3:.3f}")
+        without = engine.time_pass(n_layer - 1, n_layer, k, 300, logit_rows=0, head=False, reps=1)[0]
+        with_logits = engine.time_pass(n_layer - 1, n_layer, k, 300, logit_rows=k, head=False, reps=1)[0]
+        times.setdefault(k, []).append((without, with_logits))
+for k, pairs in times.items():
+    a, b = min(x for x, _ in pairs), min(y for _, y in pairs)
+    diff = statistics.median(y - x for x, y in pairs)
+    print(f"k={k}: last layer {a * 1e3:.3f} ms, with logits {b * 1e3:.3f} ms, "
+          f"logits (min diff) {(b - a) * 1e3:.3f} ms, median diff {diff * 1e3:.3f}")
