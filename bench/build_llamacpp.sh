@@ -1,12 +1,23 @@
 #!/usr/bin/env bash
 # Builds llama.cpp's own binaries (llama-bench, llama-completion, llama-speculative-simple, llama-server) from the
 # llama.cpp tree inside the llama-cpp-python sdist, outside the repository, for the anchors of the benchmarks.
-#   bash bench/build_llamacpp.sh [OUT_DIR]     (default ~/.cache/adadecode/llamacpp-bin; prints OUT_DIR/bin)
+#   bash bench/build_llamacpp.sh [--avx2-only] [OUT_DIR]
+#       (default OUT_DIR ~/.cache/adadecode/llamacpp-bin, or llamacpp-bin-avx2 with --avx2-only; prints OUT_DIR/bin)
+#   --avx2-only: no AVX-512 (GGML_NATIVE off, AVX2 + FMA + F16C on), the code an AVX2-only CPU (Zen 3, most laptops)
+#   runs: the anchor for our kernels forced to AVX2 (ADADECODE_QMATMUL=avx2 ADADECODE_ATTENTION=avx2) on this CPU.
 # Tuned to this CPU (GGML_NATIVE) but with AMX off: some VMs advertise AMX in cpuid without letting a process use it.
 # Takes ~15-20 minutes on 2 cores; a finished build is reused.
 set -euo pipefail
 VERSION=${LLAMA_CPP_PYTHON_VERSION:-0.3.35}
-OUT=${1:-${ADADECODE_CACHE:-$HOME/.cache/adadecode}/llamacpp-bin}
+cpu_flags=(-DGGML_NATIVE=ON)
+suffix=
+if [ "${1:-}" = --avx2-only ]; then
+    cpu_flags=(-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+        -DGGML_AVX512=OFF -DGGML_AVX512_VBMI=OFF -DGGML_AVX512_VNNI=OFF -DGGML_AVX512_BF16=OFF -DGGML_AVX_VNNI=OFF)
+    suffix=-avx2
+    shift
+fi
+OUT=${1:-${ADADECODE_CACHE:-$HOME/.cache/adadecode}/llamacpp-bin$suffix}
 SRC="$OUT/src"
 TOOLS=(llama-bench llama-completion llama-speculative-simple llama-server)
 mkdir -p "$OUT"
@@ -17,7 +28,7 @@ if [ ! -d "$SRC/llama_cpp_python-$VERSION" ]; then
     tar -xzf "$SRC/llama_cpp_python-$VERSION.tar.gz" -C "$SRC"
 fi
 TREE="$SRC/llama_cpp_python-$VERSION/vendor/llama.cpp"
-cmake -S "$TREE" -B "$OUT/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DGGML_AMX_TILE=OFF \
+cmake -S "$TREE" -B "$OUT/build" -DCMAKE_BUILD_TYPE=Release "${cpu_flags[@]}" -DGGML_AMX_TILE=OFF \
     -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DBUILD_SHARED_LIBS=OFF \
     -DLLAMA_BUILD_TESTS=OFF >"$OUT/cmake.log"
 cmake --build "$OUT/build" --parallel "${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" --target "${TOOLS[@]}" >"$OUT/build.log"

@@ -5,7 +5,9 @@
 # AVX2-only CPU (most laptops, Zen 3 and older) on AVX2 code, which a machine with AVX-512 cannot show natively.
 #   1. test_qmatmul with the default family: it must pick avx2, pass its accuracy and batch-invariance checks and
 #      match the x86 output checksums (tests/cpp/qmatmul_x86_checksums.txt) bit for bit.
-#   2. adadecode-cli, greedy on SmolLM2 with the shipped exit heads, in standard and adadecode+ngram modes: the
+#   2. test_attention: it must run the AVX2 attention kernel and pass its checks (accuracy, masking, batch
+#      invariance; natively on AVX-512 the same test checks the AVX2 kernel bitwise against the AVX-512 one).
+#   3. adadecode-cli, greedy on SmolLM2 with the shipped exit heads, in standard and adadecode+ngram modes: the
 #      tokens under qemu (AVX2 kernels) must equal the tokens of the same binary run natively (on an AVX-512 host,
 #      the AVX-512 kernels), which is the families' bitwise equality seen through a whole decode.
 # Emulation says nothing about speed. Needs qemu-user (Debian's package name) and a C++ build with the CLI.
@@ -30,7 +32,7 @@ command -v qemu-x86_64 >/dev/null || {
     echo "test_avx2_cpu.sh: qemu-x86_64 is missing; install with: sudo apt-get install qemu-user" >&2
     exit 2
 }
-for f in "$build/test_qmatmul" "$build/adadecode-cli" "$cache/models/smollm2-135m.gguf" "$heads"; do
+for f in "$build/test_qmatmul" "$build/test_attention" "$build/adadecode-cli" "$cache/models/smollm2-135m.gguf" "$heads"; do
     [ -e "$f" ] || {
         echo "test_avx2_cpu.sh: $f is missing (build with cmake into $build; adadecode fetch smollm2-135m)" >&2
         exit 2
@@ -54,6 +56,13 @@ if emulated "$build/test_qmatmul" >"$log" 2>&1 && grep -q "^family avx2:" "$log"
 else
     cat "$log"
     fail "-cpu $cpu test_qmatmul (expected the avx2 family, every check passing)"
+fi
+t0=$(date +%s)
+if emulated "$build/test_attention" >"$log" 2>&1 && grep -q "kernel avx2" "$log" && grep -q "test_attention: ok" "$log"; then
+    pass "-cpu $cpu test_attention -> the AVX2 kernel, every check passing ($(($(date +%s) - t0)) s)"
+else
+    cat "$log"
+    fail "-cpu $cpu test_attention (expected the AVX2 kernel, every check passing)"
 fi
 rm -f "$log"
 

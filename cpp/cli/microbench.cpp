@@ -29,6 +29,7 @@
 #include "device.h"
 #include "forward.h"
 #include "ggml-cpp.h"
+#include "ops/attention.h"
 #include "ops/qmatmul.h"
 
 using namespace adadecode;
@@ -360,9 +361,10 @@ int main(int argc, char **argv) {
         for (const ggml_tensor *w : setups[0].model->pass_weights())
             roof.macs_per_row += static_cast<double>(ggml_nelements(w));
         std::printf("{\"model\": \"%s\", \"n_layer\": %d, \"n_embd\": %d, \"threads\": %d, \"position\": %d, "
-                    "\"reps\": %d,\n \"cpu_model\": \"%s\", \"qmatmul_family\": \"%s\", \"setups\": [",
+                    "\"reps\": %d,\n \"cpu_model\": \"%s\", \"qmatmul_family\": \"%s\", \"attention_family\": \"%s\", "
+                    "\"setups\": [",
                     json_escape(argv[1]).c_str(), hp.n_layer, hp.n_embd, n_threads, pos, reps,
-                    json_escape(cpu_model()).c_str(), qmatmul_family());
+                    json_escape(cpu_model()).c_str(), qmatmul_family(), cpu_attention_family());
         for (size_t i = 0; i < setups.size(); ++i) std::printf("%s\"%s\"", i ? ", " : "", setups[i].name.c_str());
         std::printf("],\n \"read_gbs\": %.2f, \"read_bytes\": %zu, \"int8_peak_gmacs\": %.1f, \"macs_per_row\": %.0f,\n ",
                     roof.read_gbs, read_bytes, roof.peak_macs / 1e9, roof.macs_per_row);

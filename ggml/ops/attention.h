@@ -14,9 +14,13 @@
 
 namespace adadecode {
 
-// True when this CPU runs the kernel (AVX-512) for heads of `head_dim` values (a multiple of 16, at most 256) and
-// ADADECODE_ATTENTION is not 0 in the environment (0 keeps ggml's path, to measure one against the other).
+// True when this CPU runs a kernel (AVX-512, or AVX2 with FMA and F16C) for heads of `head_dim` values (a multiple of
+// 16, at most 256) and ADADECODE_ATTENTION is not 0 in the environment (0 keeps ggml's path, to measure one against
+// the other; avx2 picks the AVX2 kernel on any CPU). Both kernels give bitwise the same results.
 bool cpu_attention_supported(int head_dim);
+
+// The kernel cpu_attention runs here: "avx512", "avx2" or "off".
+const char *cpu_attention_family();
 
 // q [head_dim, n_head, n_rows] f32, contiguous (the queries after RoPE); k_cache [n_embd_kv, n_alloc] f16, one row
 // per position; v_cache [n_alloc, n_embd_kv] f16, transposed: one row per (kv head, dimension); mask [n_kv, n_rows]
@@ -24,5 +28,9 @@ bool cpu_attention_supported(int head_dim);
 // Returns [head_dim * n_head, n_rows] f32: per row and head, softmax(q k^T / sqrt(head_dim) + mask) v.
 ggml_tensor *cpu_attention(ggml_context *ctx, ggml_tensor *q, ggml_tensor *k_cache, ggml_tensor *v_cache,
                            ggml_tensor *mask);
+
+// cpu_attention with the AVX2 kernel whatever the CPU has (for tests: its results against the AVX-512 kernel's).
+ggml_tensor *cpu_attention_avx2(ggml_context *ctx, ggml_tensor *q, ggml_tensor *k_cache, ggml_tensor *v_cache,
+                                ggml_tensor *mask);
 
 }  // namespace adadecode
