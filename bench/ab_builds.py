@@ -1,11 +1,14 @@
 """Decode a task's prompts with two (or more) builds of adadecode side by side, in one run.
 
-    python bench/ab_builds.py TASK N MODEL NAME=SITE:MODE[:LAYERS][:KEY=VALUE...] ...
+    python bench/ab_builds.py [--tokens-may-differ] TASK N MODEL NAME=SITE:MODE[:LAYERS][:KEY=VALUE...] ...
 
 SITE is a directory put first on PYTHONPATH for that configuration's worker process (a `pip install --target` of a
 build, with its `libggml` next to it); empty (or a path that does not exist): the installed package. LAYERS: exit
-layers separated by commas; KEY=VALUE: a number passed to `Model.generate` (e.g. gamma=0.5). The first
-configuration is the reference: every other one must produce its tokens exactly. Per prompt each configuration runs
+layers separated by commas; KEY=VALUE: a number passed to `Model.generate` (e.g. gamma=0.5), or, with KEY in capitals,
+an environment variable of the worker (e.g. ADADECODE_ATTENTION=0: every distinct SITE and environment gets a
+worker of its own). The first configuration is the reference: every other one must produce its tokens exactly,
+unless --tokens-may-differ (for configurations that change the arithmetic, such as another attention kernel: the
+table then counts the prompts whose tokens equal the reference's). Per prompt each configuration runs
 once, in an order that rotates from prompt to prompt, so that a burst of load hits all alike; prints tokens/s, the
 ratio to the reference (summed and median per prompt) and the share of tokens from exit heads. Machine state moves
 whole-run figures by 5-25 % here: compare builds only within one run of this script.
@@ -37,62 +40,82 @@ for line in sys.stdin:
 """
 
 
-def parse(spec: str) -> tuple[str, str, dict[str, Any]]:
+Spec = tuple[str, str, dict[str, Any], tuple[tuple[str, str], ...]]  # name, site, generate options, environment
+
+
+def parse(spec: str) -> Spec:
     name, rest = spec.split("=", 1)
     parts = rest.split(":")
     config: dict[str, Any] = {"mode": parts[1]}
+    env: list[tuple[str, str]] = []
     for part in parts[2:]:
         if "=" in part:
             key, value = part.split("=", 1)
-            config[key] = float(value) if "." in value else int(value)
+            if key.isupper():
+                env.append((key, value))
+            else:
+                config[key] = float(value) if "." in value else int(value)
         else:
             config["exit_layers"] = [int(x) for x in part.split(",")]
-    return name, parts[0], config
+    return name, parts[0], config, tuple(sorted(env))
 
 
 def main(argv: list[str]) -> int:
+    may_differ = bool(argv) and argv[0] == "--tokens-may-differ"
+    argv = argv[1:] if may_differ else argv
     if len(argv) < 5:
         print(__doc__, file=sys.stderr)
         return 2
-    compare(argv[0], int(argv[1]), argv[2], [parse(s) for s in argv[3:]])
+    compare(argv[0], int(argv[1]), argv[2], [parse(s) for s in argv[3:]], tokens_may_differ=may_differ)
     return 0
 
 
-def compare(task: str, n: int, model: str, specs: list[tuple[str, str, dict[str, Any]]]) -> None:
-    """Decode `n` prompts of `task` with every (name, site, generate options) of `specs`; print the table."""
+def compare(task: str, n: int, model: str, specs: list[Spec], tokens_may_differ: bool = False) -> None:
+    """Decode `n` prompts of `task` with every (name, site, generate options, environment) of `specs`; print the
+    table."""
     workers = {}
-    for site in {site for _, site, _ in specs}:
-        env = dict(os.environ, PYTHONPATH=site) if site else dict(os.environ)
+    for site, env_vars in {(site, env) for _, site, _, env in specs}:
+        env = dict(os.environ, **dict(env_vars))
+        if site:
+            env["PYTHONPATH"] = site
         cmd = [sys.executable, "-c", WORKER, model]
-        workers[site] = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        workers[site].stdout.readline()  # type: ignore[union-attr]
+        worker = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        worker.stdout.readline()  # type: ignore[union-attr]
+        workers[site, env_vars] = worker
 
-    def decode(site: str, ids: list[int], config: dict[str, Any]) -> dict[str, Any]:
-        w = workers[site]
+    def decode(
+        worker_key: tuple[str, tuple[tuple[str, str], ...]], ids: list[int], config: dict[str, Any]
+    ) -> dict[str, Any]:
+        w = workers[worker_key]
         w.stdin.write(json.dumps({"ids": ids, "config": config}) + "\n")  # type: ignore[union-attr]
         w.stdin.flush()  # type: ignore[union-attr]
         return json.loads(w.stdout.readline())  # type: ignore[union-attr]
 
     names = [s[0] for s in specs]
     tokens, seconds, early = dict.fromkeys(names, 0), dict.fromkeys(names, 0.0), dict.fromkeys(names, 0)
+    same = dict.fromkeys(names, 0)
     per_prompt: dict[str, list[float]] = {k: [] for k in names}
     for i, prompt in enumerate(load_prompts(Model(model, n_threads=1), task, cache_root() / "data", n)):
         order = specs[i % len(specs) :] + specs[: i % len(specs)]
-        results = {name: decode(site, list(prompt.ids), config) for name, site, config in order}
+        results = {name: decode((site, env), list(prompt.ids), config) for name, site, config, env in order}
         for name, r in results.items():
-            if r["tokens"] != results[names[0]]["tokens"]:
+            if r["tokens"] == results[names[0]]["tokens"]:
+                same[name] += 1
+            elif not tokens_may_differ:
                 raise SystemExit(f"prompt {i}: {name} differs from {names[0]}")
             tokens[name] += len(r["tokens"])
             seconds[name] += r["seconds"]
             early[name] += r["early"]
             per_prompt[name].append(len(r["tokens"]) / r["seconds"])
     base = tokens[names[0]] / seconds[names[0]]
-    print(f"| config | tok/s | x {names[0]} (sum) | x {names[0]} (median per prompt) | early |")
-    print("|---|---|---|---|---|")
+    n_prompts = len(per_prompt[names[0]])
+    print(f"| config | tok/s | x {names[0]} (sum) | x {names[0]} (median per prompt) | early | tokens as {names[0]} |")
+    print("|---|---|---|---|---|---|")
     for k in names:
         tps = tokens[k] / seconds[k]
         median = statistics.median(a / b for a, b in zip(per_prompt[k], per_prompt[names[0]], strict=True))
-        print(f"| {k} | {tps:.2f} | {tps / base:.3f} | {median:.3f} | {early[k] / tokens[k]:.1%} |")
+        share = early[k] / tokens[k]
+        print(f"| {k} | {tps:.2f} | {tps / base:.3f} | {median:.3f} | {share:.1%} | {same[k]}/{n_prompts} |")
 
 
 if __name__ == "__main__":

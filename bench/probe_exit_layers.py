@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import sys
 from itertools import combinations
-from typing import Any
 
-from ab_builds import compare  # bench/ is the script's directory, first on sys.path
+from ab_builds import Spec, compare  # bench/ is the script's directory, first on sys.path
 
 from adadecode.model import Model
 
@@ -33,8 +32,8 @@ def main(argv: list[str]) -> int:
     else:
         layers = list(Model(model, n_threads=1, heads="auto").exit_layers)
         subsets = [list(c) for k in range(len(layers), 0, -1) for c in combinations(layers, k)]
-    specs: list[tuple[str, str, dict[str, Any]]] = [("standard", "", {"mode": "standard"})]
-    specs += [(",".join(map(str, s)), "", {"mode": "adadecode", "exit_layers": s}) for s in subsets]
+    specs: list[Spec] = [("standard", "", {"mode": "standard"}, ())]
+    specs += [(",".join(map(str, s)), "", {"mode": "adadecode", "exit_layers": s}, ()) for s in subsets]
     compare(task, n, model, specs)
     return 0
 

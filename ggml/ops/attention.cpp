@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -222,8 +223,8 @@ inline __m512 round_to_f16(__m512 x) {
 }
 
 // One query head of one row: scores against the n_kv keys, softmax, weighted sum of the values.
-void attend_one(const float *query, const ggml_fp16_t *keys, size_t key_stride, const ggml_fp16_t *values,
-                size_t value_stride, const float *mask, int64_t n_kv, int head_dim, float *probs, float *out) {
+void attend_one_avx512(const float *query, const ggml_fp16_t *keys, size_t key_stride, const ggml_fp16_t *values,
+                       size_t value_stride, const float *mask, int64_t n_kv, int head_dim, float *probs, float *out) {
     const int chunks = head_dim / 16;
     __m512 q[max_head_dim / 16];
     for (int c = 0; c < chunks; ++c) q[c] = round_to_f16(_mm512_loadu_ps(query + 16 * c));
@@ -291,7 +292,7 @@ void attend_one(const float *query, const ggml_fp16_t *keys, size_t key_stride, 
 #pragma GCC pop_options
 
 using AttendOne = void (*)(const float *, const ggml_fp16_t *, size_t, const ggml_fp16_t *, size_t, const float *,
-                          int64_t, int, float *, float *);
+                           int64_t, int, float *, float *);
 
 // src: the queries, the K cache, the V cache, the mask; userdata: the kernel (an AttendOne). Work is split by
 // (row, query head), whole units per thread.
@@ -317,12 +318,12 @@ void compute(ggml_tensor *dst, int ith, int nth, void *kernel) {
             reinterpret_cast<const ggml_fp16_t *>(static_cast<const char *>(v->data) + kv_head * head_dim * v->nb[1]);
         float *out = reinterpret_cast<float *>(out_data + row * dst->nb[1]) + head * head_dim;
         attend(query, keys, k->nb[1] / sizeof(ggml_fp16_t), values, v->nb[1] / sizeof(ggml_fp16_t),
-                   reinterpret_cast<const float *>(mask_data + row * mask->nb[1]), n_kv, head_dim, probs.data(), out);
+               reinterpret_cast<const float *>(mask_data + row * mask->nb[1]), n_kv, head_dim, probs.data(), out);
     }
 }
 
 // The kernel for this CPU: AVX-512 where it has it, else AVX2 (bitwise the same results); ADADECODE_ATTENTION=0
-// keeps ggml's path, =avx2 the AVX2 kernel on any CPU (to measure what an AVX2-only CPU runs).
+// keeps ggml's path, =avx2 the AVX2 kernel on any CPU (to measure what an AVX2-only CPU runs), =avx512 the default.
 AttendOne chosen_kernel() {
     static const AttendOne kernel = []() -> AttendOne {
         const char *env = std::getenv("ADADECODE_ATTENTION");
@@ -334,7 +335,15 @@ AttendOne chosen_kernel() {
             return nullptr;
         const bool has_avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                                 __builtin_cpu_supports("avx512vl");
-        return has_avx512 && wanted != "avx2" ? attend_one : attend_one_avx2;
+        if (!wanted.empty() && wanted != "avx2" && wanted != "avx512") {
+            std::fprintf(stderr,
+                         "adadecode: ADADECODE_ATTENTION=%s is not one of 0, off, avx2, avx512; using the "
+                         "CPU's best kernel\n",
+                         wanted.c_str());
+        } else if (wanted == "avx512" && !has_avx512) {
+            std::fprintf(stderr, "adadecode: ADADECODE_ATTENTION=avx512, but this CPU has no AVX-512; using AVX2\n");
+        }
+        return has_avx512 && wanted != "avx2" ? attend_one_avx512 : attend_one_avx2;
     }();
     return kernel;
 }
@@ -354,7 +363,7 @@ bool cpu_attention_supported(int head_dim) {
 
 const char *cpu_attention_family() {
     const AttendOne kernel = chosen_kernel();
-    return kernel == attend_one ? "avx512" : kernel == attend_one_avx2 ? "avx2" : "off";
+    return kernel == attend_one_avx512 ? "avx512" : kernel == attend_one_avx2 ? "avx2" : "off";
 }
 
 ggml_tensor *cpu_attention(ggml_context *ctx, ggml_tensor *q, ggml_tensor *k_cache, ggml_tensor *v_cache,
