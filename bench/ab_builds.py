@@ -4,14 +4,15 @@
 
 SITE is a directory put first on PYTHONPATH for that configuration's worker process (a `pip install --target` of a
 build, with its `libggml` next to it); empty (or a path that does not exist): the installed package. LAYERS: exit
-layers separated by commas; KEY=VALUE: a number passed to `Model.generate` (e.g. gamma=0.5), or, with KEY in capitals,
-an environment variable of the worker (e.g. ADADECODE_ATTENTION=0: every distinct SITE and environment gets a
-worker of its own). The first configuration is the reference: every other one must produce its tokens exactly,
-unless --tokens-may-differ (for configurations that change the arithmetic, such as another attention kernel: the
-table then counts the prompts whose tokens equal the reference's). Per prompt each configuration runs
-once, in an order that rotates from prompt to prompt, so that a burst of load hits all alike; prints tokens/s, the
-ratio to the reference (summed and median per prompt) and the share of tokens from exit heads. Machine state moves
-whole-run figures by 5-25 % here: compare builds only within one run of this script.
+layers separated by commas; KEY=VALUE: a number passed to `Model.generate` (e.g. gamma=0.5); heads=PATH: the
+worker's heads file (default: the shipped ones, "auto"); with KEY in capitals, an environment variable of the worker
+(e.g. ADADECODE_ATTENTION=0). Every distinct SITE, heads file and environment gets a worker process of its own.
+The first configuration is the reference: every other one must produce its tokens exactly, unless --tokens-may-differ
+(for configurations that change the arithmetic, such as another attention kernel: the table then counts the prompts
+whose tokens equal the reference's). Per prompt each configuration runs once, in an order that rotates from prompt to
+prompt, so that a burst of load hits all alike; prints tokens/s, the ratio to the reference (summed and median per
+prompt) and the share of tokens from exit heads. Machine state moves whole-run figures by 5-25 % here: compare builds
+only within one run of this script.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from adadecode.model import Model
 WORKER = """
 import json, sys
 from adadecode.model import Model
-m = Model(sys.argv[1], n_threads=2, heads="auto")
+m = Model(sys.argv[1], n_threads=2, heads=sys.argv[2])
 print("ready", flush=True)
 for line in sys.stdin:
     req = json.loads(line)
@@ -40,24 +41,25 @@ for line in sys.stdin:
 """
 
 
-Spec = tuple[str, str, dict[str, Any], tuple[tuple[str, str], ...]]  # name, site, generate options, environment
+# name, site, generate options, worker settings: (heads, PATH) and environment variables (KEY, VALUE)
+Spec = tuple[str, str, dict[str, Any], tuple[tuple[str, str], ...]]
 
 
 def parse(spec: str) -> Spec:
     name, rest = spec.split("=", 1)
     parts = rest.split(":")
     config: dict[str, Any] = {"mode": parts[1]}
-    env: list[tuple[str, str]] = []
+    worker: list[tuple[str, str]] = []
     for part in parts[2:]:
         if "=" in part:
             key, value = part.split("=", 1)
-            if key.isupper():
-                env.append((key, value))
+            if key.isupper() or key == "heads":
+                worker.append((key, value))
             else:
                 config[key] = float(value) if "." in value else int(value)
         else:
             config["exit_layers"] = [int(x) for x in part.split(",")]
-    return name, parts[0], config, tuple(sorted(env))
+    return name, parts[0], config, tuple(sorted(worker))
 
 
 def main(argv: list[str]) -> int:
@@ -71,17 +73,17 @@ def main(argv: list[str]) -> int:
 
 
 def compare(task: str, n: int, model: str, specs: list[Spec], tokens_may_differ: bool = False) -> None:
-    """Decode `n` prompts of `task` with every (name, site, generate options, environment) of `specs`; print the
-    table."""
+    """Decode `n` prompts of `task` with every (name, site, generate options, worker settings) of `specs`; print
+    the table."""
     workers = {}
-    for site, env_vars in {(site, env) for _, site, _, env in specs}:
-        env = dict(os.environ, **dict(env_vars))
+    for site, settings in {(site, worker) for _, site, _, worker in specs}:
+        env = dict(os.environ, **{k: v for k, v in settings if k.isupper()})
         if site:
             env["PYTHONPATH"] = site
-        cmd = [sys.executable, "-c", WORKER, model]
+        cmd = [sys.executable, "-c", WORKER, model, dict(settings).get("heads", "auto")]
         worker = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         worker.stdout.readline()  # type: ignore[union-attr]
-        workers[site, env_vars] = worker
+        workers[site, settings] = worker
 
     def decode(
         worker_key: tuple[str, tuple[tuple[str, str], ...]], ids: list[int], config: dict[str, Any]
@@ -97,7 +99,7 @@ def compare(task: str, n: int, model: str, specs: list[Spec], tokens_may_differ:
     per_prompt: dict[str, list[float]] = {k: [] for k in names}
     for i, prompt in enumerate(load_prompts(Model(model, n_threads=1), task, cache_root() / "data", n)):
         order = specs[i % len(specs) :] + specs[: i % len(specs)]
-        results = {name: decode((site, env), list(prompt.ids), config) for name, site, config, env in order}
+        results = {name: decode((site, worker), list(prompt.ids), config) for name, site, config, worker in order}
         for name, r in results.items():
             if r["tokens"] == results[names[0]]["tokens"]:
                 same[name] += 1

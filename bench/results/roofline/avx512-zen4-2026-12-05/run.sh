@@ -1,0 +1,15 @@
+#!/bin/bash
+# AVX-512 Zen 4 (our default kernels: AVX-512 VNNI matmul, AVX-512 attention) against llama.cpp built for this CPU
+# (bash bench/build_llamacpp.sh). With adadecode installed, nothing else running.
+set -e
+cd "$(dirname "$0")/../../../.."  # the repository root
+O=bench/results/roofline/avx512-zen4-2026-12-05
+BIN=${LLAMACPP_BIN:-${ADADECODE_CACHE:-$HOME/.cache/adadecode}/llamacpp-bin/bin}
+uptime > $O/uptime.txt
+adadecode bench --micro -m qwen2.5-coder-1.5b -t 2 --reps 7 --no-progress -o $O/micro
+uptime >> $O/uptime.txt
+adadecode bench -m qwen2.5-coder-1.5b --task humaneval --limit 9 --max-tokens 256 -t 2 --no-progress \
+    --modes standard,adadecode,ngram,adadecode+ngram --anchors llamacpp-bin,llamacpp-bin-ngram --llamacpp-bin "$BIN" \
+    -o $O/decode
+uptime >> $O/uptime.txt
+echo done
