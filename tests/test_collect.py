@@ -173,12 +173,27 @@ def test_feature_training_beats_identity_and_resumes_bitwise(engine: Any, smollm
     for layer in ha.layers:
         for wa, wb in zip(ha.mlps[layer], hb.mlps[layer], strict=True):
             np.testing.assert_array_equal(wa, wb)
-    # the engine runs what was written, with output identical to standard decoding
-    m = engine(str(smollm2_path), n_ctx=256, heads=str(tmp_path / "a.gguf"))
-    assert m.exit_layers == ha.layers
-    ids = m.tokenize(m.apply_chat_template([{"role": "user", "content": "Write a Python function that adds."}]))
-    assert m.generate(ids, max_tokens=24, mode="adadecode").tokens == m.generate(ids, max_tokens=24,
-                                                                                 mode="standard").tokens
+    # the finished fit written again with a smaller checked vocabulary: the same heads, the first 512 tokens of the
+    # same ranking, and the flag in the recorded command
+    c = train(_train_args(smollm2_path, features, tmp_path / "wa", tmp_path / "c.gguf", *write, "--resume",
+                          "--check-vocab", "512"))  # fmt: skip
+    hc = read_heads(tmp_path / "c.gguf")
+    assert hc.vocab is not None and ha.vocab is not None and len(hc.vocab) == 512 and len(ha.vocab) == 2048
+    assert set(hc.vocab.tolist()) <= set(ha.vocab.tolist())
+    for layer in ha.layers:
+        for wa, wc in zip(ha.mlps[layer], hc.mlps[layer], strict=True):
+            np.testing.assert_array_equal(wa, wc)
+    assert "--check-vocab 512" in c["metadata"]["command"] and "512 tokens" in c["metadata"]["vocab_subset"]
+    with pytest.raises(ValueError, match="--check-vocab 4096 needs --vocab-subset"):
+        train(_train_args(smollm2_path, features, tmp_path / "wa", tmp_path / "d.gguf", *write, "--resume",
+                          "--check-vocab", "4096"))  # fmt: skip
+    # the engine runs what was written (both vocabularies), with output identical to standard decoding
+    for name in ("a.gguf", "c.gguf"):
+        m = engine(str(smollm2_path), n_ctx=256, heads=str(tmp_path / name))
+        assert m.exit_layers == ha.layers
+        ids = m.tokenize(m.apply_chat_template([{"role": "user", "content": "Write a Python function that adds."}]))
+        assert m.generate(ids, max_tokens=24, mode="adadecode").tokens == m.generate(ids, max_tokens=24,
+                                                                                     mode="standard").tokens
 
 
 def test_feature_training_rejects_another_models_features(engine: Any, smollm2_path: Path, features: Path,

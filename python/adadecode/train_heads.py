@@ -400,6 +400,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for prompts, batches and initialisation")
     p.add_argument("--vocab-subset", type=int, default=0, metavar="K",
                    help="score the heads over the K tokens the model generates most often (0: whole vocabulary)")
+    p.add_argument("--check-vocab", type=int, default=0, metavar="K",
+                   help="with --features and --vocab-subset: the heads file checks only the K of the subset the model "
+                        "predicts most often (the loss still covers the whole subset); a smaller check costs less per "
+                        "token (0: the whole subset)")
     p.add_argument("--loss-vocab", choices=("subset", "full"), default="subset",
                    help="with --vocab-subset: KL against the teacher restricted to the subset, or full-vocabulary KL")
     p.add_argument("--matmul", choices=("bf16", "f32"), default="bf16", help="precision of the training matmuls")
@@ -470,6 +474,8 @@ def canonical_command(args: argparse.Namespace) -> str:
         parts += ["--weight-decay", str(args.weight_decay)]
     if args.vocab_subset:
         parts += ["--vocab-subset", str(args.vocab_subset), "--loss-vocab", args.loss_vocab]
+    if args.check_vocab:
+        parts += ["--check-vocab", str(args.check_vocab)]
     if args.matmul != "bf16":
         parts += ["--matmul", args.matmul]
     return shlex.join(parts)
@@ -518,6 +524,9 @@ def train_from_features(args: argparse.Namespace, model: Any, threads: int) -> d
     if unused:
         raise ValueError(f"{', '.join(unused)}: not used with --features (the data comes from the feature directory; "
                          "the loss is KL over the vocabulary subset)")
+    if args.check_vocab and not 0 < args.check_vocab <= min(args.vocab_subset, model.n_vocab):
+        raise ValueError(f"--check-vocab {args.check_vocab} needs --vocab-subset of at least that many tokens "
+                         f"(got {args.vocab_subset})")
     feat_dir = Path(args.features)
     manifest = read_manifest(feat_dir)
     check_model(manifest, model, feat_dir)
@@ -549,14 +558,23 @@ def train_from_features(args: argparse.Namespace, model: Any, threads: int) -> d
                            seed=args.seed, init=args.init, holdout_every=args.holdout_every,
                            heldout_rows=args.heldout_rows, vocab_k=min(args.vocab_subset, model.n_vocab),
                            matmul=args.matmul, checkpoint_every=args.checkpoint_every)
-    vocab = None
-    if cfg.vocab_k:
-        vfile = workdir / f"vocab-{cfg.vocab_k}.json"
+    def frequent_tokens(k: int) -> np.ndarray:
+        """The `k` tokens pick_vocab ranks first (cached in the workdir: the ranking samples rows)."""
+        vfile = workdir / f"vocab-{k}.json"
         if vfile.exists():
-            vocab = np.asarray(json.loads(vfile.read_text()), dtype=np.int32)
-        else:
-            vocab = pick_vocab(fs, readout, cfg.vocab_k)
-            vfile.write_text(json.dumps(vocab.tolist()))
+            return np.asarray(json.loads(vfile.read_text()), dtype=np.int32)
+        picked = pick_vocab(fs, readout, k)
+        vfile.write_text(json.dumps(picked.tolist()))
+        return picked
+
+    vocab = check_vocab = None
+    if cfg.vocab_k:
+        vocab = frequent_tokens(cfg.vocab_k)
+        if args.check_vocab and args.check_vocab < len(vocab):
+            # The same ranking's first K: a subset of the training vocabulary.
+            check_vocab = frequent_tokens(args.check_vocab)
+            if not set(check_vocab.tolist()) <= set(vocab.tolist()):
+                raise FeatureError(f"internal: the {args.check_vocab} checked tokens are not all in the subset")
         readout = readout.with_vocab(vocab)
     _, row_bytes, _ = model_bytes(model.path)
     heads, report = fit_features(fs, readout, cfg, costs, row_bytes, workdir, not args.no_progress,
@@ -595,7 +613,11 @@ def train_from_features(args: argparse.Namespace, model: Any, threads: int) -> d
         "expected_saving": f"{designs_r[spec]['best_saving']:.4f} at gamma {args.gamma} on {curve_path.name}",
         "base_model": Path(model.path).name,
     }
-    if vocab is not None:
+    if check_vocab is not None:
+        metadata["vocab_subset"] = (f"{len(check_vocab)} tokens the model predicts most often on the training rows "
+                                    f"(trained over {len(vocab)}; expected_saving is over those {len(vocab)})")
+        vocab = check_vocab
+    elif vocab is not None:
         metadata["vocab_subset"] = f"{len(vocab)} tokens the model predicts most often on the training rows"
     out, digest = write_heads_file(args, model, transforms, vocab, metadata, mlps)
     say(f"wrote {out} ({spec}, layers {out_layers}, sha256 {digest})")
@@ -614,6 +636,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     model = Model(args.model, n_ctx=2048, n_threads=threads)
     if args.features:
         return train_from_features(args, model, threads)
+    if args.check_vocab:
+        raise ValueError("--check-vocab needs --features (a feature collection); without it, use --vocab-subset")
     layers = parse_layers(args.layers, model.n_layer)
     stem = Path(model.path).name.removesuffix(".gguf")
     workdir = Path(args.workdir) if args.workdir else cache_root() / "train" / stem
