@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <limits>
 #include <string>
 #include <vector>
@@ -21,6 +22,12 @@ namespace adadecode {
 namespace {
 
 constexpr int max_head_dim = 256;
+
+// The constants of exp_nonpositive (below), shared by both kernels so that they stay the same: from exp_floor down
+// e^x is 0; ln 2 in two parts, the first exact in few bits, so that n ln 2 is subtracted without rounding error; the
+// Taylor coefficients of e^r, highest degree first (Horner).
+constexpr float exp_floor = -104.0f, log2_e = 1.44269504088896341f, ln2_high = 0.693359375f, ln2_low = -2.12194440e-4f;
+constexpr float exp_taylor[] = {1.0f / 5040, 1.0f / 720, 1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f};
 
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c")
@@ -61,20 +68,14 @@ inline __m256 round_to_f16_avx2(__m256 x) {
 // exp_nonpositive (below) on 8 lanes. Its 2^n scaling (vscalef) is one rounding of p 2^n; here p 2^(n + 64) is exact
 // (n >= -151, so it stays a normal float) and the multiplication by 2^-64 rounds once, to the same value.
 inline __m256 exp_nonpositive_avx2(__m256 x) {
-    const __m256 live = _mm256_cmp_ps(x, _mm256_set1_ps(-104.0f), _CMP_GT_OQ);
-    x = _mm256_max_ps(x, _mm256_set1_ps(-104.0f));
-    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.0f / 5040);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    const __m256 live = _mm256_cmp_ps(x, _mm256_set1_ps(exp_floor), _CMP_GT_OQ);
+    x = _mm256_max_ps(x, _mm256_set1_ps(exp_floor));
+    const __m256 n =
+        _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(log2_e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(ln2_high), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(ln2_low), r);
+    __m256 p = _mm256_set1_ps(exp_taylor[0]);
+    for (size_t i = 1; i < std::size(exp_taylor); ++i) p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(exp_taylor[i]));
     const __m256i biased = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(64 + 127));
     const __m256 two_n_plus_64 = _mm256_castsi256_ps(_mm256_slli_epi32(biased, 23));
     const __m256 scaled = _mm256_mul_ps(_mm256_mul_ps(p, two_n_plus_64), _mm256_set1_ps(0x1p-64f));
@@ -186,21 +187,14 @@ void attend_one_avx2(const float *query, const ggml_fp16_t *keys, size_t key_str
 // e^r by its Taylor polynomial to degree 7 (relative error below 3e-8 there). From -104 down the result is exactly
 // 0, as a masked position's must be.
 inline __m512 exp_nonpositive(__m512 x) {
-    const __mmask16 live = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-104.0f), _CMP_GT_OQ);
-    x = _mm512_max_ps(x, _mm512_set1_ps(-104.0f));
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    // ln 2 in two parts, the first exact in few bits, so that n ln 2 is subtracted without rounding error.
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.0f / 5040);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    const __mmask16 live = _mm512_cmp_ps_mask(x, _mm512_set1_ps(exp_floor), _CMP_GT_OQ);
+    x = _mm512_max_ps(x, _mm512_set1_ps(exp_floor));
+    const __m512 n =
+        _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(log2_e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(ln2_high), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(ln2_low), r);
+    __m512 p = _mm512_set1_ps(exp_taylor[0]);
+    for (size_t i = 1; i < std::size(exp_taylor); ++i) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(exp_taylor[i]));
     return _mm512_maskz_mov_ps(live, _mm512_scalef_ps(p, n));
 }
 
