@@ -13,6 +13,7 @@
 
 #include "ggml-alloc.h"
 #include "buffer_placement.h"
+#include "huge_pages.h"
 #include "ggml-cpu.h"
 #include "layer_split.h"
 #include "ops/qmatmul.h"
@@ -185,26 +186,6 @@ void Model::release_file_pages(const ggml_tensor *t) {
         madvise(reinterpret_cast<void *>(begin), end - begin, MADV_DONTNEED);
     }
 }
-
-namespace {
-
-// Every pass streams the packed weights: with 4 KiB pages that is a TLB miss per page (~250,000 per pass on the 1.5B),
-// and whether the kernel backed them with 2 MiB pages by itself varied from run to run. Must run before the pages are
-// first touched. Where transparent huge pages are off or unsupported this does nothing.
-void request_huge_pages(void *base, size_t size) {
-#ifdef MADV_HUGEPAGE
-    constexpr uintptr_t huge = uintptr_t(2) << 20;
-    const uintptr_t begin = (reinterpret_cast<uintptr_t>(base) + huge - 1) / huge * huge;
-    const uintptr_t end = (reinterpret_cast<uintptr_t>(base) + size) / huge * huge;
-    if (end > begin)
-        madvise(reinterpret_cast<void *>(begin), end - begin, MADV_HUGEPAGE);
-#else
-    (void)base;
-    (void)size;
-#endif
-}
-
-}  // namespace
 
 void Model::pack_weights() {
     // Every weight a pass multiplies, a tied output matrix (SmolLM2's) included: unlike ggml's repack, packing

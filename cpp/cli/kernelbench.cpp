@@ -2,15 +2,12 @@
 // outside any model: milliseconds, multiply-accumulates per second and the share of the dot-product instruction's
 // peak (qmatmul_peak_macs_per_second). A matrix that fits in the cache (the default, 1536 x 8960 as a 1.5B FFN
 // matrix) measures the arithmetic; a large one (n_out 151936, the output matrix) measures streaming from memory.
-#include <sys/mman.h>
-
 #include <algorithm>
 #include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -18,6 +15,7 @@
 #include "ggml-cpp.h"
 #include "ggml-cpu.h"
 #include "ggml.h"
+#include "huge_pages.h"
 #include "ops/qmatmul.h"
 
 using namespace adadecode;
@@ -79,16 +77,11 @@ int main(int argc, char **argv) {
     // In 2 MiB pages, as the model's packed weights (Model::pack_weights). With whatever pages malloc got, the one-row
     // product of a matrix streamed from memory (1536 x 151936 Q6_K, AVX-512 Zen 4, 2 threads) took 2.8 or 4.9 ms
     // from one run to the next; with 2 MiB pages it took 4.8-5.4 ms in every run.
-    constexpr size_t huge_page = size_t(2) << 20;
-    params.mem_size = (params.mem_size + huge_page - 1) / huge_page * huge_page;
-    const std::unique_ptr<void, void (*)(void *)> memory(std::aligned_alloc(huge_page, params.mem_size), std::free);
+    const HugePageBuffer memory = allocate_huge_pages(params.mem_size);
     if (!memory) {
         std::fprintf(stderr, "adadecode-kernelbench: cannot allocate %zu MiB\n", params.mem_size >> 20);
         return 1;
     }
-#ifdef MADV_HUGEPAGE
-    madvise(memory.get(), params.mem_size, MADV_HUGEPAGE);
-#endif
     params.mem_buffer = memory.get();
     const ggml_context_ptr owner(ggml_init(params));
     ggml_context *ctx = owner.get();

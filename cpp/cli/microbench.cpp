@@ -15,8 +15,6 @@
 #include <immintrin.h>
 #endif
 
-#include <sys/mman.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -31,6 +29,7 @@
 #include "device.h"
 #include "forward.h"
 #include "ggml-cpp.h"
+#include "huge_pages.h"
 #include "ops/attention.h"
 #include "ops/qmatmul.h"
 
@@ -124,24 +123,15 @@ uint64_t sum_words(const uint64_t *p, size_t n) {
     return a0 + a1 + a2 + a3;
 }
 
-struct FreeDeleter {
-    void operator()(void *p) const { std::free(p); }
-};
-
 // The streaming read rate in GB/s (1e9 bytes) with n_threads threads, each summing its share of a buffer far larger
 // than any cache: the best of three reads per prefetch distance (none, and the kernels' range), after one that pages
 // the buffer in. The buffer asks for 2 MiB pages, as the model's packed weights do (Model::pack_weights), so that both
 // stream through the same kind of pages (on AVX-512 Zen 4, 2 threads, the loop read 35.6 GB/s either way, while a
 // plain loop without prefetching gained 10 % from them).
 double read_gbs(int n_threads, size_t bytes) {
-    constexpr size_t huge_page = size_t(2) << 20;
-    const size_t rounded = (bytes + huge_page - 1) / huge_page * huge_page;  // aligned_alloc wants a multiple
-    std::unique_ptr<void, FreeDeleter> buffer(std::aligned_alloc(huge_page, rounded));
+    const HugePageBuffer buffer = allocate_huge_pages(bytes);
     if (!buffer)
         throw Error("cannot allocate " + std::to_string(bytes >> 20) + " MiB for the read-bandwidth measurement");
-#ifdef MADV_HUGEPAGE
-    madvise(buffer.get(), bytes, MADV_HUGEPAGE);  // before the first touch; nothing happens where THP is off
-#endif
     std::memset(buffer.get(), 1, bytes);
     const uint64_t *words = static_cast<const uint64_t *>(buffer.get());
     const size_t n_words = bytes / sizeof(uint64_t);
