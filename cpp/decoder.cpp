@@ -89,6 +89,15 @@ struct DraftRecord {
     int accepted = 0;
 };
 
+// A greedy check's prediction, kept until x's successor is known: the exit policy learns from it how often the head,
+// this confident, names the final layer's token.
+struct CheckRecord {
+    int pos;
+    int slot;
+    float confidence;
+    int32_t predicted;
+};
+
 // One pass of the climb: layers [begin, end) over the pending rows from `first` on, then x. `exit` is the active
 // exit whose head checks x after `end`, or -1.
 struct PassPlan {
@@ -137,6 +146,7 @@ private:
     bool check_exit(const PassPlan &plan);
     const float *final_logits(size_t row);
     void process(size_t row);
+    void resolve_checks(int pos, int32_t successor, bool void_after = false);
     bool emit(int32_t token, const float *logits, char source);
 
     PassRunner &runner_;
@@ -155,6 +165,7 @@ private:
     std::vector<int32_t> seq_;  // the token at every position up to x = seq_.back(), provisional ones included
     PendingRows pending_;
     std::vector<DraftRecord> drafts_;
+    std::vector<CheckRecord> checks_;  // greedy checks whose position's successor is not known yet
     PassResult pass_;
     std::vector<float> x_hidden_, batch_hidden_, head_probs_;
     Clock::time_point t_decode_;
@@ -228,7 +239,8 @@ PassPlan Generation::plan(int layer, size_t *segment) {
 
 // Does the head after segment `s` check x? The exit policy decides last, because its "no" counts as a skipped check.
 bool Generation::head_checks(size_t s) {
-    if (pending_.count_heads() >= opt_.max_pending || room() <= 0) return false;
+    if (pending_.count_heads() >= opt_.pending_cap() || room() <= 0)
+        return false;
     if (!opt_.exits_in_drafts && pending_.count_drafts() > 0) return false;
     return !opt_.adaptive_exits || exit_policy_.allow(s, ngram_.relative_cost(2) - 1.0, exit_context());
 }
@@ -239,6 +251,7 @@ bool Generation::head_checks(size_t s) {
 // did.
 ExitContext Generation::exit_context() const {
     ExitContext context;
+    for (size_t i = 0; i < pending_.size(); ++i) context.upstream_acceptance *= pending_[i].acceptance;
     if (!drafter_) return context;
     for (const DraftRecord &d : drafts_) context.upstream_acceptance *= drafter_->acceptance_of(d.key, d.length);
     const int draft_room = std::min(room() - 1, opt_.ngram_options.max_draft - pending_.count_drafts());
@@ -300,11 +313,19 @@ bool Generation::check_exit(const PassPlan &p) {
         sampler_.distribution(full_logits.data(), dims_.n_vocab, &q);
         successor = sampler_.sample_from(q);
     }
-    const bool exits_now = confidence >= opt_.gamma && !is_eog_(successor);
+    const bool greedy = opt_.sampling.greedy();
+    if (greedy)
+        checks_.push_back(CheckRecord{x_pos(), p.exit, confidence, successor});
+    bool exits_now = confidence >= opt_.gamma && !is_eog_(successor);
+    if (exits_now && greedy && opt_.adaptive_exits) {
+        exits_now = exit_policy_.exit_pays(p.exit, confidence, ngram_.relative_cost(2) - 1.0, exit_context());
+    }
     exit_policy_.record_check(p.exit, exits_now);
     if (!exits_now) return false;
     result_.stats.early_in_drafts += pending_.count_drafts() > 0;
-    pending_.add(PendingRow{x_pos(), successor, RowSource::head(p.exit), p.end, x_hidden_, std::move(q)});
+    // Under sampling acceptance is not agreement; the layer's measured acceptance stands in.
+    const double acceptance = greedy ? exit_policy_.agreement(p.exit, confidence) : exit_policy_.acceptance(p.exit);
+    pending_.add(PendingRow{x_pos(), successor, RowSource::head(p.exit), p.end, x_hidden_, std::move(q), acceptance});
     ++result_.stats.early_per_layer[p.exit];
     seq_.push_back(successor);
     return true;
@@ -350,11 +371,26 @@ Verdict Generation::verify_pending() {
     return verdict;
 }
 
+// The successor of `pos` is known: every check made there learns whether it named it. With `void_after`, checks
+// after `pos` ran on provisional tokens that this successor replaces: they are dropped.
+void Generation::resolve_checks(int pos, int32_t successor, bool void_after) {
+    size_t kept = 0;
+    for (const CheckRecord &c : checks_) {
+        if (c.pos == pos) {
+            exit_policy_.record_agreement(c.slot, c.confidence, c.predicted == successor);
+        } else if (c.pos < pos || !void_after) {
+            checks_[kept++] = c;
+        }
+    }
+    checks_.resize(kept);
+}
+
 bool Generation::commit(const Verdict &verdict) {
     const float *logits = pass_.logits.data();
     const size_t n_vocab = static_cast<size_t>(dims_.n_vocab);
     bool keep_going = true;
     for (size_t i = 0; i < verdict.kept && keep_going; ++i) {
+        resolve_checks(pending_[i].pos, pending_[i].successor);
         keep_going = emit(pending_[i].successor, logits + i * n_vocab, pending_[i].source.is_head() ? 'e' : 'd');
     }
     if (keep_going && verdict.rejected()) {
@@ -363,11 +399,13 @@ bool Generation::commit(const Verdict &verdict) {
         const int resume_pos = pending_[verdict.kept].pos + 1;
         runner_.truncate(resume_pos);
         seq_.resize(resume_pos);
+        resolve_checks(resume_pos - 1, verdict.correction, true);
         keep_going = emit(verdict.correction, logits + verdict.kept * n_vocab, 'f');
         seq_.push_back(verdict.correction);
     } else if (keep_going) {
         const float *x_logits = final_logits(pending_.size());
         const int32_t next_token = sampler_.sample(x_logits, dims_.n_vocab);
+        resolve_checks(x_pos(), next_token);
         keep_going = emit(next_token, x_logits, 'f');
         seq_.push_back(next_token);
     }

@@ -12,6 +12,14 @@ constexpr double kPriorAccepted = 2.0, kPriorChecked = 2.0;
 // Exit rate: about the last 30 checks, and a prior worth one check at 1/2 (see the header).
 constexpr double kRateDecay = 0.97;
 constexpr double kPriorExits = 0.5, kPriorChecks = 1.0;
+// Agreement by confidence: bins of 0.05, each about its last 20 checks, a prior worth two checks at the confidence.
+constexpr int kConfidenceBins = 20;
+constexpr double kBinDecay = 0.95;
+constexpr double kPriorAgreement = 2.0;
+
+int confidence_bin(double confidence) {
+    return std::clamp(static_cast<int>(confidence * kConfidenceBins), 0, kConfidenceBins - 1);
+}
 }  // namespace
 
 ExitPolicy::ExitPolicy(const std::vector<int> &exit_layers, int n_layer, double output_share, double check_cost)
@@ -23,6 +31,8 @@ ExitPolicy::ExitPolicy(const std::vector<int> &exit_layers, int n_layer, double 
       accepted_(exit_layers.size(), 0.0),
       checks_(exit_layers.size(), 0.0),
       exits_(exit_layers.size(), 0.0),
+      bin_checks_(exit_layers.size(), std::vector<double>(kConfidenceBins, 0.0)),
+      bin_agreed_(exit_layers.size(), std::vector<double>(kConfidenceBins, 0.0)),
       skipped_(exit_layers.size(), 0),
       open_(exit_layers.size(), 1) {}
 
@@ -67,6 +77,25 @@ bool ExitPolicy::allow(size_t slot, double marginal_row_cost, const ExitContext 
         return true;
     }
     return false;
+}
+
+bool ExitPolicy::exit_pays(size_t slot, double confidence, double marginal_row_cost, const ExitContext &context) const {
+    const double u = std::clamp(context.upstream_acceptance, 0.0, 1.0);
+    const ExitTerms terms{marginal_row_cost, 0.0, 1.0, context.voided_rows};
+    return u * agreement(slot, confidence) >=
+           break_even(share_below(layers_[slot]), share_below(later_exit(slot)), terms);
+}
+
+double ExitPolicy::agreement(size_t slot, double confidence) const {
+    const int b = confidence_bin(confidence);
+    const double prior = std::clamp(confidence, 0.0, 1.0);
+    return (bin_agreed_[slot][b] + kPriorAgreement * prior) / (bin_checks_[slot][b] + kPriorAgreement);
+}
+
+void ExitPolicy::record_agreement(size_t slot, double confidence, bool agreed) {
+    const int b = confidence_bin(confidence);
+    bin_checks_[slot][b] = kBinDecay * bin_checks_[slot][b] + 1.0;
+    bin_agreed_[slot][b] = kBinDecay * bin_agreed_[slot][b] + (agreed ? 1.0 : 0.0);
 }
 
 void ExitPolicy::record(size_t slot, bool accepted) {

@@ -104,6 +104,12 @@ void DecodeOptions::set_mode(Mode m) {
     ngram = mode_uses_ngram(m);
 }
 
+int DecodeOptions::pending_cap() const {
+    if (max_pending > 0)
+        return max_pending;
+    return ngram ? 5 : 8;
+}
+
 void check_sampling(const SamplingParams &s) {
     require(std::isfinite(s.temperature) && s.temperature >= 0.0f, "temperature", "a number >= 0",
             shortest(s.temperature));
@@ -122,7 +128,7 @@ void check_options(const DecodeOptions &o) {
     require(o.max_tokens >= 0, "max_tokens", ">= 0", std::to_string(o.max_tokens));
     check_sampling(o.sampling);
     require(o.gamma >= 0.0f && o.gamma <= 1.0f, "gamma", "in [0, 1]", shortest(o.gamma));
-    require(o.max_pending >= 1, "max_pending", ">= 1", std::to_string(o.max_pending));
+    require(o.max_pending >= 0, "max_pending", ">= 1 (or 0: the default for the mode)", std::to_string(o.max_pending));
     check_ngram_options(o.ngram_options);
     require(o.n_batch >= 1, "n_batch", ">= 1", std::to_string(o.n_batch));
 }

@@ -35,6 +35,7 @@ struct PendingRow {
     int reached;                    // the row has run through layers [0, reached)
     std::vector<float> hidden;      // residual stream after `reached` (empty while reached == 0)
     std::vector<float> head_probs;  // the head's distribution the successor was sampled from (sampling only)
+    double acceptance = 1.0;        // head rows: the exit policy's estimate that verification keeps the successor
 };
 
 class PendingRows {

@@ -191,11 +191,14 @@ void bind_options(py::module_ &m) {
             "mode", [](const py::object &self) { return py::cast(self.cast<const DecodeOptions &>().mode()); },
             [](DecodeOptions &o, const py::object &v) { o.set_mode(mode_from(v)); },
             "the decoding method: a Mode or its name")
-        .add("gamma", &DecodeOptions::gamma, "head confidence needed to emit a token early")
-        .add("max_pending", &DecodeOptions::max_pending, "tokens whose upper layers may be deferred at once")
+        .add("gamma", &DecodeOptions::gamma,
+             "head confidence needed to emit a token early (adaptive exits may ask more)")
+        .add("max_pending", &DecodeOptions::max_pending,
+             "tokens whose upper layers may be deferred at once (0: the default, 8, or 5 with prompt-lookup drafts)")
         .add("active_exits", &DecodeOptions::active_exits, "subset of the heads' exit layers; empty = all")
         .add("adaptive_exits", &DecodeOptions::adaptive_exits,
-             "exit layers whose early tokens fail verification too often sit out")
+             "exit layers whose early tokens fail verification too often sit out, and a confident check exits only "
+             "where its measured agreement pays")
         .add("exits_in_drafts", &DecodeOptions::exits_in_drafts,
              "heads may emit while a prompt-lookup draft is in flight")
         .add("ngram_options", &DecodeOptions::ngram_options, "an NgramOptions")

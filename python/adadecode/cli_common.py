@@ -138,7 +138,7 @@ def add_decoding_options(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="K",
         help="adadecode: at most K tokens with deferred upper layers at once "
-        f"(default: engine's, {engine.max_pending})",
+        "(default: 8, or 5 with prompt-lookup drafts)",
     )
     p.add_argument(
         "--max-draft",

@@ -436,6 +436,8 @@ class Model:
         if gamma is not None:
             o.gamma = float(gamma)
         if max_pending is not None:  # more than the context holds can never be pending
+            if int(max_pending) < 1:  # the engine's 0 means its default: only None asks for that here
+                raise ValueError(f"max_pending must be >= 1, got {max_pending}")
             o.max_pending = min(int(max_pending), self.n_ctx)
         layers = [int(layer) for layer in exit_layers or []]
         if any(not 0 <= layer < 2**31 for layer in layers):  # the engine's int; in-range mistakes it names itself

@@ -1,6 +1,7 @@
 // The exit policy: break-even acceptance from the cost model (check cost included, gain up to the next open exit
 // layer, the output matrix's share), retiring a layer whose early tokens fail or whose checks seldom exit, probing
-// it, and letting it back in when they pass again.
+// it, and letting it back in when they pass again; per check, the head's agreement measured by confidence and the
+// early tokens still unverified below it.
 #include <cstdio>
 
 #include "exit_policy.h"
@@ -86,6 +87,31 @@ int main() {
     CHECK(policy.allow(0, 0.3));        // the other layer is untouched
     for (int i = 0; i < 60; ++i) policy.record(1, true);
     CHECK(policy.allow(1, 0.3));        // back once its tokens pass verification again
+
+    {
+        // Before any evidence a head is taken at its word: agreement = confidence.
+        ExitPolicy calibrated({18}, 24, 0.2);
+        CHECK(near(calibrated.agreement(0, 0.8), 0.8));
+        // At layer 18 with o = 0.2 and m = 0.3 the bar is (0.6 + 0.3 * 0.4) / (0.4 * 0.7 + 0.6 + 0.3 * 0.4) = 0.72.
+        CHECK(calibrated.exit_pays(0, 0.8, 0.3, ExitContext{}));
+        // This head's tokens at confidence 0.80-0.85 turn out right half the time, those at 0.95 and above always:
+        // the first no longer exit, the second do, and bins it has not seen keep the prior.
+        for (int i = 0; i < 40; ++i) calibrated.record_agreement(0, 0.82, i % 2 == 0);
+        for (int i = 0; i < 40; ++i) calibrated.record_agreement(0, 0.97, true);
+        CHECK(calibrated.agreement(0, 0.81) < 0.55 && calibrated.agreement(0, 0.96) > 0.95);
+        CHECK(near(calibrated.agreement(0, 0.9), 0.9));
+        CHECK(!calibrated.exit_pays(0, 0.82, 0.3, ExitContext{}));
+        CHECK(calibrated.exit_pays(0, 0.97, 0.3, ExitContext{}));
+        // Unverified early tokens below it (u = 0.7) void a later exit when rejected: 0.7 * ~0.99 < 0.72.
+        CHECK(!calibrated.exit_pays(0, 0.97, 0.3, ExitContext{0.7, 0.0}));
+        // A head that underrates itself: at 0.55 it agrees 90 % of the time, so those tokens exit.
+        for (int i = 0; i < 40; ++i) calibrated.record_agreement(0, 0.55, i % 10 != 0);
+        CHECK(calibrated.exit_pays(0, 0.55, 0.3, ExitContext{}));
+        // Recent checks weigh more: the bin that failed recovers once its tokens agree again.
+        for (int i = 0; i < 60; ++i) calibrated.record_agreement(0, 0.82, true);
+        CHECK(calibrated.exit_pays(0, 0.82, 0.3, ExitContext{}));
+    }
+
     if (g_failures) std::fprintf(stderr, "%d check(s) failed\n", g_failures);
     return g_failures ? 1 : 0;
 }

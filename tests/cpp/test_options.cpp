@@ -45,8 +45,8 @@ int main() {
     o.gamma = 1.5f;
     CHECK(error_of(o) == "gamma must be in [0, 1], got 1.5");
     o = DecodeOptions{};
-    o.max_pending = 0;
-    CHECK(error_of(o) == "max_pending must be >= 1, got 0");
+    o.max_pending = -1;
+    CHECK(error_of(o) == "max_pending must be >= 1 (or 0: the default for the mode), got -1");
     o = DecodeOptions{};
     o.sampling.top_p = 0.95f + 1.0f;
     CHECK(error_of(o) == "top_p must be in [0, 1], got 1.95");

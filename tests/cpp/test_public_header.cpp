@@ -13,7 +13,7 @@
 
 int main() {
     adadecode::DecodeOptions options;
-    CHECK(options.sampling.greedy() && !options.layer_parallel && options.max_pending >= 1);
+    CHECK(options.sampling.greedy() && !options.layer_parallel && options.pending_cap() >= 1);
     bool refused = false;
     try {
         adadecode::Engine engine("/nonexistent/model.gguf", adadecode::EngineOptions{});

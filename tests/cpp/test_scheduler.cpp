@@ -563,6 +563,31 @@ int main() {
         CHECK(sure.stats.early_in_drafts > 2 * doubtful.stats.early_in_drafts);
     }
 
+    // Adaptive exits decide token by token from what verification and the checks taught them: heads that are
+    // confident everywhere but wrong at seven positions in eight stop costing rollbacks within a few tokens, heads that
+    // are right keep exiting, and the output is standard decoding's either way.
+    {
+        Case c = cases()[6];
+        c.max_tokens = 64;
+        c.n_ctx = 160;
+        const Outcome want = reference(c, greedy);
+        DecodeOptions o = mode(true, false);
+        heads.wrong = [](int pos, int) { return pos % 8 != 0; };
+        const Outcome stubborn = decode(c, o, &heads);
+        o.adaptive_exits = true;
+        const Outcome adaptive = decode(c, o, &heads);
+        heads.wrong = [](int, int) { return false; };
+        const Outcome right = decode(c, o, &heads);
+        CHECK(same(want, stubborn, "mostly wrong heads, fixed exits"));
+        CHECK(same(want, adaptive, "mostly wrong heads, adaptive exits"));
+        CHECK(same(want, right, "right heads, adaptive exits"));
+        CHECK(adaptive.stats.n_rollbacks * 3 < stubborn.stats.n_rollbacks);
+        CHECK(right.stats.n_rollbacks == 0 && right.sources.find('e') != std::string::npos);
+        std::printf("mostly wrong heads: %d rollbacks fixed, %d adaptive; right heads: %zu early tokens\n",
+                    stubborn.stats.n_rollbacks, adaptive.stats.n_rollbacks,
+                    static_cast<size_t>(std::count(right.sources.begin(), right.sources.end(), 'e')));
+    }
+
     // Sampling: standard decoding draws exactly as the reference does; the other modes keep their tokens valid and
     // their statistics consistent (their exact distribution is test_verify's).
     for (const Case &c : cases()) {
@@ -576,7 +601,7 @@ int main() {
             DecodeOptions o = mode(false, false);
             o.sampling = sampling;
             CHECK(same(reference(c, sampling), decode(c, o, &heads), describe(c, o, "sampling")));
-            heads.wrong = [](int pos, int) { return pos % 2 == 0; };
+            heads.wrong = [](int pos, int) { return pos % 8 != 0; };
             for (bool ngram : {false, true}) {
                 o = mode(true, ngram);
                 o.sampling = sampling;
@@ -623,7 +648,7 @@ int main() {
         ToyDrafter drafter;
         const int x0 = static_cast<int>(c.prompt.size()) - 1;
         drafter.length = [x0](int pos) { return pos == x0 ? 1 : 0; };
-        heads.wrong = [](int pos, int) { return pos % 2 == 0; };
+        heads.wrong = [](int pos, int) { return pos % 8 != 0; };
         Case two = c;
         two.max_tokens = 3;  // room for the head's token while the drafted one is pending
         constexpr int n_runs = 4000;
