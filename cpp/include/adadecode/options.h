@@ -56,8 +56,9 @@ struct DecodeOptions {
     float gamma = 0.75f;             // head confidence needed to emit a token early (adaptive exits may ask more)
     // Tokens whose upper layers may be deferred at once; 0: pending_cap()'s default for the mode. The exit policy
     // stops a chain of early tokens when the risk that one is rejected outweighs what another exit saves, so this is
-    // a cap. On the 1.5B, 8 against 5 gave +3 to +5 % on HumanEval and MT-Bench (12 no better), but with prompt-lookup
-    // drafts in flight 8 lost 6 % (bench/results/heads-1.5b/calibrated/).
+    // a cap. On the 1.5B, 8 against 5 gave +3 to +5 % on HumanEval and MT-Bench in one session's runs and nothing
+    // measurable in the next (12 no better), and with prompt-lookup drafts in flight 8 lost 3-6 %
+    // (bench/results/heads-1.5b/calibrated/).
     int max_pending = 0;
     std::vector<int> active_exits;   // subset of the heads' exit layers; empty = all
     bool adaptive_exits = true;      // exit layers whose early tokens fail verification too often sit out, and a
