@@ -39,7 +39,8 @@ POSITIONS = SHARDS * SHARD_ROWS
 
 def _cfg(model: Any, **kw: Any) -> CollectConfig:
     base = dict(model=Path(model.path).name, fingerprint=int(model.fingerprint), n_layer=model.n_layer,
-                n_embd=model.n_embd, layers=[8, 15, 22], window=WINDOW, skip=SKIP, shard_windows=SHARD_WINDOWS, seed=3,
+                n_embd=model.n_embd, layers=[8, 15, 22, 25], window=WINDOW, skip=SKIP, shard_windows=SHARD_WINDOWS,
+                seed=3,
                 sources=["code"], code_share=1.0, heldout_package="networkx", self_prompts=0, gen_tokens=0,
                 max_doc_tokens=400)
     base.update(kw)
@@ -112,7 +113,7 @@ def test_collection_resumes_to_identical_shards(smol: Any, features: Path, tmp_p
     assert _files(out) == _files(features)
     meta = complete_shards(out)[0]
     states, rows = load_shard(out, meta)
-    assert states.dtype == np.float16 and states.shape == (4, SHARD_ROWS, smol.n_embd)
+    assert states.dtype == np.float16 and states.shape == (len(cfg.layers) + 1, SHARD_ROWS, smol.n_embd)
     # the stored rows are the engine's teacher-forced states, the last one before the final norm
     assert rows[0, 1] == 8 and rows[-1, 0] == 1
 
@@ -217,7 +218,7 @@ def test_feature_training_rejects_another_models_features(engine: Any, smollm2_p
 
 
 def test_eval_heads_on_features(smollm2_path: Path, features: Path, tmp_path: Path) -> None:
-    """The shipped SmolLM2 heads (8, 15, 22) on the held-out windows: per-layer figures and the expected saving."""
+    """The shipped SmolLM2 heads (22, 25) on the held-out windows: per-layer figures and the expected saving."""
     from adadecode.eval_heads import main
 
     out = tmp_path / "r.json"
@@ -226,7 +227,7 @@ def test_eval_heads_on_features(smollm2_path: Path, features: Path, tmp_path: Pa
     r = json.loads(out.read_text())
     assert set(r["designs"]) == {"identity", "file"} and r["heldout_rows"] == 2 * (WINDOW - SKIP)
     layers = r["designs"]["file"]["layers"]
-    assert set(layers) == {"8", "15", "22"} and all(np.isfinite(v["saving"]) for v in layers.values())
+    assert set(layers) == {"22", "25"} and all(np.isfinite(v["saving"]) for v in layers.values())
     # trained heads beat the logit lens on KL at every layer
     assert all(layers[k]["kl"] < r["designs"]["identity"]["layers"][k]["kl"] for k in layers)
 
