@@ -239,9 +239,18 @@ item ::= "\"" [a-z]+ "\""
 """
 
 
+def _every_confident_check_exits(llama: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With gamma 0, heads emit every token early only while the exit policy is off: it lets a check exit only where
+    the head's measured agreement at that confidence pays (the Llama API keeps the policy on)."""
+    config = llama.model.config
+    monkeypatch.setattr(llama.model, "config", lambda *a, **kw: config(*a, **{**kw, "adaptive_exits": False}))
+
+
 @pytest.mark.parametrize("constraint", ["gbnf", "schema"])
-def test_grammar_output_is_the_same_in_every_mode(llm: Any, constraint: str) -> None:
+def test_grammar_output_is_the_same_in_every_mode(llm: Any, constraint: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from adadecode import LlamaGrammar
+
+    _every_confident_check_exits(llm, monkeypatch)
 
     prompt = "Three fruits as a JSON list of strings:" if constraint == "gbnf" else "A JSON object about a team:"
     kwargs: dict[str, Any] = (
@@ -262,13 +271,16 @@ def test_grammar_output_is_the_same_in_every_mode(llm: Any, constraint: str) -> 
 
 
 @pytest.mark.slow
-def test_grammar_output_is_the_same_in_every_mode_on_qwen(engine: Any, cache_dir: Path) -> None:
+def test_grammar_output_is_the_same_in_every_mode_on_qwen(
+    engine: Any, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = cache_dir / "models" / "qwen2.5-coder-0.5b.gguf"
     if not path.is_file():
         pytest.skip("Qwen2.5-Coder-0.5B is not in the cache")
     from adadecode import Llama
 
     qwen = Llama(str(path), n_ctx=1024, n_threads=2, heads="auto")
+    _every_confident_check_exits(qwen, monkeypatch)
     messages = [{"role": "user", "content": "Describe a small software team as JSON."}]
     fmt = {"type": "json_object", "schema": SCHEMA}
     outs = {m: qwen.create_chat_completion(messages, max_tokens=48, temperature=0, mode=m, response_format=fmt,

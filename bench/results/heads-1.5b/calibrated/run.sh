@@ -10,10 +10,12 @@ set -euo pipefail
 cd "$(dirname "$0")"
 OLD=${OLD:-/tmp/site-old}
 MODEL=${MODEL:-qwen2.5-coder-1.5b}
-# Machine state moves a run by 5-10 %: RUNS rounds, each task once per round (files runN-TASK.md).
+# Machine state moves a run by 5-10 %: RUNS rounds, each task once per round (files PREFIXrunN-TASK.md; PREFIX
+# names another model, e.g. PREFIX=0.5b- MODEL=qwen2.5-coder-0.5b).
 for run in $(seq "${FIRST_RUN:-1}" "${RUNS:-3}"); do
     for task in humaneval mtbench; do
         "${PYTHON:-python}" ../../../ab_builds.py "$task" 9 "$MODEL" std=:standard old="$OLD":adadecode \
-            new=:adadecode ngram=:ngram oldn="$OLD":adadecode+ngram newn=:adadecode+ngram | tee "run$run-$task.md"
+            new=:adadecode ngram=:ngram oldn="$OLD":adadecode+ngram newn=:adadecode+ngram |
+            tee "${PREFIX:-}run$run-$task.md"
     done
 done
