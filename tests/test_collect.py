@@ -40,8 +40,7 @@ POSITIONS = SHARDS * SHARD_ROWS
 def _cfg(model: Any, **kw: Any) -> CollectConfig:
     base = dict(model=Path(model.path).name, fingerprint=int(model.fingerprint), n_layer=model.n_layer,
                 n_embd=model.n_embd, layers=[8, 15, 22, 25], window=WINDOW, skip=SKIP, shard_windows=SHARD_WINDOWS,
-                seed=3,
-                sources=["code"], code_share=1.0, heldout_package="networkx", self_prompts=0, gen_tokens=0,
+                seed=3, sources=["code"], code_share=1.0, heldout_package="networkx", self_prompts=0, gen_tokens=0,
                 max_doc_tokens=400)
     base.update(kw)
     return CollectConfig(**base)

@@ -56,8 +56,8 @@ struct DecodeOptions {
     float gamma = 0.75f;             // head confidence needed to emit a token early (adaptive exits may ask more)
     // Tokens whose upper layers may be deferred at once; 0: pending_cap()'s default for the mode. The exit policy
     // stops a chain of early tokens when the risk that one is rejected outweighs what another exit saves, so this is
-    // a cap. On the 1.5B, 8 against 5 gave +3 to +5 % on HumanEval and MT-Bench in one session's runs and nothing
-    // measurable in the next (12 no better), and with prompt-lookup drafts in flight 8 lost 3-6 %
+    // a cap. Which cap pays depends on the model: without drafts 8 led 5 by 3-6 % on the 1.5B in one session's runs
+    // and trailed it by 1.5-6 % on the 0.5B in another; with drafts in flight 8 lost 3-6 % on the 1.5B
     // (bench/results/heads-1.5b/calibrated/).
     int max_pending = 0;
     std::vector<int> active_exits;   // subset of the heads' exit layers; empty = all
