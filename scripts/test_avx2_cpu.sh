@@ -6,7 +6,8 @@
 #   1. test_qmatmul with the default family: it must pick avx2, pass its accuracy and batch-invariance checks and
 #      match the x86 output checksums (tests/cpp/qmatmul_x86_checksums.txt) bit for bit.
 #   2. test_attention: it must run the AVX2 attention kernel and pass its checks (accuracy, masking, batch
-#      invariance; natively on AVX-512 the same test checks the AVX2 kernel bitwise against the AVX-512 one).
+#      invariance, the x86 output checksums in tests/cpp/attention_x86_checksums.txt; natively on AVX-512 the same
+#      test checks the AVX2 kernel bitwise against the AVX-512 one).
 #   3. adadecode-cli, greedy on SmolLM2 with the shipped exit heads, in standard and adadecode+ngram modes: the
 #      tokens under qemu (AVX2 kernels) must equal the tokens of the same binary run natively (on an AVX-512 host,
 #      the AVX-512 kernels), which is the families' bitwise equality seen through a whole decode.

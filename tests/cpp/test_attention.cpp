@@ -5,12 +5,22 @@
 //  - batch invariance: a row's output is bitwise the same alone or among 2..7 rows, with 1, 2 or 3 threads;
 //  - key counts that are no multiple of 16 (the vector tails);
 //  - the AVX2 kernel gives bitwise the AVX-512 kernel's results (where the CPU has AVX-512; under qemu without it,
-//    scripts/test_avx2_cpu.sh runs this test on the AVX2 kernel alone).
+//    scripts/test_avx2_cpu.sh runs this test on the AVX2 kernel alone);
+//  - the same results on every architecture: on queries and caches made from integers alone (the same bytes on any
+//    machine), with head sizes 16 to 256, masks with holes and fully masked rows, and scores far enough apart that
+//    some probabilities underflow, a checksum of the outputs must equal the one the x86 kernels computed, kept in
+//    attention_x86_checksums.txt (scripts/test_arm.sh runs this on the NEON kernel under qemu).
+//    `test_attention --write-checksums FILE` writes that file on x86.
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <limits>
+#include <map>
 #include <random>
+#include <sstream>
+#include <string>
 #include <vector>
 
 #include "check.h"
@@ -22,33 +32,76 @@ using namespace adadecode;
 
 namespace {
 
-constexpr int head_dim = 64, n_head = 6, n_head_kv = 2, n_alloc = 96;
-constexpr int n_embd_kv = head_dim * n_head_kv;
+constexpr int n_head = 6, n_head_kv = 2, n_alloc = 96, max_rows = 7;
 constexpr float neg_inf = -std::numeric_limits<float>::infinity();
 
 struct Problem {
+    int head_dim;
     int n_kv;                       // positions attended (the mask's width)
     int pos0;                       // the first row's position: row r sees positions 0..pos0 + r
+    bool holes;                     // also masked: row 0 entirely, and scattered positions of the other rows
     std::vector<float> q;           // rows x n_head x head_dim
     std::vector<ggml_fp16_t> k, v;  // k: n_alloc x n_embd_kv; v: n_embd_kv x n_alloc (transposed)
+    int n_embd_kv() const { return head_dim * n_head_kv; }
 };
 
-Problem make_problem(int n_kv, int pos0, int max_rows, std::mt19937 &rng) {
+Problem make_problem(int head_dim, int n_kv, int pos0, std::mt19937 &rng) {
     std::normal_distribution<float> normal(0.0f, 1.0f);
-    Problem p{n_kv, pos0, {}, {}, {}};
+    Problem p{head_dim, n_kv, pos0, false, {}, {}, {}};
     p.q.resize(static_cast<size_t>(max_rows) * n_head * head_dim);
-    for (float &x : p.q) x = normal(rng) * 2.0f;  // scores of a few units: a peaked softmax, as in real models
-    p.k.resize(static_cast<size_t>(n_alloc) * n_embd_kv);
+    // Scores of a few units: a peaked softmax, as in real models.
+    for (float &x : p.q) x = normal(rng) * 2.0f * std::sqrt(64.0f / head_dim);
+    p.k.resize(static_cast<size_t>(n_alloc) * p.n_embd_kv());
     p.v.resize(p.k.size());
     for (ggml_fp16_t &x : p.k) x = ggml_fp32_to_fp16(normal(rng));
     for (ggml_fp16_t &x : p.v) x = ggml_fp32_to_fp16(normal(rng));
     return p;
 }
 
+// SplitMix64: the same numbers on every machine (the standard's distributions are not).
+struct SplitMix {
+    uint64_t state;
+    uint64_t next() {
+        uint64_t z = (state += 0x9E3779B97F4A7C15ULL);
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+        return z ^ (z >> 31);
+    }
+};
+
+// Inputs made from integers: exact in F32 and, for the caches, in F16, so every machine holds the same bits. The
+// queries carry 21 significant bits, so their rounding to F16 is exercised; every 11th key is 64 times larger, so
+// that scores lie hundreds apart and some probabilities underflow to 0 or to subnormals.
+Problem make_integer_problem(int head_dim, int n_kv, int pos0, bool holes, uint64_t seed) {
+    SplitMix rng{seed};
+    Problem p{head_dim, n_kv, pos0, holes, {}, {}, {}};
+    p.q.resize(static_cast<size_t>(max_rows) * n_head * head_dim);
+    for (float &x : p.q) x = std::ldexp(static_cast<float>(static_cast<int>(rng.next() % (1 << 21)) - (1 << 20)), -17);
+    p.k.resize(static_cast<size_t>(n_alloc) * p.n_embd_kv());
+    p.v.resize(p.k.size());
+    for (size_t i = 0; i < p.k.size(); ++i) {
+        const float x = std::ldexp(static_cast<float>(static_cast<int>(rng.next() % 2049) - 1024), -10);
+        p.k[i] = ggml_fp32_to_fp16(i / p.n_embd_kv() % 11 == 5 ? 64.0f * x : x);
+    }
+    for (ggml_fp16_t &x : p.v)
+        x = ggml_fp32_to_fp16(std::ldexp(static_cast<float>(static_cast<int>(rng.next() % 2049) - 1024), -9));
+    return p;
+}
+
+bool masked(const Problem &p, int row, int j) {
+    return j > p.pos0 + row || (p.holes && (row == 0 || (j * 7 + row) % 5 == 0));
+}
+
+bool x86_kernel() {
+    const std::string family = cpu_attention_family();
+    return family == "avx2" || family == "avx512";
+}
+
 // Output [n_rows][n_head * head_dim] for rows [first, first + n_rows), by our op or ggml's path.
 enum class Path { ours, ours_avx2, ggml };
 
 std::vector<float> attend(const Problem &p, int first, int n_rows, int n_threads, Path path) {
+    const int head_dim = p.head_dim, n_embd_kv = p.n_embd_kv();
     ggml_init_params params{};
     params.mem_size = (size_t(8) << 20) + 64 * ggml_tensor_overhead() + ggml_graph_overhead();
     ggml_context *ctx = ggml_init(params);
@@ -61,7 +114,7 @@ std::vector<float> attend(const Problem &p, int first, int n_rows, int n_threads
     ggml_tensor *mask = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, p.n_kv, n_rows);
     float *m = static_cast<float *>(mask->data);
     for (int r = 0; r < n_rows; ++r) {
-        for (int j = 0; j < p.n_kv; ++j) m[r * p.n_kv + j] = j <= p.pos0 + first + r ? 0.0f : neg_inf;
+        for (int j = 0; j < p.n_kv; ++j) m[r * p.n_kv + j] = masked(p, first + r, j) ? neg_inf : 0.0f;
     }
     ggml_tensor *out;
     if (path == Path::ours) {
@@ -87,6 +140,7 @@ std::vector<float> attend(const Problem &p, int first, int n_rows, int n_threads
 
 // Exact attention of one row and head over the F16-rounded query; `scale_v` receives max |v| over the dimension.
 void reference(const Problem &p, int row, int head, int d, double *exact, double *scale_v) {
+    const int head_dim = p.head_dim, n_embd_kv = p.n_embd_kv();
     const int kv_head = head / (n_head / n_head_kv);
     const int last = std::min(p.n_kv - 1, p.pos0 + row);
     std::vector<double> score(last + 1);
@@ -112,14 +166,15 @@ void reference(const Problem &p, int row, int head, int d, double *exact, double
     }
 }
 
-void check_problem(int n_kv, int pos0, std::mt19937 &rng) {
-    constexpr int max_rows = 7;
-    Problem p = make_problem(n_kv, pos0, max_rows, rng);
+void check_problem(int head_dim, int n_kv, int pos0, std::mt19937 &rng) {
+    Problem p = make_problem(head_dim, n_kv, pos0, rng);
+    const int n_embd_kv = p.n_embd_kv();
     const std::vector<float> ours = attend(p, 0, max_rows, 2, Path::ours);
     const std::vector<float> ggml = attend(p, 0, max_rows, 2, Path::ggml);
     // Bitwise, so that an AVX2-only CPU decodes the same tokens as an AVX-512 one (on an AVX2-only CPU both are the
-    // AVX2 kernel, and this holds trivially).
-    CHECK(attend(p, 0, max_rows, 2, Path::ours_avx2) == ours);
+    // AVX2 kernel, and this holds trivially). Off x86 the checksums against x86's results stand for it.
+    if (x86_kernel())
+        CHECK(attend(p, 0, max_rows, 2, Path::ours_avx2) == ours);
     double worst_exact = 0.0, worst_ggml = 0.0;
     for (int r = 0; r < max_rows; ++r) {
         for (int h = 0; h < n_head; ++h) {
@@ -133,8 +188,8 @@ void check_problem(int n_kv, int pos0, std::mt19937 &rng) {
             }
         }
     }
-    std::printf("n_kv %d pos0 %d: error %.3f of the F16 bound against exact, %.3f against ggml\n", n_kv, pos0,
-                worst_exact, worst_ggml);
+    std::printf("head_dim %d n_kv %d pos0 %d: error %.3f of the F16 bound against exact, %.3f against ggml\n", head_dim,
+                n_kv, pos0, worst_exact, worst_ggml);
     CHECK(worst_exact <= 1.0);
     CHECK(worst_ggml <= 0.25);  // the same roundings as ggml: far closer to it than to the exact value
 
@@ -161,20 +216,115 @@ void check_problem(int n_kv, int pos0, std::mt19937 &rng) {
     }
 }
 
+uint64_t fnv1a(const std::vector<float> &values) {
+    uint64_t h = 0xCBF29CE484222325ULL;
+    for (float v : values) {
+        uint32_t bits;
+        std::memcpy(&bits, &v, 4);
+        for (int i = 0; i < 4; ++i) {
+            h ^= (bits >> (8 * i)) & 0xFF;
+            h *= 0x100000001B3ULL;
+        }
+    }
+    return h;
+}
+
+std::string hex(uint64_t v) {
+    char text[17];
+    std::snprintf(text, sizeof(text), "%016llx", static_cast<unsigned long long>(v));
+    return text;
+}
+
+// "hd64 kv37 pos20 holes" -> checksum of all max_rows rows in one batch (2 threads; batch invariance is tested
+// apart).
+std::map<std::string, uint64_t> cross_arch_checksums() {
+    struct Case {
+        int head_dim, n_kv, pos0;
+        bool holes;
+    };
+    const Case cases[] = {
+        {64, 48, 40, false}, {64, 37, 20, false},  {64, 9, 2, false},   {64, 96, 89, true},   {64, 37, 30, true},
+        {16, 40, 33, false}, {128, 96, 89, false}, {128, 37, 20, true}, {256, 37, 30, false},
+    };
+    std::map<std::string, uint64_t> sums;
+    uint64_t seed = 1;
+    for (const Case &c : cases) {
+        const Problem p = make_integer_problem(c.head_dim, c.n_kv, c.pos0, c.holes, seed++);
+        const std::string key = "hd" + std::to_string(c.head_dim) + " kv" + std::to_string(c.n_kv) + " pos" +
+                                std::to_string(c.pos0) + (c.holes ? " holes" : " causal");
+        const std::vector<float> out = attend(p, 0, max_rows, 2, Path::ours);
+        for (float x : out) CHECK(std::isfinite(x));
+        sums[key] = fnv1a(out);
+    }
+    return sums;
+}
+
+void check_cross_arch(const char *path) {
+    std::ifstream in(path);
+    if (!in) {
+        std::fprintf(stderr, "cannot read %s\n", path);
+        CHECK(false);
+        return;
+    }
+    std::map<std::string, std::string> expected;
+    std::string line;
+    while (std::getline(in, line)) {
+        if (line.empty() || line[0] == '#')
+            continue;
+        const size_t space = line.rfind(' ');
+        expected[line.substr(0, space)] = line.substr(space + 1);
+    }
+    int compared = 0;
+    for (const auto &[key, sum] : cross_arch_checksums()) {
+        const auto it = expected.find(key);
+        if (it == expected.end()) {
+            std::fprintf(stderr, "%s: no x86 checksum in %s\n", key.c_str(), path);
+            CHECK(false);
+            continue;
+        }
+        ++compared;
+        if (it->second != hex(sum)) {
+            std::fprintf(stderr, "%s (%s): checksum %s, x86 %s\n", key.c_str(), cpu_attention_family(),
+                         hex(sum).c_str(), it->second.c_str());
+            CHECK(false);
+        }
+    }
+    std::printf("kernel %s: %d output checksums compared with x86's\n", cpu_attention_family(), compared);
+}
+
 }  // namespace
 
-int main() {
+int main(int argc, char **argv) {
     ggml_cpu_init();
-    if (!cpu_attention_supported(head_dim)) {
+    const bool available = cpu_attention_supported(64);
+    if (argc == 3 && std::string(argv[1]) == "--write-checksums") {
+        if (!available || !x86_kernel()) {
+            std::fprintf(stderr, "--write-checksums needs an x86 kernel (kernel here: %s)\n", cpu_attention_family());
+            return 2;
+        }
+        std::ofstream out(argv[2]);
+        out << "# Checksums of the CPU attention op's outputs on integer-made queries and caches\n"
+               "# (tests/cpp/test_attention.cpp), computed by the x86 kernels (AVX2 and AVX-512 agree bitwise):\n"
+               "# head size, keys, first row's position, mask, FNV-1a of the output floats.\n";
+        for (const auto &[key, sum] : cross_arch_checksums()) out << key << " " << hex(sum) << "\n";
+        return out ? 0 : 1;
+    }
+    if (argc != 1) {
+        std::fprintf(stderr, "usage: test_attention [--write-checksums FILE]\n");
+        return 2;
+    }
+    if (!available) {
         std::printf("test_attention: the CPU attention op is not available here, nothing to test\n");
         return 0;
     }
     std::printf("test_attention: kernel %s\n", cpu_attention_family());
+    check_cross_arch(ADADECODE_TEST_DATA_DIR "/attention_x86_checksums.txt");
     std::mt19937 rng(7);
-    check_problem(48, 40, rng);  // rows at positions 40..46 of 48 keys: whole 16-key vectors, padding masked
-    check_problem(37, 20, rng);  // a tail of 5 keys
-    check_problem(9, 2, rng);    // fewer keys than one vector
-    check_problem(96, 89, rng);  // the whole cache
+    check_problem(64, 48, 40, rng);   // rows at positions 40..46 of 48 keys: whole 16-key vectors, padding masked
+    check_problem(64, 37, 20, rng);   // a tail of 5 keys
+    check_problem(64, 9, 2, rng);     // fewer keys than one vector
+    check_problem(64, 96, 89, rng);   // the whole cache
+    check_problem(128, 37, 20, rng);  // the head size of most 0.5B-7B models
     if (g_failures) {
         std::fprintf(stderr, "test_attention: %d failures\n", g_failures);
         return 1;
