@@ -11,23 +11,41 @@
 #include <string>
 #include <vector>
 
-#if defined(__x86_64__) || defined(_M_X64)
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define ADADECODE_ATTENTION_X86 1
 #include <immintrin.h>
+#elif defined(__aarch64__) && (defined(__GNUC__) || defined(__clang__))
+#define ADADECODE_ATTENTION_ARM 1
+#include <arm_neon.h>
 #endif
 
 namespace adadecode {
 
-#if defined(__x86_64__) || defined(_M_X64)
+#if defined(ADADECODE_ATTENTION_X86) || defined(ADADECODE_ATTENTION_ARM)
 
 namespace {
 
 constexpr int max_head_dim = 256;
 
-// The constants of exp_nonpositive (below), shared by both kernels so that they stay the same: from exp_floor down
-// e^x is 0; ln 2 in two parts, the first exact in few bits, so that n ln 2 is subtracted without rounding error; the
-// Taylor coefficients of e^r, highest degree first (Horner).
+// The constants of exp_nonpositive (below), shared by every kernel (x86 and NEON) so that they stay the same: from
+// exp_floor down e^x is 0; ln 2 in two parts, the first exact in few bits, so that n ln 2 is subtracted without
+// rounding error; the Taylor coefficients of e^r, highest degree first (Horner).
 constexpr float exp_floor = -104.0f, log2_e = 1.44269504088896341f, ln2_high = 0.693359375f, ln2_low = -2.12194440e-4f;
 constexpr float exp_taylor[] = {1.0f / 5040, 1.0f / 720, 1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f};
+
+// One query head of one row: scores against the n_kv keys, softmax, weighted sum of the values. Each architecture's
+// section below defines its kernels and chosen_kernel() (the kernel for this CPU, nullptr for ggml's path),
+// family_of(kernel) (its name) and avx2_kernel() (the AVX2 one, nullptr where there is none).
+using AttendOne = void (*)(const float *, const ggml_fp16_t *, size_t, const ggml_fp16_t *, size_t, const float *,
+                           int64_t, int, float *, float *);
+
+}  // namespace
+
+#endif
+
+#if defined(ADADECODE_ATTENTION_X86)
+
+namespace {
 
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c")
@@ -285,8 +303,51 @@ void attend_one_avx512(const float *query, const ggml_fp16_t *keys, size_t key_s
 
 #pragma GCC pop_options
 
-using AttendOne = void (*)(const float *, const ggml_fp16_t *, size_t, const ggml_fp16_t *, size_t, const float *,
-                           int64_t, int, float *, float *);
+// The kernel for this CPU: AVX-512 where it has it, else AVX2 (bitwise the same results); ADADECODE_ATTENTION=0
+// keeps ggml's path, =avx2 the AVX2 kernel on any CPU (to measure what an AVX2-only CPU runs), =avx512 the default.
+AttendOne chosen_kernel() {
+    static const AttendOne kernel = []() -> AttendOne {
+        const char *env = std::getenv("ADADECODE_ATTENTION");
+        const std::string wanted = env ? env : "";
+        if (wanted == "0" || wanted == "off")
+            return nullptr;
+        __builtin_cpu_init();
+        if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma") || !__builtin_cpu_supports("f16c"))
+            return nullptr;
+        const bool has_avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                                __builtin_cpu_supports("avx512vl");
+        if (!wanted.empty() && wanted != "avx2" && wanted != "avx512") {
+            std::fprintf(stderr,
+                         "adadecode: ADADECODE_ATTENTION=%s is not one of 0, off, avx2, avx512; using the "
+                         "CPU's best kernel\n",
+                         wanted.c_str());
+        } else if (wanted == "avx512" && !has_avx512) {
+            std::fprintf(stderr, "adadecode: ADADECODE_ATTENTION=avx512, but this CPU has no AVX-512; using AVX2\n");
+        }
+        return has_avx512 && wanted != "avx2" ? attend_one_avx512 : attend_one_avx2;
+    }();
+    return kernel;
+}
+
+const char *family_of(AttendOne kernel) {
+    return kernel == attend_one_avx512 ? "avx512" : kernel == attend_one_avx2 ? "avx2" : "off";
+}
+
+AttendOne avx2_kernel() {
+    return attend_one_avx2;
+}
+
+}  // namespace
+
+#elif defined(ADADECODE_ATTENTION_ARM)
+
+#include "attention_neon.inc"
+
+#endif
+
+#if defined(ADADECODE_ATTENTION_X86) || defined(ADADECODE_ATTENTION_ARM)
+
+namespace {
 
 // src: the queries, the K cache, the V cache, the mask; userdata: the kernel (an AttendOne). Work is split by
 // (row, query head), whole units per thread.
@@ -316,32 +377,6 @@ void compute(ggml_tensor *dst, int ith, int nth, void *kernel) {
     }
 }
 
-// The kernel for this CPU: AVX-512 where it has it, else AVX2 (bitwise the same results); ADADECODE_ATTENTION=0
-// keeps ggml's path, =avx2 the AVX2 kernel on any CPU (to measure what an AVX2-only CPU runs), =avx512 the default.
-AttendOne chosen_kernel() {
-    static const AttendOne kernel = []() -> AttendOne {
-        const char *env = std::getenv("ADADECODE_ATTENTION");
-        const std::string wanted = env ? env : "";
-        if (wanted == "0" || wanted == "off")
-            return nullptr;
-        __builtin_cpu_init();
-        if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma") || !__builtin_cpu_supports("f16c"))
-            return nullptr;
-        const bool has_avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                                __builtin_cpu_supports("avx512vl");
-        if (!wanted.empty() && wanted != "avx2" && wanted != "avx512") {
-            std::fprintf(stderr,
-                         "adadecode: ADADECODE_ATTENTION=%s is not one of 0, off, avx2, avx512; using the "
-                         "CPU's best kernel\n",
-                         wanted.c_str());
-        } else if (wanted == "avx512" && !has_avx512) {
-            std::fprintf(stderr, "adadecode: ADADECODE_ATTENTION=avx512, but this CPU has no AVX-512; using AVX2\n");
-        }
-        return has_avx512 && wanted != "avx2" ? attend_one_avx512 : attend_one_avx2;
-    }();
-    return kernel;
-}
-
 ggml_tensor *attention_op(ggml_context *ctx, ggml_tensor *q, ggml_tensor *k_cache, ggml_tensor *v_cache,
                           ggml_tensor *mask, AttendOne kernel) {
     ggml_tensor *args[4] = {q, k_cache, v_cache, mask};
@@ -356,8 +391,7 @@ bool cpu_attention_supported(int head_dim) {
 }
 
 const char *cpu_attention_family() {
-    const AttendOne kernel = chosen_kernel();
-    return kernel == attend_one_avx512 ? "avx512" : kernel == attend_one_avx2 ? "avx2" : "off";
+    return family_of(chosen_kernel());
 }
 
 ggml_tensor *cpu_attention(ggml_context *ctx, ggml_tensor *q, ggml_tensor *k_cache, ggml_tensor *v_cache,
@@ -367,10 +401,11 @@ ggml_tensor *cpu_attention(ggml_context *ctx, ggml_tensor *q, ggml_tensor *k_cac
 
 ggml_tensor *cpu_attention_avx2(ggml_context *ctx, ggml_tensor *q, ggml_tensor *k_cache, ggml_tensor *v_cache,
                                 ggml_tensor *mask) {
-    return attention_op(ctx, q, k_cache, v_cache, mask, attend_one_avx2);
+    const AttendOne kernel = avx2_kernel();
+    return kernel ? attention_op(ctx, q, k_cache, v_cache, mask, kernel) : nullptr;
 }
 
-#else  // not x86-64: ggml's path everywhere
+#else  // neither x86-64 nor aarch64: ggml's path everywhere
 
 bool cpu_attention_supported(int) {
     return false;

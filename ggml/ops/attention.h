@@ -14,12 +14,13 @@
 
 namespace adadecode {
 
-// True when this CPU runs a kernel (AVX-512, or AVX2 with FMA and F16C) for heads of `head_dim` values (a multiple of
-// 16, at most 256) and ADADECODE_ATTENTION is not 0 in the environment (0 keeps ggml's path, to measure one against
-// the other; avx2 picks the AVX2 kernel on any CPU). Both kernels give bitwise the same results.
+// True when this CPU runs a kernel (AVX-512, AVX2 with FMA and F16C, or on aarch64 NEON) for heads of `head_dim` values
+// (a multiple of 16, at most 256) and ADADECODE_ATTENTION is not 0 in the environment (0 keeps ggml's path, to
+// measure one against the other; avx2 picks the AVX2 kernel on any x86 CPU). All kernels give bitwise the same
+// results, so that attention is never what makes a model's output differ between two machines.
 bool cpu_attention_supported(int head_dim);
 
-// The kernel cpu_attention runs here: "avx512", "avx2" or "off".
+// The kernel cpu_attention runs here: "avx512", "avx2", "neon" or "off".
 const char *cpu_attention_family();
 
 // q [head_dim, n_head, n_rows] f32, contiguous (the queries after RoPE); k_cache [n_embd_kv, n_alloc] f16, one row
@@ -29,7 +30,8 @@ const char *cpu_attention_family();
 ggml_tensor *cpu_attention(ggml_context *ctx, ggml_tensor *q, ggml_tensor *k_cache, ggml_tensor *v_cache,
                            ggml_tensor *mask);
 
-// cpu_attention with the AVX2 kernel whatever the CPU has (for tests: its results against the AVX-512 kernel's).
+// cpu_attention with the AVX2 kernel whatever the x86 CPU has (for tests: its results against the AVX-512 kernel's);
+// nullptr off x86.
 ggml_tensor *cpu_attention_avx2(ggml_context *ctx, ggml_tensor *q, ggml_tensor *k_cache, ggml_tensor *v_cache,
                                 ggml_tensor *mask);
 
