@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# The ARM (aarch64) matmul kernels, tested on an x86 machine: cross-builds ggml's CPU backend, our ops and the kernel
-# test (tests/cpp/test_qmatmul.cpp) for plain ARMv8-A into build-arm/, then runs the test under qemu-aarch64 on two
-# emulated CPUs, each with every kernel family it can run:
-#   -cpu max         has the ARMv8.2 dot product: default (must pick neondot), ADADECODE_QMATMUL=neondot, =neon
-#   -cpu cortex-a57  has not:                     default (must pick neon), ADADECODE_QMATMUL=neon
+# The ARM (aarch64) kernels, tested on an x86 machine: cross-builds ggml's CPU backend, our ops and the kernel tests
+# (tests/cpp/test_qmatmul.cpp, tests/cpp/test_attention.cpp) for plain ARMv8-A into build-arm/, then runs them under
+# qemu-aarch64 on two emulated CPUs, each with every kernel family it can run:
+#   -cpu max         has the ARMv8.2 dot product: matmul default (must pick neondot), ADADECODE_QMATMUL=neondot, =neon;
+#                    attention default (must pick neon), ADADECODE_ATTENTION=0 (must keep ggml's path)
+#   -cpu cortex-a57  has not:                     matmul default (must pick neon), ADADECODE_QMATMUL=neon;
+#                    attention default (must pick neon)
 # Each run checks accuracy, bitwise batch invariance (1-3 threads, any batch) and bitwise equality with the x86
-# families (tests/cpp/qmatmul_x86_checksums.txt). Any failure ends the script with a non-zero status.
+# kernels (checksums in tests/cpp/qmatmul_x86_checksums.txt, tests/cpp/attention_x86_checksums.txt). Any failure
+# ends the script with a non-zero status.
 # Emulation says nothing about speed. Needs: cmake, g++-aarch64-linux-gnu, qemu-user (Debian/Ubuntu package names).
 #
 #   scripts/test_arm.sh                 build (incremental) and run the kernel test
@@ -98,33 +101,36 @@ cmake -S "$root" -B "$build" -DCMAKE_TOOLCHAIN_FILE="$root/cmake/aarch64-linux-g
     echo "test_arm.sh: configuring the cross build failed" >&2
     exit 1
 }
-targets=(test_qmatmul)
+targets=(test_qmatmul test_attention)
 [ $with_model = 0 ] || targets+=(test_batch_invariance)
 cmake --build "$build" -j "$jobs" --target "${targets[@]}"
 built=$(date +%s)
 
 failures=0
-# run CPU FAMILY EXPECTED: the test under qemu with ADADECODE_QMATMUL=FAMILY (empty: the default), which must report
-# the kernel family EXPECTED.
+# run TEST CPU SETTING LINE: TEST under qemu on CPU with the environment SETTING (NAME=VALUE; NAME= is the default),
+# which must succeed and print LINE (the kernel family it ran, or that it kept ggml's path).
 run() {
-    local cpu=$1 family=$2 expected=$3 log
+    local test=$1 cpu=$2 setting=$3 line=$4 log
     log=$(mktemp)
     local t0=$(date +%s)
-    if ADADECODE_QMATMUL=$family qemu-aarch64 -cpu "$cpu" -L "$sysroot" "$build/test_qmatmul" >"$log" 2>&1 &&
-        grep -q "^family $expected:" "$log"; then
-        echo "PASS  -cpu $cpu ADADECODE_QMATMUL=${family:-(default)} -> $expected ($(($(date +%s) - t0)) s)"
+    if env "$setting" qemu-aarch64 -cpu "$cpu" -L "$sysroot" "$build/$test" >"$log" 2>&1 &&
+        grep -q "^$line" "$log"; then
+        echo "PASS  $test -cpu $cpu $setting -> $line ($(($(date +%s) - t0)) s)"
     else
         cat "$log"
-        echo "FAIL  -cpu $cpu ADADECODE_QMATMUL=${family:-(default)} (expected family $expected)"
+        echo "FAIL  $test -cpu $cpu $setting (expected: $line)"
         failures=$((failures + 1))
     fi
     rm -f "$log"
 }
-run max "" neondot
-run max neondot neondot
-run max neon neon
-run cortex-a57 "" neon
-run cortex-a57 neon neon
+run test_qmatmul max ADADECODE_QMATMUL= "family neondot:"
+run test_qmatmul max ADADECODE_QMATMUL=neondot "family neondot:"
+run test_qmatmul max ADADECODE_QMATMUL=neon "family neon:"
+run test_qmatmul cortex-a57 ADADECODE_QMATMUL= "family neon:"
+run test_qmatmul cortex-a57 ADADECODE_QMATMUL=neon "family neon:"
+run test_attention max ADADECODE_ATTENTION= "kernel neon: [1-9][0-9]* output checksums compared"
+run test_attention max ADADECODE_ATTENTION=0 "test_attention: the CPU attention op is not available here"
+run test_attention cortex-a57 ADADECODE_ATTENTION= "kernel neon: [1-9][0-9]* output checksums compared"
 if [ $with_model = 1 ]; then
     t0=$(date +%s)
     if ADADECODE_CACHE=$cache qemu-aarch64 -cpu max -L "$sysroot" "$build/test_batch_invariance"; then
