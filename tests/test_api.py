@@ -163,6 +163,7 @@ def test_closing_a_stream_stops_the_engine(llm: Llama, model: Any) -> None:
         ({"gamma": float("nan")}, "gamma"),
         ({"max_pending": 0}, "max_pending"),
         ({"max_pending": -4}, "max_pending"),
+        ({"adaptive_exits": "no"}, "adaptive_exits"),
         ({"prompt": b"caf\xe9"}, "prompt"),  # Latin-1 bytes: not UTF-8
         ({"prompt": "ab\udcff"}, "prompt"),  # a lone surrogate, as JSON's \udcff escape gives
         ({"prompt": "word " * 600}, "prompt"),  # longer than n_ctx=512

@@ -239,27 +239,23 @@ item ::= "\"" [a-z]+ "\""
 """
 
 
-def _every_confident_check_exits(llama: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """With gamma 0, heads emit every token early only while the exit policy is off: it lets a check exit only where
-    the head's measured agreement at that confidence pays (the Llama API keeps the policy on)."""
-    config = llama.model.config
-    monkeypatch.setattr(llama.model, "config", lambda *a, **kw: config(*a, **{**kw, "adaptive_exits": False}))
+def _every_check_exits(mode: str) -> dict[str, Any]:
+    """gamma 0 with the exit policy off: heads emit every token early, so verification runs through the grammar's
+    mask a lot (with the policy on, a check exits only where the head's measured agreement at that confidence
+    pays)."""
+    return {"gamma": 0.0, "adaptive_exits": False} if "ada" in mode else {}
 
 
 @pytest.mark.parametrize("constraint", ["gbnf", "schema"])
-def test_grammar_output_is_the_same_in_every_mode(llm: Any, constraint: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_grammar_output_is_the_same_in_every_mode(llm: Any, constraint: str) -> None:
     from adadecode import LlamaGrammar
-
-    _every_confident_check_exits(llm, monkeypatch)
 
     prompt = "Three fruits as a JSON list of strings:" if constraint == "gbnf" else "A JSON object about a team:"
     kwargs: dict[str, Any] = (
         {"grammar": LlamaGrammar.from_string(GBNF)} if constraint == "gbnf"
         else {"response_format": {"type": "json_object", "schema": SCHEMA}}
     )  # fmt: skip
-    # gamma 0: exit heads emit every token early, so verification runs through the grammar's mask a lot
-    outs = {m: llm(prompt, max_tokens=40, temperature=0, mode=m, gamma=0.0 if "ada" in m else None, **kwargs)
-            for m in MODES}  # fmt: skip
+    outs = {m: llm(prompt, max_tokens=40, temperature=0, mode=m, **_every_check_exits(m), **kwargs) for m in MODES}
     texts = {m: o["choices"][0]["text"] for m, o in outs.items()}
     assert len(set(texts.values())) == 1, texts
     value = json.loads(texts["standard"])
@@ -271,20 +267,17 @@ def test_grammar_output_is_the_same_in_every_mode(llm: Any, constraint: str, mon
 
 
 @pytest.mark.slow
-def test_grammar_output_is_the_same_in_every_mode_on_qwen(
-    engine: Any, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_grammar_output_is_the_same_in_every_mode_on_qwen(engine: Any, cache_dir: Path) -> None:
     path = cache_dir / "models" / "qwen2.5-coder-0.5b.gguf"
     if not path.is_file():
         pytest.skip("Qwen2.5-Coder-0.5B is not in the cache")
     from adadecode import Llama
 
     qwen = Llama(str(path), n_ctx=1024, n_threads=2, heads="auto")
-    _every_confident_check_exits(qwen, monkeypatch)
     messages = [{"role": "user", "content": "Describe a small software team as JSON."}]
     fmt = {"type": "json_object", "schema": SCHEMA}
     outs = {m: qwen.create_chat_completion(messages, max_tokens=48, temperature=0, mode=m, response_format=fmt,
-                                           gamma=0.0 if "ada" in m else None)
+                                           **_every_check_exits(m))
             for m in MODES}  # fmt: skip
     texts = {m: o["choices"][0]["message"]["content"] for m, o in outs.items()}
     assert len(set(texts.values())) == 1, texts

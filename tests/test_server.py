@@ -192,6 +192,7 @@ def test_malformed_requests_get_400(server: str, body: Any, param: str | None) -
             "messages[0].content is not valid Unicode text",
         ),
         ("/v1/completions", {"prompt": "Hi", "mode": "ngram", "max_draft": 0}, "max_draft", "max_draft must be"),
+        ("/v1/completions", {"prompt": "Hi", "adaptive_exits": "maybe"}, "adaptive_exits", "valid boolean"),
     ],
 )
 def test_bad_values_get_400_naming_them(server: str, path: str, body: Any, param: str | None, needle: str) -> None:

@@ -45,7 +45,7 @@ STATS_KEY = "adadecode"
 """The key under which results carry the engine's statistics of the generation."""
 # The request parameters that Model.config hands to the engine's options, which check them.
 _ENGINE_PARAMS = ("max_tokens", "temperature", "top_p", "top_k", "min_p", "seed", "mode", "gamma", "max_pending",
-                  "max_draft")  # fmt: skip
+                  "max_draft", "adaptive_exits")  # fmt: skip
 
 Message = dict[str, Any]
 
@@ -492,6 +492,7 @@ class Llama:
         gamma: float | None = None,
         max_pending: int | None = None,
         max_draft: int | None = None,
+        adaptive_exits: bool | None = None,
         repeat_last_n: int | None = None,
         response_format: dict[str, Any] | None = None,
         json_schema: Any = None,
@@ -509,7 +510,9 @@ class Llama:
         ``response_format`` or ``json_schema`` constrain the output (llguidance); ``logprobs`` k returns OpenAI's
         logprobs with the k most likely tokens. ``typical_p``, ``tfs_z``, mirostat and ``stopping_criteria`` are
         refused unless left at their defaults. ``mode`` ("standard", "adadecode", "ngram" or "adadecode+ngram"),
-        ``gamma``, ``max_pending`` and ``max_draft`` tune the engine (see ``Model.generate``). ``finish_reason`` is
+        ``gamma``, ``max_pending``, ``max_draft`` and ``adaptive_exits`` tune the engine (see ``Model.config``;
+        ``adaptive_exits=False`` lets every check at least ``gamma`` confident exit, the paper's rule, where by
+        default the engine's exit policy also weighs what the exit is likely to save). ``finish_reason`` is
         "stop" (end token or stop string) or "length" (``max_tokens`` or the context reached). Statistics are under
         ``result["adadecode"]`` (in the last chunk when streaming).
         """
@@ -539,7 +542,8 @@ class Llama:
             _require(isinstance(logprobs, int) and 0 <= logprobs <= 20, f"logprobs must be in [0, 20], got "
                      f"{logprobs!r}", "logprobs")  # fmt: skip
         config = self._generation_config(
-            ids, max_tokens, temperature, top_p, top_k, min_p, seed, stop, mode, gamma, max_pending, max_draft
+            ids, max_tokens, temperature, top_p, top_k, min_p, seed, stop, mode, gamma, max_pending, max_draft,
+            adaptive_exits,
         )
         config.logits_processor = self._processor(
             ids, repeat_penalty, frequency_penalty, presence_penalty, repeat_last_n, logit_bias, logits_processor,
@@ -594,6 +598,7 @@ class Llama:
         gamma: float | None = None,
         max_pending: int | None = None,
         max_draft: int | None = None,
+        adaptive_exits: bool | None = None,
         repeat_last_n: int | None = None,
         json_schema: Any = None,
     ) -> dict[str, Any] | Iterator[dict[str, Any]]:
@@ -629,7 +634,7 @@ class Llama:
         ids = self.chat_prompt_ids(messages, tools=tool_list)
         config = self._generation_config(
             ids, max_tokens, temperature, top_p, top_k, min_p, seed, stop, mode, gamma, max_pending, max_draft,
-            prompt_param="messages",
+            adaptive_exits, prompt_param="messages",
         )  # fmt: skip
         config.logits_processor = self._processor(
             ids, repeat_penalty, frequency_penalty, presence_penalty, repeat_last_n, logit_bias, logits_processor,
@@ -727,6 +732,7 @@ class Llama:
         gamma: float | None,
         max_pending: int | None,
         max_draft: int | None,
+        adaptive_exits: bool | None = None,
         prompt_param: str = "prompt",
     ) -> GenerationConfig:
         """The checked settings of a request (errors name its parameter); the logits processor is added later."""
@@ -759,11 +765,13 @@ class Llama:
             except ValueError as exc:
                 raise InvalidRequestError(str(exc), "mode") from exc
             _require(not parsed.uses_heads or bool(self.model.exit_layers), f"mode {mode!r} needs exit heads", "mode")
+        _require(adaptive_exits is None or isinstance(adaptive_exits, bool),
+                 f"adaptive_exits must be true or false, got {adaptive_exits!r}", "adaptive_exits")  # fmt: skip
         try:
             config = self.model.config(
                 max_tokens=n, temperature=float(temperature), top_p=float(top_p), top_k=int(top_k),
                 min_p=float(min_p), seed=seed, stop=_stop_list(stop), mode=mode, gamma=gamma, max_pending=max_pending,
-                max_draft=max_draft,
+                max_draft=max_draft, adaptive_exits=adaptive_exits,
             )  # fmt: skip
             config.options.n_batch = self.n_batch
             return config

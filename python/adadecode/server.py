@@ -504,6 +504,7 @@ def create_app(llm: Llama, limits: Limits | None = None, api_key: str | None = N
         gamma: float | None = None
         max_pending: int | None = None
         max_draft: int | None = None
+        adaptive_exits: bool | None = None
         # harmless: they do not change the output
         user: str | None = None
         cache_prompt: bool = True
@@ -566,6 +567,7 @@ def create_app(llm: Llama, limits: Limits | None = None, api_key: str | None = N
                 "gamma": self.gamma,
                 "max_pending": self.max_pending,
                 "max_draft": self.max_draft,
+                "adaptive_exits": self.adaptive_exits,
             }
 
         def include_usage(self) -> bool:
