@@ -1,6 +1,7 @@
 """Decode a task's prompts with two (or more) builds of adadecode side by side, in one run.
 
-    python bench/ab_builds.py [--tokens-may-differ] TASK N MODEL NAME=SITE:MODE[:LAYERS][:KEY=VALUE...] ...
+    python bench/ab_builds.py [--tokens-may-differ] [--fresh-workers] TASK N MODEL
+        NAME=SITE:MODE[:LAYERS][:KEY=VALUE...] ...
 
 SITE is a directory put first on PYTHONPATH for that configuration's worker process (a `pip install --target` of a
 build, with its `libggml` next to it); empty (or a path that does not exist): the installed package. LAYERS: exit
@@ -12,7 +13,10 @@ The first configuration is the reference: every other one must produce its token
 whose tokens equal the reference's). Per prompt each configuration runs once, in an order that rotates from prompt to
 prompt, so that a burst of load hits all alike; prints tokens/s, the ratio to the reference (summed and median per
 prompt) and the share of tokens from exit heads. Machine state moves whole-run figures by 5-25 % here: compare builds
-only within one run of this script.
+only within one run of this script. A worker process keeps its speed for its life, and two processes of the same
+build differed by up to 9 % in one run (bench/results/heads-1.5b/riding-cost/): with --fresh-workers every prompt
+gets new worker processes, so that this spread averages over the prompts instead of tilting the whole run (each
+start loads the model again: seconds per worker and prompt).
 """
 
 from __future__ import annotations
@@ -62,19 +66,30 @@ def parse(spec: str) -> Spec:
     return name, parts[0], config, tuple(sorted(worker))
 
 
+FLAGS = ("--tokens-may-differ", "--fresh-workers")
+
+
 def main(argv: list[str]) -> int:
-    may_differ = bool(argv) and argv[0] == "--tokens-may-differ"
-    argv = argv[1:] if may_differ else argv
+    flags = set()
+    while argv and argv[0].startswith("--"):
+        if argv[0] not in FLAGS:
+            print(f"ab_builds: unknown option {argv[0]} (known: {', '.join(FLAGS)})", file=sys.stderr)
+            return 2
+        flags.add(argv[0])
+        argv = argv[1:]
     if len(argv) < 5:
         print(__doc__, file=sys.stderr)
         return 2
-    compare(argv[0], int(argv[1]), argv[2], [parse(s) for s in argv[3:]], tokens_may_differ=may_differ)
+    compare(argv[0], int(argv[1]), argv[2], [parse(s) for s in argv[3:]],
+            tokens_may_differ="--tokens-may-differ" in flags, fresh_workers="--fresh-workers" in flags)  # fmt: skip
     return 0
 
 
-def compare(task: str, n: int, model: str, specs: list[Spec], tokens_may_differ: bool = False) -> None:
-    """Decode `n` prompts of `task` with every (name, site, generate options, worker settings) of `specs`; print
-    the table."""
+WorkerKey = tuple[str, tuple[tuple[str, str], ...]]
+
+
+def start_workers(model: str, specs: list[Spec]) -> dict[WorkerKey, subprocess.Popen[str]]:
+    """One worker process per distinct site and worker settings, ready to decode."""
     workers = {}
     for site, settings in {(site, worker) for _, site, _, worker in specs}:
         env = dict(os.environ, **{k: v for k, v in settings if k.isupper()})
@@ -84,10 +99,23 @@ def compare(task: str, n: int, model: str, specs: list[Spec], tokens_may_differ:
         worker = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         worker.stdout.readline()  # type: ignore[union-attr]
         workers[site, settings] = worker
+    return workers
 
-    def decode(
-        worker_key: tuple[str, tuple[tuple[str, str], ...]], ids: list[int], config: dict[str, Any]
-    ) -> dict[str, Any]:
+
+def stop_workers(workers: dict[WorkerKey, subprocess.Popen[str]]) -> None:
+    for worker in workers.values():
+        worker.stdin.close()  # type: ignore[union-attr]
+        worker.wait()
+
+
+def compare(
+    task: str, n: int, model: str, specs: list[Spec], tokens_may_differ: bool = False, fresh_workers: bool = False
+) -> None:
+    """Decode `n` prompts of `task` with every (name, site, generate options, worker settings) of `specs`; print
+    the table."""
+    workers = start_workers(model, specs)
+
+    def decode(worker_key: WorkerKey, ids: list[int], config: dict[str, Any]) -> dict[str, Any]:
         w = workers[worker_key]
         w.stdin.write(json.dumps({"ids": ids, "config": config}) + "\n")  # type: ignore[union-attr]
         w.stdin.flush()  # type: ignore[union-attr]
@@ -98,6 +126,9 @@ def compare(task: str, n: int, model: str, specs: list[Spec], tokens_may_differ:
     same = dict.fromkeys(names, 0)
     per_prompt: dict[str, list[float]] = {k: [] for k in names}
     for i, prompt in enumerate(load_prompts(Model(model, n_threads=1), task, cache_root() / "data", n)):
+        if fresh_workers and i > 0:
+            stop_workers(workers)
+            workers = start_workers(model, specs)
         order = specs[i % len(specs) :] + specs[: i % len(specs)]
         results = {name: decode((site, worker), list(prompt.ids), config) for name, site, config, worker in order}
         for name, r in results.items():
@@ -109,6 +140,7 @@ def compare(task: str, n: int, model: str, specs: list[Spec], tokens_may_differ:
             seconds[name] += r["seconds"]
             early[name] += r["early"]
             per_prompt[name].append(len(r["tokens"]) / r["seconds"])
+    stop_workers(workers)
     base = tokens[names[0]] / seconds[names[0]]
     n_prompts = len(per_prompt[names[0]])
     print(f"| config | tok/s | x {names[0]} (sum) | x {names[0]} (median per prompt) | early | tokens as {names[0]} |")

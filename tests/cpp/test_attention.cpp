@@ -15,15 +15,13 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <limits>
-#include <map>
 #include <random>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "check.h"
+#include "checksums.h"
 #include "ggml-cpu.h"
 #include "ggml.h"
 #include "ops/attention.h"
@@ -216,28 +214,9 @@ void check_problem(int head_dim, int n_kv, int pos0, std::mt19937 &rng) {
     }
 }
 
-uint64_t fnv1a(const std::vector<float> &values) {
-    uint64_t h = 0xCBF29CE484222325ULL;
-    for (float v : values) {
-        uint32_t bits;
-        std::memcpy(&bits, &v, 4);
-        for (int i = 0; i < 4; ++i) {
-            h ^= (bits >> (8 * i)) & 0xFF;
-            h *= 0x100000001B3ULL;
-        }
-    }
-    return h;
-}
-
-std::string hex(uint64_t v) {
-    char text[17];
-    std::snprintf(text, sizeof(text), "%016llx", static_cast<unsigned long long>(v));
-    return text;
-}
-
 // "hd64 kv37 pos20 holes" -> checksum of all max_rows rows in one batch (2 threads; batch invariance is tested
 // apart).
-std::map<std::string, uint64_t> cross_arch_checksums() {
+Checksums cross_arch_checksums() {
     struct Case {
         int head_dim, n_kv, pos0;
         bool holes;
@@ -246,7 +225,7 @@ std::map<std::string, uint64_t> cross_arch_checksums() {
         {64, 48, 40, false}, {64, 37, 20, false},  {64, 9, 2, false},   {64, 96, 89, true},   {64, 37, 30, true},
         {16, 40, 33, false}, {128, 96, 89, false}, {128, 37, 20, true}, {256, 37, 30, false},
     };
-    std::map<std::string, uint64_t> sums;
+    Checksums sums;
     uint64_t seed = 1;
     for (const Case &c : cases) {
         const Problem p = make_integer_problem(c.head_dim, c.n_kv, c.pos0, c.holes, seed++);
@@ -259,39 +238,6 @@ std::map<std::string, uint64_t> cross_arch_checksums() {
     return sums;
 }
 
-void check_cross_arch(const char *path) {
-    std::ifstream in(path);
-    if (!in) {
-        std::fprintf(stderr, "cannot read %s\n", path);
-        CHECK(false);
-        return;
-    }
-    std::map<std::string, std::string> expected;
-    std::string line;
-    while (std::getline(in, line)) {
-        if (line.empty() || line[0] == '#')
-            continue;
-        const size_t space = line.rfind(' ');
-        expected[line.substr(0, space)] = line.substr(space + 1);
-    }
-    int compared = 0;
-    for (const auto &[key, sum] : cross_arch_checksums()) {
-        const auto it = expected.find(key);
-        if (it == expected.end()) {
-            std::fprintf(stderr, "%s: no x86 checksum in %s\n", key.c_str(), path);
-            CHECK(false);
-            continue;
-        }
-        ++compared;
-        if (it->second != hex(sum)) {
-            std::fprintf(stderr, "%s (%s): checksum %s, x86 %s\n", key.c_str(), cpu_attention_family(),
-                         hex(sum).c_str(), it->second.c_str());
-            CHECK(false);
-        }
-    }
-    std::printf("kernel %s: %d output checksums compared with x86's\n", cpu_attention_family(), compared);
-}
-
 }  // namespace
 
 int main(int argc, char **argv) {
@@ -302,12 +248,11 @@ int main(int argc, char **argv) {
             std::fprintf(stderr, "--write-checksums needs an x86 kernel (kernel here: %s)\n", cpu_attention_family());
             return 2;
         }
-        std::ofstream out(argv[2]);
-        out << "# Checksums of the CPU attention op's outputs on integer-made queries and caches\n"
-               "# (tests/cpp/test_attention.cpp), computed by the x86 kernels (AVX2 and AVX-512 agree bitwise):\n"
-               "# head size, keys, first row's position, mask, FNV-1a of the output floats.\n";
-        for (const auto &[key, sum] : cross_arch_checksums()) out << key << " " << hex(sum) << "\n";
-        return out ? 0 : 1;
+        const char *header =
+            "# Checksums of the CPU attention op's outputs on integer-made queries and caches\n"
+            "# (tests/cpp/test_attention.cpp), computed by the x86 kernels (AVX2 and AVX-512 agree bitwise):\n"
+            "# head size, keys, first row's position, mask, FNV-1a of the output floats.\n";
+        return write_checksums(argv[2], header, cross_arch_checksums()) ? 0 : 1;
     }
     if (argc != 1) {
         std::fprintf(stderr, "usage: test_attention [--write-checksums FILE]\n");
@@ -318,7 +263,8 @@ int main(int argc, char **argv) {
         return 0;
     }
     std::printf("test_attention: kernel %s\n", cpu_attention_family());
-    check_cross_arch(ADADECODE_TEST_DATA_DIR "/attention_x86_checksums.txt");
+    check_checksums(ADADECODE_TEST_DATA_DIR "/attention_x86_checksums.txt", cross_arch_checksums(),
+                    std::string("kernel ") + cpu_attention_family());
     std::mt19937 rng(7);
     check_problem(64, 48, 40, rng);   // rows at positions 40..46 of 48 keys: whole 16-key vectors, padding masked
     check_problem(64, 37, 20, rng);   // a tail of 5 keys

@@ -16,14 +16,12 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
-#include <map>
 #include <random>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "check.h"
+#include "checksums.h"
 #include "ggml-cpu.h"
 #include "ggml.h"
 #include "ops/qmatmul.h"
@@ -217,22 +215,9 @@ Problem make_integer_problem(ggml_type type, int n_in, int n_out, uint64_t seed)
     return p;
 }
 
-uint64_t fnv1a(const std::vector<float> &values) {
-    uint64_t h = 0xCBF29CE484222325ULL;
-    for (float v : values) {
-        uint32_t bits;
-        std::memcpy(&bits, &v, 4);
-        for (int i = 0; i < 4; ++i) {
-            h ^= (bits >> (8 * i)) & 0xFF;
-            h *= 0x100000001B3ULL;
-        }
-    }
-    return h;
-}
-
 // "Q4_K packed 768" -> checksum of all max_rows rows in one batch, for the cases this CPU runs.
-std::map<std::string, uint64_t> cross_arch_checksums() {
-    std::map<std::string, uint64_t> sums;
+Checksums cross_arch_checksums() {
+    Checksums sums;
     const std::string family = qmatmul_family();
     // The AVX-512 families sum a file-layout row's lanes in another order (and send odd block counts to AVX2).
     const bool file_layout_comparable = family == "avx2" || family == "neon" || family == "neondot";
@@ -260,47 +245,6 @@ std::map<std::string, uint64_t> cross_arch_checksums() {
     return sums;
 }
 
-std::string hex(uint64_t v) {
-    char text[17];
-    std::snprintf(text, sizeof(text), "%016llx", static_cast<unsigned long long>(v));
-    return text;
-}
-
-void check_cross_arch(const char *path) {
-    std::ifstream in(path);
-    if (!in) {
-        std::fprintf(stderr, "cannot read %s\n", path);
-        CHECK(false);
-        return;
-    }
-    std::map<std::string, std::string> expected;
-    std::string line;
-    while (std::getline(in, line)) {
-        if (line.empty() || line[0] == '#')
-            continue;
-        std::istringstream fields(line);
-        std::string type, layout, n_in, sum;
-        fields >> type >> layout >> n_in >> sum;
-        expected[type + " " + layout + " " + n_in] = sum;
-    }
-    int compared = 0;
-    for (const auto &[key, sum] : cross_arch_checksums()) {
-        const auto it = expected.find(key);
-        if (it == expected.end()) {
-            std::fprintf(stderr, "%s: no x86 checksum in %s\n", key.c_str(), path);
-            CHECK(false);
-            continue;
-        }
-        ++compared;
-        if (it->second != hex(sum)) {
-            std::fprintf(stderr, "%s (%s): checksum %s, x86 %s\n", key.c_str(), qmatmul_family(), hex(sum).c_str(),
-                         it->second.c_str());
-            CHECK(false);
-        }
-    }
-    std::printf("family %s: %d output checksums compared with x86's\n", qmatmul_family(), compared);
-}
-
 }  // namespace
 
 int main(int argc, char **argv) {
@@ -309,19 +253,19 @@ int main(int argc, char **argv) {
             std::fprintf(stderr, "--write-checksums needs ADADECODE_QMATMUL=avx2 (family now: %s)\n", qmatmul_family());
             return 2;
         }
-        std::ofstream out(argv[2]);
-        out << "# Checksums of qmatmul's outputs on integer-made weights and activations\n"
-               "# (tests/cpp/test_qmatmul.cpp), computed by the x86 AVX2 family: type, layout, inputs per row,\n"
-               "# FNV-1a of the output floats.\n";
-        for (const auto &[key, sum] : cross_arch_checksums()) out << key << " " << hex(sum) << "\n";
-        return out ? 0 : 1;
+        const char *header =
+            "# Checksums of qmatmul's outputs on integer-made weights and activations\n"
+            "# (tests/cpp/test_qmatmul.cpp), computed by the x86 AVX2 family: type, layout, inputs per row,\n"
+            "# FNV-1a of the output floats.\n";
+        return write_checksums(argv[2], header, cross_arch_checksums()) ? 0 : 1;
     }
     if (argc != 1) {
         std::fprintf(stderr, "usage: test_qmatmul [--write-checksums FILE]\n");
         return 2;
     }
     if (std::string(qmatmul_family()) != "off")
-        check_cross_arch(ADADECODE_TEST_DATA_DIR "/qmatmul_x86_checksums.txt");
+        check_checksums(ADADECODE_TEST_DATA_DIR "/qmatmul_x86_checksums.txt", cross_arch_checksums(),
+                        std::string("family ") + qmatmul_family());
     std::mt19937 rng(1234);
     for (ggml_type type : {GGML_TYPE_Q4_1, GGML_TYPE_Q5_0, GGML_TYPE_Q8_0, GGML_TYPE_Q4_K, GGML_TYPE_Q6_K}) {
         check_type(type, 768, rng);  // three 256-blocks, 24 32-blocks
