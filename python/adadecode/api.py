@@ -45,7 +45,7 @@ STATS_KEY = "adadecode"
 """The key under which results carry the engine's statistics of the generation."""
 # The request parameters that Model.config hands to the engine's options, which check them.
 _ENGINE_PARAMS = ("max_tokens", "temperature", "top_p", "top_k", "min_p", "seed", "mode", "gamma", "max_pending",
-                  "max_draft", "adaptive_exits")  # fmt: skip
+                  "max_draft")  # fmt: skip
 
 Message = dict[str, Any]
 
