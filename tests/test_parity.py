@@ -223,3 +223,46 @@ def test_exit_policy_retires_heads_that_fail_verification(model: Any, heads_file
     assert fixed.tokens == adaptive.tokens == std.tokens
     assert fixed.stats["rollbacks"] >= 32
     assert 0 < adaptive.stats["rollbacks"] <= fixed.stats["rollbacks"] // 2
+
+
+@pytest.mark.parametrize("width", [2, 3])
+def test_parity_with_either_two_row_kernel(model: Any, heads_files: dict[str, Path], width: int) -> None:
+    # Two rows through the two-row kernel or the three-row one (the engine picks the faster at load): the same bits.
+    from adadecode import _core
+
+    chosen = _core.two_row_kernel()
+    assert chosen in (2, 3)
+    model.load_heads(heads_files["identity"])
+    try:
+        _core.set_two_row_kernel(width)
+        std, ada = _pair(model, PARITY_PROMPTS[6], max_tokens=48, gamma=0.0, max_pending=1)
+        rows_per_pass = ada.stats["rows_per_pass"]
+        assert len(rows_per_pass) > 2 and rows_per_pass[2] > 0, rows_per_pass
+        _assert_identical(std, ada)
+    finally:
+        _core.set_two_row_kernel(chosen)
+
+
+def test_two_row_kernel_from_the_environment(smollm2_path: Path) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from adadecode import Model, _core; "
+        "Model(sys.argv[1], n_ctx=64, n_threads=2); print(_core.two_row_kernel())"
+    )
+
+    def run(value: str) -> subprocess.CompletedProcess[str]:
+        env = {**__import__("os").environ, "ADADECODE_QMATMUL_TWO_ROWS": value}
+        return subprocess.run([sys.executable, "-c", code, str(smollm2_path)], env=env, capture_output=True,
+                              text=True, check=True)
+
+    assert run("3").stdout.strip() == "3"
+    assert run("2").stdout.strip() == "2"
+    bad = run("7")
+    assert bad.stdout.strip() == "2"
+    assert "ADADECODE_QMATMUL_TWO_ROWS='7' is not 2 or 3" in bad.stderr
+    with pytest.raises(ValueError, match="must be 2 or 3"):
+        from adadecode import _core
+
+        _core.set_two_row_kernel(4)

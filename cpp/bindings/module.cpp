@@ -12,6 +12,7 @@
 #include "engine.h"
 #include "heads.h"
 #include "model.h"
+#include "ops/qmatmul.h"
 #include "unicode.h"
 #include "vocab.h"
 
@@ -76,6 +77,18 @@ PYBIND11_MODULE(_core, m) {
         return out;
     }, "The ggml devices of this build: dicts with name, description and kind (cpu, gpu, igpu, accel).");
     m.def("has_gpu", &has_gpu, "True when this build of ggml has a GPU device.");
+    m.def("two_row_kernel", &qmatmul_two_row_kernel,
+          "Which of our matmul kernels two activation rows go through in this process: 2 or 3 (the three-row one, "
+          "the second row repeated; same results). Each new Model times both and keeps the faster, unless "
+          "ADADECODE_QMATMUL_TWO_ROWS says which.");
+    m.def(
+        "set_two_row_kernel",
+        [](int width) {
+            if (width != 2 && width != 3)
+                throw py::value_error("set_two_row_kernel: width must be 2 or 3, got " + std::to_string(width));
+            qmatmul_set_two_row_kernel(width);
+        },
+        py::arg("width"), "Sets two_row_kernel() for this process (2 or 3), e.g. to time one against the other.");
     m.def("rpc_available", &rpc_available, "True when this build has ggml's RPC backend (ADADECODE_RPC).");
     m.def("rpc_protocol_version", &rpc_protocol_version, "The RPC protocol version this build speaks.");
     m.def("rpc_add_server", &rpc_add_server, py::arg("endpoint"), py::arg("timeout_s") = 10.0,

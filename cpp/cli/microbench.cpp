@@ -329,6 +329,7 @@ int main(int argc, char **argv) {
         std::vector<std::vector<std::vector<double>>> without = with;
         for (int r = 0; r < reps; ++r) {
             for (int rows = 1; rows <= 8; ++rows) {
+                if (std::getenv("ONLY_ROWS") && rows != std::atoi(std::getenv("ONLY_ROWS"))) continue;
                 for (size_t i = 0; i < setups.size(); ++i) {
                     pause_all_but(setups[i]);
                     PassRequest req;
@@ -365,8 +366,9 @@ int main(int argc, char **argv) {
                     json_escape(argv[1]).c_str(), hp.n_layer, hp.n_embd, n_threads, pos, reps,
                     json_escape(cpu_model()).c_str(), qmatmul_family(), cpu_attention_family());
         for (size_t i = 0; i < setups.size(); ++i) std::printf("%s\"%s\"", i ? ", " : "", setups[i].name.c_str());
-        std::printf("],\n \"read_gbs\": %.2f, \"read_bytes\": %zu, \"int8_peak_gmacs\": %.1f, \"macs_per_row\": %.0f,\n ",
-                    roof.read_gbs, read_bytes, roof.peak_macs / 1e9, roof.macs_per_row);
+        std::printf("],\n \"read_gbs\": %.2f, \"read_bytes\": %zu, \"int8_peak_gmacs\": %.1f, \"macs_per_row\": %.0f,\n "
+                    "\"two_row_kernel\": %d,\n ",
+                    roof.read_gbs, read_bytes, roof.peak_macs / 1e9, roof.macs_per_row, qmatmul_two_row_kernel());
         print_rows(setups[0], roof);
         for (Setup &s : setups) {
             pause_all_but(s);

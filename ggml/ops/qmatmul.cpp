@@ -1,12 +1,15 @@
 #include "qmatmul.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <iterator>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -556,14 +559,17 @@ inline void prefetch_row(const uint8_t *row, size_t row_bytes) {
     for (size_t off = 0; off < row_bytes; off += 64) prefetch_line(row + off);
 }
 
-// The packed kernels ask for their weights this far ahead when they carry two rows or more, a few cache lines per
-// sub-block, spread through the arithmetic. Measured on Zen 4 under KVM (1 thread, an 82 MiB Q4_K matrix streamed
-// from memory): without it the hardware prefetcher does not run ahead of the stream, the memory time and the
-// arithmetic add up, and 8 rows took 11.8 ms (100 GMAC/s) against 7.3 ms (161, the in-cache rate) with it; 4 rows
-// 6.7 -> 5.4 ms, 2 rows 4.5 -> 4.1. One row streams at full speed from the misses alone, and the prefetches slowed
-// it (2.9 -> 3.8 ms). Issued all at once per block instead of spread, they made every row count slower.
+// The packed kernels ask for their weights this far ahead when they carry three rows or more (see below), a few
+// cache lines per sub-block, spread through the arithmetic. Measured on Zen 4 under KVM (1 thread, an 82 MiB Q4_K
+// matrix streamed from memory): without it the hardware prefetcher does not run ahead of the stream, the memory time
+// and the arithmetic add up, and 8 rows took 11.8 ms (100 GMAC/s) against 7.3 ms (161, the in-cache rate) with it;
+// 4 rows 6.7 -> 5.4 ms, 2 rows 4.5 -> 4.1. One row streams at full speed from the misses alone, and the prefetches
+// slowed it (2.9 -> 3.8 ms). Issued all at once per block instead of spread, they made every row count slower.
+// From three rows: in the whole 1.5B pass (adadecode-microbench, 2 threads, Zen 4 under KVM) the two-row kernel was
+// as fast or faster without them (2 rows 1.12 -> 1.05 of one row in processes whose one-row pass streamed at ~34
+// GB/s; no change at ~50), and the three-row kernel needed them (3 rows 1.14 -> 1.43 without, at ~50 GB/s).
 constexpr size_t packed_prefetch_distance = 2368;
-constexpr int packed_prefetch_min_rows = 2;
+constexpr int packed_prefetch_min_rows = 3;
 
 // A tile of weight rows against one group of activation rows, in one call: the kernel is inlined into the loop, so
 // its constants are set up once per tile, not once per weight row (rows of 1,536 values are only 6 K-blocks).
@@ -1170,6 +1176,21 @@ double peak_macs_per_second(const TypeKernels *table, long iterations) {
 
 namespace {
 
+// Two activation rows: the two-row kernel, or the three-row one with the second row repeated (see
+// qmatmul_two_row_kernel).
+std::atomic<int> &two_row_width() {
+    static std::atomic<int> width{[] {
+        const char *env = std::getenv("ADADECODE_QMATMUL_TWO_ROWS");
+        if (!env || !*env || std::string(env) == "2")
+            return 2;
+        if (std::string(env) == "3")
+            return 3;
+        std::fprintf(stderr, "adadecode: ADADECODE_QMATMUL_TWO_ROWS='%s' is not 2 or 3; using 2\n", env);
+        return 2;
+    }()};
+    return width;
+}
+
 // src: the weight, the activations and, for packed kernels, the packed weight (whose data the kernels read).
 void compute(ggml_tensor *dst, int ith, int nth, void *userdata) {
     const TypeKernels &k = *static_cast<const TypeKernels *>(userdata);
@@ -1201,6 +1222,7 @@ void compute(ggml_tensor *dst, int ith, int nth, void *userdata) {
     const int64_t first = std::min(n_out, per_thread * ith), last = std::min(n_out, first + per_thread);
     const uint8_t *acts[max_group];
     float results[weight_tile * max_group];
+    const int two_rows_as = k.group_size >= 3 ? two_row_width().load(std::memory_order_relaxed) : 2;
     // Prefill batches: a chunk of activation rows stays in cache while the weights stream past it once.
     for (int64_t chunk = 0; chunk < n_rows; chunk += act_chunk) {
         const int64_t chunk_end = std::min(n_rows, chunk + act_chunk);
@@ -1208,11 +1230,12 @@ void compute(ggml_tensor *dst, int ith, int nth, void *userdata) {
             const int64_t tile_rows = std::min(last, tile + weight_tile) - tile;
             for (int64_t g = chunk; g < chunk_end; g += k.group_size) {
                 const int nr = static_cast<int>(std::min<int64_t>(k.group_size, chunk_end - g));
-                for (int i = 0; i < nr; ++i) acts[i] = act + act_bytes * (g + i);
-                k.group[nr - 1](weights + tile * row_bytes, row_bytes, tile_rows, acts, n_blocks, results);
+                const int width = nr == 2 ? two_rows_as : nr;
+                for (int i = 0; i < width; ++i) acts[i] = act + act_bytes * (g + std::min(i, nr - 1));
+                k.group[width - 1](weights + tile * row_bytes, row_bytes, tile_rows, acts, n_blocks, results);
                 for (int j = 0; j < nr; ++j) {
                     float *out = reinterpret_cast<float *>(static_cast<char *>(dst->data) + (g + j) * dst->nb[1]);
-                    for (int64_t i = 0; i < tile_rows; ++i) out[tile + i] = results[i * nr + j];
+                    for (int64_t i = 0; i < tile_rows; ++i) out[tile + i] = results[i * width + j];
                 }
             }
         }
@@ -1236,6 +1259,16 @@ double qmatmul_peak_macs_per_second() {
 const char *qmatmul_family() {
     const TypeKernels *table = chosen_table();
     return table ? family_name(table) : "off";
+}
+
+int qmatmul_two_row_kernel() {
+    return two_row_width().load();
+}
+
+void qmatmul_set_two_row_kernel(int width) {
+    if (width != 2 && width != 3)
+        throw std::invalid_argument("qmatmul_set_two_row_kernel: width must be 2 or 3, got " + std::to_string(width));
+    two_row_width() = width;
 }
 
 bool qmatmul_supports(const ggml_tensor *w) {
@@ -1289,6 +1322,15 @@ double qmatmul_peak_macs_per_second() {
 
 const char *qmatmul_family() {
     return "off";
+}
+
+int qmatmul_two_row_kernel() {
+    return 2;
+}
+
+void qmatmul_set_two_row_kernel(int width) {
+    if (width != 2 && width != 3)
+        throw std::invalid_argument("qmatmul_set_two_row_kernel: width must be 2 or 3, got " + std::to_string(width));
 }
 
 bool qmatmul_supports(const ggml_tensor *) {

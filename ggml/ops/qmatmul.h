@@ -38,6 +38,20 @@ double qmatmul_peak_macs_per_second();
 // (A weight an AVX-512 family cannot take, e.g. rows of an odd number of blocks, still goes to the AVX2 kernel.)
 const char *qmatmul_family();
 
+// Two activation rows go through the two-row kernel (2, the default) or through the three-row one with the second
+// row repeated (3): the same bits either way (see Exactness), but which is faster depends on the machine. In the
+// 1.5B's whole pass on Zen 4 under KVM (adadecode-microbench, 2 threads) a process's one-row pass took ~29 ms
+// (weights streamed at ~34 GB/s) or ~20 ms (~50 GB/s) from one run to the next; two rows cost 1.03-1.07 of one row
+// with the two-row kernel in the first kind of process and 1.13-1.22 in the second, the three-row kernel the other
+// way round (1.11-1.14, 1.02-1.08). Timing the two inside the op (each thread's own time, alternating) did not pick
+// the faster whole pass, so a new Engine times whole two-row passes both ways and sets the faster (engine.cpp);
+// ADADECODE_QMATMUL_TWO_ROWS=2 or 3 in the environment (read once) fixes it instead. Returns the width in use (2
+// until set, and always 2 where the kernel is off).
+int qmatmul_two_row_kernel();
+
+// Sets the width (2 or 3; anything else throws std::invalid_argument). No effect where the kernel is off.
+void qmatmul_set_two_row_kernel(int width);
+
 // Packing: Q4_K, Q6_K, Q5_0, Q8_0 and Q4_1 weights multiply faster from layouts of our own that interleave 16 weight
 // rows (AVX-512: Q4_K about 1.5x for one row, 3 % larger than the file's layout; Q6_K: 2x for several rows; Q5_0:
 // 4-5x for one row or several; Q8_0: 1.8x for 4-8 rows; all but Q4_K the file's size exactly. AVX2, measured on Zen 4

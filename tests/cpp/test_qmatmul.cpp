@@ -5,7 +5,7 @@
 //  - the same bound holds for ggml's own mul_mat on the same data (so the bound is not too loose to mean anything,
 //    ggml is checked to be close to it too);
 //  - batch invariance: a row's outputs are bitwise equal whether it is multiplied alone or among 2..11 rows, at any
-//    position in the batch, with 1, 2 or 3 threads;
+//    position in the batch, with 1, 2 or 3 threads, two rows through either kernel width (qmatmul_two_row_kernel);
 //  - the same for Q4_K, Q6_K, Q5_0, Q8_0 and Q4_1 weights packed into the kernel's own layout (qmatmul_pack), where the
 //    CPU has that kernel;
 //  - the same results on every architecture: on weights and activations made from integers alone (the same bytes on
@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <cstring>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -153,15 +154,20 @@ void check_type(ggml_type type, int n_in, std::mt19937 &rng, bool pack = false) 
     int mismatches = 0;
     for (int threads = 1; threads <= 3; ++threads) {
         for (int n_rows = 1; n_rows <= max_rows; ++n_rows) {
-            for (int first = 0; first + n_rows <= max_rows; first += std::max(1, n_rows - 1)) {
-                const std::vector<float> batch = multiply(p, first, n_rows, threads, kernel);
-                for (int r = 0; r < n_rows; ++r) {
-                    if (std::memcmp(batch.data() + static_cast<size_t>(r) * n_out, alone[first + r].data(),
-                                    sizeof(float) * n_out) != 0) {
-                        ++mismatches;
+            // Two rows also through the three-row kernel (qmatmul_two_row_kernel).
+            for (int two_rows_as : n_rows == 2 ? std::vector<int>{2, 3} : std::vector<int>{2}) {
+                qmatmul_set_two_row_kernel(two_rows_as);
+                for (int first = 0; first + n_rows <= max_rows; first += std::max(1, n_rows - 1)) {
+                    const std::vector<float> batch = multiply(p, first, n_rows, threads, kernel);
+                    for (int r = 0; r < n_rows; ++r) {
+                        if (std::memcmp(batch.data() + static_cast<size_t>(r) * n_out, alone[first + r].data(),
+                                        sizeof(float) * n_out) != 0) {
+                            ++mismatches;
+                        }
                     }
                 }
             }
+            qmatmul_set_two_row_kernel(2);
         }
     }
     if (mismatches)
@@ -285,6 +291,13 @@ int main(int argc, char **argv) {
     ggml_tensor f16{};
     f16.type = GGML_TYPE_F16;
     CHECK(!qmatmul_supports(&f16));
+    bool refused = false;
+    try {
+        qmatmul_set_two_row_kernel(4);
+    } catch (const std::invalid_argument &) {
+        refused = true;
+    }
+    CHECK(refused && qmatmul_two_row_kernel() == 2);
     if (g_failures)
         std::fprintf(stderr, "%d check(s) failed\n", g_failures);
     return g_failures ? 1 : 0;

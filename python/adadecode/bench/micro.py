@@ -120,7 +120,8 @@ def micro_markdown(doc: dict[str, Any]) -> str:
         ks = list(rows)
         lines += [
             f"CPU: {mb['cpu_model']}; matmul kernel family: {mb['qmatmul_family']}; attention kernel: "
-            f"{mb.get('attention_family', 'not recorded')}; streaming read "
+            f"{mb.get('attention_family', 'not recorded')}; two rows through the "
+            f"{mb.get('two_row_kernel', 2)}-row kernel (ADADECODE_QMATMUL_TWO_ROWS); streaming read "
             f"{mb['read_gbs']:.1f} GB/s, int8 dot-product peak {mb['int8_peak_gmacs']:.0f} GMAC/s "
             f"(both on {mb['threads']} threads); a pass reads {mb['weight_bytes_per_pass'] / 1e6:.1f} MB of weights "
             f"and does {mb['macs_per_row'] / 1e6:.1f} M multiply-accumulates per row.",
