@@ -1,17 +1,12 @@
 #include "engine.h"
 
-#include <algorithm>
-#include <cstdlib>
-#include <string>
 #include <thread>
-#include <vector>
 
 #include "device.h"
 #include "engine_impl.h"
 #include "heads.h"
 #include "layer_split.h"
 #include "model.h"
-#include "ops/qmatmul.h"
 #include "prompt_state.h"
 #include "vocab.h"
 
@@ -19,35 +14,7 @@ namespace adadecode {
 
 namespace {
 constexpr int teacher_forcing_batch = 512;
-
-// Two rows go through the two-row kernel or the three-row one (qmatmul_two_row_kernel in ggml/ops/qmatmul.h): the
-// same bits, but which is faster changed from one process to the next on the VMs measured (with how fast the
-// process's weights streamed), and two-row passes are what exits ride on. So a new engine times whole two-row passes
-// both ways, alternating, and keeps the faster: 10 passes, ~0.4 s on the 1.5B (bench/results/roofline/
-// two-row-kernel-2026-12-06: in 12 fresh processes it chose the kernel that was faster at position 200 every time).
-// ADADECODE_QMATMUL_TWO_ROWS=2 or 3 in the environment skips this. With several engines in one process the last
-// one's choice holds for all.
-void choose_two_row_kernel(Engine &engine) {
-    const char *env = std::getenv("ADADECODE_QMATMUL_TWO_ROWS");
-    if ((env && *env) || std::string(qmatmul_family()) == "off" || engine.model().device() != nullptr ||
-        !engine.model().split().empty() || engine.n_ctx() < 18) {
-        return;
-    }
-    constexpr int rounds = 5, position = 16;
-    const int n_layer = engine.hparams().n_layer;
-    // The fastest of each: another process can only slow a pass down (a burst once made the median pick wrong).
-    double fastest[2] = {1e30, 1e30};
-    for (int round = 0; round < rounds; ++round) {
-        for (int turn = 0; turn < 2; ++turn) {
-            const int width = (round + turn) % 2 == 0 ? 2 : 3;
-            qmatmul_set_two_row_kernel(width);
-            const double seconds = engine.time_pass(0, n_layer, 2, position, 2, false, 1).front();
-            fastest[width - 2] = std::min(fastest[width - 2], seconds);
-        }
-    }
-    qmatmul_set_two_row_kernel(fastest[1] < fastest[0] ? 3 : 2);
 }
-}  // namespace
 
 
 Engine::Engine(const std::string &model_path, const EngineOptions &options) : impl_(std::make_unique<Impl>()) {
@@ -84,8 +51,6 @@ Engine::Engine(const std::string &model_path, const EngineOptions &options) : im
     }
     impl_->decoder = std::make_unique<Decoder>(impl_->runner(), nullptr);
     if (!options.heads_path.empty()) load_heads(options.heads_path);
-    choose_two_row_kernel(*this);
-    impl_->forget_cache();
 }
 
 Engine::~Engine() = default;

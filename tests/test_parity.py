@@ -227,11 +227,10 @@ def test_exit_policy_retires_heads_that_fail_verification(model: Any, heads_file
 
 @pytest.mark.parametrize("width", [2, 3])
 def test_parity_with_either_two_row_kernel(model: Any, heads_files: dict[str, Path], width: int) -> None:
-    # Two rows through the two-row kernel or the three-row one (the engine picks the faster at load): the same bits.
+    # Two rows through the two-row kernel or the three-row one (ADADECODE_QMATMUL_TWO_ROWS): the same bits.
     from adadecode import _core
 
     chosen = _core.two_row_kernel()
-    assert chosen in (2, 3)
     model.load_heads(heads_files["identity"])
     try:
         _core.set_two_row_kernel(width)

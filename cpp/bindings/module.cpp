@@ -79,8 +79,7 @@ PYBIND11_MODULE(_core, m) {
     m.def("has_gpu", &has_gpu, "True when this build of ggml has a GPU device.");
     m.def("two_row_kernel", &qmatmul_two_row_kernel,
           "Which of our matmul kernels two activation rows go through in this process: 2 or 3 (the three-row one, "
-          "the second row repeated; same results). Each new Model times both and keeps the faster, unless "
-          "ADADECODE_QMATMUL_TWO_ROWS says which.");
+          "the second row repeated; same results): 2 unless ADADECODE_QMATMUL_TWO_ROWS=3 or set_two_row_kernel(3).");
     m.def(
         "set_two_row_kernel",
         [](int width) {

@@ -43,10 +43,11 @@ const char *qmatmul_family();
 // 1.5B's whole pass on Zen 4 under KVM (adadecode-microbench, 2 threads) a process's one-row pass took ~29 ms
 // (weights streamed at ~34 GB/s) or ~20 ms (~50 GB/s) from one run to the next; two rows cost 1.03-1.07 of one row
 // with the two-row kernel in the first kind of process and 1.13-1.22 in the second, the three-row kernel the other
-// way round (1.11-1.14, 1.02-1.08). Timing the two inside the op (each thread's own time, alternating) did not pick
-// the faster whole pass, so a new Engine times whole two-row passes both ways and sets the faster (engine.cpp);
-// ADADECODE_QMATMUL_TWO_ROWS=2 or 3 in the environment (read once) fixes it instead. Returns the width in use (2
-// until set, and always 2 where the kernel is off).
+// way round (1.11-1.14, 1.02-1.08). But two-row passes are a small part of adadecode's decoding (most passes are
+// one-row segments up to an exit check), and end to end the widths came out within the run-to-run noise (width 3
+// over width 2: 0.986-1.038 in four processes, bench/results/roofline/two-row-kernel-2026-12-06), so 2 is the
+// default and no time is spent choosing; ADADECODE_QMATMUL_TWO_ROWS=3 in the environment (read once) or
+// qmatmul_set_two_row_kernel picks the other. Returns the width in use (always 2 where the kernel is off).
 int qmatmul_two_row_kernel();
 
 // Sets the width (2 or 3; anything else throws std::invalid_argument). No effect where the kernel is off.
