@@ -329,7 +329,6 @@ int main(int argc, char **argv) {
         std::vector<std::vector<std::vector<double>>> without = with;
         for (int r = 0; r < reps; ++r) {
             for (int rows = 1; rows <= 8; ++rows) {
-                if (std::getenv("ONLY_ROWS") && rows != std::atoi(std::getenv("ONLY_ROWS"))) continue;
                 for (size_t i = 0; i < setups.size(); ++i) {
                     pause_all_but(setups[i]);
                     PassRequest req;

@@ -154,8 +154,10 @@ void check_type(ggml_type type, int n_in, std::mt19937 &rng, bool pack = false) 
     int mismatches = 0;
     for (int threads = 1; threads <= 3; ++threads) {
         for (int n_rows = 1; n_rows <= max_rows; ++n_rows) {
-            // Two rows also through the three-row kernel (qmatmul_two_row_kernel).
-            for (int two_rows_as : n_rows == 2 ? std::vector<int>{2, 3} : std::vector<int>{2}) {
+            // Two rows also through the three-row kernel (qmatmul_two_row_kernel): alone, and as the last group of
+            // ten rows (after groups of 8, or of 4 where the family takes 4 at a time).
+            const bool two_row_group = n_rows == 2 || n_rows == 10;
+            for (int two_rows_as : two_row_group ? std::vector<int>{2, 3} : std::vector<int>{2}) {
                 qmatmul_set_two_row_kernel(two_rows_as);
                 for (int first = 0; first + n_rows <= max_rows; first += std::max(1, n_rows - 1)) {
                     const std::vector<float> batch = multiply(p, first, n_rows, threads, kernel);
