@@ -243,8 +243,11 @@ def test_parity_with_either_two_row_kernel(model: Any, heads_files: dict[str, Pa
 
 
 def test_two_row_kernel_from_the_environment(smollm2_path: Path) -> None:
+    import os
     import subprocess
     import sys
+
+    from adadecode import _core
 
     code = (
         "import sys; from adadecode import Model, _core; "
@@ -252,7 +255,7 @@ def test_two_row_kernel_from_the_environment(smollm2_path: Path) -> None:
     )
 
     def run(value: str) -> subprocess.CompletedProcess[str]:
-        env = {**__import__("os").environ, "ADADECODE_QMATMUL_TWO_ROWS": value}
+        env = {**os.environ, "ADADECODE_QMATMUL_TWO_ROWS": value}
         return subprocess.run([sys.executable, "-c", code, str(smollm2_path)], env=env, capture_output=True,
                               text=True, check=True)
 
@@ -262,6 +265,4 @@ def test_two_row_kernel_from_the_environment(smollm2_path: Path) -> None:
     assert bad.stdout.strip() == "2"
     assert "ADADECODE_QMATMUL_TWO_ROWS='7' is not 2 or 3" in bad.stderr
     with pytest.raises(ValueError, match="must be 2 or 3"):
-        from adadecode import _core
-
         _core.set_two_row_kernel(4)

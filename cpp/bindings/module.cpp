@@ -80,14 +80,9 @@ PYBIND11_MODULE(_core, m) {
     m.def("two_row_kernel", &qmatmul_two_row_kernel,
           "Which of our matmul kernels two activation rows go through in this process: 2 or 3 (the three-row one, "
           "the second row repeated; same results): 2 unless ADADECODE_QMATMUL_TWO_ROWS=3 or set_two_row_kernel(3).");
-    m.def(
-        "set_two_row_kernel",
-        [](int width) {
-            if (width != 2 && width != 3)
-                throw py::value_error("set_two_row_kernel: width must be 2 or 3, got " + std::to_string(width));
-            qmatmul_set_two_row_kernel(width);
-        },
-        py::arg("width"), "Sets two_row_kernel() for this process (2 or 3), e.g. to time one against the other.");
+    // pybind11 raises qmatmul_set_two_row_kernel's std::invalid_argument as ValueError.
+    m.def("set_two_row_kernel", &qmatmul_set_two_row_kernel, py::arg("width"),
+          "Sets two_row_kernel() for this process (2 or 3), e.g. to time one against the other.");
     m.def("rpc_available", &rpc_available, "True when this build has ggml's RPC backend (ADADECODE_RPC).");
     m.def("rpc_protocol_version", &rpc_protocol_version, "The RPC protocol version this build speaks.");
     m.def("rpc_add_server", &rpc_add_server, py::arg("endpoint"), py::arg("timeout_s") = 10.0,

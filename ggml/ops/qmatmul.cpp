@@ -26,6 +26,16 @@
 
 namespace adadecode {
 
+namespace {
+
+// qmatmul_set_two_row_kernel's argument, whatever the architecture.
+void require_two_row_width(int width) {
+    if (width != 2 && width != 3)
+        throw std::invalid_argument("qmatmul_set_two_row_kernel: width must be 2 or 3, got " + std::to_string(width));
+}
+
+}  // namespace
+
 #if defined(ADADECODE_QMATMUL_X86) || defined(ADADECODE_QMATMUL_ARM)
 
 namespace {
@@ -1266,8 +1276,7 @@ int qmatmul_two_row_kernel() {
 }
 
 void qmatmul_set_two_row_kernel(int width) {
-    if (width != 2 && width != 3)
-        throw std::invalid_argument("qmatmul_set_two_row_kernel: width must be 2 or 3, got " + std::to_string(width));
+    require_two_row_width(width);
     two_row_width() = width;
 }
 
@@ -1329,8 +1338,7 @@ int qmatmul_two_row_kernel() {
 }
 
 void qmatmul_set_two_row_kernel(int width) {
-    if (width != 2 && width != 3)
-        throw std::invalid_argument("qmatmul_set_two_row_kernel: width must be 2 or 3, got " + std::to_string(width));
+    require_two_row_width(width);
 }
 
 bool qmatmul_supports(const ggml_tensor *) {
