@@ -2,6 +2,8 @@
 // outside any model: milliseconds, multiply-accumulates per second and the share of the dot-product instruction's
 // peak (qmatmul_peak_macs_per_second). A matrix that fits in the cache (the default, 1536 x 8960 as a 1.5B FFN
 // matrix) measures the arithmetic; a large one (n_out 151936, the output matrix) measures streaming from memory.
+// `adadecode-kernelbench attention` times the attention op (ops/attention.h) instead, for 1..8 rows of a layer of
+// the 1.5B's shape (12 query heads of 128 values over 2 KV heads) at a given number of positions.
 #include <algorithm>
 #include <cctype>
 #include <chrono>
@@ -16,6 +18,7 @@
 #include "ggml-cpu.h"
 #include "ggml.h"
 #include "huge_pages.h"
+#include "ops/attention.h"
 #include "ops/qmatmul.h"
 
 using namespace adadecode;
@@ -25,8 +28,55 @@ namespace {
 int usage() {
     std::fprintf(stderr,
                  "usage: adadecode-kernelbench TYPE [packed=1] [n_in=1536] [n_out=8960] [threads=1] [reps=100]\n"
-                 "  TYPE: q4_1, q5_0, q8_0, q4_k or q6_k; packed: 1 = our 16-row layout where the CPU has it\n");
+                 "  TYPE: q4_1, q5_0, q8_0, q4_k or q6_k; packed: 1 = our 16-row layout where the CPU has it\n"
+                 "usage: adadecode-kernelbench attention [n_kv=400] [threads=2] [reps=200]\n");
     return 2;
+}
+
+// The attention op for 1..8 rows that all see the n_kv positions (as the rows of a decoding pass do).
+int bench_attention(int n_kv, int threads, int reps) {
+    constexpr int head_dim = 128, n_head = 12, n_head_kv = 2, max_rows = 8;
+    if (n_kv < 1 || threads < 1 || reps < 1 || !cpu_attention_supported(head_dim)) {
+        std::fprintf(stderr,
+                     "adadecode-kernelbench: n_kv, threads and reps must be positive, and the CPU must run "
+                     "our attention kernel\n");
+        return usage();
+    }
+    std::mt19937 rng(1);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    ggml_init_params params{};
+    params.mem_size = size_t(n_kv) * head_dim * n_head_kv * 2 * sizeof(ggml_fp16_t) * 2 + (size_t(16) << 20);
+    const ggml_context_ptr owner(ggml_init(params));
+    ggml_context *ctx = owner.get();
+    ggml_tensor *k = ggml_new_tensor_2d(ctx, GGML_TYPE_F16, head_dim * n_head_kv, n_kv);
+    ggml_tensor *v = ggml_new_tensor_2d(ctx, GGML_TYPE_F16, n_kv, head_dim * n_head_kv);
+    for (ggml_tensor *t : {k, v}) {
+        for (int64_t i = 0; i < ggml_nelements(t); ++i)
+            static_cast<ggml_fp16_t *>(t->data)[i] = ggml_fp32_to_fp16(normal(rng));
+    }
+    std::printf("attention (%s), %d positions, %d query heads of %d over %d KV heads, %d thread(s)\n",
+                cpu_attention_family(), n_kv, n_head, head_dim, n_head_kv, threads);
+    double one_row = 0.0;
+    for (int rows = 1; rows <= max_rows; ++rows) {
+        ggml_tensor *q = ggml_new_tensor_3d(ctx, GGML_TYPE_F32, head_dim, n_head, rows);
+        for (int64_t i = 0; i < ggml_nelements(q); ++i) static_cast<float *>(q->data)[i] = normal(rng) * 0.3f;
+        ggml_tensor *mask = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, n_kv, rows);
+        std::fill_n(static_cast<float *>(mask->data), ggml_nelements(mask), 0.0f);
+        ggml_tensor *out = cpu_attention(ctx, q, k, v, mask);
+        ggml_cgraph *gf = ggml_new_graph(ctx);
+        ggml_build_forward_expand(gf, out);
+        double best = 1e30;
+        for (int rep = 0; rep < reps; ++rep) {
+            const auto start = std::chrono::steady_clock::now();
+            ggml_graph_compute_with_ctx(ctx, gf, threads);
+            best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+        }
+        if (rows == 1)
+            one_row = best;
+        std::printf("rows %d: %7.1f us  x%.2f of one row  %6.1f us a row\n", rows, best * 1e6, best / one_row,
+                    best * 1e6 / rows);
+    }
+    return 0;
 }
 
 std::string lower(std::string s) {
@@ -47,6 +97,10 @@ ggml_type type_named(const std::string &name) {
 int main(int argc, char **argv) {
     if (argc < 2)
         return usage();
+    if (std::string(argv[1]) == "attention") {
+        return bench_attention(argc > 2 ? std::atoi(argv[2]) : 400, argc > 3 ? std::atoi(argv[3]) : 2,
+                               argc > 4 ? std::atoi(argv[4]) : 200);
+    }
     const ggml_type type = type_named(argv[1]);
     const bool pack = argc > 2 ? std::atoi(argv[2]) != 0 : true;
     const int n_in = argc > 3 ? std::atoi(argv[3]) : 1536;
