@@ -214,6 +214,28 @@ void check_problem(int head_dim, int n_kv, int pos0, std::mt19937 &rng) {
     }
 }
 
+// A prompt pass: 80 rows at positions 0..79, each seeing its own positions only, so that the kernels' runs of (row,
+// query head) pairs sharing a KV head (at most 64 pairs) end mid-batch and hold rows of different lengths. Each row
+// must come out bitwise as computed alone, with 1, 2 or 3 threads, and the AVX2 kernel as the AVX-512 one.
+void check_prompt_batch(std::mt19937 &rng) {
+    constexpr int rows = 80, head_dim = 64;
+    Problem p = make_problem(head_dim, n_alloc, 0, rng);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    p.q.resize(static_cast<size_t>(rows) * n_head * head_dim);
+    for (float &x : p.q) x = normal(rng) * 2.0f;
+    const size_t row_size = static_cast<size_t>(n_head) * head_dim;
+    std::vector<float> alone;
+    for (int r = 0; r < rows; ++r) {
+        const std::vector<float> one = attend(p, r, 1, 1, Path::ours);
+        alone.insert(alone.end(), one.begin(), one.end());
+    }
+    for (int threads = 1; threads <= 3; ++threads) CHECK(attend(p, 0, rows, threads, Path::ours) == alone);
+    if (x86_kernel())
+        CHECK(attend(p, 0, rows, 2, Path::ours_avx2) == alone);
+    CHECK(alone.size() == rows * row_size);
+    std::printf("prompt batch of %d rows: each row as alone\n", rows);
+}
+
 // "hd64 kv37 pos20 holes" -> checksum of all max_rows rows in one batch (2 threads; batch invariance is tested
 // apart).
 Checksums cross_arch_checksums() {
@@ -271,6 +293,7 @@ int main(int argc, char **argv) {
     check_problem(64, 9, 2, rng);     // fewer keys than one vector
     check_problem(64, 96, 89, rng);   // the whole cache
     check_problem(128, 37, 20, rng);  // the head size of most 0.5B-7B models
+    check_prompt_batch(rng);
     if (g_failures) {
         std::fprintf(stderr, "test_attention: %d failures\n", g_failures);
         return 1;
