@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -31,6 +32,25 @@ int usage() {
                  "  TYPE: q4_1, q5_0, q8_0, q4_k or q6_k; packed: 1 = our 16-row layout where the CPU has it\n"
                  "usage: adadecode-kernelbench attention [n_kv=400] [threads=2] [reps=200]\n");
     return 2;
+}
+
+// The fastest of `reps` computations of gf (on a shared machine noise only adds), on a thread pool kept for all of
+// them: ggml_graph_compute_with_ctx would start and join its threads every time, tens of microseconds that would
+// swamp a small op's time.
+double best_seconds(ggml_cgraph *gf, int threads, int reps) {
+    ggml_threadpool_params tp_params = ggml_threadpool_params_default(threads);
+    std::unique_ptr<ggml_threadpool, decltype(&ggml_threadpool_free)> pool(ggml_threadpool_new(&tp_params),
+                                                                           ggml_threadpool_free);
+    ggml_cplan plan = ggml_graph_plan(gf, threads, pool.get());
+    std::vector<uint8_t> work(plan.work_size);
+    plan.work_data = work.data();
+    double best = 1e30;
+    for (int rep = 0; rep < reps; ++rep) {
+        const auto start = std::chrono::steady_clock::now();
+        ggml_graph_compute(gf, &plan);
+        best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    }
+    return best;
 }
 
 // The attention op for 1..8 rows that all see the n_kv positions (as the rows of a decoding pass do).
@@ -65,12 +85,7 @@ int bench_attention(int n_kv, int threads, int reps) {
         ggml_tensor *out = cpu_attention(ctx, q, k, v, mask);
         ggml_cgraph *gf = ggml_new_graph(ctx);
         ggml_build_forward_expand(gf, out);
-        double best = 1e30;
-        for (int rep = 0; rep < reps; ++rep) {
-            const auto start = std::chrono::steady_clock::now();
-            ggml_graph_compute_with_ctx(ctx, gf, threads);
-            best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-        }
+        const double best = best_seconds(gf, threads, reps);
         if (rows == 1)
             one_row = best;
         std::printf("rows %d: %7.1f us  x%.2f of one row  %6.1f us a row\n", rows, best * 1e6, best / one_row,
@@ -165,12 +180,7 @@ int main(int argc, char **argv) {
         ggml_tensor *y = qmatmul(ctx, w, x, packed);
         ggml_cgraph *gf = ggml_new_graph(ctx);
         ggml_build_forward_expand(gf, y);
-        double best = 1e30;  // the minimum: on a shared machine noise only adds
-        for (int rep = 0; rep < reps; ++rep) {
-            const auto start = std::chrono::steady_clock::now();
-            ggml_graph_compute_with_ctx(ctx, gf, threads);
-            best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-        }
+        const double best = best_seconds(gf, threads, reps);
         if (rows == 1)
             one_row = best;
         const double macs = static_cast<double>(n_in) * n_out * rows / best;
