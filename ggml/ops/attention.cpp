@@ -97,6 +97,13 @@ private:
     size_t capacity_ = 0;
 };
 
+// The positions a softmax and its weighted sum of values run over: up to the end of the 16-position chunk that holds
+// the last live one. Past it every probability is exactly 0 and adds nothing; whole chunks keep each lane summing the
+// same terms in the same order, so a row computes the same whether the pass's keys reach beyond its position or not.
+inline int64_t covered_positions(int64_t live_end, int64_t n_kv) {
+    return std::min(n_kv, (live_end + 15) / 16 * 16);
+}
+
 // One past the last position the mask lets through.
 inline int64_t live_end_of(const float *mask, int64_t n_kv) {
     while (n_kv > 0 && mask[n_kv - 1] == -std::numeric_limits<float>::infinity()) --n_kv;
@@ -263,7 +270,7 @@ void attend_run_avx2(const PairRun &run) {
         if (live_ends[p] == 0)
             continue;
         float *pair_probs = probs + p * padded;
-        const int64_t pair_kv = std::min(n_kv, (live_ends[p] + 15) / 16 * 16);
+        const int64_t pair_kv = covered_positions(live_ends[p], n_kv);
         const int64_t vectors_end = (pair_kv + 15) / 16 * 16;
         for (int64_t j = (live_ends[p] + 3) / 4 * 4; j < vectors_end; ++j) pair_probs[j] = neg_inf;
         __m256 max8 = _mm256_set1_ps(neg_inf);
@@ -284,7 +291,7 @@ void attend_run_avx2(const PairRun &run) {
             _mm256_store_ps(pair_probs + j, round_to_f16_avx2(_mm256_mul_ps(_mm256_load_ps(pair_probs + j), inv_sum)));
     }
     // Values, four dimensions and 512 positions at a time (8 KiB of F32 rows that stay in the L1 cache).
-    const int64_t values_end = std::min(n_kv, (run_end + 15) / 16 * 16);
+    const int64_t values_end = covered_positions(run_end, n_kv);
     float *sums = sum_buffer.get(static_cast<size_t>(n_pairs) * 4 * 16);
     for (int d = 0; d < head_dim; d += 4) {
         std::memset(sums, 0, sizeof(float) * n_pairs * 4 * 16);
@@ -304,7 +311,7 @@ void attend_run_avx2(const PairRun &run) {
                 }
             }
             for (int p = 0; p < n_pairs; ++p) {
-                const int64_t pair_kv = std::min(n_kv, (live_ends[p] + 15) / 16 * 16), full = pair_kv / 16 * 16;
+                const int64_t pair_kv = covered_positions(live_ends[p], n_kv), full = pair_kv / 16 * 16;
                 if (begin >= pair_kv)
                     continue;
                 const float *pair_probs = probs + p * padded;
@@ -475,14 +482,12 @@ void attend_run_avx512(const PairRun &run) {
             _mm512_store_ps(probs + p * padded + j, scores);
         }
     }
-    // Softmax per pair. Past its last live position every probability is exactly 0 and adds nothing to a sum: the
-    // loops stop at the 16-position chunk that holds it (whole chunks, so each lane sums the same terms in the same
-    // order), and a row computes the same whether the pass's keys reach beyond its position or not.
+    // Softmax per pair, over its covered_positions.
     for (int p = 0; p < n_pairs; ++p) {
         if (live_ends[p] == 0)
             continue;
         float *pair_probs = probs + p * padded;
-        const int64_t pair_kv = std::min(n_kv, (live_ends[p] + 15) / 16 * 16), full = pair_kv / 16 * 16;
+        const int64_t pair_kv = covered_positions(live_ends[p], n_kv), full = pair_kv / 16 * 16;
         const __mmask16 tail = static_cast<__mmask16>((1u << (pair_kv - full)) - 1);
         __m512 max16 = minus_inf;
         for (int64_t j = 0; j < full; j += 16) max16 = _mm512_max_ps(_mm512_load_ps(pair_probs + j), max16);
@@ -509,7 +514,7 @@ void attend_run_avx512(const PairRun &run) {
     // each probability vector loaded once for 16 rows. A pair's 16 sums wait in `sums` between position blocks,
     // and each lane adds its terms in the order the one-pair kernels do.
     constexpr int64_t positions_per_block = 256;
-    const int64_t values_end = std::min(n_kv, (run_end + 15) / 16 * 16);
+    const int64_t values_end = covered_positions(run_end, n_kv);
     float *sums = sum_buffer.get(static_cast<size_t>(n_pairs) * 16 * 16);
     for (int d = 0; d < head_dim; d += 16) {
         const ggml_fp16_t *value = run.values + d * run.value_stride;
@@ -525,7 +530,7 @@ void attend_run_avx512(const PairRun &run) {
                 }
             }
             for (int p = 0; p < n_pairs; ++p) {
-                const int64_t pair_kv = std::min(n_kv, (live_ends[p] + 15) / 16 * 16), full = pair_kv / 16 * 16;
+                const int64_t pair_kv = covered_positions(live_ends[p], n_kv), full = pair_kv / 16 * 16;
                 if (begin >= pair_kv)
                     continue;
                 const float *pair_probs = probs + p * padded;
