@@ -4,7 +4,8 @@
 // one call of a 128-value dot product per (key, query) pair, and three graph nodes. On the 1.5B at position 400 this
 // op took the one-row pass from 22.7 to 20.9 ms. The x86 kernels take the (row, query head) pairs that share a KV
 // head together and convert its F16 keys and values once for all of them (the conversion ran at half the rate of
-// the multiply-adds): at 1,000 positions, 8 rows of a 1.5B layer went from 678 to 368 us (2 threads, Zen 4).
+// the multiply-adds): at 1,000 positions, 8 rows of a 1.5B layer went from 650 to 327 us (2 threads, Zen 4;
+// bench/results/roofline/attention-runs-2026-12-06).
 //
 // Numerics follow ggml's path: the query is rounded to F16 before its products with the keys (as ggml converts it
 // to the keys' type) and so are the probabilities before their products with the values; products and sums are F32.
