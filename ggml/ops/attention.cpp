@@ -110,6 +110,25 @@ inline int64_t live_end_of(const float *mask, int64_t n_kv) {
     return n_kv;
 }
 
+// Each pair's live_end_of into live_ends; returns the furthest of them (0 when every pair is fully masked).
+inline int64_t find_live_ends(const PairRun &run, std::vector<int64_t> &live_ends) {
+    live_ends.resize(static_cast<size_t>(run.n_pairs));
+    int64_t run_end = 0;
+    for (int p = 0; p < run.n_pairs; ++p) {
+        live_ends[p] = live_end_of(run.pairs[p].mask, run.n_kv);
+        run_end = std::max(run_end, live_ends[p]);
+    }
+    return run_end;
+}
+
+// A pair whose every position is masked attends to nothing: zeros.
+inline void zero_fully_masked(const PairRun &run, const std::vector<int64_t> &live_ends) {
+    for (int p = 0; p < run.n_pairs; ++p) {
+        if (live_ends[p] == 0)
+            std::memset(run.pairs[p].out, 0, sizeof(float) * run.head_dim);
+    }
+}
+
 }  // namespace
 
 #endif
@@ -226,15 +245,12 @@ void attend_run_avx2(const PairRun &run) {
     float *queries = query_buffer.get(static_cast<size_t>(n_pairs) * head_dim);
     float *probs = prob_buffer.get(static_cast<size_t>(n_pairs) * padded);
     float *block = block_buffer.get(4 * static_cast<size_t>(std::max<int64_t>(head_dim, positions_per_block)));
-    live_ends.resize(static_cast<size_t>(n_pairs));
-    int64_t run_end = 0;
+    const int64_t run_end = find_live_ends(run, live_ends);
     for (int p = 0; p < n_pairs; ++p) {
         for (int c = 0; c < 2 * chunks; ++c) {
             _mm256_store_ps(queries + p * head_dim + 8 * c,
                             round_to_f16_avx2(_mm256_loadu_ps(run.pairs[p].query + 8 * c)));
         }
-        live_ends[p] = live_end_of(run.pairs[p].mask, n_kv);
-        run_end = std::max(run_end, live_ends[p]);
     }
     const __m128 scale = _mm_set1_ps(1.0f / std::sqrt(static_cast<float>(head_dim))), minus_inf = _mm_set1_ps(neg_inf);
     for (int64_t j = 0; j < run_end; j += 4) {
@@ -348,10 +364,7 @@ void attend_run_avx2(const PairRun &run) {
             _mm_storeu_ps(run.pairs[p].out + d, sum16_of_4(acc));
         }
     }
-    for (int p = 0; p < n_pairs; ++p) {  // every position masked: nothing to attend to
-        if (live_ends[p] == 0)
-            std::memset(run.pairs[p].out, 0, sizeof(float) * head_dim);
-    }
+    zero_fully_masked(run, live_ends);
 }
 
 #pragma GCC pop_options
@@ -446,19 +459,18 @@ void attend_run_avx512(const PairRun &run) {
     const int head_dim = run.head_dim, chunks = head_dim / 16, n_pairs = run.n_pairs;
     const int64_t n_kv = run.n_kv, padded = (n_kv + 15) / 16 * 16;
     const float neg_inf = -std::numeric_limits<float>::infinity();
+    // Values: 16 dimensions and 256 positions at a time (below).
+    constexpr int64_t positions_per_block = 256;
     thread_local AlignedFloats query_buffer, prob_buffer, block_buffer, sum_buffer;
     thread_local std::vector<int64_t> live_ends;
     float *queries = query_buffer.get(static_cast<size_t>(n_pairs) * head_dim);
     float *probs = prob_buffer.get(static_cast<size_t>(n_pairs) * padded);
-    float *block = block_buffer.get(16 * static_cast<size_t>(std::max(head_dim, 256)));
-    live_ends.resize(static_cast<size_t>(n_pairs));
-    int64_t run_end = 0;  // the furthest live position of any pair
+    float *block = block_buffer.get(16 * static_cast<size_t>(std::max<int64_t>(head_dim, positions_per_block)));
+    const int64_t run_end = find_live_ends(run, live_ends);  // the furthest live position of any pair
     for (int p = 0; p < n_pairs; ++p) {
         for (int c = 0; c < chunks; ++c)
             _mm512_store_ps(queries + p * head_dim + 16 * c,
                             round_to_f16(_mm512_loadu_ps(run.pairs[p].query + 16 * c)));
-        live_ends[p] = live_end_of(run.pairs[p].mask, n_kv);
-        run_end = std::max(run_end, live_ends[p]);
     }
     const __m512 scale = _mm512_set1_ps(1.0f / std::sqrt(static_cast<float>(head_dim)));
     const __m512 minus_inf = _mm512_set1_ps(neg_inf);
@@ -513,7 +525,6 @@ void attend_run_avx512(const PairRun &run) {
     // cache while every pair reads them (from L2, 16 dimensions' whole rows took two cycles a multiply-add on Zen 4);
     // each probability vector loaded once for 16 rows. A pair's 16 sums wait in `sums` between position blocks,
     // and each lane adds its terms in the order the one-pair kernels do.
-    constexpr int64_t positions_per_block = 256;
     const int64_t values_end = covered_positions(run_end, n_kv);
     float *sums = sum_buffer.get(static_cast<size_t>(n_pairs) * 16 * 16);
     for (int d = 0; d < head_dim; d += 16) {
@@ -568,10 +579,7 @@ void attend_run_avx512(const PairRun &run) {
             _mm512_storeu_ps(run.pairs[p].out + d, sum16_of_16(acc));
         }
     }
-    for (int p = 0; p < n_pairs; ++p) {  // every position masked: nothing to attend to
-        if (live_ends[p] == 0)
-            std::memset(run.pairs[p].out, 0, sizeof(float) * head_dim);
-    }
+    zero_fully_masked(run, live_ends);
 }
 
 #pragma GCC pop_options
