@@ -100,9 +100,9 @@ Forward::GraphSlot &Forward::slot_for(const PassRequest &req, const std::string 
     return slot;
 }
 
-ggml_tensor *Forward::matmul(ggml_context *ctx, ggml_tensor *w, ggml_tensor *x) const {
+ggml_tensor *Forward::matmul(ggml_context *ctx, ggml_tensor *w, ggml_tensor *x, ggml_tensor *packed) const {
     if (own_matmul_ && !in_extra_buffer(w) && qmatmul_supports(w))
-        return qmatmul(ctx, w, x, model_.packed(w));
+        return qmatmul(ctx, w, x, packed ? packed : model_.packed(w));
     const int64_t group = invariant_rows(w);
     if (!device_decode_ || x->ne[1] <= group) return mul_mat_batch_invariant(ctx, w, x);
     ggml_tensor *out = nullptr;
@@ -227,7 +227,8 @@ ggml_tensor *Forward::build_layer(ggml_context *ctx, ggml_cgraph *gf, int il, gg
 }
 
 ggml_tensor *Forward::build_head_state(ggml_context *ctx, const HeadWeights &head, ggml_tensor *h) const {
-    if (!head.w1) return device_ ? ggml_mul_mat(ctx, head.transform, h) : matmul(ctx, head.transform, h);
+    if (!head.w1)
+        return device_ ? ggml_mul_mat(ctx, head.transform, h) : matmul(ctx, head.transform, h, head.packed_transform);
     // The two-layer head of python/adadecode/head_designs.py (TwoLayer): normalised before the nonlinearity, the
     // residual states having a few huge channels, and scaled back by the state's RMS. float16 weights through
     // ggml's own product (not converted to Q8_0 like the dense transform: R need not be a multiple of 32).
@@ -240,9 +241,10 @@ ggml_tensor *Forward::build_head_state(ggml_context *ctx, const HeadWeights &hea
     return ggml_add(ctx, h, ggml_mul(ctx, update, rms));
 }
 
-ggml_tensor *Forward::build_norm_output(ggml_context *ctx, ggml_tensor *x, ggml_tensor *out_matrix) {
+ggml_tensor *Forward::build_norm_output(ggml_context *ctx, ggml_tensor *x, ggml_tensor *out_matrix,
+                                       ggml_tensor *packed) {
     ggml_tensor *cur = ggml_mul(ctx, ggml_rms_norm(ctx, x, model_.hparams().rms_eps), model_.output_norm);
-    return matmul(ctx, out_matrix, cur);
+    return matmul(ctx, out_matrix, cur, packed);
 }
 
 ModelDims Forward::dims() const {
@@ -381,7 +383,8 @@ void Forward::run_pass(const PassRequest &req, PassResult *out) {
     }
     ggml_tensor *last = n == 1 ? x : ggml_view_2d(ctx, x, hp.n_embd, 1, x->nb[1], (n - 1) * x->nb[1]);
     if (req.head) {
-        head_logits = build_norm_output(ctx, build_head_state(ctx, *req.head, last), req.head->output_rows);
+        head_logits = build_norm_output(ctx, build_head_state(ctx, *req.head, last), req.head->output_rows,
+                                        req.head->packed_output_rows);
         ggml_set_output(head_logits);
         ggml_build_forward_expand(gf, head_logits);
     }

@@ -49,11 +49,13 @@ private:
     void run_pass(const PassRequest &req, PassResult *out);
     ggml_tensor *build_layer(ggml_context *ctx, ggml_cgraph *gf, int il, ggml_tensor *x, ggml_tensor *positions,
                              ggml_tensor *mask, int pos0, int n_rows, int n_kv);
-    ggml_tensor *build_norm_output(ggml_context *ctx, ggml_tensor *x, ggml_tensor *out_matrix);
+    ggml_tensor *build_norm_output(ggml_context *ctx, ggml_tensor *x, ggml_tensor *out_matrix,
+                                   ggml_tensor *packed = nullptr);
     // The state an exit head's norm and output rows read: its transform of `h`, dense or two-layer.
     ggml_tensor *build_head_state(ggml_context *ctx, const HeadWeights &head, ggml_tensor *h) const;
     ggml_tensor *attention(ggml_context *ctx, int il, ggml_tensor *q, ggml_tensor *mask, int n_kv) const;
-    ggml_tensor *matmul(ggml_context *ctx, ggml_tensor *w, ggml_tensor *x) const;
+    // `packed`: w in our kernel's layout where the model did not pack w itself (the exit heads' matrices).
+    ggml_tensor *matmul(ggml_context *ctx, ggml_tensor *w, ggml_tensor *x, ggml_tensor *packed = nullptr) const;
     struct GraphSlot {
         std::vector<uint8_t> memory;  // the ggml context of the graph
         size_t n_nodes = 0;

@@ -37,6 +37,8 @@ private:
     std::vector<double> check_cost_;
     ggml_context_ptr ctx_;
     ggml_backend_buffer_ptr buffer_;
+    ggml_context_ptr packed_ctx_;  // the heads' matrices in our kernel's packed layout, where the model packs its own
+    ggml_backend_buffer_ptr packed_buffer_;
 };
 
 }  // namespace adadecode

@@ -19,6 +19,9 @@ struct HeadWeights {
     ggml_tensor *output_rows = nullptr;  // [n_embd, n_head_vocab]: the model's output matrix or a subset of its rows
     ggml_tensor *w1 = nullptr;           // [n_embd, R] (mlp)
     ggml_tensor *w2 = nullptr;           // [R, n_embd] (mlp)
+    // transform and output_rows in our matmul kernel's packed layout (see Model::packed), or nullptr
+    ggml_tensor *packed_transform = nullptr;
+    ggml_tensor *packed_output_rows = nullptr;
 };
 
 struct PassRequest {

@@ -311,6 +311,54 @@ def test_packed_close_to_file_layout(layouts: dict[bool, np.ndarray]) -> None:
     assert (packed.argmax(-1) == plain.argmax(-1)).mean() >= 0.9
 
 
+_HEAD_SCRIPT = """
+import sys
+import numpy as np
+from adadecode import Model
+model = Model(sys.argv[1], n_ctx=int(sys.argv[2]), n_threads=1, heads=sys.argv[3])
+np.save(sys.argv[4], model.head_logits(0, np.load(sys.argv[5])))
+"""
+
+
+def test_heads_packed_with_the_model(engine: Any, kquant_path: Path, tmp_path: Path) -> None:
+    """Where the model's weights are packed, so are its heads' Q8_0 transform and vocabulary subset of the Q6_K
+    output matrix (256 of its 273 rows: a multiple of 16, unlike the whole matrix): the check then runs the packed
+    kernels, whose sums differ from the file layout's in order (so the two cannot be bitwise equal) but not in
+    accuracy. Head logits on the same states, packing on and off, in a process each."""
+    if not cpu_packs():
+        pytest.skip("packing needs AVX2, FMA and F16C; this CPU computes from the file layout")
+    if os.environ.get("ADADECODE_QMATMUL_PACK", "") in ("0", "off") or os.environ.get("ADADECODE_QMATMUL"):
+        pytest.skip("the environment chooses the matmul kernels")
+    rng = np.random.default_rng(3)
+    transform = (np.eye(N_EMBD) + 0.1 * rng.standard_normal((N_EMBD, N_EMBD))).astype(np.float32)
+    heads = write_tiny_heads(
+        tmp_path / "subset.gguf",
+        layers=(2,),
+        n_layer=N_LAYER,
+        n_embd=N_EMBD,
+        vocab=sorted(rng.permutation(N_VOCAB)[:256].tolist()),
+        transform=transform,
+    )
+    np.save(tmp_path / "hidden.npy", rng.standard_normal((6, N_EMBD)).astype(np.float32))
+    procs = {}
+    for pack in (True, False):
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        env["ADADECODE_QMATMUL_PACK"] = "1" if pack else "0"
+        argv = [sys.executable, "-c", _HEAD_SCRIPT, str(kquant_path), str(N_CTX), str(heads),
+                str(tmp_path / f"{pack}.npy"), str(tmp_path / "hidden.npy")]  # fmt: skip
+        procs[pack] = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
+    for pack, proc in procs.items():
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, f"ADADECODE_QMATMUL_PACK={int(pack)}: {err}"
+    packed, plain = (np.load(tmp_path / f"{pack}.npy") for pack in (True, False))
+    assert packed.shape == plain.shape == (6, 256)
+    assert not np.array_equal(packed, plain), "the heads computed from the file layout although the model packs"
+    rel = float(np.abs(packed - plain).mean()) / float(plain.std())
+    assert rel < 0.03, f"mean |packed - file layout| is {rel:.1%} of the head logits' standard deviation"
+    assert (packed.argmax(-1) == plain.argmax(-1)).mean() >= 5 / 6
+
+
 def test_packing_is_used(model: Any, kquant_path: Path) -> None:
     if not cpu_packs():
         pytest.skip("packing needs AVX2, FMA and F16C; this CPU computes from the file layout")
