@@ -12,7 +12,17 @@ from pathlib import Path
 import pytest
 
 from adadecode import Model
-from adadecode.replay import PassCost, check_curve, curve_from_microbench, load_curve, measure_curve, predict, record
+from adadecode.replay import (
+    PassCost,
+    check_curve,
+    curve_from_microbench,
+    curve_from_traces,
+    load_curve,
+    measure_curve,
+    predict,
+    record,
+)
+from adadecode.saving import cost_model
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "def fibonacci(n):\n    "
@@ -77,6 +87,40 @@ def test_predict_speedups_against_standard() -> None:
     assert out["ngram"]["measured_speedup"] == pytest.approx(2.0) and out["ngram"]["parity_vs_standard"] == "1/1"
     with pytest.raises(ValueError, match="standard"):
         predict([{"modes": {"ngram": run([], 1.0)}}], 10, {})
+
+
+def test_curve_fitted_to_decode_traces(model: Model) -> None:
+    """Passes priced by a known cost model come back as that model's curve, and its checks are priced per byte."""
+    base, layer, extra_row, logits, extra_logits, head = 0.001, 0.01, 0.002, 0.03, 0.008, 0.004
+
+    def price(a: int, b: int, k: int, r: int, h: int) -> float:
+        return base + (b - a) * (layer + extra_row * (k - 1)) + (logits + extra_logits * (r - 1) if r else 0) + head * h
+
+    shapes = [[0, 7, 1, 0, 1], [7, 14, 1, 0, 1], [14, 30, 1, 1, 0], [0, 30, 1, 1, 0], [14, 30, 3, 3, 0],
+              [7, 14, 2, 0, 1], [0, 14, 1, 0, 1], [14, 30, 5, 5, 0], [0, 7, 1, 0, 0]]  # fmt: skip
+    std = [0, 30, 1, 1, 0]
+    traces = [{"modes": {
+        "standard": {"passes": [std] * 3, "pass_seconds": [price(*std)] * 3},
+        "adadecode": {"passes": shapes, "pass_seconds": [price(*p) for p in shapes]},
+    }}]  # fmt: skip
+    curve = curve_from_traces(traces, "adadecode", 30, check_bytes=1e6)
+    check_curve(curve)
+    c = PassCost(curve)
+    for a, b, k, r, h in shapes:
+        assert c.seconds(b - a, k, r, bool(h)) == pytest.approx(price(a, b, k, r, h))
+    costs = cost_model(curve, 30, model.path)
+    assert costs.marginal_row == pytest.approx(extra_row / layer)
+    assert costs.logits_marginal_row == pytest.approx(extra_logits / logits)
+    assert costs.check_per_byte == pytest.approx(head / price(*std) / 1e6)
+    assert costs.source == "check cost calibrated on the curve's own exit checks"
+    no_heads = [{"modes": {m: {**run, "passes": [[*p[:4], 0] for p in run["passes"]]}
+                           for m, run in traces[0]["modes"].items()}}]  # fmt: skip
+    with pytest.raises(ValueError, match="no head checks"):
+        curve_from_traces(no_heads, "adadecode", 30)
+    with pytest.raises(ValueError, match="too few"):
+        curve_from_traces(
+            [{"modes": {"adadecode": {"passes": shapes[:3], "pass_seconds": [1.0] * 3}}}], "adadecode", 30
+        )
 
 
 def test_microbench_json_reads_as_a_curve() -> None:

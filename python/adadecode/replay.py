@@ -165,6 +165,55 @@ def curve_from_microbench(doc: dict[str, Any], setup: str | None = None) -> dict
     }
 
 
+def curve_from_traces(
+    traces: list[dict[str, Any]], mode: str, n_layer: int, check_bytes: float | None = None
+) -> dict[str, Any]:
+    """A curve fitted to what decoding itself spent: every pass of `mode` in `record`'s traces (with standard
+    decoding among their modes) by least squares to base + layers x (one row + (rows - 1) x extra row) + logits
+    (first row + (logit rows - 1) x extra row) + head check. A microbench times passes of each shape alone, back to
+    back; in decoding they alternate with passes of other shapes, so the weights a pass reads are colder (on the
+    1.5B, AVX-512 Zen 4, an extra row cost 0.15 of a row per layer in decoding against 0.005-0.11 in microbench
+    curves). `check_bytes`: the bytes one head check reads, to price checks of other heads files per byte. A
+    token's cost is standard decoding's median pass."""
+    rows, seconds = [], []
+    for t in traces:
+        run = t["modes"][mode]
+        for (a, b, k, logit_rows, head), s in zip(run["passes"], run["pass_seconds"], strict=True):
+            rows.append([1.0, b - a, (b - a) * (k - 1), float(logit_rows > 0), max(0, logit_rows - 1), float(head)])
+            seconds.append(s)
+    if len(rows) < 6:
+        raise ValueError(f"the traces hold {len(rows)} passes of mode {mode!r}: too few to fit a curve")
+    import numpy as np
+
+    x = np.array(rows)
+    missing = [name for name, col in zip(("extra rows", "logits", "head checks"), (2, 3, 5), strict=True)
+               if not x[:, col].any()]  # fmt: skip
+    if missing:
+        raise ValueError(f"the {mode!r} passes have no {', '.join(missing)}: the fit cannot price them")
+    coef = [max(0.0, float(c)) for c in np.linalg.lstsq(x, np.array(seconds), rcond=None)[0]]
+    base, layer, extra_row, logits, extra_logits, head = coef
+    token = statistics.median(s for t in traces for s in t["modes"]["standard"]["pass_seconds"])
+    return {
+        "kind": CURVE_KIND,
+        "version": 1,
+        "n_layer": n_layer,
+        "source": "decode-trace fit",
+        "mode": mode,
+        "passes": len(rows),
+        "rows": {
+            str(k): {
+                "base_seconds": base,
+                "layer_seconds": layer + (k - 1) * extra_row,
+                **({"full_pass_with_logits_seconds": token} if k == 1 else {}),
+            }
+            for k in ROWS
+        },  # fmt: skip
+        "logits_seconds": {str(k): logits + (k - 1) * extra_logits for k in ROWS},
+        "head_seconds": head,
+        "head_check_bytes": check_bytes,
+    }
+
+
 def load_curve(path: str | Path, setup: str | None = None) -> dict[str, Any]:
     """A pass-cost curve from a JSON file: this module's format or adadecode-microbench's."""
     doc = json.loads(Path(path).read_text())

@@ -105,6 +105,9 @@ def cost_model(curve: dict[str, Any], n_layer: int, model_path: str) -> CostMode
         full_check = n_vocab * row_bytes + (d * d * Q8_0_BYTES if d else 0)
         per_byte = float(head) / token / full_check
         source = "check cost calibrated on the microbench's full-vocabulary exit check"
+    elif head and curve.get("head_check_bytes"):
+        per_byte = float(head) / token / float(curve["head_check_bytes"])
+        source = "check cost calibrated on the curve's own exit checks"
     else:
         per_byte = (lc * t1 + float(one["base_seconds"])) / token / pass_bytes
         source = "check cost = bytes read / bytes of a pass"
