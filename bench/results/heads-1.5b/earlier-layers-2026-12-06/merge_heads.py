@@ -1,0 +1,25 @@
+"""Experiment only: the shipped heads file plus layers from another file (the first file's vocabulary subset)."""
+
+import sys
+
+from adadecode.heads_format import read_heads, write_heads
+
+base, extra, out = sys.argv[1:4]
+a, b = read_heads(base), read_heads(extra)
+assert (a.arch, a.n_layer, a.n_embd, a.n_vocab) == (b.arch, b.n_layer, b.n_embd, b.n_vocab)
+t = dict(a.transforms)
+t.update(b.transforms)
+meta = dict(a.metadata)
+meta["merged"] = f"{base} + layers {sorted(b.transforms)} of {extra}"
+write_heads(
+    out,
+    arch=a.arch,
+    n_layer=a.n_layer,
+    n_embd=a.n_embd,
+    n_vocab=a.n_vocab,
+    transforms=t,
+    vocab=a.vocab,
+    metadata=meta,
+    dtype="f16",
+)
+print(out, sorted(t), len(a.vocab) if a.vocab is not None else None)

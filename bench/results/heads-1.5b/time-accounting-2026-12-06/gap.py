@@ -1,0 +1,121 @@
+"""Where layer-parallel decoding's time goes: adadecode's traced passes fitted to a per-part cost model.
+
+    python gap.py record N TASK [HEADS] -o traces.json.gz   # standard and adadecode on N prompts, 256 tokens
+    python gap.py analyse traces.json.gz [--curve-out curve.json]   # the fitted curve, for eval-heads --curve
+
+The fit: seconds of a pass = base + layers x (one row + extra rows x per extra row) + logits (first row, extra rows)
++ head check, by least squares over every adadecode pass of the traces (engine pass trace, adadecode.replay.record).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+NAMES = ["base", "layer, one row", "layer, per extra row", "logits, first row", "logits, per extra row", "head check"]
+
+
+def record(n_prompts: int, task: str, heads: str, out: Path) -> None:
+    import adadecode
+    from adadecode.bench.tasks import load_prompts
+    from adadecode.replay import record as record_traces
+
+    model = adadecode.Model("qwen2.5-coder-1.5b", heads=heads, n_threads=2, n_ctx=2048)
+    traces = []
+    for p in load_prompts(model, task, Path.home() / ".cache" / "adadecode", limit=n_prompts):
+        model.generate(p.ids, max_tokens=8)  # warm-up
+        traces += record_traces(model, [p.ids], ["standard", "adadecode"], 256)
+    with gzip.open(out, "wt") as f:
+        json.dump(traces, f)
+
+
+def write_curve(traces: list, out: Path, heads: str) -> None:
+    """The fit as a pass-cost curve (adadecode.replay.curve_from_traces), its checks priced per byte of `heads`."""
+    from adadecode.fetch import resolve_model
+    from adadecode.fit_features import check_bytes
+    from adadecode.head_designs import from_heads_file
+    from adadecode.heads import resolve_heads
+    from adadecode.heads_format import read_heads
+    from adadecode.replay import curve_from_traces
+    from adadecode.saving import model_bytes
+
+    model_path = str(resolve_model("qwen2.5-coder-1.5b"))
+    h = read_heads(resolve_heads(heads, model_path))
+    _, row_bytes, n_vocab = model_bytes(model_path)
+    k_rows = len(h.vocab) if h.vocab is not None else n_vocab
+    per_check = check_bytes(from_heads_file(h, h.layers[0]), k_rows, row_bytes)
+    curve = curve_from_traces(traces, "adadecode", h.n_layer, per_check)
+    out.write_text(json.dumps(curve, indent=1))
+    print(f"wrote {out} (a check reads {per_check / 1e6:.1f} MB)")
+
+
+def analyse(path: Path, curve_out: Path | None = None, heads: str = "auto") -> None:
+    with gzip.open(path, "rt") as f:
+        traces = json.load(f)
+    for mode in ("standard", "adadecode"):
+        runs = [t["modes"][mode] for t in traces]
+        measured = sum(r["decode_seconds"] for r in runs)
+        traced = sum(sum(r["pass_seconds"]) for r in runs)
+        tokens = sum(len(r["tokens"]) for r in runs)
+        print(f"{mode}: {tokens} tokens, {measured:.2f} s ({1000 * measured / tokens:.2f} ms/token); "
+              f"passes {traced:.2f} s, outside passes {measured - traced:.2f} s")  # fmt: skip
+    rows, seconds = [], []
+    shapes: dict[tuple[int, int, int, bool, int], list[float]] = defaultdict(list)
+    for t in traces:
+        r = t["modes"]["adadecode"]
+        for (a, b, k, logit_rows, head), s in zip(r["passes"], r["pass_seconds"], strict=True):
+            rows.append([1.0, b - a, (b - a) * (k - 1), float(logit_rows > 0), max(0, logit_rows - 1), head])
+            seconds.append(s)
+            shapes[(a, b, min(k, 9), logit_rows > 0, head)].append(s)
+    x, y = np.array(rows), np.array(seconds)
+    coef, *_ = np.linalg.lstsq(x, y, rcond=None)
+    std_pass = statistics.median(s for t in traces for s in t["modes"]["standard"]["pass_seconds"])
+    print(f"standard pass (28 layers and logits), median: {1000 * std_pass:.2f} ms")
+    print(
+        f"an extra row costs {coef[2] / coef[1]:.3f} of a row per layer and {coef[4] / coef[3]:.3f} of a row's logits"
+    )
+    parts = x * coef
+    for i, name in enumerate(NAMES):
+        share = 100 * parts[:, i].sum() / y.sum()
+        print(f"  {name:22s} {1000 * coef[i]:7.3f} ms each  {parts[:, i].sum():6.2f} s  ({share:4.1f} %)")
+    print(f"  residual {y.sum() - parts.sum():.2f} s over {len(y)} passes")
+    stats = [t["modes"]["adadecode"]["stats"] for t in traces]
+    for key in ("early_exit_fraction", "accept_rate", "rollbacks", "early_per_layer"):
+        print(key, [s.get(key) for s in stats])
+    print("pass shapes by total time: (begin, end, rows (9 = 9 or more), logits, head) count total median")
+    for key in sorted(shapes, key=lambda k: -sum(shapes[k]))[:12]:
+        v = shapes[key]
+        print(f"  {key} {len(v):4d} {sum(v):6.2f} s {1000 * statistics.median(v):7.2f} ms")
+    if curve_out is not None:
+        write_curve(traces, curve_out, "qwen2.5-coder-1.5b" if heads == "auto" else heads)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("record")
+    r.add_argument("n_prompts", type=int)
+    r.add_argument("task")
+    r.add_argument("heads", nargs="?", default="auto")
+    r.add_argument("-o", "--output", type=Path, required=True)
+    a = sub.add_parser("analyse")
+    a.add_argument("traces", type=Path)
+    a.add_argument("--heads", default="auto", help="the heads file the traces decoded with (for the check's bytes)")
+    a.add_argument("--curve-out", type=Path, help="write the fit as a pass-cost curve")
+    args = ap.parse_args()
+    if args.command == "record":
+        record(args.n_prompts, args.task, args.heads, args.output)
+    if args.command == "record":
+        analyse(args.output, None, args.heads)
+    else:
+        analyse(args.traces, args.curve_out, args.heads)
+
+
+if __name__ == "__main__":
+    main()
