@@ -1,7 +1,9 @@
 """Where layer-parallel decoding's time goes: adadecode's traced passes fitted to a per-part cost model.
 
-    python gap.py record N TASK [HEADS] -o traces.json.gz   # standard and adadecode on N prompts, 256 tokens
-    python gap.py analyse traces.json.gz [--curve-out curve.json]   # the fitted curve, for eval-heads --curve
+    python bench/time_accounting.py record -m MODEL N TASK -o traces.json.gz [--heads H] [--curve-out curve.json]
+    python bench/time_accounting.py analyse -m MODEL traces.json.gz [--heads H] [--curve-out curve.json]
+
+`record` decodes N prompts x 256 tokens in standard and adadecode mode with the engine's pass trace on.
 
 The fit: seconds of a pass = base + layers x (one row + extra rows x per extra row) + logits (first row, extra rows)
 + head check, by least squares over every adadecode pass of the traces (engine pass trace, adadecode.replay.record).
@@ -21,12 +23,12 @@ import numpy as np
 NAMES = ["base", "layer, one row", "layer, per extra row", "logits, first row", "logits, per extra row", "head check"]
 
 
-def record(n_prompts: int, task: str, heads: str, out: Path) -> None:
+def record(model_name: str, n_prompts: int, task: str, heads: str, out: Path) -> None:
     import adadecode
     from adadecode.bench.tasks import load_prompts
     from adadecode.replay import record as record_traces
 
-    model = adadecode.Model("qwen2.5-coder-1.5b", heads=heads, n_threads=2, n_ctx=2048)
+    model = adadecode.Model(model_name, heads=heads, n_threads=2, n_ctx=2048)
     traces = []
     for p in load_prompts(model, task, Path.home() / ".cache" / "adadecode", limit=n_prompts):
         model.generate(p.ids, max_tokens=8)  # warm-up
@@ -35,7 +37,7 @@ def record(n_prompts: int, task: str, heads: str, out: Path) -> None:
         json.dump(traces, f)
 
 
-def write_curve(traces: list, out: Path, heads: str) -> None:
+def write_curve(traces: list, out: Path, model_name: str, heads: str) -> None:
     """The fit as a pass-cost curve (adadecode.replay.curve_from_traces), its checks priced per byte of `heads`."""
     from adadecode.fetch import resolve_model
     from adadecode.fit_features import check_bytes
@@ -45,7 +47,7 @@ def write_curve(traces: list, out: Path, heads: str) -> None:
     from adadecode.replay import curve_from_traces
     from adadecode.saving import model_bytes
 
-    model_path = str(resolve_model("qwen2.5-coder-1.5b"))
+    model_path = str(resolve_model(model_name))
     h = read_heads(resolve_heads(heads, model_path))
     _, row_bytes, n_vocab = model_bytes(model_path)
     k_rows = len(h.vocab) if h.vocab is not None else n_vocab
@@ -55,7 +57,7 @@ def write_curve(traces: list, out: Path, heads: str) -> None:
     print(f"wrote {out} (a check reads {per_check / 1e6:.1f} MB)")
 
 
-def analyse(path: Path, curve_out: Path | None = None, heads: str = "auto") -> None:
+def analyse(path: Path, model_name: str, curve_out: Path | None = None, heads: str = "auto") -> None:
     with gzip.open(path, "rt") as f:
         traces = json.load(f)
     for mode in ("standard", "adadecode"):
@@ -93,28 +95,26 @@ def analyse(path: Path, curve_out: Path | None = None, heads: str = "auto") -> N
         v = shapes[key]
         print(f"  {key} {len(v):4d} {sum(v):6.2f} s {1000 * statistics.median(v):7.2f} ms")
     if curve_out is not None:
-        write_curve(traces, curve_out, "qwen2.5-coder-1.5b" if heads == "auto" else heads)
+        write_curve(traces, curve_out, model_name, heads)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("record")
+    r = sub.add_parser("record", help="decode with the pass trace on, then analyse")
     r.add_argument("n_prompts", type=int)
-    r.add_argument("task")
-    r.add_argument("heads", nargs="?", default="auto")
-    r.add_argument("-o", "--output", type=Path, required=True)
-    a = sub.add_parser("analyse")
+    r.add_argument("task", help="humaneval, mtbench or a JSONL file of prompt records")
+    r.add_argument("-o", "--output", type=Path, required=True, help="traces to write (.json.gz)")
+    a = sub.add_parser("analyse", help="analyse recorded traces")
     a.add_argument("traces", type=Path)
-    a.add_argument("--heads", default="auto", help="the heads file the traces decoded with (for the check's bytes)")
-    a.add_argument("--curve-out", type=Path, help="write the fit as a pass-cost curve")
+    for p in (r, a):
+        p.add_argument("-m", "--model", required=True, help="GGUF file or known model name")
+        p.add_argument("--heads", default="auto", help="the heads file decoding ran (and whose checks are priced)")
+        p.add_argument("--curve-out", type=Path, help="write the fit as a pass-cost curve (for eval-heads --curve)")
     args = ap.parse_args()
     if args.command == "record":
-        record(args.n_prompts, args.task, args.heads, args.output)
-    if args.command == "record":
-        analyse(args.output, None, args.heads)
-    else:
-        analyse(args.traces, args.curve_out, args.heads)
+        record(args.model, args.n_prompts, args.task, args.heads, args.output)
+    analyse(args.output if args.command == "record" else args.traces, args.model, args.curve_out, args.heads)
 
 
 if __name__ == "__main__":
