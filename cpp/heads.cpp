@@ -216,9 +216,9 @@ void ExitHeads::load(const Model &model) {
     // A check reads the head's transform and output rows: its cost next to a one-row pass is about their bytes next
     // to the model's (decoding streams the weights).
     const size_t model_bytes = model.pass_bytes();
+    auto packed_of = [&](const ggml_tensor *t) { return packed.count(t) ? packed.at(t) : nullptr; };
     for (HeadWeights &head : heads_) {
         head.output_rows = subset ? subset : model.output;
-        auto packed_of = [&](const ggml_tensor *t) { return packed.count(t) ? packed.at(t) : nullptr; };
         head.packed_transform = packed_of(head.transform);
         head.packed_output_rows = packed_of(head.output_rows);
         size_t bytes_read = ggml_nbytes(head.output_rows);

@@ -117,10 +117,11 @@ def test_curve_fitted_to_decode_traces(model: Model) -> None:
                            for m, run in traces[0]["modes"].items()}}]  # fmt: skip
     with pytest.raises(ValueError, match="no head checks"):
         curve_from_traces(no_heads, "adadecode", 30)
+    short = {"passes": shapes[:3], "pass_seconds": [1.0] * 3}
     with pytest.raises(ValueError, match="too few"):
-        curve_from_traces(
-            [{"modes": {"adadecode": {"passes": shapes[:3], "pass_seconds": [1.0] * 3}}}], "adadecode", 30
-        )
+        curve_from_traces([{"modes": {"standard": short, "adadecode": short}}], "adadecode", 30)
+    with pytest.raises(ValueError, match="the modes standard and 'adadecode'"):
+        curve_from_traces([{"modes": {"adadecode": traces[0]["modes"]["adadecode"]}}], "adadecode", 30)
 
 
 def test_microbench_json_reads_as_a_curve() -> None:

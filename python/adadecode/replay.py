@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 CURVE_KIND = "adadecode-pass-cost"
 ROWS = tuple(range(1, 9))
 
@@ -175,6 +177,8 @@ def curve_from_traces(
     1.5B, AVX-512 Zen 4, an extra row cost 0.15 of a row per layer in decoding against 0.005-0.11 in microbench
     curves). `check_bytes`: the bytes one head check reads, to price checks of other heads files per byte. A
     token's cost is standard decoding's median pass."""
+    if not traces or any(m not in t["modes"] for t in traces for m in (mode, "standard")):
+        raise ValueError(f"curve_from_traces needs traces with the modes standard and {mode!r}")
     rows, seconds = [], []
     for t in traces:
         run = t["modes"][mode]
@@ -183,8 +187,6 @@ def curve_from_traces(
             seconds.append(s)
     if len(rows) < 6:
         raise ValueError(f"the traces hold {len(rows)} passes of mode {mode!r}: too few to fit a curve")
-    import numpy as np
-
     x = np.array(rows)
     missing = [name for name, col in zip(("extra rows", "logits", "head checks"), (2, 3, 5), strict=True)
                if not x[:, col].any()]  # fmt: skip
@@ -207,7 +209,7 @@ def curve_from_traces(
                 **({"full_pass_with_logits_seconds": token} if k == 1 else {}),
             }
             for k in ROWS
-        },  # fmt: skip
+        },
         "logits_seconds": {str(k): logits + (k - 1) * extra_logits for k in ROWS},
         "head_seconds": head,
         "head_check_bytes": check_bytes,
