@@ -78,7 +78,7 @@ def analyse(path: Path, model_name: str, curve_out: Path | None = None, heads: s
     x, y = np.array(rows), np.array(seconds)
     coef, *_ = np.linalg.lstsq(x, y, rcond=None)
     std_pass = statistics.median(s for t in traces for s in t["modes"]["standard"]["pass_seconds"])
-    print(f"standard pass (28 layers and logits), median: {1000 * std_pass:.2f} ms")
+    print(f"standard pass (all layers and logits), median: {1000 * std_pass:.2f} ms")
     print(
         f"an extra row costs {coef[2] / coef[1]:.3f} of a row per layer and {coef[4] / coef[3]:.3f} of a row's logits"
     )
