@@ -121,6 +121,32 @@ inline int64_t find_live_ends(const PairRun &run, std::vector<int64_t> &live_end
     return run_end;
 }
 
+// A run kernel's scratch, per thread: the pairs' F16-rounded queries; their scores, then probabilities, over n_kv
+// positions padded to 16 (`padded` apart); a block of `block_rows` converted keys, or value rows of
+// positions_per_block, whichever is longer; block_rows x 16 value sums per pair; and each pair's live end with the
+// furthest of them (find_live_ends).
+struct RunScratch {
+    float *queries, *probs, *block, *sums;
+    const std::vector<int64_t> &live_ends;
+    int64_t padded, run_end;
+};
+
+inline RunScratch run_scratch(const PairRun &run, int block_rows, int64_t positions_per_block) {
+    thread_local AlignedFloats query_buffer, prob_buffer, block_buffer, sum_buffer;
+    thread_local std::vector<int64_t> live_ends;
+    const size_t n_pairs = static_cast<size_t>(run.n_pairs);
+    const int64_t padded = (run.n_kv + 15) / 16 * 16;
+    const int64_t run_end = find_live_ends(run, live_ends);
+    const size_t block_floats = block_rows * static_cast<size_t>(std::max<int64_t>(run.head_dim, positions_per_block));
+    return RunScratch{query_buffer.get(n_pairs * run.head_dim),
+                      prob_buffer.get(n_pairs * padded),
+                      block_buffer.get(block_floats),
+                      sum_buffer.get(n_pairs * block_rows * 16),
+                      live_ends,
+                      padded,
+                      run_end};
+}
+
 // A pair whose every position is masked attends to nothing: zeros.
 inline void zero_fully_masked(const PairRun &run, const std::vector<int64_t> &live_ends) {
     for (int p = 0; p < run.n_pairs; ++p) {
@@ -237,15 +263,10 @@ inline __m128 dot4(const float *q, const float *key, int stride, int chunks) {
 // four dimensions at a time, as 16 registers allow.
 void attend_run_avx2(const PairRun &run) {
     const int head_dim = run.head_dim, chunks = head_dim / 16, n_pairs = run.n_pairs;
-    const int64_t n_kv = run.n_kv, padded = (n_kv + 15) / 16 * 16;
+    const int64_t n_kv = run.n_kv;
     const float neg_inf = -std::numeric_limits<float>::infinity();
     constexpr int64_t positions_per_block = 512;
-    thread_local AlignedFloats query_buffer, prob_buffer, block_buffer, sum_buffer;
-    thread_local std::vector<int64_t> live_ends;
-    float *queries = query_buffer.get(static_cast<size_t>(n_pairs) * head_dim);
-    float *probs = prob_buffer.get(static_cast<size_t>(n_pairs) * padded);
-    float *block = block_buffer.get(4 * static_cast<size_t>(std::max<int64_t>(head_dim, positions_per_block)));
-    const int64_t run_end = find_live_ends(run, live_ends);
+    const auto [queries, probs, block, sums, live_ends, padded, run_end] = run_scratch(run, 4, positions_per_block);
     for (int p = 0; p < n_pairs; ++p) {
         for (int c = 0; c < 2 * chunks; ++c) {
             _mm256_store_ps(queries + p * head_dim + 8 * c,
@@ -308,7 +329,6 @@ void attend_run_avx2(const PairRun &run) {
     }
     // Values, four dimensions and 512 positions at a time (8 KiB of F32 rows that stay in the L1 cache).
     const int64_t values_end = covered_positions(run_end, n_kv);
-    float *sums = sum_buffer.get(static_cast<size_t>(n_pairs) * 4 * 16);
     for (int d = 0; d < head_dim; d += 4) {
         std::memset(sums, 0, sizeof(float) * n_pairs * 4 * 16);
         for (int64_t begin = 0; begin < values_end; begin += positions_per_block) {
@@ -457,16 +477,11 @@ inline void convert_rows(const ggml_fp16_t *src, size_t src_stride, int count, i
 // (6 on the 1.5B) in every row of the pass.
 void attend_run_avx512(const PairRun &run) {
     const int head_dim = run.head_dim, chunks = head_dim / 16, n_pairs = run.n_pairs;
-    const int64_t n_kv = run.n_kv, padded = (n_kv + 15) / 16 * 16;
+    const int64_t n_kv = run.n_kv;
     const float neg_inf = -std::numeric_limits<float>::infinity();
     // Values: 16 dimensions and 256 positions at a time (below).
     constexpr int64_t positions_per_block = 256;
-    thread_local AlignedFloats query_buffer, prob_buffer, block_buffer, sum_buffer;
-    thread_local std::vector<int64_t> live_ends;
-    float *queries = query_buffer.get(static_cast<size_t>(n_pairs) * head_dim);
-    float *probs = prob_buffer.get(static_cast<size_t>(n_pairs) * padded);
-    float *block = block_buffer.get(16 * static_cast<size_t>(std::max<int64_t>(head_dim, positions_per_block)));
-    const int64_t run_end = find_live_ends(run, live_ends);  // the furthest live position of any pair
+    const auto [queries, probs, block, sums, live_ends, padded, run_end] = run_scratch(run, 16, positions_per_block);
     for (int p = 0; p < n_pairs; ++p) {
         for (int c = 0; c < chunks; ++c)
             _mm512_store_ps(queries + p * head_dim + 16 * c,
@@ -526,7 +541,6 @@ void attend_run_avx512(const PairRun &run) {
     // each probability vector loaded once for 16 rows. A pair's 16 sums wait in `sums` between position blocks,
     // and each lane adds its terms in the order the one-pair kernels do.
     const int64_t values_end = covered_positions(run_end, n_kv);
-    float *sums = sum_buffer.get(static_cast<size_t>(n_pairs) * 16 * 16);
     for (int d = 0; d < head_dim; d += 16) {
         const ggml_fp16_t *value = run.values + d * run.value_stride;
         std::memset(sums, 0, sizeof(float) * n_pairs * 16 * 16);
