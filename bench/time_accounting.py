@@ -18,9 +18,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
-
-NAMES = ["base", "layer, one row", "layer, per extra row", "logits, first row", "logits, per extra row", "head check"]
+from adadecode.replay import PASS_COST_PARTS, pass_cost_fit
 
 
 def record(model_name: str, n_prompts: int, task: str, heads: str, out: Path) -> None:
@@ -67,23 +65,19 @@ def analyse(path: Path, model_name: str, curve_out: Path | None = None, heads: s
         tokens = sum(len(r["tokens"]) for r in runs)
         print(f"{mode}: {tokens} tokens, {measured:.2f} s ({1000 * measured / tokens:.2f} ms/token); "
               f"passes {traced:.2f} s, outside passes {measured - traced:.2f} s")  # fmt: skip
-    rows, seconds = [], []
+    coef, x, y = pass_cost_fit(traces, "adadecode")
     shapes: dict[tuple[int, int, int, bool, int], list[float]] = defaultdict(list)
     for t in traces:
         r = t["modes"]["adadecode"]
         for (a, b, k, logit_rows, head), s in zip(r["passes"], r["pass_seconds"], strict=True):
-            rows.append([1.0, b - a, (b - a) * (k - 1), float(logit_rows > 0), max(0, logit_rows - 1), head])
-            seconds.append(s)
             shapes[(a, b, min(k, 9), logit_rows > 0, head)].append(s)
-    x, y = np.array(rows), np.array(seconds)
-    coef, *_ = np.linalg.lstsq(x, y, rcond=None)
     std_pass = statistics.median(s for t in traces for s in t["modes"]["standard"]["pass_seconds"])
     print(f"standard pass (all layers and logits), median: {1000 * std_pass:.2f} ms")
     print(
         f"an extra row costs {coef[2] / coef[1]:.3f} of a row per layer and {coef[4] / coef[3]:.3f} of a row's logits"
     )
     parts = x * coef
-    for i, name in enumerate(NAMES):
+    for i, name in enumerate(PASS_COST_PARTS):
         share = 100 * parts[:, i].sum() / y.sum()
         print(f"  {name:22s} {1000 * coef[i]:7.3f} ms each  {parts[:, i].sum():6.2f} s  ({share:4.1f} %)")
     print(f"  residual {y.sum() - parts.sum():.2f} s over {len(y)} passes")

@@ -167,32 +167,43 @@ def curve_from_microbench(doc: dict[str, Any], setup: str | None = None) -> dict
     }
 
 
-def curve_from_traces(
-    traces: list[dict[str, Any]], mode: str, n_layer: int, check_bytes: float | None = None
-) -> dict[str, Any]:
-    """A curve fitted to what decoding itself spent: every pass of `mode` in `record`'s traces (with standard
-    decoding among their modes) by least squares to base + layers x (one row + (rows - 1) x extra row) + logits
-    (first row + (logit rows - 1) x extra row) + head check. A microbench times passes of each shape alone, back to
-    back; in decoding they alternate with passes of other shapes, so the weights a pass reads are colder (on the
-    1.5B, AVX-512 Zen 4, an extra row cost 0.15 of a row per layer in decoding against 0.005-0.11 in microbench
-    curves). `check_bytes`: the bytes one head check reads, to price checks of other heads files per byte. A
-    token's cost is standard decoding's median pass."""
+# The parts of a pass's cost that pass_cost_fit separates, in the order of its coefficients.
+PASS_COST_PARTS = ("base", "layer, one row", "layer, per extra row", "logits, first row", "logits, per extra row",
+                   "head check")  # fmt: skip
+
+
+def pass_cost_fit(traces: list[dict[str, Any]], mode: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every pass of `mode` in `record`'s traces fitted by least squares to base + layers x (one row + (rows - 1) x
+    extra row) + logits (first row + (logit rows - 1) x extra row) + head check: the coefficients (PASS_COST_PARTS),
+    and the passes' feature rows and seconds (a pass's cost of part i is rows[:, i] x coefficients[i])."""
     if not traces or any(m not in t["modes"] for t in traces for m in (mode, "standard")):
-        raise ValueError(f"curve_from_traces needs traces with the modes standard and {mode!r}")
+        raise ValueError(f"the pass-cost fit needs traces with the modes standard and {mode!r}")
     rows, seconds = [], []
     for t in traces:
         run = t["modes"][mode]
         for (a, b, k, logit_rows, head), s in zip(run["passes"], run["pass_seconds"], strict=True):
             rows.append([1.0, b - a, (b - a) * (k - 1), float(logit_rows > 0), max(0, logit_rows - 1), float(head)])
             seconds.append(s)
-    if len(rows) < 6:
+    if len(rows) < len(PASS_COST_PARTS):
         raise ValueError(f"the traces hold {len(rows)} passes of mode {mode!r}: too few to fit a curve")
-    x = np.array(rows)
+    x, y = np.array(rows), np.array(seconds)
     missing = [name for name, col in zip(("extra rows", "logits", "head checks"), (2, 3, 5), strict=True)
                if not x[:, col].any()]  # fmt: skip
     if missing:
         raise ValueError(f"the {mode!r} passes have no {', '.join(missing)}: the fit cannot price them")
-    coef = [max(0.0, float(c)) for c in np.linalg.lstsq(x, np.array(seconds), rcond=None)[0]]
+    return np.linalg.lstsq(x, y, rcond=None)[0], x, y
+
+
+def curve_from_traces(
+    traces: list[dict[str, Any]], mode: str, n_layer: int, check_bytes: float | None = None
+) -> dict[str, Any]:
+    """A curve fitted to what decoding itself spent (pass_cost_fit over the passes of `mode`). A microbench times
+    passes of each shape alone, back to back; in decoding they alternate with passes of other shapes, so the weights
+    a pass reads are colder (on the 1.5B, AVX-512 Zen 4, an extra row cost 0.15 of a row per layer in decoding
+    against 0.005-0.11 in microbench curves). `check_bytes`: the bytes one head check reads, to price checks of other
+    heads files per byte. A token's cost is standard decoding's median pass."""
+    fit, x, _ = pass_cost_fit(traces, mode)
+    coef = [max(0.0, float(c)) for c in fit]
     base, layer, extra_row, logits, extra_logits, head = coef
     token = statistics.median(s for t in traces for s in t["modes"]["standard"]["pass_seconds"])
     return {
@@ -201,7 +212,7 @@ def curve_from_traces(
         "n_layer": n_layer,
         "source": "decode-trace fit",
         "mode": mode,
-        "passes": len(rows),
+        "passes": len(x),
         "rows": {
             str(k): {
                 "base_seconds": base,
