@@ -216,6 +216,40 @@ def test_feature_training_rejects_another_models_features(engine: Any, smollm2_p
         train(_train_args(smollm2_path, features, tmp_path / "w4", tmp_path / "h.gguf", "--n-prompts", "5"))
 
 
+def test_feature_training_fine_tunes_from_a_heads_file(smollm2_path: Path, features: Path, tmp_path: Path) -> None:
+    """--init HEADS.gguf starts the dense heads from that file's transforms: with no steps the file comes back as it
+    was, and a few steps move it; a file that does not fit the run is refused by name."""
+    from adadecode.heads import resolve_heads
+    from adadecode.heads_format import read_heads
+    from adadecode.train_heads import add_arguments, train
+
+    shipped = resolve_heads("smollm2-135m")
+    start = read_heads(shipped)
+    tune = ("--layers", "22,25", "--designs", "dense", "--init", str(shipped), "--write-layers", "22,25")
+    same = train(_train_args(smollm2_path, features, tmp_path / "w0", tmp_path / "same.gguf", *tune, "--steps", "0"))
+    assert f"--init {shipped.name}" in same["metadata"]["command"]
+    for layer in (22, 25):
+        np.testing.assert_array_equal(read_heads(tmp_path / "same.gguf").transforms[layer], start.transforms[layer])
+    tuned = train(_train_args(smollm2_path, features, tmp_path / "w1", tmp_path / "tuned.gguf", *tune, "--lr", "1e-3"))
+    moved = read_heads(tmp_path / "tuned.gguf")
+    assert all(not np.array_equal(moved.transforms[la], start.transforms[la]) for la in (22, 25))
+    figures = tuned["report"]["designs"]
+    assert all(figures["dense"]["layers"][la]["kl"] < figures["identity"]["layers"][la]["kl"] for la in ("22", "25"))
+    with pytest.raises(ValueError, match="not at \\[15\\]"):
+        train(_train_args(smollm2_path, features, tmp_path / "w2", tmp_path / "h.gguf", "--layers", "15,22",
+                          "--designs", "dense", "--init", str(shipped)))  # fmt: skip
+    with pytest.raises(ValueError, match="starts dense heads only"):
+        train(_train_args(smollm2_path, features, tmp_path / "w3", tmp_path / "h.gguf", *tune[:2], "--init",
+                          str(shipped)))  # fmt: skip
+    with pytest.raises(ValueError, match="--init must be identity, lstsq or a heads file"):
+        train(_train_args(smollm2_path, features, tmp_path / "w4", tmp_path / "h.gguf", "--init", "lsq"))
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    with pytest.raises(ValueError, match="starting from a heads file needs --features"):
+        train(parser.parse_args(["-m", str(smollm2_path), "-o", str(tmp_path / "h.gguf"), "--init", str(shipped),
+                                 "--workdir", str(tmp_path / "w5"), "--threads", "2"]))  # fmt: skip
+
+
 def test_eval_heads_on_features(smollm2_path: Path, features: Path, tmp_path: Path) -> None:
     """The shipped SmolLM2 heads (22, 25) on the held-out windows: per-layer figures and the expected saving."""
     from adadecode.eval_heads import main

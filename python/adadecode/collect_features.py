@@ -218,7 +218,8 @@ def generate_self(model: Any, cfg: CollectConfig, out: Path, cache: Path, progre
     for i in tqdm(range(len(done), cfg.self_prompts), desc="self-generate", unit="seq", disable=not progress,
                   initial=len(done), total=cfg.self_prompts):
         ids, _ = record_ids(model, records[i])
-        g = model.generate(ids, max_tokens=cfg.gen_tokens, temperature=0.0, mode="standard")
+        # Prompt-lookup drafts: the same greedy tokens as standard decoding (the engine verifies every draft), sooner.
+        g = model.generate(ids, max_tokens=cfg.gen_tokens, temperature=0.0, mode="ngram")
         item = {"i": i, "ids": ids + list(g.tokens), "prompt_len": len(ids)}
         append_jsonl(path, item)
         done.append(item)

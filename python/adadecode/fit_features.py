@@ -33,7 +33,7 @@ class FeatureFitConfig:
     lr: float
     batch: int
     seed: int
-    init: str  # identity | lstsq
+    init: str  # identity | lstsq | heads:<SHA-256 of the heads file the dense heads start from>
     holdout_every: int
     heldout_rows: int
     vocab_k: int
@@ -172,9 +172,10 @@ def check_bytes(head: HeadDesign | None, vocab_k: int, row_bytes: int) -> float:
 
 def fit_features(fs: FeatureSet, readout: Readout, cfg: FeatureFitConfig, costs: CostModel, row_bytes: int,
                  workdir: Path, progress: bool = True, stop_after: int = 0, gamma: float = 0.75,
-                 log: Any = print, max_exits: int = 3) -> tuple[dict[str, dict[int, HeadDesign]], dict[str, Any]]:
+                 log: Any = print, max_exits: int = 3, start: list[np.ndarray] | None = None,
+                 ) -> tuple[dict[str, dict[int, HeadDesign]], dict[str, Any]]:
     """Train every (design, layer) head at once on `fs` (read with cfg.layers); returns the heads and a report with
-    held-out figures."""
+    held-out figures. `start`: the dense heads' first transforms per layer when cfg.init names a heads file."""
     from tqdm import tqdm
 
     workdir.mkdir(parents=True, exist_ok=True)
@@ -191,8 +192,10 @@ def fit_features(fs: FeatureSet, readout: Readout, cfg: FeatureFitConfig, costs:
     n_exit = len(cfg.layers)
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
+    if cfg.init.startswith("heads:") and (start is None or len(start) != n_exit):
+        raise ValueError(f"init {cfg.init} needs one start transform per layer of {cfg.layers}")
     fresh_lstsq = cfg.init == "lstsq" and state is None  # a resumed fit loads its heads: no start to compute
-    inits = lstsq_start(fs, n_exit, cfg.seed) if fresh_lstsq else [None] * n_exit
+    inits = lstsq_start(fs, n_exit, cfg.seed) if fresh_lstsq else start if start is not None else [None] * n_exit
     heads: dict[str, dict[int, HeadDesign]] = {
         spec: {layer: make_design(spec, d, gen, inits[i] if not spec.startswith("mlp") else None)
                for i, layer in enumerate(cfg.layers)} for spec in cfg.designs}

@@ -31,7 +31,7 @@ import numpy as np
 
 from .collect_features import FeatureError, check_model, read_manifest
 from .fetch import cache_root
-from .heads_format import write_heads
+from .heads_format import read_heads, write_heads
 from .model import Model
 from .replay import load_curve
 from .saving import cost_model, default_curve_path, model_bytes
@@ -47,6 +47,7 @@ from .train_data import (
 SHARD_SEQS = 16
 MAX_PROMPT_TOKENS = 1024
 MAX_FORCED_TOKENS = 384
+INIT_CHOICES = ("identity", "lstsq")  # --init besides a heads file
 
 
 @dataclass
@@ -118,7 +119,7 @@ def stage_data(model: Any, cfg: DataConfig, workdir: Path, cache: Path, progress
         else:
             ids = ids[-MAX_PROMPT_TOKENS:]
             prompt_len = len(ids)
-            g = model.generate(ids, max_tokens=cfg.gen_tokens, temperature=0.0, mode="standard")
+            g = model.generate(ids, max_tokens=cfg.gen_tokens, temperature=0.0, mode="ngram")  # = standard, sooner
             gen, finish = list(g.tokens), g.finish_reason
             n_gen += len(gen)
         item = {"i": i, "source": rec.source, "prompt_len": prompt_len, "ids": ids + gen, "finish": finish}
@@ -395,8 +396,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (AdamW, warm-up then cosine)")
     p.add_argument("--batch", type=int, default=256, help="rows per step")
     p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
-    p.add_argument("--init", choices=("identity", "lstsq"), default="identity",
-                   help="start from the identity (logit lens) or from a closed-form least-squares fit")
+    p.add_argument("--init", default="identity", metavar="identity|lstsq|HEADS.gguf",
+                   help="start from the identity (logit lens), from a closed-form least-squares fit, or (with "
+                        "--features, dense heads) from the transforms of a heads file for this model: fine-tuning")
     p.add_argument("--seed", type=int, default=0, help="seed for prompts, batches and initialisation")
     p.add_argument("--vocab-subset", type=int, default=0, metavar="K",
                    help="score the heads over the K tokens the model generates most often (0: whole vocabulary)")
@@ -468,7 +470,8 @@ def canonical_command(args: argparse.Namespace) -> str:
             parts += ["--holdout-every", str(args.holdout_every)]
         if args.prompt_positions != 16:
             parts += ["--prompt-positions", str(args.prompt_positions)]
-    parts += ["--steps", str(args.steps), "--lr", str(args.lr), "--batch", str(args.batch), "--init", args.init,
+    init = args.init if args.init in INIT_CHOICES else Path(args.init).name
+    parts += ["--steps", str(args.steps), "--lr", str(args.lr), "--batch", str(args.batch), "--init", init,
               "--seed", str(args.seed)]  # fmt: skip
     if args.weight_decay:
         parts += ["--weight-decay", str(args.weight_decay)]
@@ -495,6 +498,29 @@ def _prepare_workdir(workdir: Path, cfg: DataConfig, resume: bool, fresh: bool) 
             raise ValueError(f"--resume: the data settings differ from the run in '{workdir}': {diff}")
     else:
         cfg_file.write_text(json.dumps(asdict(cfg), indent=1))
+
+
+def start_transforms(init: str, model: Any, layers: list[int],
+                     designs: list[str]) -> tuple[str, list[np.ndarray] | None]:
+    """(FeatureFitConfig.init, the dense start per layer) for --init: identity and lstsq start inside the fit; a heads
+    file gives its transforms, pinned in the config by the file's SHA-256 (a resumed fit must start from the same)."""
+    if init in INIT_CHOICES:
+        return init, None
+    path = Path(init)
+    if not path.is_file():
+        raise ValueError(f"--init must be identity, lstsq or a heads file; '{init}' is none of these")
+    if designs != ["dense"]:
+        raise ValueError(f"--init {path.name}: a heads file starts dense heads only, not --designs {','.join(designs)}")
+    heads = read_heads(path)
+    if (heads.n_layer, heads.n_embd) != (model.n_layer, model.n_embd):
+        raise ValueError(f"--init {path.name}: made for a model with {heads.n_layer} layers and d={heads.n_embd}, "
+                         f"this one has {model.n_layer} and d={model.n_embd}")
+    missing = [layer for layer in layers if layer not in heads.transforms]
+    if missing:
+        raise ValueError(f"--init {path.name} holds dense transforms at layers {sorted(heads.transforms)}, not at "
+                         f"{missing}: pass --layers among those")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return f"heads:{digest}", [np.asarray(heads.transforms[layer], dtype=np.float32) for layer in layers]
 
 
 def load_costs(curve_arg: str, model: Any) -> Any:
@@ -534,6 +560,7 @@ def train_from_features(args: argparse.Namespace, model: Any, threads: int) -> d
     # Checks the layers and shards before any heavy work; the vocabulary subset and the fit read the same shards.
     fs = FeatureSet(feat_dir, layers, args.holdout_every)
     designs = parse_designs(args.designs, model.n_embd)
+    init, start = start_transforms(args.init, model, layers, designs)
     if not 0.0 < args.gamma < 1.0:
         raise ValueError(f"--gamma must lie in (0, 1), got {args.gamma}")
     if args.max_exits < 1:
@@ -555,7 +582,7 @@ def train_from_features(args: argparse.Namespace, model: Any, threads: int) -> d
     w_out, norm_w = output_weights(model)
     readout = Readout(torch.from_numpy(w_out), torch.from_numpy(norm_w), rms_eps(model.path))
     cfg = FeatureFitConfig(layers=layers, designs=designs, steps=args.steps, lr=args.lr, batch=args.batch,
-                           seed=args.seed, init=args.init, holdout_every=args.holdout_every,
+                           seed=args.seed, init=init, holdout_every=args.holdout_every,
                            heldout_rows=args.heldout_rows, vocab_k=min(args.vocab_subset, model.n_vocab),
                            matmul=args.matmul, checkpoint_every=args.checkpoint_every)
     def frequent_tokens(k: int) -> np.ndarray:
@@ -578,7 +605,7 @@ def train_from_features(args: argparse.Namespace, model: Any, threads: int) -> d
         readout = readout.with_vocab(vocab)
     _, row_bytes, _ = model_bytes(model.path)
     heads, report = fit_features(fs, readout, cfg, costs, row_bytes, workdir, not args.no_progress,
-                                 args.stop_after, args.gamma, say, args.max_exits)
+                                 args.stop_after, args.gamma, say, args.max_exits, start)
     print(format_report(report))
     designs_r = report["designs"]
     if args.write_design == "best":
@@ -638,6 +665,9 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         return train_from_features(args, model, threads)
     if args.check_vocab:
         raise ValueError("--check-vocab needs --features (a feature collection); without it, use --vocab-subset")
+    if args.init not in INIT_CHOICES:
+        raise ValueError(f"--init {args.init}: starting from a heads file needs --features; without it, use "
+                         "identity or lstsq")
     layers = parse_layers(args.layers, model.n_layer)
     stem = Path(model.path).name.removesuffix(".gguf")
     workdir = Path(args.workdir) if args.workdir else cache_root() / "train" / stem
