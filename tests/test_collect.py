@@ -225,11 +225,15 @@ def test_feature_training_fine_tunes_from_a_heads_file(smollm2_path: Path, featu
 
     shipped = resolve_heads("smollm2-135m")
     start = read_heads(shipped)
-    tune = ("--layers", "22,25", "--designs", "dense", "--init", str(shipped), "--write-layers", "22,25")
+    tune = ("--layers", "22,25", "--designs", "dense", "--init", str(shipped), "--write-layers", "22,25",
+            "--vocab-subset", "0")  # fmt: skip
     same = train(_train_args(smollm2_path, features, tmp_path / "w0", tmp_path / "same.gguf", *tune, "--steps", "0"))
     assert f"--init {shipped.name}" in same["metadata"]["command"]
+    kept = read_heads(tmp_path / "same.gguf")
     for layer in (22, 25):
-        np.testing.assert_array_equal(read_heads(tmp_path / "same.gguf").transforms[layer], start.transforms[layer])
+        np.testing.assert_array_equal(kept.transforms[layer], start.transforms[layer])
+    assert kept.vocab is not None and start.vocab is not None
+    np.testing.assert_array_equal(kept.vocab, start.vocab)
     tuned = train(_train_args(smollm2_path, features, tmp_path / "w1", tmp_path / "tuned.gguf", *tune, "--lr", "1e-3"))
     moved = read_heads(tmp_path / "tuned.gguf")
     assert all(not np.array_equal(moved.transforms[la], start.transforms[la]) for la in (22, 25))
@@ -241,6 +245,8 @@ def test_feature_training_fine_tunes_from_a_heads_file(smollm2_path: Path, featu
     with pytest.raises(ValueError, match="starts dense heads only"):
         train(_train_args(smollm2_path, features, tmp_path / "w3", tmp_path / "h.gguf", *tune[:2], "--init",
                           str(shipped)))  # fmt: skip
+    with pytest.raises(ValueError, match="keep that file's 8192-token subset"):
+        train(_train_args(smollm2_path, features, tmp_path / "w2", tmp_path / "h.gguf", *tune[:-2]))
     with pytest.raises(ValueError, match="--init must be identity, lstsq or a heads file"):
         train(_train_args(smollm2_path, features, tmp_path / "w4", tmp_path / "h.gguf", "--init", "lsq"))
     parser = argparse.ArgumentParser()

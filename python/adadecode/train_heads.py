@@ -501,11 +501,12 @@ def _prepare_workdir(workdir: Path, cfg: DataConfig, resume: bool, fresh: bool) 
 
 
 def start_transforms(init: str, model: Any, layers: list[int],
-                     designs: list[str]) -> tuple[str, list[np.ndarray] | None]:
-    """(FeatureFitConfig.init, the dense start per layer) for --init: identity and lstsq start inside the fit; a heads
-    file gives its transforms, pinned in the config by the file's SHA-256 (a resumed fit must start from the same)."""
+                     designs: list[str]) -> tuple[str, list[np.ndarray] | None, np.ndarray | None]:
+    """(FeatureFitConfig.init, the dense start per layer, the start's vocabulary subset) for --init: identity and
+    lstsq start inside the fit; a heads file gives its transforms, pinned in the config by the file's SHA-256 (a
+    resumed fit must start from the same)."""
     if init in INIT_CHOICES:
-        return init, None
+        return init, None, None
     path = Path(init)
     if not path.is_file():
         raise ValueError(f"--init must be identity, lstsq or a heads file; '{init}' is none of these")
@@ -520,7 +521,8 @@ def start_transforms(init: str, model: Any, layers: list[int],
         raise ValueError(f"--init {path.name} holds dense transforms at layers {sorted(heads.transforms)}, not at "
                          f"{missing}: pass --layers among those")
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    return f"heads:{digest}", [np.asarray(heads.transforms[layer], dtype=np.float32) for layer in layers]
+    start = [np.asarray(heads.transforms[layer], dtype=np.float32) for layer in layers]
+    return f"heads:{digest}", start, heads.vocab
 
 
 def load_costs(curve_arg: str, model: Any) -> Any:
@@ -560,7 +562,10 @@ def train_from_features(args: argparse.Namespace, model: Any, threads: int) -> d
     # Checks the layers and shards before any heavy work; the vocabulary subset and the fit read the same shards.
     fs = FeatureSet(feat_dir, layers, args.holdout_every)
     designs = parse_designs(args.designs, model.n_embd)
-    init, start = start_transforms(args.init, model, layers, designs)
+    init, start, start_vocab = start_transforms(args.init, model, layers, designs)
+    if start_vocab is not None and args.vocab_subset:
+        raise ValueError(f"--vocab-subset with --init {Path(args.init).name}: the fine-tuned heads keep that file's "
+                         f"{len(start_vocab)}-token subset")
     if not 0.0 < args.gamma < 1.0:
         raise ValueError(f"--gamma must lie in (0, 1), got {args.gamma}")
     if args.max_exits < 1:
@@ -581,9 +586,10 @@ def train_from_features(args: argparse.Namespace, model: Any, threads: int) -> d
         f"({costs.source}); layer share {costs.layer_share:.3f}, marginal row {costs.marginal_row:.3f}")
     w_out, norm_w = output_weights(model)
     readout = Readout(torch.from_numpy(w_out), torch.from_numpy(norm_w), rms_eps(model.path))
+    vocab_k = len(start_vocab) if start_vocab is not None else min(args.vocab_subset, model.n_vocab)
     cfg = FeatureFitConfig(layers=layers, designs=designs, steps=args.steps, lr=args.lr, batch=args.batch,
                            seed=args.seed, init=init, holdout_every=args.holdout_every,
-                           heldout_rows=args.heldout_rows, vocab_k=min(args.vocab_subset, model.n_vocab),
+                           heldout_rows=args.heldout_rows, vocab_k=vocab_k,
                            matmul=args.matmul, checkpoint_every=args.checkpoint_every)
     def frequent_tokens(k: int) -> np.ndarray:
         """The `k` tokens pick_vocab ranks first (cached in the workdir: the ranking samples rows)."""
@@ -595,7 +601,10 @@ def train_from_features(args: argparse.Namespace, model: Any, threads: int) -> d
         return picked
 
     vocab = check_vocab = None
-    if cfg.vocab_k:
+    if start_vocab is not None:
+        vocab = np.asarray(start_vocab, dtype=np.int32)
+        readout = readout.with_vocab(vocab)
+    elif cfg.vocab_k:
         vocab = frequent_tokens(cfg.vocab_k)
         if args.check_vocab and args.check_vocab < len(vocab):
             # The same ranking's first K: a subset of the training vocabulary.
@@ -645,7 +654,8 @@ def train_from_features(args: argparse.Namespace, model: Any, threads: int) -> d
                                     f"(trained over {len(vocab)}; expected_saving is over those {len(vocab)})")
         vocab = check_vocab
     elif vocab is not None:
-        metadata["vocab_subset"] = f"{len(vocab)} tokens the model predicts most often on the training rows"
+        metadata["vocab_subset"] = (f"{len(vocab)} tokens, those of {Path(args.init).name}" if start_vocab is not None
+                                    else f"{len(vocab)} tokens the model predicts most often on the training rows")
     out, digest = write_heads_file(args, model, transforms, vocab, metadata, mlps)
     say(f"wrote {out} ({spec}, layers {out_layers}, sha256 {digest})")
     return {"output": str(out), "sha256": digest, "report": report, "metadata": metadata}
