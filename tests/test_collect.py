@@ -271,6 +271,26 @@ def test_eval_heads_on_features(smollm2_path: Path, features: Path, tmp_path: Pa
     assert all(layers[k]["kl"] < r["designs"]["identity"]["layers"][k]["kl"] for k in layers)
 
 
+def test_layer_stats_count_the_final_tokens_the_subset_holds() -> None:
+    """in_subset bounds agreement: a head over a vocabulary subset can only name the final token where it is in it."""
+    import torch
+
+    from adadecode.head_math import LayerStats
+
+    final = torch.full((4, 10), -5.0)
+    for row, token in enumerate((5, 9, 1, 3)):
+        final[row, token] = 5.0
+    head = torch.zeros(4, 3)
+    head[:, 1] = 3.0  # always the subset's second token, 5
+    stats = LayerStats((0.5,))
+    stats.add(final, head, torch.tensor([1, 5, 7]))
+    got = stats.summary()
+    assert got["in_subset"] == 0.5 and got["agreement"] == 0.25
+    whole = LayerStats((0.5,))
+    whole.add(final, final, None)
+    assert whole.summary()["in_subset"] == 1.0 and whole.summary()["agreement"] == 1.0
+
+
 def test_expected_saving_formula() -> None:
     # the logits (0.2 of a token, a second row 0.6 extra) ride along with an accepted exit's upper layers
     costs = CostModel(n_layer=24, layer_share=0.75, marginal_row=0.3, check_per_byte=1e-9, logits_share=0.2,

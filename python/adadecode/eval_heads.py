@@ -228,6 +228,10 @@ def run_eval_heads(args: argparse.Namespace) -> int:
     if result["vocab_subset"]:
         title += f" (vocabulary subset {result['vocab_subset']})"
     print(format_table({int(k): v for k, v in result["heads"].items()}, title=title + ":"))
+    if result["vocab_subset"]:
+        first = result["heads"][str(result["layers"][0])]
+        print(f"the final layer's token is in the subset at {first['in_subset']:.3f} of the positions (no head can "
+              f"agree more often); the subset holds {first['subset_mass']:.3f} of its probability")
     if costs is not None:
         es = result["expected_saving"]
         print(f"expected saving per token at gamma {args.gamma} on {curve_path.name} (fraction of a standard token; "

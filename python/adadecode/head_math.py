@@ -86,6 +86,7 @@ class LayerStats:
     agree: int = 0
     kl_sum: float = 0.0
     subset_mass_sum: float = 0.0
+    in_subset: int = 0  # positions whose final-layer token the subset holds: agreement can be no higher
     covered: dict[float, int] = field(default_factory=dict)
     correct: dict[float, int] = field(default_factory=dict)
 
@@ -110,6 +111,7 @@ class LayerStats:
         self.agree += int(hit.sum())
         self.kl_sum += float(kl.sum())
         self.subset_mass_sum += float(mass.sum())
+        self.in_subset += len(target) if vocab is None else int(torch.isin(target, vocab).sum())
         for g in self.gammas:
             sel = conf >= g
             self.covered[g] = self.covered.get(g, 0) + int(sel.sum())
@@ -118,7 +120,7 @@ class LayerStats:
     def summary(self) -> dict[str, Any]:
         n = max(self.n, 1)
         out: dict[str, Any] = {"n": self.n, "agreement": self.agree / n, "kl": self.kl_sum / n,
-                               "subset_mass": self.subset_mass_sum / n}
+                               "subset_mass": self.subset_mass_sum / n, "in_subset": self.in_subset / n}
         for g in self.gammas:
             cov = self.covered.get(g, 0)
             out[f"coverage@{g}"] = cov / n
