@@ -35,10 +35,6 @@ constexpr int max_head_dim = 256;
 constexpr float exp_floor = -104.0f, log2_e = 1.44269504088896341f, ln2_high = 0.693359375f, ln2_low = -2.12194440e-4f;
 constexpr float exp_taylor[] = {1.0f / 5040, 1.0f / 720, 1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f};
 
-// One query head of one row: scores against the n_kv keys, softmax, weighted sum of the values.
-using AttendOne = void (*)(const float *, const ggml_fp16_t *, size_t, const ggml_fp16_t *, size_t, const float *,
-                           int64_t, int, float *, float *);
-
 // One (row, query head) of a pass.
 struct AttendPair {
     const float *query;
@@ -62,18 +58,6 @@ struct PairRun {
 // Each architecture's section below defines its kernels and chosen_kernel() (the kernel for this CPU, nullptr for
 // ggml's path), family_of(kernel) (its name) and avx2_kernel() (the AVX2 one, nullptr where there is none).
 using AttendRun = void (*)(const PairRun &);
-
-// A run through a one-pair kernel, pair by pair.
-template <AttendOne attend>
-void pair_by_pair(const PairRun &run) {
-    thread_local std::vector<float> probs;
-    probs.resize(static_cast<size_t>(run.n_kv));
-    for (int i = 0; i < run.n_pairs; ++i) {
-        const AttendPair &pair = run.pairs[i];
-        attend(pair.query, run.keys, run.key_stride, run.values, run.value_stride, pair.mask, run.n_kv, run.head_dim,
-               probs.data(), pair.out);
-    }
-}
 
 // A kernel's scratch: floats aligned to 64 bytes, kept between calls and grown when a call needs more.
 class AlignedFloats {
@@ -471,7 +455,7 @@ inline void convert_rows(const ggml_fp16_t *src, size_t src_stride, int count, i
     }
 }
 
-// The pairs of a run, each by the operations attend_one_avx2 does on 8-lane halves (so the same bits), with every
+// The pairs of a run, each by the same operations in the same order whatever else the run holds, with every
 // key and value converted from F16 once for the whole run: on Zen 4 the conversion (vcvtph2ps, half the rate of an
 // FMA) was what a pair's attention spent most of its time on, and a run holds the query heads that share a KV head
 // (6 on the 1.5B) in every row of the pass.
