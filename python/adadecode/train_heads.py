@@ -508,8 +508,6 @@ def start_transforms(init: str, model: Any, layers: list[int],
     if init in INIT_CHOICES:
         return init, None, None
     path = Path(init)
-    if not path.is_file():
-        raise ValueError(f"--init must be identity, lstsq or a heads file; '{init}' is none of these")
     if designs != ["dense"]:
         raise ValueError(f"--init {path.name}: a heads file starts dense heads only, not --designs {','.join(designs)}")
     heads = read_heads(path)
@@ -666,6 +664,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
 
     from .head_math import Readout, format_table, output_weights, rms_eps
 
+    if args.init not in INIT_CHOICES and not Path(args.init).is_file():
+        raise ValueError(f"--init must be identity, lstsq or a heads file; '{args.init}' is none of these")
     threads = args.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     progress = not args.no_progress
