@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -229,6 +230,7 @@ def test_feature_training_fine_tunes_from_a_heads_file(smollm2_path: Path, featu
             "--vocab-subset", "0")  # fmt: skip
     same = train(_train_args(smollm2_path, features, tmp_path / "w0", tmp_path / "same.gguf", *tune, "--steps", "0"))
     assert f"--init {shipped.name}" in same["metadata"]["command"]
+    assert same["metadata"]["init"] == f"{shipped.name}, SHA-256 {hashlib.sha256(shipped.read_bytes()).hexdigest()}"
     kept = read_heads(tmp_path / "same.gguf")
     for layer in (22, 25):
         np.testing.assert_array_equal(kept.transforms[layer], start.transforms[layer])

@@ -647,6 +647,8 @@ def train_from_features(args: argparse.Namespace, model: Any, threads: int) -> d
         "expected_saving": f"{designs_r[spec]['best_saving']:.4f} at gamma {args.gamma} on {curve_path.name}",
         "base_model": Path(model.path).name,
     }
+    if start is not None:  # the start's name alone would not say which file it was
+        metadata["init"] = f"{Path(args.init).name}, SHA-256 {init.removeprefix('heads:')}"
     if check_vocab is not None:
         metadata["vocab_subset"] = (f"{len(check_vocab)} tokens the model predicts most often on the training rows "
                                     f"(trained over {len(vocab)}; expected_saving is over those {len(vocab)})")
