@@ -115,7 +115,7 @@ run() {
     local t0=$(date +%s)
     if env "$setting" qemu-aarch64 -cpu "$cpu" -L "$sysroot" "$build/$test" >"$log" 2>&1 &&
         grep -q "^$line" "$log"; then
-        echo "PASS  $test -cpu $cpu $setting -> $line ($(($(date +%s) - t0)) s)"
+        echo "PASS  $test -cpu $cpu $setting -> $(grep -m1 "^$line" "$log") ($(($(date +%s) - t0)) s)"
     else
         cat "$log"
         echo "FAIL  $test -cpu $cpu $setting (expected: $line)"
