@@ -730,6 +730,11 @@ inline __m256i expand_bits(__m256i mask64, int half) {
     return _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(mask64, byte_of_bit), bit_in_byte), bit_in_byte);
 }
 
+// From this many activation rows the AVX2 K-quant kernels sweep a block one half of the 16-row group at a time (see
+// packed_q4_k_avx2): below it both halves' accumulators fit AVX2's 16 registers. A threshold of its own, measured
+// (kernels.md in bench/results/roofline/avx2-no-spills-2026-12-06/), that happens to equal packed_prefetch_min_rows.
+constexpr int avx2_by_half_min_rows = 3;
+
 template <int NR>
 void packed_q4_k_avx2(const uint8_t *w, size_t, int64_t, const uint8_t *const *act, int64_t n_blocks, float *out) {
     const ActBlock256 *a[NR];
@@ -745,7 +750,7 @@ void packed_q4_k_avx2(const uint8_t *w, size_t, int64_t, const uint8_t *const *a
     // broadcasts. in_register keeps GCC from reassociating the int16 sums into a tree of spilled products.
     // ADADECODE_QMATMUL=avx2 adadecode-kernelbench q4_k 1 1536 512 1 on Zen 4, best of 10 processes, GMAC/s, before
     // -> after: 1 row 81 -> 87, 2 rows 87 -> 106, 4 rows 88 -> 102, 8 rows 88 -> 102.
-    constexpr int halves = NR <= 2 ? 2 : 1;  // per sweep over the block
+    constexpr int halves = NR >= avx2_by_half_min_rows ? 1 : 2;  // per sweep over the block
     for (int64_t b = 0; b < n_blocks; ++b, w += q4_k_packed_bytes) {
         for (int first = 0; first < 2; first += halves) {
             __m256i sums[halves][NR];
@@ -910,9 +915,11 @@ void packed_q6_k_avx2_by_half(const uint8_t *w, const ActBlock256 *const *a, int
             __m256i sums[NR];
             for (int pair = 0; pair < 8; ++pair) {
                 const uint8_t *pair_data = w + q6_packed_pairs + q6_packed_pair_bytes * pair;
-                if (half == 0) {
-                    for (size_t line = 0; line < q6_packed_pair_bytes + 64; line += 64)
-                        prefetch_line(pair_data + packed_prefetch_distance + line);
+                if constexpr (NR >= packed_prefetch_min_rows) {
+                    if (half == 0) {
+                        for (size_t line = 0; line < q6_packed_pair_bytes + 64; line += 64)
+                            prefetch_line(pair_data + packed_prefetch_distance + line);
+                    }
                 }
                 const __m256i scale_pairs = q6_k_scale_pairs_avx2(pair_data, half);
                 for (int s = 0; s < 2; ++s) {
@@ -955,7 +962,7 @@ void packed_q6_k_avx2(const uint8_t *w, size_t, int64_t, const uint8_t *const *a
         a[r] = reinterpret_cast<const ActBlock256 *>(act[r]);
         acc[0][r] = acc[1][r] = _mm256_setzero_ps();
     }
-    if constexpr (NR >= packed_prefetch_min_rows)
+    if constexpr (NR >= avx2_by_half_min_rows)
         packed_q6_k_avx2_by_half<NR>(w, a, n_blocks, acc);
     else
         packed_q6_k_avx2_both_halves<NR>(w, a, n_blocks, acc);
