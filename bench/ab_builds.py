@@ -1,6 +1,6 @@
 """Decode a task's prompts with two (or more) builds of adadecode side by side, in one run.
 
-    python bench/ab_builds.py [--tokens-may-differ] [--fresh-workers] TASK N MODEL
+    python bench/ab_builds.py [--tokens-may-differ] [--fresh-workers] [--per-prompt] TASK N MODEL
         NAME=SITE:MODE[:LAYERS][:KEY=VALUE...] ...
 
 SITE is a directory put first on PYTHONPATH for that configuration's worker process (a `pip install --target` of a
@@ -16,7 +16,8 @@ prompt) and the share of tokens from exit heads. Machine state moves whole-run f
 only within one run of this script. A worker process keeps its speed for its life, and two processes of the same
 build differed by up to 9 % in one run (bench/results/heads-1.5b/riding-cost/): with --fresh-workers every prompt
 gets new worker processes, so that this spread averages over the prompts instead of tilting the whole run (each
-start loads the model again: seconds per worker and prompt).
+start loads the model again: seconds per worker and prompt). --per-prompt adds a table of every prompt's tokens/s
+per configuration, and its early tokens.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def parse(spec: str) -> Spec:
     return name, parts[0], config, tuple(sorted(worker))
 
 
-FLAGS = ("--tokens-may-differ", "--fresh-workers")
+FLAGS = ("--tokens-may-differ", "--fresh-workers", "--per-prompt")
 
 
 def main(argv: list[str]) -> int:
@@ -81,7 +82,8 @@ def main(argv: list[str]) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     compare(argv[0], int(argv[1]), argv[2], [parse(s) for s in argv[3:]],
-            tokens_may_differ="--tokens-may-differ" in flags, fresh_workers="--fresh-workers" in flags)  # fmt: skip
+            tokens_may_differ="--tokens-may-differ" in flags, fresh_workers="--fresh-workers" in flags,
+            per_prompt_table="--per-prompt" in flags)  # fmt: skip
     return 0
 
 
@@ -109,7 +111,13 @@ def stop_workers(workers: dict[WorkerKey, subprocess.Popen[str]]) -> None:
 
 
 def compare(
-    task: str, n: int, model: str, specs: list[Spec], tokens_may_differ: bool = False, fresh_workers: bool = False
+    task: str,
+    n: int,
+    model: str,
+    specs: list[Spec],
+    tokens_may_differ: bool = False,
+    fresh_workers: bool = False,
+    per_prompt_table: bool = False,
 ) -> None:
     """Decode `n` prompts of `task` with every (name, site, generate options, worker settings) of `specs`; print
     the table."""
@@ -125,6 +133,7 @@ def compare(
     tokens, seconds, early = dict.fromkeys(names, 0), dict.fromkeys(names, 0.0), dict.fromkeys(names, 0)
     same = dict.fromkeys(names, 0)
     per_prompt: dict[str, list[float]] = {k: [] for k in names}
+    early_per_prompt: dict[str, list[int]] = {k: [] for k in names}
     for i, prompt in enumerate(load_prompts(Model(model, n_threads=1), task, cache_root() / "data", n)):
         if fresh_workers and i > 0:
             stop_workers(workers)
@@ -140,6 +149,7 @@ def compare(
             seconds[name] += r["seconds"]
             early[name] += r["early"]
             per_prompt[name].append(len(r["tokens"]) / r["seconds"])
+            early_per_prompt[name].append(r["early"])
     stop_workers(workers)
     base = tokens[names[0]] / seconds[names[0]]
     n_prompts = len(per_prompt[names[0]])
@@ -150,6 +160,13 @@ def compare(
         median = statistics.median(a / b for a, b in zip(per_prompt[k], per_prompt[names[0]], strict=True))
         share = early[k] / tokens[k]
         print(f"| {k} | {tps:.2f} | {tps / base:.3f} | {median:.3f} | {share:.1%} | {same[k]}/{n_prompts} |")
+    if per_prompt_table:
+        print("\nPer prompt: tokens/s (early tokens)\n")
+        print("| prompt | " + " | ".join(names) + " |")
+        print("|---|" + "---|" * len(names))
+        for i in range(n_prompts):
+            cells = (f"{per_prompt[k][i]:.2f} ({early_per_prompt[k][i]})" for k in names)
+            print(f"| {i} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

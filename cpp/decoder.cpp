@@ -25,6 +25,7 @@
 #include "error.h"
 #include "exit_policy.h"
 #include "ngram_draft.h"
+#include "pass_costs.h"
 #include "pending_rows.h"
 #include "sampler.h"
 #include "verify.h"
@@ -114,7 +115,7 @@ public:
     Generation(PassRunner &runner, const HeadSet *heads, Drafter *drafter, const std::vector<int32_t> &prompt,
                const DecodeOptions &opt, const EndOfGeneration &is_eog, const TokenCallback &on_token)
         : runner_(runner), heads_(heads), opt_(opt), is_eog_(is_eog), on_token_(on_token), dims_(runner.dims()),
-          exits_(active_exits(opt, heads)), sampler_(opt.sampling), ngram_(opt.ngram_options),
+          exits_(active_exits(opt, heads)), sampler_(opt.sampling), ngram_(opt.ngram_options, pass_costs_),
           drafter_(opt.ngram ? (drafter ? drafter : &ngram_) : nullptr),
           exit_policy_(exits_.layers, dims_.n_layer, dims_.output_share,
                        exits_.layers.empty() ? 0.0 : heads->check_cost(exits_.heads[0])),
@@ -159,7 +160,8 @@ private:
     std::vector<int> boundaries_;  // segment ends: the active exit layers, then the top
     DecodeResult result_;
     Sampler sampler_;
-    NgramDrafter ngram_;  // also measures pass costs, which the exit policy reads
+    PassCosts pass_costs_;  // read by the n-gram drafter and the exit policy
+    NgramDrafter ngram_;
     Drafter *drafter_;
     ExitPolicy exit_policy_;
     std::vector<int32_t> seq_;  // the token at every position up to x = seq_.back(), provisional ones included
@@ -242,7 +244,7 @@ bool Generation::head_checks(size_t s) {
     if (pending_.count_heads() >= opt_.pending_cap() || room() <= 0)
         return false;
     if (!opt_.exits_in_drafts && pending_.count_drafts() > 0) return false;
-    return !opt_.adaptive_exits || exit_policy_.allow(s, ngram_.relative_cost(2) - 1.0, exit_context());
+    return !opt_.adaptive_exits || exit_policy_.allow(s, pass_costs_.relative(2) - 1.0, exit_context());
 }
 
 // An exit now rides on every draft in flight (all their rows must be accepted for it to count: each is the last
@@ -280,13 +282,11 @@ void Generation::run(const PassPlan &p) {
     req.logits = at_top ? PassRequest::Logits::all : PassRequest::Logits::none;
     const auto t_pass = Clock::now();
     runner_.run(req, &pass_);
-    // Timings decide draft lengths; with sampling they would make a seeded output depend on the machine. Per share
-    // of a whole pass, not per layer: the output matrix alone weighs as much as 14 of the 0.5B's 24 layers, so per
-    // layer a short pass that ends with logits (deferred rows finishing) looked dear and the exit policy, reading
-    // those costs, closed exits that pay.
+    // Timings decide draft lengths; with sampling they would make a seeded output depend on the machine.
     if (opt_.sampling.greedy()) {
         const double check = p.exit >= 0 ? heads_->check_cost(exits_.heads[p.exit]) : 0.0;
-        ngram_.record_pass_cost(p.n_rows, seconds_since(t_pass) / pass_share(dims_, p.begin, p.end, at_top, check));
+        pass_costs_.record(PassShape{p.begin, p.end, at_top, p.exit >= 0},
+                           pass_share(dims_, p.begin, p.end, at_top, check), p.n_rows, seconds_since(t_pass));
     }
     DecodeStats &st = result_.stats;
     ++st.n_passes;
@@ -318,7 +318,7 @@ bool Generation::check_exit(const PassPlan &p) {
         checks_.push_back(CheckRecord{x_pos(), p.exit, confidence, successor});
     bool exits_now = confidence >= opt_.gamma && !is_eog_(successor);
     if (exits_now && greedy && opt_.adaptive_exits) {
-        exits_now = exit_policy_.exit_pays(p.exit, confidence, ngram_.relative_cost(2) - 1.0, exit_context());
+        exits_now = exit_policy_.exit_pays(p.exit, confidence, pass_costs_.relative(2) - 1.0, exit_context());
     }
     exit_policy_.record_check(p.exit, exits_now);
     if (!exits_now) return false;

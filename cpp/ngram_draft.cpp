@@ -17,16 +17,11 @@ constexpr int kProbeInterval = 16;
 // How far back an occurrence's context is compared when choosing among occurrences: past 32 matching tokens the
 // simulation found no difference.
 constexpr int kContextCap = 32;
-// Until a pass over r rows has been timed, assume it costs this much more per extra row than one row (optimistic,
-// so that drafts get tried and their real cost measured).
-constexpr double kAssumedCostPerExtraRow = 0.3;
-constexpr int kCostWarmupSamples = 8;  // plain mean over the first samples, then an exponential moving average
-constexpr double kCostSmoothing = 0.1;
 constexpr double kDraftLengthSmoothing = 0.1;  // about the last 10 proposals count
 
 }  // namespace
 
-NgramDrafter::NgramDrafter(const NgramOptions &options) : options_(options) {
+NgramDrafter::NgramDrafter(const NgramOptions &options, const PassCosts &costs) : options_(options), costs_(costs) {
     if (options_.max_draft < 1) throw Error("ngram max_draft must be at least 1");
     if (options_.min_match < 1 || options_.max_match < options_.min_match) {
         throw Error("ngram match lengths must satisfy 1 <= min_match <= max_match");
@@ -87,17 +82,6 @@ void NgramDrafter::record(int match_length, int checked, int accepted) {
     accepted_[match_length] = accepted_[match_length] * kAcceptanceDecay + accepted;
 }
 
-void NgramDrafter::record_pass_cost(int rows, double seconds_per_share) {
-    if (rows < 1 || !(seconds_per_share > 0.0)) return;
-    if (static_cast<int>(cost_per_row_.size()) <= rows) {
-        cost_per_row_.resize(rows + 1, 0.0);
-        cost_samples_.resize(rows + 1, 0);
-    }
-    const int n = ++cost_samples_[rows];
-    const double weight = n <= kCostWarmupSamples ? 1.0 / n : kCostSmoothing;
-    cost_per_row_[rows] += weight * (seconds_per_share - cost_per_row_[rows]);
-}
-
 double NgramDrafter::acceptance(int match_length) const {
     // A prior of one accepted and one rejected token: an untried match length starts at 1/2.
     return (accepted_[match_length] + 1.0) / (checked_[match_length] + 2.0);
@@ -109,13 +93,6 @@ double NgramDrafter::acceptance_of(int match_length, int length) const {
     return std::pow(acceptance(match_length), length);
 }
 
-double NgramDrafter::relative_cost(int rows) const {
-    const bool measured = static_cast<int>(cost_samples_.size()) > rows && cost_samples_[rows] > 0 &&
-                          cost_samples_[1] > 0;
-    if (measured) return std::max(1.0, cost_per_row_[rows] / cost_per_row_[1]);
-    return 1.0 + kAssumedCostPerExtraRow * (rows - 1);
-}
-
 int NgramDrafter::best_draft_length(double acceptance, int available) const {
     // Drafting k tokens costs one pass over k + 1 rows and yields the accepted prefix plus one token from the
     // final layer; with per-token acceptance a that is 1 + a + a^2 + ... + a^k tokens on average.
@@ -125,7 +102,7 @@ int NgramDrafter::best_draft_length(double acceptance, int available) const {
     for (int k = 1; k <= available; ++k) {
         term *= acceptance;
         expected += term;
-        const double rate = expected / relative_cost(k + 1);
+        const double rate = expected / costs_.relative(k + 1);
         if (rate > best_rate) {
             best_rate = rate;
             best = k;

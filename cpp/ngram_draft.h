@@ -6,8 +6,9 @@
 //
 // How many to propose is decided per draft from what was measured during this generation: the acceptance rate of
 // earlier drafts (per match length, recent drafts weighing more) and the cost of a pass over k rows relative to one
-// row on this machine. A draft of k tokens is worth its cost when the tokens it is expected to yield per pass beat
-// those of plain decoding; code that copies from the prompt gets long drafts, chat gets few or none.
+// row on this machine (PassCosts, which the scheduler fills). A draft of k tokens is worth its cost when the tokens it
+// is expected to yield per pass beat those of plain decoding; code that copies from the prompt gets long drafts, chat
+// gets few or none.
 #pragma once
 
 #include <cstdint>
@@ -15,12 +16,14 @@
 
 #include "drafter.h"
 #include "options.h"
+#include "pass_costs.h"
 
 namespace adadecode {
 
 class NgramDrafter : public Drafter {
 public:
-    explicit NgramDrafter(const NgramOptions &options);
+    // `costs` prices drafts of every length; it must outlive the drafter.
+    NgramDrafter(const NgramOptions &options, const PassCosts &costs);
 
     // Proposes up to `limit` tokens to follow `seq` (every token so far, provisional ones included): empty when no
     // suffix of seq occurred before or the measured acceptance does not pay for a draft. `match_length` receives
@@ -36,25 +39,16 @@ public:
     double acceptance_of(int match_length, int length) const override;
     double expected_draft() const override { return mean_draft_; }
 
-    // Cost of one pass over `rows` rows as measured by the scheduler: its seconds divided by its pass_share(), so
-    // passes over different layer ranges, with or without logits, are comparable.
-    void record_pass_cost(int rows, double seconds_per_share);
-
-    // Cost of a pass over `rows` rows relative to one row: measured when record_pass_cost() has seen both, else
-    // an assumed 1 + 0.3 per extra row. The exit policy reads it too.
-    double relative_cost(int rows) const;
-
 private:
     std::vector<int32_t> lookup(const std::vector<int32_t> &seq, int limit, int *match_length);
     double acceptance(int match_length) const;
     int best_draft_length(double acceptance, int available) const;
 
     NgramOptions options_;
+    const PassCosts &costs_;
     // Per match length: exponentially decayed counts of checked and accepted draft tokens.
     std::vector<double> checked_, accepted_;
     std::vector<int> declined_;           // drafts not made since the last one, per match length (for probing)
-    std::vector<double> cost_per_row_;    // running mean seconds per layer of a pass over r rows
-    std::vector<int> cost_samples_;
     double mean_draft_ = 0.0;  // exponentially decayed mean of the proposal lengths
 };
 

@@ -18,10 +18,13 @@ NgramReplay replay_ngram_drafts(const NgramOptions &options, const std::vector<i
         if (!(c >= 1.0 && c < 1e9))
             throw Error("replay: every relative_cost must be a finite number >= 1.0");
     }
-    NgramDrafter drafter(options);
-    // The decoder feeds the drafter seconds per layer; any unit gives the same ratios.
-    for (size_t r = 0; r < relative_cost.size(); ++r)
-        drafter.record_pass_cost(static_cast<int>(r) + 1, relative_cost[r]);
+    // The drafter sees the curve as whole passes timed in units of one row, each as often as counts.
+    PassCosts costs;
+    for (size_t r = 0; r < relative_cost.size(); ++r) {
+        for (size_t i = 0; i < PassCosts::window; ++i)
+            costs.record(PassShape{0, 1, true, false}, 1.0, static_cast<int>(r) + 1, relative_cost[r]);
+    }
+    NgramDrafter drafter(options, costs);
 
     NgramReplay replay;
     replay.rows.assign(relative_cost.size() + 1, 0);

@@ -25,7 +25,8 @@ struct NgramReplay {
 };
 
 // `relative_cost[r - 1]` is the cost of a pass over r rows relative to one row (relative_cost[0] == 1); drafts are
-// capped so that their passes stay within the curve. `output` is what standard greedy decoding produced after
+// capped so that their passes stay within the curve, and the drafter prices them as PassCosts would (a curve that
+// falls somewhere it sees pooled into one that does not). `output` is what standard greedy decoding produced after
 // `prompt`, without the end-of-generation token.
 NgramReplay replay_ngram_drafts(const NgramOptions &options, const std::vector<int32_t> &prompt,
                                 const std::vector<int32_t> &output, const std::vector<double> &relative_cost);

@@ -1,13 +1,11 @@
 // The prompt-lookup drafter on its own: what it proposes for a sequence, and how measured acceptance and pass
-// costs change how much it proposes.
-#include <cmath>
+// costs change how much it proposes (the costs themselves: test_pass_costs.cpp).
 #include <cstdio>
 #include <vector>
 
 #include "error.h"
 #include "ngram_draft.h"
 #include "ngram_replay.h"
-#include "pass_runner.h"
 
 #include "check.h"
 
@@ -18,17 +16,20 @@ namespace {
 using Tokens = std::vector<int32_t>;
 
 // Pass costs that make a batched pass nearly free (so only acceptance limits the draft) or as dear as k rows.
-void teach_costs(NgramDrafter &d, double extra_row_cost) {
+PassCosts costs_of(double extra_row_cost) {
+    PassCosts costs;
     for (int rows = 1; rows <= 9; ++rows) {
-        for (int i = 0; i < 10; ++i) d.record_pass_cost(rows, 1e-3 * (1.0 + extra_row_cost * (rows - 1)));
+        for (int i = 0; i < 10; ++i)
+            costs.record(PassShape{0, 24, true, false}, 1.0, rows, 1e-3 * (1.0 + extra_row_cost * (rows - 1)));
     }
+    return costs;
 }
 
 void test_lookup() {
     NgramOptions o;
     o.max_draft = 4;
-    NgramDrafter d(o);
-    teach_costs(d, 0.0);
+    const PassCosts free_rows = costs_of(0.0);
+    NgramDrafter d(o, free_rows);
     int match = 0;
     // "7 8" occurs twice before the end; the most recent occurrence is followed by 9 1 2, the older by 3 4 5.
     const Tokens seq{7, 8, 3, 4, 5, 6, 7, 8, 9, 1, 2, 0, 7, 8};
@@ -52,8 +53,8 @@ void test_context_picks_the_occurrence() {
     NgramOptions o;
     o.max_draft = 2;
     o.max_match = 2;  // so that the occurrences below all match the same suffix, "7 8"
-    NgramDrafter d(o);
-    teach_costs(d, 0.0);
+    const PassCosts free_rows = costs_of(0.0);
+    NgramDrafter d(o, free_rows);
     int match = 0;
     // The older "7 8" is preceded by "6", as the end is; the more recent by "5": the older one's continuation.
     CHECK((d.propose(Tokens{6, 7, 8, 1, 2, 5, 7, 8, 3, 4, 6, 7, 8}, 2, &match) == Tokens{1, 2}));
@@ -70,13 +71,12 @@ void test_acceptance_shapes_the_draft() {
     const Tokens seq{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 1, 2};
     int match = 0;
 
-    NgramDrafter good(o);
-    teach_costs(good, 0.1);
+    const PassCosts costs = costs_of(0.1);
+    NgramDrafter good(o, costs);
     for (int i = 0; i < 20; ++i) good.record(2, 8, 8);  // every drafted token was right
     CHECK(good.propose(seq, 8, &match).size() == 8);
 
-    NgramDrafter bad(o);
-    teach_costs(bad, 0.1);
+    NgramDrafter bad(o, costs);
     for (int i = 0; i < 20; ++i) bad.record(2, 1, 0);  // every first token was wrong
     int proposed = 0, probes = 0;
     for (int i = 0; i < 64; ++i) {
@@ -99,42 +99,14 @@ void test_costs_shape_the_draft() {
     const Tokens seq{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 1, 2};
     int match = 0;
     // Acceptance 80 %: with free batched rows a long draft pays, with rows as dear as separate passes none does.
-    NgramDrafter cheap(o), dear(o);
-    teach_costs(cheap, 0.02);
-    teach_costs(dear, 1.0);
+    const PassCosts cheap_rows = costs_of(0.02), dear_rows = costs_of(1.0);
+    NgramDrafter cheap(o, cheap_rows), dear(o, dear_rows);
     for (int i = 0; i < 40; ++i) {
         cheap.record(2, 5, 4);
         dear.record(2, 5, 4);
     }
     CHECK(cheap.propose(seq, 8, &match).size() >= 6);
     CHECK(dear.propose(seq, 8, &match).empty());
-}
-
-// The passes of layer-parallel decoding differ in what they read: a token's climb to its exit layer (plus the head's
-// check), the deferred rows' finish over the top layers with logits, a whole pass. Timed per share of a whole pass
-// they give the true cost of an extra row; timed per layer (as before) the short passes that end with logits looked
-// more than twice as dear, which closed exits that pay.
-void test_costs_of_unequal_passes() {
-    const ModelDims dims{24, 896, 151936, 0.37};  // about Qwen2.5-Coder-0.5B: the output matrix is 37 % of a pass
-    CHECK(std::abs(pass_share(dims, 0, 24, true, 0.0) - 1.0) < 1e-12);
-    CHECK(std::abs(pass_share(dims, 0, 24, false, 0.0) - 0.63) < 1e-12);
-    CHECK(std::abs(pass_share(dims, 18, 24, true, 0.0) - (0.25 * 0.63 + 0.37)) < 1e-12);
-    CHECK(std::abs(pass_share(dims, 0, 18, false, 0.016) - (0.75 * 0.63 + 0.016)) < 1e-12);
-
-    const double extra_row = 0.3, whole_pass_seconds = 0.014;
-    auto seconds = [&](int rows, int begin, int end, bool logits, double check) {
-        return whole_pass_seconds * (1.0 + extra_row * (rows - 1)) * pass_share(dims, begin, end, logits, check);
-    };
-    NgramDrafter d(NgramOptions{});
-    for (int i = 0; i < 20; ++i) {
-        d.record_pass_cost(1, seconds(1, 0, 18, false, 0.016) / pass_share(dims, 0, 18, false, 0.016));
-        d.record_pass_cost(1, seconds(1, 0, 24, true, 0.0) / pass_share(dims, 0, 24, true, 0.0));
-        d.record_pass_cost(2, seconds(2, 18, 24, true, 0.0) / pass_share(dims, 18, 24, true, 0.0));
-    }
-    CHECK(std::abs(d.relative_cost(2) - (1.0 + extra_row)) < 1e-9);
-    // Per layer the same timings say an extra row costs more than a whole row.
-    const double per_layer_one = seconds(1, 0, 24, true, 0.0) / 24, per_layer_two = seconds(2, 18, 24, true, 0.0) / 6;
-    CHECK(per_layer_two / per_layer_one > 2.0);
 }
 
 void test_replay() {
@@ -177,11 +149,12 @@ void test_replay() {
 }
 
 void test_bad_options() {
+    const PassCosts costs;
     NgramOptions o;
     o.max_draft = 0;
     bool threw = false;
     try {
-        NgramDrafter d(o);
+        NgramDrafter d(o, costs);
     } catch (const Error &) {
         threw = true;
     }
@@ -191,7 +164,7 @@ void test_bad_options() {
     o.max_match = 2;
     threw = false;
     try {
-        NgramDrafter d(o);
+        NgramDrafter d(o, costs);
     } catch (const Error &) {
         threw = true;
     }
@@ -205,7 +178,6 @@ int main() {
     test_context_picks_the_occurrence();
     test_acceptance_shapes_the_draft();
     test_costs_shape_the_draft();
-    test_costs_of_unequal_passes();
     test_replay();
     test_bad_options();
     if (g_failures) {
