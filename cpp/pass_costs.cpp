@@ -1,6 +1,7 @@
 #include "pass_costs.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <tuple>
 
@@ -54,10 +55,17 @@ bool PassShape::operator<(const PassShape &o) const {
     return std::tie(layer_begin, layer_end, logits, check) < std::tie(o.layer_begin, o.layer_end, o.logits, o.check);
 }
 
-double PassCosts::Samples::lower_median() const {
-    std::vector<double> sorted = recent;
-    std::sort(sorted.begin(), sorted.end());
-    return sorted[(sorted.size() - 1) / 2];
+void PassCosts::Samples::add(double seconds) {
+    if (recent.size() < window) {
+        recent.push_back(seconds);
+    } else {
+        recent[next] = seconds;
+    }
+    next = (next + 1) % window;
+    std::array<double, window> sorted;
+    std::copy(recent.begin(), recent.end(), sorted.begin());
+    std::sort(sorted.begin(), sorted.begin() + recent.size());
+    lower_median = sorted[(recent.size() - 1) / 2];
 }
 
 void PassCosts::record(const PassShape &shape, double share, int rows, double seconds) {
@@ -67,13 +75,7 @@ void PassCosts::record(const PassShape &shape, double share, int rows, double se
     costs.share = share;
     if (static_cast<int>(costs.by_rows.size()) <= rows)
         costs.by_rows.resize(rows + 1);
-    Samples &samples = costs.by_rows[rows];
-    if (samples.recent.size() < window) {
-        samples.recent.push_back(seconds);
-    } else {
-        samples.recent[samples.next] = seconds;
-    }
-    samples.next = (samples.next + 1) % window;
+    costs.by_rows[rows].add(seconds);
     curve_.clear();
 }
 
@@ -86,7 +88,7 @@ void PassCosts::fit() const {
         if (costs.by_rows.size() < 2 || costs.by_rows[1].recent.empty())
             continue;
         const double weight = static_cast<double>(costs.by_rows[1].recent.size());
-        per_share += weight * costs.by_rows[1].lower_median() / costs.share;
+        per_share += weight * costs.by_rows[1].lower_median / costs.share;
         per_share_weight += weight;
     }
     std::vector<Point> points{Point{1, 1.0, 1e9}};
@@ -97,8 +99,8 @@ void PassCosts::fit() const {
                 continue;
             const Samples &one = costs.by_rows[1];
             const Samples &these = costs.by_rows[rows];
-            const double base = one.recent.empty() ? per_share / per_share_weight * costs.share : one.lower_median();
-            double ratio = these.lower_median() / base;
+            const double base = one.recent.empty() ? per_share / per_share_weight * costs.share : one.lower_median;
+            double ratio = these.lower_median / base;
             if (these.recent.size() < kTrustedSamples)
                 ratio = std::min(ratio, assumed(static_cast<int>(rows)));
             ratios += static_cast<double>(these.recent.size()) * ratio;

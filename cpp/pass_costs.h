@@ -55,7 +55,8 @@ private:
     struct Samples {
         std::vector<double> recent;  // seconds, a ring of the last few
         size_t next = 0;
-        double lower_median() const;
+        double lower_median = 0.0;  // of `recent`, kept up to date by add()
+        void add(double seconds);
     };
     struct ShapeCosts {
         double share = 1.0;

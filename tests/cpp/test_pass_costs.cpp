@@ -85,7 +85,7 @@ void test_never_falls() {
     CHECK(near(odd.relative(2), 1.0));
 }
 
-// The last nine passes of a shape and row count decide, by their median: a change of speed is followed within five
+// The last nine passes of a shape and row count decide, by their lower median: a change of speed is followed within five
 // passes, and a pass slowed by another process is outvoted.
 void test_recent_passes_count_more() {
     PassCosts costs;
@@ -112,11 +112,12 @@ void test_one_slow_pass_does_not_trap() {
     CHECK(near(costs.relative(2), 1.1));
     costs.record(climb, 1.0, 2, 8.0);
     CHECK(near(costs.relative(2), 8.0));  // three samples, two of them slow: believed
-    // One slow sample of another shape next to many of this one.
+    // Two more fast ones outvote them (and the other shape agrees).
     for (int i = 0; i < 9; ++i) costs.record(finish, 1.0, 2, 1.1);
     costs.record(climb, 1.0, 2, 1.1);
     costs.record(climb, 1.0, 2, 1.1);
     CHECK(near(costs.relative(2), 1.1));
+    // One slow sample of a shape, next to many of another.
     PassCosts two_shapes;
     for (int i = 0; i < 10; ++i) {
         two_shapes.record(climb, 1.0, 1, 1.0);
