@@ -437,6 +437,8 @@ bool Generation::emit(int32_t token, const float *logits, char source) {
 DecodeResult Generation::finish() {
     result_.stats.decode_seconds = seconds_since(t_decode_);
     result_.stats.n_generated = static_cast<int>(result_.tokens.size());
+    for (int rows = 1; rows <= pass_costs_.max_rows(); ++rows)
+        result_.stats.pass_costs.push_back(pass_costs_.relative(rows));
     return std::move(result_);
 }
 

@@ -66,6 +66,14 @@ struct JsonValue {
     void operator()(int64_t v) const { out += std::to_string(v); }
     void operator()(double v) const { out += std::isfinite(v) ? shortest(v) : "null"; }
     void operator()(const std::vector<int> &v) const { append_json_ints(out, v); }
+    void operator()(const std::vector<double> &v) const {
+        out += "[";
+        for (size_t i = 0; i < v.size(); ++i) {
+            out += i ? ", " : "";
+            (*this)(v[i]);
+        }
+        out += "]";
+    }
     void operator()(const std::string &v) const { append_json_string(out, v); }
 };
 
@@ -158,6 +166,7 @@ StatFields stats_fields(const DecodeStats &s) {
         {"ngram_accepted", int64_t{s.ngram_accepted}},
         {"ngram_fraction", s.ngram_fraction()},
         {"early_in_drafts", int64_t{s.early_in_drafts}},
+        {"pass_costs", s.pass_costs},
         {"mode", std::string(mode_name(s.mode))},
         {"device", s.device},
         {"peak_rss_mib", rss},

@@ -113,10 +113,19 @@ void PassCosts::fit() const {
     curve_.assign(points.back().rows + 1, 1.0);
     for (size_t i = 1; i < points.size(); ++i) {
         const Point &a = points[i - 1], &b = points[i];
-        for (int rows = a.rows + 1; rows <= b.rows; ++rows) {
+        for (int rows = a.rows + 1; rows < b.rows; ++rows) {
             curve_[rows] = a.cost + (b.cost - a.cost) * (rows - a.rows) / (b.rows - a.rows);
         }
+        // Exactly b's cost: interpolated, it can land an ulp above, and the curve would fall to the next point of
+        // b's pool.
+        curve_[b.rows] = b.cost;
     }
+}
+
+int PassCosts::max_rows() const {
+    size_t most = 0;
+    for (const auto &[shape, costs] : shapes_) most = std::max(most, costs.by_rows.size());
+    return most > 0 ? static_cast<int>(most) - 1 : 0;
 }
 
 double PassCosts::relative(int rows) const {

@@ -51,6 +51,9 @@ public:
     // Cost of a pass over `rows` rows relative to one row (1 for one row, never less than for fewer rows).
     double relative(int rows) const;
 
+    // The most rows of a pass recorded so far (0 before any).
+    int max_rows() const;
+
 private:
     struct Samples {
         std::vector<double> recent;  // seconds, a ring of the last few

@@ -205,6 +205,18 @@ def test_sampling_with_drafts_is_exact(with_heads: Any, mode: str) -> None:
     assert scipy_stats.chi2.sf(chi2, keep.sum() - 1) > 1e-3, (observed, expected)
 
 
+def test_stats_show_the_pass_costs(plain: Any) -> None:
+    """The curve that priced drafts is in the stats: one row costs 1, more rows never less, as many entries as the
+    most rows a pass had; standard decoding timed one-row passes only, sampling none."""
+    prompt = plain.tokenize(CODE_PROMPT)
+    drafted = plain.generate(prompt, mode="ngram", max_tokens=64).stats
+    costs = drafted["pass_costs"]
+    assert costs[0] == 1.0 and len(costs) == max(k for k, n in enumerate(drafted["rows_per_pass"]) if n) >= 3
+    assert all(b >= a for a, b in zip(costs, costs[1:], strict=False)), costs
+    assert plain.generate(prompt, mode="standard", max_tokens=8).stats["pass_costs"] == [1.0]
+    assert plain.generate(prompt, mode="ngram", max_tokens=8, temperature=0.8, seed=1).stats["pass_costs"] == []
+
+
 def test_replay_of_a_recorded_output(plain: Any) -> None:
     """The engine's drafter replayed over standard decoding's output, as bench/ngram_oracle.py uses it."""
     from adadecode import Error, _core

@@ -104,6 +104,10 @@ struct DecodeStats {
     int ngram_drafted = 0;                   // tokens they proposed
     int ngram_accepted = 0;                  // ... of which verification accepted
     int early_in_drafts = 0;                 // early tokens emitted while a draft was in flight
+    // The cost of a pass over k rows relative to one row, as the scheduler priced drafts and deferred rows at the
+    // end (pass_costs[k - 1]; learned from its own timed passes, up to the most rows one of them had). Empty under
+    // sampling, which does not time passes.
+    std::vector<double> pass_costs;
     int n_verified = 0;                      // provisional tokens (early or drafted) checked against the final layer
     int n_accepted = 0;
     int n_rollbacks = 0;
@@ -132,8 +136,9 @@ struct DecodeResult {
     DecodeStats stats;
 };
 
-// One statistic as the serializers name it: a count, a number, a list of counts, text, or null (not measured).
-using StatValue = std::variant<std::nullptr_t, int64_t, double, std::vector<int>, std::string>;
+// One statistic as the serializers name it: a count, a number, a list of counts or of numbers, text, or null (not
+// measured).
+using StatValue = std::variant<std::nullptr_t, int64_t, double, std::vector<int>, std::vector<double>, std::string>;
 using StatFields = std::vector<std::pair<std::string, StatValue>>;
 
 // The statistics of a generation as named values: the one key set that Python's stats dict (the bindings) and
