@@ -17,7 +17,8 @@ only within one run of this script. A worker process keeps its speed for its lif
 build differed by up to 9 % in one run (bench/results/heads-1.5b/riding-cost/): with --fresh-workers every prompt
 gets new worker processes, so that this spread averages over the prompts instead of tilting the whole run (each
 start loads the model again: seconds per worker and prompt). --per-prompt adds a table of every prompt's tokens/s
-per configuration, and its early tokens.
+per configuration, its early tokens and, where the build reports it, m: the extra row's cost the generation ended
+with (stats["pass_costs"]), which shows a generation whose exits a misjudged m closed.
 """
 
 from __future__ import annotations
@@ -41,8 +42,10 @@ print("ready", flush=True)
 for line in sys.stdin:
     req = json.loads(line)
     g = m.generate(req["ids"], max_tokens=256, **req["config"])
+    costs = g.stats.get("pass_costs", [])  # builds before 2026-12-06 do not report it
     print(json.dumps({"tokens": list(g.tokens), "seconds": g.stats["decode_seconds"],
-                      "early": g.token_sources.count("e")}), flush=True)
+                      "early": g.token_sources.count("e"), "m": costs[1] - 1 if len(costs) > 1 else None}),
+          flush=True)
 """
 
 
@@ -134,6 +137,7 @@ def compare(
     same = dict.fromkeys(names, 0)
     per_prompt: dict[str, list[float]] = {k: [] for k in names}
     early_per_prompt: dict[str, list[int]] = {k: [] for k in names}
+    m_per_prompt: dict[str, list[float | None]] = {k: [] for k in names}
     for i, prompt in enumerate(load_prompts(Model(model, n_threads=1), task, cache_root() / "data", n)):
         if fresh_workers and i > 0:
             stop_workers(workers)
@@ -150,6 +154,7 @@ def compare(
             early[name] += r["early"]
             per_prompt[name].append(len(r["tokens"]) / r["seconds"])
             early_per_prompt[name].append(r["early"])
+            m_per_prompt[name].append(r["m"])
     stop_workers(workers)
     base = tokens[names[0]] / seconds[names[0]]
     n_prompts = len(per_prompt[names[0]])
@@ -161,12 +166,16 @@ def compare(
         share = early[k] / tokens[k]
         print(f"| {k} | {tps:.2f} | {tps / base:.3f} | {median:.3f} | {share:.1%} | {same[k]}/{n_prompts} |")
     if per_prompt_table:
-        print("\nPer prompt: tokens/s (early tokens)\n")
+        print("\nPer prompt: tokens/s (early tokens, m)\n")
         print("| prompt | " + " | ".join(names) + " |")
         print("|---|" + "---|" * len(names))
         for i in range(n_prompts):
-            cells = (f"{per_prompt[k][i]:.2f} ({early_per_prompt[k][i]})" for k in names)
+            cells = (cell(per_prompt[k][i], early_per_prompt[k][i], m_per_prompt[k][i]) for k in names)
             print(f"| {i} | " + " | ".join(cells) + " |")
+
+
+def cell(tokens_per_second: float, early: int, m: float | None) -> str:
+    return f"{tokens_per_second:.2f} ({early}" + (f", {m:.2f})" if m is not None else ")")
 
 
 if __name__ == "__main__":

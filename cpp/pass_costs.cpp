@@ -110,6 +110,8 @@ void PassCosts::fit() const {
             points.push_back(Point{static_cast<int>(rows), ratios / weights, weights});
     }
     points = non_decreasing(points);
+    // Pooled with one row's exact 1 (of weight 1e9), a cheaper second row lands a rounding below 1.
+    for (Point &p : points) p.cost = std::max(1.0, p.cost);
     curve_.assign(points.back().rows + 1, 1.0);
     for (size_t i = 1; i < points.size(); ++i) {
         const Point &a = points[i - 1], &b = points[i];
