@@ -82,9 +82,7 @@ void PassCosts::record(const PassShape &shape, double share, int rows, double se
 void PassCosts::fit() const {
     // One row's cost per share of a whole pass, over the shapes that ran one row.
     double per_share = 0.0, per_share_weight = 0.0;
-    size_t max_rows = 0;
     for (const auto &[shape, costs] : shapes_) {
-        max_rows = std::max(max_rows, costs.by_rows.size());
         if (costs.by_rows.size() < 2 || costs.by_rows[1].recent.empty())
             continue;
         const double weight = static_cast<double>(costs.by_rows[1].recent.size());
@@ -92,7 +90,8 @@ void PassCosts::fit() const {
         per_share_weight += weight;
     }
     std::vector<Point> points{Point{1, 1.0, 1e9}};
-    for (size_t rows = 2; per_share_weight > 0.0 && rows < max_rows; ++rows) {
+    const size_t most_rows = static_cast<size_t>(max_rows());
+    for (size_t rows = 2; per_share_weight > 0.0 && rows <= most_rows; ++rows) {
         double ratios = 0.0, weights = 0.0;
         for (const auto &[shape, costs] : shapes_) {
             if (costs.by_rows.size() <= rows || costs.by_rows[rows].recent.empty())

@@ -5,8 +5,8 @@
 // Layer-parallel decoding runs passes of many shapes: a token's climb to an exit layer with the head's check, the
 // deferred rows' finish over the top layers with logits, whole passes. Normalised by their share of a whole pass
 // they still differ by 5-15 % per share (attention, a pass's fixed costs), and each shape comes with its own row
-// counts: multi-row passes are mostly deferred rows finishing, one-row passes mostly climbs. Pooled per row count,
-// as before, the shapes' differences read as the cost of rows (measured on the 1.5B, AVX-512: an extra row at
+// counts: multi-row passes are mostly deferred rows finishing, one-row passes mostly climbs. Pooled per row count
+// (until 2026-12-06), the shapes' differences read as the cost of rows (measured on the 1.5B, AVX-512: an extra row at
 // 0.00-0.16 between processes, three rows at 1.08-1.60x one row with one or two samples). So a k-row pass is
 // compared with one-row passes of its own shape; a shape that never ran one row (whole passes under
 // adadecode+ngram) falls back to the one-row cost per share of the others.
@@ -15,7 +15,7 @@
 // three times is trusted no higher than the assumed cost. A mean let one slow pass (112 ms where the same pass took
 // 14 ms before and after, in a bench/ab_builds.py run) make two rows look 2.5 times as dear as one: the exit policy
 // then refused every exit, and with no multi-row pass left to time, nothing reopened them for the rest of the
-// generation (in such runs, 1 prompt in 9 decoded with no early token, in the builds before this one too).
+// generation (in such runs about 1 prompt in 9 decoded with almost no early token, in the builds before too).
 // The per-row-count ratios are then made into a curve that never falls as rows are added (weighted by how often
 // each was seen, so that one odd sample cannot make three rows dearer than six), with row counts not seen yet
 // interpolated, and past the largest one extended at its average slope: optimistic, so that longer drafts get tried
