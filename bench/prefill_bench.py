@@ -9,9 +9,9 @@ against llama.cpp's faster one).
     python bench/prefill_bench.py -m qwen2.5-coder-0.5b qwen2.5-coder-1.5b -t 2 -p 512 -r 5
 
 writes prefill-<label>.json and .md into bench/results/prefill/ (-o to change; --label names the CPU class).
---family runs our kernel family of that name (ADADECODE_QMATMUL: avx2, avx512, avx512vnni) and --no-own-attention
-ggml's attention (ADADECODE_ATTENTION=0), as on a CPU without AVX-512; --llama-bench points at another build of
-llama.cpp (e.g. one without AVX-512, to compare like with like).
+--family runs our kernel family of that name (ADADECODE_QMATMUL: avx2, avxvnni, avx512, avx512vnni) and
+--no-own-attention ggml's attention (ADADECODE_ATTENTION=0), as on a CPU without AVX-512; --llama-bench points at
+another build of llama.cpp (e.g. one without AVX-512, to compare like with like).
 """
 
 from __future__ import annotations
@@ -77,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-r", "--reps", type=int, default=5, help="repetitions, alternating ours and llama.cpp")
     p.add_argument("--fa", default="0,1", help="llama-bench flash-attention settings to run (comma-separated)")
     p.add_argument("--llama-bench", help="llama-bench executable (default: bench/build_llamacpp.sh's)")
-    p.add_argument("--family", choices=["avx2", "avx512", "avx512vnni"], help="our kernel family (ADADECODE_QMATMUL)")
+    p.add_argument(
+        "--family", choices=["avx2", "avxvnni", "avx512", "avx512vnni"], help="our kernel family (ADADECODE_QMATMUL)"
+    )
     p.add_argument("--no-own-attention", action="store_true", help="ggml's attention (ADADECODE_ATTENTION=0)")
     p.add_argument("--label", default="native", help="names the run (CPU class, build) in the file names")
     p.add_argument("-o", "--out", default=str(Path(__file__).parent / "results" / "prefill"))

@@ -14,7 +14,7 @@ import pytest
 from adadecode import cli
 from adadecode.bench.micro import MICROBENCH, find_microbench, floor_relative_cost
 
-FAMILIES = ("avx512vnni", "avx512", "avx2", "neondot", "neon", "off")
+FAMILIES = ("avx512vnni", "avx512", "avxvnni", "avx2", "neondot", "neon", "off")
 
 
 @pytest.fixture(scope="module")
@@ -99,3 +99,40 @@ def test_missing_microbench_is_a_clear_error(
     assert code != 0
     assert MICROBENCH in err and str(missing) in err
     assert not list(tmp_path.glob("micro-*.json"))
+
+
+def _cpu_vendor() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("vendor_id"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+@pytest.mark.parametrize("setting", ["", "2", "nine"])
+def test_prefetch_rows_setting(
+    smollm2_path: Path, microbench: str, monkeypatch: pytest.MonkeyPatch, setting: str
+) -> None:
+    """The packed kernels prefetch from 1 row on Intel and 3 elsewhere unless ADADECODE_QMATMUL_PREFETCH_ROWS says
+    otherwise; a value that is not 1-9 is named on stderr and the CPU's default used. The microbench reports it."""
+    monkeypatch.setenv("ADADECODE_QMATMUL_PREFETCH_ROWS", setting)
+    proc = subprocess.run([microbench, str(smollm2_path), "1", "1"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    mb = json.loads(proc.stdout)
+    if mb["qmatmul_family"] in ("off", "neon", "neondot"):
+        assert mb["prefetch_min_rows"] == 0
+        return
+    default = 1 if _cpu_vendor() == "GenuineIntel" else 3
+    assert mb["prefetch_min_rows"] == (2 if setting == "2" else default)
+    assert ("ADADECODE_QMATMUL_PREFETCH_ROWS='nine' is not 1-9" in proc.stderr) == (setting == "nine")
+
+
+def test_unknown_kernel_family_is_named(smollm2_path: Path, microbench: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ADADECODE_QMATMUL", "avx1024")
+    proc = subprocess.run([microbench, str(smollm2_path), "1", "1"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    if json.loads(proc.stdout)["qmatmul_family"] in ("off", "neon", "neondot"):
+        pytest.skip("no x86 kernel family here (aarch64, or x86 without AVX2)")
+    assert "ADADECODE_QMATMUL='avx1024' is not 0, avx2, avxvnni, avx512 or avx512vnni" in proc.stderr

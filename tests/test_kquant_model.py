@@ -406,6 +406,8 @@ def _families_here() -> list[str]:
     families = []
     if {"avx2", "fma", "f16c"} <= flags:
         families.append("avx2")
+        if "avx_vnni" in flags:
+            families.append("avxvnni")
         if {"avx512f", "avx512bw", "avx512vl"} <= flags:
             families.append("avx512")
             if "avx512_vnni" in flags:

@@ -80,6 +80,9 @@ PYBIND11_MODULE(_core, m) {
     m.def("two_row_kernel", &qmatmul_two_row_kernel,
           "Which of our matmul kernels two activation rows go through in this process: 2 or 3 (the three-row one, "
           "the second row repeated; same results): 2 unless ADADECODE_QMATMUL_TWO_ROWS=3 or set_two_row_kernel(3).");
+    m.def("prefetch_min_rows", &qmatmul_prefetch_min_rows,
+          "From how many activation rows the x86 packed matmul kernels prefetch their weights: 1 on Intel, 3 on other "
+          "CPUs, unless ADADECODE_QMATMUL_PREFETCH_ROWS sets it; 0 where none does (aarch64, the kernel off).");
     // pybind11 raises qmatmul_set_two_row_kernel's std::invalid_argument as ValueError.
     m.def("set_two_row_kernel", &qmatmul_set_two_row_kernel, py::arg("width"),
           "Sets two_row_kernel() for this process (2 or 3), e.g. to time one against the other.");

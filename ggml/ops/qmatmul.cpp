@@ -569,7 +569,7 @@ inline void prefetch_row(const uint8_t *row, size_t row_bytes) {
     for (size_t off = 0; off < row_bytes; off += 64) prefetch_line(row + off);
 }
 
-// The packed kernels ask for their weights this far ahead when they carry three rows or more (see below), a few
+// The packed kernels ask for their weights this far ahead when they carry packed_prefetch_min_rows rows or more, a few
 // cache lines per sub-block, spread through the arithmetic. Measured on Zen 4 under KVM (1 thread, an 82 MiB Q4_K
 // matrix streamed from memory): without it the hardware prefetcher does not run ahead of the stream, the memory time
 // and the arithmetic add up, and 8 rows took 11.8 ms (100 GMAC/s) against 7.3 ms (161, the in-cache rate) with it;
@@ -578,8 +578,27 @@ inline void prefetch_row(const uint8_t *row, size_t row_bytes) {
 // From three rows: in the whole 1.5B pass (adadecode-microbench, 2 threads, Zen 4 under KVM) the two-row kernel was
 // as fast or faster without them (2 rows 1.12 -> 1.05 of one row in processes whose one-row pass streamed at ~34
 // GB/s; no change at ~50), and the three-row kernel needed them (3 rows 1.14 -> 1.43 without, at ~50 GB/s).
+//
+// On Intel the one-row pass needs them too. Intel Xeon (Emerald Rapids, family 6 model 207) under KVM, whole 1.5B
+// pass (adadecode-microbench, 2 threads, best of 5 alternating processes), milliseconds for 1 / 2 / 3 rows, from
+// three rows -> from one: AVX-512 VNNI 58.1 / 64.0 / 44.9 -> 39.2 / 41.2 / 43.4, AVX2 64.2 / 73.3 / 57.5 -> 49.8 /
+// 54.1 / 57.1. Without them one and two rows were slower than three.
 constexpr size_t packed_prefetch_distance = 2368;
-constexpr int packed_prefetch_min_rows = 3;
+
+// From this many activation rows the packed kernels prefetch (see above): 1 on Intel, 3 elsewhere.
+// ADADECODE_QMATMUL_PREFETCH_ROWS=N (1-9) sets it, to measure one choice against another.
+int choose_packed_prefetch_min_rows() {
+    if (const char *env = std::getenv("ADADECODE_QMATMUL_PREFETCH_ROWS"); env && *env) {
+        const int rows = std::atoi(env);
+        if (rows >= 1 && rows <= 9)
+            return rows;
+        std::fprintf(stderr, "adadecode: ADADECODE_QMATMUL_PREFETCH_ROWS='%s' is not 1-9; using the CPU's default\n",
+                     env);
+    }
+    __builtin_cpu_init();
+    return __builtin_cpu_is("intel") ? 1 : 3;
+}
+const int packed_prefetch_min_rows = choose_packed_prefetch_min_rows();
 
 // A tile of weight rows against one group of activation rows, in one call: the kernel is inlined into the loop, so
 // its constants are set up once per tile, not once per weight row (rows of 1,536 values are only 6 K-blocks).
@@ -732,92 +751,9 @@ inline __m256i expand_bits(__m256i mask64, int half) {
 
 // From this many activation rows the AVX2 K-quant kernels sweep a block one half of the 16-row group at a time (see
 // packed_q4_k_avx2): below it both halves' accumulators fit AVX2's 16 registers. A threshold of its own, measured
-// (kernels.md in bench/results/roofline/avx2-no-spills-2026-12-06/), that happens to equal packed_prefetch_min_rows.
+// (kernels.md in bench/results/roofline/avx2-no-spills-2026-12-06/).
 constexpr int avx2_by_half_min_rows = 3;
 
-template <int NR>
-void packed_q4_k_avx2(const uint8_t *w, size_t, int64_t, const uint8_t *const *act, int64_t n_blocks, float *out) {
-    const ActBlock256 *a[NR];
-    __m256 acc[2][NR];
-    for (int r = 0; r < NR; ++r) {
-        a[r] = reinterpret_cast<const ActBlock256 *>(act[r]);
-        acc[0][r] = acc[1][r] = _mm256_setzero_ps();
-    }
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
-    // From three rows, one half of the group (8 weight rows) at a time, over all of the block: both halves' products
-    // at once need more than AVX2's 16 registers, and GCC then kept every product of a sub-block on the stack. The
-    // second half reads the block again, from L1. Below three rows both halves fit and share the activations'
-    // broadcasts. in_register keeps GCC from reassociating the int16 sums into a tree of spilled products.
-    // ADADECODE_QMATMUL=avx2 adadecode-kernelbench q4_k 1 1536 512 1 on Zen 4, best of 10 processes, GMAC/s, before
-    // -> after: 1 row 81 -> 87, 2 rows 87 -> 106, 4 rows 88 -> 102, 8 rows 88 -> 102.
-    constexpr int halves = NR >= avx2_by_half_min_rows ? 1 : 2;  // per sweep over the block
-    for (int64_t b = 0; b < n_blocks; ++b, w += q4_k_packed_bytes) {
-        for (int first = 0; first < 2; first += halves) {
-            __m256i sums[halves][NR];
-            for (int sub = 0; sub < 8; ++sub) {
-                const uint8_t *qs = w + packed_qs + 256 * sub;
-                if constexpr (NR >= packed_prefetch_min_rows) {
-                    if (first == 0) {
-                        if (sub < 5)
-                            prefetch_line(w + packed_prefetch_distance + 64 * sub);
-                        for (int t = 0; t < 4; ++t) prefetch_line(qs + packed_prefetch_distance + 64 * t);
-                    }
-                }
-                __m256i dots[halves][NR];
-                for (int t = 0; t < 4; ++t) {
-                    __m256i low[halves], high[halves];
-                    for (int h = 0; h < halves; ++h) {
-                        const __m256i packed =
-                            _mm256_loadu_si256(reinterpret_cast<const __m256i *>(qs + 64 * t + 32 * (first + h)));
-                        low[h] = _mm256_and_si256(packed, m4);
-                        high[h] = _mm256_and_si256(_mm256_srli_epi16(packed, 4), m4);
-                    }
-                    for (int r = 0; r < NR; ++r) {
-                        const int8_t *q = a[r][b].q + 32 * sub + 8 * t;
-                        for (int h = 0; h < halves; ++h) {
-                            const __m256i x =
-                                in_register(_mm256_add_epi16(_mm256_maddubs_epi16(low[h], broadcast4(q)),
-                                                             _mm256_maddubs_epi16(high[h], broadcast4(q + 4))));
-                            dots[h][r] = t == 0 ? x : in_register(_mm256_add_epi16(dots[h][r], x));
-                        }
-                    }
-                }
-                for (int h = 0; h < halves; ++h) {
-                    const __m256i scale32 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(
-                        reinterpret_cast<const __m128i *>(w + packed_scales + 16 * sub + 8 * (first + h))));
-                    const __m256i scale = _mm256_or_si256(scale32, _mm256_slli_epi32(scale32, 16));
-                    for (int r = 0; r < NR; ++r) {
-                        const __m256i x = _mm256_madd_epi16(dots[h][r], scale);
-                        sums[h][r] = sub == 0 ? x : _mm256_add_epi32(sums[h][r], x);
-                    }
-                }
-            }
-            for (int h = 0; h < halves; ++h) {
-                const int half = first + h;
-                __m256i offsets[NR];
-                for (int pair = 0; pair < 4; ++pair) {
-                    const __m256i mins = _mm256_cvtepu8_epi16(
-                        _mm_loadu_si128(reinterpret_cast<const __m128i *>(w + packed_mins + 32 * pair + 16 * half)));
-                    for (int r = 0; r < NR; ++r) {
-                        int32_t act_sums;
-                        std::memcpy(&act_sums, a[r][b].sums32 + 2 * pair, 4);
-                        const __m256i x = _mm256_madd_epi16(mins, _mm256_set1_epi32(act_sums));
-                        offsets[r] = pair == 0 ? x : _mm256_add_epi32(offsets[r], x);
-                    }
-                }
-                const __m256 d = f16x8(w + 16 * half), dmin = f16x8(w + packed_dmin + 16 * half);
-                for (int r = 0; r < NR; ++r) {
-                    const __m256 act_scale = _mm256_set1_ps(a[r][b].d);
-                    acc[half][r] =
-                        _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums[h][r]), _mm256_mul_ps(d, act_scale), acc[half][r]);
-                    acc[half][r] =
-                        _mm256_fnmadd_ps(_mm256_cvtepi32_ps(offsets[r]), _mm256_mul_ps(dmin, act_scale), acc[half][r]);
-                }
-            }
-        }
-    }
-    store_packed_avx2<NR>(acc, out);
-}
 
 // One half (8 weight rows) of a packed Q6_K sub-block as four registers of unsigned 6-bit weights, in the order the
 // activations' four 4-byte groups meet them.
@@ -834,13 +770,6 @@ inline void q6_k_weights_avx2(const uint8_t *sub_data, int half, __m256i v[4]) {
                            _mm256_and_si256(_mm256_srli_epi16(high, 2), top));
 }
 
-// Pairs of 6-bit weights times int8 in int16 (at most 2 x 63 x 128), then pairs of those (at most 32,256) times the
-// scale, in int32: a sub-block's dot product times its scale, for one half of the group and one activation row.
-inline __m256i q6_k_scaled_dot_avx2(const __m256i v[4], const __m256i q[4], __m256i scale) {
-    const __m256i x01 = _mm256_add_epi16(_mm256_maddubs_epi16(v[0], q[0]), _mm256_maddubs_epi16(v[1], q[1]));
-    const __m256i x23 = _mm256_add_epi16(_mm256_maddubs_epi16(v[2], q[2]), _mm256_maddubs_epi16(v[3], q[3]));
-    return _mm256_add_epi32(_mm256_madd_epi16(x01, scale), _mm256_madd_epi16(x23, scale));
-}
 
 // Byte shuffles that put a sub-block's int16 scale in both halves of its row's 32-bit lane: from lanes holding
 // (scale of sub-block 2 pair, scale of 2 pair + 1), the first (s = 0) or the second (s = 1).
@@ -864,110 +793,11 @@ inline __m256 q6_k_accumulate_avx2(__m256 acc, __m256i sums, __m256i offsets, co
                            acc);
 }
 
-// One and two rows: both halves of the group in one sweep over the block, sharing the activations' broadcasts.
-template <int NR>
-void packed_q6_k_avx2_both_halves(const uint8_t *w, const ActBlock256 *const *a, int64_t n_blocks, __m256 acc[2][NR]) {
-    for (int64_t b = 0; b < n_blocks; ++b, w += q6_k_packed_bytes) {
-        __m256i sums[2][NR], offsets[2][NR];
-        for (int pair = 0; pair < 8; ++pair) {
-            const uint8_t *pair_data = w + q6_packed_pairs + q6_packed_pair_bytes * pair;
-            const __m256i scale_pairs[2] = {q6_k_scale_pairs_avx2(pair_data, 0), q6_k_scale_pairs_avx2(pair_data, 1)};
-            for (int s = 0; s < 2; ++s) {
-                const int sub = 2 * pair + s;
-                const uint8_t *sub_data = pair_data + 32 + q6_packed_sub_bytes * s;
-                __m256i q[NR][4];
-                for (int r = 0; r < NR; ++r) {
-                    for (int t = 0; t < 4; ++t) q[r][t] = broadcast4(a[r][b].q + 16 * sub + 4 * t);
-                }
-                for (int half = 0; half < 2; ++half) {
-                    __m256i v[4];
-                    q6_k_weights_avx2(sub_data, half, v);
-                    const __m256i scale = _mm256_shuffle_epi8(scale_pairs[half], q6_k_pick_avx2(s));
-                    for (int r = 0; r < NR; ++r) {
-                        const __m256i x = q6_k_scaled_dot_avx2(v, q[r], scale);
-                        sums[half][r] = sub == 0 ? x : _mm256_add_epi32(sums[half][r], x);
-                    }
-                }
-            }
-            for (int r = 0; r < NR; ++r) {
-                int32_t act_sums;
-                std::memcpy(&act_sums, a[r][b].sums16 + 2 * pair, 4);
-                const __m256i sums16 = _mm256_set1_epi32(act_sums);
-                for (int half = 0; half < 2; ++half) {
-                    const __m256i x = _mm256_madd_epi16(scale_pairs[half], sums16);
-                    offsets[half][r] = pair == 0 ? x : _mm256_add_epi32(offsets[half][r], x);
-                }
-            }
-        }
-        for (int half = 0; half < 2; ++half) {
-            for (int r = 0; r < NR; ++r)
-                acc[half][r] = q6_k_accumulate_avx2(acc[half][r], sums[half][r], offsets[half][r], w, half, a[r][b].d);
-        }
-    }
-}
-
-// From three rows: one half of the group at a time, over all of the block, as packed_q4_k_avx2 (both halves at once
-// kept the products on the stack).
-template <int NR>
-void packed_q6_k_avx2_by_half(const uint8_t *w, const ActBlock256 *const *a, int64_t n_blocks, __m256 acc[2][NR]) {
-    for (int64_t b = 0; b < n_blocks; ++b, w += q6_k_packed_bytes) {
-        for (int half = 0; half < 2; ++half) {
-            __m256i sums[NR];
-            for (int pair = 0; pair < 8; ++pair) {
-                const uint8_t *pair_data = w + q6_packed_pairs + q6_packed_pair_bytes * pair;
-                if constexpr (NR >= packed_prefetch_min_rows) {
-                    if (half == 0) {
-                        for (size_t line = 0; line < q6_packed_pair_bytes + 64; line += 64)
-                            prefetch_line(pair_data + packed_prefetch_distance + line);
-                    }
-                }
-                const __m256i scale_pairs = q6_k_scale_pairs_avx2(pair_data, half);
-                for (int s = 0; s < 2; ++s) {
-                    const int sub = 2 * pair + s;
-                    __m256i v[4];
-                    q6_k_weights_avx2(pair_data + 32 + q6_packed_sub_bytes * s, half, v);
-                    const __m256i scale = _mm256_shuffle_epi8(scale_pairs, q6_k_pick_avx2(s));
-                    for (int r = 0; r < NR; ++r) {
-                        const int8_t *q = a[r][b].q + 16 * sub;
-                        const __m256i qr[4] = {broadcast4(q), broadcast4(q + 4), broadcast4(q + 8), broadcast4(q + 12)};
-                        const __m256i x = in_register(q6_k_scaled_dot_avx2(v, qr, scale));
-                        sums[r] = sub == 0 ? x : in_register(_mm256_add_epi32(sums[r], x));
-                    }
-                }
-            }
-            __m256i offsets[NR];
-            for (int pair = 0; pair < 8; ++pair) {
-                const __m256i scale_pairs =
-                    q6_k_scale_pairs_avx2(w + q6_packed_pairs + q6_packed_pair_bytes * pair, half);
-                for (int r = 0; r < NR; ++r) {
-                    int32_t act_sums;
-                    std::memcpy(&act_sums, a[r][b].sums16 + 2 * pair, 4);
-                    const __m256i x = _mm256_madd_epi16(scale_pairs, _mm256_set1_epi32(act_sums));
-                    offsets[r] = pair == 0 ? x : _mm256_add_epi32(offsets[r], x);
-                }
-            }
-            for (int r = 0; r < NR; ++r)
-                acc[half][r] = q6_k_accumulate_avx2(acc[half][r], sums[r], offsets[r], w, half, a[r][b].d);
-        }
-    }
-}
-
-// 16 packed Q6_K weight rows times NR activation rows (1536 x 512 in cache, 1 thread, best of 15 processes: by halves
-// from three rows 68 -> 81 GMAC/s at 4 rows; at one and two rows by halves was 8 % slower).
-template <int NR>
-void packed_q6_k_avx2(const uint8_t *w, size_t, int64_t, const uint8_t *const *act, int64_t n_blocks, float *out) {
-    const ActBlock256 *a[NR];
-    __m256 acc[2][NR];
-    for (int r = 0; r < NR; ++r) {
-        a[r] = reinterpret_cast<const ActBlock256 *>(act[r]);
-        acc[0][r] = acc[1][r] = _mm256_setzero_ps();
-    }
-    if constexpr (NR >= avx2_by_half_min_rows)
-        packed_q6_k_avx2_by_half<NR>(w, a, n_blocks, acc);
-    else
-        packed_q6_k_avx2_both_halves<NR>(w, a, n_blocks, acc);
-    store_packed_avx2<NR>(acc, out);
-}
+#define QM2_NAME(name) name##_avx2
+#define QM2_HAS_DPBUSD 0
+#include "qmatmul_avx2_kquants.inc"
+#undef QM2_HAS_DPBUSD
+#undef QM2_NAME
 
 // Both halves of a block in the same pass, as packed_q4_k_avx2. Pair sums of two registers add up in int16 before
 // one widening multiply-add: at most 8 products of 31 x 127 (31,496) per int16 lane, so none saturates, and the
@@ -984,7 +814,7 @@ void packed_nibbles_32_avx2(const uint8_t *w, const uint8_t *const *act, int64_t
     }
     const __m256i m4 = _mm256_set1_epi8(0x0F), sixteen = _mm256_set1_epi8(16), ones16 = _mm256_set1_epi16(1);
     for (int64_t b = 0; b < n_blocks; ++b, w += block_bytes) {
-        if constexpr (NR >= packed_prefetch_min_rows)
+        if (NR >= packed_prefetch_min_rows)
             prefetch_row(w + packed_prefetch_distance, block_bytes);
         __m256i dots[2][NR], pairs[2][NR];
         for (int t = 0; t < 4; ++t) {
@@ -1066,7 +896,7 @@ void packed_q8_0_avx2(const uint8_t *w, size_t, int64_t, const uint8_t *const *a
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     const __m256i ones16 = _mm256_set1_epi16(1), sixteens16 = _mm256_set1_epi16(16);
     for (int64_t b = 0; b < n_blocks; ++b, w += q8_0_packed_bytes) {
-        if constexpr (NR >= packed_prefetch_min_rows)
+        if (NR >= packed_prefetch_min_rows)
             prefetch_row(w + packed_prefetch_distance, q8_0_packed_bytes);
         __m256i lows[2][NR], highs[2][NR];
         for (int t = 0; t < 8; ++t) {
@@ -1101,19 +931,54 @@ void packed_q8_0_avx2(const uint8_t *w, size_t, int64_t, const uint8_t *const *a
 
 #pragma GCC pop_options
 
+// AVX2 with AVX-VNNI (Intel since Alder Lake, AMD since Zen 5; most laptops with no AVX-512): the K-quant kernels with
+// vpdpbusd on 256-bit registers. The other types keep the AVX2 kernels.
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c,avxvnni")
+
+#define QM2_NAME(name) name##_avxvnni
+#define QM2_HAS_DPBUSD 1
+#include "qmatmul_avx2_kquants.inc"
+#undef QM2_HAS_DPBUSD
+#undef QM2_NAME
+
+// See peak_macs_per_second in qmatmul_avx512.inc.
+double peak_macs_per_second_avxvnni(long iterations) {
+    constexpr int chains = 12;
+    __m256i acc[chains];
+    for (int i = 0; i < chains; ++i) acc[i] = _mm256_set1_epi32(i);
+    __m256i u = _mm256_set1_epi8(1);
+    const __m256i s = _mm256_set1_epi8(2);
+    const auto start = std::chrono::steady_clock::now();
+    for (long k = 0; k < iterations; ++k) {
+        for (int i = 0; i < chains; ++i) acc[i] = _mm256_dpbusd_avx_epi32(acc[i], u, s);
+        __asm__ volatile("" : "+x"(u));
+    }
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    volatile int sink = 0;
+    for (int i = 0; i < chains; ++i) sink = sink + _mm_cvtsi128_si32(_mm256_castsi256_si128(acc[i]));
+    return static_cast<double>(iterations) * chains * 32 / seconds;
+}
+
+#pragma GCC pop_options
+
 #define ADADECODE_GROUP4(kernel) \
     {rows_avx2<1, kernel<1>>, rows_avx2<2, kernel<2>>, rows_avx2<3, kernel<3>>, rows_avx2<4, kernel<4>>}
 #define ADADECODE_GROUP8(rows, kernel)                                               \
     {rows<1, kernel<1>>, rows<2, kernel<2>>, rows<3, kernel<3>>, rows<4, kernel<4>>, \
      rows<5, kernel<5>>, rows<6, kernel<6>>, rows<7, kernel<7>>, rows<8, kernel<8>>}
 
-const TypeKernels avx2_kernels[] = {
-    {GGML_TYPE_Q4_1, q4_1_bytes, 32, 4, ADADECODE_GROUP4(dot_q4_1)},
-    {GGML_TYPE_Q5_0, q5_0_bytes, 32, 4, ADADECODE_GROUP4(dot_q5_0)},
-    {GGML_TYPE_Q8_0, q8_0_bytes, 32, 4, ADADECODE_GROUP4(dot_q8_0)},
-    {GGML_TYPE_Q4_K, q4_k_bytes, 256, 4, ADADECODE_GROUP4(dot_q4_k)},
-    {GGML_TYPE_Q6_K, q6_k_bytes, 256, 4, ADADECODE_GROUP4(dot_q6_k)},
-};
+#define ADADECODE_AVX2_FILE_KERNELS                                         \
+    {GGML_TYPE_Q4_1, q4_1_bytes, 32, 4, ADADECODE_GROUP4(dot_q4_1)},        \
+        {GGML_TYPE_Q5_0, q5_0_bytes, 32, 4, ADADECODE_GROUP4(dot_q5_0)},    \
+        {GGML_TYPE_Q8_0, q8_0_bytes, 32, 4, ADADECODE_GROUP4(dot_q8_0)},    \
+        {GGML_TYPE_Q4_K, q4_k_bytes, 256, 4, ADADECODE_GROUP4(dot_q4_k)}, { \
+        GGML_TYPE_Q6_K, q6_k_bytes, 256, 4, ADADECODE_GROUP4(dot_q6_k)      \
+    }
+const TypeKernels avx2_kernels[] = {ADADECODE_AVX2_FILE_KERNELS};
+// The AVX-VNNI family's file layouts are AVX2's: its own table names the family (see chosen_table).
+const TypeKernels avx_vnni_kernels[] = {ADADECODE_AVX2_FILE_KERNELS};
+#undef ADADECODE_AVX2_FILE_KERNELS
 
 const TypeKernels avx512_kernels[] = {
     {GGML_TYPE_Q4_1, q4_1_bytes, 32, 8, ADADECODE_GROUP8(rows_512, dot_q4_1_512), true},
@@ -1153,6 +1018,13 @@ const TypeKernels packed_tables_avx2[] = {
     {GGML_TYPE_Q8_0, q8_0_packed_bytes, 32, 4, ADADECODE_PACKED4(packed_q8_0_avx2)},
     {GGML_TYPE_Q4_1, q4_1_packed_bytes, 32, 4, ADADECODE_PACKED4(packed_q4_1_avx2)},
 };
+const TypeKernels packed_tables_avxvnni[] = {
+    {GGML_TYPE_Q4_K, q4_k_packed_bytes, 256, 4, ADADECODE_PACKED4(packed_q4_k_avxvnni)},
+    {GGML_TYPE_Q6_K, q6_k_packed_bytes, 256, 4, ADADECODE_PACKED4(packed_q6_k_avxvnni)},
+    {GGML_TYPE_Q5_0, q5_0_packed_bytes, 32, 4, ADADECODE_PACKED4(packed_q5_0_avx2)},
+    {GGML_TYPE_Q8_0, q8_0_packed_bytes, 32, 4, ADADECODE_PACKED4(packed_q8_0_avx2)},
+    {GGML_TYPE_Q4_1, q4_1_packed_bytes, 32, 4, ADADECODE_PACKED4(packed_q4_1_avx2)},
+};
 #undef ADADECODE_PACKED4
 const TypeKernels packed_tables_vnni[] = {
     {GGML_TYPE_Q4_K, q4_k_packed_bytes, 256, 8, ADADECODE_PACKED8(packed_q4_k_vnni)},
@@ -1162,13 +1034,15 @@ const TypeKernels packed_tables_vnni[] = {
     {GGML_TYPE_Q4_1, q4_1_packed_bytes, 32, 8, ADADECODE_PACKED8(packed_q4_1_vnni)},
 };
 #undef ADADECODE_PACKED8
-static_assert(std::size(avx2_kernels) == n_kernel_types && std::size(avx512_kernels) == n_kernel_types &&
-                  std::size(avx512_vnni_kernels) == n_kernel_types && std::size(packed_tables_512) == n_kernel_types &&
-                  std::size(packed_tables_avx2) == n_kernel_types && std::size(packed_tables_vnni) == n_kernel_types,
+static_assert(std::size(avx2_kernels) == n_kernel_types && std::size(avx_vnni_kernels) == n_kernel_types &&
+                  std::size(avx512_kernels) == n_kernel_types && std::size(avx512_vnni_kernels) == n_kernel_types &&
+                  std::size(packed_tables_512) == n_kernel_types && std::size(packed_tables_avx2) == n_kernel_types &&
+                  std::size(packed_tables_avxvnni) == n_kernel_types && std::size(packed_tables_vnni) == n_kernel_types,
               "every family has a kernel for every type");
 
-// The kernel family, chosen once per process: ADADECODE_QMATMUL=0 (off: ggml's matmul), avx2, avx512 (without
-// VNNI), avx512vnni; by default the widest the CPU has.
+// The kernel family, chosen once per process: ADADECODE_QMATMUL=0 (off: ggml's matmul), avx2, avxvnni (AVX2 with
+// AVX-VNNI), avx512 (without VNNI), avx512vnni; by default the widest the CPU has. A family the CPU lacks gives the
+// widest it has below it.
 const TypeKernels *chosen_table() {
     static const TypeKernels *table = []() -> const TypeKernels * {
         __builtin_cpu_init();
@@ -1183,10 +1057,17 @@ const TypeKernels *chosen_table() {
         const std::string wanted = env ? env : "";
         if (wanted == "0" || wanted == "off")
             return nullptr;
+        if (!wanted.empty() && wanted != "avx2" && wanted != "avxvnni" && wanted != "avx512" && wanted != "avx512vnni")
+            std::fprintf(stderr,
+                         "adadecode: ADADECODE_QMATMUL='%s' is not 0, avx2, avxvnni, avx512 or avx512vnni; "
+                         "using the widest family this CPU has\n",
+                         wanted.c_str());
         const bool has_avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                                 __builtin_cpu_supports("avx512vl");
-        if (wanted == "avx2" || !has_avx512)
+        if (wanted == "avx2")
             return avx2_kernels;
+        if (wanted == "avxvnni" || !has_avx512)
+            return __builtin_cpu_supports("avxvnni") ? avx_vnni_kernels : avx2_kernels;
         if (wanted == "avx512" || !__builtin_cpu_supports("avx512vnni"))
             return avx512_kernels;
         return avx512_vnni_kernels;
@@ -1208,6 +1089,8 @@ const TypeKernels *packed_kernels(ggml_type type) {
             return packed_tables_512;
         if (table == avx2_kernels)
             return packed_tables_avx2;
+        if (table == avx_vnni_kernels)
+            return packed_tables_avxvnni;
         return nullptr;
     }();
     if (!tables)
@@ -1243,6 +1126,7 @@ const TypeKernels *kernels_for(const ggml_tensor *w) {
 const char *family_name(const TypeKernels *table) {
     return table == avx512_vnni_kernels ? "avx512vnni"
            : table == avx512_kernels    ? "avx512"
+           : table == avx_vnni_kernels  ? "avxvnni"
            : table == avx2_kernels      ? "avx2"
                                         : "off";
 }
@@ -1251,6 +1135,7 @@ const char *family_name(const TypeKernels *table) {
 double peak_macs_per_second(const TypeKernels *table, long iterations) {
     return table == avx512_vnni_kernels ? peak_macs_per_second_vnni(iterations)
            : table == avx512_kernels    ? peak_macs_per_second_512(iterations)
+           : table == avx_vnni_kernels  ? peak_macs_per_second_avxvnni(iterations)
                                         : peak_macs_per_second_avx2(iterations);
 }
 
@@ -1356,6 +1241,14 @@ int qmatmul_two_row_kernel() {
     return two_row_width().load();
 }
 
+int qmatmul_prefetch_min_rows() {
+#ifdef ADADECODE_QMATMUL_X86
+    return chosen_table() ? packed_prefetch_min_rows : 0;
+#else
+    return 0;
+#endif
+}
+
 void qmatmul_set_two_row_kernel(int width) {
     require_two_row_width(width);
     two_row_width() = width;
@@ -1416,6 +1309,10 @@ const char *qmatmul_family() {
 
 int qmatmul_two_row_kernel() {
     return 2;
+}
+
+int qmatmul_prefetch_min_rows() {
+    return 0;
 }
 
 void qmatmul_set_two_row_kernel(int width) {

@@ -32,10 +32,11 @@ ggml_tensor *qmatmul(ggml_context *ctx, ggml_tensor *w, ggml_tensor *x, ggml_ten
 // than the row's multiply-accumulates at this rate: the floor under the layer-parallel scheduler's batches.
 double qmatmul_peak_macs_per_second();
 
-// The kernel family this process multiplies with: "avx512vnni", "avx512", "avx2" (x86-64), "neondot" (aarch64 with the
-// ARMv8.2 dot product), "neon" (any aarch64), or "off" (ggml's matmul: another architecture, x86-64 without AVX2, or
-// ADADECODE_QMATMUL=0). Chosen once at start-up, the widest the CPU has unless ADADECODE_QMATMUL names one.
-// (A weight an AVX-512 family cannot take, e.g. rows of an odd number of blocks, still goes to the AVX2 kernel.)
+// The kernel family this process multiplies with: "avx512vnni", "avx512", "avxvnni" (AVX2 with AVX-VNNI), "avx2"
+// (x86-64), "neondot" (aarch64 with the ARMv8.2 dot product), "neon" (any aarch64), or "off" (ggml's matmul: another
+// architecture, x86-64 without AVX2, or ADADECODE_QMATMUL=0). Chosen once at start-up, the widest the CPU has unless
+// ADADECODE_QMATMUL names one. (A weight an AVX-512 family cannot take, e.g. rows of an odd number of blocks, still
+// goes to the AVX2 kernel.)
 const char *qmatmul_family();
 
 // Two activation rows go through the two-row kernel (2, the default) or through the three-row one with the second
@@ -52,6 +53,12 @@ int qmatmul_two_row_kernel();
 
 // Sets the width (2 or 3; anything else throws std::invalid_argument). No effect where the kernel is off.
 void qmatmul_set_two_row_kernel(int width);
+
+// From how many activation rows the x86 packed kernels prefetch their weights ahead of the stream: 1 on Intel CPUs,
+// 3 on others (on Zen 4 the hardware prefetcher serves one row at full speed and software prefetches slowed it; on
+// an Intel Xeon one and two rows were a third slower without them). ADADECODE_QMATMUL_PREFETCH_ROWS=N (1-9) in the
+// environment sets it, read once. 0 where no kernel of ours prefetches this way (aarch64, the kernel off).
+int qmatmul_prefetch_min_rows();
 
 // Packing: Q4_K, Q6_K, Q5_0, Q8_0 and Q4_1 weights multiply faster from layouts of our own that interleave 16 weight
 // rows (AVX-512: Q4_K about 1.5x for one row, 3 % larger than the file's layout; Q6_K: 2x for several rows; Q5_0:

@@ -112,6 +112,15 @@ def floor_relative_cost(rows: dict[str, dict[str, float]], k: str) -> float:
     return max(row["memory_floor_seconds"], row["arithmetic_floor_seconds"]) / rows["1"]["seconds"]
 
 
+def _prefetch_words(min_rows: int | None) -> str:
+    """How the packed kernels prefetched their weights in that run (None: a build from before 2026-12-06)."""
+    if min_rows is None:
+        return "weight prefetch not recorded"
+    if min_rows == 0:
+        return "no software prefetch of the weights"
+    return f"weights prefetched from {min_rows} row{'s' if min_rows > 1 else ''} (ADADECODE_QMATMUL_PREFETCH_ROWS)"
+
+
 def micro_markdown(doc: dict[str, Any]) -> str:
     lines = [f"# Micro-benchmark: {Path(doc['model']).name}, {doc['threads']} threads", "", f"`{doc['command']}`", ""]
     mb = doc.get("microbench")
@@ -121,7 +130,8 @@ def micro_markdown(doc: dict[str, Any]) -> str:
         lines += [
             f"CPU: {mb['cpu_model']}; matmul kernel family: {mb['qmatmul_family']}; attention kernel: "
             f"{mb.get('attention_family', 'not recorded')}; two rows through the "
-            f"{mb.get('two_row_kernel', 2)}-row kernel (ADADECODE_QMATMUL_TWO_ROWS); streaming read "
+            f"{mb.get('two_row_kernel', 2)}-row kernel (ADADECODE_QMATMUL_TWO_ROWS); "
+            f"{_prefetch_words(mb.get('prefetch_min_rows'))}; streaming read "
             f"{mb['read_gbs']:.1f} GB/s, int8 dot-product peak {mb['int8_peak_gmacs']:.0f} GMAC/s "
             f"(both on {mb['threads']} threads); a pass reads {mb['weight_bytes_per_pass'] / 1e6:.1f} MB of weights "
             f"and does {mb['macs_per_row'] / 1e6:.1f} M multiply-accumulates per row.",
