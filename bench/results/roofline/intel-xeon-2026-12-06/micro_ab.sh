@@ -1,0 +1,30 @@
+#!/bin/bash
+# Whole 1.5B passes (adadecode-microbench, 2 threads, position 200, 5 reps per process) for settings side by side:
+# ROUNDS rounds of alternating processes, then the best (least) seconds per row count and setting. This VM hands out
+# fast and slow processes and noise only slows one, so best-of compares like with like.
+#   micro_ab.sh ROUNDS LABEL=VAR=VALUE[,VAR=VALUE...] ...      e.g. old=ADADECODE_QMATMUL_PREFETCH_ROWS=3 new=
+set -euo pipefail
+ROUNDS=$1; shift
+MB=$(python -c 'from adadecode.bench.micro import find_microbench; print(find_microbench(None)[0])')
+MODEL=${MODEL:-${ADADECODE_CACHE:-$HOME/.cache/adadecode}/models/qwen2.5-coder-1.5b.gguf}
+tmp=$(mktemp -d)
+for i in $(seq "$ROUNDS"); do
+    for spec in "$@"; do
+        label=${spec%%=*}; settings=${spec#*=}
+        env ${settings//,/ } "$MB" "$MODEL" 2 5 200 mmap 2>/dev/null >"$tmp/$label.$i.json"
+    done
+done
+python3 - "$tmp" "$@" <<'P'
+import glob, json, sys
+tmp, specs = sys.argv[1], sys.argv[2:]
+print("| setting | family | prefetch from | " + " | ".join(f"{k} rows" for k in range(1, 9)) + " |")
+print("|---" * 11 + "|")
+for spec in specs:
+    label, settings = spec.split("=", 1)
+    runs = [json.load(open(f)) for f in sorted(glob.glob(f"{tmp}/{label}.*.json"))]
+    best = {k: min(r["rows"][str(k)]["seconds"] for r in runs) for k in range(1, 9)}
+    cells = [f"{1e3 * best[1]:.1f} ms"] + [f"{1e3 * best[k]:.1f} ms ({best[k] / best[1]:.2f})" for k in range(2, 9)]
+    print(f"| {label} (`{settings or 'defaults'}`) | {runs[0]['qmatmul_family']} | {runs[0].get('prefetch_min_rows')} | "
+          + " | ".join(cells) + " |")
+P
+rm -rf "$tmp"
