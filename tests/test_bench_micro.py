@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from adadecode import cli
+from adadecode.bench.machine import cpu_vendor
 from adadecode.bench.micro import MICROBENCH, find_microbench, floor_relative_cost
 
 FAMILIES = ("avx512vnni", "avx512", "avxvnni", "avx2", "neondot", "neon", "off")
@@ -101,16 +102,6 @@ def test_missing_microbench_is_a_clear_error(
     assert not list(tmp_path.glob("micro-*.json"))
 
 
-def _cpu_vendor() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("vendor_id"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
-
-
 @pytest.mark.parametrize("setting", ["", "2", "nine"])
 def test_prefetch_rows_setting(
     smollm2_path: Path, microbench: str, monkeypatch: pytest.MonkeyPatch, setting: str
@@ -124,7 +115,7 @@ def test_prefetch_rows_setting(
     if mb["qmatmul_family"] in ("off", "neon", "neondot"):
         assert mb["prefetch_min_rows"] == 0
         return
-    default = 1 if _cpu_vendor() == "GenuineIntel" else 3
+    default = 1 if cpu_vendor() == "GenuineIntel" else 3
     assert mb["prefetch_min_rows"] == (2 if setting == "2" else default)
     assert ("ADADECODE_QMATMUL_PREFETCH_ROWS='nine' is not 1-9" in proc.stderr) == (setting == "nine")
 

@@ -611,24 +611,6 @@ void rows_avx2(const uint8_t *w, size_t row_bytes, int64_t n_rows, const uint8_t
     }
 }
 
-// See peak_macs_per_second in qmatmul_avx512.inc.
-double peak_macs_per_second_avx2(long iterations) {
-    constexpr int chains = 12;
-    __m256i acc[chains];
-    for (int i = 0; i < chains; ++i) acc[i] = _mm256_set1_epi32(i);
-    __m256i u = _mm256_set1_epi8(1);
-    const __m256i s = _mm256_set1_epi8(2);
-    const auto start = std::chrono::steady_clock::now();
-    for (long k = 0; k < iterations; ++k) {
-        for (int i = 0; i < chains; ++i) acc[i] = _mm256_add_epi16(acc[i], _mm256_maddubs_epi16(u, s));
-        __asm__ volatile("" : "+x"(u));
-    }
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    volatile int sink = 0;
-    for (int i = 0; i < chains; ++i) sink = sink + _mm_cvtsi128_si32(_mm256_castsi256_si128(acc[i]));
-    return static_cast<double>(iterations) * chains * 32 / seconds;
-}
-
 #pragma GCC pop_options
 
 // AVX-512 (BW): 64 weights per instruction halve the per-activation-row work, which is what a batched pass pays per
@@ -941,24 +923,6 @@ void packed_q8_0_avx2(const uint8_t *w, size_t, int64_t, const uint8_t *const *a
 #include "qmatmul_avx2_kquants.inc"
 #undef QM2_HAS_DPBUSD
 #undef QM2_NAME
-
-// See peak_macs_per_second in qmatmul_avx512.inc.
-double peak_macs_per_second_avxvnni(long iterations) {
-    constexpr int chains = 12;
-    __m256i acc[chains];
-    for (int i = 0; i < chains; ++i) acc[i] = _mm256_set1_epi32(i);
-    __m256i u = _mm256_set1_epi8(1);
-    const __m256i s = _mm256_set1_epi8(2);
-    const auto start = std::chrono::steady_clock::now();
-    for (long k = 0; k < iterations; ++k) {
-        for (int i = 0; i < chains; ++i) acc[i] = _mm256_dpbusd_avx_epi32(acc[i], u, s);
-        __asm__ volatile("" : "+x"(u));
-    }
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    volatile int sink = 0;
-    for (int i = 0; i < chains; ++i) sink = sink + _mm_cvtsi128_si32(_mm256_castsi256_si128(acc[i]));
-    return static_cast<double>(iterations) * chains * 32 / seconds;
-}
 
 #pragma GCC pop_options
 

@@ -23,11 +23,21 @@ def cpu_class(flags: set[str] | None = None) -> str:
     return "AVX-512" if _AVX512 <= flags else "AVX2" if "avx2" in flags else "other"
 
 
-def cpu_name() -> str:
+def _cpuinfo_field(key: str) -> str | None:
+    """The first /proc/cpuinfo line's value for key (None where there is no such file or line)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith(key):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def cpu_name() -> str:
+    return _cpuinfo_field("model name") or platform.processor() or platform.machine()
+
+
+def cpu_vendor() -> str:
+    """GenuineIntel, AuthenticAMD, ... ("" where /proc/cpuinfo does not say)."""
+    return _cpuinfo_field("vendor_id") or ""
