@@ -982,9 +982,20 @@ const TypeKernels packed_tables_avx2[] = {
     {GGML_TYPE_Q8_0, q8_0_packed_bytes, 32, 4, ADADECODE_PACKED4(packed_q8_0_avx2)},
     {GGML_TYPE_Q4_1, q4_1_packed_bytes, 32, 4, ADADECODE_PACKED4(packed_q4_1_avx2)},
 };
+// One and two rows keep the AVX2 kernels: end to end, standard decoding with the AVX-VNNI ones was 0.95x (8 of 9
+// prompts slower; bench/results/roofline/intel-xeon-2026-12-06/ab-families.md), where in cache from two rows they
+// ran 1.05-1.34x.
 const TypeKernels packed_tables_avxvnni[] = {
-    {GGML_TYPE_Q4_K, q4_k_packed_bytes, 256, 4, ADADECODE_PACKED4(packed_q4_k_avxvnni)},
-    {GGML_TYPE_Q6_K, q6_k_packed_bytes, 256, 4, ADADECODE_PACKED4(packed_q6_k_avxvnni)},
+    {GGML_TYPE_Q4_K,
+     q4_k_packed_bytes,
+     256,
+     4,
+     {packed_q4_k_avx2<1>, packed_q4_k_avx2<2>, packed_q4_k_avxvnni<3>, packed_q4_k_avxvnni<4>}},
+    {GGML_TYPE_Q6_K,
+     q6_k_packed_bytes,
+     256,
+     4,
+     {packed_q6_k_avx2<1>, packed_q6_k_avx2<2>, packed_q6_k_avxvnni<3>, packed_q6_k_avxvnni<4>}},
     {GGML_TYPE_Q5_0, q5_0_packed_bytes, 32, 4, ADADECODE_PACKED4(packed_q5_0_avx2)},
     {GGML_TYPE_Q8_0, q8_0_packed_bytes, 32, 4, ADADECODE_PACKED4(packed_q8_0_avx2)},
     {GGML_TYPE_Q4_1, q4_1_packed_bytes, 32, 4, ADADECODE_PACKED4(packed_q4_1_avx2)},
