@@ -581,8 +581,9 @@ inline void prefetch_row(const uint8_t *row, size_t row_bytes) {
 //
 // On Intel the one-row pass needs them too. Intel Xeon (Emerald Rapids, family 6 model 207) under KVM, whole 1.5B
 // pass (adadecode-microbench, 2 threads, best of 5 alternating processes), milliseconds for 1 / 2 / 3 rows, from
-// three rows -> from one: AVX-512 VNNI 58.1 / 64.0 / 44.9 -> 39.2 / 41.2 / 43.4, AVX2 64.2 / 73.3 / 57.5 -> 49.8 /
-// 54.1 / 57.1. Without them one and two rows were slower than three.
+// three rows -> from one: AVX-512 VNNI 52.6 / 61.4 / 44.0 -> 42.1 / 46.9 / 50.9, AVX2 65.0 / 72.5 / 57.5 -> 50.7 /
+// 56.4 / 58.4; without them one and two rows were slower than three. Decoding 1.35x as fast in standard mode, 1.41x
+// in adadecode mode (bench/results/roofline/intel-xeon-2026-12-06/).
 constexpr size_t packed_prefetch_distance = 2368;
 
 // From this many activation rows the packed kernels prefetch (see above): 1 on Intel, 3 elsewhere.
