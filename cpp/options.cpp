@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <type_traits>
 
 #include "error.h"
 #include "options.h"
@@ -54,25 +55,22 @@ void append_json_string(std::string &out, const std::string &s) {
     out += '"';
 }
 
-void append_json_ints(std::string &out, const std::vector<int> &values) {
-    out += '[';
-    for (size_t i = 0; i < values.size(); ++i) out += (i ? ", " : "") + std::to_string(values[i]);
-    out += ']';
-}
-
 struct JsonValue {
     std::string &out;
     void operator()(std::nullptr_t) const { out += "null"; }
     void operator()(int64_t v) const { out += std::to_string(v); }
     void operator()(double v) const { out += std::isfinite(v) ? shortest(v) : "null"; }
-    void operator()(const std::vector<int> &v) const { append_json_ints(out, v); }
-    void operator()(const std::vector<double> &v) const {
-        out += "[";
+    template <class T>
+    void operator()(const std::vector<T> &v) const {
+        out += '[';
         for (size_t i = 0; i < v.size(); ++i) {
             out += i ? ", " : "";
-            (*this)(v[i]);
+            if constexpr (std::is_integral_v<T>)
+                (*this)(int64_t{v[i]});
+            else
+                (*this)(v[i]);
         }
-        out += "]";
+        out += ']';
     }
     void operator()(const std::string &v) const { append_json_string(out, v); }
 };

@@ -26,6 +26,13 @@ def microbench() -> str:
     return binary
 
 
+def _run_one_rep(microbench: str, model: Path) -> tuple[dict[str, Any], str]:
+    """The microbench on one thread with one repetition, in the environment the test set: its JSON and stderr."""
+    proc = subprocess.run([microbench, str(model), "1", "1"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout), proc.stderr
+
+
 def _check_roofline(mb: dict[str, Any]) -> None:
     assert mb["cpu_model"]
     assert mb["qmatmul_family"] in FAMILIES
@@ -81,9 +88,7 @@ def test_micro_command(
 
 def test_forced_kernel_family(smollm2_path: Path, microbench: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ADADECODE_QMATMUL", "avx2")
-    proc = subprocess.run([microbench, str(smollm2_path), "1", "1"], capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    mb = json.loads(proc.stdout)
+    mb, _ = _run_one_rep(microbench, smollm2_path)
     expected = "avx2" if mb["int8_peak_gmacs"] > 0 else "off"  # "off": a CPU without AVX2
     assert mb["qmatmul_family"] == expected
     _check_roofline(mb)
@@ -109,21 +114,18 @@ def test_prefetch_rows_setting(
     """The packed kernels prefetch from 1 row on Intel and 3 elsewhere unless ADADECODE_QMATMUL_PREFETCH_ROWS says
     otherwise; a value that is not 1-9 is named on stderr and the CPU's default used. The microbench reports it."""
     monkeypatch.setenv("ADADECODE_QMATMUL_PREFETCH_ROWS", setting)
-    proc = subprocess.run([microbench, str(smollm2_path), "1", "1"], capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    mb = json.loads(proc.stdout)
+    mb, stderr = _run_one_rep(microbench, smollm2_path)
     if mb["qmatmul_family"] in ("off", "neon", "neondot"):
         assert mb["prefetch_min_rows"] == 0
         return
     default = 1 if cpu_vendor() == "GenuineIntel" else 3
     assert mb["prefetch_min_rows"] == (2 if setting == "2" else default)
-    assert ("ADADECODE_QMATMUL_PREFETCH_ROWS='nine' is not 1-9" in proc.stderr) == (setting == "nine")
+    assert ("ADADECODE_QMATMUL_PREFETCH_ROWS='nine' is not 1-9" in stderr) == (setting == "nine")
 
 
 def test_unknown_kernel_family_is_named(smollm2_path: Path, microbench: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ADADECODE_QMATMUL", "avx1024")
-    proc = subprocess.run([microbench, str(smollm2_path), "1", "1"], capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    if json.loads(proc.stdout)["qmatmul_family"] in ("off", "neon", "neondot"):
+    mb, stderr = _run_one_rep(microbench, smollm2_path)
+    if mb["qmatmul_family"] in ("off", "neon", "neondot"):
         pytest.skip("no x86 kernel family here (aarch64, or x86 without AVX2)")
-    assert "ADADECODE_QMATMUL='avx1024' is not 0, avx2, avxvnni, avx512 or avx512vnni" in proc.stderr
+    assert "ADADECODE_QMATMUL='avx1024' is not 0, avx2, avxvnni, avx512 or avx512vnni" in stderr
