@@ -3,15 +3,18 @@
 # ROUNDS rounds of alternating processes, then the best (least) seconds per row count and setting. This VM hands out
 # fast and slow processes and noise only slows one, so best-of compares like with like.
 #   micro_ab.sh ROUNDS LABEL=VAR=VALUE[,VAR=VALUE...] ...      e.g. old=ADADECODE_QMATMUL_PREFETCH_ROWS=3 new=
+# MB=path: the microbench to run (default: the installed one); BIN=path as a setting: that one for this setting.
 set -euo pipefail
 ROUNDS=$1; shift
-MB=$(python -c 'from adadecode.bench.micro import find_microbench; print(find_microbench(None)[0])')
+MB=${MB:-$(python -c 'from adadecode.bench.micro import find_microbench; print(find_microbench(None)[0])')}
 MODEL=${MODEL:-${ADADECODE_CACHE:-$HOME/.cache/adadecode}/models/qwen2.5-coder-1.5b.gguf}
 tmp=$(mktemp -d)
 for i in $(seq "$ROUNDS"); do
     for spec in "$@"; do
         label=${spec%%=*}; settings=${spec#*=}
-        env ${settings//,/ } "$MB" "$MODEL" 2 5 200 mmap 2>/dev/null >"$tmp/$label.$i.json"
+        mb=$MB  # BIN=path in a setting: that build's microbench
+        for kv in ${settings//,/ }; do [[ $kv == BIN=* ]] && mb=${kv#BIN=}; done
+        env ${settings//,/ } "$mb" "$MODEL" 2 5 200 mmap 2>/dev/null >"$tmp/$label.$i.json"
     done
 done
 python3 - "$tmp" "$@" <<'P'
