@@ -206,6 +206,35 @@ def test_resume_continues(
     assert len(json.loads(path.read_text())["meta"]["resumed"]) == 1
     code, err = _bench(capsys, *base, "--limit", "3", "--resume", "--max-tokens", "5")
     assert code == 1 and "differs in max_tokens" in err
+    doc = json.loads(path.read_text())
+    doc["meta"]["kernels"]["matmul"] = "a family this process does not run"
+    path.write_text(json.dumps(doc))
+    code, err = _bench(capsys, *base, "--limit", "3", "--resume")
+    assert code == 1 and "differs in kernels" in err
+
+
+def test_run_names_its_kernels_and_engine_settings(
+    engine: Any,
+    smollm2_path: Path,
+    prompts_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ADADECODE_QMATMUL=avx2 on an AVX-512 CPU runs other kernels than the CPU class says: the file must say so."""
+    from adadecode import _core
+
+    monkeypatch.setenv("ADADECODE_QMATMUL_TWO_ROWS", "2")  # the default: read at start-up, it changes nothing here
+    monkeypatch.setenv("ADADECODE_CACHE", str(Path.home() / ".cache" / "adadecode"))
+    args = _args(smollm2_path, prompts_file, tmp_path, "--limit", "1", "--modes", "standard", "--anchors", "none")
+    assert _bench(capsys, *args)[0] == 0
+    meta = json.loads((tmp_path / "smollm2-135m-mini.json").read_text())["meta"]
+    assert meta["kernels"] == {"matmul": _core.matmul_family(), "attention": _core.attention_family()}
+    settings, bench = meta["command"].split(" adadecode bench ", 1)
+    assert "ADADECODE_QMATMUL_TWO_ROWS=2" in settings.split() and bench
+    assert "ADADECODE_CACHE" not in meta["command"], "where files live does not change the figures"
+    header = (tmp_path / "smollm2-135m-mini.md").read_text()
+    assert f"kernels: matmul {_core.matmul_family()}, attention {_core.attention_family()}" in header
 
 
 def test_missing_python_is_skipped(smollm2_path: Path) -> None:

@@ -12,6 +12,7 @@
 #include "engine.h"
 #include "heads.h"
 #include "model.h"
+#include "ops/attention.h"
 #include "ops/qmatmul.h"
 #include "unicode.h"
 #include "vocab.h"
@@ -80,6 +81,11 @@ PYBIND11_MODULE(_core, m) {
     m.def("two_row_kernel", &qmatmul_two_row_kernel,
           "Which of our matmul kernels two activation rows go through in this process: 2 or 3 (the three-row one, "
           "the second row repeated; same results): 2 unless ADADECODE_QMATMUL_TWO_ROWS=3 or set_two_row_kernel(3).");
+    m.def("matmul_family", &qmatmul_family,
+          "Our matmul kernel family in this process (avx512vnni, avx512, avxvnni, avx2, neondot, neon; 'off': "
+          "ggml's): the widest the CPU has unless ADADECODE_QMATMUL names another.");
+    m.def("attention_family", &cpu_attention_family,
+          "Our CPU attention kernel in this process: the widest the CPU has unless ADADECODE_ATTENTION names another.");
     m.def("prefetch_min_rows", &qmatmul_prefetch_min_rows,
           "From how many activation rows the x86 packed matmul kernels prefetch their weights: 1 on Intel, 3 on other "
           "CPUs, unless ADADECODE_QMATMUL_PREFETCH_ROWS sets it; 0 where none does (aarch64, the kernel off).");

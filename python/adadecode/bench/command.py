@@ -25,7 +25,7 @@ from ..model import Model
 from . import report
 from .errors import WorkerError
 from .llamacpp_bin import expand
-from .machine import cpu_class, cpu_name
+from .machine import cpu_class, cpu_name, engine_environment, kernel_families
 from .micro import run_micro
 from .plots import make_plots
 from .report import collection_markdown
@@ -191,7 +191,7 @@ def _command(args: argparse.Namespace) -> str:
         if value is not None:
             parts += [flag, str(value)]
     parts += ["-t", str(args.threads), "-o", args.out]
-    return shlex.join(parts)
+    return shlex.join([f"{k}={v}" for k, v in engine_environment().items()] + parts)
 
 
 def _default_heads(model_path: str) -> str | None:
@@ -211,6 +211,8 @@ def _load_resume(path: Path, meta: dict[str, Any]) -> list[dict[str, Any]]:
     if old.get("kind") != DOC_KIND:
         raise ValueError(f"cannot resume from {path}: not an adadecode bench file")
     differ = [k for k in _RESUME_KEYS if old.get(k) != meta.get(k)]
+    if "kernels" in old and old["kernels"] != meta["kernels"]:  # files from before it was recorded resume as before
+        differ.append("kernels")
     if differ:
         raise ValueError(
             f"cannot resume from {path}: the run differs in {', '.join(differ)} "
@@ -273,7 +275,7 @@ def run_bench(args: argparse.Namespace) -> int:
         "n_ctx_anchors": n_ctx,
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "load_average": round(os.getloadavg()[0], 2),
-        "cpu": cpu_name(), "cpu_class": cpu_class(),
+        "cpu": cpu_name(), "cpu_class": cpu_class(), "kernels": kernel_families(),
         "cpu_count": os.cpu_count(),
         "python": sys.version.split()[0],
         "skipped": {},

@@ -3,6 +3,7 @@ kind differ by up to 2x), so results carry the class, the CPU's name and its fla
 
 from __future__ import annotations
 
+import os
 import platform
 from pathlib import Path
 
@@ -41,3 +42,17 @@ def cpu_name() -> str:
 def cpu_vendor() -> str:
     """GenuineIntel, AuthenticAMD, ... ("" where /proc/cpuinfo does not say)."""
     return _cpuinfo_field("vendor_id") or ""
+
+
+def engine_environment() -> dict[str, str]:
+    """The ADADECODE_* variables that change what the engine runs (kernel families, prefetching, ...), as set here:
+    a command that leaves them out does not reproduce the figures. ADADECODE_CACHE only says where files live."""
+    return {k: v for k, v in sorted(os.environ.items()) if k.startswith("ADADECODE_") and k != "ADADECODE_CACHE"}
+
+
+def kernel_families() -> dict[str, str]:
+    """The matmul and attention kernel families this process runs: the CPU's widest unless the environment names
+    others, so the CPU class alone does not say which ran."""
+    from .. import _core
+
+    return {"matmul": _core.matmul_family(), "attention": _core.attention_family()}

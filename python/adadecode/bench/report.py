@@ -241,6 +241,14 @@ def _sources(s: dict[str, Any]) -> str | None:
     return ", ".join(parts)
 
 
+def _kernels_note(meta: dict[str, Any]) -> str:
+    """The CPU and the kernel families our modes ran (files written before they were recorded: the CPU only)."""
+    note = f" · {meta['cpu']} ({meta.get('cpu_class', '?')})" if meta.get("cpu") else ""
+    if kernels := meta.get("kernels"):
+        note += f" · kernels: matmul {kernels['matmul']}, attention {kernels['attention']}"
+    return note
+
+
 def run_markdown(doc: dict[str, Any]) -> str:
     meta, summary = doc["meta"], doc["summary"]
     lines = [
@@ -249,7 +257,8 @@ def run_markdown(doc: dict[str, Any]) -> str:
         "",
         f"`{meta['command']}`",
         "",
-        f"{meta['date']} · load average at start {meta.get('load_average', '?')} · heads {meta.get('heads') or '–'}",
+        f"{meta['date']} · load average at start {meta.get('load_average', '?')} · heads {meta.get('heads') or '–'}"
+        + _kernels_note(meta),
         "",
         "| system | " + " | ".join(_HEADER) + " |",
         "|---" * (len(_HEADER) + 1) + "|",
