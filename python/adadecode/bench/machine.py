@@ -7,6 +7,8 @@ import os
 import platform
 from pathlib import Path
 
+from .. import _core
+
 _AVX512 = {"avx512f", "avx512bw", "avx512vl"}  # what our AVX-512 kernels need
 
 
@@ -53,6 +55,4 @@ def engine_environment() -> dict[str, str]:
 def kernel_families() -> dict[str, str]:
     """The matmul and attention kernel families this process runs: the CPU's widest unless the environment names
     others, so the CPU class alone does not say which ran."""
-    from .. import _core
-
     return {"matmul": _core.matmul_family(), "attention": _core.attention_family()}
