@@ -28,10 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from adadecode.bench.llamacpp_bin import default_bin_dir
-from adadecode.bench.machine import cpu_class, cpu_flags, cpu_name
+from adadecode.bench.machine import cpu_class, cpu_flags, cpu_name, engine_environment
 from adadecode.fetch import resolve_model
-
-_CACHE_VAR = "ADADECODE_CACHE"  # where models live: no setting of the engine
 
 # One timed prefill in a process of its own: prints the seconds the engine reports for the prompt pass.
 _OURS_SCRIPT = """
@@ -143,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         "family": args.family or "default (widest)",
         "own_attention": not args.no_own_attention,
         "llama_bench": str(exe),
-        "adadecode_env": {k: v for k, v in sorted(env.items()) if k.startswith("ADADECODE_") and k != _CACHE_VAR},
+        "adadecode_env": engine_environment(env),
         "load_average": os.getloadavg(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "command": " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).as_posix(), *(argv or sys.argv[1:])]),

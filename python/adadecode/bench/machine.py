@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import platform
+from collections.abc import Mapping
 from pathlib import Path
 
 from .. import _core
@@ -46,10 +47,12 @@ def cpu_vendor() -> str:
     return _cpuinfo_field("vendor_id") or ""
 
 
-def engine_environment() -> dict[str, str]:
-    """The ADADECODE_* variables that change what the engine runs (kernel families, prefetching, ...), as set here:
-    a command that leaves them out does not reproduce the figures. ADADECODE_CACHE only says where files live."""
-    return {k: v for k, v in sorted(os.environ.items()) if k.startswith("ADADECODE_") and k != "ADADECODE_CACHE"}
+def engine_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The ADADECODE_* variables that change what the engine runs (kernel families, prefetching, ...), in `env`
+    (default: this process's): a command that leaves them out does not reproduce the figures. ADADECODE_CACHE only
+    says where files live."""
+    env = os.environ if env is None else env
+    return {k: v for k, v in sorted(env.items()) if k.startswith("ADADECODE_") and k != "ADADECODE_CACHE"}
 
 
 def kernel_families() -> dict[str, str]:
