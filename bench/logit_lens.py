@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from adadecode.eval_heads import continuations, task_prompts
+from adadecode.eval_heads import continuation_cache, continuations, task_prompts
 from adadecode.fetch import cache_root
 from adadecode.head_math import Readout, output_weights, rms_eps
 from adadecode.heads import resolve_heads
@@ -61,13 +61,10 @@ def main(argv: list[str]) -> int:
     if heads.vocab is None:
         p.error("the heads file has no vocabulary subset")
     records = task_prompts(args.task, cache_root() / "data")[: args.n]
-    # eval-heads' cache of the same continuations
     task_name = Path(args.task).stem if Path(args.task).is_file() else args.task
-    cache_file = (
-        cache_root() / "eval" / Path(model.path).name.removesuffix(".gguf") / f"{task_name}-{args.gen_tokens}.jsonl"
+    seqs = continuations(
+        model, records, args.gen_tokens, continuation_cache(model.path, task_name, args.gen_tokens), True
     )
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
-    seqs = continuations(model, records, args.gen_tokens, cache_file, True)
     w_out, norm_w = output_weights(model)
     full = Readout(torch.from_numpy(w_out), torch.from_numpy(norm_w), rms_eps(model.path))
     subset = full.with_vocab(heads.vocab)

@@ -273,6 +273,28 @@ def test_eval_heads_on_features(smollm2_path: Path, features: Path, tmp_path: Pa
     assert all(layers[k]["kl"] < r["designs"]["identity"]["layers"][k]["kl"] for k in layers)
 
 
+def test_eval_heads_on_a_prompt_file_caches_the_continuations(smollm2_path: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """--task FILE: the model's greedy continuations are generated once, cached where continuation_cache says (which
+    bench/logit_lens.py reads too), and a second run on the cache gives the same figures."""
+    from adadecode.eval_heads import continuation_cache, main
+
+    monkeypatch.setenv("ADADECODE_CACHE", str(tmp_path / "cache"))
+    task = tmp_path / "two.jsonl"
+    task.write_text("".join(json.dumps({"messages": [{"role": "user", "content": c}]}) + "\n"
+                            for c in ("Write a function that adds two numbers.", "Name three colours.")))
+    args = ["-m", str(smollm2_path), "--heads", "smollm2-135m", "--task", str(task), "--limit", "0", "--gen-tokens",
+            "12", "--curve", "none", "--threads", "2", "--no-progress"]
+    assert main([*args, "--json-out", str(tmp_path / "a.json")]) == 0
+    cached = continuation_cache(str(smollm2_path), "two", 12)
+    assert cached.is_relative_to(tmp_path / "cache") and len(cached.read_text().splitlines()) == 2
+    assert main([*args, "--json-out", str(tmp_path / "b.json")]) == 0
+    first, second = (json.loads((tmp_path / f).read_text()) for f in ("a.json", "b.json"))
+    assert len(cached.read_text().splitlines()) == 2  # nothing generated again
+    assert first["heads"] == second["heads"] and set(first["heads"]) == {"22", "25"}
+    assert all(0.0 <= v["agreement"] <= 1.0 for v in first["heads"].values())
+
+
 def test_layer_stats_count_the_final_tokens_the_subset_holds() -> None:
     """in_subset bounds agreement: a head over a vocabulary subset can only name the final token where it is in it."""
     import torch

@@ -85,6 +85,14 @@ def task_prompts(task: str, cache: Path) -> list[PromptRecord]:
     raise ValueError(f"--task must be humaneval, mtbench or a JSONL file of prompts; got '{task}'")
 
 
+def continuation_cache(model_path: str, task_name: str, gen_tokens: int) -> Path:
+    """Where the continuations of a task (humaneval, mtbench or a prompt file's stem) by the model at `model_path` are
+    cached; its folder exists."""
+    cache_file = cache_root() / "eval" / Path(model_path).name.removesuffix(".gguf") / f"{task_name}-{gen_tokens}.jsonl"
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    return cache_file
+
+
 def continuations(model: Any, records: list[PromptRecord], gen_tokens: int, cache_file: Path,
                   progress: bool) -> list[dict[str, Any]]:
     """Greedy continuations by the engine (standard decoding), cached per prompt in `cache_file`."""
@@ -210,12 +218,10 @@ def run_eval_heads(args: argparse.Namespace) -> int:
     records = task_prompts(args.task, cache_root() / "data")
     if args.limit > 0:
         records = records[: args.limit]
-    stem = Path(model.path).name.removesuffix(".gguf")
     task_name = Path(args.task).stem if Path(args.task).is_file() else args.task
-    cache_file = cache_root() / "eval" / stem / f"{task_name}-{args.gen_tokens}.jsonl"
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    seqs = continuations(model, records, args.gen_tokens, cache_file, progress)
+    seqs = continuations(model, records, args.gen_tokens, continuation_cache(model.path, task_name, args.gen_tokens),
+                         progress)
     costs = None
     if args.curve != "none":
 
