@@ -61,9 +61,8 @@ def main(argv: list[str]) -> int:
     if heads.vocab is None:
         p.error("the heads file has no vocabulary subset")
     records = task_prompts(args.task, cache_root() / "data")[: args.n]
-    task_name = Path(args.task).stem if Path(args.task).is_file() else args.task
     seqs = continuations(
-        model, records, args.gen_tokens, continuation_cache(model.path, task_name, args.gen_tokens), True
+        model, records, args.gen_tokens, continuation_cache(model.path, args.task, args.gen_tokens), True
     )
     w_out, norm_w = output_weights(model)
     full = Readout(torch.from_numpy(w_out), torch.from_numpy(norm_w), rms_eps(model.path))

@@ -286,7 +286,7 @@ def test_eval_heads_on_a_prompt_file_caches_the_continuations(smollm2_path: Path
     args = ["-m", str(smollm2_path), "--heads", "smollm2-135m", "--task", str(task), "--limit", "0", "--gen-tokens",
             "12", "--curve", "none", "--threads", "2", "--no-progress"]
     assert main([*args, "--json-out", str(tmp_path / "a.json")]) == 0
-    cached = continuation_cache(str(smollm2_path), "two", 12)
+    cached = continuation_cache(str(smollm2_path), str(task), 12)
     assert cached.is_relative_to(tmp_path / "cache") and len(cached.read_text().splitlines()) == 2
     assert main([*args, "--json-out", str(tmp_path / "b.json")]) == 0
     first, second = (json.loads((tmp_path / f).read_text()) for f in ("a.json", "b.json"))

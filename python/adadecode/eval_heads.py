@@ -85,10 +85,16 @@ def task_prompts(task: str, cache: Path) -> list[PromptRecord]:
     raise ValueError(f"--task must be humaneval, mtbench or a JSONL file of prompts; got '{task}'")
 
 
-def continuation_cache(model_path: str, task_name: str, gen_tokens: int) -> Path:
-    """Where the continuations of a task (humaneval, mtbench or a prompt file's stem) by the model at `model_path` are
-    cached; its folder exists."""
-    cache_file = cache_root() / "eval" / Path(model_path).name.removesuffix(".gguf") / f"{task_name}-{gen_tokens}.jsonl"
+def task_name(task: str) -> str:
+    """humaneval, mtbench, or the stem of a prompt file."""
+    return Path(task).stem if Path(task).is_file() else task
+
+
+def continuation_cache(model_path: str, task: str, gen_tokens: int) -> Path:
+    """Where the continuations of `task` (as --task takes it) by the model at `model_path` are cached; its folder
+    exists."""
+    name = f"{task_name(task)}-{gen_tokens}.jsonl"
+    cache_file = cache_root() / "eval" / Path(model_path).name.removesuffix(".gguf") / name
     cache_file.parent.mkdir(parents=True, exist_ok=True)
     return cache_file
 
@@ -218,9 +224,8 @@ def run_eval_heads(args: argparse.Namespace) -> int:
     records = task_prompts(args.task, cache_root() / "data")
     if args.limit > 0:
         records = records[: args.limit]
-    task_name = Path(args.task).stem if Path(args.task).is_file() else args.task
     t0 = time.time()
-    seqs = continuations(model, records, args.gen_tokens, continuation_cache(model.path, task_name, args.gen_tokens),
+    seqs = continuations(model, records, args.gen_tokens, continuation_cache(model.path, args.task, args.gen_tokens),
                          progress)
     costs = None
     if args.curve != "none":
@@ -228,9 +233,9 @@ def run_eval_heads(args: argparse.Namespace) -> int:
         costs, curve_path = load_costs(args.curve, model)
     result = evaluate(model, heads_path, seqs, args.identity, progress, costs=costs, gamma=args.gamma)
     result.update({"model": Path(model.path).name, "heads": result["heads"], "heads_file": heads_path,
-                   "task": task_name, "prompts": len(seqs), "gen_tokens": args.gen_tokens,
+                   "task": task_name(args.task), "prompts": len(seqs), "gen_tokens": args.gen_tokens,
                    "seconds": round(time.time() - t0, 1)})
-    title = f"{task_name}, {len(seqs)} prompts, heads {Path(heads_path).name}"
+    title = f"{task_name(args.task)}, {len(seqs)} prompts, heads {Path(heads_path).name}"
     if result["vocab_subset"]:
         title += f" (vocabulary subset {result['vocab_subset']})"
     print(format_table({int(k): v for k, v in result["heads"].items()}, title=title + ":"))
