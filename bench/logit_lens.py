@@ -24,7 +24,6 @@ import numpy as np
 import torch
 
 from adadecode.eval_heads import continuation_cache, continuations, task_prompts
-from adadecode.fetch import cache_root
 from adadecode.head_math import Readout, output_weights, rms_eps
 from adadecode.heads import resolve_heads
 from adadecode.heads_format import read_heads
@@ -60,7 +59,7 @@ def main(argv: list[str]) -> int:
     heads = read_heads(args.heads or resolve_heads(args.model))
     if heads.vocab is None:
         p.error("the heads file has no vocabulary subset")
-    records = task_prompts(args.task, cache_root() / "data")[: args.n]
+    records = task_prompts(args.task)[: args.n]
     seqs = continuations(
         model, records, args.gen_tokens, continuation_cache(model.path, args.task, args.gen_tokens), True
     )

