@@ -123,6 +123,23 @@ def test_prefetch_rows_setting(
     assert ("ADADECODE_QMATMUL_PREFETCH_ROWS='nine' is not 1-9" in stderr) == (setting == "nine")
 
 
+@pytest.mark.parametrize("setting", ["", "mulld", "vpmul"])
+def test_q4_k_scale_setting(
+    smollm2_path: Path, microbench: str, monkeypatch: pytest.MonkeyPatch, setting: str
+) -> None:
+    """The AVX-512 VNNI Q4_K kernel applies its scales by vpdpwssd on Intel and by vpmulld elsewhere unless
+    ADADECODE_QMATMUL_Q4K_SCALE says otherwise; a value that is neither is named on stderr and the CPU's default used.
+    The microbench reports the choice, or "" where another kernel family runs."""
+    monkeypatch.setenv("ADADECODE_QMATMUL_Q4K_SCALE", setting)
+    mb, stderr = _run_one_rep(microbench, smollm2_path)
+    if mb["qmatmul_family"] != "avx512vnni":
+        assert mb["q4_k_scale"] == ""
+        return
+    default = "dpwssd" if cpu_vendor() == "GenuineIntel" else "mulld"
+    assert mb["q4_k_scale"] == (setting if setting == "mulld" else default)
+    assert ("ADADECODE_QMATMUL_Q4K_SCALE='vpmul' is not dpwssd or mulld" in stderr) == (setting == "vpmul")
+
+
 def test_unknown_kernel_family_is_named(smollm2_path: Path, microbench: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ADADECODE_QMATMUL", "avx1024")
     mb, stderr = _run_one_rep(microbench, smollm2_path)

@@ -439,3 +439,39 @@ def test_packed_kernels_agree_across_families(engine: Any, smollm2_path: Path, t
     logits = {family: np.load(tmp_path / f"{family}.npy") for family in families}
     for family in families[1:]:
         assert np.array_equal(logits[family], logits[families[0]]), f"{family} differs from {families[0]}"
+
+
+_PREFIX_LOGITS_SCRIPT = """
+import sys
+import numpy as np
+from adadecode import Model
+from adadecode._core import q4_k_scale
+model = Model(sys.argv[1], n_ctx=int(sys.argv[2]), n_threads=1)
+ids = [int(i) for i in sys.argv[4].split(",")]
+print(q4_k_scale())
+np.save(sys.argv[3], np.concatenate([model.logits(ids[:n]) for n in (*range(1, 10), len(ids))]))
+"""
+
+
+def test_q4_k_scale_choices_agree(engine: Any, kquant_path: Path, tmp_path: Path) -> None:
+    """The AVX-512 VNNI Q4_K kernel multiplies its sub-block sums by their scales with vpdpwssd (Intel's default) or
+    vpmulld: the integer sums and so the logits are the same bits, for 1-9 rows in a pass and a 42-row prefill."""
+    if "avx512vnni" not in _families_here():
+        pytest.skip("no AVX-512 VNNI on this CPU: the choice does not arise")
+    if os.environ.get("ADADECODE_QMATMUL_PACK", "") in ("0", "off"):
+        pytest.skip("packing is off: the packed Q4_K kernel does not run")
+    ids = ",".join(str(i) for prompt in PROMPTS for i in prompt)
+    procs = {}
+    for scale in ("dpwssd", "mulld"):
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        env["ADADECODE_QMATMUL"] = "avx512vnni"
+        env["ADADECODE_QMATMUL_Q4K_SCALE"] = scale
+        argv = [sys.executable, "-c", _PREFIX_LOGITS_SCRIPT, str(kquant_path), str(N_CTX), str(tmp_path / scale), ids]
+        procs[scale] = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for scale, proc in procs.items():
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, f"ADADECODE_QMATMUL_Q4K_SCALE={scale}: {err}"
+        assert out.strip() == scale, f"asked for {scale}, the kernel used {out.strip()!r}"
+    dpwssd, mulld = (np.load(tmp_path / f"{scale}.npy") for scale in ("dpwssd", "mulld"))
+    assert np.isfinite(dpwssd).all() and np.array_equal(dpwssd, mulld)

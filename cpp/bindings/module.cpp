@@ -89,6 +89,9 @@ PYBIND11_MODULE(_core, m) {
     m.def("prefetch_min_rows", &qmatmul_prefetch_min_rows,
           "From how many activation rows the x86 packed matmul kernels prefetch their weights: 1 on Intel, 3 on other "
           "CPUs, unless ADADECODE_QMATMUL_PREFETCH_ROWS sets it; 0 where none does (aarch64, the kernel off).");
+    m.def("q4_k_scale", &qmatmul_q4_k_scale,
+          "How the AVX-512 VNNI Q4_K matmul kernel applies its scales in this process: 'dpwssd' on Intel, 'mulld' on "
+          "other CPUs, unless ADADECODE_QMATMUL_Q4K_SCALE sets it (same results); '' where that kernel is not in use.");
     // pybind11 raises qmatmul_set_two_row_kernel's std::invalid_argument as ValueError.
     m.def("set_two_row_kernel", &qmatmul_set_two_row_kernel, py::arg("width"),
           "Sets two_row_kernel() for this process (2 or 3), e.g. to time one against the other.");

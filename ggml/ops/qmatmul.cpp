@@ -601,6 +601,26 @@ int choose_packed_prefetch_min_rows() {
 }
 const int packed_prefetch_min_rows = choose_packed_prefetch_min_rows();
 
+// How the AVX-512 VNNI Q4_K kernel multiplies a sub-block's sums by the weight row's scale: vpmulld on the sums
+// (Zen 4), or vpdpwssd on each half's (Intel), where vpmulld is two uops on the port vpdpbusd needs. The integer sums
+// are the same either way. Intel Xeon (Emerald Rapids) under KVM, best of 6 alternating processes: in cache
+// (adadecode-kernelbench q4_k 1 1536 8960 1) 4 rows 0.422 -> 0.318 ms, 8 rows 0.649 -> 0.566; whole 1.5B passes
+// (adadecode-microbench, 2 threads) of 5-8 rows 2-6 % cheaper; prompt lookup decoding 1.005-1.11x as fast, with exits
+// 1.09-1.10x (bench/results/roofline/intel-xeon-2026-12-07/).
+// ADADECODE_QMATMUL_Q4K_SCALE=dpwssd|mulld sets it, to measure one against the other.
+bool choose_q4_k_scale_by_dpwssd() {
+    if (const char *env = std::getenv("ADADECODE_QMATMUL_Q4K_SCALE"); env && *env) {
+        if (std::strcmp(env, "dpwssd") == 0 || std::strcmp(env, "mulld") == 0)
+            return std::strcmp(env, "dpwssd") == 0;
+        std::fprintf(stderr,
+                     "adadecode: ADADECODE_QMATMUL_Q4K_SCALE='%s' is not dpwssd or mulld; using the CPU's default\n",
+                     env);
+    }
+    __builtin_cpu_init();
+    return __builtin_cpu_is("intel");
+}
+const bool q4_k_scale_by_dpwssd = choose_q4_k_scale_by_dpwssd();
+
 // A tile of weight rows against one group of activation rows, in one call: the kernel is inlined into the loop, so
 // its constants are set up once per tile, not once per weight row (rows of 1,536 values are only 6 K-blocks).
 template <int NR, void (*kernel)(const uint8_t *, const uint8_t *const *, int64_t, float *)>
@@ -1225,6 +1245,14 @@ int qmatmul_prefetch_min_rows() {
 #endif
 }
 
+const char *qmatmul_q4_k_scale() {
+#ifdef ADADECODE_QMATMUL_X86
+    if (std::strcmp(qmatmul_family(), "avx512vnni") == 0)
+        return q4_k_scale_by_dpwssd ? "dpwssd" : "mulld";
+#endif
+    return "";
+}
+
 void qmatmul_set_two_row_kernel(int width) {
     require_two_row_width(width);
     two_row_width() = width;
@@ -1289,6 +1317,10 @@ int qmatmul_two_row_kernel() {
 
 int qmatmul_prefetch_min_rows() {
     return 0;
+}
+
+const char *qmatmul_q4_k_scale() {
+    return "";
 }
 
 void qmatmul_set_two_row_kernel(int width) {

@@ -60,6 +60,11 @@ void qmatmul_set_two_row_kernel(int width);
 // environment sets it, read once. 0 where no kernel of ours prefetches this way (aarch64, the kernel off).
 int qmatmul_prefetch_min_rows();
 
+// How the AVX-512 VNNI Q4_K kernel applies the sub-block scales: "dpwssd" (the default on Intel CPUs) or "mulld"
+// (elsewhere); ADADECODE_QMATMUL_Q4K_SCALE=dpwssd|mulld in the environment sets it, read once. The results are the
+// same bits either way. "" where that kernel is not the one in use.
+const char *qmatmul_q4_k_scale();
+
 // Packing: Q4_K, Q6_K, Q5_0, Q8_0 and Q4_1 weights multiply faster from layouts of our own that interleave 16 weight
 // rows (AVX-512: Q4_K about 1.5x for one row, 3 % larger than the file's layout; Q6_K: 2x for several rows; Q5_0:
 // 4-5x for one row or several; Q8_0: 1.8x for 4-8 rows; all but Q4_K the file's size exactly. AVX2, measured on Zen 4
