@@ -23,7 +23,6 @@ class BenchPrompt:
     preview: str  # the start of the request, to recognise the prompt in the JSON
 
 
-
 def load_prompts(model: Any, task: str, cache: Path, limit: int = 0) -> list[BenchPrompt]:
     """The first `limit` prompts of `task` (0: all) as token ids for `model` (a `Model`)."""
     if task not in KNOWN_TASKS and not Path(task).is_file():
