@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -277,23 +278,33 @@ np.save(sys.argv[3], model.logits([int(i) for i in sys.argv[4].split(",")]))
 """
 
 
+def _arrays_from_processes(script: str, args: Callable[[Path], list[str]], runs: dict[Any, dict[str, str]], out: Path,
+                          timeout: float) -> tuple[dict[Any, np.ndarray], dict[Any, str]]:
+    """`script` run with the arguments `args(npy_path)` once per entry of `runs`, side by side, each in a process of
+    its own with that entry's variables added to this environment (kernel choices are made once per process): the
+    array each saved to its npy_path, and what each printed."""
+    procs = {}
+    for key, overrides in runs.items():
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p), **overrides}  # this adadecode
+        argv = [sys.executable, "-c", script, *args(out / f"{key}.npy")]
+        procs[key] = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    printed = {}
+    for key, proc in procs.items():
+        printed[key], err = proc.communicate(timeout=timeout)
+        settings = " ".join(f"{k}={v}" for k, v in runs[key].items())
+        assert proc.returncode == 0, f"{settings}: {err}"
+    return {key: np.load(out / f"{key}.npy") for key in runs}, printed
+
+
 @pytest.fixture(scope="module")
 def layouts(engine: Any, kquant_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[bool, np.ndarray]:
     """Logits of all the prompts in one sequence (42 positions), with packing on (True) and off (False), from two
     processes run side by side. (`engine` only to skip where the engine is not built.)"""
-    out = tmp_path_factory.mktemp("layouts")
     ids = ",".join(str(i) for prompt in PROMPTS for i in prompt)
-    procs = {}
-    for pack in (True, False):
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)  # the same adadecode as this process
-        env["ADADECODE_QMATMUL_PACK"] = "1" if pack else "0"
-        argv = [sys.executable, "-c", _LOGITS_SCRIPT, str(kquant_path), str(N_CTX), str(out / f"{pack}.npy"), ids]
-        procs[pack] = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
-    for pack, proc in procs.items():
-        _, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0, f"ADADECODE_QMATMUL_PACK={int(pack)}: {err}"
-    return {pack: np.load(out / f"{pack}.npy") for pack in procs}
+    runs = {pack: {"ADADECODE_QMATMUL_PACK": "1" if pack else "0"} for pack in (True, False)}
+    logits, _ = _arrays_from_processes(_LOGITS_SCRIPT, lambda npy: [str(kquant_path), str(N_CTX), str(npy), ids], runs,
+                                       tmp_path_factory.mktemp("layouts"), timeout=120)
+    return logits
 
 
 def test_packed_close_to_file_layout(layouts: dict[bool, np.ndarray]) -> None:
@@ -340,18 +351,11 @@ def test_heads_packed_with_the_model(engine: Any, kquant_path: Path, tmp_path: P
         transform=transform,
     )
     np.save(tmp_path / "hidden.npy", rng.standard_normal((6, N_EMBD)).astype(np.float32))
-    procs = {}
-    for pack in (True, False):
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-        env["ADADECODE_QMATMUL_PACK"] = "1" if pack else "0"
-        argv = [sys.executable, "-c", _HEAD_SCRIPT, str(kquant_path), str(N_CTX), str(heads),
-                str(tmp_path / f"{pack}.npy"), str(tmp_path / "hidden.npy")]  # fmt: skip
-        procs[pack] = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
-    for pack, proc in procs.items():
-        _, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0, f"ADADECODE_QMATMUL_PACK={int(pack)}: {err}"
-    packed, plain = (np.load(tmp_path / f"{pack}.npy") for pack in (True, False))
+    runs = {pack: {"ADADECODE_QMATMUL_PACK": "1" if pack else "0"} for pack in (True, False)}
+    logits, _ = _arrays_from_processes(
+        _HEAD_SCRIPT, lambda npy: [str(kquant_path), str(N_CTX), str(heads), str(npy), str(tmp_path / "hidden.npy")],
+        runs, tmp_path, timeout=120)
+    packed, plain = logits[True], logits[False]
     assert packed.shape == plain.shape == (6, 256)
     assert not np.array_equal(packed, plain), "the heads computed from the file layout although the model packs"
     rel = float(np.abs(packed - plain).mean()) / float(plain.std())
@@ -426,17 +430,9 @@ def test_packed_kernels_agree_across_families(engine: Any, smollm2_path: Path, t
         pytest.skip(f"this CPU runs only the kernel families {families}: nothing to compare")
     probe = engine(smollm2_path, n_ctx=64, n_threads=1)
     ids = ",".join(str(i) for i in probe.tokenize("def add(a, b):\n    return a + b\n\nprint(add(2, 3))"))
-    procs = {}
-    for family in families:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-        env["ADADECODE_QMATMUL"] = family
-        argv = [sys.executable, "-c", _LOGITS_SCRIPT, str(smollm2_path), "64", str(tmp_path / f"{family}.npy"), ids]
-        procs[family] = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
-    for family, proc in procs.items():
-        _, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, f"ADADECODE_QMATMUL={family}: {err}"
-    logits = {family: np.load(tmp_path / f"{family}.npy") for family in families}
+    runs = {family: {"ADADECODE_QMATMUL": family} for family in families}
+    logits, _ = _arrays_from_processes(_LOGITS_SCRIPT, lambda npy: [str(smollm2_path), "64", str(npy), ids], runs,
+                                       tmp_path, timeout=300)
     for family in families[1:]:
         assert np.array_equal(logits[family], logits[families[0]]), f"{family} differs from {families[0]}"
 
@@ -453,6 +449,9 @@ np.save(sys.argv[3], np.concatenate([model.logits(ids[:n]) for n in (*range(1, 1
 """
 
 
+SCALES = ("dpwssd", "mulld")
+
+
 def test_q4_k_scale_choices_agree(engine: Any, kquant_path: Path, tmp_path: Path) -> None:
     """The AVX-512 VNNI Q4_K kernel multiplies its sub-block sums by their scales with vpdpwssd (Intel's default) or
     vpmulld: the integer sums and so the logits are the same bits, for 1-9 rows in a pass and a 42-row prefill."""
@@ -461,17 +460,9 @@ def test_q4_k_scale_choices_agree(engine: Any, kquant_path: Path, tmp_path: Path
     if os.environ.get("ADADECODE_QMATMUL_PACK", "") in ("0", "off"):
         pytest.skip("packing is off: the packed Q4_K kernel does not run")
     ids = ",".join(str(i) for prompt in PROMPTS for i in prompt)
-    procs = {}
-    for scale in ("dpwssd", "mulld"):
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-        env["ADADECODE_QMATMUL"] = "avx512vnni"
-        env["ADADECODE_QMATMUL_Q4K_SCALE"] = scale
-        argv = [sys.executable, "-c", _PREFIX_LOGITS_SCRIPT, str(kquant_path), str(N_CTX), str(tmp_path / scale), ids]
-        procs[scale] = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for scale, proc in procs.items():
-        out, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, f"ADADECODE_QMATMUL_Q4K_SCALE={scale}: {err}"
+    runs = {scale: {"ADADECODE_QMATMUL": "avx512vnni", "ADADECODE_QMATMUL_Q4K_SCALE": scale} for scale in SCALES}
+    logits, printed = _arrays_from_processes(_PREFIX_LOGITS_SCRIPT, lambda npy: [str(kquant_path), str(N_CTX), str(npy),
+                                             ids], runs, tmp_path, timeout=300)
+    for scale, out in printed.items():
         assert out.strip() == scale, f"asked for {scale}, the kernel used {out.strip()!r}"
-    dpwssd, mulld = (np.load(tmp_path / f"{scale}.npy") for scale in ("dpwssd", "mulld"))
-    assert np.isfinite(dpwssd).all() and np.array_equal(dpwssd, mulld)
+    assert np.isfinite(logits["dpwssd"]).all() and np.array_equal(logits["dpwssd"], logits["mulld"])

@@ -586,6 +586,12 @@ inline void prefetch_row(const uint8_t *row, size_t row_bytes) {
 // in adadecode mode (bench/results/roofline/intel-xeon-2026-12-06/).
 constexpr size_t packed_prefetch_distance = 2368;
 
+// Intel's cores and AMD's want some kernel choices made differently (below).
+bool cpu_is_intel() {
+    __builtin_cpu_init();
+    return __builtin_cpu_is("intel");
+}
+
 // From this many activation rows the packed kernels prefetch (see above): 1 on Intel, 3 elsewhere.
 // ADADECODE_QMATMUL_PREFETCH_ROWS=N (1-9) sets it, to measure one choice against another.
 int choose_packed_prefetch_min_rows() {
@@ -596,8 +602,7 @@ int choose_packed_prefetch_min_rows() {
         std::fprintf(stderr, "adadecode: ADADECODE_QMATMUL_PREFETCH_ROWS='%s' is not 1-9; using the CPU's default\n",
                      env);
     }
-    __builtin_cpu_init();
-    return __builtin_cpu_is("intel") ? 1 : 3;
+    return cpu_is_intel() ? 1 : 3;
 }
 const int packed_prefetch_min_rows = choose_packed_prefetch_min_rows();
 
@@ -616,8 +621,7 @@ bool choose_q4_k_scale_by_dpwssd() {
                      "adadecode: ADADECODE_QMATMUL_Q4K_SCALE='%s' is not dpwssd or mulld; using the CPU's default\n",
                      env);
     }
-    __builtin_cpu_init();
-    return __builtin_cpu_is("intel");
+    return cpu_is_intel();
 }
 const bool q4_k_scale_by_dpwssd = choose_q4_k_scale_by_dpwssd();
 

@@ -4,7 +4,7 @@
 # off), then the kernel families side by side. With adadecode installed, nothing else running.
 set -e
 cd "$(dirname "$0")/../../../.."  # the repository root
-O=bench/results/roofline/intel-xeon-2026-12-06
+O=${O:-bench/results/roofline/intel-xeon-2026-12-06}  # a later run's folder (intel-xeon-2026-12-07/run.sh)
 BIN=${LLAMACPP_BIN:-${ADADECODE_CACHE:-$HOME/.cache/adadecode}/llamacpp-bin/bin}
 uptime > $O/uptime.txt
 adadecode bench --micro -m qwen2.5-coder-1.5b -t 2 --reps 7 --no-progress -o $O/micro

@@ -1,16 +1,6 @@
 #!/bin/bash
-# Intel Xeon (family 6 model 207, Emerald Rapids; AVX-512 VNNI, AVX-VNNI, AMX) under KVM, 2 cores: our default kernels
-# (AVX-512 VNNI matmul, its Q4_K scales by vpdpwssd since 805278f; AVX-512 attention) against llama.cpp built for this
-# CPU (bash bench/build_llamacpp.sh, AMX off). With adadecode installed, nothing else running.
+# 2026-12-06's run again (the microbench, then our four modes against llama.cpp built for this CPU by
+# bench/build_llamacpp.sh, AMX off), at 805278f, where the AVX-512 VNNI Q4_K kernel scales by vpdpwssd on Intel;
+# results into this folder. With adadecode installed, nothing else running.
 set -e
-cd "$(dirname "$0")/../../../.."  # the repository root
-O=bench/results/roofline/intel-xeon-2026-12-07
-BIN=${LLAMACPP_BIN:-${ADADECODE_CACHE:-$HOME/.cache/adadecode}/llamacpp-bin/bin}
-uptime > $O/uptime.txt
-adadecode bench --micro -m qwen2.5-coder-1.5b -t 2 --reps 7 --no-progress -o $O/micro
-uptime >> $O/uptime.txt
-adadecode bench -m qwen2.5-coder-1.5b --task humaneval --limit 9 --max-tokens 256 -t 2 --no-progress \
-    --modes standard,adadecode,ngram,adadecode+ngram --anchors llamacpp-bin,llamacpp-bin-ngram --llamacpp-bin "$BIN" \
-    -o $O/decode
-uptime >> $O/uptime.txt
-echo done
+O=bench/results/roofline/intel-xeon-2026-12-07 exec bash "$(dirname "$0")/../intel-xeon-2026-12-06/run.sh"
