@@ -1,7 +1,8 @@
 // adadecode-kernelbench: one weight matrix of random values through our matmul kernel for 1..9 activation rows,
 // outside any model: milliseconds, multiply-accumulates per second and the share of the dot-product instruction's
 // peak (qmatmul_peak_macs_per_second). A matrix that fits in the cache (the default, 1536 x 8960 as a 1.5B FFN
-// matrix) measures the arithmetic; a large one (n_out 151936, the output matrix) measures streaming from memory.
+// matrix) measures the arithmetic; a large one (n_out 151936, the output matrix) measures streaming from memory, and
+// a chain of small ones (mats) streams from memory as a model's pass does, one matmul and one barrier after another.
 // `adadecode-kernelbench attention` times the attention op (ops/attention.h) instead, for 1..8 rows of a layer of
 // the 1.5B's shape (12 query heads of 128 values over 2 KV heads) at a given number of positions.
 #include <algorithm>
@@ -27,10 +28,13 @@ using namespace adadecode;
 namespace {
 
 int usage() {
-    std::fprintf(stderr,
-                 "usage: adadecode-kernelbench TYPE [packed=1] [n_in=1536] [n_out=8960] [threads=1] [reps=100]\n"
-                 "  TYPE: q4_1, q5_0, q8_0, q4_k or q6_k; packed: 1 = our 16-row layout where the CPU has it\n"
-                 "usage: adadecode-kernelbench attention [n_kv=400] [threads=2] [reps=200]\n");
+    std::fprintf(
+        stderr,
+        "usage: adadecode-kernelbench TYPE [packed=1] [n_in=1536] [n_out=8960] [threads=1] [reps=100] [mats=1]\n"
+        "  TYPE: q4_1, q5_0, q8_0, q4_k or q6_k; packed: 1 = our 16-row layout where the CPU has it\n"
+        "  mats: that many matrices of the shape, multiplied one after another (as a pass's chain of\n"
+        "        small matmuls); times are per matrix\n"
+        "usage: adadecode-kernelbench attention [n_kv=400] [threads=2] [reps=200]\n");
     return 2;
 }
 
@@ -122,14 +126,15 @@ int main(int argc, char **argv) {
     const int n_out = argc > 4 ? std::atoi(argv[4]) : 8960;
     const int threads = argc > 5 ? std::atoi(argv[5]) : 1;
     const int reps = argc > 6 ? std::atoi(argv[6]) : 100;
+    const int mats = argc > 7 ? std::atoi(argv[7]) : 1;
     if (type == GGML_TYPE_COUNT) {
         std::fprintf(stderr, "adadecode-kernelbench: unknown type '%s'\n", argv[1]);
         return usage();
     }
-    if (n_in <= 0 || n_out <= 0 || n_in % ggml_blck_size(type) != 0 || threads < 1 || reps < 1) {
+    if (n_in <= 0 || n_out <= 0 || n_in % ggml_blck_size(type) != 0 || threads < 1 || reps < 1 || mats < 1) {
         std::fprintf(stderr,
-                     "adadecode-kernelbench: n_in must be a positive multiple of %lld, n_out, threads and "
-                     "reps positive\n",
+                     "adadecode-kernelbench: n_in must be a positive multiple of %lld, n_out, threads, "
+                     "reps and mats positive\n",
                      static_cast<long long>(ggml_blck_size(type)));
         return usage();
     }
@@ -141,8 +146,11 @@ int main(int argc, char **argv) {
     const size_t weight_bytes = ggml_row_size(type, n_in) * n_out;
     constexpr int max_rows = 9;
     ggml_init_params params{};
-    params.mem_size = 2 * weight_bytes + static_cast<size_t>(max_rows) * (n_in + n_out) * sizeof(float) * max_rows +
-                      (size_t(16) << 20);
+    // Each matrix in the file layout and packed (a little larger), the activations and outputs, and tensor overheads.
+    params.mem_size =
+        2 * (weight_bytes + (size_t(1) << 16)) * mats +
+        static_cast<size_t>(max_rows) * (n_in + static_cast<size_t>(n_out) * mats) * sizeof(float) * max_rows +
+        (size_t(16) << 20);
     // In 2 MiB pages, as the model's packed weights (Model::pack_weights). With whatever pages malloc got, the one-row
     // product of a matrix streamed from memory (1536 x 151936 Q6_K, AVX-512 Zen 4, 2 threads) took 2.8 or 4.9 ms
     // from one run to the next; with 2 MiB pages it took 4.8-5.4 ms in every run.
@@ -158,29 +166,40 @@ int main(int argc, char **argv) {
         std::fprintf(stderr, "adadecode-kernelbench: cannot allocate %zu MiB\n", params.mem_size >> 20);
         return 1;
     }
-    ggml_tensor *w = ggml_new_tensor_2d(ctx, type, n_in, n_out);
-    ggml_quantize_chunk(type, values.data(), w->data, 0, n_out, n_in, nullptr);
-    if (!qmatmul_supports(w)) {
-        std::fprintf(stderr, "adadecode-kernelbench: our kernel does not take %s on this CPU\n", ggml_type_name(type));
-        return 1;
-    }
-    ggml_tensor *packed = nullptr;
-    if (pack && qmatmul_packs(w)) {
-        packed = ggml_new_tensor_1d(ctx, GGML_TYPE_I8, static_cast<int64_t>(qmatmul_packed_size(w)));
-        qmatmul_pack(w, w->data, packed->data);
+    // Copies of one matrix: distinct memory is what a chain streams; the values do not change its speed.
+    std::vector<ggml_tensor *> weights, packed_weights;
+    for (int m = 0; m < mats; ++m) {
+        ggml_tensor *w = ggml_new_tensor_2d(ctx, type, n_in, n_out);
+        if (m == 0)
+            ggml_quantize_chunk(type, values.data(), w->data, 0, n_out, n_in, nullptr);
+        else
+            std::memcpy(w->data, weights[0]->data, weight_bytes);
+        if (!qmatmul_supports(w)) {
+            std::fprintf(stderr, "adadecode-kernelbench: our kernel does not take %s on this CPU\n",
+                         ggml_type_name(type));
+            return 1;
+        }
+        ggml_tensor *packed = nullptr;
+        if (pack && qmatmul_packs(w)) {
+            packed = ggml_new_tensor_1d(ctx, GGML_TYPE_I8, static_cast<int64_t>(qmatmul_packed_size(w)));
+            qmatmul_pack(w, w->data, packed->data);
+        }
+        weights.push_back(w);
+        packed_weights.push_back(packed);
     }
     const double peak = qmatmul_peak_macs_per_second();
-    std::printf("%s %d x %d (%.1f MiB), %s, %d thread(s); int8 peak %.1f GMAC/s per core\n", ggml_type_name(type), n_in,
-                n_out, weight_bytes / 1048576.0, packed ? "packed" : "file layout", threads, peak / 1e9);
+    std::printf("%s %d x %d (%.1f MiB)%s, %s, %d thread(s); int8 peak %.1f GMAC/s per core\n", ggml_type_name(type),
+                n_in, n_out, weight_bytes / 1048576.0,
+                mats > 1 ? (" x " + std::to_string(mats) + " matrices, times per matrix").c_str() : "",
+                packed_weights[0] ? "packed" : "file layout", threads, peak / 1e9);
 
     double one_row = 0.0;
     for (int rows = 1; rows <= max_rows; ++rows) {
         ggml_tensor *x = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, n_in, rows);
         for (int64_t i = 0; i < ggml_nelements(x); ++i) static_cast<float *>(x->data)[i] = normal(rng);
-        ggml_tensor *y = qmatmul(ctx, w, x, packed);
         ggml_cgraph *gf = ggml_new_graph(ctx);
-        ggml_build_forward_expand(gf, y);
-        const double best = best_seconds(gf, threads, reps);
+        for (int m = 0; m < mats; ++m) ggml_build_forward_expand(gf, qmatmul(ctx, weights[m], x, packed_weights[m]));
+        const double best = best_seconds(gf, threads, reps) / mats;
         if (rows == 1)
             one_row = best;
         const double macs = static_cast<double>(n_in) * n_out * rows / best;

@@ -1,7 +1,8 @@
 #!/bin/bash
 # Whole 1.5B passes (adadecode-microbench, 2 threads, position 200, 5 reps per process) for settings side by side:
-# ROUNDS rounds of alternating processes, then the best (least) seconds per row count and setting. This VM hands out
-# fast and slow processes and noise only slows one, so best-of compares like with like.
+# ROUNDS rounds of alternating processes (the order reversed every other round), then the best (least) seconds per
+# row count and setting. This VM hands out fast and slow processes and noise only slows one, so best-of compares like
+# with like.
 #   micro_ab.sh ROUNDS LABEL=VAR=VALUE[,VAR=VALUE...] ...      e.g. old=ADADECODE_QMATMUL_PREFETCH_ROWS=3 new=
 # MB=path: the microbench to run (default: the installed one); BIN=path as a setting: that one for this setting.
 set -euo pipefail
@@ -10,7 +11,12 @@ MB=${MB:-$(python -c 'from adadecode.bench.micro import find_microbench; print(f
 MODEL=${MODEL:-${ADADECODE_CACHE:-$HOME/.cache/adadecode}/models/qwen2.5-coder-1.5b.gguf}
 tmp=$(mktemp -d)
 for i in $(seq "$ROUNDS"); do
-    for spec in "$@"; do
+    # Every other round in reverse order: on this VM the first process of a round ran ~5 % faster than the second.
+    specs=("$@")
+    if (( i % 2 == 0 )); then
+        specs=(); for (( j = $#; j >= 1; j-- )); do specs+=("${!j}"); done
+    fi
+    for spec in "${specs[@]}"; do
         label=${spec%%=*}; settings=${spec#*=}
         mb=$MB  # BIN=path in a setting: that build's microbench
         for kv in ${settings//,/ }; do [[ $kv == BIN=* ]] && mb=${kv#BIN=}; done
