@@ -146,11 +146,13 @@ int main(int argc, char **argv) {
     const size_t weight_bytes = ggml_row_size(type, n_in) * n_out;
     constexpr int max_rows = 9;
     ggml_init_params params{};
-    // Each matrix in the file layout and packed (a little larger), the activations and outputs, and tensor overheads.
+    // Each matrix in the file layout and packed (Q4_K's packed layout is 2.8 % larger), the activations and outputs,
+    // one graph per row count, and tensor overheads.
+    const size_t graph_size = 2 * static_cast<size_t>(mats) + 16;  // a weight, its packed copy and a product each
     params.mem_size =
-        2 * (weight_bytes + (size_t(1) << 16)) * mats +
+        (2 * weight_bytes + weight_bytes / 16 + (size_t(1) << 16)) * mats +
         static_cast<size_t>(max_rows) * (n_in + static_cast<size_t>(n_out) * mats) * sizeof(float) * max_rows +
-        (size_t(16) << 20);
+        max_rows * ggml_graph_overhead_custom(graph_size, false) + (size_t(16) << 20);
     // In 2 MiB pages, as the model's packed weights (Model::pack_weights). With whatever pages malloc got, the one-row
     // product of a matrix streamed from memory (1536 x 151936 Q6_K, AVX-512 Zen 4, 2 threads) took 2.8 or 4.9 ms
     // from one run to the next; with 2 MiB pages it took 4.8-5.4 ms in every run.
@@ -197,7 +199,7 @@ int main(int argc, char **argv) {
     for (int rows = 1; rows <= max_rows; ++rows) {
         ggml_tensor *x = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, n_in, rows);
         for (int64_t i = 0; i < ggml_nelements(x); ++i) static_cast<float *>(x->data)[i] = normal(rng);
-        ggml_cgraph *gf = ggml_new_graph(ctx);
+        ggml_cgraph *gf = ggml_new_graph_custom(ctx, graph_size, false);
         for (int m = 0; m < mats; ++m) ggml_build_forward_expand(gf, qmatmul(ctx, weights[m], x, packed_weights[m]));
         const double best = best_seconds(gf, threads, reps) / mats;
         if (rows == 1)
