@@ -252,6 +252,12 @@ constexpr int64_t act_chunk = 64;    // activation rows per pass over the weight
 using TileKernel = void (*)(const uint8_t *w, size_t row_bytes, int64_t n_rows, const uint8_t *const *act,
                             int64_t n_blocks, float *out);
 
+// Weight row i's results for NR activation rows (a file-layout kernel's, one weight row at a time) into a tile.
+template <int NR>
+inline void place_weight_row(const float *row_out, int64_t i, float *out) {
+    for (int r = 0; r < NR; ++r) out[r * weight_tile + i] = row_out[r];
+}
+
 struct TypeKernels {
     ggml_type type;
     size_t block_bytes;
@@ -637,7 +643,7 @@ void rows_avx2(const uint8_t *w, size_t row_bytes, int64_t n_rows, const uint8_t
         prefetch_row(w + (i + prefetch_rows) * row_bytes, row_bytes);
         float row_out[NR];
         kernel(w + i * row_bytes, act, n_blocks, row_out);
-        for (int r = 0; r < NR; ++r) out[r * weight_tile + i] = row_out[r];
+        place_weight_row<NR>(row_out, i, out);
     }
 }
 
@@ -692,6 +698,19 @@ inline __m512i sums_of_16(const __m512i *v) {
     return halves(halves(quads[0], quads[1]), halves(quads[2], quads[3]));
 }
 
+// 16 floats -> 16 int8 at out, as quantize_32 rounds and saturates them; returns them as int32 for their sums.
+inline __m512i quantize_16(const float *v, __m512 inverse_scale, int8_t *out) {
+    const __m512i q = _mm512_cvt_roundps_epi32(_mm512_mul_ps(_mm512_loadu_ps(v), inverse_scale),
+                                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    _mm_storeu_si128(reinterpret_cast<__m128i *>(out), _mm512_cvtsepi32_epi8(q));
+    return q;
+}
+
+// Lane 2i of sums plus lane 2i + 1, in the low 32 bits of 64-bit lane i.
+inline __m512i pair_sums(__m512i sums) {
+    return _mm512_add_epi32(sums, _mm512_srli_epi64(sums, 32));
+}
+
 // quantize_row_32_avx2 with 16 values per register, eight blocks at a time for their sums (see
 // quantize_row_256_avx512).
 void quantize_row_32_avx512(const float *x, int64_t n_blocks, uint8_t *out) {
@@ -706,18 +725,12 @@ void quantize_row_32_avx512(const float *x, int64_t n_blocks, uint8_t *out) {
             const __m512 low = _mm512_loadu_ps(x + 32 * b), high = _mm512_loadu_ps(x + 32 * b + 16);
             const float d = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(low), _mm512_abs_ps(high))) / 127.0f;
             const __m512 id = _mm512_set1_ps(d > 0.0f ? 1.0f / d : 0.0f);
-            for (int h = 0; h < 2; ++h) {
-                halves[2 * k + h] = _mm512_cvt_roundps_epi32(_mm512_mul_ps(h ? high : low, id),
-                                                             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-                _mm_storeu_si128(reinterpret_cast<__m128i *>(q + 32 * b + 16 * h),
-                                 _mm512_cvtsepi32_epi8(halves[2 * k + h]));
-            }
+            for (int h = 0; h < 2; ++h) halves[2 * k + h] = quantize_16(x + 32 * b + 16 * h, id, q + 32 * b + 16 * h);
             scales[b] = d;
         }
         const __m512i half_sums = sums_of_16(halves);
         alignas(32) int32_t block_sums[8];
-        _mm256_store_si256(reinterpret_cast<__m256i *>(block_sums),
-                           _mm512_cvtepi64_epi32(_mm512_add_epi32(half_sums, _mm512_srli_epi64(half_sums, 32))));
+        _mm256_store_si256(reinterpret_cast<__m256i *>(block_sums), _mm512_cvtepi64_epi32(pair_sums(half_sums)));
         std::memcpy(sums + first, block_sums, sizeof(int32_t) * blocks);
     }
 }
@@ -733,15 +746,10 @@ void quantize_row_256_avx512(const float *x, int64_t n_blocks, ActBlock256 *out)
         const float d = _mm512_reduce_max_ps(m) / 127.0f;
         const __m512 id = _mm512_set1_ps(d > 0.0f ? 1.0f / d : 0.0f);
         __m512i q[16];
-        for (int k = 0; k < 16; ++k) {
-            q[k] = _mm512_cvt_roundps_epi32(_mm512_mul_ps(_mm512_loadu_ps(v + 16 * k), id),
-                                            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-            _mm_storeu_si128(reinterpret_cast<__m128i *>(out[b].q + 16 * k), _mm512_cvtsepi32_epi8(q[k]));
-        }
+        for (int k = 0; k < 16; ++k) q[k] = quantize_16(v + 16 * k, id, out[b].q + 16 * k);
         const __m512i sums = sums_of_16(q);
         _mm256_storeu_si256(reinterpret_cast<__m256i *>(out[b].sums16), _mm512_cvtepi32_epi16(sums));
-        _mm_storeu_si128(reinterpret_cast<__m128i *>(out[b].sums32),
-                         _mm512_cvtepi64_epi16(_mm512_add_epi32(sums, _mm512_srli_epi64(sums, 32))));
+        _mm_storeu_si128(reinterpret_cast<__m128i *>(out[b].sums32), _mm512_cvtepi64_epi16(pair_sums(sums)));
         out[b].d = d;
     }
 }
@@ -787,8 +795,7 @@ void quantize_row_256_avx512(const float *x, int64_t n_blocks, ActBlock256 *out)
 #pragma GCC target("avx2,fma,f16c")
 
 // Both halves of a packed group's outputs (acc[half][r], lane i: weight row 8 half + i times activation row r) in the
-// tile kernels' order. Stored one by one: with the accumulators' address passed on, GCC 12 kept them in memory through
-// the whole loop over the blocks.
+// tile kernels' order, one store each.
 template <int NR>
 void store_packed_avx2(const __m256 (&acc)[2][NR], float *out) {
     for (int half = 0; half < 2; ++half) {
@@ -1265,8 +1272,9 @@ void compute(ggml_tensor *dst, int ith, int nth, void *userdata) {
     // quantizing and multiplying.
     thread_local std::vector<uint8_t> act_storage;
     // Grown only: a vector resized up again zero-fills, and a layer's matmuls alternate narrow and wide inputs.
-    if (act_storage.size() < act_bytes * static_cast<size_t>(n_rows))
-        act_storage.resize(act_bytes * static_cast<size_t>(n_rows));
+    const size_t act_total = act_bytes * static_cast<size_t>(n_rows);
+    if (act_storage.size() < act_total)
+        act_storage.resize(act_total);
     for (int64_t r = 0; r < n_rows; ++r) {
         const float *row = reinterpret_cast<const float *>(static_cast<const char *>(x->data) + r * x->nb[1]);
         uint8_t *dst_row = act_storage.data() + act_bytes * r;
