@@ -100,9 +100,17 @@ Forward::GraphSlot &Forward::slot_for(const PassRequest &req, const std::string 
     return slot;
 }
 
+TileShare *Forward::next_tile_share() const {
+    if (!share_tiles_)
+        return nullptr;
+    if (tile_shares_used_ == tile_shares_.size())
+        tile_shares_.emplace_back(n_threads_);
+    return &tile_shares_[tile_shares_used_++];
+}
+
 ggml_tensor *Forward::matmul(ggml_context *ctx, ggml_tensor *w, ggml_tensor *x, ggml_tensor *packed) const {
     if (own_matmul_ && !in_extra_buffer(w) && qmatmul_supports(w))
-        return qmatmul(ctx, w, x, packed ? packed : model_.packed(w));
+        return qmatmul(ctx, w, x, packed ? packed : model_.packed(w), next_tile_share());
     const int64_t group = invariant_rows(w);
     if (!device_decode_ || x->ne[1] <= group) return mul_mat_batch_invariant(ctx, w, x);
     ggml_tensor *out = nullptr;
@@ -110,6 +118,27 @@ ggml_tensor *Forward::matmul(ggml_context *ctx, ggml_tensor *w, ggml_tensor *x, 
         const int64_t rows = std::min(group, x->ne[1] - r);
         ggml_tensor *part = ggml_mul_mat(ctx, w, ggml_view_2d(ctx, x, x->ne[0], rows, x->nb[1], r * x->nb[1]));
         out = out ? ggml_concat(ctx, out, part, 1) : part;
+    }
+    return out;
+}
+
+std::vector<ggml_tensor *> Forward::matmuls(ggml_context *ctx, const std::vector<ggml_tensor *> &weights,
+                                            ggml_tensor *x) const {
+    std::vector<ggml_tensor *> out;
+    const bool fused = own_matmul_ && ggml_nrows(x) == x->ne[1] &&
+                       std::all_of(weights.begin(), weights.end(),
+                                   [&](ggml_tensor *w) { return !in_extra_buffer(w) && qmatmul_supports(w); });
+    if (!fused) {
+        for (ggml_tensor *w : weights) out.push_back(matmul(ctx, w, x));
+        return out;
+    }
+    std::vector<ggml_tensor *> packed;
+    for (ggml_tensor *w : weights) packed.push_back(model_.packed(w));
+    ggml_tensor *all = qmatmul_fused(ctx, weights, x, packed, next_tile_share());
+    size_t column = 0;
+    for (ggml_tensor *w : weights) {
+        out.push_back(ggml_view_2d(ctx, all, w->ne[1], all->ne[1], all->nb[1], column));
+        column += w->ne[1] * sizeof(float);
     }
     return out;
 }
@@ -178,14 +207,18 @@ ggml_tensor *Forward::build_layer(ggml_context *ctx, ggml_cgraph *gf, int il, gg
     const int hd = hp.head_dim;
 
     ggml_tensor *cur = ggml_mul(ctx, ggml_rms_norm(ctx, x, hp.rms_eps), w.attn_norm);
-    ggml_tensor *q = matmul(ctx, w.wq, cur);
-    ggml_tensor *k = matmul(ctx, w.wk, cur);
-    ggml_tensor *v = matmul(ctx, w.wv, cur);
-    if (w.bq) q = ggml_add(ctx, q, w.bq);
-    if (w.bk) k = ggml_add(ctx, k, w.bk);
-    if (w.bv) v = ggml_add(ctx, v, w.bv);
-    q = ggml_reshape_3d(ctx, q, hd, hp.n_head, n_rows);
-    k = ggml_reshape_3d(ctx, k, hd, hp.n_head_kv, n_rows);
+    const std::vector<ggml_tensor *> qkv = matmuls(ctx, {w.wq, w.wk, w.wv}, cur);
+    ggml_tensor *q = w.bq ? ggml_add(ctx, qkv[0], w.bq) : qkv[0];
+    ggml_tensor *k = w.bk ? ggml_add(ctx, qkv[1], w.bk) : qkv[1];
+    ggml_tensor *v = w.bv ? ggml_add(ctx, qkv[2], w.bv) : qkv[2];
+    // A fused product's views are rows of a wider tensor: those split into heads in place (rope and the norms take
+    // strides).
+    auto heads = [&](ggml_tensor *t, int n_heads) {
+        return ggml_is_contiguous(t) ? ggml_reshape_3d(ctx, t, hd, n_heads, n_rows)
+                                     : ggml_view_3d(ctx, t, hd, n_heads, n_rows, hd * sizeof(float), t->nb[1], 0);
+    };
+    q = heads(q, hp.n_head);
+    k = heads(k, hp.n_head_kv);
     if (w.q_norm) q = ggml_mul(ctx, ggml_rms_norm(ctx, q, hp.rms_eps), w.q_norm);
     if (w.k_norm) k = ggml_mul(ctx, ggml_rms_norm(ctx, k, hp.rms_eps), w.k_norm);
     q = ggml_rope_ext(ctx, q, positions, model_.rope_freqs, hp.rope_n_dims, hp.rope_type, hp.rope_n_ctx_orig,
@@ -205,8 +238,10 @@ ggml_tensor *Forward::build_layer(ggml_context *ctx, ggml_cgraph *gf, int il, gg
         // token to token and ggml's CUDA backend can replay it.
         ggml_build_forward_expand(gf, ggml_set_rows(ctx, k_cache, k_rows, kv_rows_in_));
         ggml_tensor *v_elements = ggml_reshape_2d(ctx, v_cache, 1, ggml_nelements(v_cache));
-        ggml_build_forward_expand(
-            gf, ggml_set_rows(ctx, v_elements, ggml_reshape_2d(ctx, v, 1, hp.n_embd_kv() * n_rows), v_index_in_));
+        ggml_build_forward_expand(gf, ggml_set_rows(ctx, v_elements,
+                                                    ggml_reshape_2d(ctx, ggml_is_contiguous(v) ? v : ggml_cont(ctx, v),
+                                                                    1, hp.n_embd_kv() * n_rows),
+                                                    v_index_in_));
     } else {
         ggml_tensor *k_dst = ggml_view_2d(ctx, k_cache, hp.n_embd_kv(), n_rows, k_cache->nb[1], pos0 * k_cache->nb[1]);
         ggml_build_forward_expand(gf, ggml_cpy(ctx, k_rows, k_dst));
@@ -222,7 +257,8 @@ ggml_tensor *Forward::build_layer(ggml_context *ctx, ggml_cgraph *gf, int il, gg
     cur = ggml_mul(ctx, ggml_rms_norm(ctx, x, hp.rms_eps), w.ffn_norm);
     // One gated op rather than silu then mul: the CPU computes the same values (silu(gate) * up, one vector pass),
     // and for a one-row pass the CUDA backend fuses the gate and up products and the gating into one kernel.
-    ggml_tensor *gated = ggml_swiglu_split(ctx, matmul(ctx, w.ffn_gate, cur), matmul(ctx, w.ffn_up, cur));
+    const std::vector<ggml_tensor *> gate_up = matmuls(ctx, {w.ffn_gate, w.ffn_up}, cur);
+    ggml_tensor *gated = ggml_swiglu_split(ctx, gate_up[0], gate_up[1]);
     return ggml_add(ctx, x, matmul(ctx, w.ffn_down, gated));
 }
 
@@ -330,6 +366,7 @@ void Forward::run_pass(const PassRequest &req, PassResult *out) {
     const ggml_context_ptr graph_ctx(ggml_init(params));
     ggml_context *ctx = graph_ctx.get();
     ggml_cgraph *gf = ggml_new_graph_custom(ctx, slot.n_nodes, false);
+    tile_shares_used_ = 0;  // the last graph has finished with them
 
     ggml_tensor *tokens_in = nullptr, *hidden_in = nullptr, *x = nullptr;
     if (req.layer_begin == 0 && req.tokens && !embed_on_host) {

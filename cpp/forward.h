@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <string>
@@ -15,6 +16,7 @@
 #include "ggml-cpu.h"
 #include "kv_cache.h"
 #include "model.h"
+#include "ops/qmatmul.h"
 #include "pass_runner.h"
 
 namespace adadecode {
@@ -37,6 +39,9 @@ public:
     // Appends every pass run from now on to `trace` (nullptr: stop); tracing only observes, it changes no pass.
     void set_trace(std::vector<PassTrace> *trace) { trace_ = trace; }
     int n_threads() const { return n_threads_; }
+    // Whether the threads of a matmul take over tiles a slower thread has not reached (TileShare, on by default
+    // unless ADADECODE_QMATMUL_SHARE=0): the same bits either way; off only to measure the difference.
+    void set_tile_sharing(bool on) { share_tiles_ = on; }
     ggml_backend_t backend() const { return backend_.get(); }
     // Lets the CPU worker threads sleep now instead of spinning a while for the next graph (the next pass wakes
     // them): for measuring several Forwards in one process, whose spinning workers would share the cores.
@@ -56,6 +61,10 @@ private:
     ggml_tensor *attention(ggml_context *ctx, int il, ggml_tensor *q, ggml_tensor *mask, int n_kv) const;
     // `packed`: w in our kernel's layout where the model did not pack w itself (the exit heads' matrices).
     ggml_tensor *matmul(ggml_context *ctx, ggml_tensor *w, ggml_tensor *x, ggml_tensor *packed = nullptr) const;
+    // The products of several weights with the same x, each [n_out, n_rows]: where our kernel takes every weight,
+    // views of one fused op (qmatmul_fused: x quantized once), else one matmul each.
+    std::vector<ggml_tensor *> matmuls(ggml_context *ctx, const std::vector<ggml_tensor *> &weights,
+                                       ggml_tensor *x) const;
     struct GraphSlot {
         std::vector<uint8_t> memory;  // the ggml context of the graph
         size_t n_nodes = 0;
@@ -70,6 +79,11 @@ private:
     ggml_backend_dev_t device_;  // nullptr: the CPU computing from the mapped file
     int n_threads_;
     bool own_matmul_;
+    bool share_tiles_ = qmatmul_tile_sharing_default();
+    // One per matmul op of the graph being built, reused by the next graph (see TileShare).
+    mutable std::deque<TileShare> tile_shares_;
+    mutable size_t tile_shares_used_ = 0;
+    TileShare *next_tile_share() const;
     // A decode pass on a device: ggml's device kernels are chosen by row count, so such a pass is built from pieces
     // whose kernels a one-row pass also uses (see Forward::run). Set per pass, with the pass's KV index inputs.
     bool device_decode_ = false;

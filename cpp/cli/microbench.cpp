@@ -2,9 +2,9 @@
 // side in one process: one batched pass over all layers for 1..8 rows (relative to 1 row), a pass over one
 // segment of layers, the exit check (head transform + output matrix) for the full vocabulary, and the floor under a
 // batch's extra row: its multiply-accumulates at the peak rate of the kernel's dot-product instruction.
-// With several setups (mmap: our matmul kernel, file: the same without packed weights, ggml: ggml's mul_mat, repack:
-// ggml's extra buffer types), the model
-// is loaded once per setup and they are timed alternately, row count by row count, so all see the same machine load.
+// With several setups (mmap: our matmul kernel, static: the same without TileShare, file: the same without packed
+// weights, ggml: ggml's mul_mat, repack: ggml's extra buffer types), the model is loaded once per setup and they are
+// timed alternately, row count by row count, so all see the same machine load.
 //
 // The roofline: a pass over k rows must read every weight once (weight_bytes_per_pass at read_gbs, the machine's
 // streaming read rate with the same threads) and do k rows' multiply-accumulates (at int8_peak_gmacs, the kernel
@@ -71,7 +71,7 @@ long rss_kib() {
 }
 
 struct Setup {
-    std::string name;  // mmap: our kernels, file: without packing, ggml: ggml's mul_mat, repack: ggml's extra buffers
+    std::string name;  // mmap: our kernels, static: without TileShare, file: without packing, ggml, repack, gpu
     std::unique_ptr<Model> model;
     std::unique_ptr<KvCache> cache;
     std::unique_ptr<Forward> fw;
@@ -270,9 +270,10 @@ int main(int argc, char **argv) {
         std::fprintf(
             stderr,
             "usage: adadecode-microbench MODEL.gguf [threads=2] [reps=30] [pos=200] [setups=mmap]\n"
-            "  setups: comma-separated mmap (our matmul kernel), file (ours, Q4_K weights not packed), ggml\n"
-            "  (ggml's mul_mat), repack (ggml's repacked weights), gpu (the first GPU); 0, 1 and both are the old\n"
-            "  spellings of mmap, repack and mmap,repack\n");
+            "  setups: comma-separated mmap (our matmul kernel), static (the same, each thread keeping to its share\n"
+            "  of a matmul's tiles: no TileShare), file (ours, Q4_K weights not packed), ggml (ggml's mul_mat),\n"
+            "  repack (ggml's repacked weights), gpu (the first GPU); 0, 1 and both are the old spellings of mmap,\n"
+            "  repack and mmap,repack\n");
         return 1;
     }
     const int n_threads = argc > 2 ? std::atoi(argv[2]) : 2;
@@ -296,16 +297,20 @@ int main(int argc, char **argv) {
             if (end == std::string::npos) end = setup_list.size();
             const std::string name = setup_list.substr(start, end - start);
             start = end + 1;
-            if (name != "mmap" && name != "file" && name != "ggml" && name != "repack" && name != "gpu") {
-                throw Error("unknown setup '" + name + "' (expected mmap, file, ggml, repack or gpu)");
+            if (name != "mmap" && name != "static" && name != "file" && name != "ggml" && name != "repack" &&
+                name != "gpu") {
+                throw Error("unknown setup '" + name + "' (expected mmap, static, file, ggml, repack or gpu)");
             }
             Setup s{name, nullptr, nullptr, nullptr};
             const long before = rss_kib();
+            const bool ours = name == "mmap" || name == "static" || name == "file";
             s.model = std::make_unique<Model>(argv[1], name == "repack", find_device(name == "gpu" ? "gpu" : ""),
-                                              name == "mmap");
+                                              name == "mmap" || name == "static");
             const HParams &hp = s.model->hparams();
             s.cache = std::make_unique<KvCache>(*s.model, pos + 64);
-            s.fw = std::make_unique<Forward>(*s.model, *s.cache, n_threads, name == "mmap" || name == "file");
+            s.fw = std::make_unique<Forward>(*s.model, *s.cache, n_threads, ours);
+            if (ours)
+                s.fw->set_tile_sharing(name != "static");
             setups.push_back(std::move(s));
             Setup &b = setups.back();
             std::vector<int32_t> fill_tokens(pos);

@@ -36,6 +36,30 @@ void require_two_row_width(int width) {
 
 }  // namespace
 
+// Per thread, the tiles of its share not yet claimed, [front, back) in the op's tile numbers, packed with a bit
+// saying the range was set up in this run of the op; and how many threads have found no tile left. Each on a cache
+// line of its own: an owner claims from its front on a line no other core touches until it comes to steal.
+struct TileShare::State {
+    struct alignas(64) Range {
+        std::atomic<uint64_t> value{0};
+    };
+    explicit State(int n) : n_threads(n), ranges(new Range[n]) {}
+    int n_threads;
+    std::unique_ptr<Range[]> ranges;
+    alignas(64) std::atomic<int> finished{0};
+};
+
+TileShare::TileShare(int n_threads) : state_(std::make_unique<State>(n_threads)) {}
+TileShare::~TileShare() = default;
+
+bool qmatmul_tile_sharing_default() {
+    static const bool on = [] {
+        const char *env = std::getenv("ADADECODE_QMATMUL_SHARE");
+        return !(env && std::string(env) == "0");
+    }();
+    return on;
+}
+
 #if defined(ADADECODE_QMATMUL_X86) || defined(ADADECODE_QMATMUL_ARM)
 
 namespace {
@@ -1256,57 +1280,149 @@ std::atomic<int> &two_row_width() {
     return width;
 }
 
-// src: the weight, the activations and, for packed kernels, the packed weight (whose data the kernels read).
-void compute(ggml_tensor *dst, int ith, int nth, void *userdata) {
-    const TypeKernels &k = *static_cast<const TypeKernels *>(userdata);
-    const ggml_tensor *w = dst->src[0];
-    const ggml_tensor *x = dst->src[1];
-    const ggml_tensor *packed = dst->src[2];
-    const int64_t n_in = w->ne[0], n_out = w->ne[1], n_rows = x->ne[1];
-    const int64_t n_blocks = n_in / k.block_values;
-    const uint8_t *weights = static_cast<const uint8_t *>(packed ? packed->data : w->data);
-    const size_t row_bytes = packed ? n_blocks * (k.block_bytes / packed_rows) : w->nb[1];
+// One weight of a product: its outputs land in each output row from `column` on.
+struct Part {
+    const TypeKernels *k;
+    const uint8_t *weights;  // the packed copy's bytes, or the file layout's
+    size_t row_bytes;
+    int64_t n_out, column, first_tile;  // first_tile: its first tile in the op's tiles (all parts' in turn)
+};
+constexpr int max_parts = (GGML_MAX_SRC - 1) / 2;  // ggml_custom_4d takes fewer than GGML_MAX_SRC sources
+
+// A thread's activations for one block size (32 or 256 values), quantized once per op for all of its parts.
+// Every thread quantizes all activation rows itself: a few microseconds, and no barrier needed between quantizing and
+// multiplying. Grown only: a vector resized up again zero-fills, and a layer's matmuls alternate narrow and wide
+// inputs.
+const uint8_t *quantized_rows(const ggml_tensor *x, int block_values) {
+    thread_local std::vector<uint8_t> storage[2];
+    std::vector<uint8_t> &act = storage[block_values == 32 ? 0 : 1];
+    const int64_t n_blocks = x->ne[0] / block_values, n_rows = x->ne[1];
     const size_t act_bytes =
-        static_cast<size_t>(n_blocks) * (k.block_values == 32 ? act32_bytes_per_block : sizeof(ActBlock256));
-    // Every thread quantizes all activation rows itself: a few microseconds, and no barrier needed between
-    // quantizing and multiplying.
-    thread_local std::vector<uint8_t> act_storage;
-    // Grown only: a vector resized up again zero-fills, and a layer's matmuls alternate narrow and wide inputs.
-    const size_t act_total = act_bytes * static_cast<size_t>(n_rows);
-    if (act_storage.size() < act_total)
-        act_storage.resize(act_total);
+        static_cast<size_t>(n_blocks) * (block_values == 32 ? act32_bytes_per_block : sizeof(ActBlock256));
+    if (act.size() < act_bytes * static_cast<size_t>(n_rows))
+        act.resize(act_bytes * static_cast<size_t>(n_rows));
     for (int64_t r = 0; r < n_rows; ++r) {
         const float *row = reinterpret_cast<const float *>(static_cast<const char *>(x->data) + r * x->nb[1]);
-        uint8_t *dst_row = act_storage.data() + act_bytes * r;
-        if (k.block_values == 32) {
+        uint8_t *dst_row = act.data() + act_bytes * r;
+        if (block_values == 32) {
             quantize_row_32(row, n_blocks, dst_row);
         } else {
             quantize_row_256(row, n_blocks, reinterpret_cast<ActBlock256 *>(dst_row));
         }
     }
-    const uint8_t *act = act_storage.data();
-    // Whole tiles per thread, so that a thread's rows start on a tile (a packed group).
-    const int64_t per_thread = ((n_out + nth - 1) / nth + weight_tile - 1) / weight_tile * weight_tile;
-    const int64_t first = std::min(n_out, per_thread * ith), last = std::min(n_out, first + per_thread);
-    const uint8_t *acts[max_group];
-    float results[weight_tile * max_group];
-    const int two_rows_as = k.group_size >= 3 ? two_row_width().load(std::memory_order_relaxed) : 2;
-    // Prefill batches: a chunk of activation rows stays in cache while the weights stream past it once.
-    for (int64_t chunk = 0; chunk < n_rows; chunk += act_chunk) {
-        const int64_t chunk_end = std::min(n_rows, chunk + act_chunk);
-        for (int64_t tile = first; tile < last; tile += weight_tile) {
-            const int64_t tile_rows = std::min(last, tile + weight_tile) - tile;
-            for (int64_t g = chunk; g < chunk_end; g += k.group_size) {
-                const int nr = static_cast<int>(std::min<int64_t>(k.group_size, chunk_end - g));
-                const int width = nr == 2 ? two_rows_as : nr;
-                for (int i = 0; i < width; ++i) acts[i] = act + act_bytes * (g + std::min(i, nr - 1));
-                k.group[width - 1](weights + tile * row_bytes, row_bytes, tile_rows, acts, n_blocks, results);
-                for (int j = 0; j < nr; ++j) {
-                    float *out = reinterpret_cast<float *>(static_cast<char *>(dst->data) + (g + j) * dst->nb[1]);
-                    std::memcpy(out + tile, results + j * weight_tile, tile_rows * sizeof(float));
+    return act.data();
+}
+
+constexpr uint64_t range_set = uint64_t(1) << 63;
+
+uint64_t pack_range(int64_t front, int64_t back) {
+    return range_set | static_cast<uint64_t>(back) << 32 | static_cast<uint64_t>(front);
+}
+
+// Claims tiles [*begin, *end) of `owner`'s share (tiles [share_begin, share_end) of the op): a quarter of what is left,
+// at least one tile, from the front for the owner and from the back for another thread, so that the two meet in the
+// middle. The first thread to look at a share this run sets it up. False when none is left.
+bool claim_tiles(TileShare::State &share, int owner, bool own, int64_t share_begin, int64_t share_end, int64_t *begin,
+                 int64_t *end) {
+    std::atomic<uint64_t> &range = share.ranges[owner].value;
+    uint64_t value = range.load(std::memory_order_acquire);
+    if (value == 0) {
+        const uint64_t fresh = pack_range(share_begin, share_end);
+        if (range.compare_exchange_strong(value, fresh, std::memory_order_acq_rel))
+            value = fresh;
+    }
+    for (;;) {
+        const int64_t front = static_cast<int64_t>(value & 0xffffffffu);
+        const int64_t back = static_cast<int64_t>((value & ~range_set) >> 32);
+        if (front >= back)
+            return false;
+        const int64_t n = std::max<int64_t>(1, (back - front) / 4);
+        const uint64_t claimed = own ? pack_range(front + n, back) : pack_range(front, back - n);
+        if (range.compare_exchange_weak(value, claimed, std::memory_order_acq_rel)) {
+            *begin = own ? front : back - n;
+            *end = own ? front + n : back;
+            return true;
+        }
+    }
+}
+
+// src: the activations, then per weight the weight and the tensor its kernels read (its packed copy, or the weight
+// again for the file layout). The weights' tiles, all parts' in turn, are split evenly over the threads in whole
+// tiles, so that a thread's rows start on a tile (a packed group) and its stream stays contiguous; with a TileShare
+// (userdata) a thread that is done takes over the rest of another's share (see TileShare).
+void compute(ggml_tensor *dst, int ith, int nth, void *userdata) {
+    const ggml_tensor *x = dst->src[0];
+    const int64_t n_in = x->ne[0], n_rows = x->ne[1];
+    Part parts[max_parts];
+    int n_parts = 0;
+    int64_t n_tiles = 0;
+    for (int s = 1; s + 1 < GGML_MAX_SRC && dst->src[s]; s += 2) {
+        const ggml_tensor *w = dst->src[s], *data = dst->src[s + 1];
+        const bool packed = data != w;
+        Part &p = parts[n_parts++];
+        p.k = packed ? packed_kernels(w->type) : kernels_for(w);
+        p.weights = static_cast<const uint8_t *>(data->data);
+        p.row_bytes = packed ? (n_in / p.k->block_values) * (p.k->block_bytes / packed_rows) : w->nb[1];
+        p.n_out = w->ne[1];
+        p.column = n_parts == 1 ? 0 : parts[n_parts - 2].column + parts[n_parts - 2].n_out;
+        p.first_tile = n_tiles;
+        n_tiles += (p.n_out + weight_tile - 1) / weight_tile;
+    }
+    const uint8_t *acts_of_size[2] = {nullptr, nullptr};  // quantized when a part first needs them
+    const int two_rows_as = two_row_width().load(std::memory_order_relaxed);
+    // Tiles [first, last) of the op times activation rows [row_begin, row_end).
+    auto multiply_tiles = [&](int64_t first, int64_t last, int64_t row_begin, int64_t row_end) {
+        const uint8_t *acts[max_group];
+        float results[weight_tile * max_group];
+        for (int i = 0; i < n_parts; ++i) {
+            const Part &p = parts[i];
+            const int64_t tile_end = p.first_tile + (p.n_out + weight_tile - 1) / weight_tile;
+            if (tile_end <= first || p.first_tile >= last)
+                continue;
+            const int64_t n_blocks = n_in / p.k->block_values;
+            const size_t act_bytes =
+                static_cast<size_t>(n_blocks) * (p.k->block_values == 32 ? act32_bytes_per_block : sizeof(ActBlock256));
+            const uint8_t *&act = acts_of_size[p.k->block_values == 32 ? 0 : 1];
+            if (!act)
+                act = quantized_rows(x, p.k->block_values);
+            const int two_rows = p.k->group_size >= 3 ? two_rows_as : 2;
+            for (int64_t t = std::max(first, p.first_tile); t < std::min(last, tile_end); ++t) {
+                const int64_t tile = (t - p.first_tile) * weight_tile;
+                const int64_t tile_rows = std::min(p.n_out, tile + weight_tile) - tile;
+                for (int64_t g = row_begin; g < row_end; g += p.k->group_size) {
+                    const int nr = static_cast<int>(std::min<int64_t>(p.k->group_size, row_end - g));
+                    const int width = nr == 2 ? two_rows : nr;
+                    for (int j = 0; j < width; ++j) acts[j] = act + act_bytes * (g + std::min(j, nr - 1));
+                    p.k->group[width - 1](p.weights + tile * p.row_bytes, p.row_bytes, tile_rows, acts, n_blocks,
+                                          results);
+                    for (int j = 0; j < nr; ++j) {
+                        float *out = reinterpret_cast<float *>(static_cast<char *>(dst->data) + (g + j) * dst->nb[1]);
+                        std::memcpy(out + p.column + tile, results + j * weight_tile, tile_rows * sizeof(float));
+                    }
                 }
             }
         }
+    };
+    const int64_t per_thread = (n_tiles + nth - 1) / nth;
+    auto share_begin = [&](int t) { return std::min(n_tiles, per_thread * t); };
+    auto share_end = [&](int t) { return std::min(n_tiles, per_thread * (t + 1)); };
+    TileShare::State *share = userdata ? static_cast<TileShare *>(userdata)->state() : nullptr;
+    if (!share || nth < 2 || nth > share->n_threads || n_rows > act_chunk) {
+        // Prefill batches: a chunk of activation rows stays in cache while the weights stream past it once.
+        for (int64_t chunk = 0; chunk < n_rows; chunk += act_chunk)
+            multiply_tiles(share_begin(ith), share_end(ith), chunk, std::min(n_rows, chunk + act_chunk));
+        return;
+    }
+    int64_t begin = 0, end = 0;
+    for (int k = 0; k < nth; ++k) {
+        const int owner = (ith + k) % nth;
+        while (claim_tiles(*share, owner, k == 0, share_begin(owner), share_end(owner), &begin, &end))
+            multiply_tiles(begin, end, 0, n_rows);
+    }
+    // The last thread out leaves the share as it found it, for the next run.
+    if (share->finished.fetch_add(1, std::memory_order_acq_rel) == nth - 1) {
+        for (int t = 0; t < nth; ++t) share->ranges[t].value.store(0, std::memory_order_relaxed);
+        share->finished.store(0, std::memory_order_release);
     }
 }
 
@@ -1385,16 +1501,30 @@ void qmatmul_pack(const ggml_tensor *w, const void *file_data, void *dst) {
     }
 }
 
-ggml_tensor *qmatmul(ggml_context *ctx, ggml_tensor *w, ggml_tensor *x, ggml_tensor *packed) {
+ggml_tensor *qmatmul_fused(ggml_context *ctx, const std::vector<ggml_tensor *> &weights, ggml_tensor *x,
+                           const std::vector<ggml_tensor *> &packed, TileShare *share) {
+    if (weights.empty() || weights.size() > static_cast<size_t>(max_parts) || packed.size() != weights.size())
+        throw std::invalid_argument("qmatmul_fused: 1 to " + std::to_string(max_parts) +
+                                    " weights, each with its packed copy or nullptr");
     if (x->type != GGML_TYPE_F32 || !ggml_is_contiguous(x))
         x = ggml_cont(ctx, x);
+    ggml_tensor *args[GGML_MAX_SRC - 1] = {x};
+    int64_t n_out = 0;
+    for (size_t i = 0; i < weights.size(); ++i) {
+        if (weights[i]->ne[0] != x->ne[0])
+            throw std::invalid_argument("qmatmul_fused: the weights take inputs of different widths");
+        args[1 + 2 * i] = weights[i];
+        args[2 + 2 * i] = packed[i] ? packed[i] : weights[i];
+        n_out += weights[i]->ne[1];
+    }
+    return ggml_custom_4d(ctx, GGML_TYPE_F32, n_out, x->ne[1], 1, 1, args, 1 + 2 * static_cast<int>(weights.size()),
+                          compute, GGML_N_TASKS_MAX, share);
+}
+
+ggml_tensor *qmatmul(ggml_context *ctx, ggml_tensor *w, ggml_tensor *x, ggml_tensor *packed, TileShare *share) {
     if (ggml_nrows(x) != x->ne[1])
         return ggml_mul_mat(ctx, w, x);  // batched (3-d) products are not ours
-    ggml_tensor *args[3] = {w, x, packed};
-    // The table entry outlives every graph: it is a static constant.
-    void *kernels = const_cast<TypeKernels *>(packed ? packed_kernels(w->type) : kernels_for(w));
-    return ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], x->ne[1], 1, 1, args, packed ? 3 : 2, compute, GGML_N_TASKS_MAX,
-                          kernels);
+    return qmatmul_fused(ctx, {w}, x, {packed}, share);
 }
 
 #else  // neither x86-64 nor aarch64: ggml's own matmul everywhere
@@ -1437,8 +1567,16 @@ size_t qmatmul_packed_size(const ggml_tensor *) {
 
 void qmatmul_pack(const ggml_tensor *, const void *, void *) {}
 
-ggml_tensor *qmatmul(ggml_context *ctx, ggml_tensor *w, ggml_tensor *x, ggml_tensor *) {
+ggml_tensor *qmatmul(ggml_context *ctx, ggml_tensor *w, ggml_tensor *x, ggml_tensor *, TileShare *) {
     return ggml_mul_mat(ctx, w, x);
+}
+
+ggml_tensor *qmatmul_fused(ggml_context *ctx, const std::vector<ggml_tensor *> &weights, ggml_tensor *x,
+                           const std::vector<ggml_tensor *> &, TileShare *) {
+    ggml_tensor *out = nullptr;
+    for (ggml_tensor *w : weights)
+        out = out ? ggml_concat(ctx, out, ggml_mul_mat(ctx, w, x), 0) : ggml_mul_mat(ctx, w, x);
+    return out;
 }
 
 #endif

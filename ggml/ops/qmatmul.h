@@ -12,6 +12,9 @@
 // That is what lets layer-parallel decoding reproduce standard decoding's logits bit for bit.
 #pragma once
 
+#include <memory>
+#include <vector>
+
 #include "ggml.h"
 
 namespace adadecode {
@@ -21,11 +24,45 @@ namespace adadecode {
 // off.
 bool qmatmul_supports(const ggml_tensor *w);
 
+// How the threads of one qmatmul op divide its weight tiles. Without one (nullptr), each thread takes an equal
+// contiguous share. With one, each thread starts on the same share, but a thread that finishes early takes tiles
+// from the end of a slower thread's share, so that a thread slowed by something else on the machine does not hold
+// the others at the barrier after the op. The results are the same bits either way: which thread computes a tile does
+// not change how it is computed. One TileShare per op of a graph, for the thread count the graph runs with (an op
+// run with more threads divides its tiles the static way); it resets itself when the op ends, so the same op in
+// the next run of the graph, or an op of the next graph, can use it again, but never two ops at once. Decode passes
+// only: prefill batches (more than 64 rows) always divide statically.
+class TileShare {
+public:
+    explicit TileShare(int n_threads);
+    ~TileShare();
+    TileShare(const TileShare &) = delete;
+    TileShare &operator=(const TileShare &) = delete;
+    struct State;
+    State *state() const { return state_.get(); }
+
+private:
+    std::unique_ptr<State> state_;
+};
+
+// Whether new Forward passes hand their matmuls a TileShare: ADADECODE_QMATMUL_SHARE=0 in the environment turns it
+// off (read once).
+bool qmatmul_tile_sharing_default();
+
 // w [n_in, n_out] (quantized, contiguous rows) times x [n_in, n_rows] (f32) -> [n_out, n_rows] f32, like
 // ggml_mul_mat(w, x). Activations are quantized to 8 bits per row (blocks of 32 with an f32 scale, or of 256 for the
 // K-quants), as ggml does. Only for weights with qmatmul_supports(w).
 // With `packed` (a tensor holding qmatmul_pack's output for w), the kernel reads that instead of w's data.
-ggml_tensor *qmatmul(ggml_context *ctx, ggml_tensor *w, ggml_tensor *x, ggml_tensor *packed = nullptr);
+ggml_tensor *qmatmul(ggml_context *ctx, ggml_tensor *w, ggml_tensor *x, ggml_tensor *packed = nullptr,
+                     TileShare *share = nullptr);
+
+// Several weights that multiply the same x (a layer's Q, K and V; its FFN gate and up), as one op: x [n_in, n_rows]
+// -> [sum of the weights' n_out, n_rows], each output row holding the first weight's outputs, then the second's, and
+// so on. Each output is bitwise what qmatmul gives for its weight alone; what it saves is quantizing x once per op
+// rather than once per weight, and the threads' synchronisation between the products. 1 to 4 weights, each with
+// qmatmul_supports, the same n_in, and its packed copy or nullptr in `packed`; x 2-d.
+ggml_tensor *qmatmul_fused(ggml_context *ctx, const std::vector<ggml_tensor *> &weights, ggml_tensor *x,
+                           const std::vector<ggml_tensor *> &packed, TileShare *share = nullptr);
 
 // Multiply-accumulates per second that the integer dot-product instruction of the chosen kernel family sustains on
 // one core (measured when called, ~0.1 s; 0 where the kernel is off). A batched pass cannot cost less per extra row

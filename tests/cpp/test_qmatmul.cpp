@@ -6,6 +6,8 @@
 //    ggml is checked to be close to it too);
 //  - batch invariance: a row's outputs are bitwise equal whether it is multiplied alone or among 2..11 rows, at any
 //    position in the batch, with 1, 2 or 3 threads, two rows through either kernel width (qmatmul_two_row_kernel);
+//  - a fused product of several weights (qmatmul_fused): each weight's outputs bitwise those of it alone, with tiles
+//    split statically or through a TileShare run after run;
 //  - the same for Q4_K, Q6_K, Q5_0, Q8_0 and Q4_1 weights packed into the kernel's own layout (qmatmul_pack), where the
 //    CPU has that kernel;
 //  - the same results on every architecture: on weights and activations made from integers alone (the same bytes on
@@ -262,6 +264,95 @@ bool is_family_name(const std::string &name) {
     return false;
 }
 
+// One fused op (qmatmul_fused) over weights of both activation formats, packed and in the file layout, tile counts
+// that split unevenly over the threads: each weight's columns are bitwise what qmatmul gives for it alone.
+void check_fused(std::mt19937 &rng) {
+    if (std::string(qmatmul_family()) == "off")
+        return;
+    constexpr int n_in = 768;
+    struct Part {
+        Problem p;
+        Kernel kernel;
+    };
+    std::vector<Part> parts;
+    parts.push_back({make_problem(GGML_TYPE_Q4_K, n_in, 48, rng), Kernel::packed});
+    parts.push_back({make_problem(GGML_TYPE_Q6_K, n_in, 45, rng), Kernel::ours});
+    parts.push_back({make_problem(GGML_TYPE_Q8_0, n_in, 48, rng), Kernel::packed});
+    parts.push_back({make_problem(GGML_TYPE_Q4_1, n_in, 45, rng), Kernel::ours});
+    for (Part &part : parts) part.p.x = parts[0].p.x;  // one input for all
+    int n_out = 0;
+    for (const Part &part : parts) n_out += part.p.n_out;
+    for (int n_rows : {1, 2, 3, 5, 8, 11}) {
+        for (int n_threads : {1, 2, 3}) {
+            ggml_init_params params{};
+            params.mem_size = (16 << 20) + 32 * ggml_tensor_overhead() + ggml_graph_overhead();
+            ggml_context *ctx = ggml_init(params);
+            ggml_tensor *x = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, n_in, n_rows);
+            std::memcpy(x->data, parts[0].p.x.data(), sizeof(float) * n_in * n_rows);
+            std::vector<ggml_tensor *> weights, packed;
+            for (const Part &part : parts) {
+                ggml_tensor *w = ggml_new_tensor_2d(ctx, part.p.type, n_in, part.p.n_out);
+                std::memcpy(w->data, part.p.weights.data(), part.p.weights.size());
+                weights.push_back(w);
+                packed.push_back(nullptr);
+                if (part.kernel == Kernel::packed) {
+                    packed.back() = ggml_new_tensor_1d(ctx, GGML_TYPE_I8, static_cast<int64_t>(qmatmul_packed_size(w)));
+                    qmatmul_pack(w, part.p.weights.data(), packed.back()->data);
+                }
+            }
+            // Static shares, then a TileShare (room for 3 threads) over several runs of the same op: it must reset
+            // itself, and every tile must be computed once more (the output is overwritten with NaN before each run).
+            TileShare share(3);
+            for (int run = 0; run < 4; ++run) {
+                ggml_tensor *y = qmatmul_fused(ctx, weights, x, packed, run == 0 ? nullptr : &share);
+                CHECK(y->ne[0] == n_out && y->ne[1] == n_rows);
+                std::memset(y->data, 0xff, ggml_nbytes(y));
+                ggml_cgraph *gf = ggml_new_graph(ctx);
+                ggml_build_forward_expand(gf, y);
+                ggml_graph_compute_with_ctx(ctx, gf, n_threads);
+                int column = 0;
+                bool same = true;
+                for (const Part &part : parts) {
+                    const std::vector<float> alone = multiply(part.p, 0, n_rows, n_threads, part.kernel);
+                    for (int r = 0; r < n_rows; ++r) {
+                        const float *fused_row = static_cast<const float *>(y->data) + static_cast<size_t>(r) * n_out;
+                        same = same &&
+                               std::memcmp(fused_row + column, alone.data() + static_cast<size_t>(r) * part.p.n_out,
+                                           sizeof(float) * part.p.n_out) == 0;
+                    }
+                    column += part.p.n_out;
+                }
+                if (!same)
+                    std::fprintf(stderr, "fused: %d rows, %d threads, run %d differ from the weights alone\n", n_rows,
+                                 n_threads, run);
+                CHECK(same);
+            }
+            // Refused: more weights than the op has sources for, and weights of different input widths.
+            for (int bad = 0; bad < 2; ++bad) {
+                std::vector<ggml_tensor *> w = weights, pk = packed;
+                if (bad == 0) {
+                    w.push_back(weights[0]);
+                    pk.push_back(nullptr);
+                } else {
+                    w[1] = ggml_new_tensor_2d(ctx, GGML_TYPE_Q6_K, 2 * n_in, 16);
+                }
+                bool refused = false;
+                try {
+                    qmatmul_fused(ctx, w, x, pk);
+                } catch (const std::invalid_argument &) {
+                    refused = true;
+                }
+                CHECK(refused);
+            }
+            ggml_free(ctx);
+        }
+    }
+    std::printf(
+        "fused: 4 weights (Q4_K, Q8_0 packed; Q6_K, Q4_1 file layout), 1-11 rows, 1-3 threads, static and shared "
+        "tiles: bitwise "
+        "equal to each alone\n");
+}
+
 }  // namespace
 
 int main(int argc, char **argv) {
@@ -304,6 +395,7 @@ int main(int argc, char **argv) {
         check_type(type, 800, rng, true);  // an odd number of blocks is fine packed
         check_type(type, 32, rng, true);
     }
+    check_fused(rng);
     // Types the kernel does not take are left to ggml.
     ggml_tensor f16{};
     f16.type = GGML_TYPE_F16;
