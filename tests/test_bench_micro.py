@@ -146,3 +146,21 @@ def test_unknown_kernel_family_is_named(smollm2_path: Path, microbench: str, mon
     if mb["qmatmul_family"] in ("off", "neon", "neondot"):
         pytest.skip("no x86 kernel family here (aarch64, or x86 without AVX2)")
     assert "ADADECODE_QMATMUL='avx1024' is not 0, avx2, avxvnni, avx512 or avx512vnni" in stderr
+
+
+def test_static_setup_times_passes_without_tile_sharing(smollm2_path: Path, microbench: str) -> None:
+    """Setup `static` is `mmap` with each thread kept to its own share of a matmul's tiles (no TileShare), timed in
+    the same process for A/B; an unknown setup is named, with the list of known ones."""
+    proc = subprocess.run([microbench, str(smollm2_path), "2", "1", "200", "mmap,static"], capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    mb = json.loads(proc.stdout)
+    assert mb["setups"] == ["mmap", "static"]
+    for name in mb["setups"]:
+        assert list(mb[name]["rows"]) == [str(k) for k in range(1, 9)]
+        assert all(row["seconds"] > 0 for row in mb[name]["rows"].values())
+    assert mb["static"]["weight_bytes_per_pass"] == mb["mmap"]["weight_bytes_per_pass"]
+    bad = subprocess.run([microbench, str(smollm2_path), "2", "1", "200", "mmap,halves"], capture_output=True,
+                         text=True, timeout=600)
+    assert bad.returncode != 0
+    assert "unknown setup 'halves' (expected mmap, static, file, ggml, repack or gpu)" in bad.stderr
