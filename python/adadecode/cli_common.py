@@ -98,7 +98,15 @@ def add_tensor_split_option(p: argparse.ArgumentParser) -> None:
 
 def add_sampling_options(p: argparse.ArgumentParser, *, temp: float) -> None:
     """Threads, context and the sampling flags (shared by run and chat, which differ in the default temperature)."""
-    p.add_argument("-t", "--threads", type=int, default=None, metavar="N", help="CPU threads (default: all cores)")
+    p.add_argument(
+        "-t",
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="CPU threads (default: all cores). With other programs keeping cores busy, give the free ones: a thread "
+        "sharing a core with another program holds the others up at every step",
+    )
     p.add_argument("-c", "--ctx-size", type=int, default=4096, metavar="N", help="context size in tokens")
     add_device_options(p)
     p.add_argument("--temp", type=float, default=temp, metavar="T", help="sampling temperature; 0 = greedy")
