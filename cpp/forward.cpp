@@ -108,8 +108,12 @@ TileShare *Forward::next_tile_share() const {
     return &tile_shares_[tile_shares_used_++];
 }
 
+bool Forward::ours(const ggml_tensor *w) const {
+    return own_matmul_ && !in_extra_buffer(w) && qmatmul_supports(w);
+}
+
 ggml_tensor *Forward::matmul(ggml_context *ctx, ggml_tensor *w, ggml_tensor *x, ggml_tensor *packed) const {
-    if (own_matmul_ && !in_extra_buffer(w) && qmatmul_supports(w))
+    if (ours(w))
         return qmatmul(ctx, w, x, packed ? packed : model_.packed(w), next_tile_share());
     const int64_t group = invariant_rows(w);
     if (!device_decode_ || x->ne[1] <= group) return mul_mat_batch_invariant(ctx, w, x);
@@ -125,9 +129,8 @@ ggml_tensor *Forward::matmul(ggml_context *ctx, ggml_tensor *w, ggml_tensor *x, 
 std::vector<ggml_tensor *> Forward::matmuls(ggml_context *ctx, const std::vector<ggml_tensor *> &weights,
                                             ggml_tensor *x) const {
     std::vector<ggml_tensor *> out;
-    const bool fused = own_matmul_ && ggml_nrows(x) == x->ne[1] &&
-                       std::all_of(weights.begin(), weights.end(),
-                                   [&](ggml_tensor *w) { return !in_extra_buffer(w) && qmatmul_supports(w); });
+    const bool fused = ggml_nrows(x) == x->ne[1] &&
+                       std::all_of(weights.begin(), weights.end(), [&](const ggml_tensor *w) { return ours(w); });
     if (!fused) {
         for (ggml_tensor *w : weights) out.push_back(matmul(ctx, w, x));
         return out;

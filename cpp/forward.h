@@ -59,6 +59,8 @@ private:
     // The state an exit head's norm and output rows read: its transform of `h`, dense or two-layer.
     ggml_tensor *build_head_state(ggml_context *ctx, const HeadWeights &head, ggml_tensor *h) const;
     ggml_tensor *attention(ggml_context *ctx, int il, ggml_tensor *q, ggml_tensor *mask, int n_kv) const;
+    // Whether w goes through our kernel (ggml/ops/qmatmul.h) rather than ggml's mul_mat.
+    bool ours(const ggml_tensor *w) const;
     // `packed`: w in our kernel's layout where the model did not pack w itself (the exit heads' matrices).
     ggml_tensor *matmul(ggml_context *ctx, ggml_tensor *w, ggml_tensor *x, ggml_tensor *packed = nullptr) const;
     // The products of several weights with the same x, each [n_out, n_rows]: where our kernel takes every weight,

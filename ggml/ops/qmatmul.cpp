@@ -1285,9 +1285,15 @@ struct Part {
     const TypeKernels *k;
     const uint8_t *weights;  // the packed copy's bytes, or the file layout's
     size_t row_bytes;
-    int64_t n_out, column, first_tile;  // first_tile: its first tile in the op's tiles (all parts' in turn)
+    int64_t n_out, column;
+    int64_t first_tile, end_tile;  // its tiles among the op's (all parts' in turn)
 };
 constexpr int max_parts = (GGML_MAX_SRC - 1) / 2;  // ggml_custom_4d takes fewer than GGML_MAX_SRC sources
+
+// Bytes of one quantized activation row of n_blocks blocks of block_values (32 or 256) values.
+size_t quantized_row_bytes(int64_t n_blocks, int block_values) {
+    return static_cast<size_t>(n_blocks) * (block_values == 32 ? act32_bytes_per_block : sizeof(ActBlock256));
+}
 
 // A thread's activations for one block size (32 or 256 values), quantized once per op for all of its parts.
 // Every thread quantizes all activation rows itself: a few microseconds, and no barrier needed between quantizing and
@@ -1297,8 +1303,7 @@ const uint8_t *quantized_rows(const ggml_tensor *x, int block_values) {
     thread_local std::vector<uint8_t> storage[2];
     std::vector<uint8_t> &act = storage[block_values == 32 ? 0 : 1];
     const int64_t n_blocks = x->ne[0] / block_values, n_rows = x->ne[1];
-    const size_t act_bytes =
-        static_cast<size_t>(n_blocks) * (block_values == 32 ? act32_bytes_per_block : sizeof(ActBlock256));
+    const size_t act_bytes = quantized_row_bytes(n_blocks, block_values);
     if (act.size() < act_bytes * static_cast<size_t>(n_rows))
         act.resize(act_bytes * static_cast<size_t>(n_rows));
     for (int64_t r = 0; r < n_rows; ++r) {
@@ -1367,6 +1372,7 @@ void compute(ggml_tensor *dst, int ith, int nth, void *userdata) {
         p.column = n_parts == 1 ? 0 : parts[n_parts - 2].column + parts[n_parts - 2].n_out;
         p.first_tile = n_tiles;
         n_tiles += (p.n_out + weight_tile - 1) / weight_tile;
+        p.end_tile = n_tiles;
     }
     const uint8_t *acts_of_size[2] = {nullptr, nullptr};  // quantized when a part first needs them
     const int two_rows_as = two_row_width().load(std::memory_order_relaxed);
@@ -1376,17 +1382,15 @@ void compute(ggml_tensor *dst, int ith, int nth, void *userdata) {
         float results[weight_tile * max_group];
         for (int i = 0; i < n_parts; ++i) {
             const Part &p = parts[i];
-            const int64_t tile_end = p.first_tile + (p.n_out + weight_tile - 1) / weight_tile;
-            if (tile_end <= first || p.first_tile >= last)
+            if (p.end_tile <= first || p.first_tile >= last)
                 continue;
             const int64_t n_blocks = n_in / p.k->block_values;
-            const size_t act_bytes =
-                static_cast<size_t>(n_blocks) * (p.k->block_values == 32 ? act32_bytes_per_block : sizeof(ActBlock256));
+            const size_t act_bytes = quantized_row_bytes(n_blocks, p.k->block_values);
             const uint8_t *&act = acts_of_size[p.k->block_values == 32 ? 0 : 1];
             if (!act)
                 act = quantized_rows(x, p.k->block_values);
             const int two_rows = p.k->group_size >= 3 ? two_rows_as : 2;
-            for (int64_t t = std::max(first, p.first_tile); t < std::min(last, tile_end); ++t) {
+            for (int64_t t = std::max(first, p.first_tile); t < std::min(last, p.end_tile); ++t) {
                 const int64_t tile = (t - p.first_tile) * weight_tile;
                 const int64_t tile_rows = std::min(p.n_out, tile + weight_tile) - tile;
                 for (int64_t g = row_begin; g < row_end; g += p.k->group_size) {

@@ -64,6 +64,21 @@ Problem make_problem(ggml_type type, int n_in, int n_out, std::mt19937 &rng) {
     return p;
 }
 
+struct Weight {
+    ggml_tensor *w;
+    ggml_tensor *packed;  // its copy in our layout with Kernel::packed, else nullptr
+};
+
+Weight load_weight(ggml_context *ctx, const Problem &p, Kernel kernel) {
+    Weight out{ggml_new_tensor_2d(ctx, p.type, p.n_in, p.n_out), nullptr};
+    std::memcpy(out.w->data, p.weights.data(), p.weights.size());
+    if (kernel == Kernel::packed) {
+        out.packed = ggml_new_tensor_1d(ctx, GGML_TYPE_I8, static_cast<int64_t>(qmatmul_packed_size(out.w)));
+        qmatmul_pack(out.w, p.weights.data(), out.packed->data);
+    }
+    return out;
+}
+
 // Output [n_out, n_rows] of qmatmul (or ggml_mul_mat) on rows [first, first + n_rows) of p.x.
 std::vector<float> multiply(const Problem &p, int first, int n_rows, int n_threads, Kernel kernel) {
     const int n_in = p.n_in, n_out = p.n_out;
@@ -72,16 +87,10 @@ std::vector<float> multiply(const Problem &p, int first, int n_rows, int n_threa
                       static_cast<size_t>(n_out) * n_rows * 4 + 16 * ggml_tensor_overhead() + ggml_graph_overhead() +
                       (1 << 20);
     ggml_context *ctx = ggml_init(params);
-    ggml_tensor *w = ggml_new_tensor_2d(ctx, p.type, n_in, n_out);
-    std::memcpy(w->data, p.weights.data(), p.weights.size());
+    const Weight weight = load_weight(ctx, p, kernel);
     ggml_tensor *x = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, n_in, n_rows);
     std::memcpy(x->data, p.x.data() + static_cast<size_t>(first) * n_in, sizeof(float) * n_in * n_rows);
-    ggml_tensor *packed = nullptr;
-    if (kernel == Kernel::packed) {
-        packed = ggml_new_tensor_1d(ctx, GGML_TYPE_I8, static_cast<int64_t>(qmatmul_packed_size(w)));
-        qmatmul_pack(w, p.weights.data(), packed->data);
-    }
-    ggml_tensor *y = kernel == Kernel::ggml ? ggml_mul_mat(ctx, w, x) : qmatmul(ctx, w, x, packed);
+    ggml_tensor *y = kernel == Kernel::ggml ? ggml_mul_mat(ctx, weight.w, x) : qmatmul(ctx, weight.w, x, weight.packed);
     ggml_cgraph *gf = ggml_new_graph(ctx);
     ggml_build_forward_expand(gf, y);
     ggml_graph_compute_with_ctx(ctx, gf, n_threads);
@@ -291,14 +300,9 @@ void check_fused(std::mt19937 &rng) {
             std::memcpy(x->data, parts[0].p.x.data(), sizeof(float) * n_in * n_rows);
             std::vector<ggml_tensor *> weights, packed;
             for (const Part &part : parts) {
-                ggml_tensor *w = ggml_new_tensor_2d(ctx, part.p.type, n_in, part.p.n_out);
-                std::memcpy(w->data, part.p.weights.data(), part.p.weights.size());
-                weights.push_back(w);
-                packed.push_back(nullptr);
-                if (part.kernel == Kernel::packed) {
-                    packed.back() = ggml_new_tensor_1d(ctx, GGML_TYPE_I8, static_cast<int64_t>(qmatmul_packed_size(w)));
-                    qmatmul_pack(w, part.p.weights.data(), packed.back()->data);
-                }
+                const Weight weight = load_weight(ctx, part.p, part.kernel);
+                weights.push_back(weight.w);
+                packed.push_back(weight.packed);
             }
             // Static shares, then a TileShare (room for 3 threads) over several runs of the same op: it must reset
             // itself, and every tile must be computed once more (the output is overwritten with NaN before each run).
