@@ -1,7 +1,6 @@
 #include "engine.h"
 
-#include <thread>
-
+#include "cpu_threads.h"
 #include "device.h"
 #include "engine_impl.h"
 #include "heads.h"
@@ -19,11 +18,9 @@ constexpr int teacher_forcing_batch = 512;
 
 Engine::Engine(const std::string &model_path, const EngineOptions &options) : impl_(std::make_unique<Impl>()) {
     if (options.n_ctx <= 0) throw Error("n_ctx must be positive, got " + std::to_string(options.n_ctx));
-    if (options.n_threads < 0) throw Error("n_threads must be >= 1 (or 0 for all cores), got " +
-                                           std::to_string(options.n_threads));
-    const int n_threads = options.n_threads > 0
-                              ? options.n_threads
-                              : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+    if (options.n_threads < 0)
+        throw Error("n_threads must be >= 1 (or 0 for one per core), got " + std::to_string(options.n_threads));
+    const int n_threads = options.n_threads > 0 ? options.n_threads : default_thread_count();
     if (!options.split_devices.empty()) {
         if (options.repack || !options.device.empty()) {
             throw Error("a model split across devices takes neither repack nor a device");

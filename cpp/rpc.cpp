@@ -39,10 +39,11 @@ std::string rpc_protocol_version() { no_rpc(); }
 #include <cstring>
 #include <exception>
 #include <map>
-#include <set>
 #include <memory>
 #include <mutex>
+#include <set>
 
+#include "cpu_threads.h"
 #include "device.h"
 #include "ggml-backend-impl.h"  // the build's own ggml source (ggml/rpc.cmake): same version as the linked ggml
 #include "ggml-rpc.h"
@@ -335,7 +336,7 @@ void rpc_serve(const RpcServerOptions &o) {
         g_mem_device->dev.iface.init_backend = mem_init_backend;
         dev = &g_mem_device->dev;
     }
-    const int threads = o.n_threads > 0 ? o.n_threads : static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN));
+    const int threads = o.n_threads > 0 ? o.n_threads : default_thread_count();
     const std::string endpoint = o.host + ":" + std::to_string(o.port);
     // A client that disconnects mid-reply must not kill the server with SIGPIPE.
     std::signal(SIGPIPE, SIG_IGN);

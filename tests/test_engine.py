@@ -3,6 +3,9 @@ plus sampling reproducibility, streaming, stop strings, hidden states and weight
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -140,3 +143,20 @@ def test_max_tokens_zero_and_one(model: Any) -> None:
     assert model.generate("Hello", max_tokens=0).tokens == []
     one = model.generate("Hello", max_tokens=1)
     assert len(one.tokens) == 1 and one.finish_reason == "length"
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs Linux's sched_setaffinity")
+def test_default_threads_follow_the_cpus_the_process_may_use(smollm2_path: Path) -> None:
+    """Given no n_threads, a model runs one thread per core it may use: confined to one CPU (as by taskset), one,
+    however many the machine has."""
+    from adadecode.model import default_threads
+
+    code = (
+        "import os, sys\n"
+        "os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n"
+        "from adadecode.model import Model, default_threads\n"
+        "print(default_threads(), Model(sys.argv[1], n_ctx=64).n_threads)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(smollm2_path)], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["1", "1"]
+    assert 1 <= default_threads() <= len(os.sched_getaffinity(0))

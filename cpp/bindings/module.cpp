@@ -7,13 +7,14 @@
 
 #include <variant>
 
+#include "cpu_threads.h"
 #include "device.h"
-#include "rpc.h"
 #include "engine.h"
 #include "heads.h"
 #include "model.h"
 #include "ops/attention.h"
 #include "ops/qmatmul.h"
+#include "rpc.h"
 #include "unicode.h"
 #include "vocab.h"
 
@@ -77,6 +78,9 @@ PYBIND11_MODULE(_core, m) {
         }
         return out;
     }, "The ggml devices of this build: dicts with name, description and kind (cpu, gpu, igpu, accel).");
+    m.def("default_thread_count", &default_thread_count,
+          "Threads a model runs with when given none: one per physical core among the CPUs this process may run on, "
+          "within its cgroup's CPU quota.");
     m.def("has_gpu", &has_gpu, "True when this build of ggml has a GPU device.");
     m.def("two_row_kernel", &qmatmul_two_row_kernel,
           "Which of our matmul kernels two activation rows go through in this process: 2 or 3 (the three-row one, "

@@ -178,10 +178,10 @@ class Llama:
     ``heads`` enables adaptive layer-parallel decoding: a heads sidecar GGUF, the name of shipped heads, or
     ``"auto"`` for the heads shipped for this model; the output is the same with or without them. ``n_ctx`` is the
     context size in tokens (prompt + generated; 0: the model's training context), ``n_threads`` the CPU threads
-    (default: all cores). ``n_gpu_layers`` (any non-zero value: the whole model) or ``device`` compute on a GPU, see
-    :class:`Model`. ``model_alias`` is the name results report as ``"model"`` (default: the file name without
-    ``.gguf``). ``max_prompt_tokens`` refuses longer prompts with :class:`InvalidRequestError` (default: only the
-    context size limits them).
+    (default: one per core this process may use). ``n_gpu_layers`` (any non-zero value: the whole model) or
+    ``device`` compute on a GPU, see :class:`Model`. ``model_alias`` is the name results report as ``"model"``
+    (default: the file name without ``.gguf``). ``max_prompt_tokens`` refuses longer prompts with
+    :class:`InvalidRequestError` (default: only the context size limits them).
 
     llama-cpp-python's other constructor parameters are accepted: ``seed`` (default seed of the calls),
     ``last_n_tokens_size`` (the window of the repetition penalties), ``draft_model`` (a

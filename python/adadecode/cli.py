@@ -157,7 +157,9 @@ def _add_rpc_server(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     p.add_argument("--port", type=int, default=50052, help="TCP port to listen on")
-    p.add_argument("-t", "--threads", type=int, default=0, metavar="N", help="CPU threads (default: all cores)")
+    p.add_argument(
+        "-t", "--threads", type=int, default=0, metavar="N", help="CPU threads (default: one per core it may use)"
+    )
     p.add_argument("--device", default=None, metavar="NAME", help="the device to serve (default: the CPU)")
     p.add_argument(
         "--mem", type=int, default=0, metavar="MiB", help="memory to report to clients (default: the device's own)"

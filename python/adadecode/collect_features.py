@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from .fetch import cache_root
-from .model import Model
+from .model import Model, default_threads
 from .train_data import append_jsonl, iter_sharegpt, make_prompts, read_jsonl, record_ids, sharegpt_path
 
 MANIFEST_VERSION = 1
@@ -392,7 +392,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gen-tokens", type=int, default=256, help="greedy tokens per self-generated answer")
     p.add_argument("--max-doc-tokens", type=int, default=2048, help="tokens kept of each document")
     p.add_argument("--seed", type=int, default=0, help="document order and self-generation requests")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: one per core)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -427,7 +427,7 @@ def config_from_args(args: argparse.Namespace, model: Any) -> CollectConfig:
 
 
 def run_collect(args: argparse.Namespace) -> int:
-    threads = args.threads or os.cpu_count() or 1
+    threads = args.threads or default_threads()
     model = Model(args.model, n_ctx=max(2048, args.window), n_threads=threads)
     cfg = config_from_args(args, model)
     out = Path(args.out)

@@ -14,7 +14,6 @@ import argparse
 import gzip
 import io
 import json
-import os
 import subprocess
 import sys
 import time
@@ -28,7 +27,7 @@ from .collect_features import check_model, read_manifest
 from .fetch import cache_root
 from .heads import resolve_heads
 from .heads_format import read_heads
-from .model import Model
+from .model import Model, default_threads
 from .saving import expected_saving, model_bytes
 from .train_data import PromptRecord, append_jsonl, file_prompts, read_jsonl, record_ids
 from .train_heads import load_costs, require_train_extra
@@ -197,7 +196,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--holdout-every", type=int, default=10, help="with --features: its held-out windows")
     p.add_argument("--heldout-rows", type=int, default=8192, help="with --features: rows evaluated")
     p.add_argument("--json-out", metavar="FILE", default=None, help="write the figures as JSON")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: one per core)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -220,7 +219,7 @@ def run_eval_heads(args: argparse.Namespace) -> int:
 
     from .head_math import format_table
 
-    threads = args.threads or os.cpu_count() or 1
+    threads = args.threads or default_threads()
     torch.set_num_threads(threads)
     progress = not args.no_progress
     model = Model(args.model, n_ctx=2048, n_threads=threads)

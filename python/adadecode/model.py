@@ -28,6 +28,14 @@ MODES = tuple(str(m) for m in Mode.__members__.values())  # the names users writ
 # The engine's default options (C++, options.h): the one source of Python's defaults too.
 _DEFAULTS = _core.DecodeOptions()
 
+
+def default_threads() -> int:
+    """The threads a :class:`Model` given no ``n_threads`` runs with: one per physical core among the CPUs this process
+    may run on (its affinity, e.g. ``taskset`` or a container's cpuset), within its cgroup's CPU quota (``docker
+    --cpus``). More would share cores, and a pass waits at every barrier for its slowest thread."""
+    return _core.default_thread_count()
+
+
 # (context ids up to and including a position, that position's final-layer logits to edit in place) -> None
 LogitsProcessor = Callable[[np.ndarray, np.ndarray], None]
 
@@ -279,6 +287,11 @@ class Model:
     @property
     def n_layer(self) -> int:
         return self._engine.n_layer
+
+    @property
+    def n_threads(self) -> int:
+        """The threads each pass runs with (given, or :func:`default_threads`)."""
+        return self._engine.n_threads
 
     @property
     def n_embd(self) -> int:

@@ -941,7 +941,9 @@ def add_serve_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         metavar="KEY",
         help="require 'Authorization: Bearer KEY' on every request but /health (default: $ADADECODE_API_KEY, or none)",
     )
-    p.add_argument("-t", "--threads", type=int, default=None, metavar="N", help="CPU threads (default: all cores)")
+    p.add_argument(
+        "-t", "--threads", type=int, default=None, metavar="N", help="CPU threads (default: one per core it may use)"
+    )
     p.add_argument("-c", "--ctx-size", type=int, default=4096, metavar="N", help="context size in tokens")
     add_device_options(p)
     p.add_argument(

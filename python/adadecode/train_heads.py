@@ -32,7 +32,7 @@ import numpy as np
 from .collect_features import FeatureError, check_model, read_manifest
 from .fetch import cache_root
 from .heads_format import read_heads, write_heads
-from .model import Model
+from .model import Model, default_threads
 from .replay import load_curve
 from .saving import cost_model, default_curve_path, model_bytes
 from .train_data import (
@@ -413,7 +413,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint-every", type=int, default=25, help="save the fit every N steps")
     p.add_argument("--stop-after", type=int, default=0, metavar="N",
                    help="end this run after N new optimiser steps and write the heads so far (--resume continues)")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: one per core)")
     p.add_argument("--workdir", default=None, help="stage outputs (default: $ADADECODE_CACHE/train/<model-stem>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --workdir")
     p.add_argument("--fresh", action="store_true", help="discard what --workdir holds and start over")
@@ -668,7 +668,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.init not in INIT_CHOICES and not Path(args.init).is_file():
         raise ValueError(f"--init must be identity, lstsq or a heads file; '{args.init}' is none of these")
-    threads = args.threads or os.cpu_count() or 1
+    threads = args.threads or default_threads()
     torch.set_num_threads(threads)
     progress = not args.no_progress
     t_start = time.time()

@@ -24,7 +24,7 @@ struct PassTrace;  // cpp/pass_runner.h
 
 struct EngineOptions {
     int n_ctx = 4096;          // positions in the KV cache (prompt + generated)
-    int n_threads = 0;         // 0 = number of online CPU cores
+    int n_threads = 0;         // 0 = one per physical core the process may run on, within its cgroup CPU quota
     std::string heads_path;    // optional exit-heads sidecar GGUF
     // Matmul weights in ggml's repacked layout where it has one: passes over 2-4 rows cost about one, but a 1-row
     // pass costs about 2x the mmapped one on AVX2 (rows are padded to 4 to stay batch-invariant), so off by default.

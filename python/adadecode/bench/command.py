@@ -21,7 +21,7 @@ from .._version import __version__
 from ..cli_common import add_tensor_split_option
 from ..fetch import cache_root, resolve_model
 from ..heads import shipped_heads
-from ..model import Model
+from ..model import Model, default_threads
 from . import report
 from .errors import WorkerError
 from .llamacpp_bin import expand
@@ -115,7 +115,12 @@ def add_bench_parser(subparsers: Any, parents: list[argparse.ArgumentParser] | N
         "(default: $ADADECODE_LLAMACPP_PYTHON, else this Python)",
     )
     p.add_argument(
-        "-t", "--threads", type=int, default=os.cpu_count() or 1, metavar="N", help="CPU threads for every system"
+        "-t",
+        "--threads",
+        type=int,
+        default=default_threads(),
+        metavar="N",
+        help="CPU threads for every system (default: one per core this process may use)",
     )
     p.add_argument("-c", "--ctx-size", type=int, default=4096, metavar="N", help="context size of our engine")
     p.add_argument("--gamma", type=float, default=None, help="exit confidence threshold (default: the engine's)")

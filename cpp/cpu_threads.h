@@ -1,0 +1,31 @@
+// How many threads a pass runs with when the user gives none.
+//
+// Why not std::thread::hardware_concurrency(): it counts every online logical CPU of the machine. A process confined
+// to a few of them (taskset, a container's cpuset) then runs more threads than it has CPUs, and a pass waits at every
+// barrier for a thread the kernel has descheduled. Two logical CPUs of one core (SMT) share its load ports and caches,
+// and a decoding pass streams weights at the rate of the cores, not of their threads. A container given a CPU quota
+// (docker --cpus) is throttled when its threads use more than the quota. Each of these makes the pass slower than one
+// thread per core it may use.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace adadecode {
+
+// One per physical core among the CPUs this process may run on (its affinity mask), and no more than the CPU quota of
+// its cgroup allows (rounded up); at least 1. Linux; elsewhere hardware_concurrency().
+int default_thread_count();
+
+// The parts, with the paths given, so that tests can run them on a directory tree of their own.
+
+// Physical cores among `cpus`: CPUs whose <sysfs_cpu>/cpuN/topology/{physical_package_id,core_id} are equal are one
+// core. A CPU without those files counts as a core of its own.
+int count_physical_cores(const std::vector<int> &cpus, const std::string &sysfs_cpu);
+
+// The CPU quota, in CPUs, of the cgroup at `cgroup_dir` and of every cgroup above it up to `cgroup_root`, the least of
+// them (cgroup v2's cpu.max: "max 100000" is no limit, "150000 100000" is 1.5 CPUs; v1's cpu.cfs_quota_us over
+// cpu.cfs_period_us, -1 no limit). 0: no quota.
+double cgroup_cpu_quota(const std::string &cgroup_root, const std::string &cgroup_dir);
+
+}  // namespace adadecode
