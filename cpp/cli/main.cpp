@@ -29,13 +29,9 @@ std::string usage_text() {
            "                          (looked up in $ADADECODE_CACHE/models, default ~/.cache/adadecode/models)\n"
            "  -p, --prompt TEXT       prompt text\n"
            "  -f, --file FILE         read the prompt from FILE\n"
-           "  -n, --n-predict N       tokens to generate (default " +
-           std::to_string(d.max_tokens) +
-           ")\n"
+           "  -n, --n-predict N       tokens to generate (default " + std::to_string(d.max_tokens) + ")\n"
            "  -t, --threads N         CPU threads (default: one per core this process may use)\n"
-           "  -c, --ctx-size N        context size in tokens (default " +
-           std::to_string(e.n_ctx) +
-           ")\n"
+           "  -c, --ctx-size N        context size in tokens (default " + std::to_string(e.n_ctx) + ")\n"
            "  -ngl, --n-gpu-layers N  0: compute on the CPU (default); any other value puts the whole model on the "
            "first\n"
            "                          GPU (no partial offload yet); without a GPU a warning, and the CPU\n"
@@ -45,33 +41,18 @@ std::string usage_text() {
            "      --repack            copy the weights ggml can repack into its multi-row layout (cheaper batched "
            "passes,\n"
            "                          dearer single-row ones)\n"
-           "      --temp T            sampling temperature; 0 = greedy (default " +
-           num(d.sampling.temperature) +
-           ")\n"
-           "      --top-k N           top-k sampling, 0 = off (default " +
-           std::to_string(d.sampling.top_k) +
-           ")\n"
-           "      --top-p P           top-p sampling, 1 = off (default " +
-           num(d.sampling.top_p) +
-           ")\n"
-           "      --min-p P           min-p sampling, 0 = off (default " +
-           num(d.sampling.min_p) +
-           ")\n"
-           "  -s, --seed N            random seed (default " +
-           std::to_string(d.sampling.seed) +
-           ")\n"
+           "      --temp T            sampling temperature; 0 = greedy (default " + num(d.sampling.temperature) + ")\n"
+           "      --top-k N           top-k sampling, 0 = off (default " + std::to_string(d.sampling.top_k) + ")\n"
+           "      --top-p P           top-p sampling, 1 = off (default " + num(d.sampling.top_p) + ")\n"
+           "      --min-p P           min-p sampling, 0 = off (default " + num(d.sampling.min_p) + ")\n"
+           "  -s, --seed N            random seed (default " + std::to_string(d.sampling.seed) + ")\n"
            "      --heads PATH        exit-heads GGUF; enables layer-parallel decoding\n"
-           "      --mode M            " +
-           mode_choices() +
-           "\n"
+           "      --mode M            " + mode_choices() + "\n"
            "                          (default: adadecode when heads are given, else standard); ngram adds\n"
            "                          prompt-lookup drafts\n"
-           "      --gamma G           exit-head confidence threshold in [0, 1] (default " +
-           num(d.gamma) +
-           ")\n"
+           "      --gamma G           exit-head confidence threshold in [0, 1] (default " + num(d.gamma) + ")\n"
            "      --max-pending K     tokens whose upper layers may be deferred at once (default " +
-           std::to_string(d.max_pending) +
-           ")\n"
+           std::to_string(d.max_pending) + ")\n"
            "      --json              print one JSON object {tokens, text, finish_reason, stats} instead of "
            "streaming text\n"
            "  -h, --help              show this help\n";

@@ -14,18 +14,5 @@ for i in $(seq "$N"); do
         "$bin" "$MODEL" 2 5 200 mmap 2>/dev/null >"$tmp/$b-$i.json"
     done
 done
-python3 - "$tmp" "$N" <<'P'
-import json, statistics, sys
-tmp, n = sys.argv[1], int(sys.argv[2])
-print("| build | 1 row (median ms) | " + " | ".join(f"{k} rows" for k in range(2, 9)) + " |")
-print("|---" * 9 + "|")
-for b in ("old", "new"):
-    runs = [json.load(open(f"{tmp}/{b}-{i}.json")) for i in range(1, n + 1)]
-    cells = []
-    for k in range(2, 9):
-        v = [r["rows"][str(k)]["seconds"] / r["rows"]["1"]["seconds"] for r in runs]
-        cells.append(f"{statistics.median(v):.3f} ({min(v):.2f}-{max(v):.2f})")
-    one = statistics.median(r["rows"]["1"]["seconds"] * 1e3 for r in runs)
-    print(f"| {b} | {one:.1f} | " + " | ".join(cells) + " |")
-P
+python3 "$(dirname "$0")/../per_process_table.py" "$tmp" "$N" old new
 rm -rf "$tmp"
