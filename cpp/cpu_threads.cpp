@@ -90,6 +90,38 @@ std::vector<std::pair<std::string, std::string>> own_cgroups() {
 
 }  // namespace
 
+std::vector<int> parse_cpu_list(const std::string &text) {
+    std::vector<int> cpus;
+    std::istringstream ranges(text);
+    std::string range;
+    while (std::getline(ranges, range, ',')) {
+        int first = 0, last = 0;
+        char dash = 0, rest = 0;
+        std::istringstream parts(range);
+        if (!(parts >> first) || first < 0)
+            return {};
+        last = first;
+        if (parts >> dash && (dash != '-' || !(parts >> last) || last < first || parts >> rest))
+            return {};
+        for (int cpu = first; cpu <= last; ++cpu) cpus.push_back(cpu);
+    }
+    return cpus;
+}
+
+std::vector<int> performance_cpus(const std::vector<int> &cpus, const std::string &sysfs_devices) {
+    std::string line;
+    if (!read_first_line(sysfs_devices + "/cpu_core/cpus", line))
+        return cpus;
+    const std::vector<int> listed = parse_cpu_list(line);
+    const std::set<int> performance(listed.begin(), listed.end());
+    std::vector<int> kept;
+    for (int cpu : cpus) {
+        if (performance.count(cpu))
+            kept.push_back(cpu);
+    }
+    return kept.empty() ? cpus : kept;
+}
+
 int count_physical_cores(const std::vector<int> &cpus, const std::string &sysfs_cpu) {
     std::set<std::pair<long, long>> cores;
     int without_topology = 0;
@@ -128,7 +160,8 @@ int default_thread_count() {
     const int online = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
 #ifdef __linux__
     const std::vector<int> cpus = allowed_cpus();
-    int threads = cpus.empty() ? online : count_physical_cores(cpus, "/sys/devices/system/cpu");
+    int threads =
+        cpus.empty() ? online : count_physical_cores(performance_cpus(cpus, "/sys/devices"), "/sys/devices/system/cpu");
     for (const auto &[mount, dir] : own_cgroups()) {
         const double quota = cgroup_cpu_quota(mount, dir);
         if (quota > 0)

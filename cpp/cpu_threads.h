@@ -5,7 +5,8 @@
 // barrier for a thread the kernel has descheduled. Two logical CPUs of one core (SMT) share its load ports and caches,
 // and a decoding pass streams weights at the rate of the cores, not of their threads. A container given a CPU quota
 // (docker --cpus) is throttled when its threads use more than the quota. Each of these makes the pass slower than one
-// thread per core it may use.
+// thread per core it may use. On Intel's hybrid CPUs the efficiency cores are left out, as llama.cpp does: the ops
+// that split their rows evenly over the threads wait at every barrier for the slower cores' share.
 #pragma once
 
 #include <string>
@@ -13,11 +14,19 @@
 
 namespace adadecode {
 
-// One per physical core among the CPUs this process may run on (its affinity mask), and no more than the CPU quota of
-// its cgroup allows (rounded up); at least 1. Linux; elsewhere hardware_concurrency().
+// One per physical core among the CPUs this process may run on (its affinity mask; of those, the performance cores on a
+// hybrid CPU), and no more than the CPU quota of its cgroup allows (rounded up); at least 1. Linux; elsewhere
+// hardware_concurrency().
 int default_thread_count();
 
 // The parts, with the paths given, so that tests can run them on a directory tree of their own.
+
+// A CPU list as sysfs writes it ("0-3,8,10-11"); empty when malformed.
+std::vector<int> parse_cpu_list(const std::string &text);
+
+// Of `cpus`, those that <sysfs_devices>/cpu_core/cpus lists: the performance cores of a hybrid Intel CPU (its
+// efficiency cores are in cpu_atom). `cpus` unchanged where that file is missing or lists none of them.
+std::vector<int> performance_cpus(const std::vector<int> &cpus, const std::string &sysfs_devices);
 
 // Physical cores among `cpus`: CPUs whose <sysfs_cpu>/cpuN/topology/{physical_package_id,core_id} are equal are one
 // core. A CPU without those files counts as a core of its own.

@@ -1,6 +1,7 @@
 // The default thread count's parts on made-up sysfs and cgroup trees: logical CPUs of one core count once, CPUs outside
-// the given set do not count, a CPU without topology files counts as a core, and a CPU quota (cgroup v2 or v1) is the
-// least over the cgroup and those above it. Then the real one, on this machine: within [1, hardware_concurrency()].
+// the given set do not count, a CPU without topology files counts as a core, a hybrid CPU's efficiency cores are left
+// out, and a CPU quota (cgroup v2 or v1) is the least over the cgroup and those above it. Then the real one, on this
+// machine: within [1, hardware_concurrency()].
 #include <unistd.h>
 
 #include <filesystem>
@@ -45,6 +46,21 @@ int main() {
     CHECK(count_physical_cores({0, 4}, sysfs.string()) == 2);  // same core id, other package
     CHECK(count_physical_cores({0, 9}, sysfs.string()) == 2);  // cpu9 has no topology files: a core of its own
     CHECK(count_physical_cores({}, sysfs.string()) == 0);
+
+    // CPU lists, and a hybrid CPU's performance cores.
+    CHECK(parse_cpu_list("0-3,8,10-11") == (std::vector<int>{0, 1, 2, 3, 8, 10, 11}));
+    CHECK(parse_cpu_list("5") == std::vector<int>{5});
+    CHECK(parse_cpu_list("3-1").empty());
+    CHECK(parse_cpu_list("0-").empty());
+    CHECK(parse_cpu_list("a").empty());
+    CHECK(parse_cpu_list("1-2x").empty());
+    const fs::path devices = root / "devices";
+    CHECK(performance_cpus({0, 1, 2, 3}, devices.string()) == (std::vector<int>{0, 1, 2, 3}));  // not hybrid
+    write(devices / "cpu_core" / "cpus", "0-1");
+    write(devices / "cpu_atom" / "cpus", "2-3");
+    CHECK(performance_cpus({0, 1, 2, 3}, devices.string()) == (std::vector<int>{0, 1}));
+    CHECK(performance_cpus({1, 3}, devices.string()) == std::vector<int>{1});
+    CHECK(performance_cpus({2, 3}, devices.string()) == (std::vector<int>{2, 3}));  // only efficiency cores allowed
 
     // cgroup v2 quotas: none at the root, 3 CPUs above, 1.5 in the process's own; "max" is no limit.
     const fs::path cgroups = root / "cgroup";
