@@ -120,7 +120,7 @@ def add_bench_parser(subparsers: Any, parents: list[argparse.ArgumentParser] | N
         type=int,
         default=default_threads(),
         metavar="N",
-        help="CPU threads for every system (default: one per core this process may use)",
+        help="CPU threads for every system; the default is one per core this process may use",
     )
     p.add_argument("-c", "--ctx-size", type=int, default=4096, metavar="N", help="context size of our engine")
     p.add_argument("--gamma", type=float, default=None, help="exit confidence threshold (default: the engine's)")
