@@ -31,8 +31,9 @@ _DEFAULTS = _core.DecodeOptions()
 
 def default_threads() -> int:
     """The threads a :class:`Model` given no ``n_threads`` runs with: one per physical core among the CPUs this process
-    may run on (its affinity, e.g. ``taskset`` or a container's cpuset), within its cgroup's CPU quota (``docker
-    --cpus``). More would share cores, and a pass waits at every barrier for its slowest thread."""
+    may run on (its affinity, e.g. ``taskset`` or a container's cpuset; on a hybrid Intel CPU its performance cores),
+    within its cgroup's CPU quota (``docker --cpus``). More would share cores, and a pass waits at every barrier for its
+    slowest thread."""
     return _core.default_thread_count()
 
 
