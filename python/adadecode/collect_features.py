@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from .fetch import cache_root
-from .model import Model, default_threads
+from .model import Model
 from .train_data import append_jsonl, iter_sharegpt, make_prompts, read_jsonl, record_ids, sharegpt_path
 
 MANIFEST_VERSION = 1
@@ -427,8 +427,7 @@ def config_from_args(args: argparse.Namespace, model: Any) -> CollectConfig:
 
 
 def run_collect(args: argparse.Namespace) -> int:
-    threads = args.threads or default_threads()
-    model = Model(args.model, n_ctx=max(2048, args.window), n_threads=threads)
+    model = Model(args.model, n_ctx=max(2048, args.window), n_threads=args.threads or None)
     cfg = config_from_args(args, model)
     out = Path(args.out)
     logf = out / "collect.log"
