@@ -52,19 +52,6 @@ double quota_in(const std::string &dir) {
 }
 
 #ifdef __linux__
-std::vector<int> allowed_cpus() {
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    std::vector<int> cpus;
-    if (sched_getaffinity(0, sizeof(set), &set) != 0)
-        return cpus;
-    for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
-        if (CPU_ISSET(cpu, &set))
-            cpus.push_back(cpu);
-    }
-    return cpus;
-}
-
 // This process's cgroups that can hold a CPU quota, as (mount, cgroup directory): the cgroup v2 one ("0::/path" in
 // /proc/self/cgroup) and the v1 "cpu" controller's ("N:cpu,cpuacct:/path"). In a container the path may name a
 // directory that its mount does not show; cgroup_cpu_quota then reads the mount's root, the container's own cgroup.
@@ -89,6 +76,23 @@ std::vector<std::pair<std::string, std::string>> own_cgroups() {
 #endif
 
 }  // namespace
+
+std::vector<int> allowed_cpus() {
+#ifdef __linux__
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    std::vector<int> cpus;
+    if (sched_getaffinity(0, sizeof(set), &set) != 0)
+        return cpus;
+    for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+        if (CPU_ISSET(cpu, &set))
+            cpus.push_back(cpu);
+    }
+    return cpus;
+#else
+    return {};
+#endif
+}
 
 std::vector<int> parse_cpu_list(const std::string &text) {
     std::vector<int> cpus;

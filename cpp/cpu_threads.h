@@ -19,6 +19,9 @@ namespace adadecode {
 // hardware_concurrency().
 int default_thread_count();
 
+// The CPUs in this process's affinity mask (Linux; empty elsewhere or when it cannot be read).
+std::vector<int> allowed_cpus();
+
 // The parts, with the paths given, so that tests can run them on a directory tree of their own.
 
 // A CPU list as sysfs writes it ("0-3,8,10-11"); empty when malformed.

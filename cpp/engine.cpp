@@ -43,8 +43,12 @@ Engine::Engine(const std::string &model_path, const EngineOptions &options) : im
     impl_->cache = std::make_unique<KvCache>(*impl_->model, options.n_ctx);
     if (impl_->model->split().empty()) {
         impl_->forward = std::make_unique<Forward>(*impl_->model, *impl_->cache, n_threads);
+        if (options.n_threads == 0)
+            impl_->forward->adapt_threads_to_load();
     } else {
         impl_->split = std::make_unique<SplitRunner>(*impl_->model, *impl_->cache, n_threads);
+        if (options.n_threads == 0)
+            impl_->split->adapt_threads_to_load();
     }
     impl_->decoder = std::make_unique<Decoder>(impl_->runner(), nullptr);
     if (!options.heads_path.empty()) load_heads(options.heads_path);
@@ -58,6 +62,9 @@ const Model &Engine::model() const { return *impl_->model; }
 const ExitHeads *Engine::heads() const { return impl_->heads.get(); }
 int Engine::n_ctx() const { return impl_->cache->n_ctx(); }
 int Engine::n_threads() const { return impl_->split ? impl_->split->n_threads() : impl_->forward->n_threads(); }
+int Engine::threads_in_use() const {
+    return impl_->split ? impl_->split->threads_in_use() : impl_->forward->threads_in_use();
+}
 std::string Engine::device() const {
     const Model &m = *impl_->model;
     if (!m.split().empty()) {

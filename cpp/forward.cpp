@@ -45,8 +45,12 @@ int kv_positions(int pos_end, int n_alloc) {
 }  // namespace
 
 Forward::Forward(const Model &model, KvCache &cache, int n_threads, bool own_matmul, ggml_backend_dev_t device)
-    : model_(model), cache_(cache), device_(device ? device : model.device()), n_threads_(n_threads),
-      own_matmul_(own_matmul) {
+    : model_(model),
+      cache_(cache),
+      device_(device ? device : model.device()),
+      n_threads_(n_threads),
+      own_matmul_(own_matmul),
+      threads_in_use_(n_threads) {
     if (n_threads <= 0 || n_threads > GGML_MAX_N_THREADS) {
         throw Error("n_threads must be between 1 and " + std::to_string(GGML_MAX_N_THREADS) + ", got " +
                     std::to_string(n_threads));
@@ -65,11 +69,35 @@ Forward::Forward(const Model &model, KvCache &cache, int n_threads, bool own_mat
     if (ggml_backend_is_cpu(backend_.get())) {
         // A persistent thread pool: ggml would otherwise start and join threads for every graph, and the
         // layer-parallel scheduler runs several small graphs per token.
-        ggml_threadpool_params tp = ggml_threadpool_params_default(n_threads);
-        threadpool_.reset(ggml_threadpool_new(&tp));
-        ggml_backend_cpu_set_n_threads(backend_.get(), n_threads);
-        ggml_backend_cpu_set_threadpool(backend_.get(), threadpool_.get());
+        threadpools_.resize(n_threads);
+        threads_in_use_ = 0;
+        use_threads(n_threads);
     }
+}
+
+void Forward::use_threads(int n) {
+    if (n < 1 || n > n_threads_) {
+        throw Error("a pass runs on 1 to " + std::to_string(n_threads_) + " threads, not " + std::to_string(n));
+    }
+    if (n == threads_in_use_ || threadpools_.empty())
+        return;
+    // One pool per count rather than one pool running fewer of its threads: ggml wakes every thread of a pool for
+    // each graph, and those outside the count would spin on the CPUs the count was lowered to leave alone.
+    auto &pool = threadpools_[n - 1];
+    if (!pool) {
+        ggml_threadpool_params params = ggml_threadpool_params_default(n);
+        pool.reset(ggml_threadpool_new(&params));
+        if (!pool)
+            throw Error("cannot start a pool of " + std::to_string(n) + " threads");
+    }
+    ggml_backend_cpu_set_n_threads(backend_.get(), n);
+    ggml_backend_cpu_set_threadpool(backend_.get(), pool.get());  // pauses the pool it replaces
+    threads_in_use_ = n;
+}
+
+void Forward::adapt_threads_to_load() {
+    if (!threadpools_.empty() && !load_aware_)
+        load_aware_ = std::make_unique<LoadAwareThreads>(n_threads_);
 }
 
 std::string Forward::structure_of(const PassRequest &req) {
@@ -480,6 +508,8 @@ void Forward::run_pass(const PassRequest &req, PassResult *out) {
         ggml_backend_tensor_set(v_index_in_, kv_index_.data() + n, 0, n_embd_kv * n * sizeof(int64_t));
     }
 
+    if (load_aware_)
+        use_threads(load_aware_->threads_for_next_pass());
     const ggml_status status = ggml_backend_graph_compute(backend_.get(), gf);
     if (status != GGML_STATUS_SUCCESS) {
         throw Error("ggml graph computation failed (status " + std::to_string(static_cast<int>(status)) + ")");

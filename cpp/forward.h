@@ -18,6 +18,7 @@
 #include "model.h"
 #include "ops/qmatmul.h"
 #include "pass_runner.h"
+#include "thread_governor.h"
 
 namespace adadecode {
 
@@ -39,6 +40,14 @@ public:
     // Appends every pass run from now on to `trace` (nullptr: stop); tracing only observes, it changes no pass.
     void set_trace(std::vector<PassTrace> *trace) { trace_ = trace; }
     int n_threads() const { return n_threads_; }
+    // Runs the following passes on `n` of the n_threads() threads (1 <= n <= n_threads(); the same outputs, bitwise).
+    // A count first used starts its own thread pool; the pool of the count left behind sleeps.
+    void use_threads(int n);
+    // The threads the last pass ran on.
+    int threads_in_use() const { return threads_in_use_; }
+    // From now on each pass runs on as many threads as other programs leave cores free for (LoadAwareThreads), at
+    // most n_threads(). A pass on a device has no threads to adapt: no effect there.
+    void adapt_threads_to_load();
     // Whether the threads of a matmul take over tiles a slower thread has not reached (TileShare, on by default
     // unless ADADECODE_QMATMUL_SHARE=0): the same bits either way; off only to measure the difference.
     void set_tile_sharing(bool on) { share_tiles_ = on; }
@@ -46,8 +55,8 @@ public:
     // Lets the CPU worker threads sleep now instead of spinning a while for the next graph (the next pass wakes
     // them): for measuring several Forwards in one process, whose spinning workers would share the cores.
     void pause_threads() const {
-        if (threadpool_)
-            ggml_threadpool_pause(threadpool_.get());
+        if (!threadpools_.empty())
+            ggml_threadpool_pause(threadpools_[threads_in_use_ - 1].get());
     }
 
 private:
@@ -106,7 +115,10 @@ private:
     struct ThreadpoolDeleter {
         void operator()(ggml_threadpool_t pool) const { ggml_threadpool_free(pool); }
     };
-    std::unique_ptr<ggml_threadpool, ThreadpoolDeleter> threadpool_;  // outlives the backend that uses it
+    // [n - 1]: the pool of n threads, made when a pass first runs on n; they outlive the backend that uses them.
+    std::vector<std::unique_ptr<ggml_threadpool, ThreadpoolDeleter>> threadpools_;
+    int threads_in_use_;
+    std::unique_ptr<LoadAwareThreads> load_aware_;  // null: every pass runs on threads_in_use_
     ggml_backend_ptr backend_;
     std::map<std::string, GraphSlot> slots_;
     std::vector<float> mask_;

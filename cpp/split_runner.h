@@ -23,6 +23,10 @@ public:
     // Records each pass as the scheduler asked for it (not its sub-passes), like Forward::set_trace.
     void set_trace(std::vector<PassTrace> *trace) { trace_ = trace; }
     int n_threads() const { return parts_.front()->n_threads(); }
+    int threads_in_use() const { return parts_.front()->threads_in_use(); }
+    void adapt_threads_to_load() {
+        for (auto &part : parts_) part->adapt_threads_to_load();
+    }
 
 private:
     void run_parts(const PassRequest &req, PassResult *out);

@@ -160,3 +160,52 @@ def test_default_threads_follow_the_cpus_the_process_may_use(smollm2_path: Path)
     out = subprocess.run([sys.executable, "-c", code, str(smollm2_path)], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["1", "1"]
     assert 1 <= default_threads() <= len(os.sched_getaffinity(0))
+
+
+_LOAD_SCRIPT = """
+import os, subprocess, sys, time
+cpus = sorted(os.sched_getaffinity(0))[:2]
+os.sched_setaffinity(0, cpus)
+from adadecode.model import Model, default_threads
+if len(cpus) < 2 or default_threads() < 2:
+    print("skip: fewer than 2 cores")
+    sys.exit(0)
+path, prompt = sys.argv[1], "def fib(n):\\n    # fib(n) = fib(n - 1) + fib(n - 2)\\n    if n < 2:\\n        return n\\n"
+want = {mode: Model(path, n_ctx=512, n_threads=2).generate(prompt, max_tokens=40, mode=mode).tokens
+        for mode in ("standard", "ngram")}
+model = Model(path, n_ctx=512)
+def generate_until(threads, seconds=30):
+    seen, deadline = [], time.monotonic() + seconds
+    while time.monotonic() < deadline and threads not in seen:
+        for mode, tokens in want.items():
+            gen = model.generate(prompt, max_tokens=40, mode=mode)
+            assert gen.tokens == tokens, (mode, gen.stats["threads"])
+            seen.append(gen.stats["threads"])
+    return seen
+# One CPU-bound program per CPU, on the same two CPUs (children keep the affinity).
+hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in cpus]
+try:
+    loaded = generate_until(1)
+finally:
+    for hog in hogs:
+        hog.kill()
+        hog.wait()
+quiet = generate_until(2)
+print("loaded", *loaded, "quiet", *quiet)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs Linux's sched_setaffinity and /proc/stat")
+def test_default_threads_step_aside_for_busy_programs_with_the_same_tokens(smollm2_path: Path) -> None:
+    """Given no n_threads, a model on two cores that other programs keep busy drops to one thread (a thread sharing a
+    core with them would hold the other up at every barrier), and returns to two when they stop; the tokens, in one-
+    and multi-row passes (prompt lookup), are those of a model fixed at two threads throughout."""
+    out = subprocess.run([sys.executable, "-c", _LOAD_SCRIPT, str(smollm2_path)], capture_output=True, text=True,
+                         timeout=240)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    if out.stdout.startswith("skip"):
+        pytest.skip(out.stdout.strip())
+    words = out.stdout.split()
+    loaded, quiet = words[1 : words.index("quiet")], words[words.index("quiet") + 1 :]
+    assert loaded[-1] == "1", out.stdout
+    assert quiet[-1] == "2", out.stdout

@@ -149,6 +149,7 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("n_ctx_train", [](const Engine &e) { return e.hparams().n_ctx_train; })
         .def_property_readonly("n_ctx", &Engine::n_ctx)
         .def_property_readonly("n_threads", &Engine::n_threads)
+        .def_property_readonly("threads_in_use", &Engine::threads_in_use)
         .def_property_readonly("device", &Engine::device)
         .def_property_readonly(
             "split",

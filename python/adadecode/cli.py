@@ -414,6 +414,8 @@ def print_stats(gen: Any, file: TextIO) -> None:
         parts.append(f"generated {s['n_generated']} tok" + (f" in {decode:.2f} s" if decode is not None else ""))
     if s.get("tokens_per_second") is not None:
         parts.append(f"{s['tokens_per_second']:.1f} tok/s")
+    if s.get("threads") is not None:
+        parts.append(f"{s['threads']} thread{'s' if s['threads'] != 1 else ''}")
     if s.get("n_verified"):  # provisional tokens: where they came from and how many verification kept
         for key, label in (("early_exit_fraction", "early exits"), ("ngram_fraction", "drafted"),
                            ("accept_rate", "accepted")):  # fmt: skip

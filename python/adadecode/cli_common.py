@@ -104,8 +104,8 @@ def add_sampling_options(p: argparse.ArgumentParser, *, temp: float) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="CPU threads (default: one per core this process may use). With other programs keeping cores busy, give "
-        "the free ones: a thread sharing a core with another program holds the others up at every step",
+        help="CPU threads (default: one per core this process may use, and fewer while other programs keep some of "
+        "them busy: a thread sharing a core with another program holds the others up at every step). N: always N",
     )
     p.add_argument("-c", "--ctx-size", type=int, default=4096, metavar="N", help="context size in tokens")
     add_device_options(p)

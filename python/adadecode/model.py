@@ -33,7 +33,8 @@ def default_threads() -> int:
     """The threads a :class:`Model` given no ``n_threads`` runs with: one per physical core among the CPUs this process
     may run on (its affinity, e.g. ``taskset`` or a container's cpuset; on a hybrid Intel CPU its performance cores),
     within its cgroup's CPU quota (``docker --cpus``). More would share cores, and a pass waits at every barrier for its
-    slowest thread."""
+    slowest thread. Such a model runs fewer while other programs keep some of those CPUs busy
+    (:attr:`Model.threads_in_use`)."""
     return _core.default_thread_count()
 
 
@@ -291,8 +292,15 @@ class Model:
 
     @property
     def n_threads(self) -> int:
-        """The threads each pass runs with (given, or :func:`default_threads`)."""
+        """The most threads a pass runs with (given, or :func:`default_threads`)."""
         return self._engine.n_threads
+
+    @property
+    def threads_in_use(self) -> int:
+        """The threads the last pass ran with: :attr:`n_threads` when it was given; without it, fewer while other
+        programs keep some of the CPUs busy (a pass waits at every barrier for a thread that shares its CPU with
+        them). Outputs are bitwise the same at any count."""
+        return self._engine.threads_in_use
 
     @property
     def n_embd(self) -> int:
@@ -640,9 +648,11 @@ class Model:
             finish = "stop"
         elif _on_text is not None and len(text) > emitted:
             _on_text(text[emitted:])
-        # The engine's statistics, peak_rss_mib of the whole process: the mapped model, KV cache and Python.
+        # The engine's statistics, peak_rss_mib of the whole process: the mapped model, KV cache and Python; and the
+        # threads the last pass ran on, fewer than n_threads when other programs kept CPUs busy.
+        stats = {**out["stats"], "threads": self._engine.threads_in_use}
         gen = Generation(
-            tokens=list(out["tokens"]), text=text, finish_reason=finish, stats=out["stats"], logits=out.get("logits"),
+            tokens=list(out["tokens"]), text=text, finish_reason=finish, stats=stats, logits=out.get("logits"),
             token_sources=out["token_sources"],
         )
         self.last_generation = gen

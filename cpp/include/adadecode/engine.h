@@ -24,7 +24,9 @@ struct PassTrace;  // cpp/pass_runner.h
 
 struct EngineOptions {
     int n_ctx = 4096;          // positions in the KV cache (prompt + generated)
-    int n_threads = 0;         // 0 = one per physical core the process may run on, within its cgroup CPU quota
+    // 0 = one per physical core the process may run on, within its cgroup CPU quota, and fewer while other programs
+    // keep some of its CPUs busy (a pass waits at every barrier for a thread that shares its CPU); n: always n
+    int n_threads = 0;
     std::string heads_path;    // optional exit-heads sidecar GGUF
     // Matmul weights in ggml's repacked layout where it has one: passes over 2-4 rows cost about one, but a 1-row
     // pass costs about 2x the mmapped one on AVX2 (rows are padded to 4 to stay batch-invariant), so off by default.
@@ -50,7 +52,8 @@ public:
     const Vocab &vocab() const;
     const Model &model() const;
     int n_ctx() const;
-    int n_threads() const;
+    int n_threads() const;       // the most threads a pass runs on
+    int threads_in_use() const;  // the threads the last pass ran on (fewer than n_threads() under others' load)
     std::string device() const;  // where the model computes
 
     void load_heads(const std::string &path);  // replaces the loaded heads
