@@ -3,12 +3,15 @@
 # against fixed counts. One `adadecode run` process per measurement, 128 tokens, greedy; the conditions alternate
 # within each round. Tokens must be equal across every configuration of a mode (checked at the end).
 #   bash run.sh [ROUNDS] [MODEL]        (ADADECODE=path/to/adadecode to use another install)
-# Loads: `yes` (CPU-bound, normal priority), `nice -n 19 yes`, and `yes` started 1.5 s into the run ("late").
+# Loads: `yes` (CPU-bound, normal priority), `nice -n 19 yes`, and `yes` started 1.5 s into the run ("late");
+# LOADS="quiet yes" runs only those. Runs go to raw-NAME/, the table to NAME.md (NAME=all-loads by default).
 set -euo pipefail
 ROUNDS=${1:-3}
 MODEL=${2:-qwen2.5-coder-1.5b}
 A=${ADADECODE:-adadecode}
-O=$(cd "$(dirname "$0")" && pwd)/raw
+LOADS=${LOADS:-quiet yes late nice}
+NAME=${NAME:-all-loads}
+O=$(cd "$(dirname "$0")" && pwd)/raw-$NAME
 mkdir -p "$O"
 PROMPTS=(
   "Write a Python function that returns the n-th Fibonacci number, with a docstring and tests."
@@ -25,7 +28,7 @@ one() {  # load mode threads prompt_index round
     nice) nice -n 19 yes > /dev/null & hog=$!; sleep 0.5 ;;
     late) (sleep 1.5; exec yes > /dev/null) & hog=$! ;;
   esac
-  "$A" run "${flags[@]}" > "$O/$load-$mode-$threads-p$p-r$r.json" 2> /dev/null
+  "$A" run "${flags[@]}" > "$O/$load-$mode-$threads-p$p-r$r.json" 2> "$O/$load-$mode-$threads-p$p-r$r.err"
   if [ -n "$hog" ]; then kill "$hog" 2> /dev/null || true; wait "$hog" 2> /dev/null || true; fi
 }
 uptime > "$O/uptime-start.txt"
@@ -33,33 +36,13 @@ for r in $(seq 1 "$ROUNDS"); do
   for p in 0 1 2; do
     for mode in standard adadecode+ngram; do
       order=(auto 2); [ $((r % 2)) = 0 ] && order=(2 auto)
-      for t in "${order[@]}"; do one quiet "$mode" "$t" "$p" "$r"; done
-      for t in "${order[@]}" 1; do one yes "$mode" "$t" "$p" "$r"; done
-      for t in "${order[@]}"; do one late "$mode" "$t" "$p" "$r"; done
-      for t in "${order[@]}"; do one nice "$mode" "$t" "$p" "$r"; done
+      for load in $LOADS; do
+        threads=("${order[@]}"); [ "$load" = yes ] && threads+=(1)
+        for t in "${threads[@]}"; do one "$load" "$mode" "$t" "$p" "$r"; done
+      done
     done
   done
 done
 uptime > "$O/uptime-end.txt"
-python3 - "$O" > "$O/../results.md" <<'PY'
-import json, statistics, sys, collections
-from pathlib import Path
-raw = Path(sys.argv[1])
-runs = collections.defaultdict(list)
-tokens = collections.defaultdict(set)
-for f in sorted(raw.glob("*.json")):
-    load, mode, threads, p, r = f.stem.split("-")
-    d = json.loads(f.read_text())
-    runs[(load, mode, threads)].append((p, d["stats"]["tokens_per_second"], d["stats"].get("threads")))
-    tokens[(mode, p)].add(tuple(d["tokens"]))
-print("| load | mode | -t | tok/s (median over prompts x rounds) | runs | threads at the end |")
-print("|---|---|---|---|---|---|")
-for (load, mode, threads), v in sorted(runs.items()):
-    ends = collections.Counter(t for _, _, t in v)
-    print(f"| {load} | {mode} | {threads} | {statistics.median(x for _, x, _ in v):.1f} | {len(v)} | "
-          + ", ".join(f"{k}: {n}" for k, n in sorted(ends.items())) + " |")
-same = all(len(s) == 1 for s in tokens.values())
-print(f"\nTokens equal across every load and thread count, per mode and prompt: {'yes' if same else 'NO'} "
-      f"({len(tokens)} mode x prompt pairs)")
-PY
-cat "$O/../results.md"
+python3 "$(dirname "$0")/table.py" "$O" > "$O/../$NAME.md"
+cat "$O/../$NAME.md"
