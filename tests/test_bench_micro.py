@@ -164,3 +164,21 @@ def test_static_setup_times_passes_without_tile_sharing(smollm2_path: Path, micr
                          text=True, timeout=600)
     assert bad.returncode != 0
     assert "unknown setup 'halves' (expected mmap, static, file, ggml, repack or gpu)" in bad.stderr
+
+
+@pytest.mark.parametrize("setting", ["", "0", "yes"])
+def test_q4_k_high_nibbles_setting(
+    smollm2_path: Path, microbench: str, monkeypatch: pytest.MonkeyPatch, setting: str
+) -> None:
+    """The VNNI Q4_K kernels take the weights' high nibbles by GFNI on Intel CPUs that have it and by a shift and a
+    mask elsewhere, unless ADADECODE_QMATMUL_GFNI says otherwise; a value other than 0 or 1 is named on stderr and the
+    CPU's default used. The microbench reports the choice, or "" where neither family runs."""
+    monkeypatch.setenv("ADADECODE_QMATMUL_GFNI", setting)
+    mb, stderr = _run_one_rep(microbench, smollm2_path)
+    if mb["qmatmul_family"] not in ("avx512vnni", "avxvnni"):
+        assert mb["q4_k_high_nibbles"] == ""
+        return
+    flags = Path("/proc/cpuinfo").read_text().split()
+    default = "gfni" if cpu_vendor() == "GenuineIntel" and "gfni" in flags else "shift"
+    assert mb["q4_k_high_nibbles"] == ("shift" if setting == "0" else default)
+    assert ("ADADECODE_QMATMUL_GFNI='yes' is not 0 or 1" in stderr) == (setting == "yes")

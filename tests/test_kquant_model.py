@@ -400,13 +400,17 @@ def test_tied_output_is_packed(engine: Any, smollm2_path: Path) -> None:
     assert np.isfinite(logits).all() and float(logits.std()) > 1.0
 
 
-def _families_here() -> list[str]:
-    """The kernel families this CPU can run (ADADECODE_QMATMUL's values), narrowest first."""
+def _cpu_flags() -> set[str]:
     try:
         cpuinfo = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return []
-    flags = {f for line in cpuinfo.splitlines() if line.startswith("flags") for f in line.split(":", 1)[1].split()}
+        return set()
+    return {f for line in cpuinfo.splitlines() if line.startswith("flags") for f in line.split(":", 1)[1].split()}
+
+
+def _families_here() -> list[str]:
+    """The kernel families this CPU can run (ADADECODE_QMATMUL's values), narrowest first."""
+    flags = _cpu_flags()
     families = []
     if {"avx2", "fma", "f16c"} <= flags:
         families.append("avx2")
@@ -441,10 +445,10 @@ _PREFIX_LOGITS_SCRIPT = """
 import sys
 import numpy as np
 from adadecode import Model
-from adadecode._core import q4_k_scale
+from adadecode._core import q4_k_high_nibbles, q4_k_scale
 model = Model(sys.argv[1], n_ctx=int(sys.argv[2]), n_threads=1)
 ids = [int(i) for i in sys.argv[4].split(",")]
-print(q4_k_scale())
+print(q4_k_scale(), q4_k_high_nibbles())
 np.save(sys.argv[3], np.concatenate([model.logits(ids[:n]) for n in (*range(1, 10), len(ids))]))
 """
 
@@ -464,5 +468,23 @@ def test_q4_k_scale_choices_agree(engine: Any, kquant_path: Path, tmp_path: Path
     logits, printed = _arrays_from_processes(_PREFIX_LOGITS_SCRIPT, lambda npy: [str(kquant_path), str(N_CTX), str(npy),
                                              ids], runs, tmp_path, timeout=300)
     for scale, out in printed.items():
-        assert out.strip() == scale, f"asked for {scale}, the kernel used {out.strip()!r}"
+        assert out.split()[0] == scale, f"asked for {scale}, the kernel used {out.strip()!r}"
     assert np.isfinite(logits["dpwssd"]).all() and np.array_equal(logits["dpwssd"], logits["mulld"])
+
+
+@pytest.mark.parametrize("family", ["avx512vnni", "avxvnni"])
+def test_q4_k_high_nibble_choices_agree(engine: Any, kquant_path: Path, tmp_path: Path, family: str) -> None:
+    """The VNNI Q4_K kernels take the weights' high nibbles with GFNI (Intel's default where the CPU has it) or with a
+    shift and a mask: the same bytes, so the logits are the same bits, for 1-9 rows in a pass and a 42-row prefill."""
+    if family not in _families_here() or "gfni" not in _cpu_flags():
+        pytest.skip(f"this CPU lacks the {family} family or GFNI: the choice does not arise")
+    if os.environ.get("ADADECODE_QMATMUL_PACK", "") in ("0", "off"):
+        pytest.skip("packing is off: the packed Q4_K kernel does not run")
+    ids = ",".join(str(i) for prompt in PROMPTS for i in prompt)
+    runs = {how: {"ADADECODE_QMATMUL": family, "ADADECODE_QMATMUL_GFNI": "1" if how == "gfni" else "0"}
+            for how in ("gfni", "shift")}  # fmt: skip
+    logits, printed = _arrays_from_processes(_PREFIX_LOGITS_SCRIPT, lambda npy: [str(kquant_path), str(N_CTX), str(npy),
+                                             ids], runs, tmp_path, timeout=300)
+    for how, out in printed.items():
+        assert out.split()[-1] == how, f"asked for {how}, the kernel used {out.strip()!r}"
+    assert np.isfinite(logits["gfni"]).all() and np.array_equal(logits["gfni"], logits["shift"])

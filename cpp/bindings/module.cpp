@@ -96,6 +96,9 @@ PYBIND11_MODULE(_core, m) {
     m.def("q4_k_scale", &qmatmul_q4_k_scale,
           "How the AVX-512 VNNI Q4_K matmul kernel applies its scales in this process: 'dpwssd' on Intel, 'mulld' on "
           "other CPUs, unless ADADECODE_QMATMUL_Q4K_SCALE sets it (same results); '' where that kernel is not in use.");
+    m.def("q4_k_high_nibbles", &qmatmul_q4_k_high_nibbles,
+          "How the VNNI Q4_K matmul kernels take the weights' high nibbles in this process: 'gfni' on Intel CPUs with "
+          "GFNI, 'shift' elsewhere, unless ADADECODE_QMATMUL_GFNI sets it (same results); '' where neither is in use.");
     // pybind11 raises qmatmul_set_two_row_kernel's std::invalid_argument as ValueError.
     m.def("set_two_row_kernel", &qmatmul_set_two_row_kernel, py::arg("width"),
           "Sets two_row_kernel() for this process (2 or 3), e.g. to time one against the other.");

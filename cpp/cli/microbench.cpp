@@ -372,9 +372,10 @@ int main(int argc, char **argv) {
         for (size_t i = 0; i < setups.size(); ++i) std::printf("%s\"%s\"", i ? ", " : "", setups[i].name.c_str());
         std::printf(
             "],\n \"read_gbs\": %.2f, \"read_bytes\": %zu, \"int8_peak_gmacs\": %.1f, \"macs_per_row\": %.0f,\n "
-            "\"two_row_kernel\": %d, \"prefetch_min_rows\": %d, \"q4_k_scale\": \"%s\",\n ",
+            "\"two_row_kernel\": %d, \"prefetch_min_rows\": %d, \"q4_k_scale\": \"%s\", "
+            "\"q4_k_high_nibbles\": \"%s\",\n ",
             roof.read_gbs, read_bytes, roof.peak_macs / 1e9, roof.macs_per_row, qmatmul_two_row_kernel(),
-            qmatmul_prefetch_min_rows(), qmatmul_q4_k_scale());
+            qmatmul_prefetch_min_rows(), qmatmul_q4_k_scale(), qmatmul_q4_k_high_nibbles());
         print_rows(setups[0], roof);
         for (Setup &s : setups) {
             pause_all_but(s);

@@ -658,6 +658,32 @@ bool choose_q4_k_scale_by_dpwssd() {
 }
 const bool q4_k_scale_by_dpwssd = choose_q4_k_scale_by_dpwssd();
 
+// Whether the VNNI Q4_K kernels (AVX-512 and AVX-VNNI) take the weights' high nibbles with GFNI (one instruction, see
+// high_nibbles_gfni) rather than a shift and a mask (two, on the ports vpdpbusd needs); the same bytes either way. On
+// Intel CPUs with GFNI. Intel Xeon (Emerald Rapids) under KVM, AVX-512 VNNI: in cache (adadecode-kernelbench q4_k 1
+// 1536 8960 1, best of 10 alternating processes) 6-9 rows 4-9 % faster (8 rows 0.543 -> 0.494 ms), 1-4 rows the same
+// (bound by the cache's bandwidth there); whole 1.5B passes (median of 10 processes) 8 rows 1.586 -> 1.551 of one row,
+// 4 rows the same; decoding and prefill within the VM's spread; the AVX-VNNI family the same in cache
+// (bench/results/roofline/gfni-intel-2026-12-07/). Elsewhere (Zen 4) unmeasured, so off.
+// ADADECODE_QMATMUL_GFNI=0|1 sets it, to measure one against the other; 1 on a CPU without GFNI is refused with a
+// message.
+bool choose_q4_k_high_nibbles_by_gfni() {
+    __builtin_cpu_init();
+    const bool has_gfni = __builtin_cpu_supports("gfni");
+    if (const char *env = std::getenv("ADADECODE_QMATMUL_GFNI"); env && *env) {
+        if (std::strcmp(env, "0") == 0)
+            return false;
+        if (std::strcmp(env, "1") == 0 && has_gfni)
+            return true;
+        std::fprintf(stderr, "adadecode: ADADECODE_QMATMUL_GFNI='%s' is not 0 or 1%s; using the CPU's default\n", env,
+                     has_gfni ? "" : " (and this CPU has no GFNI)");
+    }
+    return has_gfni && cpu_is_intel();
+}
+const bool q4_k_high_nibbles_by_gfni = choose_q4_k_high_nibbles_by_gfni();
+// GFNI's affine transform by this bit matrix (one row per output bit, bit 7's first) is x >> 4 in each byte.
+constexpr long long gfni_shift_right_4 = 0x1020408000000000LL;
+
 // A tile of weight rows against one group of activation rows, in one call: the kernel is inlined into the loop, so
 // its constants are set up once per tile, not once per weight row (rows of 1,536 values are only 6 K-blocks).
 template <int NR, void (*kernel)(const uint8_t *, const uint8_t *const *, int64_t, float *)>
@@ -1469,6 +1495,14 @@ const char *qmatmul_q4_k_scale() {
     return "";
 }
 
+const char *qmatmul_q4_k_high_nibbles() {
+#ifdef ADADECODE_QMATMUL_X86
+    if (std::strcmp(qmatmul_family(), "avx512vnni") == 0 || std::strcmp(qmatmul_family(), "avxvnni") == 0)
+        return q4_k_high_nibbles_by_gfni ? "gfni" : "shift";
+#endif
+    return "";
+}
+
 void qmatmul_set_two_row_kernel(int width) {
     require_two_row_width(width);
     two_row_width() = width;
@@ -1550,6 +1584,10 @@ int qmatmul_prefetch_min_rows() {
 }
 
 const char *qmatmul_q4_k_scale() {
+    return "";
+}
+
+const char *qmatmul_q4_k_high_nibbles() {
     return "";
 }
 

@@ -102,6 +102,11 @@ int qmatmul_prefetch_min_rows();
 // same bits either way. "" where that kernel is not the one in use.
 const char *qmatmul_q4_k_scale();
 
+// How the VNNI Q4_K kernels (AVX-512 and AVX-VNNI) take the high nibbles of the weights: "gfni" (one instruction; the
+// default on Intel CPUs with GFNI) or "shift" (a shift and a mask); ADADECODE_QMATMUL_GFNI=1|0 in the environment sets
+// it, read once. The same bits either way. "" where neither kernel is in use.
+const char *qmatmul_q4_k_high_nibbles();
+
 // Packing: Q4_K, Q6_K, Q5_0, Q8_0 and Q4_1 weights multiply faster from layouts of our own that interleave 16 weight
 // rows (AVX-512: Q4_K about 1.5x for one row, 3 % larger than the file's layout; Q6_K: 2x for several rows; Q5_0:
 // 4-5x for one row or several; Q8_0: 1.8x for 4-8 rows; all but Q4_K the file's size exactly. AVX2, measured on Zen 4

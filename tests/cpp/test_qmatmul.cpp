@@ -381,6 +381,12 @@ int main(int argc, char **argv) {
         std::printf("skipped: ADADECODE_QMATMUL=%s, but this CPU runs the %s family\n", wanted, qmatmul_family());
         return 77;
     }
+    const char *gfni = std::getenv("ADADECODE_QMATMUL_GFNI");
+    if (gfni && std::string(gfni) == "1" && std::string(qmatmul_q4_k_high_nibbles()) != "gfni") {
+        std::printf("skipped: ADADECODE_QMATMUL_GFNI=1, but this CPU or family takes the high nibbles by '%s'\n",
+                    qmatmul_q4_k_high_nibbles());
+        return 77;
+    }
     if (std::string(qmatmul_family()) != "off")
         check_checksums(ADADECODE_TEST_DATA_DIR "/qmatmul_x86_checksums.txt", cross_arch_checksums(),
                         std::string("family ") + qmatmul_family());

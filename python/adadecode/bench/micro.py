@@ -126,6 +126,12 @@ def _q4_k_scale_words(scale: str | None) -> str:
     return f"; Q4_K scales by {scale} (ADADECODE_QMATMUL_Q4K_SCALE)" if scale else ""
 
 
+def _q4_k_high_nibbles_words(how: str | None) -> str:
+    """How the VNNI Q4_K kernels took the weights' high nibbles in that run ("" or None: another family, or an older
+    build)."""
+    return f"; Q4_K high nibbles by {how} (ADADECODE_QMATMUL_GFNI)" if how else ""
+
+
 def micro_markdown(doc: dict[str, Any]) -> str:
     lines = [f"# Micro-benchmark: {Path(doc['model']).name}, {doc['threads']} threads", "", f"`{doc['command']}`", ""]
     mb = doc.get("microbench")
@@ -136,7 +142,8 @@ def micro_markdown(doc: dict[str, Any]) -> str:
             f"CPU: {mb['cpu_model']}; matmul kernel family: {mb['qmatmul_family']}; attention kernel: "
             f"{mb.get('attention_family', 'not recorded')}; two rows through the "
             f"{mb.get('two_row_kernel', 2)}-row kernel (ADADECODE_QMATMUL_TWO_ROWS); "
-            f"{_prefetch_words(mb.get('prefetch_min_rows'))}{_q4_k_scale_words(mb.get('q4_k_scale'))}; streaming read "
+            f"{_prefetch_words(mb.get('prefetch_min_rows'))}{_q4_k_scale_words(mb.get('q4_k_scale'))}"
+            f"{_q4_k_high_nibbles_words(mb.get('q4_k_high_nibbles'))}; streaming read "
             f"{mb['read_gbs']:.1f} GB/s, int8 dot-product peak {mb['int8_peak_gmacs']:.0f} GMAC/s "
             f"(both on {mb['threads']} threads); a pass reads {mb['weight_bytes_per_pass'] / 1e6:.1f} MB of weights "
             f"and does {mb['macs_per_row'] / 1e6:.1f} M multiply-accumulates per row.",
