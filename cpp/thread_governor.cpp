@@ -89,14 +89,16 @@ int ThreadGovernor::wanted(double others_cpus) const {
 
 int ThreadGovernor::observe(double others_cpus) {
     const int want = wanted(others_cpus);
-    if (want == threads_) {
-        pending_ = 0;
-    } else if (pending_ != 0 && (pending_ < threads_) == (want < threads_)) {
-        // Two windows in a row ask to move the same way: move as far as both asked.
-        threads_ = want < threads_ ? std::max(want, pending_) : std::min(want, pending_);
-        pending_ = 0;
+    if (want < threads_) {
+        threads_ = want;
+        pending_rise_ = 0;
+    } else if (want == threads_) {
+        pending_rise_ = 0;
+    } else if (pending_rise_ != 0) {
+        threads_ = std::min(want, pending_rise_);  // as far as both windows asked
+        pending_rise_ = 0;
     } else {
-        pending_ = want;
+        pending_rise_ = want;
     }
     return threads_;
 }

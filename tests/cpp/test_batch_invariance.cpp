@@ -2,8 +2,6 @@
 // whether its pass holds 1 row or k rows (k = 2..8, 12, 20), with weights mmapped or repacked into ggml's extra buffer types.
 // Runs on SmolLM2 ($ADADECODE_CACHE/models/smollm2-135m.gguf; skips without it) or on the models given as arguments.
 // With --report it prints the largest difference per batch size instead of stopping at the first mismatch.
-#include <sys/stat.h>
-
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -11,9 +9,9 @@
 #include <string>
 #include <vector>
 
-#include "forward.h"
-
+#include "cached_model.h"
 #include "check.h"
+#include "forward.h"
 
 using namespace adadecode;
 
@@ -97,16 +95,9 @@ int main(int argc, char **argv) {
         }
     }
     if (paths.empty()) {
-        const char *cache = std::getenv("ADADECODE_CACHE");
-        const char *home = std::getenv("HOME");
-        const std::string path = std::string(cache && *cache ? cache : std::string(home ? home : ".") +
-                                                                         "/.cache/adadecode") +
-                                 "/models/smollm2-135m.gguf";
-        struct stat st {};
-        if (stat(path.c_str(), &st) != 0) {
-            std::printf("skipped: %s not found (run `adadecode fetch smollm2-135m`)\n", path.c_str());
+        const std::string path = cached_smollm2_or_skip();
+        if (path.empty())
             return 0;
-        }
         paths.push_back(path);
     }
     for (const std::string &path : paths) {

@@ -1,20 +1,18 @@
 // Engine tests without Python (also the ones CI runs under AddressSanitizer/UBSan): batch-invariant logits,
 // layer-parallel decoding identical to standard decoding with heads written here through ggml's GGUF writer, and
 // clear errors for bad input. Needs $ADADECODE_CACHE/models/smollm2-135m.gguf; skips without it.
-#include <sys/stat.h>
-
 #include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <vector>
 
+#include "cached_model.h"
+#include "check.h"
 #include "engine.h"
 #include "gguf.h"
 #include "heads.h"
 #include "model.h"
 #include "vocab.h"
-
-#include "check.h"
 
 using namespace adadecode;
 
@@ -60,15 +58,9 @@ std::string write_identity_heads(const HParams &hp, const std::vector<int> &laye
 }  // namespace
 
 int main() {
-    const char *cache = std::getenv("ADADECODE_CACHE");
-    const char *home = std::getenv("HOME");
-    const std::string path = std::string(cache && *cache ? cache : std::string(home ? home : ".") + "/.cache/adadecode") +
-                             "/models/smollm2-135m.gguf";
-    struct stat st {};
-    if (stat(path.c_str(), &st) != 0) {
-        std::printf("skipped: %s not found (run `adadecode fetch smollm2-135m`)\n", path.c_str());
+    const std::string path = cached_smollm2_or_skip();
+    if (path.empty())
         return 0;
-    }
     EngineOptions eo;
     eo.n_ctx = 256;
     eo.n_threads = 2;
