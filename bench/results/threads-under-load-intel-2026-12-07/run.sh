@@ -4,7 +4,8 @@
 # within each round. Tokens must be equal across every configuration of a mode (checked at the end).
 #   bash run.sh [ROUNDS] [MODEL]        (ADADECODE=path/to/adadecode to use another install)
 # Loads: `yes` (CPU-bound, normal priority), `nice -n 19 yes`, and `yes` started 1.5 s into the run ("late");
-# LOADS="quiet yes" runs only those. Runs go to raw-NAME/, the table to NAME.md (NAME=all-loads by default).
+# LOADS="quiet yes" runs only those loads, MODES="adadecode+ngram" only that mode. Runs go to raw-NAME/, the table
+# to NAME.md (NAME=all-loads by default).
 set -euo pipefail
 ROUNDS=${1:-3}
 MODEL=${2:-qwen2.5-coder-1.5b}
@@ -34,7 +35,7 @@ one() {  # load mode threads prompt_index round
 uptime > "$O/uptime-start.txt"
 for r in $(seq 1 "$ROUNDS"); do
   for p in 0 1 2; do
-    for mode in standard adadecode+ngram; do
+    for mode in ${MODES:-standard adadecode+ngram}; do
       order=(auto 2); [ $((r % 2)) = 0 ] && order=(2 auto)
       for load in $LOADS; do
         threads=("${order[@]}"); [ "$load" = yes ] && threads+=(1)
