@@ -174,7 +174,7 @@ path, prompt = sys.argv[1], "def fib(n):\\n    # fib(n) = fib(n - 1) + fib(n - 2
 want = {mode: Model(path, n_ctx=512, n_threads=2).generate(prompt, max_tokens=40, mode=mode).tokens
         for mode in ("standard", "ngram")}
 model = Model(path, n_ctx=512)
-def generate_until(threads, seconds=30):
+def generate_until(threads, seconds=60):
     seen, deadline = [], time.monotonic() + seconds
     while time.monotonic() < deadline and threads not in seen:
         for mode, tokens in want.items():
