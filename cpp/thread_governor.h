@@ -11,11 +11,11 @@
 // Other programs' load is read from /proc/stat: the busy time of the CPUs in this process's affinity mask less the
 // process's own CPU time, over windows of at least 0.2 s. With F of those CPUs free of other programs' work, a count
 // of T drops (to F rounded) when F < T - 0.5, and rises (to F + 0.25 rounded down, at most the maximum) when
-// F >= T + 0.75. A drop takes one window, a rise two in a row: too many threads cost far more than too few (two
-// processes of 2 threads on 2 cores decoded 0.5 tokens/s each, of 1 thread 14), and a rise after a passing burst of
-// load would only drop again. (With `yes` on one of 2 cores and 2 threads
-// running, `yes` got 0.65 of a CPU; with 1 thread running, all of one.) Outputs are bitwise the same at every thread
-// count, so this changes only the speed. Linux; elsewhere the count stays at its maximum.
+// F >= T + 0.75. (With `yes` on one of 2 cores, `yes` got 0.65 of a CPU beside 2 threads and all of one beside 1.)
+// A drop takes one window, a rise two in a row: too many threads cost far more than too few (two processes of 2
+// threads on 2 cores decoded 0.5 tokens/s each, of 1 thread 14), and a rise after a passing burst of load would only
+// drop again. Outputs are bitwise the same at every thread count, so this changes only the speed. Linux; elsewhere
+// the count stays at its maximum.
 #pragma once
 
 #include <chrono>
