@@ -7,6 +7,7 @@
 #include "layer_split.h"
 #include "model.h"
 #include "prompt_state.h"
+#include "thread_governor.h"
 #include "vocab.h"
 
 namespace adadecode {
@@ -43,11 +44,11 @@ Engine::Engine(const std::string &model_path, const EngineOptions &options) : im
     impl_->cache = std::make_unique<KvCache>(*impl_->model, options.n_ctx);
     if (impl_->model->split().empty()) {
         impl_->forward = std::make_unique<Forward>(*impl_->model, *impl_->cache, n_threads);
-        if (options.n_threads == 0)
+        if (options.n_threads == 0 && adapt_threads_by_default())
             impl_->forward->adapt_threads_to_load();
     } else {
         impl_->split = std::make_unique<SplitRunner>(*impl_->model, *impl_->cache, n_threads);
-        if (options.n_threads == 0)
+        if (options.n_threads == 0 && adapt_threads_by_default())
             impl_->split->adapt_threads_to_load();
     }
     impl_->decoder = std::make_unique<Decoder>(impl_->runner(), nullptr);

@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 
@@ -101,6 +103,19 @@ int ThreadGovernor::observe(double others_cpus) {
         pending_rise_ = want;
     }
     return threads_;
+}
+
+bool adapt_threads_by_default() {
+    static const bool adapt = [] {
+        const char *env = std::getenv("ADADECODE_ADAPT_THREADS");
+        if (!env || !*env || std::strcmp(env, "1") == 0)
+            return true;
+        if (std::strcmp(env, "0") == 0)
+            return false;
+        std::fprintf(stderr, "adadecode: ADADECODE_ADAPT_THREADS='%s' is not 0 or 1; adapting the thread count\n", env);
+        return true;
+    }();
+    return adapt;
 }
 
 LoadAwareThreads::LoadAwareThreads(int max_threads)

@@ -60,6 +60,12 @@ private:
     int pending_rise_ = 0;  // what the last window asked for when it asked for more threads; 0: nothing pending
 };
 
+// Whether a model given no thread count adapts it to other programs' load: yes, unless ADADECODE_ADAPT_THREADS=0 in
+// the environment (read once; another value than 0 or 1 is named on stderr and ignored). Then it stays at one thread
+// per core, as before: for a /proc/stat that does not describe the process's CPUs (some containers), and to measure
+// one against the other.
+bool adapt_threads_by_default();
+
 // A ThreadGovernor fed from this machine's /proc/stat and this process's CPU time.
 class LoadAwareThreads {
 public:
