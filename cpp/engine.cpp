@@ -115,6 +115,7 @@ DecodeResult Engine::generate(const std::vector<int32_t> &prompt, const DecodeOp
         track();
         r.stats.mode = options.mode();
         r.stats.device = device();
+        r.stats.threads = threads_in_use();
         r.stats.peak_rss_mib = process_peak_rss_mib();
         return r;
     } catch (...) {

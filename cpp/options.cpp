@@ -167,6 +167,7 @@ StatFields stats_fields(const DecodeStats &s) {
         {"pass_costs", s.pass_costs},
         {"mode", std::string(mode_name(s.mode))},
         {"device", s.device},
+        {"threads", int64_t{s.threads}},
         {"peak_rss_mib", rss},
     };
 }

@@ -648,11 +648,9 @@ class Model:
             finish = "stop"
         elif _on_text is not None and len(text) > emitted:
             _on_text(text[emitted:])
-        # The engine's statistics, peak_rss_mib of the whole process: the mapped model, KV cache and Python; and the
-        # threads the last pass ran on, fewer than n_threads when other programs kept CPUs busy.
-        stats = {**out["stats"], "threads": self._engine.threads_in_use}
+        # The engine's statistics, peak_rss_mib of the whole process: the mapped model, KV cache and Python.
         gen = Generation(
-            tokens=list(out["tokens"]), text=text, finish_reason=finish, stats=stats, logits=out.get("logits"),
+            tokens=list(out["tokens"]), text=text, finish_reason=finish, stats=out["stats"], logits=out.get("logits"),
             token_sources=out["token_sources"],
         )
         self.last_generation = gen

@@ -111,10 +111,12 @@ struct DecodeStats {
     int n_verified = 0;                      // provisional tokens (early or drafted) checked against the final layer
     int n_accepted = 0;
     int n_rollbacks = 0;
-    // Filled by Engine::generate: how it ran, and this process's peak resident memory after it (MiB; < 0 where
-    // the OS does not report it).
+    // Filled by Engine::generate: how it ran, the threads its last pass ran on (fewer than the engine's n_threads
+    // while other programs kept CPUs busy, see cpp/thread_governor.h), and this process's peak resident memory after
+    // it (MiB; < 0 where the OS does not report it).
     Mode mode = Mode::standard;
     std::string device;
+    int threads = 0;
     double peak_rss_mib = -1.0;
 
     double tokens_per_second() const { return decode_seconds > 0 ? n_generated / decode_seconds : 0.0; }

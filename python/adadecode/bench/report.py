@@ -59,14 +59,14 @@ def _add(total: Any, value: Any) -> Any:
 
 
 def stats_totals(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """Counts in the systems' own stats summed over prompts; lists that identify rather than count (exit layers)
-    are kept as they are when every prompt agrees."""
+    """Counts in the systems' own stats summed over prompts; values that identify rather than count (exit layers, the
+    thread count) are kept as they are when every prompt agrees."""
     totals: dict[str, Any] = {}
     for r in results:
         for key, value in r.get("stats", {}).items():
             if key.endswith(_RATIO_SUFFIXES) or key in ("n_prompt", "n_generated", "finish_reason"):
                 continue
-            if key == "exit_layers":
+            if key in ("exit_layers", "threads"):
                 totals[key] = value if totals.get(key, value) == value else None
                 continue
             if key == "peak_rss_mib":  # a high-water mark: the largest, not the sum
