@@ -162,14 +162,40 @@ def test_default_threads_follow_the_cpus_the_process_may_use(smollm2_path: Path)
     assert 1 <= default_threads() <= len(os.sched_getaffinity(0))
 
 
-_LOAD_SCRIPT = """
-import os, subprocess, sys, time
+# The start of a script confined to two cores (it prints "skip: ..." and ends where there are fewer), with
+# busy_programs(): one CPU-bound program per CPU on the same two, for the duration of a with-block.
+_TWO_CORES_PRELUDE = """
+import contextlib, os, subprocess, sys, time
 cpus = sorted(os.sched_getaffinity(0))[:2]
 os.sched_setaffinity(0, cpus)
 from adadecode.model import Model, default_threads
 if len(cpus) < 2 or default_threads() < 2:
     print("skip: fewer than 2 cores")
     sys.exit(0)
+@contextlib.contextmanager
+def busy_programs():  # children keep the affinity
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in cpus]
+    try:
+        yield
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+"""
+
+
+def _run_on_two_cores(script: str, model_path: Path, **env: str) -> str:
+    """Runs _TWO_CORES_PRELUDE + script with the model's path as argv[1]; its stdout (skips the test where the script
+    says so)."""
+    out = subprocess.run([sys.executable, "-c", _TWO_CORES_PRELUDE + script, str(model_path)], capture_output=True,
+                         text=True, timeout=240, env={**os.environ, **env})  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    if out.stdout.startswith("skip"):
+        pytest.skip(out.stdout.strip())
+    return out.stdout
+
+
+_LOAD_SCRIPT = """
 path, prompt = sys.argv[1], "def fib(n):\\n    # fib(n) = fib(n - 1) + fib(n - 2)\\n    if n < 2:\\n        return n\\n"
 want = {mode: Model(path, n_ctx=512, n_threads=2).generate(prompt, max_tokens=40, mode=mode).tokens
         for mode in ("standard", "ngram")}
@@ -182,14 +208,8 @@ def generate_until(threads, seconds=60):
             assert gen.tokens == tokens, (mode, gen.stats["threads"])
             seen.append(gen.stats["threads"])
     return seen
-# One CPU-bound program per CPU, on the same two CPUs (children keep the affinity).
-hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in cpus]
-try:
+with busy_programs():
     loaded = generate_until(1)
-finally:
-    for hog in hogs:
-        hog.kill()
-        hog.wait()
 def busy_seconds():  # of the two CPUs, at normal priority, from /proc/stat (clock ticks)
     total = 0
     for line in open("/proc/stat"):
@@ -210,37 +230,21 @@ def test_default_threads_step_aside_for_busy_programs_with_the_same_tokens(smoll
     """Given no n_threads, a model on two cores that other programs keep busy drops to one thread (a thread sharing a
     core with them would hold the other up at every barrier), and returns to two when they stop; the tokens, in one-
     and multi-row passes (prompt lookup), are those of a model fixed at two threads throughout."""
-    out = subprocess.run([sys.executable, "-c", _LOAD_SCRIPT, str(smollm2_path)], capture_output=True, text=True,
-                         timeout=240)  # fmt: skip
-    assert out.returncode == 0, out.stderr[-3000:]
-    if out.stdout.startswith("skip"):
-        pytest.skip(out.stdout.strip())
-    words = out.stdout.split()
+    stdout = _run_on_two_cores(_LOAD_SCRIPT, smollm2_path)
+    words = stdout.split()
     loaded, quiet = words[1 : words.index("quiet")], words[words.index("quiet") + 1 : words.index("others")]
-    assert loaded[-1] == "1", out.stdout
+    assert loaded[-1] == "1", stdout
     if quiet[-1] != "2" and float(words[-1]) > 0.25:
         pytest.skip(f"after the busy programs stopped, others still used {words[-1]} of the two CPUs: not quiet")
-    assert quiet[-1] == "2", out.stdout
+    assert quiet[-1] == "2", stdout
 
 
 _FIXED_UNDER_LOAD_SCRIPT = """
-import os, subprocess, sys, time
-cpus = sorted(os.sched_getaffinity(0))[:2]
-os.sched_setaffinity(0, cpus)
-from adadecode.model import Model, default_threads
-if len(cpus) < 2 or default_threads() < 2:
-    print("skip: fewer than 2 cores")
-    sys.exit(0)
 model = Model(sys.argv[1], n_ctx=512)
-hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in cpus]
-try:
+with busy_programs():
     seen, deadline = set(), time.monotonic() + 3
     while time.monotonic() < deadline:
         seen.add(model.generate("def fib(n):", max_tokens=24, mode="standard").stats["threads"])
-finally:
-    for hog in hogs:
-        hog.kill()
-        hog.wait()
 print(*sorted(seen))
 """
 
@@ -249,13 +253,7 @@ print(*sorted(seen))
 def test_adapt_threads_0_keeps_one_thread_per_core_under_load(smollm2_path: Path) -> None:
     """ADADECODE_ADAPT_THREADS=0 keeps a model given no n_threads at one thread per core beside busy programs (which
     would drop it to one within a second); a value other than 0 or 1 is named on stderr and the count adapts."""
-    env = {**os.environ, "ADADECODE_ADAPT_THREADS": "0"}
-    out = subprocess.run([sys.executable, "-c", _FIXED_UNDER_LOAD_SCRIPT, str(smollm2_path)], capture_output=True,
-                         text=True, timeout=120, env=env)  # fmt: skip
-    assert out.returncode == 0, out.stderr[-3000:]
-    if out.stdout.startswith("skip"):
-        pytest.skip(out.stdout.strip())
-    assert out.stdout.split() == ["2"]
+    assert _run_on_two_cores(_FIXED_UNDER_LOAD_SCRIPT, smollm2_path, ADADECODE_ADAPT_THREADS="0").split() == ["2"]
     code = "import sys\nfrom adadecode.model import Model\nModel(sys.argv[1], n_ctx=64).generate('a', max_tokens=1)\n"
     bad = subprocess.run([sys.executable, "-c", code, str(smollm2_path)], capture_output=True, text=True, timeout=60,
                          env={**os.environ, "ADADECODE_ADAPT_THREADS": "maybe"})  # fmt: skip
