@@ -4,8 +4,9 @@
 # within each round. Tokens must be equal across every configuration of a mode (checked at the end).
 #   bash run.sh [ROUNDS] [MODEL]        (ADADECODE=path/to/adadecode to use another install)
 # Loads: `yes` (CPU-bound, normal priority), `nice -n 19 yes`, and `yes` started 1.5 s into the run ("late");
-# LOADS="quiet yes" runs only those loads, MODES="adadecode+ngram" only that mode. Runs go to raw-NAME/, the table
-# to NAME.md (NAME=all-loads by default).
+# LOADS="quiet yes" runs only those loads, MODES="adadecode+ngram" only that mode; THREADS="auto noadapt" replaces
+# the thread settings of every load (noadapt: the default count with ADADECODE_ADAPT_THREADS=0, one thread per core
+# whatever the load). Runs go to raw-NAME/, the table to NAME.md (NAME=all-loads by default).
 set -euo pipefail
 ROUNDS=${1:-3}
 MODEL=${2:-qwen2.5-coder-1.5b}
@@ -23,13 +24,18 @@ one() {  # load mode threads prompt_index round
   local load=$1 mode=$2 threads=$3 p=$4 r=$5 hog=""
   local flags=(-m "$MODEL" -p "${PROMPTS[$p]}" -n 128 --mode "$mode" --json)
   [ "$mode" != standard ] && flags+=(--heads auto)
-  [ "$threads" != auto ] && flags+=(-t "$threads")
+  local env=()
+  case $threads in
+    auto) ;;
+    noadapt) env=(ADADECODE_ADAPT_THREADS=0) ;;
+    *) flags+=(-t "$threads") ;;
+  esac
   case $load in
     yes) yes > /dev/null & hog=$!; sleep 0.5 ;;
     nice) nice -n 19 yes > /dev/null & hog=$!; sleep 0.5 ;;
     late) (sleep 1.5; exec yes > /dev/null) & hog=$! ;;
   esac
-  "$A" run "${flags[@]}" > "$O/$load-$mode-$threads-p$p-r$r.json" 2> "$O/$load-$mode-$threads-p$p-r$r.err"
+  env "${env[@]}" "$A" run "${flags[@]}" > "$O/$load-$mode-$threads-p$p-r$r.json" 2> "$O/$load-$mode-$threads-p$p-r$r.err"
   if [ -n "$hog" ]; then kill "$hog" 2> /dev/null || true; wait "$hog" 2> /dev/null || true; fi
 }
 uptime > "$O/uptime-start.txt"
@@ -39,6 +45,9 @@ for r in $(seq 1 "$ROUNDS"); do
       order=(auto 2); [ $((r % 2)) = 0 ] && order=(2 auto)
       for load in $LOADS; do
         threads=("${order[@]}"); [ "$load" = yes ] && threads+=(1)
+        if [ -n "${THREADS:-}" ]; then
+          read -ra threads <<< "$THREADS"; [ $((r % 2)) = 0 ] && threads=($(printf '%s\n' "${threads[@]}" | tac))
+        fi
         for t in "${threads[@]}"; do one "$load" "$mode" "$t" "$p" "$r"; done
       done
     done

@@ -28,13 +28,16 @@ def paired(load: str, mode: str, other: str) -> str:
     return f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
 
 
-print("| load | mode | `-t` | tokens/s, median | runs | threads at the end | default / `-t 2` | default / `-t 1` |")
-print("|---|---|---|---|---|---|---|---|")
+others = ["2", "1"] + (["noadapt"] if any(key[2] == "noadapt" for key in speed) else [])
+names = {"2": "`-t 2`", "1": "`-t 1`", "noadapt": "`ADADECODE_ADAPT_THREADS=0`"}
+print("| load | mode | `-t` | tokens/s, median | runs | threads at the end | "
+      + " | ".join(f"default / {names[o]}" for o in others) + " |")
+print("|---|---|---|---|---|---|" + "---|" * len(others))
 for (load, mode, threads), runs in sorted(speed.items()):
     at_end = ", ".join(f"{n}: {count}" for n, count in sorted(ends[load, mode, threads].items()))
-    ratios = ("", "") if threads != "auto" else (paired(load, mode, "2"), paired(load, mode, "1"))
+    ratios = [paired(load, mode, o) if threads == "auto" else "" for o in others]
     print(f"| {load} | {mode} | {threads} | {statistics.median(runs.values()):.1f} | {len(runs)} | {at_end} | "
-          f"{ratios[0]} | {ratios[1]} |")
+          + " | ".join(ratios) + " |")
 same = all(len(s) == 1 for s in tokens.values())
 print(f"\nTokens equal across every load and thread setting, per mode and prompt: {'yes' if same else 'NO'} "
       f"({len(tokens)} mode x prompt pairs). Ratios: median over the (prompt, round) pairs, range in brackets.")
