@@ -383,6 +383,25 @@ def test_cpu_class_names_the_kernel_family() -> None:
     assert cpu_class() in ("AVX-512", "AVX2", "other") and cpu_name()
 
 
+def test_cache_sizes_read_from_sysfs(tmp_path: Path) -> None:
+    from adadecode.bench.machine import cache_kib, cpu_detail_words
+
+    for index, (level, kind, size) in enumerate(
+        [("1", "Data", "48K"), ("1", "Instruction", "64K"), ("2", "Unified", "2048K"), ("3", "Unified", "480M")]
+    ):
+        d = tmp_path / f"index{index}"
+        d.mkdir()
+        for name, value in (("level", level), ("type", kind), ("size", size)):
+            (d / name).write_text(value + "\n")
+    (tmp_path / "index4").mkdir()  # no files: skipped
+    sizes = cache_kib(tmp_path)
+    assert sizes == {"l1": 48, "l2": 2048, "l3": 491520}
+    assert cache_kib(tmp_path / "absent") == {}
+    words = cpu_detail_words({"cpu_signature": "GenuineIntel family 6 model 167 stepping 1", "cache_kib": sizes})
+    assert words == " (GenuineIntel family 6 model 167 stepping 1, L2 2 MiB, L3 480 MiB)"
+    assert cpu_detail_words({"cpu": "older file"}) == ""
+
+
 def test_exit_draft_overlap_counts_shared_positions() -> None:
     def row(ada: str, ngram: str, same: bool = True) -> dict[str, Any]:
         tokens = list(range(len(ada)))

@@ -5,6 +5,8 @@ binary is a clear error. Speed is not asserted."""
 from __future__ import annotations
 
 import json
+import platform
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -59,6 +61,36 @@ def _check_roofline(mb: dict[str, Any]) -> None:
     assert first["weight_bytes_per_pass"] == mb["weight_bytes_per_pass"]
 
 
+def _lscpu() -> tuple[dict[str, str], dict[str, int]]:
+    """util-linux's view of the CPU: its fields (nested ones flattened) and the data or unified caches' sizes in KiB
+    by level ("l2", "l3")."""
+    fields: dict[str, str] = {}
+
+    def flatten(entries: list[dict[str, Any]]) -> None:
+        for e in entries:
+            fields[e["field"].rstrip(":")] = e["data"]
+            flatten(e.get("children", []))
+
+    flatten(json.loads(subprocess.run(["lscpu", "-J"], capture_output=True, text=True, check=True).stdout)["lscpu"])
+    table = subprocess.run(["lscpu", "-C=LEVEL,TYPE,ONE-SIZE", "-B"], capture_output=True, text=True).stdout
+    sizes = {f"l{level}": int(size) // 1024 for level, kind, size in (line.split() for line in table.splitlines()[1:])
+             if kind != "Instruction"}
+    return fields, sizes
+
+
+def _check_cpu_fields(doc: dict[str, Any], md: str) -> None:
+    """The CPU's signature and caches, against lscpu where it runs on x86 (ARM's /proc/cpuinfo has no family)."""
+    if not shutil.which("lscpu") or platform.machine() not in ("x86_64", "AMD64"):
+        return
+    fields, sizes = _lscpu()
+    signature = f"{fields['Vendor ID']} family {fields['CPU family']} model {fields['Model']}"
+    if "Stepping" in fields:
+        signature += f" stepping {fields['Stepping']}"
+    assert doc["cpu_signature"] == signature
+    assert {level: doc["cache_kib"][level] for level in sizes} == sizes
+    assert signature in md
+
+
 def test_micro_command(
     engine: Any, smollm2_path: Path, microbench: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -80,6 +112,7 @@ def test_micro_command(
     _check_roofline(mb)
     md = (out / "micro-smollm2-135m.md").read_text(encoding="utf-8")
     assert "roofline fraction" in md and mb["qmatmul_family"] in md
+    _check_cpu_fields(doc, md)
     eight = mb["rows"]["8"]
     floor = max(eight["memory_floor_seconds"], eight["arithmetic_floor_seconds"]) / mb["rows"]["1"]["seconds"]
     assert floor_relative_cost(mb["rows"], "8") == pytest.approx(floor)

@@ -25,7 +25,7 @@ from ..model import Model, default_threads
 from . import report
 from .errors import WorkerError
 from .llamacpp_bin import expand
-from .machine import cpu_class, cpu_name, engine_environment, kernel_families
+from .machine import cache_kib, cpu_class, cpu_name, cpu_signature, engine_environment, kernel_families
 from .micro import run_micro
 from .plots import make_plots
 from .report import collection_markdown
@@ -280,7 +280,8 @@ def run_bench(args: argparse.Namespace) -> int:
         "n_ctx_anchors": n_ctx,
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "load_average": round(os.getloadavg()[0], 2),
-        "cpu": cpu_name(), "cpu_class": cpu_class(), "kernels": kernel_families(),
+        "cpu": cpu_name(), "cpu_signature": cpu_signature(), "cache_kib": cache_kib(), "cpu_class": cpu_class(),
+        "kernels": kernel_families(),
         "cpu_count": os.cpu_count(),
         "python": sys.version.split()[0],
         "skipped": {},

@@ -23,6 +23,7 @@ from typing import Any
 
 from ..eval_heads import task_prompts
 from ..model import Model
+from .machine import cache_kib, cpu_detail_words, cpu_signature
 from .report import write_json
 
 MICROBENCH = "adadecode-microbench"
@@ -139,8 +140,8 @@ def micro_markdown(doc: dict[str, Any]) -> str:
         rows = mb["rows"]
         ks = list(rows)
         lines += [
-            f"CPU: {mb['cpu_model']}; matmul kernel family: {mb['qmatmul_family']}; attention kernel: "
-            f"{mb.get('attention_family', 'not recorded')}; two rows through the "
+            f"CPU: {mb['cpu_model']}{cpu_detail_words(doc)}; matmul kernel family: {mb['qmatmul_family']}; "
+            f"attention kernel: {mb.get('attention_family', 'not recorded')}; two rows through the "
             f"{mb.get('two_row_kernel', 2)}-row kernel (ADADECODE_QMATMUL_TWO_ROWS); "
             f"{_prefetch_words(mb.get('prefetch_min_rows'))}{_q4_k_scale_words(mb.get('q4_k_scale'))}"
             f"{_q4_k_high_nibbles_words(mb.get('q4_k_high_nibbles'))}; streaming read "
@@ -208,6 +209,8 @@ def run_micro(model_path: str, args: argparse.Namespace) -> int:
         "task": args.task,
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "load_average": round(os.getloadavg()[0], 2),
+        "cpu_signature": cpu_signature(),
+        "cache_kib": cache_kib(),
         "skipped": {},
         "command": f"adadecode bench --micro -m {args.model} --task {args.task} -t {args.threads} --reps {args.reps}"
         + (f" --limit {args.limit}" if args.limit else "")

@@ -15,6 +15,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from .machine import cpu_detail_words
+
 PARITY_REFERENCES = ("standard", "llamacpp", "llamacpp-bin")
 # Ratios a system reports per prompt: recomputed from the summed counts, never summed themselves.
 _RATIO_SUFFIXES = ("_rate", "_fraction", "per_second")
@@ -243,7 +245,7 @@ def _sources(s: dict[str, Any]) -> str | None:
 
 def _kernels_note(meta: dict[str, Any]) -> str:
     """The CPU and the kernel families our modes ran (files written before they were recorded: the CPU only)."""
-    note = f" · {meta['cpu']} ({meta.get('cpu_class', '?')})" if meta.get("cpu") else ""
+    note = f" · {meta['cpu']}{cpu_detail_words(meta)} ({meta.get('cpu_class', '?')})" if meta.get("cpu") else ""
     if kernels := meta.get("kernels"):
         note += f" · kernels: matmul {kernels['matmul']}, attention {kernels['attention']}"
     return note
