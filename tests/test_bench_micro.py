@@ -83,6 +83,8 @@ def _check_cpu_fields(doc: dict[str, Any], md: str) -> None:
     if not shutil.which("lscpu") or platform.machine() not in ("x86_64", "AMD64"):
         return
     fields, sizes = _lscpu()
+    if not {"Vendor ID", "CPU family", "Model"} <= set(fields):
+        return
     signature = f"{fields['Vendor ID']} family {fields['CPU family']} model {fields['Model']}"
     if "Stepping" in fields:
         signature += f" stepping {fields['Stepping']}"
