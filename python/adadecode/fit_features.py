@@ -21,7 +21,7 @@ import torch
 
 from .collect_features import FeatureError, complete_shards, load_shard, read_manifest
 from .head_designs import HeadDesign, make_design
-from .head_math import GAMMAS, LayerStats, Readout, lstsq_init, warmup_cosine_lr
+from .head_math import GAMMAS, LayerStats, Readout, lstsq_init, torch_owned, warmup_cosine_lr
 from .saving import CostModel, best_layer_set, expected_saving
 
 
@@ -223,7 +223,7 @@ def fit_features(fs: FeatureSet, readout: Readout, cfg: FeatureFitConfig, costs:
     bar = tqdm(total=cfg.steps, initial=step, desc="fit", unit="step", disable=not progress)
     t0, losses = time.time(), []
     while step < end:
-        x = torch.from_numpy(fs.batch(cfg.seed, step, cfg.batch))
+        x = torch_owned(fs.batch(cfg.seed, step, cfg.batch))
         with torch.no_grad():
             logp = torch.log_softmax((readout.normed(x[n_exit]).to(mm) @ w_loss.T).float(), -1)
             p = logp.exp()

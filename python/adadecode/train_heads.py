@@ -281,15 +281,15 @@ def fit_heads(
     import torch
     from tqdm import tqdm
 
-    from .head_math import evaluate_layers, lstsq_init, warmup_cosine_lr
+    from .head_math import evaluate_layers, lstsq_init, torch_owned, warmup_cosine_lr
 
     torch.manual_seed(cfg.seed)
     n_exit = len(layers)
     d = train.shape[2]
     mm_dtype = torch.bfloat16 if cfg.matmul == "bf16" else torch.float32
     w_loss = (readout.w_sub if cfg.loss_vocab == "subset" else readout.w_out).to(mm_dtype)
-    h_train = torch.from_numpy(np.ascontiguousarray(train[:n_exit]))  # float16 [n_exit, rows, d]
-    z_last = readout.normed(torch.from_numpy(train[n_exit].astype(np.float32)))  # teacher inputs, [rows, d]
+    h_train = torch_owned(np.ascontiguousarray(train[:n_exit]))  # float16 [n_exit, rows, d]
+    z_last = readout.normed(torch_owned(train[n_exit].astype(np.float32)))  # teacher inputs, [rows, d]
     n_rows = z_last.shape[0]
 
     # One checkpoint per setting: --resume continues the same run, another setting starts its own.
@@ -314,7 +314,7 @@ def fit_heads(
 
     if cfg.init == "lstsq":
         init = [lstsq_init(train[i].astype(np.float32), train[n_exit].astype(np.float32)) for i in range(n_exit)]
-        weights = torch.nn.Parameter(torch.from_numpy(np.stack(init)))
+        weights = torch.nn.Parameter(torch_owned(np.stack(init)))
     else:
         weights = torch.nn.Parameter(torch.eye(d).repeat(n_exit, 1, 1))
     opt = torch.optim.AdamW([weights], lr=cfg.lr, weight_decay=cfg.weight_decay)
