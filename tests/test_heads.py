@@ -185,6 +185,27 @@ def test_head_math_matches_formula() -> None:
     np.testing.assert_allclose(got, expect, rtol=1e-4, atol=1e-4)
 
 
+def test_training_data_lands_in_aligned_memory() -> None:
+    """MKL's GEMM may round by its operands' alignment: whatever numpy buffer training reads from, torch_owned hands
+    torch 64-byte-aligned memory with the same values (the readout's weights go through it too)."""
+    torch = pytest.importorskip("torch")
+    from adadecode.head_math import Readout, torch_owned
+
+    buf = np.zeros(64 * 9 + 64, dtype=np.uint8)
+    for offset in (4, 16, 32):
+        start = (-buf.ctypes.data) % 64 + offset
+        a = np.frombuffer(buf.data, dtype=np.float32, count=64 * 2, offset=start).reshape(2, 64)
+        a[:] = np.arange(128, dtype=np.float32).reshape(2, 64)
+        for view in (a, a.T, a[:, ::2].T):
+            t = torch_owned(view)
+            assert t.data_ptr() % 64 == 0
+            np.testing.assert_array_equal(t.numpy(), view)
+        r = Readout(torch.from_numpy(a), torch.from_numpy(a[0]), 1e-6)
+        assert r.w_out.data_ptr() % 64 == 0 and r.norm_w.data_ptr() % 64 == 0 and r.w_sub.data_ptr() % 64 == 0
+    aligned = torch.zeros(4, 16)
+    assert torch_owned(aligned) is aligned  # already torch's: no copy
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # a short real training run
 
