@@ -40,6 +40,9 @@ def _check_roofline(mb: dict[str, Any]) -> None:
     assert mb["qmatmul_family"] in FAMILIES
     assert mb["read_bytes"] >= 1 << 30
     assert mb["read_gbs"] > 0
+    # one repetition: read before and after the passes (amid them from two); the roof is the highest
+    assert len(mb["read_gbs_samples"]) == (2 if mb["reps"] == 1 else 3)
+    assert mb["read_gbs"] == max(mb["read_gbs_samples"])
     assert mb["macs_per_row"] > 0
     assert mb["weight_bytes_per_pass"] > 0
     assert list(mb["rows"]) == [str(k) for k in range(1, 9)]

@@ -7,10 +7,11 @@
 // timed alternately, row count by row count, so all see the same machine load.
 //
 // The roofline: a pass over k rows must read every weight once (weight_bytes_per_pass at read_gbs, the machine's
-// streaming read rate with the same threads) and do k rows' multiply-accumulates (at int8_peak_gmacs, the kernel
-// family's dot-product peak on all threads). A kernel at the roofline takes the larger of the two, so
-// rows[k].roofline_fraction = max(bytes / read rate, k * MACs / peak) / measured seconds (1: at the roof; the
-// measured pass also runs attention, norms and ggml's scheduling, which the floor leaves out).
+// streaming read rate with the same threads, the highest of reads before, amid and after the passes) and do k rows'
+// multiply-accumulates (at int8_peak_gmacs, the kernel family's dot-product peak on all threads). A kernel at the
+// roofline takes the larger of the two, so rows[k].roofline_fraction = max(bytes / read rate, k * MACs / peak) /
+// measured seconds (1: at the roof; the measured pass also runs attention, norms and ggml's scheduling, which the floor
+// leaves out).
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
@@ -246,6 +247,16 @@ void print_rows(const Setup &s, const Roofline &roof) {
     std::printf("}");
 }
 
+std::string join_numbers(const std::vector<double> &v, const char *fmt) {
+    std::string out;
+    char buf[64];
+    for (double x : v) {
+        std::snprintf(buf, sizeof(buf), fmt, x);
+        out += (out.empty() ? "" : ", ") + std::string(buf);
+    }
+    return out;
+}
+
 double time_once(Forward &fw, KvCache &cache, const PassRequest &req) {
     PassResult out;
     cache.truncate(req.pos0);
@@ -328,11 +339,24 @@ int main(int argc, char **argv) {
         std::vector<int32_t> prompt(pos + 16);
         for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = static_cast<int32_t>((i * 7919) % hp.n_vocab);
 
+        // The read roof is measured before, amid and after the passes, and the highest taken: on a shared VM it moves
+        // with the other tenants' memory traffic (AMD EPYC Zen 4, 2026-12-07: one-row passes streamed 31-48 GB/s from
+        // one run to the next, and one measurement after the passes put a pass at 1.6x its roof).
+        std::vector<double> read_samples;
+        constexpr size_t read_bytes = size_t(1) << 30;
+        auto sample_read_rate = [&]() {
+            for (const Setup &other : setups) other.fw->pause_threads();
+            read_samples.push_back(read_gbs(n_threads, read_bytes));
+        };
+        sample_read_rate();
+
         // Each row count with and without the output matrix: the latter is the deferred-layers case.
         // Repetition by repetition, every row count and setup takes its turn, so that a burst of load hits them alike.
         std::vector<std::vector<std::vector<double>>> with(8, std::vector<std::vector<double>>(setups.size()));
         std::vector<std::vector<std::vector<double>>> without = with;
         for (int r = 0; r < reps; ++r) {
+            if (r == reps / 2 && r > 0)
+                sample_read_rate();
             for (int rows = 1; rows <= 8; ++rows) {
                 for (size_t i = 0; i < setups.size(); ++i) {
                     pause_all_but(setups[i]);
@@ -357,10 +381,9 @@ int main(int argc, char **argv) {
             }
         }
         // The roofline's two rates, measured after the passes so that the passes' timings see no warmer machine.
-        for (const Setup &other : setups) other.fw->pause_threads();
+        sample_read_rate();
         Roofline roof;
-        constexpr size_t read_bytes = size_t(1) << 30;
-        roof.read_gbs = read_gbs(n_threads, read_bytes);
+        roof.read_gbs = *std::max_element(read_samples.begin(), read_samples.end());
         roof.peak_macs = peak_all_threads(n_threads);
         for (const ggml_tensor *w : setups[0].model->pass_weights())
             roof.macs_per_row += static_cast<double>(ggml_nelements(w));
@@ -371,11 +394,13 @@ int main(int argc, char **argv) {
                     json_escape(cpu_model()).c_str(), qmatmul_family(), cpu_attention_family());
         for (size_t i = 0; i < setups.size(); ++i) std::printf("%s\"%s\"", i ? ", " : "", setups[i].name.c_str());
         std::printf(
-            "],\n \"read_gbs\": %.2f, \"read_bytes\": %zu, \"int8_peak_gmacs\": %.1f, \"macs_per_row\": %.0f,\n "
+            "],\n \"read_gbs\": %.2f, \"read_gbs_samples\": [%s], \"read_bytes\": %zu, \"int8_peak_gmacs\": %.1f, "
+            "\"macs_per_row\": %.0f,\n "
             "\"two_row_kernel\": %d, \"prefetch_min_rows\": %d, \"q4_k_scale\": \"%s\", "
             "\"q4_k_high_nibbles\": \"%s\",\n ",
-            roof.read_gbs, read_bytes, roof.peak_macs / 1e9, roof.macs_per_row, qmatmul_two_row_kernel(),
-            qmatmul_prefetch_min_rows(), qmatmul_q4_k_scale(), qmatmul_q4_k_high_nibbles());
+            roof.read_gbs, join_numbers(read_samples, "%.2f").c_str(), read_bytes, roof.peak_macs / 1e9,
+            roof.macs_per_row, qmatmul_two_row_kernel(), qmatmul_prefetch_min_rows(), qmatmul_q4_k_scale(),
+            qmatmul_q4_k_high_nibbles());
         print_rows(setups[0], roof);
         for (Setup &s : setups) {
             pause_all_but(s);

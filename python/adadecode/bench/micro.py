@@ -133,6 +133,14 @@ def _q4_k_high_nibbles_words(how: str | None) -> str:
     return f"; Q4_K high nibbles by {how} (ADADECODE_QMATMUL_GFNI)" if how else ""
 
 
+def _read_samples_words(samples: list[float] | None) -> str:
+    """The read rates measured before, amid and after the passes, of which read_gbs is the highest (None: an older
+    build, one measurement)."""
+    if not samples or len(samples) < 2:
+        return ""
+    return f" (the highest of {', '.join(f'{x:.1f}' for x in samples)}: before, amid and after the passes)"
+
+
 def micro_markdown(doc: dict[str, Any]) -> str:
     lines = [f"# Micro-benchmark: {Path(doc['model']).name}, {doc['threads']} threads", "", f"`{doc['command']}`", ""]
     mb = doc.get("microbench")
@@ -145,7 +153,8 @@ def micro_markdown(doc: dict[str, Any]) -> str:
             f"{mb.get('two_row_kernel', 2)}-row kernel (ADADECODE_QMATMUL_TWO_ROWS); "
             f"{_prefetch_words(mb.get('prefetch_min_rows'))}{_q4_k_scale_words(mb.get('q4_k_scale'))}"
             f"{_q4_k_high_nibbles_words(mb.get('q4_k_high_nibbles'))}; streaming read "
-            f"{mb['read_gbs']:.1f} GB/s, int8 dot-product peak {mb['int8_peak_gmacs']:.0f} GMAC/s "
+            f"{mb['read_gbs']:.1f} GB/s{_read_samples_words(mb.get('read_gbs_samples'))}, "
+            f"int8 dot-product peak {mb['int8_peak_gmacs']:.0f} GMAC/s "
             f"(both on {mb['threads']} threads); a pass reads {mb['weight_bytes_per_pass'] / 1e6:.1f} MB of weights "
             f"and does {mb['macs_per_row'] / 1e6:.1f} M multiply-accumulates per row.",
             "",
