@@ -49,7 +49,8 @@ def torch_owned(a: np.ndarray | torch.Tensor) -> torch.Tensor:
     round differently with its operands' alignment unless its CNR mode is on, and numpy's buffers start at any
     16-byte boundary: training reads its data through this so that a fit resumed from a checkpoint makes the same
     bits as one that ran through. (On an Intel Xeon, model 167, before this: 3 of 26 resumed fits differed from the
-    uninterrupted one by an ulp, 0 of 17 with MKL_CBWR=AUTO,STRICT. On AMD's Zen 4 a 256 x 576 x 576 product gave the same bits at every offset.)"""
+    uninterrupted one by an ulp, 0 of 17 with MKL_CBWR=AUTO,STRICT. On AMD's Zen 4 a 256 x 576 x 576 product gave
+    the same bits at every offset.)"""
     t = torch.from_numpy(a) if isinstance(a, np.ndarray) else a
     return t if t.data_ptr() % 64 == 0 else t.clone()
 
