@@ -422,3 +422,35 @@ def test_exit_draft_overlap_counts_shared_positions() -> None:
     doc = {"meta": {"model_name": "m", "task": "t", "max_tokens": 4, "threads": 1, "command": "c", "date": "d"},
            "summary": {}, "prompts": rows, "exit_draft_overlap": got}  # fmt: skip
     assert "50.0% sit where ngram drafted the same token; the rest, 25.0% of all tokens" in report.run_markdown(doc)
+
+
+def test_markdown_compares_with_llamacpps_own_programs() -> None:
+    """With llama.cpp's own programs among the anchors, "× llama.cpp" is against llama-completion, and a line gives
+    issue 23's two checks: standard against its greedy decoding, prompt lookup against its fastest lookup type."""
+
+    def result(tokens: int, seconds: float) -> dict[str, Any]:
+        return {"tokens": list(range(tokens)), "decode_seconds": seconds, "prefill_seconds": 0.1}
+
+    speeds = [  # per prompt: standard, ngram, llama.cpp greedy, its simple and map-k lookups (tokens in 1 s)
+        (30, 60, 25, 28, 33),
+        (40, 100, 25, 30, 35),
+    ]
+    rows = [{"n_prompt": 10, "systems": {"standard": result(a, 1), "ngram": result(b, 1), "llamacpp-bin": result(c, 1),
+                                         "llamacpp-bin-ngram-simple": result(d, 1),
+                                         "llamacpp-bin-ngram-map-k": result(e, 1)}} for a, b, c, d, e in speeds]
+    for row in rows:
+        report.add_parity(row)
+    systems = ["standard", "ngram", "llamacpp-bin", "llamacpp-bin-ngram-simple", "llamacpp-bin-ngram-map-k"]
+    doc = {"meta": {"model_name": "m", "task": "t", "max_tokens": 4, "threads": 1, "command": "c", "date": "d"},
+           "summary": report.summarize(rows, systems), "prompts": rows}  # fmt: skip
+    md = report.run_markdown(doc)
+    assert "| standard | 35.00 | 1.00× | 1.00× | 1.40× |" in md  # 70 tokens / 50
+    assert "(× llama.cpp: to llamacpp-bin)" in md
+    assert ("standard 1.40× llama.cpp greedy (`llamacpp-bin`, 25.00 tok/s; per prompt median 1.40×, 1.20-1.60×)"
+            in md)
+    # the fastest lookup is map-k (34 tok/s): ngram 80 / 34 overall, 60/33 and 100/35 per prompt
+    assert (f"ngram {80 / 34:.2f}× llama.cpp's fastest prompt lookup (`llamacpp-bin-ngram-map-k`, 34.00 tok/s; "
+            f"per prompt median {(60 / 33 + 100 / 35) / 2:.2f}×, {60 / 33:.2f}-{100 / 35:.2f}×)") in md
+    assert "adadecode+ngram" not in md.split("Against")[1]  # a mode that did not run is left out
+    without = {**doc, "summary": report.summarize(rows, ["standard", "ngram"])}
+    assert "Against llama.cpp" not in report.run_markdown(without)

@@ -15,6 +15,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from .llamacpp_bin import GREEDY as LLAMACPP_BIN
+from .llamacpp_bin import SPEC_TYPES as LLAMACPP_BIN_LOOKUPS
 from .machine import cpu_detail_words
 
 PARITY_REFERENCES = ("standard", "llamacpp", "llamacpp-bin")
@@ -204,14 +206,20 @@ def _parity_cell(s: dict[str, Any], ref: str) -> str:
     return f"{p['matched']}/{p['compared']}" if p else "–"
 
 
-def _system_cells(s: dict[str, Any]) -> list[str]:
+def llamacpp_reference(summary: dict[str, Any]) -> str:
+    """The llama.cpp anchor the "× llama.cpp" columns compare with: llama.cpp's own greedy program where it ran,
+    else llama-cpp-python."""
+    return LLAMACPP_BIN if LLAMACPP_BIN in summary else "llamacpp"
+
+
+def _system_cells(s: dict[str, Any], llamacpp: str) -> list[str]:
     return [
         _num(s["tokens_per_second"]),
         _num(s.get("speedup_vs_standard"), "{:.2f}", "×"),
         _num(s.get("median_prompt_speedup_vs_standard"), "{:.2f}", "×"),
-        _num(s.get("speedup_vs_llamacpp"), "{:.2f}", "×"),
+        _num(s.get(f"speedup_vs_{llamacpp}"), "{:.2f}", "×"),
         _parity_cell(s, "standard"),
-        _parity_cell(s, "llamacpp"),
+        _parity_cell(s, llamacpp),
         _num(s.get("early_exit_fraction"), "{:.1%}"),
         _num(s.get("drafted_fraction"), "{:.1%}"),
         _num(s.get("accept_rate"), "{:.1%}"),
@@ -251,6 +259,32 @@ def _kernels_note(meta: dict[str, Any]) -> str:
     return note
 
 
+def _ratio_words(doc: dict[str, Any], name: str, ref: str, what: str) -> str | None:
+    summary = doc["summary"]
+    ours, theirs = summary.get(name, {}).get("tokens_per_second"), summary[ref]["tokens_per_second"]
+    ratios = prompt_speedups(doc, name, ref)
+    if not ours or not ratios:
+        return None
+    return (f"{name} {ours / theirs:.2f}× {what} (`{ref}`, {theirs:.2f} tok/s; per prompt median "
+            f"{statistics.median(ratios):.2f}×, {min(ratios):.2f}-{max(ratios):.2f}×)")
+
+
+def against_llamacpp_programs(doc: dict[str, Any]) -> str | None:
+    """Issue 23's two decode checks, where llama.cpp's own programs ran: standard decoding against llama-completion's
+    greedy decoding, and prompt lookup against the fastest of llama.cpp's prompt-lookup types."""
+    summary = doc["summary"]
+    parts = []
+    if summary.get(LLAMACPP_BIN, {}).get("tokens_per_second"):
+        parts.append(_ratio_words(doc, "standard", LLAMACPP_BIN, "llama.cpp greedy"))
+    lookups = [name for name in LLAMACPP_BIN_LOOKUPS if summary.get(name, {}).get("tokens_per_second")]
+    if lookups:
+        best = max(lookups, key=lambda name: summary[name]["tokens_per_second"])
+        what = "llama.cpp's fastest prompt lookup"
+        parts += [_ratio_words(doc, name, best, what) for name in ("ngram", "adadecode+ngram")]
+    words = [p for p in parts if p]
+    return "Against llama.cpp's own programs: " + "; ".join(words) + "." if words else None
+
+
 def run_markdown(doc: dict[str, Any]) -> str:
     meta, summary = doc["meta"], doc["summary"]
     lines = [
@@ -265,15 +299,20 @@ def run_markdown(doc: dict[str, Any]) -> str:
         "| system | " + " | ".join(_HEADER) + " |",
         "|---" * (len(_HEADER) + 1) + "|",
     ]
+    llamacpp = llamacpp_reference(summary)
     for name, s in summary.items():
-        lines.append(f"| {name} | " + " | ".join(_system_cells(s)) + " |")
+        lines.append(f"| {name} | " + " | ".join(_system_cells(s, llamacpp)) + " |")
     lines.append("")
     lines.append(
-        "Decode tokens/s (prefill excluded), summed over prompts; × = ratio of tokens/s; parity = prompts "
+        f"Decode tokens/s (prefill excluded), summed over prompts; × = ratio of tokens/s (× llama.cpp: to {llamacpp})"
+        "; parity = prompts "
         "whose tokens equal the reference's token for token; early exit = tokens accepted from an exit "
         "head / all tokens; drafted = tokens accepted from n-gram or draft-model drafts / all tokens; accept = "
         "provisional tokens (early or drafted) that verification kept / all it checked."
     )
+    programs = against_llamacpp_programs(doc)
+    if programs:
+        lines.append(f"\n{programs}")
     rss = [f"{name} {s['peak_rss_mib']:.0f}" for name, s in summary.items() if s.get("peak_rss_mib")]
     if rss:
         lines.append(
@@ -308,10 +347,11 @@ def collection_markdown(docs: list[dict[str, Any]]) -> str:
     ]
     for doc in docs:
         meta = doc["meta"]
+        llamacpp = llamacpp_reference(doc["summary"])
         for name, s in doc["summary"].items():
             lines.append(
                 f"| {meta['model_name']} | {meta['task']} | {s['prompts']} | {name} | "
-                + " | ".join(_system_cells(s))
+                + " | ".join(_system_cells(s, llamacpp))
                 + " |"
             )
         for name, why in meta.get("skipped", {}).items():
