@@ -1,8 +1,9 @@
 // The AVX-512 VNNI Q4_K kernel's inner loop for NR activation rows (one 16-row tile's sub-block per iteration: four
 // 64-byte weight loads, low nibbles by vpand, high ones by GFNI, 8 x NR vpdpbusd against broadcast activations, 2 x NR
 // vpdpwssd by the scale), all in L1, in variants that take one piece away or change how the activations come in.
-// Variants 11-13, added for the AMD EPYC Zen 4 run (../../amd-epyc-zen4-2026-12-07/): one chain per row plus vpmulld by the scale (that class's kernel), two chains
-// blended into one vpdpwssd (vpslld + vpblendmw), and one chain with no scale. Experiment, not built by CMake:
+// Variants 11-13, added for the AMD EPYC Zen 4 run (../../amd-epyc-zen4-2026-12-07/): one chain per row plus vpmulld
+// by the scale (that class's kernel), two chains blended into one vpdpwssd (vpslld + vpblendmw), and one chain with no
+// scale. Experiment, not built by CMake:
 //   for nr in 1 2 4 8; do g++ -O3 -march=native -DNR=$nr -o q4k_inner_loop q4k_inner_loop.cpp && ./q4k_inner_loop; done
 #include <immintrin.h>
 #include <chrono>
