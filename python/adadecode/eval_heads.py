@@ -130,12 +130,11 @@ def evaluate(model: Any, heads_path: str, seqs: list[dict[str, Any]], identity: 
 
     from .fit_features import check_bytes
     from .head_designs import from_heads_file
-    from .head_math import LayerStats, Readout, output_weights, rms_eps
+    from .head_math import LayerStats, Readout
 
     heads = read_heads(heads_path)
     layers = heads.layers
-    w_out, norm_w = output_weights(model)
-    full = Readout(torch.from_numpy(w_out), torch.from_numpy(norm_w), rms_eps(model.path))
+    full = Readout.of_model(model)
     readout = full.with_vocab(heads.vocab)
     modules = {layer: from_heads_file(heads, layer) for layer in layers}
     gammas = tuple(sorted({*gammas, gamma}))
@@ -268,18 +267,16 @@ def run_eval_heads(args: argparse.Namespace) -> int:
 def eval_on_features(args: argparse.Namespace, model: Any, heads_path: str) -> int:
     """The heads file on the held-out rows of a feature directory: KL, agreement, cov/prec and expected saving per
     layer, for the whole set and for the best subset of its layers."""
-    import torch
 
     from .fit_features import FeatureFitConfig, FeatureSet, evaluate_heads, format_report
     from .head_designs import from_heads_file
-    from .head_math import Readout, output_weights, rms_eps
+    from .head_math import Readout
 
     feat_dir = Path(args.features)
     check_model(read_manifest(feat_dir), model, feat_dir)
     heads = read_heads(heads_path)
     costs, _ = load_costs(args.curve if args.curve != "none" else "auto", model)
-    w_out, norm_w = output_weights(model)
-    readout = Readout(torch.from_numpy(w_out), torch.from_numpy(norm_w), rms_eps(model.path)).with_vocab(heads.vocab)
+    readout = Readout.of_model(model).with_vocab(heads.vocab)
     fs = FeatureSet(feat_dir, heads.layers, args.holdout_every)
     cfg = FeatureFitConfig(layers=heads.layers, designs=["file"], steps=0, lr=0.0, batch=1, seed=0, init="identity",
                            holdout_every=args.holdout_every, heldout_rows=args.heldout_rows,

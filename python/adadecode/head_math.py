@@ -73,6 +73,13 @@ class Readout:
         self.w_out, self.norm_w = torch_owned(self.w_out), torch_owned(self.norm_w)
         self.w_sub = self.w_out if self.vocab is None else self.w_out[self.vocab].contiguous()
 
+    @classmethod
+    def of_model(cls, model: WeightSource) -> Readout:
+        """The model's own readout. The dequantized arrays are dropped once torch_owned has its copy: a caller that
+        kept them would hold the output matrix twice (0.9 GB for the 1.5B)."""
+        w_out, norm_w = output_weights(model)
+        return cls(torch.from_numpy(w_out), torch.from_numpy(norm_w), rms_eps(model.path))
+
     def with_vocab(self, vocab: np.ndarray | Sequence[int] | None) -> Readout:
         ids = None if vocab is None else torch.as_tensor(np.asarray(vocab), dtype=torch.int64)
         return Readout(self.w_out, self.norm_w, self.eps, ids)

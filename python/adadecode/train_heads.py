@@ -535,11 +535,10 @@ def load_costs(curve_arg: str, model: Any) -> Any:
 
 
 def train_from_features(args: argparse.Namespace, model: Any, threads: int) -> dict[str, Any]:
-    import torch
 
     from .fit_features import FeatureFitConfig, FeatureSet, fit_features, format_report, pick_vocab
     from .head_designs import file_parts, parse_designs
-    from .head_math import Readout, output_weights, rms_eps
+    from .head_math import Readout
 
     unused = [f"--{k.replace('_', '-')}" for k, default in (("data", "mixed"), ("n_prompts", 200), ("n_texts", 0),
               ("gen_tokens", 160), ("prompt_positions", 16)) if getattr(args, k) != default]
@@ -582,8 +581,7 @@ def train_from_features(args: argparse.Namespace, model: Any, threads: int) -> d
 
     say(f"train-heads on features {feat_dir}: layers {layers}, designs {designs}, curve {curve_path} "
         f"({costs.source}); layer share {costs.layer_share:.3f}, marginal row {costs.marginal_row:.3f}")
-    w_out, norm_w = output_weights(model)
-    readout = Readout(torch.from_numpy(w_out), torch.from_numpy(norm_w), rms_eps(model.path))
+    readout = Readout.of_model(model)
     vocab_k = len(start_vocab) if start_vocab is not None else min(args.vocab_subset, model.n_vocab)
     cfg = FeatureFitConfig(layers=layers, designs=designs, steps=args.steps, lr=args.lr, batch=args.batch,
                            seed=args.seed, init=init, holdout_every=args.holdout_every,
@@ -664,7 +662,7 @@ def train_from_features(args: argparse.Namespace, model: Any, threads: int) -> d
 def train(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from .head_math import Readout, format_table, output_weights, rms_eps
+    from .head_math import Readout, format_table
 
     if args.init not in INIT_CHOICES and not Path(args.init).is_file():
         raise ValueError(f"--init must be identity, lstsq or a heads file; '{args.init}' is none of these")
@@ -697,8 +695,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     n_gen_tokens = sum(len(s["ids"]) - s["prompt_len"] for s in seqs if s["finish"] != "forced")
     log(workdir, f"features: {counts}; {n_gen_tokens} generated tokens in {len(seqs)} sequences")
 
-    w_out, norm_w = output_weights(model)
-    readout = Readout(torch.from_numpy(w_out), torch.from_numpy(norm_w), rms_eps(model.path))
+    readout = Readout.of_model(model)
     vocab = None
     if args.vocab_subset:
         vocab = stage_vocab(seqs, min(args.vocab_subset, model.n_vocab), model.n_vocab, cfg.holdout_every, workdir)
