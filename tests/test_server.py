@@ -132,6 +132,62 @@ def test_completion(client: Any, reference: Any) -> None:
     assert stats["mode"] == "adadecode" and 0 <= stats["early_exit_fraction"] <= 1
 
 
+def test_body_is_json_whatever_its_content_type(server: str) -> None:
+    """As llama-server: `curl -d` sends application/x-www-form-urlencoded, and some clients no Content-Type."""
+    body = json.dumps({"content": "Hello world"}).encode()
+    for headers in ({"content-type": "application/x-www-form-urlencoded"}, {"content-type": "text/plain"}, {}):
+        r = httpx.post(f"{server}/tokenize", content=body, headers=headers, timeout=30)
+        assert r.status_code == 200 and r.json()["tokens"] == [19556, 905], (headers, r.text)
+    r = httpx.post(f"{server}/tokenize", content=b"content=hi", headers={"content-type": "text/plain"}, timeout=30)
+    assert r.status_code == 400 and "not valid JSON" in r.json()["error"]["message"]
+
+
+def test_several_choices_and_prompts(client: Any, reference: Any) -> None:
+    """n and a batch of prompts (OpenAI's list forms): every choice is what its own request answers, and the usage
+    counts each prompt once."""
+    prompts = ["The capital of France is", [504, 3458, 282, 4649, 314]]
+    out = client.completions.create(model="smollm2-135m", prompt=prompts, n=2, max_tokens=8, temperature=0)
+    refs = [reference(p, max_tokens=8, temperature=0) for p in prompts]
+    assert [c.index for c in out.choices] == [0, 1, 2, 3]
+    assert [c.text for c in out.choices] == [r["choices"][0]["text"] for r in refs for _ in range(2)]
+    assert out.usage.prompt_tokens == sum(r["usage"]["prompt_tokens"] for r in refs)
+    assert out.usage.completion_tokens == 4 * 8 and out.usage.total_tokens == out.usage.prompt_tokens + 32
+    assert all(c.model_extra["adadecode"]["n_generated"] == 8 for c in out.choices)
+
+    texts = ["1, 2, 3,", "a, b, c,"]
+    batch = client.completions.create(model="smollm2-135m", prompt=texts, max_tokens=6, temperature=0)
+    assert [c.text for c in batch.choices] == [reference(p, max_tokens=6, temperature=0)["choices"][0]["text"]
+                                               for p in texts]  # fmt: skip
+
+    # Sampling: a seed makes the response reproducible, and the choices differ from one another.
+    def sampled() -> list[str | None]:
+        r = client.chat.completions.create(model="smollm2-135m", messages=_chat(QUESTIONS[0]), n=3, max_tokens=12,
+                                           temperature=1.0, seed=7)  # fmt: skip
+        return [c.message.content for c in r.choices]
+
+    first = sampled()
+    assert first == sampled() and len(set(first)) > 1
+    one = client.chat.completions.create(model="smollm2-135m", messages=_chat(QUESTIONS[0]), max_tokens=12,
+                                         temperature=1.0, seed=7)  # fmt: skip
+    assert one.choices[0].message.content == first[0]
+
+
+def test_several_choices_streamed(server: str, client: Any, reference: Any) -> None:
+    before = _metrics(server)
+    chunks = list(client.chat.completions.create(model="smollm2-135m", messages=_chat(QUESTIONS[1]), n=2,
+                                                 max_tokens=10, temperature=0, stream=True,
+                                                 stream_options={"include_usage": True}))  # fmt: skip
+    ref = reference.create_chat_completion(_chat(QUESTIONS[1]), max_tokens=10, temperature=0)
+    texts = ["", ""]
+    for c in chunks[:-1]:
+        assert len(c.choices) == 1 and c.id == chunks[0].id
+        texts[c.choices[0].index] += c.choices[0].delta.content or ""
+    assert texts == [ref["choices"][0]["message"]["content"]] * 2
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 2 * ref["usage"]["completion_tokens"]
+    assert chunks[-1].usage.prompt_tokens == ref["usage"]["prompt_tokens"]
+    assert _metrics(server)["adadecode_generations_total"] == before["adadecode_generations_total"] + 2
+
+
 def test_streamed_chat_completion(client: Any, reference: Any) -> None:
     chunks = list(client.chat.completions.create(model="smollm2-135m", messages=_chat(QUESTIONS[0]), max_tokens=24,
                                                  temperature=0, stream=True,
@@ -155,7 +211,9 @@ def test_streamed_chat_completion(client: Any, reference: Any) -> None:
         ({"messages": [{"content": "no role"}]}, "messages"),
         ({"messages": [{"role": "wizard", "content": "hi"}]}, "messages"),
         ({"messages": [{"role": "user", "content": "hi"}], "temperature": -1}, "temperature"),
-        ({"messages": [{"role": "user", "content": "hi"}], "n": 2}, "n"),
+        ({"messages": [{"role": "user", "content": "hi"}], "n": 0}, "n"),
+        ({"messages": [{"role": "user", "content": "hi"}], "n": 17}, "n"),
+        ({"prompt": ["a", "b", "c"], "n": 6}, "prompt"),
         ({"prompt": {"a": 1}}, "prompt"),
     ],
 )

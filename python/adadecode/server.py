@@ -14,8 +14,10 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import functools
 import hmac
 import ipaddress
+import itertools
 import json
 import os
 import queue
@@ -46,6 +48,7 @@ class Limits:
     max_prompt_tokens: int | None = None  # None: the context size is the only limit
     max_body_bytes: int = 1 << 20
     max_queue: int = 64  # requests waiting or running at once
+    max_choices: int = 16  # choices per request (n, times the prompts of a /v1/completions batch): they run in turn
 
 
 class ApiError(Exception):  # noqa: N818 - OpenAI's name for these
@@ -303,16 +306,20 @@ class _Dispatch:
 
 
 class _Closing:
-    """An iterator over a generator of chunks whose close() closes the underlying stream too."""
+    """An iterator over a generator of chunks whose close() closes the underlying stream too (and `also`, a stream
+    the generator would close once started: it may be closed before it starts)."""
 
-    def __init__(self, gen: Any) -> None:
+    def __init__(self, gen: Any, also: Any = None) -> None:
         self._gen = gen
+        self._also = also
 
     def __iter__(self) -> Any:
         return self._gen
 
     def close(self) -> None:
         self._gen.close()
+        if self._also is not None:
+            self._also.close()
 
 
 def _as_api_error(exc: BaseException) -> ApiError:
@@ -343,6 +350,16 @@ _PATHS = (
     "/props",
     "/embedding",
 )
+
+
+def _read_as_json(scope: "Scope") -> "Scope":
+    """A POST body is read as JSON whatever its Content-Type says, as llama-server reads it: `curl -d` sends
+    application/x-www-form-urlencoded, and FastAPI then answered "Input should be a valid dictionary"."""
+    headers = scope.get("headers", [])
+    if any(name == b"content-type" and b"json" in value.lower() for name, value in headers):
+        return scope
+    others = [h for h in headers if h[0] != b"content-type"]
+    return {**scope, "headers": [*others, (b"content-type", b"application/json")]}
 
 
 class _Gate:
@@ -397,20 +414,10 @@ class _Gate:
                 return
             for name, value in scope.get("headers", []):
                 if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                    err = self._too_large()
-                    body = json.dumps(err.body()).encode()
-                    await counting_send(
-                        {
-                            "type": "http.response.start",
-                            "status": err.status,
-                            "headers": [
-                                (b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode()),
-                            ],
-                        }
-                    )
-                    await counting_send({"type": "http.response.body", "body": body})
+                    await self._refuse(counting_send, self._too_large())
                     return
+            if scope.get("method") == "POST":
+                scope = _read_as_json(scope)
             received = 0
 
             async def limited_receive() -> Any:
@@ -520,8 +527,8 @@ def create_app(llm: Llama, limits: Limits | None = None, api_key: str | None = N
                     param="model",
                     code="model_not_found",
                 )
-            if self.n != 1:
-                raise ApiError(400, f"n must be 1 (one choice per request), got {self.n}", param="n")
+            if not 1 <= self.n <= limits.max_choices:
+                raise ApiError(400, f"n must be in [1, {limits.max_choices}], got {self.n}", param="n")
             if self.stream_options is not None:
                 unknown = set(self.stream_options) - {"include_usage"}
                 if unknown or not self.stream:
@@ -574,7 +581,7 @@ def create_app(llm: Llama, limits: Limits | None = None, api_key: str | None = N
             return bool((self.stream_options or {}).get("include_usage"))
 
     class CompletionRequest(_Sampling):
-        prompt: str | list[int]
+        prompt: str | list[int] | list[str | list[int]]  # one prompt, or a batch (OpenAI: of texts or of token lists)
         echo: bool = False
         suffix: str | None = None
         logprobs: int | None = None
@@ -724,22 +731,81 @@ def create_app(llm: Llama, limits: Limits | None = None, api_key: str | None = N
         text = server.metrics.render(server.worker.pending, server.worker.busy)
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
-    def _usage_chunks(chunks: Any, include_usage: bool) -> Any:
-        """OpenAI's streaming usage: only in a separate last chunk with no choices, and only when asked for."""
+    def _count_generation() -> None:
+        """Counts a choice's generation in /metrics when another choice follows it (_Dispatch counts the last)."""
+        gen = llm.model.last_generation
+        if gen is not None:
+            server.metrics.count_generation(gen.stats, len(gen.tokens), False)
+
+    def _add_usage(total: dict[str, int] | None, usage: dict[str, Any], count_prompt: bool) -> dict[str, int]:
+        """OpenAI's usage of several choices: a prompt's tokens once however many choices it has, every choice's
+        completion tokens."""
+        total = dict(total or {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0})
+        if count_prompt:
+            total["prompt_tokens"] += int(usage.get("prompt_tokens", 0))
+        total["completion_tokens"] += int(usage.get("completion_tokens", 0))
+        total["total_tokens"] = total["prompt_tokens"] + total["completion_tokens"]
+        return total
+
+    def _choice_calls(prompts: list[Any], n: int, kwargs: dict[str, Any], run: Callable[..., Any]) -> list[Any]:
+        """One call per choice, in OpenAI's order of choice indices: prompt by prompt, n choices each. A seed makes
+        every choice reproducible, and each of a prompt's n choices samples with its own (seed + j)."""
+        seed = kwargs.get("seed")
+        calls = []
+        for prompt in prompts:
+            for j in range(n):
+                seeded = kwargs if seed is None or j == 0 else {**kwargs, "seed": (seed + j) % 2**64}
+                calls.append(functools.partial(run, prompt, **seeded))
+        return calls
+
+    def _merged(calls: list[Callable[[], dict[str, Any]]], n: int) -> dict[str, Any]:
+        """The choices run one after another, answered as one response; with several, each choice carries its own
+        engine statistics (the top level keeps the first's)."""
+        results = []
+        for i, call in enumerate(calls):
+            results.append(call())
+            if i + 1 < len(calls):
+                _count_generation()
+        if len(results) == 1:
+            return results[0]
+        choices: list[dict[str, Any]] = []
         usage = None
-        try:
-            for chunk in chunks:
-                usage = chunk.pop("usage", usage)
-                yield chunk
-        finally:
-            chunks.close()
-        if include_usage and usage is not None:
-            meta = {k: chunk[k] for k in ("id", "object", "created", "model")}
+        for i, result in enumerate(results):
+            choices += [{**c, "index": i, STATS_KEY: result.get(STATS_KEY)} for c in result["choices"]]
+            usage = _add_usage(usage, result.get("usage") or {}, count_prompt=i % n == 0)
+        return {**results[0], "choices": choices, "usage": usage}
+
+    def _streamed_choices(first: Any, calls: list[Callable[[], Any]], n: int, include_usage: bool) -> Any:
+        """The choices' chunks in turn, each under its index and the first choice's id; the usage of all of them only
+        in a separate last chunk with no choices, and only when asked for (OpenAI's format)."""
+        meta: dict[str, Any] | None = None
+        usage = None
+        for i, chunks in enumerate(itertools.chain([first], (call() for call in calls))):
+            choice_usage = None
+            try:
+                for chunk in chunks:
+                    choice_usage = chunk.pop("usage", choice_usage)
+                    meta = meta or {k: chunk[k] for k in ("id", "object", "created", "model")}
+                    chunk.update(id=meta["id"], created=meta["created"])
+                    for choice in chunk["choices"]:
+                        choice["index"] = i
+                    yield chunk
+            finally:
+                chunks.close()
+            if choice_usage is not None:
+                usage = _add_usage(usage, choice_usage, count_prompt=i % n == 0)
+            if i < len(calls):
+                _count_generation()
+        if include_usage and usage is not None and meta is not None:
             yield {**meta, "choices": [], "usage": usage}
 
-    def _streamed(call: Callable[[], Any], include_usage: bool) -> Callable[[], Any]:
+    def _choices(calls: list[Callable[[], Any]], n: int, stream: bool, include_usage: bool) -> Callable[[], Any]:
+        if not stream:
+            return lambda: _merged(calls, n)
+
         def run() -> Any:
-            return _Closing(_usage_chunks(call(), include_usage))
+            first = calls[0]()  # bad settings raise here, before the response starts: a 4xx, not an event
+            return _Closing(_streamed_choices(first, calls[1:], n, include_usage), first)
 
         return run
 
@@ -749,10 +815,17 @@ def create_app(llm: Llama, limits: Limits | None = None, api_key: str | None = N
         kwargs.update(echo=body.echo, suffix=body.suffix, logprobs=body.logprobs if body.logprobs else
                       (body.n_probs or None))  # fmt: skip
 
-        def call() -> Any:
-            return llm.create_completion(body.prompt, **kwargs)
-
-        return await _answer(request, _streamed(call, body.include_usage()) if body.stream else call, body.stream)
+        batch = isinstance(body.prompt, list) and bool(body.prompt) and not isinstance(body.prompt[0], int)
+        prompts = list(body.prompt) if batch else [body.prompt]
+        if len(prompts) * body.n > limits.max_choices:
+            raise ApiError(
+                400,
+                f"{len(prompts)} prompts x n={body.n} is {len(prompts) * body.n} choices, over this server's "
+                f"{limits.max_choices} per request",
+                param="prompt" if batch else "n",
+            )
+        calls = _choice_calls(prompts, body.n, kwargs, llm.create_completion)
+        return await _answer(request, _choices(calls, body.n, body.stream, body.include_usage()), body.stream)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatRequest, request: Request) -> Any:
@@ -769,10 +842,8 @@ def create_app(llm: Llama, limits: Limits | None = None, api_key: str | None = N
         )
         messages = [m.model_dump(exclude_none=True) for m in body.messages]  # fmt: skip
 
-        def call() -> Any:
-            return llm.create_chat_completion(messages, **kwargs)
-
-        return await _answer(request, _streamed(call, body.include_usage()) if body.stream else call, body.stream)
+        calls = _choice_calls([messages], body.n, kwargs, llm.create_chat_completion)
+        return await _answer(request, _choices(calls, body.n, body.stream, body.include_usage()), body.stream)
 
     def _native(result: dict[str, Any], n_prompt_default: int = 0) -> dict[str, Any]:
         choice = result["choices"][0]
@@ -806,6 +877,8 @@ def create_app(llm: Llama, limits: Limits | None = None, api_key: str | None = N
 
     async def _native_completion(body: NativeCompletion, request: Request, infill: bool) -> Any:
         kwargs = body.generation_kwargs(default_max_tokens=limits.max_tokens)
+        if body.n != 1:  # llama-server's native endpoints answer one completion
+            raise ApiError(400, f"n must be 1 here (several choices: /v1/completions), got {body.n}", param="n")
         if body.n_probs:
             kwargs["logprobs"] = body.n_probs
         if body.input_extra:
@@ -912,7 +985,8 @@ def add_serve_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         formatter_class=HelpFormatter,
         help="serve a model over an OpenAI-compatible HTTP API",
         description="Serve a model over HTTP with the OpenAI API: /v1/models, /v1/completions, /v1/chat/completions "
-        "(streaming with server-sent events), /health and /metrics (Prometheus). Requests run one at a time in "
+        "(streaming with server-sent events), /v1/embeddings; llama-server's /completion, /infill, /tokenize, "
+        "/detokenize, /props and /embedding; /health and /metrics (Prometheus). Requests run one at a time in "
         'arrival order; responses carry the engine\'s statistics under the key "adadecode". Needs the server '
         "extra: pip install 'adadecode[server]'.",
         epilog="Example:\n  adadecode serve -m smollm2-135m --heads auto --port 8080\n"
