@@ -371,6 +371,7 @@ def test_prompts_that_are_not_utf8(
         (["--max-tokens", "0"], "--max-tokens must be at least 1, got 0"),
         (["--max-prompt-tokens", "0"], "--max-prompt-tokens must be at least 1, got 0"),
         (["--max-queue", "0"], "--max-queue must be at least 1, got 0"),
+        (["--max-choices", "0"], "--max-choices must be at least 1, got 0"),
         (["--max-body-bytes", "0"], "--max-body-bytes must be at least 1, got 0"),
         (["--port", "70000"], "--port must be at most 65535, got 70000"),
     ],

@@ -1058,6 +1058,14 @@ def add_serve_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         help="requests waiting or running at once; more are answered 429",
     )
     p.add_argument(
+        "--max-choices",
+        type=int,
+        default=16,
+        metavar="N",
+        help="choices one request may ask for (n, times the prompts of a /v1/completions batch); they run one after "
+        "another",
+    )
+    p.add_argument(
         "--log-level",
         default="info",
         choices=("critical", "error", "warning", "info", "debug"),
@@ -1097,6 +1105,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ("--max-tokens", args.max_tokens, 1),
         ("--max-body-bytes", args.max_body_bytes, 1),
         ("--max-queue", args.max_queue, 1),
+        ("--max-choices", args.max_choices, 1),
     ):
         if value < low:
             raise UsageError(f"{flag} must be at least {low}, got {value}")
@@ -1120,6 +1129,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_prompt_tokens=args.max_prompt_tokens,
         max_body_bytes=args.max_body_bytes,
         max_queue=args.max_queue,
+        max_choices=args.max_choices,
     )
     api_key = args.api_key or os.environ.get("ADADECODE_API_KEY") or None
     if not api_key and not _is_loopback(args.host):
