@@ -88,3 +88,18 @@ def test_ctrl_c_stops_a_reply_and_the_chat_goes_on(smollm2_path: Path) -> None:
     child.sendline("/exit")
     status, tail = _finish(child)
     assert status == 0 and "Traceback" not in tail
+
+
+def test_chat_format_replaces_the_template(smollm2_path: Path) -> None:
+    from adadecode import Llama
+
+    question = "Name a color."
+    zephyr = Llama(smollm2_path, n_ctx=512, n_threads=1, chat_format="zephyr")
+    ref = zephyr.create_chat_completion([{"role": "user", "content": question}], max_tokens=12, temperature=0)
+    child = _spawn(smollm2_path, "--temp", "0", "-n", "12", "--chat-format", "zephyr")
+    child.sendline(question)
+    child.expect(r"\[(\d+) tokens, ")
+    answer = ref["choices"][0]["message"]["content"]
+    assert child.before == question + "\r\n" + answer.replace("\n", "\r\n") + "\r\n"
+    child.sendeof()
+    assert _finish(child)[0] == 0

@@ -93,6 +93,64 @@ def test_unsupported_constructor_parameters_are_refused_by_name(engine: Any, smo
         Llama.from_pretrained("Qwen/Qwen2-0.5B-Instruct-GGUF", "*q8_0.gguf")
 
 
+CONVERSATION = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "Hi"},
+    {"role": "assistant", "content": "Hello!"},
+    {"role": "user", "content": "Name a color."},
+]
+# The named formats' texts for CONVERSATION, as their model cards write them ({B}/{E}: the model's BOS/EOS text).
+FORMAT_TEXTS = {
+    "chatml": "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    "Hello!<|im_end|>\n<|im_start|>user\nName a color.<|im_end|>\n<|im_start|>assistant\n",
+    "llama-3": "{B}<|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|><|start_header_id|>user"
+    "<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nHello!<|eot_id|>"
+    "<|start_header_id|>user<|end_header_id|>\n\nName a color.<|eot_id|><|start_header_id|>assistant"
+    "<|end_header_id|>\n\n",
+    "llama-2": "{B}[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi [/INST] Hello! {E}{B}[INST] Name a color. [/INST]",
+    "mistral-instruct": "{B}[INST] Be brief.\n\nHi [/INST]Hello!{E}[INST] Name a color. [/INST]",
+    "gemma": "{B}<start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello!<end_of_turn>\n"
+    "<start_of_turn>user\nName a color.<end_of_turn>\n<start_of_turn>model\n",
+    "zephyr": "<|system|>\nBe brief.</s>\n<|user|>\nHi</s>\n<|assistant|>\nHello!</s>\n<|user|>\nName a color."
+    "</s>\n<|assistant|>\n",
+}
+
+
+def test_chat_format_names_a_prompt_format(engine: Any, smollm2_path: Path, llm: Any) -> None:
+    from adadecode import InvalidRequestError, Llama
+    from adadecode.chat_formats import CHAT_FORMATS
+
+    assert set(FORMAT_TEXTS) == set(CHAT_FORMATS)
+    vocab = llm.model.vocab
+    bos, eos = (vocab.token_to_piece(t, True).decode() for t in (vocab.bos, vocab.eos))
+    for name, text in FORMAT_TEXTS.items():
+        formatted = Llama(str(smollm2_path), n_ctx=256, chat_format=name)
+        ids = formatted.chat_prompt_ids(CONVERSATION)
+        assert llm.model.detokenize(ids, True) == text.replace("{B}", bos).replace("{E}", eos), name
+    # SmolLM2's own template is ChatML: the named format gives its prompt and its reply.
+    chatml = Llama(str(smollm2_path), n_ctx=256, chat_format="chatml")
+    assert chatml.chat_prompt_ids(CONVERSATION) == llm.chat_prompt_ids(CONVERSATION)
+    reply = chatml.create_chat_completion(CONVERSATION, max_tokens=12, temperature=0)["choices"][0]["message"]
+    assert reply == llm.create_chat_completion(CONVERSATION, max_tokens=12, temperature=0)["choices"][0]["message"]
+    assert Llama(str(smollm2_path), n_ctx=256, chat_format="chat_template.default").chat_format is None
+
+    # The format's end of turn ends the reply even where the model has no such token: forced here by a grammar.
+    forced = {"grammar": 'root ::= "Red</s>Blue"', "max_tokens": 16, "temperature": 0}
+    zephyr = Llama(str(smollm2_path), n_ctx=256, chat_format="zephyr")
+    assert zephyr.create_chat_completion(CONVERSATION, **forced)["choices"][0]["message"]["content"] == "Red"
+    assert llm.create_chat_completion(CONVERSATION, **forced)["choices"][0]["message"]["content"] == "Red</s>Blue"
+
+    with pytest.raises(InvalidRequestError, match="chatml, gemma") as info:
+        Llama(str(smollm2_path), chat_format="alpaca-7")
+    assert info.value.param == "chat_format"
+    with pytest.raises(InvalidRequestError, match="no place for tool messages"):
+        Llama(str(smollm2_path), n_ctx=256, chat_format="gemma").chat_prompt_ids([{"role": "tool", "content": "1"}])
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}
+    with pytest.raises(InvalidRequestError, match="GGUF's own chat template") as info:
+        chatml.create_chat_completion(CONVERSATION, tools=[tool], max_tokens=4)
+    assert info.value.param == "tools"
+
+
 def test_readme_completion(llm: Any) -> None:
     output = llm("Q: Name the planets in the solar system? A: ", max_tokens=32, stop=["Q:", "\n"], echo=True)
     text = output["choices"][0]["text"]

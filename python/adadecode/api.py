@@ -33,6 +33,7 @@ import numpy as np
 
 from . import logits as lg
 from . import tools as tool_mod
+from .chat_formats import chat_format as chat_format_named
 from .fetch import known_models, resolve_model
 from .gguf_meta import read_metadata, rms_norm_eps, training_context
 from .grammar import GrammarError, GrammarProcessor, from_request
@@ -155,7 +156,7 @@ _UNSUPPORTED_INIT: dict[str, Any] = {
     "kv_overrides": None, "rope_scaling_type": -1, "pooling_type": -1, "attention_type": -1, "rope_freq_base": 0.0,
     "rope_freq_scale": 0.0, "yarn_ext_factor": -1.0, "yarn_attn_factor": 1.0, "yarn_beta_fast": 32.0,
     "yarn_beta_slow": 1.0, "yarn_orig_ctx": 0, "lora_base": None, "lora_scale": 1.0, "lora_path": None,
-    "numa": False, "chat_format": None, "chat_handler": None, "tokenizer": None, "type_k": None, "type_v": None,
+    "numa": False, "chat_handler": None, "tokenizer": None, "type_k": None, "type_v": None,
     "spm_infill": False,
 }  # fmt: skip
 # ... and those that only tune llama.cpp's batching, memory or kernels: any value gives the same output here, where
@@ -182,6 +183,10 @@ class Llama:
     ``device`` compute on a GPU, see :class:`Model`. ``model_alias`` is the name results report as ``"model"``
     (default: the file name without ``.gguf``). ``max_prompt_tokens`` refuses longer prompts with
     :class:`InvalidRequestError` (default: only the context size limits them).
+
+    ``chat_format`` names a prompt format that replaces the GGUF's chat template (``"chatml"``, ``"llama-3"``,
+    ``"llama-2"``, ``"mistral-instruct"``, ``"gemma"``, ``"zephyr"``; None or ``"chat_template.default"``: the
+    GGUF's own); its end-of-turn text also stops the reply.
 
     llama-cpp-python's other constructor parameters are accepted: ``seed`` (default seed of the calls),
     ``last_n_tokens_size`` (the window of the repetition penalties), ``draft_model`` (a
@@ -219,8 +224,10 @@ class Llama:
         model_alias: str | None = None,
         max_prompt_tokens: int | None = None,
         cache: BaseLlamaCache | None = None,
+        chat_format: str | None = None,
         **kwargs: Any,
     ) -> None:
+        self._set_chat_format(chat_format)
         self.cache: BaseLlamaCache | None = None
         self.set_cache(cache)
         hints = {k: kwargs.pop(k) for k in _ENGINE_HINTS if k in kwargs}
@@ -285,12 +292,18 @@ class Llama:
                 print(f"adadecode: {', '.join(f'{k}={v!r}' for k, v in hints.items())}: llama.cpp tuning that "
                       "does not apply to this engine", file=sys.stderr)  # fmt: skip
 
+    def _set_chat_format(self, name: str | None) -> None:
+        try:
+            self.chat_format = chat_format_named(name)
+        except ValueError as exc:
+            raise InvalidRequestError(str(exc), "chat_format") from exc
+
     def _init_common(self, model: Model, model_alias: str | None) -> None:
         self.model_path = model.path
         self.model_alias = model_alias or Path(model.path).name.removesuffix(".gguf")
 
     @classmethod
-    def from_model(cls, model: Model, model_alias: str | None = None) -> Llama:
+    def from_model(cls, model: Model, model_alias: str | None = None, chat_format: str | None = None) -> Llama:
         """Wrap an already loaded :class:`Model` (no second copy of the weights)."""
         self = cls.__new__(cls)
         self.model = model
@@ -304,6 +317,7 @@ class Llama:
         self.default_mode = None
         self.default_max_draft = None
         self.cache = None
+        self._set_chat_format(chat_format)
         return self
 
     @classmethod
@@ -632,6 +646,8 @@ class Llama:
                      f"top_logprobs must be in [0, 20], got {top_logprobs!r}", "top_logprobs")  # fmt: skip
             _require(bool(logprobs), "top_logprobs needs logprobs=True", "top_logprobs")
         ids = self.chat_prompt_ids(messages, tools=tool_list)
+        if self.chat_format is not None:  # its end of turn need not be a token this model stops at
+            stop = [*_stop_list(stop), self.chat_format.stop]
         config = self._generation_config(
             ids, max_tokens, temperature, top_p, top_k, min_p, seed, stop, mode, gamma, max_pending, max_draft,
             adaptive_exits, prompt_param="messages",
@@ -696,8 +712,11 @@ class Llama:
                 plain.append(template_message(m, "system" if role == "developer" else str(role), content))
             except ValueError as exc:
                 raise InvalidRequestError(f"messages[{i}]: {exc}", "messages") from exc
+        _require(not (tools and self.chat_format), "tools need the GGUF's own chat template (chat_format=None): the "
+                 "named formats have no place for them", "tools")  # fmt: skip
         try:
-            text = self.model.apply_chat_template(plain, tools=tools)
+            text = self.model.apply_chat_template(plain, tools=tools, template=getattr(self.chat_format, "template",
+                                                                                       None))  # fmt: skip
         except ValueError as exc:
             raise InvalidRequestError(str(exc), "messages") from exc
         except Exception as exc:  # a jinja2 error inside the template, e.g. its raise_exception("...")

@@ -22,11 +22,13 @@ def render_chat_template(
     messages: list[dict[str, Any]],
     add_generation_prompt: bool = True,
     tools: list[Any] | None = None,
+    template: str | None = None,
 ) -> str:
+    """The conversation as text, by the GGUF's chat template or by ``template`` in its place."""
     import jinja2
     import jinja2.sandbox
 
-    template = model.vocab.chat_template
+    template = template or model.vocab.chat_template
     if not template:
         raise ValueError(f"'{model.path}' has no chat template (tokenizer.chat_template)")
     for m in messages:

@@ -15,6 +15,7 @@ from .cli_common import (
     EXIT_OK,
     HelpFormatter,
     UsageError,
+    add_chat_format_option,
     add_decoding_options,
     add_sampling_options,
     load_engine,
@@ -64,6 +65,7 @@ def add_chat_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         "the heads shipped for this model (default: none, standard decoding)",
     )
     p.add_argument("--system", metavar="TEXT", default=None, help="system message that starts the conversation")
+    add_chat_format_option(p)
     p.add_argument("-n", "--n-predict", type=int, default=512, metavar="N", help="longest reply in tokens")
     add_sampling_options(p, temp=0.8)
     add_decoding_options(p)
@@ -121,9 +123,10 @@ def cmd_chat(args: argparse.Namespace) -> int:
     validate_run_args(args)
     model_cls, _ = load_engine()
     model = model_cls(args.model, **model_options(args))
-    if not model.vocab.chat_template:
-        raise UsageError(f"{model.path} has no chat template (tokenizer.chat_template); use 'adadecode run'")
-    llm = Llama.from_model(model)
+    if not model.vocab.chat_template and args.chat_format is None:
+        raise UsageError(f"{model.path} has no chat template (tokenizer.chat_template): name a prompt format with "
+                         "--chat-format, or use 'adadecode run'")  # fmt: skip
+    llm = Llama.from_model(model, chat_format=args.chat_format)
     interactive = sys.stdin.isatty()
     if interactive:
         try:

@@ -15,6 +15,7 @@ from typing import Any
 import adadecode
 
 from ._core import DecodeOptions, Mode
+from .chat_formats import CHAT_FORMATS
 from .model import MODES
 
 PROG = "adadecode"
@@ -55,6 +56,18 @@ def model_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.tensor_split is not None:
         options["tensor_split"] = args.tensor_split
     return options
+
+
+def add_chat_format_option(p: argparse.ArgumentParser) -> None:
+    """--chat-format, llama-cpp-python's chat_format (shared by chat and serve)."""
+    p.add_argument(
+        "--chat-format",
+        choices=sorted(CHAT_FORMATS),
+        default=None,
+        metavar="NAME",
+        help="prompt format in place of the GGUF's chat template, its end of turn also ending a reply: "
+        f"{', '.join(sorted(CHAT_FORMATS))} (default: the GGUF's template)",
+    )
 
 
 def add_device_options(p: argparse.ArgumentParser) -> None:

@@ -405,9 +405,13 @@ class Model:
         return self.vocab.detokenize(list(ids), special)
 
     def apply_chat_template(
-        self, messages: list[dict[str, Any]], add_generation_prompt: bool = True, tools: list[Any] | None = None
+        self,
+        messages: list[dict[str, Any]],
+        add_generation_prompt: bool = True,
+        tools: list[Any] | None = None,
+        template: str | None = None,
     ) -> str:
-        return render_chat_template(self, messages, add_generation_prompt=add_generation_prompt, tools=tools)
+        return render_chat_template(self, messages, add_generation_prompt, tools, template)
 
     # --- generation -------------------------------------------------------------------------------------------
     def _prompt_ids(self, prompt: str | bytes | Sequence[int]) -> list[int]:

@@ -33,7 +33,14 @@ from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 from .api import STATS_KEY, InvalidRequestError, Llama
-from .cli_common import EXIT_OK, HelpFormatter, UsageError, add_device_options, model_options
+from .cli_common import (
+    EXIT_OK,
+    HelpFormatter,
+    UsageError,
+    add_chat_format_option,
+    add_device_options,
+    model_options,
+)
 from .prompt_cache import LlamaRAMCache
 
 if TYPE_CHECKING:
@@ -1020,6 +1027,7 @@ def add_serve_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("-c", "--ctx-size", type=int, default=4096, metavar="N", help="context size in tokens")
     add_device_options(p)
+    add_chat_format_option(p)
     p.add_argument(
         "--alias",
         default=None,
@@ -1123,7 +1131,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError(f"'adadecode serve' needs the server extra: pip install 'adadecode[server]' ({exc})") from exc
     _check_listen(args.host, args.port)  # before the model loads: a busy port is a one-line error, not a traceback
     cache = LlamaRAMCache(args.cache_ram << 20) if args.cache_ram is not None else None
-    llm = Llama(args.model, model_alias=args.alias, cache=cache, **model_options(args))
+    llm = Llama(args.model, model_alias=args.alias, cache=cache, chat_format=args.chat_format, **model_options(args))
     limits = Limits(
         max_tokens=args.max_tokens,
         max_prompt_tokens=args.max_prompt_tokens,
