@@ -32,6 +32,8 @@ stopping_criteria logits_processor grammar logit_bias""".split()
 LCP_CHAT = """messages functions function_call tools tool_choice temperature top_p top_k min_p typical_p stream stop
 seed response_format max_tokens presence_penalty frequency_penalty repeat_penalty tfs_z mirostat_mode mirostat_tau
 mirostat_eta model logits_processor grammar logit_bias logprobs top_logprobs""".split()
+LCP_GENERATE = """tokens top_k top_p min_p typical_p temp repeat_penalty reset frequency_penalty presence_penalty tfs_z
+mirostat_mode mirostat_tau mirostat_eta penalize_nl logits_processor stopping_criteria grammar""".split()
 
 SCHEMA = {
     "type": "object",
@@ -61,6 +63,7 @@ def test_signatures_accept_llama_cpp_python_parameters_in_order() -> None:
     assert comp[: len(LCP_COMPLETION)] == LCP_COMPLETION  # positional callers land on the same parameters
     chat = _positional_names(Llama.create_chat_completion)
     assert chat[: len(LCP_CHAT)] == LCP_CHAT
+    assert _positional_names(Llama.generate) == LCP_GENERATE
     init = set(_positional_names(Llama.__init__))
     from adadecode.api import _ENGINE_HINTS, _UNSUPPORTED_INIT
 
@@ -149,6 +152,54 @@ def test_chat_format_names_a_prompt_format(engine: Any, smollm2_path: Path, llm:
     with pytest.raises(InvalidRequestError, match="GGUF's own chat template") as info:
         chatml.create_chat_completion(CONVERSATION, tools=[tool], max_tokens=4)
     assert info.value.param == "tools"
+
+
+def test_low_level_generate_and_state(llm: Any) -> None:
+    """Llama.generate yields what create_completion generates, token by token, and stops when the loop breaks."""
+    from adadecode import InvalidRequestError
+
+    prompt = llm.tokenize(b"1, 2, 3, 4,")
+    ref = llm.create_completion(prompt, max_tokens=10, temperature=0)
+    ids: list[int] = []
+    for token in llm.generate(prompt, temp=0.0):
+        ids.append(token)
+        if len(ids) == 10:
+            break
+    assert llm.detokenize(ids).decode() == ref["choices"][0]["text"]
+    assert llm.n_tokens == len(prompt) + 10 and list(llm.input_ids[: len(prompt)]) == prompt
+    chat = llm.tokenize(b"<|im_start|>user\nSay hi<|im_end|>\n<|im_start|>assistant\n", special=True)
+    whole = list(llm.generate(chat, temp=0.0))  # to the end of the turn
+    assert llm.token_eos() not in whole
+    assert llm.detokenize(whole).decode() == llm.create_completion(chat, max_tokens=None, temperature=0)[
+        "choices"][0]["text"]  # fmt: skip
+
+    running = llm.generate(prompt, temp=0.0)
+    next(running)
+    with pytest.raises(InvalidRequestError, match="no tokens sent"):
+        running.send([5])
+    for kwargs, name in (({"penalize_nl": False}, "penalize_nl"), ({"mirostat_mode": 2}, "mirostat_mode"),
+                         ({"tokens": []}, "tokens"), ({"tokens": [10**9]}, "tokens")):  # fmt: skip
+        with pytest.raises(InvalidRequestError) as info:
+            llm.generate(**{"tokens": prompt, **kwargs})  # refused at the call, before any iteration
+        assert info.value.param == name
+
+    tokenizer = llm.tokenizer()
+    assert tokenizer.encode("Hello world") == llm.tokenize(b"Hello world", special=True)
+    assert tokenizer.decode(tokenizer.encode("Hello world", add_bos=False)) == "Hello world"
+
+
+def test_set_seed_and_close(engine: Any, smollm2_path: Path) -> None:
+    from adadecode import Error, InvalidRequestError, Llama
+
+    with Llama(str(smollm2_path), n_ctx=256) as own:
+        sampled = own("Once upon a time", max_tokens=8, seed=123, temperature=1.0)["choices"][0]["text"]
+        own.set_seed(123)
+        assert own("Once upon a time", max_tokens=8, temperature=1.0)["choices"][0]["text"] == sampled
+        with pytest.raises(InvalidRequestError, match="seed"):
+            own.set_seed(-1)
+    with pytest.raises(Error, match="was closed"):
+        own("Once upon a time", max_tokens=2)
+    own.close()  # again: nothing to do
 
 
 def test_readme_completion(llm: Any) -> None:

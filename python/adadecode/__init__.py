@@ -17,7 +17,7 @@ server, needs the ``server`` extra); ``adadecode --help`` lists them all.
 """
 
 from ._version import __version__
-from .api import InvalidRequestError, Llama
+from .api import InvalidRequestError, Llama, LlamaTokenizer
 from .fetch import fetch, known_models, resolve_model
 from .grammar import LlamaGrammar
 from .model import Error, Generation, Model, PromptState, list_devices
@@ -31,6 +31,7 @@ __all__ = [
     "LlamaGrammar",
     "LlamaDiskCache",
     "LlamaRAMCache",
+    "LlamaTokenizer",
     "Model",
     "PromptState",
     "__version__",

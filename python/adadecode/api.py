@@ -172,6 +172,21 @@ def _refuse(name: str, value: Any, default: Any, what: str = "") -> None:
         )
 
 
+class LlamaTokenizer:
+    """llama-cpp-python's ``Llama.tokenizer()``: text to ids and back with the model's vocabulary."""
+
+    def __init__(self, llama: Llama) -> None:
+        self._llama = llama
+
+    def encode(self, text: str, add_bos: bool = True, special: bool = True) -> list[int]:
+        return self._llama.tokenize(text, add_bos=add_bos, special=special)
+
+    def decode(self, tokens: Sequence[int]) -> str:
+        """The text of ``tokens``; bytes that are not UTF-8 on their own (a character split across the ids' end)
+        become U+FFFD."""
+        return self._llama.detokenize(tokens).decode("utf-8", errors="replace")
+
+
 class Llama:
     """A GGUF model behind llama-cpp-python's completion API, decoded by the adadecode engine.
 
@@ -420,6 +435,86 @@ class Llama:
 
     def n_embd(self) -> int:
         return self.model.n_embd
+
+    @property
+    def n_tokens(self) -> int:
+        """The tokens whose KV entries the cache holds: the last generation's prompt and reply."""
+        return len(self.model.cached_tokens)
+
+    @property
+    def input_ids(self) -> np.ndarray:
+        """Those tokens' ids (llama-cpp-python's ``input_ids[: n_tokens]``)."""
+        return np.asarray(self.model.cached_tokens, dtype=np.intc)
+
+    def tokenizer(self) -> LlamaTokenizer:
+        return LlamaTokenizer(self)
+
+    def set_seed(self, seed: int) -> None:
+        """The seed of the calls that name none."""
+        _check_sampling(1.0, 1.0, 0, 0.0, seed)
+        self.seed = seed
+
+    def close(self) -> None:
+        """Free the model now (weights, KV cache, threads); calls afterwards raise :class:`Error`."""
+        self.model.close()
+
+    def __enter__(self) -> Llama:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def generate(
+        self,
+        tokens: Sequence[int],
+        top_k: int = 40,
+        top_p: float = 0.95,
+        min_p: float = 0.05,
+        typical_p: float = 1.0,
+        temp: float = 0.80,
+        repeat_penalty: float = 1.0,
+        reset: bool = True,
+        frequency_penalty: float = 0.0,
+        presence_penalty: float = 0.0,
+        tfs_z: float = 1.0,
+        mirostat_mode: int = 0,
+        mirostat_tau: float = 5.0,
+        mirostat_eta: float = 0.1,
+        penalize_nl: bool = True,
+        logits_processor: Any = None,
+        stopping_criteria: Any = None,
+        grammar: Any = None,
+    ) -> Iterator[int]:
+        """llama-cpp-python's token generator: the ids chosen after ``tokens``, one at a time, up to the model's end
+        of generation (which it does not yield) or a full context; breaking out of the loop (or ``close()``) stops
+        the engine at its next token. Checked when called, like the other methods. ``reset`` changes nothing here:
+        a generation keeps the KV entries of the prefix it shares with the cache either way. Sending tokens into it
+        is refused."""
+        _refuse_sampler_extras(typical_p, tfs_z, mirostat_mode, mirostat_tau, mirostat_eta, stopping_criteria)
+        _refuse("penalize_nl", penalize_nl, True, " (the penalties apply to every token)")
+        _require(isinstance(tokens, Sequence) and not isinstance(tokens, (str, bytes)), "tokens must be token ids",
+                 "tokens")  # fmt: skip
+        ids = [int(t) for t in tokens]
+        _require(bool(ids), "tokens is empty", "tokens")
+        _require(all(0 <= t < self.model.n_vocab for t in ids), f"tokens must be in [0, {self.model.n_vocab})",
+                 "tokens")  # fmt: skip
+        config = self._generation_config(ids, None, temp, top_p, top_k, min_p, None, None, None, None, None, None,
+                                         prompt_param="tokens")  # fmt: skip
+        config.logits_processor = self._processor(
+            ids, repeat_penalty, frequency_penalty, presence_penalty, None, None, logits_processor, grammar, None, None
+        )
+        return self._token_stream(ids, config)
+
+    def _token_stream(self, ids: list[int], config: GenerationConfig) -> Iterator[int]:
+        self._load_cached_prefix(ids)
+        tokens = self.model.run_tokens(ids, config)
+        try:
+            for token in tokens:
+                sent = yield int(token)
+                _require(sent is None, "generate() takes no tokens sent into it: start a new generate()", "tokens")
+        finally:
+            tokens.close()
+            self._store_state()
 
     @property
     def metadata(self) -> dict[str, str]:

@@ -210,6 +210,16 @@ def parse_tensor_split(tensor_split: str | Sequence[float] | None) -> list[float
     return out
 
 
+class _Closed:
+    """In place of the engine and vocabulary of a closed model: every use is an error naming it."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+
+    def __getattr__(self, name: str) -> Any:
+        raise Error(f"the model {self._path} was closed")
+
+
 class Model:
     """A GGUF model on the adadecode engine.
 
@@ -359,6 +369,14 @@ class Model:
     def fingerprint(self) -> int:
         """A 64-bit hash of the model's weights; prompt states carry it."""
         return int(self._engine.fingerprint)
+
+    def close(self) -> None:
+        """Free the weights, KV cache and threads now rather than when the model is garbage-collected; the model
+        cannot be used afterwards (its calls raise :class:`Error`). Closing again does nothing."""
+        if isinstance(self._engine, _Closed):
+            return
+        with self._exclusive("close()"):
+            self._engine = self.vocab = _Closed(self.path)
 
     @contextlib.contextmanager
     def _exclusive(self, what: str) -> Iterator[None]:
@@ -510,26 +528,38 @@ class Model:
 
     def run_stream(self, prompt: str | Sequence[int], config: GenerationConfig) -> Iterator[str]:
         """:meth:`generate_stream` with its settings made by :meth:`config`."""
-        pieces: queue.Queue[tuple[str, Any]] = queue.Queue()
+        for piece in self._in_thread(lambda emit: self.run(prompt, config, _on_text=emit)):
+            if piece:
+                yield piece
+
+    def run_tokens(self, prompt: str | Sequence[int], config: GenerationConfig) -> Iterator[int]:
+        """The token ids of a generation as they are chosen (the text's stop strings still end it); closing the
+        iterator stops the engine at its next token."""
+        yield from self._in_thread(lambda emit: self.run(prompt, config, _on_token=emit))
+
+    def _in_thread(self, start: Callable[[Callable[[Any], bool]], Generation]) -> Iterator[Any]:
+        """What ``start(emit)`` emits, as an iterator: the generation runs in a thread of its own, and stops at its
+        next token once the iterator is closed."""
+        items: queue.Queue[tuple[str, Any]] = queue.Queue()
         cancelled = threading.Event()
+
+        def emit(item: Any) -> bool:
+            items.put(("item", item))
+            return not cancelled.is_set()
 
         def work() -> None:
             try:
-                gen = self.run(
-                    prompt, config, _on_text=lambda piece: (pieces.put(("piece", piece)), not cancelled.is_set())[1]
-                )
-                pieces.put(("done", gen))
+                items.put(("done", start(emit)))
             except BaseException as exc:  # handed to the consumer thread
-                pieces.put(("error", exc))
+                items.put(("error", exc))
 
         thread = threading.Thread(target=work, daemon=True)
         thread.start()
         try:
             while True:
-                kind, value = pieces.get()
-                if kind == "piece":
-                    if value:
-                        yield value
+                kind, value = items.get()
+                if kind == "item":
+                    yield value
                 elif kind == "error":
                     raise value
                 else:
@@ -591,7 +621,12 @@ class Model:
         return self.run(ids, config, return_logits=return_logits, _on_text=_on_text)
 
     def run(
-        self, prompt: str | Sequence[int], config: GenerationConfig, return_logits: bool = False, _on_text: Any = None
+        self,
+        prompt: str | Sequence[int],
+        config: GenerationConfig,
+        return_logits: bool = False,
+        _on_text: Any = None,
+        _on_token: Callable[[int], bool] | None = None,
     ) -> Generation:
         """:meth:`generate` with its settings made by :meth:`config`."""
         ids = self._prompt_ids(prompt)
@@ -606,9 +641,11 @@ class Model:
         window = ""
         window_start = 0
 
-        def on_token(_token: int, piece: str) -> bool:
+        def on_token(token: int, piece: str) -> bool:
             nonlocal length, emitted, stopped_at, window, window_start
             text_parts.append(piece)
+            if _on_token is not None and not _on_token(token):
+                return False
             if not stops and _on_text is None:
                 return True
             length += len(piece)
