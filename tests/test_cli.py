@@ -96,6 +96,7 @@ BAD_RUN_ARGS = [
     (["--gamma", "1.5"], "--gamma"),
     (["--gamma", "-0.1"], "--gamma"),
     (["-n", "0"], "--n-predict"),
+    (["-n", "-3"], "--n-predict"),
     (["-c", "0"], "--ctx-size"),
     (["--temp", "-1"], "--temp"),
     (["--temp", "nan"], "--temp"),
@@ -487,6 +488,8 @@ def test_run_past_the_context_and_stop_strings_end_to_end(
     code, out, err = _run(capsys, *common, "-c", "24", "-n", "100000")
     assert code == 0, err
     full = json.loads(out)
+    code, unlimited, err = _run(capsys, *common, "-c", "24", "-n", "-1")  # llama.cpp's "no limit"
+    assert code == 0 and json.loads(unlimited)["tokens"] == full["tokens"], err
     n_prompt = full["stats"]["n_prompt"]
     assert full["stats"]["finish_reason"] == "length"
     assert n_prompt + len(full["tokens"]) == 24 + 1  # the last token is sampled but needs no cache slot

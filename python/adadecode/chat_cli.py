@@ -19,6 +19,7 @@ from .cli_common import (
     add_decoding_options,
     add_sampling_options,
     load_engine,
+    max_new_tokens,
     model_options,
     validate_run_args,
 )
@@ -66,7 +67,9 @@ def add_chat_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--system", metavar="TEXT", default=None, help="system message that starts the conversation")
     add_chat_format_option(p)
-    p.add_argument("-n", "--n-predict", type=int, default=512, metavar="N", help="longest reply in tokens")
+    p.add_argument(
+        "-n", "--n-predict", type=int, default=512, metavar="N", help="longest reply in tokens; -1: a full context"
+    )
     add_sampling_options(p, temp=0.8)
     add_decoding_options(p)
     p.set_defaults(func=cmd_chat, stop=None)
@@ -139,7 +142,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     system = [{"role": "system", "content": args.system}] if args.system else []
     messages: list[dict[str, str]] = list(system)
     gen_args = {
-        "max_tokens": args.n_predict,
+        "max_tokens": max_new_tokens(args),
         "temperature": args.temp,
         "top_k": args.top_k,
         "top_p": args.top_p,

@@ -34,6 +34,7 @@ from adadecode.cli_common import (
     UsageError,
     add_decoding_options,
     add_sampling_options,
+    max_new_tokens,
     model_options,
     validate_run_args,
 )
@@ -238,7 +239,14 @@ def _add_run(sub: Any, common: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("-p", "--prompt", metavar="PROMPT", help="prompt text")
     src.add_argument("-f", "--file", metavar="FILE", help="read the prompt from FILE ('-' for stdin)")
-    p.add_argument("-n", "--n-predict", type=int, default=128, metavar="N", help="maximum number of tokens to generate")
+    p.add_argument(
+        "-n",
+        "--n-predict",
+        type=int,
+        default=128,
+        metavar="N",
+        help="maximum number of tokens to generate; -1: until the end of generation or a full context (as llama.cpp)",
+    )
     add_sampling_options(p, temp=0.0)
     p.add_argument(
         "--stop",
@@ -347,7 +355,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if getattr(args, "verbose", False):
         _describe_model(model, path, time.perf_counter() - t0)
     gen_args: dict[str, Any] = {
-        "max_tokens": args.n_predict,
+        "max_tokens": max_new_tokens(args),
         "temperature": args.temp,
         "top_k": args.top_k,
         "top_p": args.top_p,

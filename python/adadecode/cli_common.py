@@ -184,9 +184,17 @@ def _check(ok: bool, message: str) -> None:
         raise UsageError(message)
 
 
+def max_new_tokens(args: argparse.Namespace) -> int:
+    """-n as llama.cpp reads it: -1 (and -2, "until the context is full") generate until the end of generation or a
+    full context."""
+    return args.ctx_size if args.n_predict < 0 else args.n_predict
+
+
 def validate_run_args(args: argparse.Namespace) -> None:
     """Reject flag values the engine would refuse or misread, with a message naming the flag."""
-    _check(args.n_predict >= 1, f"-n/--n-predict must be at least 1, got {args.n_predict}")
+    _check(args.n_predict >= 1 or args.n_predict in (-1, -2),
+           f"-n/--n-predict must be at least 1, or -1 (until the end of generation or a full context), got "
+           f"{args.n_predict}")  # fmt: skip
     _check(args.threads is None or args.threads >= 1, f"-t/--threads must be at least 1, got {args.threads}")
     _check(args.ctx_size >= 1, f"-c/--ctx-size must be at least 1, got {args.ctx_size}")
     _check(math.isfinite(args.temp) and args.temp >= 0, f"--temp must be a number >= 0, got {args.temp}")
