@@ -664,9 +664,10 @@ const bool q4_k_scale_by_dpwssd = choose_q4_k_scale_by_dpwssd();
 // 1536 8960 1, best of 10 alternating processes) 6-9 rows 4-9 % faster (8 rows 0.543 -> 0.494 ms), 1-4 rows the same
 // (bound by the cache's bandwidth there); whole 1.5B passes (median of 10 processes) 8 rows 1.586 -> 1.551 of one row,
 // 4 rows the same; decoding and prefill within the VM's spread; the AVX-VNNI family the same in cache
-// (bench/results/roofline/gfni-intel-2026-12-07/). Elsewhere (Zen 4) unmeasured, so off.
-// ADADECODE_QMATMUL_GFNI=0|1 sets it, to measure one against the other; 1 on a CPU without GFNI is refused with a
-// message.
+// (bench/results/roofline/gfni-intel-2026-12-07/). Off elsewhere: on an AMD EPYC Zen 4, in L2 at 4 / 8 rows, the shift
+// ran 145-167 / 164-166 GMAC/s and GFNI 155-157 / 160-161, no better
+// (bench/results/roofline/amd-epyc-zen4-2026-12-07/). ADADECODE_QMATMUL_GFNI=0|1 sets it, to measure one against the
+// other; 1 on a CPU without GFNI is refused with a message.
 bool choose_q4_k_high_nibbles_by_gfni() {
     __builtin_cpu_init();
     const bool has_gfni = __builtin_cpu_supports("gfni");
