@@ -132,6 +132,24 @@ def test_completion(client: Any, reference: Any) -> None:
     assert stats["mode"] == "adadecode" and 0 <= stats["early_exit_fraction"] <= 1
 
 
+def test_apply_template_then_completion_is_the_chat_reply(server: str, client: Any, reference: Any) -> None:
+    """llama-server's /apply-template: the chat template's text, which /completion then continues exactly as the chat
+    endpoint answers."""
+    messages = _chat(QUESTIONS[2])
+    r = httpx.post(f"{server}/apply-template", json={"messages": messages}, timeout=30)
+    assert r.status_code == 200, r.text
+    prompt = r.json()["prompt"]
+    ids = reference.model.tokenize(prompt, add_special=False, parse_special=True)
+    assert ids == reference.chat_prompt_ids(messages)
+    chat = client.chat.completions.create(model="smollm2-135m", messages=messages, max_tokens=12, temperature=0)
+    done = httpx.post(f"{server}/completion", json={"prompt": prompt, "n_predict": 12, "temperature": 0}, timeout=60)
+    assert done.json()["content"] == chat.choices[0].message.content
+    for body, param in (({"messages": []}, "messages"), ({"messages": messages, "tools": [{"x": 1}]}, "tools"),
+                        ({"messages": messages, "stream": True}, "stream")):  # fmt: skip
+        bad = httpx.post(f"{server}/apply-template", json=body, timeout=30)
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == param, bad.text
+
+
 def test_body_is_json_whatever_its_content_type(server: str) -> None:
     """As llama-server: `curl -d` sends application/x-www-form-urlencoded, and some clients no Content-Type."""
     body = json.dumps({"content": "Hello world"}).encode()

@@ -791,6 +791,16 @@ class Llama:
 
     def chat_prompt_ids(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> list[int]:
         """The prompt token ids of a conversation, ending with the assistant's turn opening."""
+        text = self.chat_prompt_text(messages, tools)
+        vocab = self.model.vocab
+        bos = vocab.token_to_piece(vocab.bos, True).decode("utf-8", "replace") if vocab.bos >= 0 else ""
+        # Templates usually write the BOS text themselves; the tokenizer must not add a second one.
+        add_special = not (bos and text.startswith(bos))
+        return self.model.tokenize(text, add_special=add_special, parse_special=True)
+
+    def chat_prompt_text(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> str:
+        """A conversation as the chat template writes it, ending with the assistant's turn opening (llama-server's
+        /apply-template). ``tools``: as :func:`tools.normalize` gives them."""
         _require(isinstance(messages, list) and len(messages) > 0, "messages must be a non-empty list", "messages")
         plain: list[dict[str, Any]] = []
         for i, m in enumerate(messages):
@@ -816,11 +826,7 @@ class Llama:
             raise InvalidRequestError(str(exc), "messages") from exc
         except Exception as exc:  # a jinja2 error inside the template, e.g. its raise_exception("...")
             raise InvalidRequestError(f"the chat template rejected the messages: {exc}", "messages") from exc
-        vocab = self.model.vocab
-        bos = vocab.token_to_piece(vocab.bos, True).decode("utf-8", "replace") if vocab.bos >= 0 else ""
-        # Templates usually write the BOS text themselves; the tokenizer must not add a second one.
-        add_special = not (bos and text.startswith(bos))
-        return self.model.tokenize(text, add_special=add_special, parse_special=True)
+        return text
 
     # --- internals --------------------------------------------------------------------------------------------
     def _stream(self, ids: list[int], config: GenerationConfig) -> Iterator[str]:

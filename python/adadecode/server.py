@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import tools as tool_mod
 from ._version import __version__
 from .api import STATS_KEY, InvalidRequestError, Llama
 from .cli_common import (
@@ -354,6 +355,7 @@ _PATHS = (
     "/infill",
     "/tokenize",
     "/detokenize",
+    "/apply-template",
     "/props",
     "/embedding",
 )
@@ -915,6 +917,24 @@ def create_app(llm: Llama, limits: Limits | None = None, api_key: str | None = N
     async def infill(body: NativeCompletion, request: Request) -> Any:
         return await _native_completion(body, request, infill=True)
 
+    class ApplyTemplateRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        messages: list[ChatMessage]
+        tools: list[dict[str, Any]] | None = None
+
+    @app.post("/apply-template")
+    async def apply_template(body: ApplyTemplateRequest) -> dict[str, Any]:
+        """llama-server's: the chat template's text of a conversation, without generating."""
+        messages = [m.model_dump(exclude_none=True) for m in body.messages]
+        try:
+            tools, _ = tool_mod.normalize(body.tools, None, token_id=llm.model.vocab.token_id)
+        except ValueError as exc:
+            raise ApiError(400, str(exc), param="tools") from exc
+        try:
+            return {"prompt": llm.chat_prompt_text(messages, tools)}
+        except InvalidRequestError as exc:
+            raise _as_api_error(exc) from exc
+
     @app.post("/tokenize")
     async def tokenize(body: TokenizeRequest) -> dict[str, Any]:
         ids = llm.model.tokenize(body.content, add_special=body.add_special, parse_special=True)
@@ -993,8 +1013,8 @@ def add_serve_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         help="serve a model over an OpenAI-compatible HTTP API",
         description="Serve a model over HTTP with the OpenAI API: /v1/models, /v1/completions, /v1/chat/completions "
         "(streaming with server-sent events), /v1/embeddings; llama-server's /completion, /infill, /tokenize, "
-        "/detokenize, /props and /embedding; /health and /metrics (Prometheus). Requests run one at a time in "
-        'arrival order; responses carry the engine\'s statistics under the key "adadecode". Needs the server '
+        "/detokenize, /apply-template, /props and /embedding; /health and /metrics (Prometheus). Requests run one at "
+        'a time in arrival order; responses carry the engine\'s statistics under the key "adadecode". Needs the server '
         "extra: pip install 'adadecode[server]'.",
         epilog="Example:\n  adadecode serve -m smollm2-135m --heads auto --port 8080\n"
         "  curl localhost:8080/v1/chat/completions -H 'Content-Type: application/json' \\\n"
