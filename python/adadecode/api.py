@@ -494,16 +494,19 @@ class Llama:
         _refuse("penalize_nl", penalize_nl, True, " (the penalties apply to every token)")
         _require(isinstance(tokens, Sequence) and not isinstance(tokens, (str, bytes)), "tokens must be token ids",
                  "tokens")  # fmt: skip
-        ids = [int(t) for t in tokens]
-        _require(bool(ids), "tokens is empty", "tokens")
-        _require(all(0 <= t < self.model.n_vocab for t in ids), f"tokens must be in [0, {self.model.n_vocab})",
-                 "tokens")  # fmt: skip
+        ids = self._token_ids(tokens, "tokens")
         config = self._generation_config(ids, None, temp, top_p, top_k, min_p, None, None, None, None, None, None,
                                          prompt_param="tokens")  # fmt: skip
         config.logits_processor = self._processor(
             ids, repeat_penalty, frequency_penalty, presence_penalty, None, None, logits_processor, grammar, None, None
         )
         return self._token_stream(ids, config)
+
+    def _token_ids(self, tokens: Sequence[Any], param: str) -> list[int]:
+        _require(all(isinstance(t, int) and 0 <= t < self.model.n_vocab for t in tokens),
+                 f"{param} token ids must be integers in [0, {self.model.n_vocab})", param)  # fmt: skip
+        _require(len(tokens) > 0, f"{param} is empty: no token ids", param)
+        return [int(t) for t in tokens]
 
     def _token_stream(self, ids: list[int], config: GenerationConfig) -> Iterator[int]:
         self._load_cached_prefix(ids)
@@ -639,13 +642,7 @@ class Llama:
             ids = self.model.tokenize(prompt)
             prompt_text = prompt
         else:
-            _require(
-                all(isinstance(t, int) and 0 <= t < self.model.n_vocab for t in prompt),
-                f"prompt token ids must be integers in [0, {self.model.n_vocab})",
-                "prompt",
-            )
-            ids = [int(t) for t in prompt]
-            _require(bool(ids), "the prompt is empty", "prompt")
+            ids = self._token_ids(prompt, "prompt")
             prompt_text = self.model.detokenize(ids)
         if logprobs is not None:
             _require(isinstance(logprobs, int) and 0 <= logprobs <= 20, f"logprobs must be in [0, 20], got "
