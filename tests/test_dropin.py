@@ -166,7 +166,8 @@ def test_low_level_generate_and_state(llm: Any) -> None:
         if len(ids) == 10:
             break
     assert llm.detokenize(ids).decode() == ref["choices"][0]["text"]
-    assert llm.n_tokens == len(prompt) + 10 and list(llm.input_ids[: len(prompt)]) == prompt
+    # The engine runs in a thread of its own and stops at its next token: it may have fed a token or two more.
+    assert llm.n_tokens >= len(prompt) + 10 and list(llm.input_ids[: len(prompt) + 10]) == prompt + ids
     chat = llm.tokenize(b"<|im_start|>user\nSay hi<|im_end|>\n<|im_start|>assistant\n", special=True)
     whole = list(llm.generate(chat, temp=0.0))  # to the end of the turn
     assert llm.token_eos() not in whole
