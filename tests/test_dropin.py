@@ -269,6 +269,19 @@ def test_readme_function_calling(llm: Any) -> None:
     assert isinstance(args["name"], str) and type(args["age"]) is int
 
 
+def test_parallel_tool_calls_false_keeps_the_first_call(llm: Any) -> None:
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}
+    two_calls = 'root ::= "<tool_call>{\\"name\\": \\"f\\", \\"arguments\\": {\\"a\\": 1}}</tool_call>" ' \
+        '"<tool_call>{\\"name\\": \\"f\\", \\"arguments\\": {\\"a\\": 2}}</tool_call>"'
+    kwargs = {"tools": [tool], "tool_choice": "auto", "grammar": two_calls, "max_tokens": 100, "temperature": 0}
+    messages = [{"role": "user", "content": "Call f twice."}]
+    both = llm.create_chat_completion(messages, **kwargs)["choices"][0]["message"]["tool_calls"]
+    assert [json.loads(c["function"]["arguments"]) for c in both] == [{"a": 1}, {"a": 2}]
+    (first,) = llm.create_chat_completion(messages, parallel_tool_calls=False, **kwargs)["choices"][0]["message"][
+        "tool_calls"]  # fmt: skip
+    assert json.loads(first["function"]["arguments"]) == {"a": 1}
+
+
 def test_readme_embeddings(llm: Any) -> None:
     out = llm.create_embedding("Hello, world!")
     (item,) = out["data"]

@@ -150,6 +150,17 @@ def test_apply_template_then_completion_is_the_chat_reply(server: str, client: A
         assert bad.status_code == 400 and bad.json()["error"]["param"] == param, bad.text
 
 
+def test_parallel_tool_calls_false_reaches_the_engine(client: Any) -> None:
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}
+    call = '"<tool_call>{\\"name\\": \\"f\\", \\"arguments\\": {}}</tool_call>"'
+    for parallel, n_calls in ((None, 2), (False, 1)):
+        extra = {"grammar": f"root ::= {call} {call}"}
+        flag = {} if parallel is None else {"parallel_tool_calls": parallel}
+        out = client.chat.completions.create(model="smollm2-135m", messages=_chat("Call f twice."), tools=[tool],
+                                             max_tokens=80, temperature=0, extra_body=extra, **flag)  # fmt: skip
+        assert len(out.choices[0].message.tool_calls) == n_calls
+
+
 def test_body_is_json_whatever_its_content_type(server: str) -> None:
     """As llama-server: `curl -d` sends application/x-www-form-urlencoded, and some clients no Content-Type."""
     body = json.dumps({"content": "Hello world"}).encode()

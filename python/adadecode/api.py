@@ -707,6 +707,7 @@ class Llama:
         adaptive_exits: bool | None = None,
         repeat_last_n: int | None = None,
         json_schema: Any = None,
+        parallel_tool_calls: bool = True,
     ) -> dict[str, Any] | Iterator[dict[str, Any]]:
         """Answer a conversation; an OpenAI ``chat.completion`` dict, or ``chat.completion.chunk`` dicts with
         ``stream``. The parameters are llama-cpp-python's, with the same defaults.
@@ -716,8 +717,9 @@ class Llama:
         token. ``tools`` are given to the template (Qwen2.5's format); ``<tool_call>{json}</tool_call>`` in the reply
         becomes OpenAI ``tool_calls`` (finish_reason "tool_calls"); ``tool_choice`` "none", "auto", "required" or
         a named function (the last two force a call with a grammar). ``functions``/``function_call`` are the
-        older spelling of the same. ``logprobs``/``top_logprobs`` return OpenAI's chat logprobs. The other
-        arguments are those of :meth:`create_completion`.
+        older spelling of the same. ``parallel_tool_calls`` False (OpenAI's): a reply's first call only, when the
+        model wrote several. ``logprobs``/``top_logprobs`` return OpenAI's chat logprobs. The other arguments are
+        those of :meth:`create_completion`.
         """
         _refuse_sampler_extras(typical_p, tfs_z, mirostat_mode, mirostat_tau, mirostat_eta, None)
         try:
@@ -760,6 +762,8 @@ class Llama:
             raw = vocab.detokenize([t for t in gen.tokens if not vocab.is_eog(t)], True)
             names = {t["function"]["name"] for t in tool_list}
             content, calls = tool_mod.parse_tool_calls(raw, names)
+            if not parallel_tool_calls:
+                calls = calls[:1]
             if calls:
                 message = {"role": "assistant", "content": content or None, "tool_calls": calls}
                 finish = "tool_calls"

@@ -846,6 +846,7 @@ def create_app(llm: Llama, limits: Limits | None = None, api_key: str | None = N
             tool_choice=body.tool_choice,
             functions=body.functions,
             function_call=body.function_call,
+            parallel_tool_calls=body.parallel_tool_calls is not False,
             logprobs=body.logprobs or bool(body.n_probs) or None,
             top_logprobs=body.top_logprobs if body.top_logprobs is not None else (body.n_probs or None),
         )
