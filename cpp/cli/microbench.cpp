@@ -380,7 +380,8 @@ int main(int argc, char **argv) {
                 setups[i].without_logits_min.push_back(minimum(without[rows - 1][i]));
             }
         }
-        // The dot-product peak after the passes, so that the passes' timings see no warmer machine.
+        // The last read sample, then the dot-product peak: both after the passes, so that the passes' timings see no
+        // warmer machine.
         sample_read_rate();
         Roofline roof;
         roof.read_gbs = *std::max_element(read_samples.begin(), read_samples.end());

@@ -267,7 +267,6 @@ def run_eval_heads(args: argparse.Namespace) -> int:
 def eval_on_features(args: argparse.Namespace, model: Any, heads_path: str) -> int:
     """The heads file on the held-out rows of a feature directory: KL, agreement, cov/prec and expected saving per
     layer, for the whole set and for the best subset of its layers."""
-
     from .fit_features import FeatureFitConfig, FeatureSet, evaluate_heads, format_report
     from .head_designs import from_heads_file
     from .head_math import Readout

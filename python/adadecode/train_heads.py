@@ -535,7 +535,6 @@ def load_costs(curve_arg: str, model: Any) -> Any:
 
 
 def train_from_features(args: argparse.Namespace, model: Any, threads: int) -> dict[str, Any]:
-
     from .fit_features import FeatureFitConfig, FeatureSet, fit_features, format_report, pick_vocab
     from .head_designs import file_parts, parse_designs
     from .head_math import Readout
